@@ -1,0 +1,290 @@
+"""Frozen configuration for sampling and for the search methods.
+
+Method specs a user can type (``base``, ``bon:n=16``, ``cbs:w=4,k=4,l=5``,
+``eft:beta=1.0``) parse with :func:`parse_method` into the dataclasses here.
+Every config validates itself in ``__post_init__`` and raises a ``ValueError``
+naming the field and the fix. No I/O happens in this module.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Optional, Union
+
+__all__ = [
+    "SamplingConfig",
+    "SearchConfig",
+    "BaseMethod",
+    "BoNMethod",
+    "CBSMethod",
+    "EFTMethod",
+    "Method",
+    "parse_method",
+    "METHOD_NAMES",
+]
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_positive_int(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not _is_int(value) or value <= 0:
+        extra = " or inf" if allow_none else ""
+        raise ValueError(f"{name} must be a positive integer{extra}, got {value!r}; set {name}>=1")
+
+
+def _check_number(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}; e.g. {name}=1.0")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How the strong model draws tokens (the knobs of HF ``generate``).
+
+    temperature: 0 means greedy decoding; top_k: 0 disables it; top_p: 1.0 disables it.
+    max_new_tokens bounds each response; ``stop`` strings end a response (the text
+    is cut before the stop string). ``seed`` makes a run reproducible: each prompt
+    gets its own generator, derived from the seed and the prompt text, so results
+    do not depend on batch composition.
+    ``truncation``: what to do with a prompt longer than the model's context:
+    ``"error"`` (default) raises; ``"left"`` drops its oldest tokens with a warning.
+    """
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+    truncation: str = "error"
+
+    def __post_init__(self):
+        _check_number("temperature", self.temperature)
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not _is_int(self.top_k) or self.top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
+        _check_number("top_p", self.top_p)
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] (1.0 disables it), got {self.top_p}")
+        _check_positive_int("max_new_tokens", self.max_new_tokens)
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            raise ValueError(f"stop must be a list of non-empty strings, got {self.stop!r}; e.g. stop=['\\n\\n']")
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if not _is_int(self.seed):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if self.truncation not in ("error", "left"):
+            raise ValueError(f"truncation must be 'error' or 'left', got {self.truncation!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Chunk-level beam search (CBS): W beams, K successors each, chunks of L tokens.
+
+    ``l=None`` means an unbounded chunk (sample until the response ends).
+    BoN(N) = SearchConfig(w=1, k=N, l=None); base sampling = SearchConfig(1, 1, None).
+    """
+
+    w: int = 4
+    k: int = 4
+    l: Optional[int] = 5  # noqa: E741 (the paper's symbol)
+
+    def __post_init__(self):
+        _check_positive_int("w", self.w)
+        _check_positive_int("k", self.k)
+        _check_positive_int("l", self.l, allow_none=True)
+
+    @property
+    def samples_per_prompt(self) -> int:
+        """Strong-model samples drawn per prompt per round: W*K."""
+        return self.w * self.k
+
+    @property
+    def needs_scorer(self) -> bool:
+        return self.samples_per_prompt > 1
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+@dataclass(frozen=True)
+class BaseMethod:
+    """Plain sampling from the strong model (CBS with W=K=1, L=inf); needs no guide."""
+
+    name = "base"
+
+    @property
+    def search(self) -> SearchConfig:
+        return SearchConfig(w=1, k=1, l=None)
+
+    @property
+    def budget(self) -> int:
+        return 1
+
+    @property
+    def needs_guide(self) -> bool:
+        return False
+
+    @property
+    def spec(self) -> str:
+        return "base"
+
+
+@dataclass(frozen=True)
+class BoNMethod:
+    """Best-of-N: N samples, the one the guide scores highest (CBS with W=1, K=N, L=inf)."""
+
+    n: int = 16
+    name = "bon"
+
+    def __post_init__(self):
+        _check_positive_int("n", self.n)
+
+    @property
+    def search(self) -> SearchConfig:
+        return SearchConfig(w=1, k=self.n, l=None)
+
+    @property
+    def budget(self) -> int:
+        return self.n
+
+    @property
+    def needs_guide(self) -> bool:
+        return self.n > 1
+
+    @property
+    def spec(self) -> str:
+        return f"bon:n={self.n}"
+
+
+@dataclass(frozen=True)
+class CBSMethod:
+    """Chunk-level beam search with W beams, K successors, chunk length L (None = inf)."""
+
+    w: int = 4
+    k: int = 4
+    l: Optional[int] = 5  # noqa: E741
+    name = "cbs"
+
+    def __post_init__(self):
+        SearchConfig(self.w, self.k, self.l)  # validates
+
+    @property
+    def search(self) -> SearchConfig:
+        return SearchConfig(self.w, self.k, self.l)
+
+    @property
+    def budget(self) -> int:
+        return self.w * self.k
+
+    @property
+    def needs_guide(self) -> bool:
+        return self.w * self.k > 1
+
+    @property
+    def spec(self) -> str:
+        return f"cbs:w={self.w},k={self.k},l={'inf' if self.l is None else self.l}"
+
+
+@dataclass(frozen=True)
+class EFTMethod:
+    """Emulated fine-tuning: logits log p_strong + sum_i beta_i (log p_tuned_i - log p_untuned).
+
+    ``beta`` is one number or one per tuned guide.
+    """
+
+    beta: Union[float, tuple[float, ...]] = 1.0
+    name = "eft"
+
+    def __post_init__(self):
+        betas = self.beta if isinstance(self.beta, (tuple, list)) else (self.beta,)
+        if not betas:
+            raise ValueError("beta must hold at least one number, e.g. beta=1.0")
+        for b in betas:
+            _check_number("beta", b)
+        object.__setattr__(self, "beta", tuple(float(b) for b in betas) if len(betas) > 1 else float(betas[0]))
+
+    @property
+    def betas(self) -> tuple[float, ...]:
+        return self.beta if isinstance(self.beta, tuple) else (self.beta,)
+
+    @property
+    def search(self) -> SearchConfig:
+        return SearchConfig(w=1, k=1, l=None)
+
+    @property
+    def budget(self) -> int:
+        return 1
+
+    @property
+    def needs_guide(self) -> bool:
+        return True
+
+    @property
+    def spec(self) -> str:
+        return "eft:beta=" + "/".join(f"{b:g}" for b in self.betas)
+
+
+Method = Union[BaseMethod, BoNMethod, CBSMethod, EFTMethod]
+_METHODS = {"base": BaseMethod, "bon": BoNMethod, "cbs": CBSMethod, "eft": EFTMethod}
+METHOD_NAMES = tuple(_METHODS)
+
+
+def _parse_value(method: str, key: str, raw: str):
+    raw = raw.strip()
+    if key == "l" and raw.lower() in ("inf", "none", "infinity"):
+        return None
+    if key == "beta":
+        parts = raw.split("/")
+        try:
+            vals = tuple(float(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"{method}: beta must be a number (or numbers joined by '/'), got {raw!r}; e.g. beta=1.0") from None
+        return vals if len(vals) > 1 else vals[0]
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{method}: {key} must be an integer, got {raw!r}; e.g. {key}=4") from None
+
+
+def parse_method(spec: Union[str, Method]) -> Method:
+    """Parse ``base``, ``bon:n=16``, ``cbs:w=4,k=4,l=5`` or ``eft:beta=1.0`` into a method config.
+
+    >>> parse_method("cbs:w=2,k=3,l=inf").search
+    SearchConfig(w=2, k=3, l=None)
+    """
+    if isinstance(spec, tuple(_METHODS.values())):
+        return spec
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"method spec must be a non-empty string like 'cbs:w=4,k=4,l=5', got {spec!r}")
+    name, _, argstr = spec.strip().partition(":")
+    name = name.strip().lower()
+    if name not in _METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHOD_NAMES)} (e.g. 'cbs:w=4,k=4,l=5')")
+    cls = _METHODS[name]
+    valid = [f.name for f in fields(cls)]
+    kwargs = {}
+    for item in filter(None, (p.strip() for p in argstr.split(","))):
+        key, eq, raw = item.partition("=")
+        key = key.strip().lower()
+        if not eq:
+            raise ValueError(f"{name}: expected key=value, got {item!r}; valid keys: {', '.join(valid) or 'none'}")
+        if key not in valid:
+            raise ValueError(f"{name}: unknown parameter {key!r}; valid keys: {', '.join(valid) or 'none'}")
+        kwargs[key] = _parse_value(name, key, raw)
+    return cls(**kwargs)
+
+
+def method_to_dict(method: Method) -> dict:
+    """A JSON-able description of a method: its name, canonical spec and fields."""
+    return {"name": method.name, "spec": method.spec, **asdict(method)}
+

@@ -1,0 +1,193 @@
+"""A guide language model that scores log p(y|x) of response text, incrementally.
+
+A guide reads the decoded *text* of prompt and response with its own tokenizer
+and prompt template, so it need not share the strong model's vocabulary. The
+prompt part (template applied) and the response are tokenized separately and
+concatenated, as TRL's DPOTrainer does when it trains the tuned guide:
+
+    ids = tok(template(x)) + tok(y) [+ EOS if y is finished]
+    log p(y|x) = sum_{i >= len(tok(template(x)))} log p(ids[i] | ids[:i])
+
+Incremental scoring: the guide remembers the rows of its last call (their KV
+cache and per-token log-probs). A new response reuses the cached row that shares
+the longest token prefix with it and feeds only the tokens past that prefix;
+where re-tokenization changed earlier tokens, those positions become holes in the
+attention mask and are fed again. Results equal a full re-score (``incremental=False``).
+What is remembered is a cache of pure computations: it never changes a result.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from .lm import CausalLM, KVRows, right_pad
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GuideLM"]
+
+_PROBE = "Hello, world! It's 42 degrees."
+
+
+@dataclass
+class _Row:
+    prompt: str
+    response: str
+    ids: list[int]  # prompt + response tokens; the cache holds ids[:-1]
+    logps: list[float]  # logps[i-1] = log p(ids[i] | ids[:i])
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class GuideLM:
+    """Scores sum log p(response | prompt) under one causal LM.
+
+    template: a format string with ``{prompt}`` (default ``"{prompt}"``), or ``"chat"``
+    for the tokenizer's chat template (user turn + generation prompt).
+    """
+
+    def __init__(self, lm: CausalLM, template: str = "{prompt}", incremental: bool = True):
+        if template != "chat" and "{prompt}" not in template:
+            raise ValueError(f"guide template for {lm.name!r} must contain '{{prompt}}' or be 'chat', got {template!r}")
+        if template == "chat" and not getattr(lm.tokenizer, "chat_template", None):
+            raise ValueError(f"template='chat' but {lm.name!r}'s tokenizer has no chat template; pass a format string")
+        self.lm, self.template, self.incremental = lm, template, incremental
+        self._check_tokenizer()
+        self._kv: Optional[KVRows] = None
+        self._rows: list[_Row] = []
+
+    def _check_tokenizer(self) -> None:
+        tok = self.lm.tokenizer
+        back = tok.decode(tok.encode(_PROBE, add_special_tokens=False), skip_special_tokens=True)
+        if back.strip() != _PROBE:
+            raise ValueError(
+                f"the tokenizer of guide {self.lm.name!r} cannot decode text it encodes ({_PROBE!r} -> {back!r}); "
+                "use a guide whose tokenizer round-trips text (a byte-level BPE such as the strong model's)"
+            )
+
+    def prefix_ids(self, prompt: str) -> list[int]:
+        """Token ids of the templated prompt (what the response is conditioned on)."""
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError(f"empty prompt given to guide {self.lm.name!r}: every prompt needs text")
+        tok = self.lm.tokenizer
+        if self.template == "chat":
+            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+            ids = tok.encode(text, add_special_tokens=False)
+        else:
+            ids = tok.encode(self.template.format(prompt=prompt))
+        if not ids:
+            raise ValueError(f"prompt {prompt[:40]!r} encodes to no tokens with guide {self.lm.name!r}")
+        return ids
+
+    def reset(self) -> None:
+        """Forget the remembered rows (frees their KV cache)."""
+        self._kv, self._rows = None, []
+
+    def logprob_sums(self, prompts: Sequence[str], responses: Sequence[str], finished: Sequence[bool]) -> tuple[torch.Tensor, list[int]]:
+        """Return (sum log p(y|x) [N] float64, token forwards per item [N])."""
+        tok = self.lm.tokenizer
+        eos = self.lm.eos_ids[0] if self.lm.eos_ids else None
+        prefixes = {p: self.prefix_ids(p) for p in dict.fromkeys(prompts)}
+        resp_ids = tok(list(responses), add_special_tokens=False)["input_ids"] if responses else []
+        fulls = []
+        for p, r, f in zip(prompts, resp_ids, finished):
+            fulls.append(prefixes[p] + list(r) + ([eos] if f and eos is not None else []))
+        starts = [len(prefixes[p]) for p in prompts]
+        if not self.incremental:
+            return self._full(fulls, starts)
+        parents = self._match_parents(prompts, responses, fulls)
+        self._add_prompt_rows(prompts, prefixes, parents)
+        return self._extend(prompts, responses, fulls, starts, parents)
+
+    def _full(self, fulls: list[list[int]], starts: list[int]) -> tuple[torch.Tensor, list[int]]:
+        """Reference path: score every sequence from scratch, no cache, nothing shared."""
+        feeds = [f[:-1] for f in fulls]
+        ids, mask = right_pad(feeds, self.lm.pad_id, self.lm.device)
+        logits = self.lm.forward(ids, mask, None)
+        self.lm.check_finite(logits.reshape(-1, logits.shape[-1]), mask.reshape(-1).bool())
+        targets, _ = right_pad([f[1:] for f in fulls], 0, self.lm.device)
+        lp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1).double().cpu()
+        sums = [float(lp[i, s - 1 : len(f) - 1].sum()) for i, (f, s) in enumerate(zip(fulls, starts))]
+        return torch.tensor(sums, dtype=torch.float64), [len(f) for f in feeds]
+
+    def _match_parents(self, prompts, responses, fulls) -> list[Optional[int]]:
+        """For each item, the remembered row sharing its longest text prefix (None: none for its prompt)."""
+        by_prompt: dict[str, list[int]] = {}
+        for i, row in enumerate(self._rows):
+            by_prompt.setdefault(row.prompt, []).append(i)
+        out = []
+        for p, r in zip(prompts, responses):
+            cands = by_prompt.get(p, [])
+            best = None
+            for i in cands:
+                rr = self._rows[i].response
+                if r.startswith(rr) and (best is None or len(rr) > len(self._rows[best].response)):
+                    best = i
+            if best is None and cands:
+                best = cands[0]  # shares at least the prompt tokens
+            out.append(best)
+        return out
+
+    def _add_prompt_rows(self, prompts, prefixes, parents) -> None:
+        """Encode each prompt that has no remembered row once, as a row of its own."""
+        fresh = list(dict.fromkeys(p for p, par in zip(prompts, parents) if par is None))
+        if not fresh:
+            return
+        used = sorted({par for par in parents if par is not None})
+        n_old = len(used)
+        if self._kv is None or not used:
+            self._kv, self._rows = KVRows(self.lm, len(fresh)), []
+            keep_old = []
+        else:
+            keep_old = used + [used[0]] * len(fresh)  # fresh rows start as copies, then are wiped
+            self._kv.select(torch.tensor(keep_old, dtype=torch.long))
+            wipe = torch.tensor([10**9] * n_old + [0] * len(fresh))
+            self._kv.forget_after(wipe)
+        remap = {old: new for new, old in enumerate(used)}
+        self._rows = [self._rows[i] for i in used]
+        heads = [[] for _ in range(n_old)] + [prefixes[p][:-1] for p in fresh]
+        if any(heads):
+            ids, mask = right_pad(heads, self.lm.pad_id, self.lm.device)
+            self._kv.feed(ids, mask)
+        for p in fresh:
+            self._rows.append(_Row(p, "", prefixes[p], [0.0] * (len(prefixes[p]) - 1)))
+        first_row = {p: n_old + j for j, p in enumerate(fresh)}
+        for i, (p, par) in enumerate(zip(prompts, parents)):
+            parents[i] = first_row[p] if par is None else remap[par]
+
+    def _extend(self, prompts, responses, fulls, starts, parents) -> tuple[torch.Tensor, list[int]]:
+        """Select each item's parent row, forget what differs, feed the rest; score."""
+        keep, feeds = [], []
+        for full, par in zip(fulls, parents):
+            prev = self._rows[par].ids
+            j = max(min(_common_prefix(prev, full), len(prev)) - 1, 0)
+            keep.append(j)
+            feeds.append(full[j:-1])
+        self._kv.select(torch.tensor(parents, dtype=torch.long))
+        self._kv.forget_after(torch.tensor(keep))
+        new_logps: list[list[float]] = [[] for _ in fulls]
+        if any(feeds):
+            ids, mask = right_pad(feeds, self.lm.pad_id, self.lm.device)
+            logits = self._kv.feed(ids, mask)
+            self.lm.check_finite(logits.reshape(-1, logits.shape[-1]), mask.reshape(-1).bool())
+            targets, _ = right_pad([full[j + 1:] for full, j in zip(fulls, keep)], 0, self.lm.device)
+            lp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            lp = lp.masked_fill(mask == 0, 0.0).double().cpu()
+            new_logps = [lp[i, : len(f)].tolist() for i, f in enumerate(feeds)]
+        rows, sums = [], []
+        for i, (full, j, par) in enumerate(zip(fulls, keep, parents)):
+            logps = self._rows[par].logps[:j] + new_logps[i]
+            rows.append(_Row(prompts[i], responses[i], full, logps))
+            sums.append(sum(logps[starts[i] - 1:]))
+        self._rows = rows
+        return torch.tensor(sums, dtype=torch.float64), [len(f) for f in feeds]

@@ -1,0 +1,254 @@
+"""The strong-model engine interface the search uses, and its transformers engine.
+
+A :class:`Policy` starts a :class:`Session` over a batch of prompts. The search
+then calls ``session.extend(parents, k, max_tokens)`` once per round: every row
+named in ``parents`` is extended by ``k`` sampled continuations of at most
+``max_tokens`` tokens (None = until the response ends). The children become the
+session's rows, in order (children of ``parents[0]`` first), and the next call
+names its parents among them. The interface speaks text and flags only, so a
+strong model behind another engine (an OpenAI-compatible server) fits it too.
+
+:class:`TransformersPolicy` runs a local model: all rows of all prompts in one
+forward pass per token (left padding), the KV cache kept across rounds and
+reordered with ``Cache.reorder_cache``, one random stream per prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol, Sequence
+
+import torch
+
+from .config import SamplingConfig
+from .lm import CausalLM, KVRows, left_pad
+from .sampling import draw, make_generators
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Continuation", "Session", "Policy", "TransformersPolicy", "cut_at_stop"]
+
+
+@dataclass
+class Continuation:
+    """One row after a round: the whole response so far and its state.
+
+    ended: the response finished naturally (EOS or a stop string);
+    done: it will not be extended (ended, or max_new_tokens reached).
+    """
+
+    prompt_index: int
+    text: str
+    ended: bool
+    done: bool
+    n_tokens: int  # response length in strong-model tokens
+    token_ids: list[int] = field(default_factory=list, repr=False)
+
+
+class Session(Protocol):
+    """Rows of one batch of prompts on a strong engine (see the module docstring)."""
+
+    def extend(self, parents: Sequence[int], k: int, max_tokens: Optional[int]) -> list[Continuation]: ...
+
+    @property
+    def strong_tokens(self) -> list[int]:
+        """Strong-model token forwards so far, per prompt."""
+        ...
+
+
+class Policy(Protocol):
+    """A strong-model engine: ``start`` a session over prompts with per-prompt seeds."""
+
+    name: str
+
+    def start(self, prompts: Sequence[str], cfg: SamplingConfig, seeds: Sequence[int]) -> Session: ...
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` before the first stop string; return (text, whether one was found)."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def encode_prompt(lm: CausalLM, prompt: str, add_special_tokens: Optional[bool]) -> list[int]:
+    """Token ids of a prompt; special tokens as the tokenizer adds them unless told,
+    and no second BOS when the text already starts with it."""
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError(f"empty prompt given to {lm.name!r}: every prompt needs at least one character")
+    tok = lm.tokenizer
+    kwargs = {}
+    if add_special_tokens is not None:
+        kwargs["add_special_tokens"] = add_special_tokens
+    elif tok.bos_token and prompt.startswith(tok.bos_token):
+        kwargs["add_special_tokens"] = False
+    ids = tok.encode(prompt, **kwargs)
+    if not ids:
+        raise ValueError(f"prompt {prompt[:40]!r} encodes to no tokens with {lm.name!r}'s tokenizer")
+    return ids
+
+
+def fit_context(ids: list[int], lm: CausalLM, cfg: SamplingConfig) -> list[int]:
+    """Check prompt + max_new_tokens fits the context; left-truncate if cfg says so."""
+    limit = lm.max_length
+    if limit is None or len(ids) + cfg.max_new_tokens <= limit:
+        return ids
+    room = limit - cfg.max_new_tokens
+    if cfg.truncation == "left" and room > 0:
+        logger.warning("prompt of %d tokens left-truncated to %d to fit %s's context of %d",
+                       len(ids), room, lm.name, limit)
+        return ids[-room:]
+    raise ValueError(
+        f"prompt of {len(ids)} tokens + max_new_tokens={cfg.max_new_tokens} exceeds {lm.name!r}'s context of "
+        f"{limit}; shorten the prompt, lower max_new_tokens, or set truncation='left'"
+    )
+
+
+class TransformersPolicy:
+    """The strong model as a local transformers model (see the module docstring).
+
+    ``add_special_tokens``: None uses the tokenizer's default (as HF and lm-eval do).
+    """
+
+    def __init__(self, lm: CausalLM, add_special_tokens: Optional[bool] = None):
+        self.lm = lm
+        self.name = lm.name
+        self.add_special_tokens = add_special_tokens
+
+    def encode(self, prompt: str, cfg: SamplingConfig) -> list[int]:
+        return fit_context(encode_prompt(self.lm, prompt, self.add_special_tokens), self.lm, cfg)
+
+    def _sources(self) -> tuple[list[CausalLM], Callable[[list[torch.Tensor]], torch.Tensor]]:
+        """The models whose logits make the next-token distribution, and how to combine them."""
+        return [self.lm], lambda logits: logits[0]
+
+    def start(self, prompts: Sequence[str], cfg: SamplingConfig, seeds: Sequence[int]) -> "LocalSession":
+        if len(seeds) != len(prompts):
+            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; pass one seed per prompt")
+        lms, combine = self._sources()
+        return LocalSession(lms, combine, [self.encode(p, cfg) for p in prompts], cfg, seeds)
+
+
+class LocalSession:
+    """Rows of a batch of prompts on local models (one or several sharing a vocabulary).
+
+    Row state: each model's KV cache holds prompt + response[:-1] (left-padded);
+    ``pending[r]`` is the last token, not yet fed. Sampling the next chunk starts by
+    feeding it, so no position is ever run twice.
+    """
+
+    def __init__(self, lms: list[CausalLM], combine, prompt_ids: list[list[int]], cfg: SamplingConfig, seeds):
+        self.lms, self.combine, self.cfg = lms, combine, cfg
+        self.main = lms[0]
+        self.device = self.main.device
+        self.tok = self.main.tokenizer
+        self.eos = set(self.main.eos_ids)
+        self.vocab = min(len(lm.tokenizer) for lm in lms) if len(lms) > 1 else None
+        self.generators = make_generators(seeds, self.device)
+        b = len(prompt_ids)
+        self.row_prompt = list(range(b))
+        self.resp: list[list[int]] = [[] for _ in range(b)]
+        self.done = [False] * b
+        self.kvs = [KVRows(lm, b) for lm in lms]
+        self._per_prompt = [[0] * b for _ in lms]
+        heads = [ids[:-1] for ids in prompt_ids]
+        if any(heads):
+            for kv, lm in zip(self.kvs, lms):
+                ids, mask = left_pad(heads, lm.pad_id, kv.mask.device)
+                kv.feed(ids, mask)
+        for counts in self._per_prompt:
+            for i, h in enumerate(heads):
+                counts[i] += len(h)
+        self.pending = torch.tensor([ids[-1] for ids in prompt_ids], dtype=torch.long, device=self.device)
+        self.stop_window = 4 * max((len(s) for s in cfg.stop), default=0) + 2
+
+    @property
+    def strong_tokens(self) -> list[int]:
+        return list(self._per_prompt[0])
+
+    @property
+    def guide_tokens(self) -> list[int]:
+        """Token forwards of the other models (EFT guides), per prompt."""
+        return [sum(c[i] for c in self._per_prompt[1:]) for i in range(len(self._per_prompt[0]))]
+
+    def _select(self, parents: Sequence[int], k: int) -> None:
+        if any(self.done[p] for p in parents):
+            raise ValueError("extend() was asked to extend a finished row")
+        rows = [p for p in parents for _ in range(k)]
+        if any(self.row_prompt[a] > self.row_prompt[b] for a, b in zip(rows, rows[1:])):
+            raise ValueError("parents must be grouped by prompt, in prompt order")
+        idx = torch.tensor(rows, dtype=torch.long, device=self.device)
+        for kv in self.kvs:
+            kv.select(idx)
+        self.pending = self.pending.index_select(0, idx)
+        self.row_prompt = [self.row_prompt[p] for p in rows]
+        self.resp = [list(self.resp[p]) for p in rows]
+        self.done = [False] * len(rows)
+
+    def _segments(self) -> list[tuple[int, int, int]]:
+        segs, start = [], 0
+        for r in range(1, len(self.row_prompt) + 1):
+            if r == len(self.row_prompt) or self.row_prompt[r] != self.row_prompt[start]:
+                segs.append((start, r, self.row_prompt[start]))
+                start = r
+        return segs
+
+    def _next_logits(self, active: torch.Tensor) -> torch.Tensor:
+        """Feed the pending tokens of active rows to every model; combined logits [R, V]."""
+        mask = active.long().unsqueeze(1)
+        outs = []
+        for lm, kv in zip(self.lms, self.kvs):
+            logits = kv.feed(self.pending.unsqueeze(1), mask)[:, -1]
+            lm.check_finite(logits, active.to(logits.device))
+            if self.vocab is not None:
+                logits = logits[:, : self.vocab]
+            outs.append(logits.to(self.device))
+        return self.combine(outs)
+
+    def extend(self, parents: Sequence[int], k: int, max_tokens: Optional[int]) -> list[Continuation]:
+        """Extend each parent row by ``k`` continuations of at most ``max_tokens`` tokens."""
+        self._select(parents, k)
+        n_rows = len(self.row_prompt)
+        chunk_done = [len(r) >= self.cfg.max_new_tokens for r in self.resp]
+        ended = [False] * n_rows
+        segments = self._segments()
+        steps = self.cfg.max_new_tokens if max_tokens is None else max_tokens
+        for _ in range(steps):
+            live = [r for r in range(n_rows) if not chunk_done[r]]
+            if not live:
+                break
+            active = torch.zeros(n_rows, dtype=torch.bool)
+            active[live] = True
+            for counts in self._per_prompt:
+                for r in live:
+                    counts[self.row_prompt[r]] += 1
+            logits = self._next_logits(active.to(self.device))
+            tokens = draw(logits, self.cfg, segments, self.generators).tolist()
+            self.pending = torch.tensor(tokens, dtype=torch.long, device=self.device)
+            for r in live:
+                if tokens[r] in self.eos:
+                    ended[r] = chunk_done[r] = True
+                    continue
+                self.resp[r].append(tokens[r])
+                if len(self.resp[r]) >= self.cfg.max_new_tokens:
+                    chunk_done[r] = True
+            if self.cfg.stop:
+                self._check_stops(live, ended, chunk_done)
+        return self._continuations(ended, chunk_done)
+
+    def _check_stops(self, live: list[int], ended: list[bool], chunk_done: list[bool]) -> None:
+        tails = self.tok.batch_decode([self.resp[r][-self.stop_window:] for r in live], skip_special_tokens=True)
+        for r, tail in zip(live, tails):
+            if not ended[r] and any(s in tail for s in self.cfg.stop):
+                ended[r] = chunk_done[r] = True
+
+    def _continuations(self, ended: list[bool], chunk_done: list[bool]) -> list[Continuation]:
+        texts = self.tok.batch_decode(self.resp, skip_special_tokens=True)
+        out = []
+        for r, text in enumerate(texts):
+            text, stopped = cut_at_stop(text, self.cfg.stop)
+            is_ended = ended[r] or stopped
+            done = is_ended or len(self.resp[r]) >= self.cfg.max_new_tokens
+            self.done[r] = done
+            out.append(Continuation(self.row_prompt[r], text, is_ended, done, len(self.resp[r]), list(self.resp[r])))
+        return out

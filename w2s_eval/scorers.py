@@ -1,0 +1,172 @@
+"""Guide scorers: stateless callables ``scorer(prompts, responses, finished) -> scores [N]``.
+
+Every call gets the prompts; nothing is set beforehand. ``.score(...)`` returns the
+same values plus the guide token forwards each response cost.
+
+- :class:`ImplicitValueScorer`: beta * (log p_tuned(y|x) - log p_untuned(y|x)), the
+  paper's implicit value, on decoded text with each guide's own tokenizer.
+- :class:`RewardModelScorer`: a one-output sequence-classification reward model
+  (as TRL's RewardTrainer trains it).
+- :class:`ClassifierScorer`: log p(label) - log p(other) of a text classifier (the
+  paper's gold sentiment reward).
+- :class:`WeightedSum`: sum_i w_i * scorer_i.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+
+from .guide import GuideLM
+from .lm import right_pad
+
+__all__ = ["Scores", "Scorer", "ImplicitValueScorer", "RewardModelScorer", "ClassifierScorer", "WeightedSum"]
+
+
+@dataclass
+class Scores:
+    values: torch.Tensor  # [N] float64, on CPU
+    tokens: list[int]  # guide token forwards per response
+
+
+class Scorer:
+    """Base class: implement ``score``; calling the scorer returns the values only."""
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], finished: Sequence[bool]) -> Scores:
+        raise NotImplementedError
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str], finished: Sequence[bool]) -> torch.Tensor:
+        return self.score(prompts, responses, finished).values
+
+
+def _check_lengths(prompts, responses, finished) -> None:
+    if not (len(prompts) == len(responses) == len(finished)):
+        raise ValueError(f"got {len(prompts)} prompts, {len(responses)} responses, {len(finished)} flags; pass one each")
+
+
+class ImplicitValueScorer(Scorer):
+    """beta * sum_t [log p_tuned(y_t | x, y_<t) - log p_untuned(y_t | x, y_<t)].
+
+    ``tuned`` and ``untuned`` are :class:`GuideLM` objects (they may use different
+    tokenizers from each other and from the strong model).
+    """
+
+    def __init__(self, tuned: GuideLM, untuned: GuideLM, beta: float = 1.0):
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta != beta:
+            raise ValueError(f"beta must be a number, got {beta!r}")
+        self.tuned, self.untuned, self.beta = tuned, untuned, float(beta)
+
+    def score(self, prompts, responses, finished) -> Scores:
+        _check_lengths(prompts, responses, finished)
+        lt, nt = self.tuned.logprob_sums(prompts, responses, finished)
+        lu, nu = self.untuned.logprob_sums(prompts, responses, finished)
+        return Scores(self.beta * (lt - lu), [a + b for a, b in zip(nt, nu)])
+
+    def __repr__(self) -> str:
+        return f"ImplicitValueScorer(tuned={self.tuned.lm.name!r}, untuned={self.untuned.lm.name!r}, beta={self.beta})"
+
+
+class _SequenceClassifier(Scorer):
+    """Shared: run a sequence-classification model on texts in batches; logits [N, C]."""
+
+    def __init__(self, model, tokenizer, name: str, batch_size: int = 32, max_length: Optional[int] = None):
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.batch_size, self.max_length = batch_size, max_length
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"{name!r}: the tokenizer has no pad token; set tokenizer.pad_token (e.g. to eos)")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def _logits(self, texts: list[str]) -> tuple[torch.Tensor, list[int]]:
+        out, tokens = [], []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[i : i + self.batch_size], truncation=self.max_length is not None,
+                                 max_length=self.max_length)["input_ids"]
+            ids, mask = right_pad(enc, self.tokenizer.pad_token_id, self.device)
+            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+            if not bool(torch.isfinite(logits).all()):
+                raise FloatingPointError(f"model {self.name!r} produced NaN/inf logits; try dtype=float32")
+            out.append(logits.double().cpu())
+            tokens += [len(e) for e in enc]
+        return torch.cat(out) if out else torch.zeros((0, 1), dtype=torch.float64), tokens
+
+
+class RewardModelScorer(_SequenceClassifier):
+    """A reward model with one output; the conversation goes through its chat template if it has one."""
+
+    def __init__(self, model, tokenizer, name: str = "reward_model", batch_size: int = 32, max_length: Optional[int] = None):
+        labels = getattr(model.config, "num_labels", None)
+        if labels != 1:
+            raise ValueError(f"reward model {name!r} has {labels} outputs; a reward model needs exactly one (num_labels=1)")
+        super().__init__(model, tokenizer, name, batch_size, max_length)
+
+    def texts(self, prompts: Sequence[str], responses: Sequence[str]) -> list[str]:
+        if getattr(self.tokenizer, "chat_template", None):
+            return [
+                self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False
+                )
+                for p, r in zip(prompts, responses)
+            ]
+        return [p + r for p, r in zip(prompts, responses)]
+
+    def score(self, prompts, responses, finished) -> Scores:
+        _check_lengths(prompts, responses, finished)
+        logits, tokens = self._logits(self.texts(prompts, responses))
+        return Scores(logits[:, 0], tokens)
+
+
+class ClassifierScorer(_SequenceClassifier):
+    """log p(label) - log p(other) of a text classifier on prompt + response.
+
+    With two labels this is the positive-minus-negative logit; with more, ``other``
+    is the log-sum-exp of all other labels. ``label`` is an index or a label name.
+    """
+
+    def __init__(self, model, tokenizer, label: Union[int, str] = 1, name: str = "classifier",
+                 include_prompt: bool = True, batch_size: int = 32, max_length: Optional[int] = 512):
+        super().__init__(model, tokenizer, name, batch_size, max_length)
+        n = int(getattr(model.config, "num_labels", 0))
+        if n < 2:
+            raise ValueError(f"classifier {name!r} has {n} labels; a ClassifierScorer needs >= 2 (use RewardModelScorer for 1)")
+        if isinstance(label, str):
+            label2id = {k.lower(): v for k, v in (model.config.label2id or {}).items()}
+            if label.lower() not in label2id:
+                raise ValueError(f"label {label!r} not in {name!r}'s labels {list(label2id)}")
+            label = label2id[label.lower()]
+        if not 0 <= label < n:
+            raise ValueError(f"label index {label} out of range for {name!r} with {n} labels")
+        self.label, self.include_prompt = int(label), include_prompt
+
+    def score(self, prompts, responses, finished) -> Scores:
+        _check_lengths(prompts, responses, finished)
+        texts = [p + r for p, r in zip(prompts, responses)] if self.include_prompt else list(responses)
+        logits, tokens = self._logits(texts)
+        logp = torch.log_softmax(logits, dim=-1)
+        others = torch.cat([logp[:, : self.label], logp[:, self.label + 1:]], dim=1)
+        return Scores(logp[:, self.label] - torch.logsumexp(others, dim=1), tokens)
+
+
+class WeightedSum(Scorer):
+    """sum_i weight_i * scorer_i(prompts, responses, finished)."""
+
+    def __init__(self, terms: Sequence[tuple[float, object]]):
+        if not terms:
+            raise ValueError("WeightedSum needs at least one (weight, scorer) pair")
+        self.terms = [(float(w), s) for w, s in terms]
+
+    def score(self, prompts, responses, finished) -> Scores:
+        from .search import score_candidates
+
+        total = torch.zeros(len(responses), dtype=torch.float64)
+        tokens = [0] * len(responses)
+        for w, s in self.terms:
+            values, toks = score_candidates(s, list(prompts), list(responses), list(finished))
+            total += w * torch.tensor(values, dtype=torch.float64)
+            tokens = [a + b for a, b in zip(tokens, toks)]
+        return Scores(total, tokens)

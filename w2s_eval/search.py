@@ -1,0 +1,141 @@
+"""Chunk-level beam search (CBS), the algorithm of weak-to-strong search (arXiv 2405.19262).
+
+Symbols as in the paper: W beams, K successors per beam, chunk length L.
+
+    round 1: for each prompt x, sample W*K continuations of L tokens from the strong policy
+    score:   r(x, y) for every candidate y (the guide: e.g. log p_tuned(y|x) - log p_untuned(y|x))
+    keep:    the top W candidates of each prompt (finished beams compete as they are)
+    round t: extend each unfinished kept beam by K continuations of L tokens; score; keep top W
+    stop:    when every kept beam of every prompt has finished (EOS, stop string, max tokens)
+
+Best-of-N is CBS(W=1, K=N, L=inf) and base sampling is CBS(W=1, K=1, L=inf), run by
+this same function. The policy (strong model engine) and the scorer (guide) come in
+as arguments; nothing here loads models or reads files.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from .config import SamplingConfig, SearchConfig
+from .policy import Continuation, Policy
+from .sampling import prompt_seed
+
+__all__ = ["Beam", "SearchResult", "chunk_beam_search", "score_candidates"]
+
+
+@dataclass
+class Beam:
+    """A response and its guide score (None when no scoring was needed)."""
+
+    text: str
+    score: Optional[float]
+    ended: bool
+    n_tokens: int
+    done: bool = True
+
+
+@dataclass
+class SearchResult:
+    """Per prompt: the best response, the W final beams (best first), compute counters."""
+
+    prompt: str
+    text: str
+    score: Optional[float]
+    beams: list[Beam]
+    stats: dict = field(default_factory=dict)
+
+
+def score_candidates(scorer: Callable, prompts: list[str], texts: list[str], ended: list[bool]) -> tuple[list[float], list[int]]:
+    """Call a scorer; return (scores, guide token forwards per candidate).
+
+    Scorers built on :class:`w2s_eval.scorers.Scorer` report their token counts via
+    ``.score``; any other callable ``scorer(prompts, responses, finished) -> tensor`` counts 0.
+    """
+    if hasattr(scorer, "score"):
+        out = scorer.score(prompts, texts, ended)
+        values, tokens = out.values, list(out.tokens)
+    else:
+        values, tokens = scorer(prompts, texts, ended), [0] * len(texts)
+    values = torch.as_tensor(values, dtype=torch.float64).flatten().cpu()
+    if values.numel() != len(texts):
+        raise ValueError(f"scorer returned {values.numel()} scores for {len(texts)} responses")
+    if not bool(torch.isfinite(values).all()):
+        raise FloatingPointError(f"scorer {scorer!r} returned NaN/inf scores; check the guide models (try dtype=float32)")
+    return values.tolist(), tokens
+
+
+def chunk_beam_search(
+    prompts: Sequence[str],
+    policy: Policy,
+    scorer: Optional[Callable],
+    cfg: SearchConfig,
+    sampling: SamplingConfig,
+    seeds: Optional[Sequence[int]] = None,
+) -> list[SearchResult]:
+    """Run CBS(W, K, L) for a batch of prompts; returns one SearchResult per prompt.
+
+    prompts: B strings; policy: the strong engine; scorer: ``(prompts, responses, finished)
+    -> scores [N]`` (may be None when W*K == 1); seeds: one per prompt (default: derived
+    from ``sampling.seed`` and the prompt text, so batching does not change results).
+    """
+    if cfg.needs_scorer and scorer is None:
+        raise ValueError(f"W*K={cfg.samples_per_prompt} candidates need a scorer (a guide); pass one, or use w=k=1")
+    prompts = list(prompts)
+    if not prompts:
+        return []
+    t0 = time.perf_counter()
+    B, W, K = len(prompts), cfg.w, cfg.k
+    seeds = list(seeds) if seeds is not None else [prompt_seed(sampling.seed, p) for p in prompts]
+    session = policy.start(prompts, sampling, seeds)
+
+    kept: list[list[Beam]] = [[] for _ in range(B)]  # the W beams of each prompt, best first
+    guide_tokens, rounds, samples = [0] * B, [0] * B, [0] * B
+    parents, k = list(range(B)), W * K  # round 1: W*K continuations of each prompt
+    while parents:
+        children: list[Continuation] = session.extend(parents, k, cfg.l)
+        touched = sorted({c.prompt_index for c in children})
+        for b in touched:
+            rounds[b] += 1
+            samples[b] += sum(1 for c in children if c.prompt_index == b)
+        if cfg.needs_scorer:
+            scores, tokens = score_candidates(
+                scorer, [prompts[c.prompt_index] for c in children], [c.text for c in children], [c.ended for c in children]
+            )
+            for c, t in zip(children, tokens):
+                guide_tokens[c.prompt_index] += t
+        else:
+            scores = [None] * len(children)
+
+        # keep the top W of each prompt among its new candidates and its finished beams
+        pools: dict[int, list[tuple[Beam, Optional[int]]]] = {b: [(x, None) for x in kept[b] if x.done] for b in touched}
+        for row, (c, s) in enumerate(zip(children, scores)):
+            pools[c.prompt_index].append((Beam(c.text, s, c.ended, c.n_tokens, c.done), row))
+        parents = []
+        for b in touched:
+            ranked = sorted(pools[b], key=lambda item: -item[0].score if item[0].score is not None else 0.0)
+            kept[b] = [beam for beam, _ in ranked[:W]]
+            parents.extend(row for beam, row in ranked[:W] if row is not None and not beam.done)
+        k = K
+
+    wall = time.perf_counter() - t0
+    extra = getattr(session, "guide_tokens", [0] * B)
+    results = []
+    for b in range(B):
+        best = kept[b][0]
+        stats = {
+            "strong_tokens": session.strong_tokens[b],
+            "guide_tokens": guide_tokens[b] + extra[b],
+            "rounds": rounds[b],
+            "samples": samples[b],
+            "wall_time_s": wall,
+            "batch_size": B,
+            "seed": seeds[b],
+        }
+        results.append(SearchResult(prompts[b], best.text, best.score, kept[b], stats))
+    return results
+

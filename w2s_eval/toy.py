@@ -1,0 +1,101 @@
+"""Tiny, offline stand-ins for real models: byte-level BPE tokenizers trained on a
+built-in corpus and randomly initialised Llama models (``from_config``), saved to
+local directories. Tests and benchmarks use them; they download nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+__all__ = ["CORPUS", "build_tokenizer", "build_causal_lm", "build_classifier"]
+
+_WORDS = (
+    "the movie was great good bad awful wonderful boring plot actor acting story film scene music "
+    "i loved hated it this that and but not very really so a an of to in is was were love hate best worst "
+    "review funny sad dark bright happy end beginning character director camera we they you"
+).split()
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def _corpus(n_lines: int = 400, seed: int = 0) -> list[str]:
+    g = torch.Generator().manual_seed(seed)
+    lines = []
+    for _ in range(n_lines):
+        n = int(torch.randint(4, 14, (1,), generator=g))
+        idx = torch.randint(0, len(_WORDS), (n,), generator=g).tolist()
+        lines.append(" ".join(_WORDS[i] for i in idx).capitalize() + ".")
+    lines += ["Hello, world! It's 42 degrees.", "Here is a movie review from imdb: ", "0123456789 ,.!?'\n\n"]
+    return lines
+
+
+CORPUS = _corpus()
+
+
+def build_tokenizer(path: str, vocab_size: int = 700, seed: int = 0, chat_template: bool = True) -> str:
+    """Train a byte-level BPE tokenizer on the toy corpus and save it to ``path``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|pad|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_corpus(seed=seed), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>",
+                                   bos_token="<|endoftext|>")
+    if chat_template:
+        fast.chat_template = CHAT_TEMPLATE
+    os.makedirs(path, exist_ok=True)
+    fast.save_pretrained(path)
+    return path
+
+
+def _llama_config(tokenizer, hidden: int, layers: int, **extra):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                       num_hidden_layers=layers, num_attention_heads=max(1, hidden // 16),
+                       num_key_value_heads=max(1, hidden // 32), max_position_embeddings=512,
+                       eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, **extra)
+
+
+def build_causal_lm(path: str, tokenizer_dir: str, hidden: int = 32, layers: int = 2, seed: int = 0,
+                    init_std: float = 0.5) -> str:
+    """A random tiny Llama causal LM with the tokenizer of ``tokenizer_dir``, saved to ``path``.
+
+    ``init_std`` is large so the random model's distributions are far from uniform.
+    """
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(_llama_config(tok, hidden, layers, initializer_range=init_std))
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def build_classifier(path: str, tokenizer_dir: str, num_labels: int = 2, hidden: int = 32, layers: int = 1,
+                     seed: int = 0, id2label: Optional[dict] = None) -> str:
+    """A random tiny Llama sequence classifier (``num_labels=1``: a reward model), saved to ``path``."""
+    from transformers import AutoTokenizer, LlamaForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    labels = id2label or ({0: "NEGATIVE", 1: "POSITIVE"} if num_labels == 2 else {i: f"LABEL_{i}" for i in range(num_labels)})
+    cfg = _llama_config(tok, hidden, layers, num_labels=num_labels, id2label=labels,
+                        label2id={v: k for k, v in labels.items()}, initializer_range=0.5)
+    LlamaForSequenceClassification(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
