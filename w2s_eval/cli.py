@@ -1,0 +1,59 @@
+"""The ``w2s-eval`` command. Each feature module adds its own subcommands.
+
+A feature module exposes ``add_commands(subparsers)``; it registers parsers whose
+``func`` attribute takes the parsed ``argparse.Namespace`` and returns an exit code.
+Modules are imported only to build the parser, and heavy imports stay inside the
+functions they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Optional, Sequence
+
+# modules that contribute subcommands; a missing optional one is skipped with a note
+COMMAND_MODULES = (
+    "w2s_eval.alpaca.cli",
+    "w2s_eval.harness.cli",
+    "w2s_eval.world.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="w2s-eval", description="Weak-to-strong search: evaluation and comparison")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and name.startswith(e.name):
+                continue  # that feature is not part of this build
+            raise
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted: what was finished is kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
