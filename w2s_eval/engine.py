@@ -79,18 +79,27 @@ class Engine:
         return out
 
 
-def build_engine(strong: Union[str, CausalLM, Policy], *, tuned: Union[str, Sequence[str], None] = None,
+def build_engine(strong: Union[str, CausalLM, Policy, None] = None, *, strong_endpoint: Optional[str] = None,
+                 strong_model: Optional[str] = None, tuned: Union[str, Sequence[str], None] = None,
                  untuned: Optional[str] = None, reward_model: Optional[str] = None, beta: float = 1.0,
                  rm_weight: float = 1.0, dtype="auto", device="auto", strong_device=None, guide_device=None,
                  device_map=None, load_in_4bit: bool = False, tuned_template: str = "{prompt}",
                  untuned_template: str = "{prompt}", add_special_tokens=None) -> Engine:
     """Load the models named and assemble an :class:`Engine`.
 
-    strong: a hub id / local directory, a loaded :class:`CausalLM`, or any Policy
-    (e.g. an endpoint engine). The implicit-value guide (tuned - untuned, scaled by
+    strong: a hub id / local directory, a loaded :class:`CausalLM`, or any Policy;
+    or ``strong_endpoint`` (an OpenAI-compatible ``/v1`` URL) with ``strong_model``. The implicit-value guide (tuned - untuned, scaled by
     ``beta``) and the reward model (scaled by ``rm_weight``) are summed when both are given.
     """
     guide_dev = guide_device or device
+    if strong_endpoint:
+        if strong is not None and strong_model is None:
+            strong_model = str(strong)  # the served model's name
+        from .endpoint import EndpointPolicy
+
+        strong = EndpointPolicy(strong_endpoint, strong_model)
+    if strong is None:
+        raise ValueError("no strong model: give strong=PATH_OR_ID, or strong_endpoint=URL with strong_model=NAME")
     if isinstance(strong, str):
         strong = load_causal_lm(strong, dtype=dtype, device=strong_device or device, device_map=device_map,
                                 load_in_4bit=load_in_4bit, name="strong")
