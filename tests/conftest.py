@@ -33,8 +33,9 @@ def toy_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def toy(toy_dirs):
-    """Loaded CausalLMs (float32, CPU) for the tiny models."""
+    """Loaded CausalLMs (float32) for the tiny models, on $W2S_TEST_DEVICE (default cpu)."""
     from w2s_eval.models import load_causal_lm
 
-    return {k: load_causal_lm(toy_dirs[k], dtype="float32", device="cpu", name=k)
+    device = os.environ.get("W2S_TEST_DEVICE", "cpu")
+    return {k: load_causal_lm(toy_dirs[k], dtype="float32", device=device, name=k)
             for k in ("strong", "tuned", "untuned", "tuned_b", "untuned_b")}

@@ -12,7 +12,7 @@ BASE = SearchConfig(1, 1, None)
 
 def test_eft_beta_zero_is_the_strong_distribution(toy):
     strong, tuned, untuned = toy["strong"], toy["tuned"], toy["untuned"]
-    ids = torch.tensor([strong.tokenizer.encode("The movie was great")])
+    ids = torch.tensor([strong.tokenizer.encode("The movie was great")], device=strong.device)
     with torch.no_grad():
         logits = [lm.model(ids).logits[0, -1:].float() for lm in (strong, tuned, untuned)]
     assert torch.allclose(eft_logprobs(logits, [0.0]), torch.log_softmax(logits[0], -1), atol=1e-6)

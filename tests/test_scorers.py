@@ -71,7 +71,7 @@ def test_implicit_value_is_tuned_minus_untuned_logprob(toy):
         p_ids, r_ids = tok.encode(prompt), tok.encode(resp, add_special_tokens=False)
         ids = p_ids + r_ids + ([lm.eos_ids[0]] if finished else [])
         with torch.no_grad():
-            lp = torch.log_softmax(lm.model(torch.tensor([ids])).logits[0].double(), -1)
+            lp = torch.log_softmax(lm.model(torch.tensor([ids], device=lm.device)).logits[0].double(), -1)
         return sum(lp[i - 1, ids[i]].item() for i in range(len(p_ids), len(ids)))
 
     scorer = ImplicitValueScorer(GuideLM(tuned), GuideLM(untuned), beta=0.5)

@@ -23,7 +23,7 @@ class CountScorer:
 
 
 def hf_sample(lm, prompt, seed, **gen):
-    ids = lm.tokenizer(prompt, return_tensors="pt")
+    ids = lm.tokenizer(prompt, return_tensors="pt").to(lm.device)
     torch.manual_seed(seed)
     out = lm.model.generate(**ids, do_sample=gen.pop("do_sample", True), pad_token_id=lm.pad_id, **gen)
     return lm.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)

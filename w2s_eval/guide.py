@@ -65,6 +65,7 @@ class GuideLM:
         self._check_tokenizer()
         self._kv: Optional[KVRows] = None
         self._rows: list[_Row] = []
+        self._prefix_memo: dict[str, list[int]] = {}  # prompt -> prefix ids (a pure function's values)
 
     def _check_tokenizer(self) -> None:
         tok = self.lm.tokenizer
@@ -77,6 +78,14 @@ class GuideLM:
 
     def prefix_ids(self, prompt: str) -> list[int]:
         """Token ids of the templated prompt (what the response is conditioned on)."""
+        ids = self._prefix_memo.get(prompt)
+        if ids is None:
+            if len(self._prefix_memo) > 4096:
+                self._prefix_memo.clear()
+            ids = self._prefix_memo[prompt] = self._encode_prefix(prompt)
+        return ids
+
+    def _encode_prefix(self, prompt: str) -> list[int]:
         if not isinstance(prompt, str) or not prompt:
             raise ValueError(f"empty prompt given to guide {self.lm.name!r}: every prompt needs text")
         tok = self.lm.tokenizer
@@ -93,12 +102,27 @@ class GuideLM:
         """Forget the remembered rows (frees their KV cache)."""
         self._kv, self._rows = None, []
 
-    def logprob_sums(self, prompts: Sequence[str], responses: Sequence[str], finished: Sequence[bool]) -> tuple[torch.Tensor, list[int]]:
-        """Return (sum log p(y|x) [N] float64, token forwards per item [N])."""
-        tok = self.lm.tokenizer
+    def encode_responses(self, responses: Sequence[str]) -> list[list[int]]:
+        """Token ids of response texts (no special tokens)."""
+        return self.lm.tokenizer(list(responses), add_special_tokens=False)["input_ids"] if responses else []
+
+    def reads_like(self, other: "GuideLM") -> bool:
+        """True when ``other`` tokenizes prompts and responses exactly as this guide does."""
+        a, b = self.lm.tokenizer, other.lm.tokenizer
+        return self.template == other.template and (a is b or (type(a) is type(b) and a.get_vocab() == b.get_vocab()
+                                                               and a.eos_token_id == b.eos_token_id))
+
+    def logprob_sums(self, prompts: Sequence[str], responses: Sequence[str], finished: Sequence[bool],
+                     resp_ids: Optional[list[list[int]]] = None) -> tuple[torch.Tensor, list[int]]:
+        """Return (sum log p(y|x) [N] float64, token forwards per item [N]).
+
+        ``resp_ids``: the responses already tokenized by :meth:`encode_responses` of a guide
+        that :meth:`reads_like` this one (saves tokenizing twice).
+        """
         eos = self.lm.eos_ids[0] if self.lm.eos_ids else None
         prefixes = {p: self.prefix_ids(p) for p in dict.fromkeys(prompts)}
-        resp_ids = tok(list(responses), add_special_tokens=False)["input_ids"] if responses else []
+        if resp_ids is None:
+            resp_ids = self.encode_responses(responses)
         fulls = []
         for p, r, f in zip(prompts, resp_ids, finished):
             fulls.append(prefixes[p] + list(r) + ([eos] if f and eos is not None else []))

@@ -83,8 +83,9 @@ class CausalLM:
         return logits
 
     def check_finite(self, logits: torch.Tensor, valid: Optional[torch.Tensor] = None) -> None:
-        """Raise if logits [R, V] of real (``valid``) rows hold NaN or inf."""
-        bad = ~torch.isfinite(logits).all(dim=-1)
+        """Raise if logits [R, V] of real (``valid``) rows hold NaN or inf (a row sum is
+        non-finite exactly when the row holds a NaN or an inf, for logits of sane size)."""
+        bad = ~torch.isfinite(logits.sum(dim=-1))
         if valid is not None:
             bad &= valid
         if bool(bad.any()):
@@ -97,24 +98,16 @@ class CausalLM:
 def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token lists into ids [R, T] and mask [R, T] (1 = real token)."""
     width = max((len(s) for s in seqs), default=0)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s):] = 1
+    ids = torch.tensor([[pad_id] * (width - len(s)) + list(s) for s in seqs], dtype=torch.long).reshape(len(seqs), width)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long).reshape(len(seqs), width)
     return ids.to(device), mask.to(device)
 
 
 def right_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token lists into ids [R, T] and mask [R, T] (1 = real token)."""
     width = max((len(s) for s in seqs), default=0)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-            mask[i, : len(s)] = 1
+    ids = torch.tensor([list(s) + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long).reshape(len(seqs), width)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], dtype=torch.long).reshape(len(seqs), width)
     return ids.to(device), mask.to(device)
 
 

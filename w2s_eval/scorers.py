@@ -57,11 +57,13 @@ class ImplicitValueScorer(Scorer):
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta != beta:
             raise ValueError(f"beta must be a number, got {beta!r}")
         self.tuned, self.untuned, self.beta = tuned, untuned, float(beta)
+        self._same_reading = tuned.reads_like(untuned)
 
     def score(self, prompts, responses, finished) -> Scores:
         _check_lengths(prompts, responses, finished)
-        lt, nt = self.tuned.logprob_sums(prompts, responses, finished)
-        lu, nu = self.untuned.logprob_sums(prompts, responses, finished)
+        ids = self.tuned.encode_responses(responses)
+        lt, nt = self.tuned.logprob_sums(prompts, responses, finished, ids)
+        lu, nu = self.untuned.logprob_sums(prompts, responses, finished, ids if self._same_reading else None)
         return Scores(self.beta * (lt - lu), [a + b for a, b in zip(nt, nu)])
 
     def __repr__(self) -> str:
