@@ -50,7 +50,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: what was finished is kept; run the same command again to resume", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

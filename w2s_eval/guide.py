@@ -43,6 +43,8 @@ class _Row:
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
+    if a[:n] == b[:n]:  # the usual case, compared in C
+        return n
     i = 0
     while i < n and a[i] == b[i]:
         i += 1
@@ -145,20 +147,22 @@ class GuideLM:
         return torch.tensor(sums, dtype=torch.float64), [len(f) for f in feeds]
 
     def _match_parents(self, prompts, responses, fulls) -> list[Optional[int]]:
-        """For each item, the remembered row sharing its longest text prefix (None: none for its prompt)."""
+        """For each item, the remembered row of its prompt whose response text it extends
+        (longest first; a trailing U+FFFD, a partial UTF-8 character, may have changed), else
+        the row sharing the most tokens with it (None: no row for its prompt yet)."""
         by_prompt: dict[str, list[int]] = {}
         for i, row in enumerate(self._rows):
             by_prompt.setdefault(row.prompt, []).append(i)
         out = []
-        for p, r in zip(prompts, responses):
+        for p, r, full in zip(prompts, responses, fulls):
             cands = by_prompt.get(p, [])
             best = None
             for i in cands:
-                rr = self._rows[i].response
+                rr = self._rows[i].response.rstrip("\ufffd")
                 if r.startswith(rr) and (best is None or len(rr) > len(self._rows[best].response)):
                     best = i
             if best is None and cands:
-                best = cands[0]  # shares at least the prompt tokens
+                best = max(cands, key=lambda i: _common_prefix(self._rows[i].ids, full))
             out.append(best)
         return out
 
@@ -206,8 +210,8 @@ class GuideLM:
             self.lm.check_finite(logits.reshape(-1, logits.shape[-1]), mask.reshape(-1).bool())
             targets, _ = right_pad([full[j + 1:] for full, j in zip(fulls, keep)], 0, self.lm.device)
             lp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            lp = lp.masked_fill(mask == 0, 0.0).double().cpu()
-            new_logps = [lp[i, : len(f)].tolist() for i, f in enumerate(feeds)]
+            rows_lp = lp.masked_fill(mask == 0, 0.0).double().cpu().tolist()
+            new_logps = [row[: len(f)] for row, f in zip(rows_lp, feeds)]
         rows, sums = [], []
         for i, (full, j, par) in enumerate(zip(fulls, keep, parents)):
             logps = self._rows[par].logps[:j] + new_logps[i]

@@ -1,0 +1,58 @@
+"""A toy World for the harness tests: tiny random models (``toy_dirs``), gold and judge = character counts.
+
+Importing this module registers the world ``toy``; its loader reads the model
+directories from ``HOME/toy_dirs.json`` (written by the tests), so the CLI finds it
+with ``W2S_EVAL_WORLD_MODULES=harness_toyworld`` and ``--world-home HOME``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from w2s_eval.config import SamplingConfig
+from w2s_eval.harness.world import World, register_world
+
+PROMPTS = (
+    "The movie was",
+    "I loved this film because",
+    "The acting and the story",
+    "Here is a movie review from imdb: ",
+    "This was the worst",
+    "A bright and funny",
+)
+
+
+def gold_e_count(prompts, responses):
+    """Gold reward: the number of letters 'e' in the response."""
+    return [float(r.count("e")) for r in responses]
+
+
+def judge_space_count(prompts, responses):
+    """Independent judge: the number of spaces in the response."""
+    return [float(r.count(" ")) for r in responses]
+
+
+def make_world(dirs: dict, gold=gold_e_count, judge=judge_space_count, name: str = "toy", max_new_tokens: int = 8,
+               manifest: dict | None = None) -> World:
+    return World(name=name, strong=dirs["strong"], tuned=dirs["tuned"], untuned=dirs["untuned"],
+                 reward_model=dirs.get("rm"), prompts=tuple((f"p{i}", t) for i, t in enumerate(PROMPTS)),
+                 sampling=SamplingConfig(temperature=1.0, max_new_tokens=max_new_tokens),
+                 gold=gold, judge=judge, manifest=manifest if manifest is not None else {"name": name, "kind": "toy"})
+
+
+def write_home(home: Path, dirs: dict) -> Path:
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "toy_dirs.json").write_text(json.dumps(dirs))
+    return home
+
+
+def load_toy(home: Path) -> World:
+    path = Path(home) / "toy_dirs.json"
+    if not path.exists():
+        raise FileNotFoundError(f"toy world is not built in {home}")
+    return make_world(json.loads(path.read_text()))
+
+
+register_world("toy", load_toy)

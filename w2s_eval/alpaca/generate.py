@@ -1,0 +1,158 @@
+"""``w2s-eval alpaca-eval generate``: AlpacaEval model outputs from any w2s method, resumable.
+
+The output directory holds:
+
+- ``model_outputs.json``: AlpacaEval's format (``instruction``, ``output``, ``generator``,
+  ``dataset``), in instruction-file order, rewritten atomically after every batch;
+- ``search_stats.json``: one record per instruction (tokens, scores, rounds, wall time,
+  seed, device, config fingerprint, package versions);
+- ``run_config.json``: the resolved generation config (the run's identity) and versions;
+- ``configs.yaml`` + ``prompt.txt``: an AlpacaEval ``models_configs`` entry (see
+  :func:`w2s_eval.alpaca.decoder.load_model_configs`).
+
+A rerun with the same config continues where the last one stopped; a directory made
+with another config is refused, naming the first differing field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Optional, Union
+
+from tqdm.auto import tqdm
+
+from .data import atomic_write_json, atomic_write_text, load_instructions, load_rows, package_versions
+from .decoder import AlpacaEngine, GenerationConfig, build_alpaca_engine, model_configs_dict
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["run_generate", "OUTPUTS_FILE", "STATS_FILE", "RUN_CONFIG_FILE", "MODEL_CONFIGS_FILE"]
+
+OUTPUTS_FILE = "model_outputs.json"
+STATS_FILE = "search_stats.json"
+RUN_CONFIG_FILE = "run_config.json"
+MODEL_CONFIGS_FILE = "configs.yaml"
+
+
+def _fingerprint(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def _identity(cfg: GenerationConfig, rows: list[dict]) -> dict:
+    """What decides the outputs: the generation config and the instruction set (before --limit)."""
+    return {**cfg.to_dict(), "generator": cfg.generator, "instructions_sha256": _fingerprint(rows)}
+
+
+def _check_dir(out: Path, identity: dict) -> None:
+    """Refuse a directory made with another config (naming the field); never touch finished files."""
+    cfg_path = out / RUN_CONFIG_FILE
+    if not cfg_path.exists():
+        if (out / OUTPUTS_FILE).exists():
+            raise FileExistsError(f"{out / OUTPUTS_FILE} exists but {cfg_path.name} does not: it was not made by this "
+                                  "command (or by another version); use a new --out directory")
+        return
+    try:
+        old = json.loads(cfg_path.read_text(encoding="utf-8"))["identity"]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise ValueError(f"{cfg_path} is unreadable ({e}); use a new --out directory") from None
+    for key in list(identity) + [k for k in old if k not in identity]:  # config fields first, derived ones last
+        if old.get(key) != identity.get(key):
+            raise ValueError(f"{out} was made with a different config: {key} is {old.get(key)!r} there but "
+                             f"{identity.get(key)!r} now; use the same settings to resume, or a new --out directory")
+
+
+def _write_model_configs(out: Path, cfg: GenerationConfig, device: str, batch_size: int) -> None:
+    import yaml
+
+    header = ("# AlpacaEval models_configs entry. alpaca_eval 0.6.6 resolves fn_completions by name from a fixed\n"
+              "# list; load this file with w2s_eval.alpaca.decoder.load_model_configs(DIR) and pass the result as\n"
+              "# alpaca_eval.evaluate_from_model(model_configs=...), which accepts the decoder as a callable.\n"
+              "# For a leaderboard submission copy this directory to models_configs/<generator name>/.\n")
+    body = yaml.safe_dump(model_configs_dict(cfg, device, batch_size), sort_keys=False, allow_unicode=True)
+    atomic_write_text(out / MODEL_CONFIGS_FILE, header + body)
+    atomic_write_text(out / "prompt.txt", "{instruction}")  # the decoder applies the chat template
+
+
+def _load_done(out: Path, order: dict[str, int], generator: str) -> tuple[dict, dict]:
+    """Finished rows of an earlier run (outputs and their stats), by instruction."""
+    done, stats = {}, {}
+    if (out / OUTPUTS_FILE).exists():
+        for r in load_rows(out / OUTPUTS_FILE):
+            if r.get("instruction") not in order or r.get("generator") != generator:
+                raise ValueError(f"{out / OUTPUTS_FILE} holds a row not from this run ({str(r.get('instruction'))[:60]!r}, "
+                                 f"generator {r.get('generator')!r}); use a new --out directory")
+            done[r["instruction"]] = r
+    if (out / STATS_FILE).exists():
+        stats = {r["instruction"]: r for r in load_rows(out / STATS_FILE) if r.get("instruction") in done}
+    return done, stats
+
+
+def run_generate(cfg: GenerationConfig, instructions: Union[str, Path], out_dir: Union[str, Path], *,
+                 device: str = "auto", batch_size: int = 8, limit: Optional[int] = None, progress: bool = True,
+                 engine: Optional[AlpacaEngine] = None) -> Path:
+    """Write AlpacaEval model outputs of ``cfg`` for an instruction set into ``out_dir``; its path.
+
+    ``instructions``: a JSON/JSONL file, ``alpaca_eval`` (hub) or ``offline`` (fetched baseline).
+    ``limit``: only the first N instructions (a later run may raise it and continue).
+    ``engine``: an already loaded engine for ``cfg`` (else the models are loaded here).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    all_rows = load_instructions(instructions)
+    identity = _identity(cfg, all_rows)
+    rows = all_rows[:limit] if limit is not None else all_rows
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; give a directory")
+    _check_dir(out, identity)
+    order = {r["instruction"]: i for i, r in enumerate(all_rows)}
+    done, stats = _load_done(out, order, cfg.generator)
+    versions = package_versions()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / RUN_CONFIG_FILE, {"identity": identity, "fingerprint": _fingerprint(identity),
+                                              "device": device, "batch_size": batch_size, "versions": versions})
+    _write_model_configs(out, cfg, device, batch_size)
+    todo = [r for r in rows if r["instruction"] not in done]
+    if not todo:
+        logger.info("all %d instructions already have outputs in %s", len(rows), out)
+        _write(out, done, stats, order)
+        return out / OUTPUTS_FILE
+    if done:
+        logger.info("resuming: %d of %d instructions done", len(done), len(rows))
+    if engine is None:
+        engine = build_alpaca_engine(cfg, device)
+    else:
+        engine = engine.for_config(cfg)
+    fp = _fingerprint(identity)
+    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=f"alpaca-eval {cfg.method}", disable=not progress)
+    for i in range(0, len(todo), batch_size):
+        batch = todo[i: i + batch_size]
+        t0 = time.perf_counter()
+        results = engine.generate([r["instruction"] for r in batch], batch_size=len(batch))
+        wall = time.perf_counter() - t0
+        for r, res in zip(batch, results):
+            ins = r["instruction"]
+            done[ins] = {"instruction": ins, "output": res.text.strip(), "generator": cfg.generator,
+                         "dataset": r["dataset"]}
+            stats[ins] = {"instruction": ins, "generator": cfg.generator, "method": cfg.method,
+                          "score": res.score, "beam_scores": [b.score for b in res.beams],
+                          "response_tokens": res.beams[0].n_tokens if res.beams else 0,
+                          **res.stats, "batch_wall_time_s": wall, "device": device, "config_fingerprint": fp,
+                          "versions": versions}
+        _write(out, done, stats, order)
+        bar.update(len(batch))
+    bar.close()
+    return out / OUTPUTS_FILE
+
+
+def _write(out: Path, done: dict, stats: dict, order: dict) -> None:
+    """Stats first, outputs second: the outputs file decides what is finished."""
+    keys = sorted(done, key=order.__getitem__)
+    atomic_write_json(out / STATS_FILE, [stats[k] for k in keys if k in stats])
+    atomic_write_json(out / OUTPUTS_FILE, [done[k] for k in keys])

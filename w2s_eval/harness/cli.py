@@ -1,0 +1,140 @@
+"""``w2s-eval compare``, ``w2s-eval report`` and ``w2s-eval demo``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_METHODS = "base,bon:n=16,eft:beta=1.0,cbs:w=4,k=4,l=5"
+DEMO_WORLD = "imdb-mini"
+DEMO_METHODS = "base,bon:n=16,eft:beta=1,cbs:w=4,k=4,l=5"
+
+
+def _add_run_options(p: argparse.ArgumentParser, prompts: int, seeds: str) -> None:
+    p.add_argument("--world-home", default=None, metavar="DIR",
+                   help="where worlds are built (default: $W2S_EVAL_HOME or ~/.cache/w2s-eval)")
+    p.add_argument("--prompts", type=int, default=prompts,
+                   help=f"the first N evaluation prompts of the world (default: {prompts}, or all if fewer)")
+    p.add_argument("--seeds", default=seeds, help=f"a count N (seeds 0..N-1) or a list like 0,5,7 (default: {seeds})")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (default: 8)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    p.add_argument("--dtype", default="float32", help="model dtype: float32 (default), bfloat16, float16, auto")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare", help="run several methods on the same prompts and seeds of a world; record and report",
+        description="Run every method on the same prompts and seeds. One JSONL record per (prompt, method, seed) "
+                    "goes to OUT/records.jsonl as it is made; rerunning the same command resumes. Then writes the "
+                    "report (see `w2s-eval report`).")
+    p.add_argument("--world", required=True,
+                   help="a registered world, e.g. imdb-mini (build it once: w2s-eval world build NAME)")
+    p.add_argument("--methods", default=DEFAULT_METHODS,
+                   help=f"comma-separated method specs (default: {DEFAULT_METHODS})")
+    p.add_argument("--out", required=True, metavar="DIR", help="the run directory (created; reused to resume)")
+    _add_run_options(p, prompts=64, seeds="3")
+    p.add_argument("--guide", choices=("implicit", "rm"), default="implicit",
+                   help="guide of BoN/CBS: the implicit value of tuned vs untuned (default) or the reward model")
+    p.add_argument("--guide-beta", type=float, default=1.0, help="scale of the implicit value (default 1.0)")
+    p.add_argument("--temperature", type=float, default=None, help="override the world's sampling temperature")
+    p.add_argument("--top-k", type=int, default=None, help="override the world's top-k")
+    p.add_argument("--top-p", type=float, default=None, help="override the world's top-p")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="override the world's response length")
+    p.add_argument("--no-report", action="store_true", help="only record; do not write the report")
+    p.set_defaults(func=cmd_compare)
+
+    p = subparsers.add_parser(
+        "report", help="tables (Markdown, CSV, LaTeX) and PNG plots of a compare run, from its records",
+        description="Build report.md, report.csv, report.tex, gold_by_method.png and gold_vs_samples.png from "
+                    "RUN_DIR/records.jsonl alone.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", default=None, metavar="DIR", help="where to write the report (default: RUN_DIR)")
+    p.add_argument("--all", action="store_true",
+                   help="use every record, not only the (prompt, seed) pairs recorded for every method")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.set_defaults(func=cmd_report)
+
+    p = subparsers.add_parser(
+        "demo", help=f"build {DEMO_WORLD} if missing, compare {DEMO_METHODS} on a few prompts, print the table",
+        description=f"The README's first command: builds the offline world {DEMO_WORLD} once (about 25 minutes on "
+                    f"2 CPU cores), then compares {DEMO_METHODS} and prints the table and the plot paths.")
+    p.add_argument("--world", default=DEMO_WORLD, help=f"the world (default: {DEMO_WORLD})")
+    p.add_argument("--out", default="results/demo", metavar="DIR", help="the run directory (default: results/demo)")
+    p.add_argument("--methods", default=DEMO_METHODS, help=f"method specs (default: {DEMO_METHODS})")
+    _add_run_options(p, prompts=16, seeds="1")
+    p.set_defaults(func=cmd_demo)
+
+
+def _print_result(outcome, paths) -> None:
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    for kind in ("markdown", "csv", "latex", "plot_methods", "plot_samples"):
+        if kind in paths:
+            print(f"{kind:>12}: {paths[kind]}")
+    if outcome is not None:
+        print(f"     records: {outcome.run_dir / 'records.jsonl'} ({outcome.n_new} new, "
+              f"{outcome.n_before} recorded before)")
+
+
+def _run(world, args, methods, sampling=None, report: bool = True) -> int:
+    from .compare import make_run_config, run_compare
+    from .report import write_report
+
+    cfg = make_run_config(world, methods, min(args.prompts, len(world.prompts)), args.seeds,
+                          guide=getattr(args, "guide", "implicit"), guide_beta=getattr(args, "guide_beta", 1.0),
+                          dtype=args.dtype, device=args.device, batch_size=args.batch_size, **(sampling or {}))
+    if args.prompts > len(world.prompts):
+        print(f"note: world {world.name} has {len(world.prompts)} prompts; using all of them", file=sys.stderr)
+    outcome = run_compare(world, cfg, args.out, progress=not args.no_progress)
+    if outcome.truncated:
+        print(f"note: the last line of {outcome.run_dir / 'records.jsonl'} was truncated (an interrupted write); "
+              "it was set aside and its record recomputed", file=sys.stderr)
+    if not report:
+        print(f"{outcome.n_new} new records in {outcome.run_dir / 'records.jsonl'} "
+              f"({outcome.n_before} recorded before)")
+        return 0
+    _print_result(outcome, write_report(outcome.run_dir))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .world import load_world
+
+    world = load_world(args.world, args.world_home)
+    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+                "max_new_tokens": args.max_new_tokens}
+    return _run(world, args, args.methods, sampling, report=not args.no_report)
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    if not Path(args.run_dir).is_dir():
+        raise FileNotFoundError(f"{args.run_dir} is not a directory; give the --out directory of a compare run")
+    _print_result(None, write_report(args.run_dir, args.out, matched=not args.all, plots=not args.no_plots))
+    return 0
+
+
+def load_or_build(name: str, home=None, progress: bool = True):
+    """Load world ``name``; if it is not built, build it once (``w2s_eval.world.build.build_world``) and load it."""
+    from .world import load_world, world_home
+
+    try:
+        return load_world(name, home)
+    except FileNotFoundError as e:
+        logger.info("%s", e)
+    home = world_home(home)
+    print(f"building world {name} into {home} (once; about 25 minutes on 2 CPU cores) ...", file=sys.stderr)
+    from ..world.build import build_world
+
+    build_world(name, home, progress=progress)
+    return load_world(name, home)
+
+
+def cmd_demo(args) -> int:
+    world = load_or_build(args.world, args.world_home, progress=not args.no_progress)
+    return _run(world, args, args.methods)

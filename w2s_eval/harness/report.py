@@ -1,0 +1,247 @@
+"""Tables and plots of a comparison run, built from its records alone.
+
+Per method: mean gold reward +- standard error over all its (prompt, seed) records,
+the paired difference to ``base`` on the same (prompt, seed) pairs, the independent
+judge, the guide score, and the counted compute per prompt (strong-model and guide
+token forwards, strong samples, wall time). Methods of equal budget (strong samples
+per prompt) are listed together. By default only (prompt, seed) pairs recorded for
+every method are used, so every row is measured on the same inputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from ..config import parse_method
+from .records import RECORDS_FILE, diff_fields, read_records
+
+__all__ = ["MethodSummary", "Summary", "summarize", "to_markdown", "to_csv", "to_latex", "write_report", "load_run"]
+
+logger = logging.getLogger(__name__)
+
+_FAMILY_ORDER = {"base": 0, "eft": 1, "bon": 2, "cbs": 3}
+
+
+def mean_se(values: Sequence[float]) -> tuple:
+    """(mean, standard error = sample std (ddof=1) / sqrt(n)); se is None for n < 2, both None for n == 0."""
+    n = len(values)
+    if n == 0:
+        return None, None
+    m = sum(values) / n
+    if n < 2:
+        return m, None
+    var = sum((v - m) ** 2 for v in values) / (n - 1)
+    return m, math.sqrt(var / n)
+
+
+@dataclass
+class MethodSummary:
+    method: str
+    family: str
+    budget: int
+    n: int  # records (prompt x seed)
+    n_prompts: int
+    n_seeds: int
+    gold_mean: float
+    gold_se: Optional[float]
+    delta_gold_vs_base: Optional[float]  # paired: mean over (prompt, seed) of gold(method) - gold(base)
+    delta_gold_se: Optional[float]
+    judge_mean: float
+    judge_se: Optional[float]
+    guide_mean: Optional[float]
+    guide_se: Optional[float]
+    strong_tokens: float  # mean strong-model token forwards per prompt
+    guide_tokens: float  # mean guide token forwards per prompt (the method's compute; not the re-scoring)
+    samples: float  # mean strong-model continuations drawn per prompt
+    wall_time_s: float  # mean wall time per prompt (batch time / batch size)
+
+
+@dataclass
+class Summary:
+    world: str
+    config_hash: str
+    rows: list
+    notes: list
+    n_records: int
+
+
+def load_run(run_dir: Union[str, os.PathLike]) -> tuple:
+    """(records, notes) of a run directory; refuses records made with different configs."""
+    path = Path(run_dir) / RECORDS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no records in {run_dir} ({RECORDS_FILE} is missing); run `w2s-eval compare --out "
+                                f"{run_dir} ...` first")
+    records, truncated = read_records(path)
+    notes = []
+    if truncated is not None:
+        notes.append(f"the last line of {RECORDS_FILE} is truncated ({len(truncated)} characters) and was ignored")
+    hashes = {}
+    for r in records:
+        hashes.setdefault(r.get("config_hash"), r)
+    if len(hashes) > 1:
+        (h1, r1), (h2, r2) = list(hashes.items())[:2]
+        diffs = diff_fields(r1.get("config", {}), r2.get("config", {}))
+        diffs = [d for d in diffs if d[0] not in ("method", "seed", "device", "batch_size")] or diffs
+        field = diffs[0][0] if diffs else "config_hash"
+        raise ValueError(f"{path} mixes records of different configs ({h1} and {h2}; first differing field: {field}); "
+                         "report each run from its own directory")
+    return records, notes
+
+
+def _sort_key(spec: str) -> tuple:
+    m = parse_method(spec)
+    return (m.budget, _FAMILY_ORDER.get(m.name, 9), spec)
+
+
+def summarize(records: Sequence[dict], matched: bool = True, notes: Optional[list] = None) -> Summary:
+    """Per-method summaries of ``records`` (see the module doc)."""
+    notes = list(notes or [])
+    if not records:
+        raise ValueError("there are no records to report; run `w2s-eval compare` first")
+    by_method: dict = {}
+    for r in records:
+        by_method.setdefault(r["method"], {})[(str(r["prompt_id"]), int(r["seed"]))] = r
+    keys = None
+    if matched:
+        sets = [set(v) for v in by_method.values()]
+        keys = set.intersection(*sets)
+        if not keys:
+            raise ValueError("no (prompt, seed) pair is recorded for every method; finish the run (rerun compare) "
+                             "or report all records with --all")
+        dropped = sum(len(s - keys) for s in sets)
+        if dropped:
+            notes.append(f"{dropped} record(s) whose (prompt, seed) pair is missing for some method were left out "
+                         f"(the table uses the {len(keys)} pairs recorded for every method)")
+    base = by_method.get("base")
+    rows = []
+    for spec in sorted(by_method, key=_sort_key):
+        recs = by_method[spec]
+        use = {k: r for k, r in recs.items() if keys is None or k in keys}
+        vals = list(use.values())
+        m = parse_method(spec)
+        gold_m, gold_se = mean_se([r["gold"] for r in vals])
+        judge_m, judge_se = mean_se([r["judge"] for r in vals])
+        guide_m, guide_se = mean_se([r["guide_score"] for r in vals if r.get("guide_score") is not None])
+        delta_m = delta_se = None
+        if base is not None and spec != "base":
+            diffs = [r["gold"] - base[k]["gold"] for k, r in use.items() if k in base]
+            delta_m, delta_se = mean_se(diffs)
+        rows.append(MethodSummary(
+            method=spec, family=m.name, budget=m.budget, n=len(vals),
+            n_prompts=len({k[0] for k in use}), n_seeds=len({k[1] for k in use}),
+            gold_mean=gold_m, gold_se=gold_se, delta_gold_vs_base=delta_m, delta_gold_se=delta_se,
+            judge_mean=judge_m, judge_se=judge_se, guide_mean=guide_m, guide_se=guide_se,
+            strong_tokens=mean_se([r["strong_tokens"] for r in vals])[0],
+            guide_tokens=mean_se([r["guide_tokens"] for r in vals])[0],
+            samples=mean_se([r["samples"] for r in vals])[0],
+            wall_time_s=mean_se([r["wall_time_s"] for r in vals])[0],
+        ))
+    first = records[0]
+    world = (first.get("config") or {}).get("world", "?")
+    return Summary(world=world, config_hash=first.get("config_hash", "?"), rows=rows, notes=notes,
+                   n_records=sum(r.n for r in rows))
+
+
+# ----------------------------------------------------------------------------- formats
+
+def _pm(m: Optional[float], se: Optional[float], digits: int = 3, sep: str = " ± ") -> str:
+    if m is None:
+        return "–"
+    return f"{m:.{digits}f}" if se is None else f"{m:.{digits}f}{sep}{se:.{digits}f}"
+
+
+_COLUMNS = ("budget", "method", "n", "gold ± se", "Δ gold vs base ± se", "judge ± se", "guide score ± se",
+            "strong tok/prompt", "guide tok/prompt", "samples/prompt", "wall s/prompt")
+
+
+def _cells(r: MethodSummary, sep: str = " ± ") -> list:
+    return [str(r.budget), r.method, str(r.n), _pm(r.gold_mean, r.gold_se, sep=sep),
+            _pm(r.delta_gold_vs_base, r.delta_gold_se, sep=sep), _pm(r.judge_mean, r.judge_se, sep=sep),
+            _pm(r.guide_mean, r.guide_se, 2, sep=sep), f"{r.strong_tokens:.0f}", f"{r.guide_tokens:.0f}",
+            f"{r.samples:.1f}", f"{r.wall_time_s:.2f}"]
+
+
+def _describe(s: Summary) -> str:
+    prompts = max((r.n_prompts for r in s.rows), default=0)
+    seeds = max((r.n_seeds for r in s.rows), default=0)
+    return (f"world `{s.world}`, config `{s.config_hash}`: {prompts} prompts x {seeds} seeds per method; "
+            "mean ± standard error over prompts and seeds; budget = strong-model samples per prompt (per round); "
+            "compute columns are means per prompt")
+
+
+def to_markdown(s: Summary) -> str:
+    lines = [_describe(s), "", "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    previous = None
+    for r in s.rows:
+        cells = _cells(r)
+        if r.budget == previous:
+            cells[0] = ""  # methods of equal budget side by side under one budget
+        previous = r.budget
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [""] + [f"- {n}" for n in s.notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def to_csv(s: Summary) -> str:
+    buf = io.StringIO()
+    names = list(MethodSummary.__dataclass_fields__)
+    w = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+    w.writeheader()
+    for r in s.rows:
+        w.writerow({k: ("" if v is None else v) for k, v in asdict(r).items()})
+    return buf.getvalue()
+
+
+def _tex(text: str) -> str:
+    text = text.replace("\\", "\x00")
+    for a, b in (("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("{", r"\{"), ("}", r"\}"), ("$", r"\$")):
+        text = text.replace(a, b)
+    return text.replace("\x00", r"\textbackslash{}")
+
+
+def to_latex(s: Summary) -> str:
+    head = ["budget", "method", "$n$", "gold", r"$\Delta$ gold vs base", "judge", "guide score", "strong tok",
+            "guide tok", "samples", "wall s"]
+    out = [f"% {_tex(_describe(s))}".replace("`", ""), r"\begin{tabular}{rlr" + "l" * 4 + "rrrr}", r"\toprule",
+           " & ".join(head) + r" \\", r"\midrule"]
+    previous = None
+    for r in s.rows:
+        if previous is not None and r.budget != previous:
+            out.append(r"\midrule")
+        cells = _cells(r, sep=r" $\pm$ ")
+        cells = [c.replace("–", "--") for c in cells]
+        cells[1] = r"\texttt{" + _tex(cells[1]) + "}"
+        if r.budget == previous:
+            cells[0] = ""
+        previous = r.budget
+        out.append(" & ".join(cells) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(out) + "\n"
+
+
+def write_report(run_dir: Union[str, os.PathLike], out_dir: Union[str, os.PathLike, None] = None,
+                 matched: bool = True, plots: bool = True) -> dict:
+    """Write report.md, report.csv, report.tex and the PNG plots; returns {kind: path} (plus 'summary')."""
+    records, notes = load_run(run_dir)
+    summary = summarize(records, matched=matched, notes=notes)
+    out = Path(out_dir or run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for kind, text in (("markdown", to_markdown(summary)), ("csv", to_csv(summary)), ("latex", to_latex(summary))):
+        path = out / {"markdown": "report.md", "csv": "report.csv", "latex": "report.tex"}[kind]
+        path.write_text(text, encoding="utf-8")
+        paths[kind] = path
+    if plots:
+        from .plots import plot_gold_by_method, plot_gold_vs_samples
+
+        paths["plot_methods"] = plot_gold_by_method(summary, out / "gold_by_method.png")
+        paths["plot_samples"] = plot_gold_vs_samples(summary, out / "gold_vs_samples.png")
+    paths["summary"] = summary
+    return paths
