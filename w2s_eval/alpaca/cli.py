@@ -27,7 +27,16 @@ def add_commands(subparsers) -> None:
 
     g = sub.add_parser("generate", help="write model_outputs.json (resumable) and configs.yaml",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g.add_argument("--strong", required=True, help="strong model: local directory or hub id")
+    strong = g.add_mutually_exclusive_group(required=True)
+    strong.add_argument("--strong", help="strong model: local directory or hub id")
+    strong.add_argument("--strong-endpoint", metavar="URL",
+                        help="or: an OpenAI-compatible server (vLLM) serving the strong model, e.g. "
+                             "http://127.0.0.1:8000/v1 (API key from $OPENAI_API_KEY)")
+    g.add_argument("--strong-model", metavar="NAME",
+                   help="the served model's name at --strong-endpoint (default: the server's only model)")
+    g.add_argument("--strong-tokenizer", metavar="PATH",
+                   help="with --strong-endpoint: a local tokenizer of the served model, for its chat template "
+                        "(without it, instructions are sent as they are)")
     g.add_argument("--tuned", help="tuned guide model (with --untuned)")
     g.add_argument("--untuned", help="untuned guide model (with --tuned)")
     g.add_argument("--reward-model", help="reward model as the guide (or added to the implicit-value guide)")
@@ -37,7 +46,8 @@ def add_commands(subparsers) -> None:
                    help="JSON/JSONL file with 'instruction' (optional 'dataset'); 'alpaca_eval' = AlpacaEval's hub "
                         "set; 'offline' = the set from `w2s-eval alpaca-eval fetch-data`")
     g.add_argument("--out", required=True, help="output directory (a rerun continues in it)")
-    g.add_argument("--name", help="generator name (default: <strong>__<method>)")
+    g.add_argument("--name", help="generator name (default: <strong>__<method>; over an endpoint "
+                                  "<model>+<host>-<port>-<path>__<method>)")
     g.add_argument("--temperature", type=float, default=0.7)
     g.add_argument("--top-k", type=int, default=50, help="0 disables")
     g.add_argument("--top-p", type=float, default=1.0)
@@ -80,16 +90,24 @@ def add_commands(subparsers) -> None:
 
 
 def _generate(args) -> int:
-    from .decoder import GenerationConfig
+    from .decoder import GenerationConfig, resolve_strong_model
     from .generate import run_generate
 
-    cfg = GenerationConfig(strong=_model(args.strong), method=args.method, tuned=_model(args.tuned),
+    if args.strong_endpoint is None:
+        for flag in ("strong_model", "strong_tokenizer"):
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--{flag.replace('_', '-')} goes with --strong-endpoint URL (a served strong "
+                                 f"model); with a local --strong model drop it")
+    cfg = GenerationConfig(strong=_model(args.strong), strong_endpoint=args.strong_endpoint,
+                           strong_model=args.strong_model, strong_tokenizer=_model(args.strong_tokenizer),
+                           method=args.method, tuned=_model(args.tuned),
                            untuned=_model(args.untuned), reward_model=_model(args.reward_model), beta=args.beta,
                            temperature=args.temperature,
                            top_k=args.top_k, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                            stop=tuple(args.stop), seed=args.seed, dtype=args.dtype,
                            chat_template=_tri(args.chat_template), tuned_template=args.tuned_template,
                            untuned_template=args.untuned_template, name=args.name)
+    cfg = resolve_strong_model(cfg)  # the served model's name enters the generator name
     path = run_generate(cfg, args.instructions, args.out, device=args.device, batch_size=args.batch_size,
                         limit=args.limit, progress=not args.no_progress)
     n = len(json.loads(path.read_text(encoding="utf-8")))

@@ -19,109 +19,34 @@ or ``model_configs=load_model_configs(OUT_DIR)`` with the ``configs.yaml`` that
 ``w2s-eval alpaca-eval generate`` writes. The prompts are instructions: the decoder
 applies the strong model's chat template itself (as ``generate`` does); the guides
 see the instruction with their own templates (default: their chat template if any).
+
+A strong model behind an OpenAI-compatible server (vLLM) is named with
+``strong_endpoint=URL`` (and ``strong_model=NAME``, optional when the server serves one
+model) instead of ``strong``. Its chat template then comes from ``strong_tokenizer=PATH``
+(a local copy of the served model's tokenizer); without one the instruction is sent as it is.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from ..config import SamplingConfig, parse_method
+from ..config import parse_method
 from ..scorers import Scorer, Scores
 from ..search import score_candidates
+from .genconfig import GenerationConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GenerationConfig", "AlpacaEngine", "build_alpaca_engine", "w2s_completions", "load_model_configs",
-           "model_configs_dict", "DECODER_PATH"]
+__all__ = ["GenerationConfig", "AlpacaEngine", "build_alpaca_engine", "resolve_strong_model", "w2s_completions",
+           "load_model_configs", "model_configs_dict", "DECODER_PATH"]
 
 DECODER_PATH = "w2s_eval.alpaca.decoder.w2s_completions"
-_TEMPLATE_CHOICES = ("auto", "chat")
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    """Everything that decides the outputs of an AlpacaEval generation run.
-
-    chat_template: None = use the strong model's chat template when it has one (else the
-    instruction as is, logged); True = require it; False = never.
-    tuned_template / untuned_template: ``auto`` (the guide's chat template if it has one,
-    else ``{prompt}``), ``chat``, or a format string with ``{prompt}``.
-    name: the generator name (default: strong model + method, see :attr:`generator`).
-    """
-
-    strong: str
-    method: str = "base"
-    tuned: Optional[str] = None
-    untuned: Optional[str] = None
-    reward_model: Optional[str] = None
-    beta: float = 1.0
-    temperature: float = 0.7
-    top_k: int = 50
-    top_p: float = 1.0
-    max_new_tokens: int = 1024
-    stop: tuple[str, ...] = ()
-    seed: int = 0
-    dtype: str = "auto"
-    chat_template: Optional[bool] = None
-    tuned_template: str = "auto"
-    untuned_template: str = "auto"
-    name: Optional[str] = None
-
-    def __post_init__(self):
-        if not isinstance(self.strong, str) or not self.strong:
-            raise ValueError("strong must name the strong model (a local directory or hub id), e.g. strong=PATH")
-        object.__setattr__(self, "method", parse_method(self.method).spec)  # validates, canonical spec
-        object.__setattr__(self, "stop", tuple(self.stop))
-        self.sampling  # validates the sampling fields
-        if (self.tuned is None) != (self.untuned is None):
-            raise ValueError("give both tuned and untuned guide models (the implicit value needs the pair), or neither")
-        m = parse_method(self.method)
-        if m.name == "eft" and self.tuned is None:
-            raise ValueError(f"method {self.method} needs tuned= and untuned= guide models")
-        if m.name != "eft" and m.needs_guide and self.tuned is None and self.reward_model is None:
-            raise ValueError(f"method {self.method} needs a guide: tuned= and untuned= models, or reward_model=")
-        for f in ("tuned_template", "untuned_template"):
-            v = getattr(self, f)
-            if v not in _TEMPLATE_CHOICES and "{prompt}" not in v:
-                raise ValueError(f"{f} must be 'auto', 'chat' or a format string with '{{prompt}}', got {v!r}")
-        if self.chat_template not in (None, True, False):
-            raise ValueError(f"chat_template must be None (auto), True or False, got {self.chat_template!r}")
-        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9._+-]+", self.name):
-            raise ValueError(f"name {self.name!r} may hold only letters, digits and . _ + - (it becomes a directory name)")
-
-    @property
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-                              max_new_tokens=self.max_new_tokens, stop=self.stop, seed=self.seed)
-
-    @property
-    def generator(self) -> str:
-        """AlpacaEval generator name: ``<strong>__<method>`` e.g. ``SmolLM2-1.7B-Instruct__cbs-w2-k2-l30``."""
-        if self.name:
-            return self.name
-        base = re.sub(r"[^A-Za-z0-9._+-]", "-", Path(self.strong.rstrip("/")).name) or "strong"
-        tag = self.method.replace(":", "-").replace(",", "-").replace("=", "").replace("/", "+")
-        return f"{base}__{tag}"
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["stop"] = list(self.stop)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GenerationConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown generation setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**d)
 
 
 class InstructionScorer(Scorer):
@@ -155,19 +80,31 @@ def _guide_template(choice: str, path: Optional[str]) -> str:
 
 
 class AlpacaEngine:
-    """An :class:`~w2s_eval.engine.Engine` plus the strong tokenizer's chat templating."""
+    """An :class:`~w2s_eval.engine.Engine` plus the strong tokenizer's chat templating.
 
-    def __init__(self, cfg: GenerationConfig, engine):
+    tokenizer: the strong model's tokenizer (default: the local strong model's; over an
+    endpoint, the one loaded from ``cfg.strong_tokenizer``, or None: no chat template).
+    """
+
+    def __init__(self, cfg: GenerationConfig, engine, tokenizer=None):
         self.cfg, self.engine = cfg, engine
-        self.tokenizer = engine.policy.lm.tokenizer if hasattr(engine.policy, "lm") else None
+        if tokenizer is None and hasattr(engine.policy, "lm"):
+            tokenizer = engine.policy.lm.tokenizer
+        self.tokenizer = tokenizer
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
         if cfg.chat_template and not has_template:
-            raise ValueError(f"chat_template=True but the strong model {cfg.strong!r} has no chat template; "
+            what = (f"tokenizer {cfg.strong_tokenizer!r}" if cfg.strong_tokenizer
+                    else f"strong model {cfg.strong_label!r}")
+            raise ValueError(f"chat_template=True but the {what} has no chat template; "
                              "drop the flag to use instructions as they are")
         self.use_chat = has_template if cfg.chat_template is None else bool(cfg.chat_template)
         if cfg.chat_template is None and not has_template:
-            logger.warning("the strong model %r has no chat template: instructions are given to it as they are",
-                           cfg.strong)
+            if self.tokenizer is None:
+                logger.warning("no strong_tokenizer (--strong-tokenizer) for the strong model %s: instructions are "
+                               "sent as they are, without its chat template", cfg.strong_label)
+            else:
+                logger.warning("the strong model %r has no chat template: instructions are given to it as they are",
+                               cfg.strong_tokenizer or cfg.strong_label)
         self._raw: dict[str, str] = {}
         if engine.scorer is not None:
             engine.scorer = InstructionScorer(engine.scorer, self._raw)
@@ -206,16 +143,40 @@ def build_alpaca_engine(cfg: GenerationConfig, device: str = "auto") -> AlpacaEn
     """Load the models of ``cfg`` (through :mod:`w2s_eval.models`) into an :class:`AlpacaEngine`."""
     from ..engine import build_engine
 
-    engine = build_engine(cfg.strong, tuned=cfg.tuned, untuned=cfg.untuned, reward_model=cfg.reward_model,
+    if cfg.strong_endpoint is not None:
+        strong = {"strong_endpoint": cfg.strong_endpoint, "strong_model": cfg.strong_model}
+    else:
+        strong = {"strong": cfg.strong}
+    tokenizer = None
+    if cfg.strong_tokenizer is not None:
+        from ..models import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.strong_tokenizer)
+    engine = build_engine(**strong, tuned=cfg.tuned, untuned=cfg.untuned, reward_model=cfg.reward_model,
                           beta=cfg.beta, dtype=cfg.dtype, device=device,
                           tuned_template=_guide_template(cfg.tuned_template, cfg.tuned),
                           untuned_template=_guide_template(cfg.untuned_template, cfg.untuned))
-    return AlpacaEngine(cfg, engine)
+    return AlpacaEngine(cfg, engine, tokenizer)
+
+
+def resolve_strong_model(cfg: GenerationConfig) -> GenerationConfig:
+    """``cfg`` with ``strong_model`` filled in: over an endpoint without one, the server's only model."""
+    if cfg.strong_endpoint is None or cfg.strong_model is not None:
+        return cfg
+    from ..endpoint import EndpointPolicy
+
+    policy = EndpointPolicy(cfg.strong_endpoint)
+    try:
+        name = policy.model  # asks /v1/models; raises when the server serves several
+    finally:
+        policy.close()
+    logger.info("strong model: %r, the one model served at %s", name, cfg.strong_endpoint)
+    return replace(cfg, strong_model=name)
 
 
 _CACHE: dict[tuple, AlpacaEngine] = {}
-_LOAD_KEYS = ("strong", "tuned", "untuned", "reward_model", "beta", "dtype", "chat_template", "tuned_template",
-              "untuned_template")
+_LOAD_KEYS = ("strong", "strong_endpoint", "strong_model", "strong_tokenizer", "tuned", "untuned", "reward_model",
+              "beta", "dtype", "chat_template", "tuned_template", "untuned_template")
 
 
 def _cached_engine(cfg: GenerationConfig, device: str) -> AlpacaEngine:
@@ -231,16 +192,18 @@ def w2s_completions(prompts: Sequence[str], strong: Optional[str] = None, *, mod
                     device: str = "auto", batch_size: int = 8, **settings: Any) -> dict[str, list]:
     """AlpacaEval decoder: run a w2s method on each prompt (an instruction).
 
-    ``strong`` (or AlpacaEval's ``model_name``): the strong model; ``settings``: the fields of
-    :class:`GenerationConfig` (method, tuned, untuned, reward_model, temperature, ...).
+    ``strong`` (or AlpacaEval's ``model_name``): the strong model; or ``strong_endpoint`` (with
+    ``strong_model``) in ``settings``, the fields of :class:`GenerationConfig` (method, tuned,
+    untuned, reward_model, temperature, ...).
     The loaded models are kept for the next call with the same models.
-    Returns ``completions``, ``price_per_example`` (0: local), ``time_per_example`` (seconds).
+    Returns ``completions``, ``price_per_example`` (0: not priced), ``time_per_example`` (seconds).
     """
     if strong and model_name and strong != model_name:
         raise ValueError(f"strong={strong!r} and model_name={model_name!r} differ; give one of them")
     strong = strong or model_name
-    if not strong:
-        raise ValueError("w2s_completions needs the strong model: completions_kwargs.strong (or model_name)")
+    if not strong and not settings.get("strong_endpoint"):
+        raise ValueError("w2s_completions needs the strong model: completions_kwargs.strong (or model_name), or "
+                         "strong_endpoint (with strong_model)")
     if "stop" in settings and settings["stop"] is not None:
         settings["stop"] = tuple(settings["stop"])
     cfg = GenerationConfig.from_dict({"strong": strong, **settings})
@@ -258,12 +221,14 @@ def model_configs_dict(cfg: GenerationConfig, device: str = "auto", batch_size: 
                        prompt_template: Optional[str] = None) -> dict:
     """AlpacaEval ``models_configs`` entry for ``cfg`` (``fn_completions`` as the dotted decoder path)."""
     kwargs = {k: v for k, v in cfg.to_dict().items() if k not in ("strong", "name") and v is not None}
-    kwargs = {"model_name": cfg.strong, **kwargs, "device": device, "batch_size": batch_size}
+    kwargs = {**({"model_name": cfg.strong} if cfg.strong else {}), **kwargs, "device": device,
+              "batch_size": batch_size}
+    shown = Path(cfg.strong.rstrip("/")).name if cfg.strong else cfg.strong_label
     return {cfg.generator: {
         "prompt_template": prompt_template or f"{cfg.generator}/prompt.txt",
         "fn_completions": DECODER_PATH,
         "completions_kwargs": kwargs,
-        "pretty_name": f"{Path(cfg.strong.rstrip('/')).name} + {cfg.method}",
+        "pretty_name": f"{shown} + {cfg.method}",
         "link": "https://arxiv.org/abs/2405.19262",
     }}
 

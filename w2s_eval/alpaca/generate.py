@@ -26,7 +26,7 @@ from typing import Optional, Union
 from tqdm.auto import tqdm
 
 from .data import atomic_write_json, atomic_write_text, load_instructions, load_rows, package_versions
-from .decoder import AlpacaEngine, GenerationConfig, build_alpaca_engine, model_configs_dict
+from .decoder import AlpacaEngine, GenerationConfig, build_alpaca_engine, model_configs_dict, resolve_strong_model
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +99,15 @@ def run_generate(cfg: GenerationConfig, instructions: Union[str, Path], out_dir:
     ``instructions``: a JSON/JSONL file, ``alpaca_eval`` (hub) or ``offline`` (fetched baseline).
     ``limit``: only the first N instructions (a later run may raise it and continue).
     ``engine``: an already loaded engine for ``cfg`` (else the models are loaded here).
+    Over an endpoint without ``strong_model``, the server is asked for its one model's name,
+    which then enters the generator name and the run's identity.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     all_rows = load_instructions(instructions)
+    cfg = resolve_strong_model(cfg)
     identity = _identity(cfg, all_rows)
     rows = all_rows[:limit] if limit is not None else all_rows
     out = Path(out_dir)

@@ -45,6 +45,11 @@ def add_commands(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=None, help="override the world's top-k")
     p.add_argument("--top-p", type=float, default=None, help="override the world's top-p")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override the world's response length")
+    p.add_argument("--strong-endpoint", metavar="URL", default=None,
+                   help="sample from the strong model served at this OpenAI-compatible URL (vLLM, e.g. "
+                        "http://127.0.0.1:8000/v1) instead of the world's strong model; eft cannot run there")
+    p.add_argument("--strong-model", metavar="NAME", default=None,
+                   help="the served model's name at --strong-endpoint (default: the server's only model)")
     p.add_argument("--no-report", action="store_true", help="only record; do not write the report")
     p.set_defaults(func=cmd_compare)
 
@@ -84,9 +89,14 @@ def _run(world, args, methods, sampling=None, report: bool = True) -> int:
     from .compare import make_run_config, run_compare
     from .report import write_report
 
+    endpoint, served = getattr(args, "strong_endpoint", None), getattr(args, "strong_model", None)
+    if served is not None and endpoint is None:
+        raise ValueError("--strong-model names a served model; give it with --strong-endpoint URL, or drop it to "
+                         "use the world's strong model")
     cfg = make_run_config(world, methods, min(args.prompts, len(world.prompts)), args.seeds,
                           guide=getattr(args, "guide", "implicit"), guide_beta=getattr(args, "guide_beta", 1.0),
-                          dtype=args.dtype, device=args.device, batch_size=args.batch_size, **(sampling or {}))
+                          dtype=args.dtype, device=args.device, batch_size=args.batch_size,
+                          strong_endpoint=endpoint, strong_model=served, **(sampling or {}))
     if args.prompts > len(world.prompts):
         print(f"note: world {world.name} has {len(world.prompts)} prompts; using all of them", file=sys.stderr)
     outcome = run_compare(world, cfg, args.out, progress=not args.no_progress)

@@ -21,7 +21,8 @@ from ..config import method_to_dict, parse_method
 from .records import RecordLog, RunConfig, fingerprint, git_revision, open_run_dir, package_versions, utc_now
 from .world import World
 
-__all__ = ["split_methods", "parse_seeds", "make_run_config", "build_world_engine", "run_compare", "CompareOutcome"]
+__all__ = ["split_methods", "parse_seeds", "make_run_config", "build_world_engine", "run_compare", "CompareOutcome",
+           "served_model_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +78,26 @@ def parse_seeds(text: Union[str, int, Sequence[int]]) -> tuple:
     return tuple(range(n))
 
 
+def served_model_name(strong_endpoint: str) -> str:
+    """The name of the one model an OpenAI-compatible server serves (ValueError when it serves several)."""
+    from ..endpoint import EndpointPolicy
+
+    policy = EndpointPolicy(strong_endpoint)
+    try:
+        return policy.model
+    finally:
+        policy.close()
+
+
 def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seeds=1, *, guide: str = "implicit",
                     guide_beta: float = 1.0, dtype: str = "float32", device: str = "auto", batch_size: int = 8,
+                    strong_endpoint: Optional[str] = None, strong_model: Optional[str] = None,
                     **sampling_overrides) -> RunConfig:
-    """Resolve a :class:`RunConfig` for ``world``: its sampling with ``sampling_overrides`` applied."""
+    """Resolve a :class:`RunConfig` for ``world``: its sampling with ``sampling_overrides`` applied.
+
+    ``strong_endpoint`` (with ``strong_model``; None: the server's only model, asked here so the
+    config records its name) replaces the world's strong model for sampling.
+    """
     n_available = len(world.prompts)
     n_prompts = n_available if n_prompts is None else n_prompts
     if isinstance(n_prompts, int) and n_prompts > n_available:
@@ -94,19 +111,26 @@ def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seed
                          "truncation") from None
     if guide == "rm" and world.reward_model is None:
         raise ValueError(f"world {world.name!r} has no reward model; use --guide implicit")
-    return RunConfig(world=world.name, world_fingerprint=fingerprint(world.manifest),
-                     methods=tuple(split_methods(methods)),
-                     n_prompts=n_prompts, seeds=parse_seeds(seeds), sampling=sampling, guide=guide,
-                     guide_beta=guide_beta, dtype=dtype, device=device, batch_size=batch_size)
+    cfg = RunConfig(world=world.name, world_fingerprint=fingerprint(world.manifest),
+                    methods=tuple(split_methods(methods)),
+                    n_prompts=n_prompts, seeds=parse_seeds(seeds), sampling=sampling, guide=guide,
+                    guide_beta=guide_beta, dtype=dtype, device=device, batch_size=batch_size,
+                    strong_endpoint=strong_endpoint, strong_model=strong_model)
+    if cfg.strong_endpoint is not None and cfg.strong_model is None:
+        cfg = replace(cfg, strong_model=served_model_name(cfg.strong_endpoint))
+    return cfg
 
 
 def build_world_engine(world: World, guide: str = "implicit", guide_beta: float = 1.0, dtype: str = "float32",
-                       device: str = "auto"):
-    """An Engine for a world: its strong model, the tuned/untuned guides (EFT and the implicit value),
-    and as guide scorer the implicit value (``guide="implicit"``) or the world's reward model (``"rm"``)."""
+                       device: str = "auto", strong_endpoint: Optional[str] = None, strong_model: Optional[str] = None):
+    """An Engine for a world: its strong model (or the one served at ``strong_endpoint``), the
+    tuned/untuned guides (EFT and the implicit value), and as guide scorer the implicit value
+    (``guide="implicit"``) or the world's reward model (``"rm"``)."""
     from ..engine import build_engine
 
-    engine = build_engine(world.strong, tuned=world.tuned, untuned=world.untuned, beta=guide_beta, dtype=dtype,
+    strong = {"strong_endpoint": strong_endpoint, "strong_model": strong_model} if strong_endpoint else {
+        "strong": world.strong}
+    engine = build_engine(**strong, tuned=world.tuned, untuned=world.untuned, beta=guide_beta, dtype=dtype,
                           device=device)
     if guide == "rm":
         if world.reward_model is None:
@@ -117,6 +141,11 @@ def build_world_engine(world: World, guide: str = "implicit", guide_beta: float 
         model, tok = load_classifier(world.reward_model, dtype=dtype, device=device)
         engine.scorer = RewardModelScorer(model, tok, name="reward_model")
     return engine
+
+
+def _engine_for(world: World, cfg: RunConfig):
+    return build_world_engine(world, cfg.guide, cfg.guide_beta, cfg.dtype, cfg.device, cfg.strong_endpoint,
+                              cfg.strong_model)
 
 
 @dataclass
@@ -164,16 +193,25 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
     """Run ``cfg`` on ``world`` into ``out_dir`` (resuming what is recorded there); returns counts.
 
     ``engine`` (optional) is an Engine built for this world (default: :func:`build_world_engine`).
+    With an endpoint (``cfg.strong_endpoint``) the methods are checked (EFT is refused there)
+    before the run directory is touched.
     KeyboardInterrupt propagates; what was recorded stays on disk.
     """
     if cfg.world != world.name or cfg.world_fingerprint != fingerprint(world.manifest):
         raise ValueError(f"the run config is for world {cfg.world!r} ({cfg.world_fingerprint}), not for "
                          f"{world.name!r} ({fingerprint(world.manifest)}); make it with make_run_config(world, ...)")
+    methods = [parse_method(m) for m in cfg.methods]
+    if cfg.strong_endpoint is not None:  # refuse what cannot run (EFT) before the run directory is touched
+        engine = engine if engine is not None else _engine_for(world, cfg)  # only the guides load here
+        for m in methods:
+            try:
+                engine.check(m)
+            except ValueError as e:
+                raise ValueError(f"{e} (drop {m.spec} from --methods)") from None
     run_dir = open_run_dir(out_dir, cfg)
     log = RecordLog(run_dir)
     n_before = len(log.records)
     prompts = world.prompts[: cfg.n_prompts]
-    methods = [parse_method(m) for m in cfg.methods]
     todo_total = sum(1 for pid, _ in prompts for m in methods for s in cfg.seeds if (pid, m.spec, s) not in log)
     n_planned = len(prompts) * len(methods) * len(cfg.seeds)
     logger.info("%s: %d of %d records to compute (%d already recorded)", run_dir, todo_total, n_planned,
@@ -181,7 +219,7 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
     if todo_total == 0:
         return CompareOutcome(run_dir, n_before, 0, n_planned, log.truncated is not None)
     if engine is None:
-        engine = build_world_engine(world, cfg.guide, cfg.guide_beta, cfg.dtype, cfg.device)
+        engine = _engine_for(world, cfg)
     for m in methods:
         engine.check(m)  # fail before any generation
     versions, revision = package_versions(), git_revision()
@@ -204,13 +242,21 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
                     judge = _rewards(world.judge, "judge", texts, responses)
                     guide, sources, score_tokens = _guide_scores(engine, results)
                     rows = zip(todo, results, gold, judge, guide, sources, score_tokens)
+                    served = _served(engine)
                     for (pid, text), r, g, j, gs, src, st in rows:
-                        log.append(_record(cfg, method, seed, pid, text, r, g, j, gs, src, st, versions, revision))
+                        rec = _record(cfg, method, seed, pid, text, r, g, j, gs, src, st, versions, revision)
+                        log.append({**rec, "strong_engine": served} if served else rec)
                         n_new += 1
                         bar.update(1)
     finally:
         bar.close()
     return CompareOutcome(run_dir, n_before, n_new, n_planned, log.truncated is not None)
+
+
+def _served(engine) -> Optional[dict]:
+    """How the strong model was served (endpoint, model, client settings), for endpoint runs; else None."""
+    describe = getattr(engine.policy, "describe", None)
+    return describe() if callable(describe) else None
 
 
 def _record(cfg: RunConfig, method, seed: int, pid: str, text: str, r, gold: float, judge: float,

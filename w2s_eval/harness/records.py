@@ -36,6 +36,7 @@ CONFIG_FILE = "config.json"
 RECORDS_FILE = "records.jsonl"
 TRUNCATED_FILE = "records.truncated.txt"
 GUIDES = ("implicit", "rm")
+_ENDPOINT_KEYS = ("strong_endpoint", "strong_model")
 _PACKAGES = ("w2s-eval", "torch", "transformers", "tokenizers", "accelerate", "trl", "numpy", "scikit-learn",
              "vaderSentiment")
 
@@ -53,6 +54,8 @@ class RunConfig:
     world_fingerprint: hash of the world's manifest (a rebuilt world is another world).
     sampling: the strong model's sampling; its ``seed`` is replaced by each record's seed.
     guide: ``implicit`` (tuned vs untuned guide, scaled by ``guide_beta``) or ``rm`` (the world's reward model).
+    strong_endpoint / strong_model: the strong model served at an OpenAI-compatible ``/v1`` URL
+    (replacing the world's strong model for sampling); part of the identity when set.
     """
 
     world: str
@@ -66,6 +69,8 @@ class RunConfig:
     dtype: str = "float32"
     device: str = "auto"
     batch_size: int = 8
+    strong_endpoint: Optional[str] = None
+    strong_model: Optional[str] = None
 
     def __post_init__(self):
         methods = tuple(parse_method(m).spec for m in self.methods)
@@ -88,14 +93,26 @@ class RunConfig:
             raise ValueError(f"guide must be one of {', '.join(GUIDES)}, got {self.guide!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.strong_endpoint is None:
+            if self.strong_model is not None:
+                raise ValueError(f"strong_model={self.strong_model!r} names a served model; give it with "
+                                 "strong_endpoint=URL (--strong-endpoint), or drop it to use the world's strong model")
+        elif not isinstance(self.strong_endpoint, str) or not self.strong_endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"strong_endpoint must be an http(s) URL such as http://127.0.0.1:8000/v1, got "
+                             f"{self.strong_endpoint!r}")
+        elif self.strong_model is not None and (not isinstance(self.strong_model, str) or not self.strong_model):
+            raise ValueError(f"strong_model must be the served model's name, got {self.strong_model!r}")
 
     def identity(self) -> dict:
         """The fields that decide every record's numbers (hashed into ``config_hash``)."""
         sampling = asdict(self.sampling)
         sampling.pop("seed")
         sampling["stop"] = list(sampling["stop"])
-        return {"world": self.world, "world_fingerprint": self.world_fingerprint, "sampling": sampling,
-                "guide": self.guide, "guide_beta": float(self.guide_beta), "dtype": self.dtype}
+        out = {"world": self.world, "world_fingerprint": self.world_fingerprint, "sampling": sampling,
+               "guide": self.guide, "guide_beta": float(self.guide_beta), "dtype": self.dtype}
+        if self.strong_endpoint is not None:  # absent for the world's own strong model (older run dirs stay valid)
+            out.update(strong_endpoint=self.strong_endpoint, strong_model=self.strong_model)
+        return out
 
     @property
     def config_hash(self) -> str:
@@ -187,7 +204,8 @@ def open_run_dir(out_dir: os.PathLike, cfg: RunConfig) -> Path:
 
 def _identity_of(record: dict) -> dict:
     config = record.get("config") or {}
-    return {k: config.get(k) for k in ("world", "world_fingerprint", "sampling", "guide", "guide_beta", "dtype")}
+    keys = ("world", "world_fingerprint", "sampling", "guide", "guide_beta", "dtype")
+    return {k: config.get(k) for k in keys + tuple(k for k in _ENDPOINT_KEYS if k in config)}
 
 
 def record_key(record: dict) -> tuple:
