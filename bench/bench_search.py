@@ -7,8 +7,8 @@
    (= BoN(16) in this engine).                                           target: <= 1.3x
 3. Guide token forwards, incremental vs full re-scoring, per chunk length L in {1, 5, 30}.
 
-Tiny random models (built offline with w2s_eval.toy): a strong model and two smaller guides
-sharing its tokenizer. ``python bench/bench_search.py --device auto`` uses CUDA when present.
+Tiny models (built offline with w2s_eval.toy, briefly trained on its corpus): a strong model
+and two smaller guides sharing its tokenizer. ``python bench/bench_search.py --device auto`` uses CUDA when present.
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ import torch
 from w2s_eval import (GuideLM, ImplicitValueScorer, SamplingConfig, SearchConfig, TransformersPolicy,
                       chunk_beam_search, load_causal_lm)
 from w2s_eval.sampling import prompt_seed
-from w2s_eval.toy import CORPUS, build_causal_lm, build_tokenizer
+from w2s_eval.toy import CORPUS, build_causal_lm, build_tokenizer, train_causal_lm
 
 
-def build_models(root: str, device: str, strong_hidden: int, strong_layers: int):
+def build_models(root: str, device: str, strong_hidden: int, strong_layers: int, train_steps: int = 150):
+    """A strong model and two guides; trained ``train_steps`` (guides: fewer) on the toy corpus so that
+    they write word-like text, as real models do (0: random weights, which write byte salad)."""
     tok = build_tokenizer(os.path.join(root, "tok"))
     paths = {
         "strong": build_causal_lm(os.path.join(root, "strong"), tok, hidden=strong_hidden, layers=strong_layers, seed=0,
@@ -37,6 +39,9 @@ def build_models(root: str, device: str, strong_hidden: int, strong_layers: int)
         "tuned": build_causal_lm(os.path.join(root, "tuned"), tok, hidden=64, layers=2, seed=1, init_std=0.05),
         "untuned": build_causal_lm(os.path.join(root, "untuned"), tok, hidden=64, layers=2, seed=2, init_std=0.05),
     }
+    for (name, path), steps in zip(paths.items(), (train_steps, 2 * train_steps // 3, train_steps // 3)):
+        if steps:
+            train_causal_lm(path, steps, seed=len(name), device=device)
     return {k: load_causal_lm(v, dtype="float32", device=device, name=k) for k, v in paths.items()}
 
 
@@ -102,6 +107,7 @@ def main(argv=None) -> int:
     ap.add_argument("--naive-prompts", type=int, default=8, help="prompts for the (slow) naive reference; "
                     "its time is scaled per prompt")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--train-steps", type=int, default=150, help="train the tiny models this long first (0: random)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
 
@@ -110,7 +116,7 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as root:
-        models = build_models(root, str(device), args.strong_hidden, args.strong_layers)
+        models = build_models(root, str(device), args.strong_hidden, args.strong_layers, args.train_steps)
     prompts = [line for line in CORPUS if len(line) > 20][: args.prompts]
     cfg = SamplingConfig(temperature=1.0, top_k=50, max_new_tokens=args.new_tokens, seed=0)
     policy = TransformersPolicy(models["strong"])

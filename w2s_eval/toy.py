@@ -99,3 +99,29 @@ def build_classifier(path: str, tokenizer_dir: str, num_labels: int = 2, hidden:
     LlamaForSequenceClassification(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def train_causal_lm(path: str, steps: int, lr: float = 3e-3, batch: int = 16, seq: int = 32, seed: int = 0,
+                    device: str = "cpu") -> float:
+    """Train the tiny causal LM in ``path`` for ``steps`` steps on the toy corpus (next-token loss),
+    so it writes word-like text as a real LM does; saves it back and returns the last loss."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path).to(device)
+    ids = torch.tensor(tok.encode(" ".join(CORPUS * 3)))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    loss = torch.tensor(float("nan"))
+    model.train()
+    for _ in range(steps):
+        starts = torch.randint(0, len(ids) - seq - 1, (batch,), generator=g)
+        x = torch.stack([ids[int(i): int(i) + seq + 1] for i in starts]).to(device)
+        logits = model(input_ids=x[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    model.save_pretrained(path)
+    return float(loss.detach())
