@@ -116,8 +116,21 @@ class SearchConfig:
 # ----------------------------------------------------------------------------- methods
 
 
+class _MethodBase:
+    """What every method derives from its search shape: the compute budget (strong-model
+    samples per prompt, W*K) and whether it needs a guide (more than one candidate)."""
+
+    @property
+    def budget(self) -> int:
+        return self.search.samples_per_prompt
+
+    @property
+    def needs_guide(self) -> bool:
+        return self.search.needs_scorer
+
+
 @dataclass(frozen=True)
-class BaseMethod:
+class BaseMethod(_MethodBase):
     """Plain sampling from the strong model (CBS with W=K=1, L=inf); needs no guide."""
 
     name = "base"
@@ -127,20 +140,12 @@ class BaseMethod:
         return SearchConfig(w=1, k=1, l=None)
 
     @property
-    def budget(self) -> int:
-        return 1
-
-    @property
-    def needs_guide(self) -> bool:
-        return False
-
-    @property
     def spec(self) -> str:
         return "base"
 
 
 @dataclass(frozen=True)
-class BoNMethod:
+class BoNMethod(_MethodBase):
     """Best-of-N: N samples, the one the guide scores highest (CBS with W=1, K=N, L=inf)."""
 
     n: int = 16
@@ -154,20 +159,12 @@ class BoNMethod:
         return SearchConfig(w=1, k=self.n, l=None)
 
     @property
-    def budget(self) -> int:
-        return self.n
-
-    @property
-    def needs_guide(self) -> bool:
-        return self.n > 1
-
-    @property
     def spec(self) -> str:
         return f"bon:n={self.n}"
 
 
 @dataclass(frozen=True)
-class CBSMethod:
+class CBSMethod(_MethodBase):
     """Chunk-level beam search with W beams, K successors, chunk length L (None = inf)."""
 
     w: int = 4
@@ -183,20 +180,12 @@ class CBSMethod:
         return SearchConfig(self.w, self.k, self.l)
 
     @property
-    def budget(self) -> int:
-        return self.w * self.k
-
-    @property
-    def needs_guide(self) -> bool:
-        return self.w * self.k > 1
-
-    @property
     def spec(self) -> str:
         return f"cbs:w={self.w},k={self.k},l={'inf' if self.l is None else self.l}"
 
 
 @dataclass(frozen=True)
-class EFTMethod:
+class EFTMethod(_MethodBase):
     """Emulated fine-tuning: logits log p_strong + sum_i beta_i (log p_tuned_i - log p_untuned).
 
     ``beta`` is one number or one per tuned guide.
@@ -222,11 +211,7 @@ class EFTMethod:
         return SearchConfig(w=1, k=1, l=None)
 
     @property
-    def budget(self) -> int:
-        return 1
-
-    @property
-    def needs_guide(self) -> bool:
+    def needs_guide(self) -> bool:  # the guides shape every token's distribution
         return True
 
     @property
