@@ -1,0 +1,197 @@
+"""W2SLM in-process on the tiny models: the tilted loglikelihood against independent references
+(lm-eval's HFLM, the core GuideLM, a hand-written EFT), generate_until with CBS, the request
+cache after a crash, and the bad inputs of the issue (all raise before any generation)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from lm_eval.api.instance import Instance
+
+from w2s_eval.lm_eval.backend import W2SLM
+
+
+def _ll(ctx, cont, i=0):
+    return Instance("loglikelihood", {}, (ctx, cont), i)
+
+
+def _gen(ctx, kw, i=0, task="t"):
+    return Instance("generate_until", {}, (ctx, kw), i, metadata=(task, i, 1))
+
+
+PAIRS = [("The movie was", " great"), ("I loved the ", "film and the music"), ("Hello, world!", " It's 42 degrees.")]
+
+
+@pytest.fixture(scope="module")
+def base(toy_dirs):
+    return W2SLM(strong=toy_dirs["strong"], method="base", device="cpu", dtype="float32", batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def cbs(toy_dirs, tmp_path_factory):
+    return W2SLM(strong=toy_dirs["strong"], tuned=toy_dirs["tuned_b"], untuned=toy_dirs["untuned_b"],
+                 reward_model=toy_dirs["rm"], rm_weight=0.5, beta=0.7, method="cbs", w=2, k=2, l=3,
+                 temperature=0.8, device="cpu", dtype="float32", batch_size=2, max_gen_toks=8,
+                 stats_path=str(tmp_path_factory.mktemp("stats")))
+
+
+def test_base_equals_hflm_loglikelihood_and_rolling(base, toy_dirs):
+    from lm_eval.models.huggingface import HFLM
+
+    hf = HFLM(pretrained=toy_dirs["strong"], device="cpu", dtype="float32", batch_size=2)
+    reqs = [_ll(c, y, i) for i, (c, y) in enumerate(PAIRS + [("", " the movie")])]
+    for (a, ga), (b, gb) in zip(base.loglikelihood(reqs), hf.loglikelihood(reqs)):
+        assert a == pytest.approx(b, abs=1e-5) and ga == gb
+    long_text = " ".join(["the movie was great and the plot was good"] * 60)  # > 512 tokens: several windows
+    rolling = [Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(["A short review.", long_text])]
+    assert len(base.tok_encode(long_text)) > base.max_length
+    assert base.loglikelihood_rolling(rolling) == pytest.approx(hf.loglikelihood_rolling(rolling), abs=1e-4)
+
+
+def test_cbs_loglikelihood_is_strong_plus_guide_tilt(base, cbs, toy_dirs):
+    """log p_strong + beta (log p_tuned - log p_untuned) + rm_weight * RM, each guide on its own
+    tokenizer (tok_b) -- the reference is the core GuideLM without its cache."""
+    from w2s_eval.guide import GuideLM
+    from w2s_eval.lm_eval.loglik import split_space
+    from w2s_eval.models import load_classifier
+    from w2s_eval.scorers import RewardModelScorer
+
+    reqs = [_ll(c, y, i) for i, (c, y) in enumerate(PAIRS)]
+    strong = base.loglikelihood(reqs)
+    got = cbs.loglikelihood(reqs)
+    tuned = GuideLM(cbs.engine.tuned[0], incremental=False)
+    untuned = GuideLM(cbs.engine.untuned, incremental=False)
+    split = [split_space(c, y) for c, y in PAIRS]
+    xs, ys = [c for c, _ in split], [y for _, y in split]
+    lt, _ = tuned.logprob_sums(xs, ys, [False] * len(xs))
+    lu, _ = untuned.logprob_sums(xs, ys, [False] * len(xs))
+    model, tok = load_classifier(toy_dirs["rm"], dtype="float32", device="cpu")
+    rm = RewardModelScorer(model, tok)(xs, ys, [False] * len(xs))
+    for (s, sg), (g, gg), a, b, r in zip(strong, got, lt.tolist(), lu.tolist(), rm.tolist()):
+        assert g == pytest.approx(s + 0.7 * (a - b) + 0.5 * r, abs=1e-4)
+        assert gg == sg  # is_greedy comes from the strong model
+    assert any(abs(g - s) > 1e-2 for (s, _), (g, _) in zip(strong, got))
+
+
+def test_beta_zero_and_eft(toy_dirs, base):
+    reqs = [_ll(c, y, i) for i, (c, y) in enumerate(PAIRS)]
+    ref = base.loglikelihood(reqs)
+    zero = W2SLM(strong=toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"], method="cbs",
+                 beta=0.0, device="cpu", dtype="float32")
+    assert [a for a, _ in zero.loglikelihood(reqs)] == pytest.approx([a for a, _ in ref], abs=1e-5)
+    eft = W2SLM(strong=toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"], method="eft",
+                beta=1.5, device="cpu", dtype="float32")
+    got = [a for a, _ in eft.loglikelihood(reqs)]
+    # by hand: per token, log_softmax(strong) + 1.5 (log_softmax(tuned) - log_softmax(untuned)), renormalised
+    lms = [eft.engine.policy.lm, eft.engine.tuned[0], eft.engine.untuned]
+    for (ctx, cont), value in zip(PAIRS, got):
+        c_ids, y_ids = eft._encode_pair(ctx, cont)
+        ids = torch.tensor([c_ids + y_ids])
+        with torch.no_grad():
+            lp = [torch.log_softmax(m.model(ids).logits.float()[0], -1) for m in lms]
+        mix = torch.log_softmax(lp[0] + 1.5 * (lp[1] - lp[2]), -1)
+        expected = sum(float(mix[len(c_ids) - 1 + t, y]) for t, y in enumerate(y_ids))
+        assert value == pytest.approx(expected, abs=1e-4)
+    assert any(abs(a - b) > 1e-2 for a, (b, _) in zip(got, ref))
+
+
+def test_generate_until_cbs_honours_request_and_records_stats(cbs):
+    reqs = [_gen("The movie was", {"until": ["e"], "max_gen_toks": 6, "do_sample": True, "temperature": 0.9}, 0),
+            _gen("I loved the", {"until": "zz", "max_gen_toks": 8}, 1),
+            _gen("I loved the", {"until": "zz", "max_gen_toks": 8}, 2)]  # a repeat of request 1
+    texts = cbs.generate_until(reqs)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    assert "e" not in texts[0]
+    rows = [json.loads(x) for x in open(cbs.stats.path, encoding="utf-8")][1:]
+    assert len(rows) == 3
+    by_doc = {r["doc_id"]: r for r in rows}
+    assert by_doc[0]["sampling"] == {"temperature": 0.9, "top_k": 0, "top_p": 1.0, "max_new_tokens": 6,
+                                     "stop": ["e"], "seed": 0}
+    assert by_doc[1]["sampling"]["temperature"] == 0.8  # the task left it open: the model arg
+    assert all(r["samples"] >= 4 and r["guide_tokens"] > 0 and r["strong_tokens"] > 0 for r in rows)
+    assert all(max(r["beam_tokens"]) <= r["sampling"]["max_new_tokens"] for r in rows)
+    assert by_doc[1]["seed"] != by_doc[2]["seed"]  # repeats are distinct samples
+    assert by_doc[0]["method"] == "cbs:w=2,k=2,l=3"
+
+
+def test_crash_keeps_finished_requests_in_the_cache(toy_dirs, tmp_path, monkeypatch):
+    from lm_eval.api.model import CachingLM
+
+    lm = W2SLM(strong=toy_dirs["strong"], method="base", device="cpu", dtype="float32", batch_size=2)
+    reqs = [_gen(p, {"until": ["."], "max_gen_toks": 5, "do_sample": False}, i)
+            for i, p in enumerate(["The movie was", "I loved the", "This film is a", "We hated it but"])]
+    real, calls = lm.engine.generate, []
+
+    def crashing(prompts, *a, **k):
+        calls.append(len(prompts))
+        if len(calls) == 2:
+            raise RuntimeError("simulated crash")
+        return real(prompts, *a, **k)
+
+    monkeypatch.setattr(lm.engine, "generate", crashing)
+    with pytest.raises(RuntimeError):
+        CachingLM(lm, str(tmp_path / "cache.db")).generate_until(reqs)
+    calls.clear()
+    monkeypatch.setattr(lm.engine, "generate", lambda prompts, *a, **k: calls.append(len(prompts)) or real(prompts, *a, **k))
+    again = CachingLM(lm, str(tmp_path / "cache.db")).generate_until(reqs)
+    assert calls == [2]  # the first batch came from the cache
+    assert again == W2SLM.generate_until(lm, reqs)
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"until": [1, "x"]}, "until"), ({"until": {"a": 1}}, "until"), ({"until": ["x"], "max_gen_toks": 0}, "max_new_tokens"),
+    ({"until": ["x"], "temperature": -1}, "temperature"),
+])
+def test_bad_generation_kwargs_fail_before_generation(base, monkeypatch, kw, match):
+    monkeypatch.setattr(base.engine, "generate", lambda *a, **k: pytest.fail("generated before checking"))
+    reqs = [_gen("The movie was", {"until": ["."]}, 0), _gen("I loved", kw, 1)]
+    with pytest.raises(ValueError, match=match):
+        base.generate_until(reqs)
+
+
+def test_bad_model_args_fail_at_construction(toy_dirs, tmp_path):
+    s = toy_dirs["strong"]
+    with pytest.raises(ValueError, match=r"unknown model_args key\(s\) bogus; valid keys: .*strong.*tuned"):
+        W2SLM.create_from_arg_obj({"strong": s, "bogus": 1}, {"batch_size": 1, "device": "cpu"})
+    with pytest.raises(ValueError, match="strong=PATH_OR_ID"):
+        W2SLM.create_from_arg_string("method=base", {"device": "cpu"})
+    with pytest.raises(ValueError, match="needs a guide"):
+        W2SLM(strong=s, method="cbs", device="cpu")
+    with pytest.raises(ValueError, match="one vocabulary"):
+        W2SLM(strong=s, tuned=toy_dirs["tuned_b"], untuned=toy_dirs["untuned_b"], method="eft", device="cpu")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        W2SLM(strong=str(tmp_path / "missing_model"), method="base", device="cpu")
+    # --device from lm-eval's CLI defaults to cuda:0; without CUDA the backend uses the CPU
+    lm = W2SLM.create_from_arg_obj({"strong": s, "method": "base"}, {"batch_size": "4", "device": "cuda:0"})
+    assert lm.device.type == ("cuda" if torch.cuda.is_available() else "cpu") and lm.batch_size == 4
+
+
+def test_chat_template_hooks(base):
+    """--apply_chat_template / --system_instruction go through these lm-eval hooks."""
+    chat = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Review the film."}]
+    tok = base.engine.policy.lm.tokenizer
+    assert base.chat_template(True) == tok.chat_template
+    assert base.apply_chat_template(chat) == tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    assert base.apply_chat_template(chat).endswith("<|assistant|>")
+    assert base.tokenizer_name == tok.name_or_path.replace("/", "__")
+
+
+def test_endpoint_args_are_forwarded(monkeypatch):
+    import w2s_eval.lm_eval.backend as backend
+    from w2s_eval.engine import Engine
+
+    seen = {}
+
+    class FakePolicy:
+        name = "endpoint"
+
+    def fake_build_engine(**kw):
+        seen.update(kw)
+        return Engine(FakePolicy())
+
+    monkeypatch.setattr(backend, "build_engine", fake_build_engine)
+    lm = W2SLM(strong_endpoint="http://127.0.0.1:9/v1", strong_model="served", method="base")
+    assert seen["strong_endpoint"] == "http://127.0.0.1:9/v1" and seen["strong_model"] == "served"
+    assert lm.strong is None  # loglikelihood then asks the server: tests/test_lm_eval_endpoint.py

@@ -1,0 +1,214 @@
+"""Units of the lm-eval backend: model-arg parsing, the startup hook, rank/world-size logic,
+the task datasets, scorers, filter and metric."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from w2s_eval.lm_eval.args import MODEL_ARG_KEYS, parse_model_args
+from w2s_eval.lm_eval.parallel import World, detect_world, rank_device, shard_indices
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- model args
+
+
+def test_model_args_parse_method_and_types():
+    a, dev = parse_model_args({"strong": "s", "method": "cbs", "w": 2, "k": "3", "l": math.inf, "beta": "0.5"},
+                              {"batch_size": "auto", "device": "cuda:0", "max_batch_size": None})
+    assert a.method_config().spec == "cbs:w=2,k=3,l=inf" and a.beta == 0.5 and a.batch_size == 8 and dev == "cuda:0"
+    a, _ = parse_model_args({"pretrained": "s", "method": "bon", "n": 4, "parallelize": True, "tuned": "a|b", "untuned": "u"})
+    assert a.strong == "s" and a.method_config().spec == "bon:n=4" and a.device_map == "auto"
+    assert a.engine_kwargs("cpu")["tuned"] == ["a", "b"]
+    a, _ = parse_model_args({"strong": "s", "method": "eft", "beta": 2, "tuned": "t", "untuned": "u"})
+    assert a.method_config().spec == "eft:beta=2" and a.engine_kwargs(None)["tuned"] == "t"
+    assert parse_model_args({"strong": "s"})[0].method_config().spec == "cbs:w=4,k=4,l=5"  # the core default
+
+
+@pytest.mark.parametrize("args,match", [
+    ({"strong": "s", "foo": 1, "bar": 2}, r"unknown model_args key\(s\) bar, foo; valid keys: batch_size, beta"),
+    ({}, "strong=PATH_OR_ID"),
+    ({"strong": "s", "method": "bon", "w": 2}, "w= applies to method=cbs"),
+    ({"strong": "s", "method": "cbs", "n": 2}, "n= applies to method=bon"),
+    ({"strong": "s", "tuned": "t"}, "both tuned= and untuned="),
+    ({"strong": "s", "method": "beam"}, "method='beam' is unknown"),
+    ({"strong": "s", "method": "cbs:w=2"}, "separate keys"),
+    ({"strong": "s", "l": 0}, "l must be a positive integer"),
+    ({"strong": "s", "w": 1.5}, "w must be an integer"),
+    ({"strong": "s", "temperature": -0.1}, "temperature"),
+    ({"strong": "s", "top_p": 0}, "top_p"),
+    ({"strong": "s", "strong": "s", "pretrained": "t"}, "not both"),
+])
+def test_model_args_errors(args, match):
+    with pytest.raises(ValueError, match=match):
+        parse_model_args(args)
+
+
+def test_every_model_arg_is_documented():
+    doc = (REPO / "docs" / "lm_eval.md").read_text(encoding="utf-8")
+    for key in MODEL_ARG_KEYS:
+        assert f"`{key}`" in doc, f"model arg {key} is not documented in docs/lm_eval.md"
+
+
+# ----------------------------------------------------------------------------- hook
+
+
+def test_pth_line_is_one_import_line_that_registers_after_lm_eval_models(tmp_path):
+    from w2s_eval.lm_eval.hook import pth_line
+
+    line = pth_line()
+    assert line.startswith("import ") and line.count("\n") == 1
+    # run the line as site.py would, then import lm-eval's registry: hf and w2s both resolve
+    code = (f"exec({line!r})\n"
+            "import sys; assert 'lm_eval' not in sys.modules\n"
+            "from lm_eval.api.registry import get_model, model_registry\n"
+            "print(get_model('hf').__name__, type(model_registry._objs['w2s']).__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["HFLM", "EntryPoint"]
+
+
+def test_register_in_process_keeps_lm_evals_own_models():
+    from lm_eval.api.registry import get_model
+
+    from w2s_eval.lm_eval import register
+    from w2s_eval.lm_eval.backend import W2SLM
+
+    register()
+    register()  # idempotent
+    assert get_model("w2s") is W2SLM
+    assert get_model("hf").__name__ == "HFLM" and get_model("dummy").__name__ == "DummyLM"
+
+
+def test_shipped_pth_file_matches_the_hook_source():
+    """The repo-root w2s_eval_lm_eval.pth (shipped in the wheel) must be the current hook."""
+    from w2s_eval.lm_eval.hook import PTH_NAME, pth_line
+
+    shipped = REPO / PTH_NAME
+    if not shipped.exists():
+        pytest.skip(f"{PTH_NAME} not at the repo root yet (python -m w2s_eval.lm_eval --print-pth > {PTH_NAME})")
+    assert shipped.read_text(encoding="utf-8") == pth_line()
+
+
+def test_install_hook_writes_and_removes(tmp_path):
+    from w2s_eval.lm_eval.hook import PTH_NAME, install_hook, pth_line, uninstall_hook
+
+    path = install_hook(tmp_path)
+    assert path == tmp_path / PTH_NAME and path.read_text() == pth_line()
+    assert install_hook(tmp_path) == path  # idempotent
+    assert uninstall_hook(tmp_path) and not path.exists() and not uninstall_hook(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        install_hook(tmp_path / "missing")
+
+
+# ----------------------------------------------------------------------------- ranks
+
+
+def test_detect_world_from_launcher_env():
+    assert detect_world({}) == World(0, 1, 0)
+    assert detect_world({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == World(3, 4, 1)
+    with pytest.raises(ValueError, match="inconsistent"):
+        detect_world({"RANK": "4", "WORLD_SIZE": "4"})
+    with pytest.raises(ValueError, match="not an integer"):
+        detect_world({"WORLD_SIZE": "two"})
+
+
+def test_rank_device_and_shards():
+    w = World(1, 2, 1)
+    assert rank_device(None, w, cuda_available=True, n_gpus=2) == "cuda:1"
+    assert rank_device("cuda", w, True, 2) == "cuda:1" and rank_device("cuda:0", w, True, 2) == "cuda:0"
+    assert rank_device(None, w, cuda_available=False) is None and rank_device("auto", World(), True, 2) == "auto"
+    with pytest.raises(ValueError, match="one process per GPU"):
+        rank_device(None, World(2, 3, 2), True, n_gpus=2)
+    shards = [shard_indices(10, World(r, 3, r), limit=8) for r in range(3)]
+    assert shards == [[0, 3, 6], [1, 4, 7], [2, 5]]
+    assert sorted(i for s in shards for i in s) == list(range(8))
+    # the same split lm-eval's task.doc_iterator makes
+    from itertools import islice
+
+    assert [list(islice(range(10), r, 8, 3)) for r in range(3)] == shards
+
+
+def test_output_dir_from_argv(monkeypatch):
+    from w2s_eval.lm_eval.records import output_dir_from_argv
+
+    assert output_dir_from_argv(["--model", "w2s", "--output_path", "out/x"]) == Path("out/x")
+    assert output_dir_from_argv(["run", "-o", "out/r.json"]) == Path("out")
+    assert output_dir_from_argv(["--model", "w2s"]) is None
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/pytest", "-o", "x=1"])  # not lm-eval: its -o is not ours
+    assert output_dir_from_argv() is None
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/lm_eval", "--output_path", "res"])
+    assert output_dir_from_argv() == Path("res")
+
+
+# ----------------------------------------------------------------------------- tasks
+
+
+def test_bundled_imdb_prompts_are_the_world_heldout_prompts():
+    from w2s_eval.lm_eval.tasks import build_imdb_prompts
+
+    bundled = [json.loads(x) for x in (REPO / "tasks/w2s_imdb_sentiment/imdb_prompts.jsonl").read_text().splitlines()]
+    assert len(bundled) == 200
+    assert bundled == build_imdb_prompts(200)
+    assert all(r["prompt"] == "Here is a movie review from imdb: " + r["prefix"] for r in bundled)
+
+
+def test_imdb_dataset_scorer_choice(monkeypatch, toy_dirs):
+    from w2s_eval.lm_eval.tasks import load_imdb_dataset
+
+    bundled = REPO / "tasks/w2s_imdb_sentiment/imdb_prompts.jsonl"
+    monkeypatch.delenv("W2S_SENTIMENT_SCORER", raising=False)
+    ds = load_imdb_dataset(bundled, imdb_n=5, strong="ignored model arg")
+    assert len(ds["test"]) == 5 and set(ds["test"]["scorer"]) == {"vader"}
+    monkeypatch.setenv("W2S_SENTIMENT_SCORER", f"classifier:{toy_dirs['clf']}")
+    assert load_imdb_dataset(bundled, imdb_n=2)["test"][0]["scorer"] == f"classifier:{toy_dirs['clf']}"
+    # --metadata wins over the environment
+    assert load_imdb_dataset(bundled, imdb_n=2, sentiment_scorer="vader")["test"][0]["scorer"] == "vader"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_imdb_dataset(bundled, sentiment_scorer="classifier:/no/such/dir")
+    with pytest.raises(ValueError, match="imdb_source"):
+        load_imdb_dataset(bundled, imdb_source="web")
+    with pytest.raises(ValueError, match="imdb_n"):
+        load_imdb_dataset(bundled, imdb_n=0)
+
+
+def test_instruct_dataset_needs_a_reward_model(monkeypatch, toy_dirs):
+    from w2s_eval.lm_eval.tasks import load_instruct_dataset
+
+    bundled = REPO / "tasks/w2s_instruct/instructions.jsonl"
+    monkeypatch.delenv("W2S_INSTRUCT_RM", raising=False)
+    with pytest.raises(ValueError, match="instruct_rm"):
+        load_instruct_dataset(bundled)
+    ds = load_instruct_dataset(bundled, instruct_rm=f"rm:{toy_dirs['rm']}")
+    assert len(ds["test"]) == 40 and all(d["prompt"] == d["instruction"] for d in ds["test"])
+
+
+def test_scorers_filter_and_metric(toy_dirs):
+    import torch
+
+    from w2s_eval.lm_eval.tasks import RewardFilter, load_scorer, process_results
+    from w2s_eval.models import load_classifier
+    from w2s_eval.scorers import ClassifierScorer
+
+    vader = load_scorer("vader")
+    good, bad = vader(["A movie: ", "A movie: "], ["wonderful, I loved it", "awful, I hated it"])
+    assert good > 0 > bad
+    spec = f"classifier:{toy_dirs['clf']}@POSITIVE"
+    model, tok = load_classifier(toy_dirs["clf"], dtype="float32", device="cpu")
+    expected = ClassifierScorer(model, tok, label=1)(["Here "], ["it was"], [True])
+    assert load_scorer(spec)(["Here "], ["it was"]) == pytest.approx(expected.tolist(), abs=1e-5)
+    assert load_scorer(toy_dirs["rm"])(["a"], ["b"]) == load_scorer(f"rm:{toy_dirs['rm']}")(["a"], ["b"])
+    with pytest.raises(ValueError, match="unknown scorer kind"):
+        load_scorer("bert:x")
+    docs = [{"prompt": "A movie: ", "scorer": "vader"}, {"prompt": "A movie: ", "scorer": spec}]
+    out = RewardFilter().apply([["wonderful"], ["it was", "so"]], docs)
+    assert out[0] == pytest.approx(vader(["A movie: "], ["wonderful"]))
+    assert len(out[1]) == 2 and all(isinstance(v, float) for v in out[1])
+    assert process_results(docs[1], [out[1]]) == {"reward": pytest.approx(sum(out[1]) / 2)}
+    assert not torch.is_tensor(out[1][0])

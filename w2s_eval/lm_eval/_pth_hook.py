@@ -1,0 +1,98 @@
+"""Startup hook that lets the stock ``lm_eval`` command (0.4.13) resolve ``--model w2s``.
+
+lm-eval 0.4.13 fills its model registry from a fixed table (``lm_eval.models.MODEL_MAPPING``)
+and reads no plugin entry points. This file's code runs from ``w2s_eval_lm_eval.pth`` in
+site-packages at interpreter start (see :mod:`w2s_eval.lm_eval.hook`). It only puts a
+meta-path finder in front of ``sys.meta_path`` -- no import of torch, lm-eval or w2s_eval.
+When a process later imports ``lm_eval.api.registry``, the finder lets the import run and
+then (1) imports ``lm_eval.models`` so lm-eval's own backends (``hf``, ``vllm``, ...) are
+registered first -- ``get_model`` imports that table only while the registry is empty,
+so registering anything earlier would hide them -- and (2) registers every entry point of
+the group ``lm_eval.models`` that is not registered yet, as a lazy placeholder (the
+entry point itself, as upstream lm-eval's plugin discovery stores it). w2s-eval declares
+``w2s = w2s_eval.lm_eval.backend:W2SLM`` there, so nothing is imported before lm-eval
+asks for the ``w2s`` model.
+
+The code must stay stdlib-only and self-contained: :func:`w2s_eval.lm_eval.hook.pth_line`
+wraps this whole file into one ``exec`` line (a ``.pth`` file runs lines that start with
+``import``), and any failure inside is swallowed so that a broken hook never breaks an
+unrelated program.
+"""
+
+
+def _w2s_eval_lm_eval_hook(install=True):
+    import sys
+
+    target = "lm_eval.api.registry"
+    fallback = {"w2s": "w2s_eval.lm_eval.backend:W2SLM"}
+
+    def register(registry, use_fallback=False):
+        """Register lm-eval's own models, then the ``lm_eval.models`` entry points."""
+        try:
+            import lm_eval.models  # noqa: F401  (lm-eval's own table first)
+        except Exception:
+            pass
+        reg = registry.model_registry
+        try:
+            from importlib.metadata import entry_points
+
+            eps = list(entry_points(group="lm_eval.models"))
+        except Exception:
+            eps = []
+        for ep in eps:
+            if ep.name not in reg:
+                try:
+                    reg.register(ep.name, target=ep)
+                except Exception:
+                    pass
+        if use_fallback:
+            for name, path in fallback.items():
+                if name not in reg:
+                    reg.register(name, target=path)
+        return reg
+
+    class _Finder:
+        _w2s_eval_hook = True
+
+        def find_spec(self, name, path=None, target_module=None):
+            if name != target:
+                return None
+            for finder in sys.meta_path:
+                if finder is self or not hasattr(finder, "find_spec"):
+                    continue
+                spec = finder.find_spec(name, path, target_module)
+                if spec is not None:
+                    break
+            else:
+                return None
+            loader = spec.loader
+            if loader is None or not hasattr(loader, "exec_module"):
+                return spec
+            exec_module = loader.exec_module
+
+            def exec_and_register(module):
+                exec_module(module)
+                try:
+                    sys.meta_path.remove(self)
+                except ValueError:
+                    pass
+                try:
+                    register(module)
+                except Exception:
+                    pass
+
+            try:
+                loader.exec_module = exec_and_register
+            except Exception:
+                pass
+            return spec
+
+    if install:
+        if target in sys.modules:
+            try:
+                register(sys.modules[target])
+            except Exception:
+                pass
+        elif not any(getattr(f, "_w2s_eval_hook", False) for f in sys.meta_path):
+            sys.meta_path.insert(0, _Finder())
+    return register

@@ -1,0 +1,119 @@
+"""Per-request search statistics, written beside lm-eval's results.
+
+lm-eval keeps each request's text; the search's own numbers (strong and guide token
+forwards, rounds, samples, guide scores of the final beams, wall time, seed) go to
+``w2s_requests_<time>_rank<r>.jsonl`` in the ``--output_path`` directory (or the
+``stats_path`` model arg), one JSON line per request, flushed after every batch so a
+crash keeps what was done. The first line is a header: resolved config and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Optional, Sequence
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["output_dir_from_argv", "versions", "StatsWriter", "result_record"]
+
+
+def output_dir_from_argv(argv: Optional[Sequence[str]] = None) -> Optional[Path]:
+    """The directory of lm-eval's ``--output_path`` / ``-o`` in this process's command line
+    (a ``.json`` path means its parent, as lm-eval reads it); None when not given, or when
+    this process is not the lm-eval CLI (another program's ``-o`` means something else)."""
+    if argv is None:
+        prog = sys.argv[0] if sys.argv else ""
+        if os.path.basename(prog) not in ("lm_eval", "lm-eval") and not prog.endswith(os.path.join("lm_eval", "__main__.py")):
+            return None
+        argv = sys.argv[1:]
+    argv = list(argv)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--output_path", "-o", default=None)
+    try:
+        ns, _ = parser.parse_known_args(argv)
+    except SystemExit:  # a malformed command line is lm-eval's to report
+        return None
+    if not ns.output_path:
+        return None
+    path = Path(ns.output_path)
+    return path.parent if path.suffix == ".json" else path
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    try:
+        from importlib.metadata import version
+
+        lm_eval_version = version("lm_eval")
+    except Exception:  # pragma: no cover - lm-eval is a dependency
+        lm_eval_version = None
+    return {"w2s_eval": __version__, "lm_eval": lm_eval_version, "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": sys.version.split()[0]}
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def result_record(req, result, request_type: str, method_spec: str, sampling) -> dict:
+    """One JSON-able line for a generate_until request and its SearchResult."""
+    return {
+        "request_type": request_type,
+        "task": getattr(req, "task_name", None),
+        "doc_id": getattr(req, "doc_id", None),
+        "prompt_sha": _sha(req.args[0]),
+        "method": method_spec,
+        "sampling": {"temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p,
+                     "max_new_tokens": sampling.max_new_tokens, "stop": list(sampling.stop), "seed": sampling.seed},
+        "text": result.text,
+        "score": result.score,
+        "beam_scores": [b.score for b in result.beams],
+        "beam_tokens": [b.n_tokens for b in result.beams],
+        "ended": bool(result.beams[0].ended) if result.beams else None,
+        **result.stats,
+    }
+
+
+class StatsWriter:
+    """Appends JSON lines to one file per rank; also keeps running totals for the results JSON."""
+
+    def __init__(self, directory: Optional[Path], rank: int, header: dict):
+        self.path: Optional[Path] = None
+        self.totals = {"requests": 0, "strong_tokens": 0, "guide_tokens": 0, "samples": 0, "wall_time_s": 0.0}
+        if directory is None:
+            return
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now().isoformat(timespec="seconds").replace(":", "-")
+        self.path = directory / f"w2s_requests_{stamp}_rank{rank}.jsonl"
+        self._write([{"header": True, "time": time.time(), **header}])
+        logger.info("w2s search statistics -> %s", self.path)
+
+    def _write(self, rows: list[dict]) -> None:
+        if self.path is None:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def add(self, rows: list[dict], wall_time_s: float) -> None:
+        for r in rows:
+            self.totals["requests"] += 1
+            for key in ("strong_tokens", "guide_tokens", "samples"):
+                self.totals[key] += int(r.get(key) or 0)
+        self.totals["wall_time_s"] += wall_time_s
+        self._write(rows)
