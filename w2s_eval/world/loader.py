@@ -1,0 +1,40 @@
+"""Load a built imdb-mini world from the cache as a :class:`w2s_eval.harness.world.World`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_imdb_mini"]
+
+
+def load_imdb_mini(home: Path):
+    """The ``imdb-mini`` world under ``home/worlds/imdb-mini``; a clear error when it is not built."""
+    from ..config import SamplingConfig
+    from ..harness.world import World
+    from .build import read_manifest, world_dir
+    from .data import read_jsonl
+    from .gold import load_gold, vader_judge
+
+    path = world_dir("imdb-mini", home)
+    manifest = read_manifest(path) if path.exists() else None
+    if not manifest or not manifest.get("complete"):
+        state = "is not built" if not manifest else "is only partly built"
+        raise FileNotFoundError(f"world imdb-mini {state} in {path}; build it (about 25 min on 2 CPU cores): "
+                                "w2s-eval world build imdb-mini")
+    paths = manifest["paths"]
+    for key in ("strong", "untuned", "tuned", "reward_model", "gold", "prompts"):
+        if not (path / paths[key]).exists():
+            raise FileNotFoundError(f"world imdb-mini at {path} lacks {paths[key]}; rebuild it: "
+                                    "w2s-eval world build imdb-mini --force")
+    gold_sha = manifest["steps"]["gold"]["files"].get("gold.pkl")
+    gold = load_gold(path / paths["gold"], sha256=gold_sha)
+    prompts = tuple((p["id"], p["text"]) for p in read_jsonl(path / paths["prompts"]))
+    cfg = manifest["config"]
+    sampling = SamplingConfig(temperature=cfg["temperature"], top_k=cfg["top_k"], max_new_tokens=cfg["sampling_tokens"],
+                              seed=cfg["seed"])
+    return World(name="imdb-mini", strong=str(path / paths["strong"]), tuned=str(path / paths["tuned"]),
+                 untuned=str(path / paths["untuned"]), reward_model=str(path / paths["reward_model"]), prompts=prompts,
+                 sampling=sampling, gold=gold, judge=vader_judge, manifest=manifest)
