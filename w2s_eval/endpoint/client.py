@@ -208,7 +208,7 @@ class CompletionClient:
         raise EndpointError(
             f"strong-model endpoint {self.base_url} failed after {self.max_retries + 1} attempts: "
             f"{type(last).__name__} ({_describe(last)}). Is the server running and reachable? Start it (see "
-            "docs/endpoint.md) and run the same command again: finished records are kept and the run resumes"
+            "README.md, endpoint section) and run the same command again: finished records are kept and the run resumes"
         ) from last
 
     async def _many(self, bodies: Sequence[dict], progress) -> list[dict]:

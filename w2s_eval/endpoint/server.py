@@ -7,7 +7,7 @@ loopback, started in its own process group, and stopped by its PID.
     python -m w2s_eval.endpoint.server start --model DIR --name NAME --port 8000 --pid-file vllm.pid
     python -m w2s_eval.endpoint.server stop --pid-file vllm.pid
 
-On GPU machines run vLLM directly instead (``vllm serve ...``, see docs/endpoint.md).
+On GPU machines run vLLM directly instead (``vllm serve ...``, see README.md, endpoint section).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ _METHOD_KEYS = {"w": "cbs", "k": "cbs", "l": "cbs", "n": "bon"}
 
 @dataclass(frozen=True)
 class W2SArgs:
-    """Everything ``--model_args`` can set (see docs/lm_eval.md for the meaning of each key)."""
+    """Everything ``--model_args`` can set (see README.md, lm-eval section for the meaning of each key)."""
 
     strong: Optional[str] = None
     tuned: tuple[str, ...] = ()

@@ -41,7 +41,7 @@ _SAMPLING_KEYS = {"until", "max_gen_toks", "max_new_tokens", "max_tokens", "max_
 
 
 class W2SLM(TemplateLM):
-    """Weak-to-strong search as an lm-eval model (see docs/lm_eval.md for every model arg)."""
+    """Weak-to-strong search as an lm-eval model (see README.md, lm-eval section for every model arg)."""
 
     backend = "causal"
 

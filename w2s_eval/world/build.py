@@ -50,7 +50,7 @@ class WorldConfig:
     pair_prefixes: int = 2_048
     heldout_pairs: int = 256
     pair_tokens: int = 40
-    pair_labels: str = "argmax"  # or "bradley-terry" (a seeded draw): see docs/world.md
+    pair_labels: str = "argmax"  # or "bradley-terry" (a seeded draw): see README.md, imdb-mini section
     dpo: TrainSettings = TrainSettings(lr=5e-5, batch_size=16, epochs=1.0, max_length=128, warmup=0.1)
     dpo_beta: float = 0.1
     rm: TrainSettings = TrainSettings(lr=1e-4, batch_size=16, epochs=1.0, max_length=256, warmup=0.1)
