@@ -85,18 +85,24 @@ def _load_kwargs(dtype, device, device_map, load_in_4bit, gguf_file) -> tuple[di
     return kwargs, dev
 
 
+def _load(auto_cls, name_or_path: str, dtype, device, device_map, load_in_4bit: bool, gguf_file: Optional[str]):
+    """(model in eval mode on its device, local path or hub id it came from)."""
+    source = _check_source(name_or_path)
+    kwargs, dev = _load_kwargs(dtype, device, device_map, load_in_4bit, gguf_file)
+    model = auto_cls.from_pretrained(source, **kwargs)
+    if dev is not None:
+        model = model.to(dev)
+    model.eval()
+    logger.info("loaded %s (%s) on %s", name_or_path, kwargs["dtype"], next(model.parameters()).device)
+    return model, source
+
+
 def load_causal_lm(name_or_path: str, *, dtype="auto", device="auto", device_map=None, load_in_4bit: bool = False,
                    gguf_file: Optional[str] = None, name: Optional[str] = None) -> CausalLM:
     """Load a causal LM and its tokenizer (hub id or local directory) as a :class:`CausalLM`."""
     from transformers import AutoModelForCausalLM
 
-    source = _check_source(name_or_path)
-    kwargs, dev = _load_kwargs(dtype, device, device_map, load_in_4bit, gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    if dev is not None:
-        model = model.to(dev)
-    model.eval()
-    logger.info("loaded %s (%s) on %s", name_or_path, kwargs["dtype"], model.get_input_embeddings().weight.device)
+    model, source = _load(AutoModelForCausalLM, name_or_path, dtype, device, device_map, load_in_4bit, gguf_file)
     return CausalLM(model, load_tokenizer(source, gguf_file), name or str(name_or_path))
 
 
@@ -104,12 +110,8 @@ def load_classifier(name_or_path: str, *, dtype="auto", device="auto", device_ma
     """Load a sequence-classification model (reward model or classifier) and its tokenizer."""
     from transformers import AutoModelForSequenceClassification
 
-    source = _check_source(name_or_path)
-    kwargs, dev = _load_kwargs(dtype, device, device_map, load_in_4bit, None)
-    model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
-    if dev is not None:
-        model = model.to(dev)
-    model.eval()
+    model, source = _load(AutoModelForSequenceClassification, name_or_path, dtype, device, device_map, load_in_4bit,
+                          None)
     tok = load_tokenizer(source)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
