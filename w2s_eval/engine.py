@@ -48,11 +48,12 @@ class Engine:
                     f"EFT needs full next-token distributions of the strong model; {self.policy.name!r} is not a "
                     "local transformers model (an endpoint gives only top logprobs); use bon or cbs there"
                 )
-            EFTPolicy(self.policy.lm, self.tuned, self.untuned, self._betas(method))  # vocabulary check
+            EFTPolicy(self.policy.lm, self.tuned, self.untuned, self.eft_betas(method))  # vocabulary check
         elif method.needs_guide and self.scorer is None:
             raise ValueError(f"method {method.spec} needs a guide: give tuned+untuned models or a reward model")
 
-    def _betas(self, method: EFTMethod) -> list[float]:
+    def eft_betas(self, method: EFTMethod) -> list[float]:
+        """One beta per tuned guide (a single beta applies to all)."""
         betas = list(method.betas)
         return betas * len(self.tuned) if len(betas) == 1 else betas
 
@@ -63,7 +64,7 @@ class Engine:
         self.check(method)
         policy = self.policy
         if isinstance(method, EFTMethod):
-            policy = EFTPolicy(self.policy.lm, self.tuned, self.untuned, self._betas(method),
+            policy = EFTPolicy(self.policy.lm, self.tuned, self.untuned, self.eft_betas(method),
                                self.policy.add_special_tokens)
         scorer = self.scorer if method.search.needs_scorer else None
         if batch_size < 1:

@@ -175,7 +175,7 @@ class W2SLM(TemplateLM):
         strong = self._local_strong()
         if isinstance(self.method, EFTMethod):
             lms = [strong, *self.engine.tuned, self.engine.untuned]
-            return score_tokens(lms, reqs, self._ll_batch, self.max_length, eft_combiner(self.engine._betas(self.method)))
+            return score_tokens(lms, reqs, self._ll_batch, self.max_length, eft_combiner(self.engine.eft_betas(self.method)))
         return score_tokens([strong], reqs, self._ll_batch, self.max_length)
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
