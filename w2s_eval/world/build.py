@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+from ..assets import ensure_writable_dir
 from .train import GuideShape, TrainSettings
 
 logger = logging.getLogger(__name__)
@@ -100,13 +101,7 @@ def world_dir(name: str = "imdb-mini", home: Union[str, os.PathLike, None] = Non
 
 
 def _ensure_writable(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PermissionError(f"cannot create the world directory {path} ({e.strerror}); set W2S_EVAL_HOME to a "
-                              "writable directory") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise PermissionError(f"the world directory {path} is not writable; set W2S_EVAL_HOME to a writable directory")
+    ensure_writable_dir(path, "world directory", "set W2S_EVAL_HOME to a writable directory")
 
 
 def _write_json(path: Path, obj) -> None:
