@@ -28,6 +28,19 @@ def gold_e_count(prompts, responses):
     return [float(r.count("e")) for r in responses]
 
 
+class InterruptingGold:
+    """Gold that raises KeyboardInterrupt (a Ctrl-C) once more than ``after`` records would be scored."""
+
+    def __init__(self, after):
+        self.after, self.seen = after, 0
+
+    def __call__(self, prompts, responses):
+        if self.seen + len(responses) > self.after:
+            raise KeyboardInterrupt
+        self.seen += len(responses)
+        return gold_e_count(prompts, responses)
+
+
 def judge_space_count(prompts, responses):
     """Independent judge: the number of spaces in the response."""
     return [float(r.count(" ")) for r in responses]

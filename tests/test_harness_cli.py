@@ -10,7 +10,7 @@ import math
 import statistics
 
 import pytest
-from harness_toyworld import gold_e_count, make_world, write_home
+from harness_toyworld import InterruptingGold, gold_e_count, make_world, write_home
 
 from w2s_eval.cli import main
 from w2s_eval.harness.records import RECORDS_FILE, read_records, record_key
@@ -68,19 +68,8 @@ def test_cli_bad_input_gives_clear_errors(toy_home, tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
 
 
-class _CtrlC:
-    def __init__(self, after):
-        self.after, self.seen = after, 0
-
-    def __call__(self, prompts, responses):
-        if self.seen + len(responses) > self.after:
-            raise KeyboardInterrupt
-        self.seen += len(responses)
-        return gold_e_count(prompts, responses)
-
-
 def test_ctrl_c_keeps_records_and_the_same_command_resumes(toy_dirs, tmp_path, capsys):
-    state = {"gold": _CtrlC(after=3)}
+    state = {"gold": InterruptingGold(after=3)}
     register_world("toy-ctrlc", lambda home: make_world(toy_dirs, gold=state["gold"], name="toy-ctrlc"))
     try:
         out = tmp_path / "run"

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from harness_toyworld import PROMPTS, gold_e_count, make_world
+from harness_toyworld import PROMPTS, InterruptingGold, make_world
 
 from w2s_eval.harness.compare import build_world_engine, make_run_config, run_compare
 from w2s_eval.harness.records import RECORDS_FILE, read_records, record_key
@@ -85,19 +85,6 @@ def test_guide_score_is_the_guide_on_the_final_response(ref_run, engine):
         if r["method"] in ("bon:n=3", "base"):
             value = float(engine.scorer([r["prompt"]], [r["response"]], [r["ended"]])[0])
             assert value == pytest.approx(r["guide_score"], abs=1e-4)
-
-
-class InterruptingGold:
-    """Gold that raises KeyboardInterrupt (a Ctrl-C) once more than ``after`` records would be scored."""
-
-    def __init__(self, after):
-        self.after, self.seen = after, 0
-
-    def __call__(self, prompts, responses):
-        if self.seen + len(responses) > self.after:
-            raise KeyboardInterrupt
-        self.seen += len(responses)
-        return gold_e_count(prompts, responses)
 
 
 def test_interrupted_run_keeps_records_and_resumes(tmp_path, toy_dirs, world, engine, ref_run):
