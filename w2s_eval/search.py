@@ -98,10 +98,11 @@ def chunk_beam_search(
     parents, k = list(range(B)), W * K  # round 1: W*K continuations of each prompt
     while parents:
         children: list[Continuation] = session.extend(parents, k, cfg.l)
+        for c in children:
+            samples[c.prompt_index] += 1
         touched = sorted({c.prompt_index for c in children})
         for b in touched:
             rounds[b] += 1
-            samples[b] += sum(1 for c in children if c.prompt_index == b)
         if cfg.needs_scorer:
             scores, tokens = score_candidates(
                 scorer, [prompts[c.prompt_index] for c in children], [c.text for c in children], [c.ended for c in children]
