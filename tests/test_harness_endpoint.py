@@ -63,6 +63,7 @@ def test_compare_over_an_endpoint_records_it_and_resumes(fake, toy_home, tmp_pat
     first = [b for b in fake.bodies if b["prompt"] in texts]
     assert sorted((b["n"], b["max_tokens"]) for b in first) == sorted([(1, 5)] * 2 + [(2, 5)] * 2 + [(2, 3)] * 2)
     assert "report.md" in capsys.readouterr().out and (out / "report.md").exists()
+    assert "served by an endpoint" in (out / "report.md").read_text()  # its token counts are not local ones
     # a rerun resumes: nothing new, nothing sent
     n_sent = len(fake.bodies)
     assert _compare(toy_home, out, "--strong-endpoint", fake.url, "--strong-model", "fake") == 0

@@ -119,6 +119,10 @@ def summarize(records: Sequence[dict], matched: bool = True, notes: Optional[lis
         if dropped:
             notes.append(f"{dropped} record(s) whose (prompt, seed) pair is missing for some method were left out "
                          f"(the table uses the {len(keys)} pairs recorded for every method)")
+    if any(r.get("strong_engine") for r in records):
+        notes.append("the strong model was served by an endpoint: its strong tok/prompt counts the prompt and "
+                     "prefix tokens sent again every round (the server's prefix cache may skip them), so it is not "
+                     "comparable with a local strong model's counts")
     base = by_method.get("base")
     rows = []
     for spec in sorted(by_method, key=_sort_key):

@@ -46,13 +46,13 @@ class WorldConfig:
     gold_max_features: int = 200_000
     guide: GuideShape = GuideShape()
     pca_init: bool = True
-    sft: TrainSettings = TrainSettings(lr=2e-3, batch_size=16, steps=200, max_length=64)
+    sft: TrainSettings = TrainSettings(lr=2e-3, batch_size=16, steps=128, max_length=64)
     sft_reviews: Optional[int] = None  # None: steps * batch_size
     pair_prefixes: int = 2_048
     heldout_pairs: int = 256
     pair_tokens: int = 40
     pair_labels: str = "argmax"  # or "bradley-terry" (a seeded draw): see README.md, imdb-mini section
-    dpo: TrainSettings = TrainSettings(lr=5e-5, batch_size=16, epochs=1.0, max_length=128, warmup=0.1)
+    dpo: TrainSettings = TrainSettings(lr=5e-4, batch_size=16, epochs=1.0, max_length=128, warmup=0.1)
     dpo_beta: float = 0.1
     rm: TrainSettings = TrainSettings(lr=1e-4, batch_size=16, epochs=1.0, max_length=256, warmup=0.1)
     validate_prompts: int = 48
