@@ -116,3 +116,14 @@ def test_run_config_and_api_with_an_endpoint(fake, toy_dirs, tmp_path):
     outcome = run_compare(world, cfg, tmp_path / "run", progress=False)
     assert outcome.n_new == 2 and all(_fake_text(r["response"]) for r in read_records(tmp_path / "run" /
                                                                                      RECORDS_FILE)[0])
+
+
+def test_demo_over_an_endpoint_leaves_eft_out(fake, toy_home, tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["demo", "--world", "toy", "--world-home", str(toy_home), "--prompts", "1", "--out", str(out),
+            "--device", "cpu", "--no-progress", "--strong-endpoint", fake.url]
+    assert main(argv) == 0
+    records, _ = read_records(out / RECORDS_FILE)
+    assert sorted(r["method"] for r in records) == sorted(["base", "bon:n=16", "cbs:w=4,k=4,l=5"])
+    assert all(_fake_text(r["response"]) and r["strong_engine"]["base_url"] == fake.url for r in records)
+    assert "eft needs the strong model's full logits" in capsys.readouterr().err

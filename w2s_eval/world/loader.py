@@ -22,7 +22,7 @@ def load_imdb_mini(home: Path):
     manifest = read_manifest(path) if path.exists() else None
     if not manifest or not manifest.get("complete"):
         state = "is not built" if not manifest else "is only partly built"
-        raise FileNotFoundError(f"world imdb-mini {state} in {path}; build it (about 25 min on 2 CPU cores): "
+        raise FileNotFoundError(f"world imdb-mini {state} in {path}; build it (about 27 min on 2 quiet CPU cores): "
                                 "w2s-eval world build imdb-mini")
     paths = manifest["paths"]
     for key in ("strong", "untuned", "tuned", "reward_model", "gold", "prompts"):
