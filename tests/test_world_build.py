@@ -2,8 +2,6 @@
 
 import csv
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -89,12 +87,15 @@ def test_build_writes_every_step_and_a_manifest(tiny_world):
     assert set(m["versions"]) >= {"torch", "transformers", "trl"}
 
 
-def test_guides_share_the_strong_tokenizer_and_load_as_a_world(tiny_world, toy_dirs):
+def test_guides_share_the_strong_tokenizer_and_load_as_a_world(tiny_world, toy_dirs, caplog):
     from w2s_eval.harness.world import load_world
 
     import w2s_eval.world  # noqa: F401  (registers imdb-mini)
 
-    world = load_world("imdb-mini", tiny_world["home"])
+    with caplog.at_level("WARNING", logger="w2s_eval.world.loader"):
+        world = load_world("imdb-mini", tiny_world["home"])
+    # the tiny world is not built with the defaults: loading says so and how to rebuild
+    assert "other settings than this version's defaults" in caplog.text and "--force" in caplog.text
     assert world.name == "imdb-mini" and len(world.prompts) == 12
     assert all(text.startswith("Here is a movie review from imdb: ") for _, text in world.prompts)
     heldout = {json.loads(line)["id"] for line in open(tiny_world["path"] / "data" / "heldout.jsonl")}
