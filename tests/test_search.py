@@ -136,7 +136,6 @@ class TreePolicy:
     name = "tree"
 
     def start(self, prompts, cfg, seeds):
-
         class S:
             rows = [(b, "") for b in range(len(prompts))]
             strong_tokens = [0] * len(prompts)
