@@ -266,3 +266,23 @@ class FaultProxy(_Loopback):
 
     def post(self, h, body):
         return self._forward(h, "POST", json.dumps(body).encode())
+
+
+def recording_policy(policy, rounds: list):
+    """``policy`` whose sessions append (parents, children) of every ``extend`` call to ``rounds``."""
+
+    class Recording:
+        name = policy.name
+
+        def start(self, prompts, cfg, seeds):
+            inner = policy.start(prompts, cfg, seeds)
+
+            class Session:
+                strong_tokens = property(lambda self: inner.strong_tokens)
+
+                def extend(self, parents, k, max_tokens):
+                    kids = inner.extend(parents, k, max_tokens)
+                    rounds.append((list(parents), kids))
+                    return kids
+            return Session()
+    return Recording()

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from _endpoint_fakes import EOS_P, FakeOpenAIServer, fake_logprob, fake_tokens  # noqa: F401
+from _endpoint_fakes import EOS_P, FakeOpenAIServer, fake_logprob, fake_tokens, recording_policy  # noqa: F401
 
 from w2s_eval.config import SamplingConfig, SearchConfig, parse_method
 from w2s_eval.endpoint import EndpointError, EndpointPolicy, endpoint_loglikelihoods, request_seed
@@ -161,24 +161,8 @@ def test_cbs_keeps_the_top_w_of_each_round(fake):
     """The beams the search extends are the top W candidates by the guide (recorded per round)."""
     pol = policy(fake)
     rounds = []
-
-    class Recording:
-        name = "rec"
-
-        def start(self, prompts, cfg, seeds):
-            inner = pol.start(prompts, cfg, seeds)
-
-            class S:
-                strong_tokens = property(lambda self: inner.strong_tokens)
-
-                def extend(self, parents, k, max_tokens):
-                    kids = inner.extend(parents, k, max_tokens)
-                    rounds.append((list(parents), kids))
-                    return kids
-            return S()
-
     cfg = SamplingConfig(max_new_tokens=15, seed=2)
-    res = chunk_beam_search(PROMPTS, Recording(), char_scorer, SearchConfig(2, 3, 3), cfg)
+    res = chunk_beam_search(PROMPTS, recording_policy(pol, rounds), char_scorer, SearchConfig(2, 3, 3), cfg)
     assert len(rounds) >= 2
     for (_, kids), (next_parents, _) in zip(rounds, rounds[1:]):
         for b in {kids[p].prompt_index for p in next_parents}:

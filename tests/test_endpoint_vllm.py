@@ -10,7 +10,7 @@ import os
 
 import pytest
 import torch
-from _endpoint_fakes import FaultProxy
+from _endpoint_fakes import FaultProxy, recording_policy
 
 from w2s_eval.config import SamplingConfig, SearchConfig
 from w2s_eval.endpoint import EndpointError, EndpointPolicy, endpoint_loglikelihoods
@@ -102,31 +102,13 @@ def test_greedy_search_equals_the_local_transformers_engine(vllm, local, method)
         assert [r.score for r in got] == [r.score for r in want]
 
 
-def _recording(policy, rounds):
-    class Recording:
-        name = policy.name
-
-        def start(self, prompts, cfg, seeds):
-            inner = policy.start(prompts, cfg, seeds)
-
-            class Session:
-                strong_tokens = property(lambda self: inner.strong_tokens)
-
-                def extend(self, parents, k, max_tokens):
-                    kids = inner.extend(parents, k, max_tokens)
-                    rounds.append((list(parents), kids))
-                    return kids
-            return Session()
-    return Recording()
-
-
 @pytest.mark.parametrize("engine", ["endpoint", "local"])
 def test_sampled_cbs_extends_the_top_w_candidates(vllm, local, engine):
     """Same rule on both engines: each round's parents are the top W candidates of their prompt."""
     policy = endpoint(vllm) if engine == "endpoint" else local.policy
     rounds = []
     cfg = SamplingConfig(temperature=1.0, max_new_tokens=12, seed=3)
-    res = chunk_beam_search(PROMPTS, _recording(policy, rounds), char_scorer, SearchConfig(2, 3, 3), cfg)
+    res = chunk_beam_search(PROMPTS, recording_policy(policy, rounds), char_scorer, SearchConfig(2, 3, 3), cfg)
     assert len(rounds) >= 2 and all(len(r.beams) == 2 for r in res)
     for (_, kids), (next_parents, next_kids) in zip(rounds, rounds[1:]):
         for b in {kids[p].prompt_index for p in next_parents}:

@@ -122,15 +122,15 @@ def _versions() -> dict:
     return out
 
 
-def _diff(old: dict, new: dict, prefix: str = "") -> Optional[str]:
+def _diff(old: dict, new: dict, prefix: str = "", new_is: str = "asked for") -> Optional[str]:
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            d = _diff(a, b, f"{prefix}{key}.")
+            d = _diff(a, b, f"{prefix}{key}.", new_is)
             if d:
                 return d
         elif a != b:
-            return f"{prefix}{key} (built with {a!r}, asked for {b!r})"
+            return f"{prefix}{key} (built with {a!r}, {new_is} {b!r})"
     return None
 
 

@@ -29,10 +29,10 @@ def load_imdb_mini(home: Path):
         if not (path / paths[key]).exists():
             raise FileNotFoundError(f"world imdb-mini at {path} lacks {paths[key]}; rebuild it: "
                                     "w2s-eval world build imdb-mini --force")
-    stale = _diff(manifest["config"], WorldConfig().to_dict())
+    stale = _diff(manifest["config"], WorldConfig().to_dict(), new_is="default")
     if stale:  # usable (its manifest says what it is), but not what this version builds
         logger.warning("world imdb-mini at %s was built with other settings than this version's defaults: %s; "
-                       "`w2s-eval world build imdb-mini --force` rebuilds it", path, stale.replace("asked for", "default"))
+                       "`w2s-eval world build imdb-mini --force` rebuilds it", path, stale)
     gold_sha = manifest["steps"]["gold"]["files"].get("gold.pkl")
     gold = load_gold(path / paths["gold"], sha256=gold_sha)
     prompts = tuple((p["id"], p["text"]) for p in read_jsonl(path / paths["prompts"]))
