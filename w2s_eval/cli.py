@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "w2s_eval.alpaca.cli",
     "w2s_eval.harness.cli",
     "w2s_eval.world.cli",
+    "w2s_eval.serve.cli",
 )
 
 
