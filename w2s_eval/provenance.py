@@ -25,7 +25,7 @@ import platform
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 __all__ = ["atomic_write_text", "atomic_write_json", "package_versions", "fingerprint", "diff_fields",
            "mismatch_message", "check_identity", "mean_se", "to_json", "git_revision", "utc_now", "PACKAGES", "MISSING"]
@@ -103,19 +103,25 @@ def _first_nonfinite(obj: Any, prefix: str = "") -> Optional[tuple]:
     return None
 
 
-def to_json(obj: Any, *, sort_keys: bool = True, indent: Optional[int] = 2) -> str:
-    """Strict JSON text of ``obj`` (NaN/inf refused, naming the field) with a final newline."""
+def to_json(obj: Any, *, sort_keys: bool = True, indent: Optional[int] = 2,
+            default: Optional[Callable[[Any], Any]] = None) -> str:
+    """Strict JSON text of ``obj`` (NaN/inf refused, naming the field) with a final newline.
+
+    ``default``: as in :func:`json.dumps`, turns other objects (e.g. paths, with ``str``) into JSON values.
+    """
     bad = _first_nonfinite(obj)
     if bad is not None:
         raise ValueError(f"{bad[0]} is {bad[1]} (not a finite number; JSON has no NaN or infinity): give a finite "
                          "value")
-    return json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False, allow_nan=False) + "\n"
+    return json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False, allow_nan=False,
+                      default=default) + "\n"
 
 
-def atomic_write_json(path: PathLike, obj: Any, *, sort_keys: bool = True) -> Path:
+def atomic_write_json(path: PathLike, obj: Any, *, sort_keys: bool = True,
+                      default: Optional[Callable[[Any], Any]] = None) -> Path:
     """Write ``obj`` as strict JSON (see :func:`to_json`) with :func:`atomic_write_text`; returns the path."""
     try:
-        text = to_json(obj, sort_keys=sort_keys)
+        text = to_json(obj, sort_keys=sort_keys, default=default)
     except ValueError as e:
         raise ValueError(f"refusing to write {path}: {e}") from None
     return atomic_write_text(path, text)

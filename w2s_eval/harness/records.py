@@ -15,20 +15,19 @@ seeds) may grow between runs: the new keys are added, the old ones kept.
 
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
 import json
 import logging
 import os
-import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
 from ..assets import ensure_writable_dir
 from ..config import SamplingConfig, parse_method
+from ..provenance import (atomic_write_json, check_identity, diff_fields, fingerprint, git_revision,
+                          mismatch_message, package_versions, utc_now)
 
-__all__ = ["RunConfig", "RecordLog", "read_records", "record_key", "diff_fields", "open_run_dir",
+__all__ = ["RunConfig", "RecordLog", "read_records", "record_key", "diff_fields", "open_run_dir", "check_run_dir",
            "package_versions", "git_revision", "fingerprint", "utc_now", "GUIDES", "CONFIG_FILE", "RECORDS_FILE"]
 
 logger = logging.getLogger(__name__)
@@ -38,14 +37,6 @@ RECORDS_FILE = "records.jsonl"
 TRUNCATED_FILE = "records.truncated.txt"
 GUIDES = ("implicit", "rm")
 _ENDPOINT_KEYS = ("strong_endpoint", "strong_model")
-_PACKAGES = ("w2s-eval", "torch", "transformers", "tokenizers", "accelerate", "trl", "numpy", "scikit-learn",
-             "vaderSentiment")
-
-
-def fingerprint(obj: Any) -> str:
-    """sha256 (first 16 hex digits) of the canonical JSON of ``obj``."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -128,72 +119,46 @@ class RunConfig:
                 "batch_size": self.batch_size}
 
 
-def _flatten(d: Any, prefix: str = "") -> dict:
-    if isinstance(d, dict):
-        out = {}
-        for k in sorted(d):
-            out.update(_flatten(d[k], f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
+def check_run_dir(out_dir: os.PathLike, cfg: RunConfig) -> tuple:
+    """Refuse a run directory made with another identity, writing nothing; returns (path, merged grid, created).
 
-
-def diff_fields(old: dict, new: dict) -> list:
-    """[(dotted field, old value, new value)] for every field that differs."""
-    a, b = _flatten(old), _flatten(new)
-    return [(k, a.get(k, "<missing>"), b.get(k, "<missing>")) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-
-
-def _mismatch_message(where: str, diffs: list) -> str:
-    field, old, new = diffs[0]
-    more = f" (and {len(diffs) - 1} more field(s): {', '.join(d[0] for d in diffs[1:])})" if len(diffs) > 1 else ""
-    return (f"{where} was made with a different config: {field} is {old!r} there but {new!r} now{more}; "
-            "refusing to mix results. Use a new --out directory, or rerun with the settings of that run")
-
-
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def open_run_dir(out_dir: os.PathLike, cfg: RunConfig) -> Path:
-    """Create or reopen a run directory for ``cfg``; refuse one made with another identity.
-
-    The grid stored in ``config.json`` becomes the union of the old and the new grid.
+    The merged grid is the union of the stored grid and ``cfg``'s.
     """
-    out = ensure_writable_dir(out_dir, "results directory", "choose a writable --out")
-    path = out / CONFIG_FILE
-    identity, grid = cfg.identity(), cfg.grid()
-    if path.exists():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-            old_identity, old_grid = old["identity"], old["grid"]
-        except (ValueError, KeyError) as e:
-            raise ValueError(f"{path} is not a w2s-eval run config ({e}); use a new --out directory") from None
-        diffs = diff_fields(old_identity, identity)
-        if diffs:
-            raise ValueError(_mismatch_message(f"results directory {out}", diffs))
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"results directory {out} is a file; choose another --out")
+    grid = cfg.grid()
+    stored = check_identity(out / CONFIG_FILE, cfg.identity(), f"results directory {out}")
+    created = utc_now()
+    if stored is not None:
+        old_grid = stored.get("grid") or {}
         grid = {
             "methods": list(dict.fromkeys(old_grid.get("methods", []) + grid["methods"])),
             "n_prompts": max(int(old_grid.get("n_prompts", 0)), grid["n_prompts"]),
             "seeds": list(dict.fromkeys(old_grid.get("seeds", []) + grid["seeds"])),
         }
-        created = old.get("created", utc_now())
-    else:
-        created = utc_now()
+        created = stored.get("created", created)
     # records on disk must carry this identity too (e.g. a records file copied in by hand)
     records, _ = read_records(out / RECORDS_FILE, warn=False)
     for i, rec in enumerate(records):
         if rec.get("config_hash") != cfg.config_hash:
-            diffs = (diff_fields(_identity_of(rec), identity)
+            diffs = (diff_fields(_identity_of(rec), cfg.identity())
                      or [("config_hash", rec.get("config_hash"), cfg.config_hash)])
-            raise ValueError(_mismatch_message(f"record {i + 1} of {out / RECORDS_FILE}", diffs))
-    _write_json_atomic(path, {"identity": identity, "config_hash": cfg.config_hash, "grid": grid, "created": created,
-                              "updated": utc_now(), "versions": package_versions(), "git_revision": git_revision()})
+            raise ValueError(mismatch_message(f"record {i + 1} of {out / RECORDS_FILE}", diffs))
+    return out, grid, created
+
+
+def open_run_dir(out_dir: os.PathLike, cfg: RunConfig) -> Path:
+    """Create or reopen a run directory for ``cfg`` (see :func:`check_run_dir`) and write its ``config.json``.
+
+    Call it once everything that can fail on bad settings has been checked: the identity it writes makes the
+    directory refuse other settings.
+    """
+    out, grid, created = check_run_dir(out_dir, cfg)
+    ensure_writable_dir(out, "results directory", "choose a writable --out")
+    atomic_write_json(out / CONFIG_FILE, {"identity": cfg.identity(), "config_hash": cfg.config_hash, "grid": grid,
+                                          "created": created, "updated": utc_now(), "versions": package_versions(),
+                                          "git_revision": git_revision()})
     return out
 
 
@@ -297,51 +262,3 @@ class RecordLog:
     def extend(self, records: Iterable[dict]) -> None:
         for r in records:
             self.append(r)
-
-
-def package_versions() -> dict:
-    """Versions of the packages that decide results, and of Python."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def git_revision(start: Optional[os.PathLike] = None) -> Optional[str]:
-    """The commit of the source checkout this package runs from (read from .git; no git process), or None."""
-    here = Path(start or Path(__file__).resolve().parent)
-    for d in (here, *here.parents):
-        git = d / ".git"
-        if git.is_file():  # a worktree: "gitdir: PATH"
-            text = git.read_text(encoding="utf-8", errors="replace").strip()
-            if not text.startswith("gitdir:"):
-                return None
-            git = (d / text.split(":", 1)[1].strip()).resolve()
-        if not git.is_dir():
-            continue
-        try:
-            head = (git / "HEAD").read_text(encoding="utf-8").strip()
-        except OSError:
-            return None
-        if not head.startswith("ref:"):
-            return head or None
-        ref = head.split(":", 1)[1].strip()
-        common = git
-        if (git / "commondir").is_file():
-            common = (git / (git / "commondir").read_text(encoding="utf-8").strip()).resolve()
-        for base in (git, common):
-            if (base / ref).is_file():
-                return (base / ref).read_text(encoding="utf-8").strip() or None
-        packed = common / "packed-refs"
-        if packed.is_file():
-            for line in packed.read_text(encoding="utf-8").splitlines():
-                parts = line.split()
-                if len(parts) == 2 and parts[1] == ref:
-                    return parts[0]
-        return None
-    return None

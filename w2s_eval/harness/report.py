@@ -13,32 +13,21 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from ..config import parse_method
-from .records import RECORDS_FILE, diff_fields, read_records
+from ..provenance import atomic_write_text, diff_fields, mean_se
+from .records import RECORDS_FILE, read_records
 
-__all__ = ["MethodSummary", "Summary", "summarize", "to_markdown", "to_csv", "to_latex", "write_report", "load_run"]
+__all__ = ["MethodSummary", "Summary", "summarize", "to_markdown", "to_csv", "to_latex", "write_report", "load_run",
+           "mean_se"]
 
 logger = logging.getLogger(__name__)
 
 _FAMILY_ORDER = {"base": 0, "eft": 1, "bon": 2, "cbs": 3}
-
-
-def mean_se(values: Sequence[float]) -> tuple:
-    """(mean, standard error = sample std (ddof=1) / sqrt(n)); se is None for n < 2, both None for n == 0."""
-    n = len(values)
-    if n == 0:
-        return None, None
-    m = sum(values) / n
-    if n < 2:
-        return m, None
-    var = sum((v - m) ** 2 for v in values) / (n - 1)
-    return m, math.sqrt(var / n)
 
 
 @dataclass
@@ -240,8 +229,7 @@ def write_report(run_dir: Union[str, os.PathLike], out_dir: Union[str, os.PathLi
     paths = {}
     for kind, text in (("markdown", to_markdown(summary)), ("csv", to_csv(summary)), ("latex", to_latex(summary))):
         path = out / {"markdown": "report.md", "csv": "report.csv", "latex": "report.tex"}[kind]
-        path.write_text(text, encoding="utf-8")
-        paths[kind] = path
+        paths[kind] = atomic_write_text(path, text)
     if plots:
         from .plots import plot_gold_by_method, plot_gold_vs_samples
 

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..assets import ensure_writable_dir
+from ..provenance import atomic_write_json, diff_fields, package_versions
 from .train import GuideShape, TrainSettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WorldConfig", "build_world", "world_dir", "read_manifest", "STEP_NAMES", "WORLD_NAMES"]
+__all__ = ["WorldConfig", "build_world", "world_dir", "read_manifest", "settings_diff", "STEP_NAMES", "WORLD_NAMES"]
 
 WORLD_NAMES = ("imdb-mini",)
 
@@ -105,33 +106,16 @@ def _ensure_writable(path: Path) -> None:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)  # atomic
+    atomic_write_json(path, obj, default=str)
 
 
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("w2s-eval", "torch", "transformers", "trl", "scikit-learn", "datasets", "vaderSentiment"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def _diff(old: dict, new: dict, prefix: str = "", new_is: str = "asked for") -> Optional[str]:
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            d = _diff(a, b, f"{prefix}{key}.", new_is)
-            if d:
-                return d
-        elif a != b:
-            return f"{prefix}{key} (built with {a!r}, {new_is} {b!r})"
-    return None
+def settings_diff(old: dict, new: dict, new_is: str = "asked for") -> Optional[str]:
+    """The first setting that differs between a built world's ``old`` settings and ``new`` ones, in words."""
+    diffs = diff_fields(old, new)
+    if not diffs:
+        return None
+    field, a, b = diffs[0]
+    return f"{field} (built with {a!r}, {new_is} {b!r})"
 
 
 def read_manifest(path: Path) -> Optional[dict]:
@@ -160,7 +144,7 @@ def _manifest(path: Path, name: str, cfg: WorldConfig) -> dict:
               "strong_gguf_sha256": info.get("strong", {}).get("gguf_sha256"),
               "strong_source": cfg.strong_source}
     return {"name": name, "complete": all(s in steps for s in STEP_NAMES), "config": cfg.to_dict(),
-            "seed": cfg.seed, "inputs": inputs, "quality": quality, "versions": _versions(),
+            "seed": cfg.seed, "inputs": inputs, "quality": quality, "versions": package_versions(),
             "wall_s": {s: v["wall_s"] for s, v in steps.items()},
             "total_wall_s": round(sum(v["wall_s"] for v in steps.values()), 1),
             "paths": {"strong": "strong", "untuned": "untuned", "tuned": "tuned", "reward_model": "reward_model",
@@ -194,7 +178,7 @@ def build_world(name: str = "imdb-mini", home: Union[str, os.PathLike, None] = N
     done_dir.mkdir(exist_ok=True)
     settings = done_dir / "config.json"
     if settings.exists():
-        diff = _diff(json.loads(settings.read_text()), cfg.to_dict())
+        diff = settings_diff(json.loads(settings.read_text()), cfg.to_dict())
         if diff:
             raise ValueError(f"world {name} at {path} was built with other settings: {diff}; rebuild it with "
                              "--force (w2s-eval world build --force) or use another W2S_EVAL_HOME")

@@ -14,7 +14,7 @@ def load_imdb_mini(home: Path):
     """The ``imdb-mini`` world under ``home/worlds/imdb-mini``; a clear error when it is not built."""
     from ..config import SamplingConfig
     from ..harness.world import World
-    from .build import WorldConfig, _diff, read_manifest, world_dir
+    from .build import WorldConfig, read_manifest, settings_diff, world_dir
     from .data import read_jsonl
     from .gold import load_gold, vader_judge
 
@@ -29,7 +29,7 @@ def load_imdb_mini(home: Path):
         if not (path / paths[key]).exists():
             raise FileNotFoundError(f"world imdb-mini at {path} lacks {paths[key]}; rebuild it: "
                                     "w2s-eval world build imdb-mini --force")
-    stale = _diff(manifest["config"], WorldConfig().to_dict(), new_is="default")
+    stale = settings_diff(manifest["config"], WorldConfig().to_dict(), new_is="default")
     if stale:  # usable (its manifest says what it is), but not what this version builds
         logger.warning("world imdb-mini at %s was built with other settings than this version's defaults: %s; "
                        "`w2s-eval world build imdb-mini --force` rebuilds it", path, stale)

@@ -183,9 +183,8 @@ def step_reward_model(ctx: Context, out: Path) -> dict:
 
 
 def step_validate(ctx: Context, out: Path) -> dict:
-    import json
-
     from ..models import load_classifier
+    from ..provenance import atomic_write_json
     from .data import read_jsonl
     from .gold import load_gold, vader_judge
     from .validate import validate_guidance
@@ -197,7 +196,7 @@ def step_validate(ctx: Context, out: Path) -> dict:
                                load_gold(ctx.out("gold") / "gold.pkl"), vader_judge, prompts, cfg.validate_samples,
                                cfg.sampling_tokens, cfg.temperature, cfg.top_k, cfg.seed, progress=ctx.progress)
     report["prompt_set"] = f"the last {len(prompts)} evaluation prompts"
-    (out / "validation.json").write_text(json.dumps(report, indent=2))
+    atomic_write_json(out / "validation.json", report, sort_keys=False)
     return report
 
 

@@ -13,20 +13,11 @@ import logging
 import math
 from typing import Callable, Optional, Sequence
 
+from ..provenance import mean_se
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["validate_guidance", "mean_se"]
-
-
-def mean_se(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    if n == 0:
-        return float("nan"), float("nan")
-    m = sum(values) / n
-    if n < 2:
-        return m, float("nan")
-    var = sum((v - m) ** 2 for v in values) / (n - 1)
-    return m, math.sqrt(var / n)
+__all__ = ["validate_guidance"]
 
 
 def _spearman(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
@@ -34,7 +25,8 @@ def _spearman(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
 
     if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
         return None
-    return float(spearmanr(a, b).statistic)
+    rho = float(spearmanr(a, b).statistic)
+    return rho if math.isfinite(rho) else None
 
 
 def _within(scores: list[list[float]], gold: list[list[float]]) -> Optional[float]:
@@ -48,7 +40,7 @@ def _bon_gain(scores: list[list[float]], gold: list[list[float]]) -> dict:
         best = max(range(len(s)), key=lambda i: s[i])
         gains.append(g[best] - sum(g) / len(g))
     m, se = mean_se(gains)
-    return {"mean": round(m, 4), "se": round(se, 4) if se == se else None}
+    return {"mean": round(m, 4), "se": round(se, 4) if se is not None else None}
 
 
 def validate_guidance(strong, tuned, untuned, reward_model: Optional[tuple], gold: Callable, judge: Callable,
