@@ -27,6 +27,8 @@ def test_specs_parse_to_configs_with_budgets():
     ("beam:w=2", "unknown method 'beam'"),
     ("cbs:w=4,q=2", "unknown parameter 'q'"),
     ("cbs:w=x", "w must be an integer"),
+    ("cbs:w=2,w=3", "w is given twice"),
+    ("eft:beta=1,beta=2", "beta is given twice"),
     ("", "non-empty"),
 ])
 def test_bad_specs_name_the_field(spec, needle):

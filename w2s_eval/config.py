@@ -8,9 +8,10 @@ naming the field and the fix. No I/O happens in this module.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Optional, Union
+
+from .spec import check_number
 
 __all__ = [
     "SamplingConfig",
@@ -37,11 +38,6 @@ def _check_positive_int(name: str, value, allow_none: bool = False) -> None:
         raise ValueError(f"{name} must be a positive integer{extra}, got {value!r}; set {name}>=1")
 
 
-def _check_number(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}; e.g. {name}=1.0")
-
-
 @dataclass(frozen=True)
 class SamplingConfig:
     """How the strong model draws tokens (the knobs of HF ``generate``).
@@ -64,12 +60,12 @@ class SamplingConfig:
     truncation: str = "error"
 
     def __post_init__(self):
-        _check_number("temperature", self.temperature)
+        check_number("temperature", self.temperature)
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if not _is_int(self.top_k) or self.top_k < 0:
             raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
-        _check_number("top_p", self.top_p)
+        check_number("top_p", self.top_p)
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1] (1.0 disables it), got {self.top_p}")
         _check_positive_int("max_new_tokens", self.max_new_tokens)
@@ -199,7 +195,7 @@ class EFTMethod(_MethodBase):
         if not betas:
             raise ValueError("beta must hold at least one number, e.g. beta=1.0")
         for b in betas:
-            _check_number("beta", b)
+            check_number("beta", b)
         object.__setattr__(self, "beta", tuple(float(b) for b in betas) if len(betas) > 1 else float(betas[0]))
 
     @property
@@ -265,6 +261,8 @@ def parse_method(spec: Union[str, Method]) -> Method:
             raise ValueError(f"{name}: expected key=value, got {item!r}; valid keys: {', '.join(valid) or 'none'}")
         if key not in valid:
             raise ValueError(f"{name}: unknown parameter {key!r}; valid keys: {', '.join(valid) or 'none'}")
+        if key in kwargs:
+            raise ValueError(f"{name}: {key} is given twice in {spec.strip()!r}; give each key once")
         kwargs[key] = _parse_value(name, key, raw)
     return cls(**kwargs)
 

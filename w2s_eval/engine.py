@@ -1,13 +1,23 @@
-"""One object that runs any method: a strong engine, a guide scorer, EFT guides.
+"""One object that runs any method: a strong policy, the guide terms, EFT's guide models.
 
-Adapters (lm-eval, AlpacaEval, the comparison harness) build an :class:`Engine`
-with :func:`build_engine` from model names and call :meth:`Engine.generate`.
+Adapters (lm-eval, AlpacaEval, the comparison harness) describe an engine with an
+:class:`~w2s_eval.spec.EngineSpec`, build it with :func:`build_engine` and call
+:meth:`Engine.generate`.
+
+The guide contract: ``engine.guides`` is a tuple of :class:`~w2s_eval.scorers.GuideTerm`
+``(weight, kind, scorer)``; BoN/CBS rank candidates by ``sum weight * scorer(...)``. The
+engine never changes after it is built (to use another guide, build another engine:
+``Engine(engine.policy, guides=..., tuned=engine.tuned, untuned=engine.untuned)``).
+What the guides read as each prompt (e.g. the raw instruction rather than the chat-templated
+prompt) is the explicit ``guide_prompts`` argument of :meth:`Engine.generate`.
+:meth:`Engine.prepare` parses and checks a method once; pass its result to ``generate``.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
 from tqdm.auto import tqdm
@@ -16,111 +26,196 @@ from .config import EFTMethod, Method, SamplingConfig, parse_method
 from .eft import EFTPolicy
 from .guide import GuideLM
 from .lm import CausalLM
-from .models import load_causal_lm, load_classifier
+from .models import load_causal_lm, load_classifier, load_tokenizer
 from .policy import Policy, TransformersPolicy
-from .scorers import ImplicitValueScorer, RewardModelScorer, WeightedSum
+from .scorers import GuideTerm, ImplicitValueScorer, RewardModelScorer, guide_scorer
 from .search import SearchResult, chunk_beam_search
+from .spec import EngineSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Engine", "build_engine"]
+__all__ = ["Engine", "PreparedMethod", "build_engine", "guide_template"]
 
 
-@dataclass
+@dataclass(frozen=True)
+class PreparedMethod:
+    """A method parsed and checked against one engine, with the policy and scorer it runs with."""
+
+    method: Method
+    policy: Policy
+    scorer: Optional[Callable]
+    engine_id: int
+
+    @property
+    def spec(self) -> str:
+        return self.method.spec
+
+
 class Engine:
     """A strong-model policy plus what the methods need from the guides.
 
-    scorer: the guide for BoN / CBS; tuned, untuned: the guide LMs for EFT.
+    guides: tuple of :class:`GuideTerm` (weight, kind, scorer), the BoN/CBS guide (read-only);
+    tuned, untuned: the guide LMs for EFT; spec: the EngineSpec it was built from (None when
+    assembled by hand). ``Engine(policy, scorer)`` is short for one ``custom`` guide term of weight 1.
     """
 
-    policy: Policy
-    scorer: Optional[Callable] = None
-    tuned: list[CausalLM] = field(default_factory=list)
-    untuned: Optional[CausalLM] = None
+    def __init__(self, policy: Policy, scorer: Optional[Callable] = None, tuned: Sequence[CausalLM] = (),
+                 untuned: Optional[CausalLM] = None, *, guides: Optional[Sequence] = None,
+                 spec: Optional[EngineSpec] = None):
+        if scorer is not None and guides is not None:
+            raise ValueError("give scorer= (one custom guide) or guides= (weighted terms), not both")
+        if guides is None:
+            guides = () if scorer is None else ((1.0, "custom", scorer),)
+        self.policy, self.tuned, self.untuned, self.spec = policy, list(tuned), untuned, spec
+        self._guides = tuple(GuideTerm(*g).check() for g in guides)
+        self._scorer = guide_scorer(self._guides)
 
-    def check(self, method: Method) -> None:
+    @property
+    def guides(self) -> tuple[GuideTerm, ...]:
+        return self._guides
+
+    @property
+    def scorer(self) -> Optional[Callable]:
+        """The one scorer the guide terms sum to (None without a guide)."""
+        return self._scorer
+
+    @scorer.setter
+    def scorer(self, value) -> None:  # transitional: harness/compare.py still swaps in its reward model
+        warnings.warn("setting Engine.scorer is deprecated: build the engine with guides=[(weight, kind, scorer)]",
+                      DeprecationWarning, stacklevel=2)
+        self._guides = () if value is None else (GuideTerm(1.0, "custom", value).check(),)
+        self._scorer = guide_scorer(self._guides)
+
+    def check(self, method: Union[str, Method]) -> None:
         """Raise before any generation if ``method`` cannot run with these models."""
+        self.prepare(method)
+
+    def prepare(self, method: Union[str, Method, PreparedMethod]) -> PreparedMethod:
+        """Parse and check ``method`` once; the result runs with :meth:`generate` without more checks."""
+        if isinstance(method, PreparedMethod):
+            if method.engine_id != id(self):
+                raise ValueError(f"method {method.spec} was prepared by another engine; prepare it with this one")
+            return method
+        method = parse_method(method)
+        policy = self.policy
         if isinstance(method, EFTMethod):
             if not self.tuned or self.untuned is None:
-                raise ValueError("method eft needs a tuned and an untuned guide model (tuned=..., untuned=...)")
+                raise ValueError(f"method {method.spec}: eft needs a tuned and an untuned guide model; it needs "
+                                 "tuned= and untuned= guide models")
             if not isinstance(self.policy, TransformersPolicy):
-                raise ValueError(
-                    f"EFT needs full next-token distributions of the strong model; {self.policy.name!r} is not a "
-                    "local transformers model (an endpoint gives only top logprobs); use bon or cbs there"
-                )
-            EFTPolicy(self.policy.lm, self.tuned, self.untuned, self.eft_betas(method))  # vocabulary check
-        elif method.needs_guide and self.scorer is None:
-            raise ValueError(f"method {method.spec} needs a guide: give tuned+untuned models or a reward model")
+                raise ValueError(f"method {method.spec}: EFT needs full next-token distributions of the strong model; "
+                                 f"{self.policy.name!r} is not a local transformers model (an endpoint gives only "
+                                 "top logprobs); use bon or cbs there")
+            policy = EFTPolicy(self.policy.lm, self.tuned, self.untuned, self.eft_betas(method),
+                               self.policy.add_special_tokens)  # checks the vocabularies
+        elif method.needs_guide and self._scorer is None:
+            raise ValueError(f"method {method.spec} needs a guide: give tuned= and untuned= models (beta != 0), or "
+                             "reward_model= (rm_weight != 0)")
+        return PreparedMethod(method, policy, self._scorer if method.search.needs_scorer else None, id(self))
 
     def eft_betas(self, method: EFTMethod) -> list[float]:
         """One beta per tuned guide (a single beta applies to all)."""
         betas = list(method.betas)
         return betas * len(self.tuned) if len(betas) == 1 else betas
 
-    def generate(self, prompts: Sequence[str], method: Union[str, Method], sampling: SamplingConfig,
-                 seeds: Optional[Sequence[int]] = None, batch_size: int = 8, progress: bool = False) -> list[SearchResult]:
-        """Run ``method`` on ``prompts`` in batches of ``batch_size``; one SearchResult per prompt."""
-        method = parse_method(method)
-        self.check(method)
-        policy = self.policy
-        if isinstance(method, EFTMethod):
-            policy = EFTPolicy(self.policy.lm, self.tuned, self.untuned, self.eft_betas(method),
-                               self.policy.add_special_tokens)
-        scorer = self.scorer if method.search.needs_scorer else None
+    def generate(self, prompts: Sequence[str], method: Union[str, Method, PreparedMethod], sampling: SamplingConfig,
+                 seeds: Optional[Sequence[int]] = None, batch_size: int = 8, progress: bool = False,
+                 guide_prompts: Optional[Sequence[str]] = None) -> list[SearchResult]:
+        """Run ``method`` on ``prompts`` (a list of strings) in batches of ``batch_size``; one SearchResult each.
+
+        guide_prompts: what the guides read as each prompt (default: the prompt itself), one per prompt.
+        """
+        for name, value in (("prompts", prompts), ("guide_prompts", guide_prompts)):
+            if isinstance(value, (str, bytes)):
+                raise TypeError(f"{name} must be a list of strings, got one string ({value[:40]!r}); "
+                                f"pass [{name[:-1]}] for a single one")
+        if guide_prompts is not None and len(guide_prompts) != len(prompts):
+            raise ValueError(f"got {len(guide_prompts)} guide_prompts for {len(prompts)} prompts; pass one per prompt")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        run = self.prepare(method)
         out: list[SearchResult] = []
-        bar = tqdm(total=len(prompts), desc=method.spec, disable=not progress)
+        bar = tqdm(total=len(prompts), desc=run.spec, disable=not progress)
         for i in range(0, len(prompts), batch_size):
-            chunk = list(prompts[i : i + batch_size])
-            chunk_seeds = None if seeds is None else list(seeds[i : i + batch_size])
-            out.extend(chunk_beam_search(chunk, policy, scorer, method.search, sampling, chunk_seeds))
+            chunk = list(prompts[i: i + batch_size])
+            chunk_seeds = None if seeds is None else list(seeds[i: i + batch_size])
+            chunk_guide = None if guide_prompts is None else list(guide_prompts[i: i + batch_size])
+            out.extend(chunk_beam_search(chunk, run.policy, run.scorer, run.method.search, sampling, chunk_seeds,
+                                         chunk_guide))
             bar.update(len(chunk))
         bar.close()
         return out
 
 
-def build_engine(strong: Union[str, CausalLM, Policy, None] = None, *, strong_endpoint: Optional[str] = None,
-                 strong_model: Optional[str] = None, tuned: Union[str, Sequence[str], None] = None,
-                 untuned: Optional[str] = None, reward_model: Optional[str] = None, beta: float = 1.0,
-                 rm_weight: float = 1.0, dtype="auto", device="auto", strong_device=None, guide_device=None,
-                 device_map=None, load_in_4bit: bool = False, tuned_template: str = "{prompt}",
-                 untuned_template: str = "{prompt}", add_special_tokens=None) -> Engine:
-    """Load the models named and assemble an :class:`Engine`.
+def guide_template(choice: str, path: Optional[str]) -> str:
+    """A guide's template: ``auto`` becomes ``chat`` when the guide's tokenizer has a chat template, else ``{prompt}``."""
+    if choice != "auto":
+        return choice
+    if path is None:
+        return "{prompt}"
+    return "chat" if getattr(load_tokenizer(path), "chat_template", None) else "{prompt}"
 
-    strong: a hub id / local directory, a loaded :class:`CausalLM`, or any Policy;
-    or ``strong_endpoint`` (an OpenAI-compatible ``/v1`` URL) with ``strong_model``. The implicit-value guide (tuned - untuned, scaled by
-    ``beta``) and the reward model (scaled by ``rm_weight``) are summed when both are given.
-    """
-    guide_dev = guide_device or device
-    if strong_endpoint:
-        if strong is not None and strong_model is None:
-            strong_model = str(strong)  # the served model's name
+
+def _strong_policy(spec: EngineSpec, strong: Union[CausalLM, Policy, None], add_special_tokens) -> Policy:
+    if strong is None and spec.strong_endpoint:
         from .endpoint import EndpointPolicy
 
-        strong = EndpointPolicy(strong_endpoint, strong_model)
+        return EndpointPolicy(spec.strong_endpoint, spec.strong_model)
     if strong is None:
-        raise ValueError("no strong model: give strong=PATH_OR_ID, or strong_endpoint=URL with strong_model=NAME")
-    if isinstance(strong, str):
-        strong = load_causal_lm(strong, dtype=dtype, device=strong_device or device, device_map=device_map,
-                                load_in_4bit=load_in_4bit, name="strong")
-    policy = TransformersPolicy(strong, add_special_tokens) if isinstance(strong, CausalLM) else strong
-    if (tuned is None) != (untuned is None):
-        raise ValueError("give both tuned and untuned guide models (the implicit value needs the pair), or neither")
-    tuned_names = [tuned] if isinstance(tuned, str) else list(tuned or [])
-    tuned_lms = [load_causal_lm(t, dtype=dtype, device=guide_dev, name=f"tuned:{t}") for t in tuned_names]
-    untuned_lm = load_causal_lm(untuned, dtype=dtype, device=guide_dev, name=f"untuned:{untuned}") if untuned else None
+        strong = load_causal_lm(spec.strong, dtype=spec.dtype, device=spec.strong_device or spec.device or "auto",
+                                device_map=spec.device_map, load_in_4bit=spec.load_in_4bit, name="strong")
+    return TransformersPolicy(strong, add_special_tokens) if isinstance(strong, CausalLM) else strong
+
+
+def _guides(spec: EngineSpec) -> tuple[list[CausalLM], Optional[CausalLM], list[GuideTerm]]:
+    """Load the guide models of ``spec``: (tuned LMs, untuned LM, guide terms)."""
+    dev = spec.guide_device or spec.device or "auto"
+    tuned = [load_causal_lm(t, dtype=spec.dtype, device=dev, name=f"tuned:{t}") for t in spec.tuned]
+    untuned = load_causal_lm(spec.untuned, dtype=spec.dtype, device=dev, name=f"untuned:{spec.untuned}") \
+        if spec.untuned else None
     terms = []
-    if tuned_lms:
-        untuned_guide = GuideLM(untuned_lm, untuned_template)
-        for lm in tuned_lms:
-            terms.append((1.0, ImplicitValueScorer(GuideLM(lm, tuned_template), untuned_guide, beta)))
-    if reward_model:
-        model, tok = load_classifier(reward_model, dtype=dtype, device=guide_dev)
-        terms.append((rm_weight, RewardModelScorer(model, tok, name=reward_model)))
-    scorer = None
-    if len(terms) == 1 and terms[0][0] == 1.0:
-        scorer = terms[0][1]
-    elif terms:
-        scorer = WeightedSum(terms)
-    return Engine(policy, scorer, tuned_lms, untuned_lm)
+    if tuned and spec.beta != 0:
+        untuned_guide = GuideLM(untuned, guide_template(spec.untuned_template, spec.untuned))
+        for path, lm in zip(spec.tuned, tuned):
+            implicit = ImplicitValueScorer(GuideLM(lm, guide_template(spec.tuned_template, path)), untuned_guide, 1.0)
+            terms.append(GuideTerm(spec.beta, "implicit", implicit))
+    if spec.reward_model and spec.rm_weight != 0:
+        model, tok = load_classifier(spec.reward_model, dtype=spec.dtype, device=dev)
+        terms.append(GuideTerm(spec.rm_weight, "reward_model", RewardModelScorer(model, tok, name=spec.reward_model)))
+    return tuned, untuned, terms
+
+
+def _engine_from_spec(spec: EngineSpec, strong: Union[CausalLM, Policy, None] = None,
+                      add_special_tokens=None) -> Engine:
+    policy = _strong_policy(spec, strong, add_special_tokens)
+    tuned, untuned, terms = _guides(spec)
+    return Engine(policy, tuned=tuned, untuned=untuned, guides=terms, spec=spec)
+
+
+def build_engine(spec: Union[EngineSpec, str, CausalLM, Policy, None] = None, /, **kwargs) -> Engine:
+    """Load the models an :class:`EngineSpec` names and assemble an :class:`Engine`.
+
+    ``build_engine(spec)`` is the form every front end uses. The keyword form
+    ``build_engine(strong, tuned=..., untuned=..., beta=..., ...)`` takes the spec's fields as
+    keywords (``strong`` may also be a loaded :class:`CausalLM` or any Policy; ``add_special_tokens``
+    goes to the strong policy) and is a thin wrapper that builds the spec.
+    """
+    if isinstance(spec, EngineSpec):
+        if kwargs:
+            raise TypeError(f"build_engine(spec) takes no other arguments, got {', '.join(sorted(kwargs))}")
+        return _engine_from_spec(spec)
+    add_special_tokens = kwargs.pop("add_special_tokens", None)
+    strong = kwargs.pop("strong", spec)
+    obj = None
+    if strong is not None and not isinstance(strong, str):
+        obj, strong = strong, None
+    if kwargs.get("strong_endpoint") and strong is not None and kwargs.get("strong_model") is None:
+        kwargs["strong_model"], strong = strong, None  # the served model's name
+    if obj is not None and not kwargs.get("strong_endpoint"):
+        kwargs["strong"] = getattr(obj, "name", None) or "strong"
+        kwargs.pop("strong_endpoint", None)
+    elif strong is not None:
+        kwargs["strong"] = strong
+    if "tuned" in kwargs and kwargs["tuned"] is None:
+        kwargs["tuned"] = ()
+    return _engine_from_spec(EngineSpec(**kwargs), obj, add_special_tokens)

@@ -10,19 +10,32 @@ same values plus the guide token forwards each response cost.
 - :class:`ClassifierScorer`: log p(label) - log p(other) of a text classifier (the
   paper's gold sentiment reward).
 - :class:`WeightedSum`: sum_i w_i * scorer_i.
+
+An engine's guide is data: a tuple of :class:`GuideTerm` ``(weight, kind, scorer)`` whose sum
+``sum_i weight_i * scorer_i(...)`` ranks the candidates (:func:`guide_scorer`). ``kind`` says
+what the scorer is, so an adapter needs no ``isinstance``: ``"implicit"`` (an
+:class:`ImplicitValueScorer` with beta 1: ``.tuned`` and ``.untuned`` are :class:`GuideLM`,
+its value is ``log p_tuned(y|x) - log p_untuned(y|x)`` and the weight is the spec's beta),
+``"reward_model"`` (a :class:`RewardModelScorer`, weight rm_weight) or ``"custom"`` (any
+callable ``scorer(prompts, responses, finished) -> [N]``).
+:func:`score_candidates` calls any scorer and checks what it returns.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 
 from .guide import GuideLM
 from .lm import right_pad
+from .spec import check_number
 
-__all__ = ["Scores", "Scorer", "ImplicitValueScorer", "RewardModelScorer", "ClassifierScorer", "WeightedSum"]
+__all__ = ["Scores", "Scorer", "ImplicitValueScorer", "RewardModelScorer", "ClassifierScorer", "WeightedSum",
+           "GuideTerm", "GUIDE_KINDS", "guide_scorer", "score_candidates"]
+
+GUIDE_KINDS = ("implicit", "reward_model", "custom")
 
 
 @dataclass
@@ -54,8 +67,7 @@ class ImplicitValueScorer(Scorer):
     """
 
     def __init__(self, tuned: GuideLM, untuned: GuideLM, beta: float = 1.0):
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta != beta:
-            raise ValueError(f"beta must be a number, got {beta!r}")
+        check_number("beta", beta)
         self.tuned, self.untuned, self.beta = tuned, untuned, float(beta)
         self._same_reading = tuned.reads_like(untuned)
 
@@ -163,8 +175,6 @@ class WeightedSum(Scorer):
         self.terms = [(float(w), s) for w, s in terms]
 
     def score(self, prompts, responses, finished) -> Scores:
-        from .search import score_candidates
-
         total = torch.zeros(len(responses), dtype=torch.float64)
         tokens = [0] * len(responses)
         for w, s in self.terms:
@@ -172,3 +182,48 @@ class WeightedSum(Scorer):
             total += w * torch.tensor(values, dtype=torch.float64)
             tokens = [a + b for a, b in zip(tokens, toks)]
         return Scores(total, tokens)
+
+
+def score_candidates(scorer: Callable, prompts: list[str], texts: list[str], ended: list[bool]) -> tuple[list[float], list[int]]:
+    """Call a scorer; return (scores, guide token forwards per candidate).
+
+    Scorers built on :class:`Scorer` report their token counts via ``.score``; any other
+    callable ``scorer(prompts, responses, finished) -> tensor`` counts 0.
+    """
+    if hasattr(scorer, "score"):
+        out = scorer.score(prompts, texts, ended)
+        values, tokens = out.values, list(out.tokens)
+    else:
+        values, tokens = scorer(prompts, texts, ended), [0] * len(texts)
+    values = torch.as_tensor(values, dtype=torch.float64).flatten().cpu()
+    if values.numel() != len(texts):
+        raise ValueError(f"scorer returned {values.numel()} scores for {len(texts)} responses")
+    if not bool(torch.isfinite(values).all()):
+        raise FloatingPointError(f"scorer {scorer!r} returned NaN/inf scores; check the guide models (try dtype=float32)")
+    return values.tolist(), tokens
+
+
+class GuideTerm(NamedTuple):
+    """One additive term of an engine's guide: ``weight * scorer(prompts, responses, finished)``."""
+
+    weight: float
+    kind: str  # one of GUIDE_KINDS
+    scorer: Callable
+
+    def check(self) -> "GuideTerm":
+        check_number("guide weight", self.weight)
+        if self.kind not in GUIDE_KINDS:
+            raise ValueError(f"guide kind {self.kind!r} is unknown; choose one of {', '.join(GUIDE_KINDS)}")
+        if not callable(self.scorer):
+            raise ValueError(f"the scorer of a {self.kind} guide term must be callable, got {self.scorer!r}")
+        return self
+
+
+def guide_scorer(guides: Sequence[GuideTerm]) -> Optional[Callable]:
+    """The one scorer the guide terms sum to: None without terms, the scorer itself for one term of
+    weight 1, else a :class:`WeightedSum`."""
+    if not guides:
+        return None
+    if len(guides) == 1 and guides[0].weight == 1.0:
+        return guides[0].scorer
+    return WeightedSum([(g.weight, g.scorer) for g in guides])

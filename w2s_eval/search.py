@@ -19,13 +19,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
-import torch
-
 from .config import SamplingConfig, SearchConfig
 from .policy import Continuation, Policy
 from .sampling import prompt_seed
+from .scorers import score_candidates
 
-__all__ = ["Beam", "SearchResult", "chunk_beam_search", "score_candidates"]
+__all__ = ["Beam", "SearchResult", "chunk_beam_search"]
 
 
 @dataclass
@@ -50,25 +49,6 @@ class SearchResult:
     stats: dict = field(default_factory=dict)
 
 
-def score_candidates(scorer: Callable, prompts: list[str], texts: list[str], ended: list[bool]) -> tuple[list[float], list[int]]:
-    """Call a scorer; return (scores, guide token forwards per candidate).
-
-    Scorers built on :class:`w2s_eval.scorers.Scorer` report their token counts via
-    ``.score``; any other callable ``scorer(prompts, responses, finished) -> tensor`` counts 0.
-    """
-    if hasattr(scorer, "score"):
-        out = scorer.score(prompts, texts, ended)
-        values, tokens = out.values, list(out.tokens)
-    else:
-        values, tokens = scorer(prompts, texts, ended), [0] * len(texts)
-    values = torch.as_tensor(values, dtype=torch.float64).flatten().cpu()
-    if values.numel() != len(texts):
-        raise ValueError(f"scorer returned {values.numel()} scores for {len(texts)} responses")
-    if not bool(torch.isfinite(values).all()):
-        raise FloatingPointError(f"scorer {scorer!r} returned NaN/inf scores; check the guide models (try dtype=float32)")
-    return values.tolist(), tokens
-
-
 def chunk_beam_search(
     prompts: Sequence[str],
     policy: Policy,
@@ -76,18 +56,23 @@ def chunk_beam_search(
     cfg: SearchConfig,
     sampling: SamplingConfig,
     seeds: Optional[Sequence[int]] = None,
+    guide_prompts: Optional[Sequence[str]] = None,
 ) -> list[SearchResult]:
     """Run CBS(W, K, L) for a batch of prompts; returns one SearchResult per prompt.
 
     prompts: B strings; policy: the strong engine; scorer: ``(prompts, responses, finished)
     -> scores [N]`` (may be None when W*K == 1); seeds: one per prompt (default: derived
-    from ``sampling.seed`` and the prompt text, so batching does not change results).
+    from ``sampling.seed`` and the prompt text, so batching does not change results);
+    guide_prompts: what the scorer sees as each prompt (default: the prompts themselves).
     """
     if cfg.needs_scorer and scorer is None:
         raise ValueError(f"W*K={cfg.samples_per_prompt} candidates need a scorer (a guide); pass one, or use w=k=1")
     prompts = list(prompts)
     if not prompts:
         return []
+    seen = list(guide_prompts) if guide_prompts is not None else prompts
+    if len(seen) != len(prompts):
+        raise ValueError(f"got {len(seen)} guide_prompts for {len(prompts)} prompts; pass one per prompt")
     t0 = time.perf_counter()
     B, W, K = len(prompts), cfg.w, cfg.k
     seeds = list(seeds) if seeds is not None else [prompt_seed(sampling.seed, p) for p in prompts]
@@ -105,7 +90,7 @@ def chunk_beam_search(
             rounds[b] += 1
         if cfg.needs_scorer:
             scores, tokens = score_candidates(
-                scorer, [prompts[c.prompt_index] for c in children], [c.text for c in children], [c.ended for c in children]
+                scorer, [seen[c.prompt_index] for c in children], [c.text for c in children], [c.ended for c in children]
             )
             for c, t in zip(children, tokens):
                 guide_tokens[c.prompt_index] += t

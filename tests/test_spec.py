@@ -1,0 +1,211 @@
+"""EngineSpec: the one description of an engine, its validation, and the front ends made from it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from dataclasses import fields
+
+import pytest
+
+from w2s_eval.config import parse_method
+from w2s_eval.spec import (EngineSpec, SpecError, add_spec_arguments, as_flags, spec_from_mapping,
+                           spec_from_namespace)
+
+
+def test_every_field_has_help_and_one_default():
+    for f in fields(EngineSpec):
+        assert f.metadata.get("help"), f"{f.name} has no help"
+    spec = EngineSpec(strong="s")
+    assert spec.tuned == () and spec.beta == 1.0 and spec.rm_weight == 1.0 and spec.dtype == "auto"
+    assert spec.device is None and spec.tuned_template == "{prompt}" and spec.load_in_4bit is False
+
+
+def test_normalises_and_round_trips():
+    spec = EngineSpec(strong="s", tuned="t", untuned="u", device="auto")
+    assert spec.tuned == ("t",) and spec.device is None
+    d = spec.to_dict()
+    assert d["tuned"] == ["t"] and json.loads(json.dumps(d)) == d
+    assert EngineSpec.from_dict(d) == spec
+    assert "device" not in spec.identity() and "dtype" in spec.identity()
+    with pytest.raises(SpecError, match="unknown setting.*bogus"):
+        EngineSpec.from_dict({**d, "bogus": 1})
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({}, "no strong model"),
+    ({"strong": "s", "strong_endpoint": "http://h:1/v1"}, "not both"),
+    ({"strong_endpoint": "127.0.0.1:8000/v1"}, "must be an http"),
+    ({"strong": "s", "strong_model": "m"}, "strong_model='m' names a served model"),
+    ({"strong": "s", "tuned": "t"}, "both tuned and untuned"),
+    ({"strong": "s", "untuned": "u"}, "both tuned and untuned"),
+    ({"strong": "s", "beta": math.inf}, "beta must be a finite number"),
+    ({"strong": "s", "beta": math.nan}, "beta must be a finite number"),
+    ({"strong": "s", "rm_weight": math.nan}, "rm_weight must be a finite number"),
+    ({"strong": "s", "beta": "high"}, "beta must be a number"),
+    ({"strong": "s", "dtype": "float8"}, "dtype='float8' is unknown"),
+    ({"strong": "s", "device": "gpu0"}, "device='gpu0' is not a device"),
+    ({"strong": "s", "tuned_template": "no placeholder"}, "tuned_template must be"),
+    ({"strong": "s", "tuned_template": "x {prompt} {"}, "tuned_template='x {prompt} {' is not a valid format"),
+    ({"strong": "s", "untuned_template": "{prompt} {other}"}, "untuned_template=.* is not a valid format"),
+])
+def test_bad_settings_name_the_field(kwargs, needle):
+    with pytest.raises(SpecError, match=needle):
+        EngineSpec(**kwargs)
+
+
+def test_check_method_without_io():
+    local, served = EngineSpec(strong="s"), EngineSpec(strong_endpoint="http://h:1/v1")
+    local.check_method(parse_method("base"))
+    with pytest.raises(SpecError, match="needs a guide"):
+        local.check_method(parse_method("cbs:w=2,k=2,l=3"))
+    with pytest.raises(SpecError, match="eft needs a tuned and an untuned"):
+        EngineSpec(strong="s", reward_model="rm").check_method(parse_method("eft:beta=1"))
+    with pytest.raises(SpecError, match="EFT needs full next-token distributions of the strong model, which an endpoint"):
+        EngineSpec(strong_endpoint="http://h:1/v1", tuned="t", untuned="u").check_method(parse_method("eft:beta=1"))
+    served.check_method(parse_method("base"))
+    # beta=0: the pair serves EFT only, and BoN/CBS have no guide without a reward model
+    with pytest.raises(SpecError, match="needs a guide"):
+        EngineSpec(strong="s", tuned="t", untuned="u", beta=0).check_method(parse_method("bon:n=2"))
+    EngineSpec(strong="s", tuned="t", untuned="u", beta=0, reward_model="rm").check_method(parse_method("bon:n=2"))
+
+
+def test_from_mapping_coerces_lm_eval_values():
+    spec = spec_from_mapping({"strong": "s", "tuned": "a|b", "untuned": "u", "beta": "0.5", "rm_weight": 2,
+                              "load_in_4bit": "true", "device_map": True, "dtype": None})
+    assert spec.tuned == ("a", "b") and spec.beta == 0.5 and spec.rm_weight == 2.0 and spec.load_in_4bit is True
+    assert spec.device_map == "auto" and spec.dtype == "auto"
+    with pytest.raises(SpecError, match="model_args: strong is given twice"):
+        spec_from_mapping([("strong", "a"), ("strong", "b")])
+    with pytest.raises(SpecError, match=r"model_args: unknown key 'bogus'; valid keys: beta, device"):
+        spec_from_mapping({"strong": "s", "bogus": 1})
+    with pytest.raises(SpecError, match="beta must be a finite number"):
+        spec_from_mapping({"strong": "s", "beta": "inf"})
+    with pytest.raises(SpecError, match="beta must be a number, got 'x'"):
+        spec_from_mapping({"strong": "s", "beta": "x"})
+    with pytest.raises(SpecError, match="load_in_4bit must be true or false"):
+        spec_from_mapping({"strong": "s", "load_in_4bit": "maybe"})
+
+
+def _parser(**kw):
+    p = argparse.ArgumentParser()
+    add_spec_arguments(p, **kw)
+    return p
+
+
+def test_flags_come_from_the_fields():
+    p = _parser()
+    ns = p.parse_args(["--strong", "s", "--tuned", "a", "--tuned", "b", "--untuned", "u", "--beta", "0.5",
+                       "--load-in-4bit", "--device", "cpu"])
+    spec = spec_from_namespace(ns)
+    assert spec == EngineSpec(strong="s", tuned=("a", "b"), untuned="u", beta=0.5, load_in_4bit=True, device="cpu")
+    assert spec_from_namespace(p.parse_args(["--strong", "s"])) == EngineSpec(strong="s")
+    flags = {a.dest for a in p._actions}
+    assert {f.name for f in fields(EngineSpec)} <= flags
+    p2 = _parser(exclude=("strong", "device"), defaults={"tuned_template": "auto"}, require_strong=False)
+    ns = p2.parse_args([])
+    assert not hasattr(ns, "strong") and ns.tuned_template == "auto"
+    assert spec_from_namespace(ns, strong="w").tuned_template == "auto"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--strong", "s", "--tuned-template", "x {prompt} {"], "--tuned-template 'x {prompt} {' is not a valid format"),
+    (["--strong", "s", "--beta", "nan"], "beta must be a finite number"),
+    (["--strong", "s", "--strong-model", "m"], "--strong-model goes with --strong-endpoint URL"),
+    (["--strong", "s", "--tuned", "t"], "give both tuned and untuned guide models"),
+    (["--strong-endpoint", "h:1"], "--strong-endpoint must be an http"),
+])
+def test_cli_messages_name_the_flag(argv, needle):
+    with pytest.raises(SpecError) as e:
+        spec_from_namespace(_parser().parse_args(argv))
+    assert needle in str(e.value)
+
+
+def test_as_flags_spells_fields_as_flags():
+    assert as_flags("give strong=PATH or strong_endpoint=URL with strong_model=NAME") == \
+        "give --strong PATH or --strong-endpoint URL with --strong-model NAME"
+    assert as_flags("it needs tuned= and untuned= guide models") == "it needs --tuned and --untuned guide models"
+    assert as_flags("a local strong model") == "a local strong model"  # a bare one-word field stays prose
+
+
+# ----------------------------------------------------------------------------- build_engine(spec) and guide data
+
+
+def test_build_engine_from_a_spec_holds_its_guides_as_data(toy_dirs, toy):
+    import torch
+
+    from w2s_eval.config import SamplingConfig
+    from w2s_eval.engine import build_engine
+    from w2s_eval.guide import GuideLM
+    from w2s_eval.scorers import ImplicitValueScorer
+
+    spec = EngineSpec(strong=toy_dirs["strong"], tuned=(toy_dirs["tuned"],), untuned=toy_dirs["untuned"], beta=0.7,
+                      reward_model=toy_dirs["rm"], rm_weight=0.5, dtype="float32", device="cpu")
+    eng = build_engine(spec)
+    assert eng.spec == spec and [(w, kind) for w, kind, _ in eng.guides] == [(0.7, "implicit"), (0.5, "reward_model")]
+    implicit = eng.guides[0].scorer
+    assert implicit.tuned.lm.name.startswith("tuned:") and implicit.untuned.lm.name.startswith("untuned:")
+    # the guide is the weighted sum of its terms; the implicit term equals the paper's beta * (tuned - untuned)
+    prompts, responses, done = ["the film", "a story"], [" was good", " ends"], [True, False]
+    want = ImplicitValueScorer(GuideLM(toy["tuned"]), GuideLM(toy["untuned"]), 0.7)(prompts, responses, done)
+    rm = eng.guides[1].scorer(prompts, responses, done)
+    got = eng.scorer(prompts, responses, done)
+    assert torch.allclose(got, want + 0.5 * rm, rtol=1e-9, atol=0)
+    # the keyword form builds the same spec
+    kw = build_engine(toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"], beta=0.7,
+                      reward_model=toy_dirs["rm"], rm_weight=0.5, dtype="float32", device="cpu")
+    assert kw.spec == spec
+    # beta=0: the pair is loaded for EFT but is no BoN/CBS guide term
+    eft_only = build_engine(dataclasses.replace(spec, beta=0, reward_model=None))
+    assert eft_only.guides == () and eft_only.tuned and eft_only.untuned is not None
+    sampling = SamplingConfig(max_new_tokens=3, seed=1)
+    assert len(eft_only.generate(["x"], "eft:beta=1", sampling)) == 1
+    with pytest.raises(ValueError, match="needs a guide"):
+        eft_only.generate(["x"], "bon:n=2", sampling)
+
+
+def test_guide_prompts_are_what_the_guides_read(toy_dirs):
+    from w2s_eval.config import SamplingConfig
+    from w2s_eval.engine import Engine, build_engine
+
+    seen = []
+
+    def scorer(prompts, responses, finished):
+        seen.extend(prompts)
+        return [float(len(r)) for r in responses]
+
+    strong = build_engine(EngineSpec(strong=toy_dirs["strong"], dtype="float32", device="cpu")).policy
+    eng = Engine(strong, scorer)
+    cfg = SamplingConfig(max_new_tokens=3, seed=0)
+    plain = eng.generate(["<t>a</t>", "<t>b</t>"], "bon:n=2", cfg)
+    assert set(seen) == {"<t>a</t>", "<t>b</t>"}
+    seen.clear()
+    guided = eng.generate(["<t>a</t>", "<t>b</t>"], "bon:n=2", cfg, guide_prompts=["a", "b"])
+    assert set(seen) == {"a", "b"} and [r.text for r in guided] == [r.text for r in plain]
+    assert [r.prompt for r in guided] == ["<t>a</t>", "<t>b</t>"]
+    with pytest.raises(ValueError, match="got 1 guide_prompts for 2 prompts"):
+        eng.generate(["a", "b"], "bon:n=2", cfg, guide_prompts=["a"])
+
+
+def test_a_bare_string_is_not_a_list_of_prompts(toy_dirs):
+    from w2s_eval.config import SamplingConfig
+    from w2s_eval.engine import build_engine
+
+    eng = build_engine(EngineSpec(strong=toy_dirs["strong"], dtype="float32", device="cpu"))
+    with pytest.raises(TypeError, match=r"prompts must be a list of strings, got one string \('the film'\)"):
+        eng.generate("the film", "base", SamplingConfig(max_new_tokens=2))
+
+
+def test_a_method_is_prepared_once(toy_dirs):
+    from w2s_eval.config import SamplingConfig
+    from w2s_eval.engine import build_engine
+
+    a = build_engine(EngineSpec(strong=toy_dirs["strong"], dtype="float32", device="cpu"))
+    run = a.prepare("base")
+    assert a.prepare(run) is run and run.spec == "base"
+    assert len(a.generate(["x", "y"], run, SamplingConfig(max_new_tokens=2))) == 2
+    b = build_engine(EngineSpec(strong=toy_dirs["strong"], dtype="float32", device="cpu"))
+    with pytest.raises(ValueError, match="prepared by another engine"):
+        b.generate(["x"], run, SamplingConfig(max_new_tokens=2))

@@ -1,0 +1,358 @@
+"""The one description of an engine: which models, guides, weights, dtype and devices.
+
+:class:`EngineSpec` is what every front end builds an engine from (``build_engine(spec)``):
+lm-eval's ``--model_args`` (:func:`spec_from_mapping`), the ``w2s-eval`` command lines
+(:func:`add_spec_arguments` + :func:`spec_from_namespace`) and the Python API. Each field
+carries its help text and its one default; ``__post_init__`` validates everything that
+needs no I/O and raises :class:`SpecError` naming the field and the fix. A command line
+shows the same message with the field spelled as its flag (``--tuned-template``).
+No I/O happens in this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, Iterable, Mapping, Optional, Union
+
+__all__ = ["EngineSpec", "SpecError", "add_spec_arguments", "spec_from_namespace", "spec_from_mapping",
+           "as_flags", "coerce", "check_number", "check_template", "PLACEMENT_FIELDS", "DTYPE_NAMES"]
+
+DTYPE_NAMES = ("auto", "float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16")
+# fields that decide where models run, not what they compute (left out of a run's identity)
+PLACEMENT_FIELDS = ("device", "strong_device", "guide_device", "device_map")
+_DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu|npu|hpu)(:\d+)?")
+
+
+class SpecError(ValueError):
+    """A bad setting; the message names the field (``field=``) and the fix."""
+
+
+def _help(text: str, **kw) -> dict:
+    return {"help": text, **kw}
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Models and guide weights of an engine (see each field's ``metadata["help"]``).
+
+    The guide of BoN/CBS is ``beta * (log p_tuned - log p_untuned) + rm_weight * RM``
+    (terms whose models are not given, or whose weight is 0, are left out); EFT uses the
+    tuned/untuned pair with the betas of its method spec.
+    """
+
+    strong: Optional[str] = field(default=None, metadata=_help(
+        "strong model: a local directory or hub id (or give strong_endpoint instead)"))
+    strong_endpoint: Optional[str] = field(default=None, metadata=_help(
+        "instead of strong: an OpenAI-compatible /v1 URL serving the strong model, e.g. http://127.0.0.1:8000/v1 "
+        "(API key from $OPENAI_API_KEY)"))
+    strong_model: Optional[str] = field(default=None, metadata=_help(
+        "the served model's name at strong_endpoint (default: the server's only model)"))
+    tuned: tuple[str, ...] = field(default=(), metadata=_help(
+        "tuned guide model(s), each with the one untuned model (several: a sum of implicit values; EFT: one "
+        "beta each)", cli_list=True))
+    untuned: Optional[str] = field(default=None, metadata=_help("untuned guide model (with tuned)"))
+    tuned_template: str = field(default="{prompt}", metadata=_help(
+        "what the tuned guides read before the response: a format string with {prompt}, 'chat' (the guide's "
+        "chat template) or 'auto' (chat when the guide has a chat template, else {prompt})"))
+    untuned_template: str = field(default="{prompt}", metadata=_help(
+        "the same for the untuned guide"))
+    reward_model: Optional[str] = field(default=None, metadata=_help(
+        "a one-output sequence-classification reward model as guide (added to the implicit value when both "
+        "are given)"))
+    rm_weight: float = field(default=1.0, metadata=_help("weight of the reward model in the guide"))
+    beta: float = field(default=1.0, metadata=_help(
+        "weight of the implicit value log p_tuned - log p_untuned in the BoN/CBS guide (0: the pair serves "
+        "EFT only; EFT takes its betas from the method, eft:beta=B)"))
+    dtype: str = field(default="auto", metadata=_help(
+        "model dtype: auto (float32 on CPU, bfloat16/float16 on GPU), float32, float16, bfloat16"))
+    device: Optional[str] = field(default=None, metadata=_help(
+        "device of all models: None/auto = CUDA when available, else CPU (lm-eval: its --device), cpu, cuda:N"))
+    strong_device: Optional[str] = field(default=None, metadata=_help("device of the strong model (default: device)"))
+    guide_device: Optional[str] = field(default=None, metadata=_help("device of the guide models (default: device)"))
+    device_map: Optional[str] = field(default=None, metadata=_help(
+        "accelerate device_map of the strong model, e.g. auto (spreads it over the GPUs)"))
+    load_in_4bit: bool = field(default=False, metadata=_help("load the strong model in 4 bit (bitsandbytes)"))
+
+    def __post_init__(self):
+        self._normalize()
+        self._check_strong()
+        self._check_guides()
+        for name in ("rm_weight", "beta"):
+            check_number(name, getattr(self, name))
+        if self.dtype not in DTYPE_NAMES:
+            raise SpecError(f"dtype={self.dtype!r} is unknown; choose one of {', '.join(DTYPE_NAMES)}")
+        for name in ("device", "strong_device", "guide_device"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, str) and _DEVICE.fullmatch(v)):
+                raise SpecError(f"{name}={v!r} is not a device; give auto, cpu, cuda or cuda:N")
+        if not isinstance(self.load_in_4bit, bool):
+            raise SpecError(f"load_in_4bit must be true or false, got {self.load_in_4bit!r}")
+
+    def _normalize(self) -> None:
+        t = self.tuned
+        if t is None:
+            t = ()
+        elif isinstance(t, str):
+            t = (t,)
+        elif not isinstance(t, (list, tuple)):
+            raise SpecError(f"tuned must be a model path or a list of them, got {t!r}")
+        object.__setattr__(self, "tuned", tuple(t))
+        for name in ("strong", "strong_endpoint", "strong_model", "untuned", "reward_model", "device_map"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not v.strip()):
+                raise SpecError(f"{name} must be a non-empty string or left out, got {v!r}")
+        for v in self.tuned:
+            if not isinstance(v, str) or not v.strip():
+                raise SpecError(f"tuned must hold non-empty model paths, got {v!r}")
+        if self.device == "auto":
+            object.__setattr__(self, "device", None)
+
+    def _check_strong(self) -> None:
+        """Exactly one strong model: a local one (strong) or a served one (strong_endpoint)."""
+        if self.strong_endpoint is None:
+            if self.strong is None:
+                raise SpecError("no strong model: give strong=PATH_OR_ID (a local directory or hub id), or "
+                                "strong_endpoint=URL (an OpenAI-compatible /v1 server) with strong_model=NAME")
+            if self.strong_model is not None:
+                raise SpecError(f"strong_model={self.strong_model!r} names a served model: strong_model goes with "
+                                "strong_endpoint=URL (a served strong model); with a local strong model drop it")
+            return
+        if self.strong is not None:
+            raise SpecError(f"give the strong model as strong={self.strong!r} (local) or as strong_endpoint="
+                            f"{self.strong_endpoint!r} (served), not both; name the served model with strong_model=")
+        if not re.match(r"https?://[^/\s]+", self.strong_endpoint):
+            raise SpecError(f"strong_endpoint must be an http(s) URL such as http://127.0.0.1:8000/v1, got "
+                            f"{self.strong_endpoint!r}")
+
+    def _check_guides(self) -> None:
+        if (not self.tuned) != (self.untuned is None):
+            raise SpecError("give both tuned and untuned guide models (the implicit value needs the pair), or "
+                            "neither: tuned=PATH and untuned=PATH")
+        for name in ("tuned_template", "untuned_template"):
+            check_template(name, getattr(self, name))
+
+    # ------------------------------------------------------------------ derived
+
+    @property
+    def has_guide(self) -> bool:
+        """Whether BoN/CBS have a guide to rank candidates by."""
+        return bool(self.tuned and self.beta != 0) or bool(self.reward_model and self.rm_weight != 0)
+
+    def check_method(self, method) -> None:
+        """Raise when ``method`` (a parsed method config) cannot run with these models (no I/O)."""
+        if method.name == "eft":
+            if not self.tuned:
+                raise SpecError(f"method {method.spec}: eft needs a tuned and an untuned guide model; it needs "
+                                "tuned= and untuned= guide models")
+            if self.strong_endpoint is not None:
+                raise SpecError(f"method {method.spec}: EFT needs full next-token distributions of the strong model, "
+                                f"which an endpoint ({self.strong_endpoint}) does not give; use bon or cbs there, or "
+                                "a local strong=PATH for eft")
+        elif method.needs_guide and not self.has_guide:
+            raise SpecError(f"method {method.spec} needs a guide: give tuned= and untuned= models (beta != 0), or "
+                            "reward_model= (rm_weight != 0)")
+
+    def engine_spec(self, **changes) -> "EngineSpec":
+        """The plain EngineSpec of this object (a front end's config that extends it), with ``changes``."""
+        own = {f.name: getattr(self, f.name) for f in fields(EngineSpec)}
+        return EngineSpec(**{**own, **changes})
+
+    def to_dict(self) -> dict:
+        """JSON-able fields (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def identity(self) -> dict:
+        """:meth:`to_dict` without the placement fields: what decides the outputs."""
+        return {k: v for k, v in self.to_dict().items() if k not in PLACEMENT_FIELDS}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise SpecError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------- checks shared with the front ends
+
+
+def check_number(name: str, value) -> None:
+    """A finite int or float (never bool, NaN or infinity)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(f"{name} must be a number, got {value!r}; e.g. {name}=1.0")
+    if not math.isfinite(value):
+        raise SpecError(f"{name} must be a finite number, got {value!r}; e.g. {name}=1.0")
+
+
+def check_template(name: str, value) -> None:
+    """A guide template: 'auto', 'chat', or a format string whose only field is {prompt}."""
+    if value in ("auto", "chat"):
+        return
+    if not isinstance(value, str) or "{prompt}" not in value:
+        raise SpecError(f"{name} must be 'auto', 'chat' or a format string with '{{prompt}}', got {value!r}")
+    try:
+        value.format(prompt="")
+    except (ValueError, KeyError, IndexError) as e:
+        raise SpecError(f"{name}={value!r} is not a valid format string ({e}); its only field must be {{prompt}} "
+                        "(write a literal brace as {{ or }})") from None
+
+
+# ----------------------------------------------------------------------------- typed coercion (lm-eval's values)
+
+
+def _as_int(key: str, v: Any):
+    if isinstance(v, bool):
+        raise SpecError(f"{key} must be an integer, got {v!r}")
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+        return int(v)
+    if isinstance(v, int):
+        return v
+    raise SpecError(f"{key} must be an integer, got {v!r}; e.g. {key}=4")
+
+
+def _as_float(key: str, v: Any) -> float:
+    if isinstance(v, bool):
+        raise SpecError(f"{key} must be a number, got {v!r}")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise SpecError(f"{key} must be a number, got {v!r}; e.g. {key}=1.0") from None
+
+
+def _as_bool(key: str, v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return v.lower() in ("true", "1", "yes")
+    if isinstance(v, int) and v in (0, 1):
+        return bool(v)
+    raise SpecError(f"{key} must be true or false, got {v!r}")
+
+
+def _as_str(key: str, v: Any) -> str:
+    if isinstance(v, (dict, list, tuple, bool)):
+        raise SpecError(f"{key} must be a string, got {v!r}")
+    return str(v)
+
+
+def _as_paths(key: str, v: Any) -> tuple:
+    """A list, or one string where '|' separates several (lm-eval's model_args split on ',')."""
+    if isinstance(v, (list, tuple)):
+        return tuple(_as_str(key, x) for x in v)
+    return tuple(p for p in _as_str(key, v).split("|") if p)
+
+
+_COERCE = {int: _as_int, float: _as_float, bool: _as_bool, str: _as_str}
+
+
+def coerce(key: str, kind: type, v: Any):
+    """``v`` read as ``kind`` (int, float, bool or str), naming ``key`` when it cannot be; None stays None."""
+    return None if v is None else _COERCE[kind](key, v)
+
+
+def _field_kind(f) -> type:
+    t = str(f.type)
+    for name, kind in (("bool", bool), ("float", float), ("int", int)):
+        if t == name:
+            return kind
+    return str
+
+
+def spec_from_mapping(mapping: Union[Mapping[str, Any], Iterable[tuple[str, Any]]], where: str = "model_args"):
+    """An :class:`EngineSpec` from ``key=value`` settings as lm-eval's ``--model_args`` delivers them
+    (strings or already-typed values; ``tuned`` as ``a|b`` or a list). A mapping or (key, value) pairs;
+    a duplicated or unknown key is refused, naming it. ``device_map=True`` means ``auto``; a None value
+    means the field's default."""
+    items = list(mapping.items()) if isinstance(mapping, Mapping) else list(mapping)
+    by_name = {f.name: f for f in fields(EngineSpec)}
+    seen: dict[str, Any] = {}
+    for key, value in items:
+        if key in seen:
+            raise SpecError(f"{where}: {key} is given twice; give each key once")
+        if key not in by_name:
+            raise SpecError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(by_name))}")
+        seen[key] = value
+    kw = {}
+    for key, value in seen.items():
+        if value is None:
+            continue
+        if key == "tuned":
+            kw[key] = _as_paths(key, value)
+        elif key == "device_map" and isinstance(value, bool):
+            kw[key] = "auto" if value else None
+        else:
+            kw[key] = coerce(key, _field_kind(by_name[key]), value)
+    return EngineSpec(**kw)
+
+
+# ----------------------------------------------------------------------------- command lines
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def as_flags(message: str, names: Iterable[str] = ()) -> str:
+    """``message`` with the fields spelled as command-line flags: ``tuned_template=`` -> ``--tuned-template ``,
+    and a bare field name holding an underscore (``strong_model``) -> ``--strong-model``."""
+    names = sorted({f.name for f in fields(EngineSpec)} | set(names), key=len, reverse=True)
+    alt = "|".join(re.escape(n) for n in names)
+    message = re.sub(rf"(?<![\w-])({alt})=(?=[^\s,;)])", lambda m: _flag(m.group(1)) + " ", message)
+    message = re.sub(rf"(?<![\w-])({alt})=", lambda m: _flag(m.group(1)), message)
+    under = "|".join(re.escape(n) for n in names if "_" in n)
+    return re.sub(rf"(?<![\w-])({under})(?![\w=])", lambda m: _flag(m.group(1)), message) if under else message
+
+
+def _finite_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def add_spec_arguments(parser, exclude: Iterable[str] = (), defaults: Optional[Mapping[str, Any]] = None,
+                       require_strong: bool = True) -> None:
+    """Add a flag per :class:`EngineSpec` field (``--strong``, ``--tuned`` ...) to an argparse parser.
+
+    ``exclude``: fields the command sets itself; ``defaults``: a front end's own defaults (documented in
+    the field's help). ``--strong`` and ``--strong-endpoint`` are mutually exclusive (one is required
+    when ``require_strong``). Read the values back with :func:`spec_from_namespace`.
+    """
+    exclude, defaults = set(exclude), dict(defaults or {})
+    target = parser
+    if "strong" not in exclude and "strong_endpoint" not in exclude:
+        target = parser.add_mutually_exclusive_group(required=require_strong)
+    for f in fields(EngineSpec):
+        if f.name in exclude:
+            continue
+        kind = _field_kind(f)
+        where = target if f.name in ("strong", "strong_endpoint") else parser
+        default = defaults.get(f.name, f.default if f.default is not MISSING else None)
+        kw: dict[str, Any] = {"dest": f.name, "help": f.metadata["help"]}
+        if kind is bool:
+            kw.update(action="store_true", default=bool(default))
+        elif f.metadata.get("cli_list"):
+            kw.update(action="append", default=None, metavar="PATH", help=kw["help"] + " (repeatable)")
+        else:
+            kw.update(type=_finite_float if kind is float else str, default=default)
+        where.add_argument(_flag(f.name), **kw)
+
+
+def spec_from_namespace(ns: argparse.Namespace, cls=EngineSpec, **extra):
+    """The spec (or a front end's subclass ``cls``) from parsed flags; ``extra``: values the command
+    sets itself. A bad value raises :class:`SpecError` naming the flag (``--tuned-template``)."""
+    names = [f.name for f in fields(cls)]
+    kw = {n: getattr(ns, n) for n in names if hasattr(ns, n)}
+    kw = {k: v for k, v in kw.items() if v is not None}
+    if isinstance(kw.get("tuned"), list):
+        kw["tuned"] = tuple(kw["tuned"])
+    try:
+        return cls(**{**kw, **extra})
+    except SpecError as e:
+        raise SpecError(as_flags(str(e), names)) from None
