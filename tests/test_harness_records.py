@@ -164,3 +164,16 @@ def test_world_validates_and_registry_finds_worlds(tmp_path, monkeypatch):
             load_world("bad", tmp_path)
     finally:
         unregister_world("bad")
+
+
+def test_worlds_register_without_an_import_cycle():
+    import subprocess
+    import sys
+
+    code = ("import sys, {a}; from w2s_eval.worlds import world_names; assert 'imdb-mini' in world_names(); "
+            "bad = [m for m in sys.modules if m.startswith('{b}')]; assert not bad, bad")
+    for a, b in (("w2s_eval.world", "w2s_eval.harness"), ("w2s_eval.harness", "w2s_eval.world.")):
+        subprocess.run([sys.executable, "-c", code.format(a=a, b=b)], check=True)
+    from w2s_eval import worlds
+
+    assert World is worlds.World and load_world is worlds.load_world  # the harness's names are the registry's

@@ -14,7 +14,8 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-# modules that contribute subcommands; a missing optional one is skipped with a note
+# modules that contribute subcommands; one that is not part of this build (its package is missing) is left
+# out of the parser, logged at DEBUG level
 COMMAND_MODULES = (
     "w2s_eval.alpaca.cli",
     "w2s_eval.harness.cli",
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
             if e.name and name.startswith(e.name):
-                continue  # that feature is not part of this build
+                logging.getLogger(__name__).debug("%s is not part of this build; its commands are left out", name)
+                continue
             raise
         module.add_commands(sub)
     return parser

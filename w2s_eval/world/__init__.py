@@ -2,8 +2,8 @@
 (SmolLM2-135M-Instruct), small guides trained with TRL, a gold reward and a judge.
 
 ``w2s-eval world build imdb-mini`` builds it once into the cache
-(:func:`w2s_eval.world.build.build_world`); importing this package registers its
-loader with the harness (:func:`w2s_eval.harness.world.register_world`).
+(:func:`w2s_eval.world.build.build_world`); the world registry (:mod:`w2s_eval.worlds`) names its
+loader (:func:`w2s_eval.world.loader.load_imdb_mini`), so this package never imports the harness.
 """
 
 from __future__ import annotations
@@ -12,11 +12,3 @@ from .build import WorldConfig, build_world, world_dir
 from .loader import load_imdb_mini
 
 __all__ = ["WorldConfig", "build_world", "world_dir", "load_imdb_mini"]
-
-try:
-    from ..harness.world import register_world
-except ModuleNotFoundError as e:  # the harness is not part of this build
-    if not (e.name or "").startswith("w2s_eval.harness"):
-        raise
-else:
-    register_world("imdb-mini", load_imdb_mini)

@@ -13,8 +13,9 @@ def add_commands(subparsers) -> None:
     sub = world.add_subparsers(dest="world_command", metavar="ACTION")
     build = sub.add_parser("build", help="build a world into the cache (skips what is built)",
                            description="Build the world once into $W2S_EVAL_HOME/worlds/NAME (imdb-mini: about "
-                                       "3 min with a GPU, which is used when present; 40+ min on 2 CPU cores). Finished steps are "
-                                       "skipped, so an interrupted build resumes.")
+                                       "27 min on 2 quiet CPU cores, 2-6 times longer while other jobs share them; "
+                                       "about 2.5 min on an H100, used when present). Finished steps are skipped, "
+                                       "so an interrupted build resumes.")
     build.add_argument("name", help="world name (imdb-mini)")
     build.add_argument("--home", help="cache directory (default: $W2S_EVAL_HOME or ~/.cache/w2s-eval)")
     build.add_argument("--force", action="store_true", help="delete what exists and build from scratch")

@@ -1,4 +1,4 @@
-"""Load a built imdb-mini world from the cache as a :class:`w2s_eval.harness.world.World`."""
+"""Load a built imdb-mini world from the cache as a :class:`w2s_eval.worlds.World`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ __all__ = ["load_imdb_mini"]
 def load_imdb_mini(home: Path):
     """The ``imdb-mini`` world under ``home/worlds/imdb-mini``; a clear error when it is not built."""
     from ..config import SamplingConfig
-    from ..harness.world import World
+    from ..worlds import World
     from .build import WorldConfig, read_manifest, settings_diff, world_dir
     from .data import read_jsonl
     from .gold import load_gold, vader_judge
