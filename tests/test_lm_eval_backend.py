@@ -12,6 +12,8 @@ from lm_eval.api.instance import Instance
 
 from w2s_eval.lm_eval.backend import W2SLM
 
+from test_lm_eval_helpers import f32_approx
+
 
 def _ll(ctx, cont, i=0):
     return Instance("loglikelihood", {}, (ctx, cont), i)
@@ -43,11 +45,11 @@ def test_base_equals_hflm_loglikelihood_and_rolling(base, toy_dirs):
     hf = HFLM(pretrained=toy_dirs["strong"], device="cpu", dtype="float32", batch_size=2)
     reqs = [_ll(c, y, i) for i, (c, y) in enumerate(PAIRS + [("", " the movie")])]
     for (a, ga), (b, gb) in zip(base.loglikelihood(reqs), hf.loglikelihood(reqs)):
-        assert a == pytest.approx(b, abs=1e-5) and ga == gb
+        assert a == f32_approx(b) and ga == gb
     long_text = " ".join(["the movie was great and the plot was good"] * 60)  # > 512 tokens: several windows
     rolling = [Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(["A short review.", long_text])]
     assert len(base.tok_encode(long_text)) > base.max_length
-    assert base.loglikelihood_rolling(rolling) == pytest.approx(hf.loglikelihood_rolling(rolling), abs=1e-4)
+    assert base.loglikelihood_rolling(rolling) == f32_approx(hf.loglikelihood_rolling(rolling))
 
 
 def test_cbs_loglikelihood_is_strong_plus_guide_tilt(base, cbs, toy_dirs):
@@ -70,7 +72,7 @@ def test_cbs_loglikelihood_is_strong_plus_guide_tilt(base, cbs, toy_dirs):
     model, tok = load_classifier(toy_dirs["rm"], dtype="float32", device="cpu")
     rm = RewardModelScorer(model, tok)(xs, ys, [False] * len(xs))
     for (s, sg), (g, gg), a, b, r in zip(strong, got, lt.tolist(), lu.tolist(), rm.tolist()):
-        assert g == pytest.approx(s + 0.7 * (a - b) + 0.5 * r, abs=1e-4)
+        assert g == f32_approx(s + 0.7 * (a - b) + 0.5 * r, s, 0.7 * a, 0.7 * b, 0.5 * r, rel=1e-5)
         assert gg == sg  # is_greedy comes from the strong model
     assert any(abs(g - s) > 1e-2 for (s, _), (g, _) in zip(strong, got))
 
@@ -80,7 +82,7 @@ def test_beta_zero_and_eft(toy_dirs, base):
     ref = base.loglikelihood(reqs)
     zero = W2SLM(strong=toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"], method="cbs",
                  beta=0.0, device="cpu", dtype="float32")
-    assert [a for a, _ in zero.loglikelihood(reqs)] == pytest.approx([a for a, _ in ref], abs=1e-5)
+    assert [a for a, _ in zero.loglikelihood(reqs)] == f32_approx([a for a, _ in ref])
     eft = W2SLM(strong=toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"], method="eft",
                 beta=1.5, device="cpu", dtype="float32")
     got = [a for a, _ in eft.loglikelihood(reqs)]
@@ -93,7 +95,7 @@ def test_beta_zero_and_eft(toy_dirs, base):
             lp = [torch.log_softmax(m.model(ids).logits.float()[0], -1) for m in lms]
         mix = torch.log_softmax(lp[0] + 1.5 * (lp[1] - lp[2]), -1)
         expected = sum(float(mix[len(c_ids) - 1 + t, y]) for t, y in enumerate(y_ids))
-        assert value == pytest.approx(expected, abs=1e-4)
+        assert value == f32_approx(expected, rel=1e-5)
     assert any(abs(a - b) > 1e-2 for a, (b, _) in zip(got, ref))
 
 

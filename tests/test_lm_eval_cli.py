@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from test_lm_eval_helpers import (LM_EVAL_SCRIPT, MC_DOCS, free_port, hook_python, results, run, samples, stats_rows,
-                             write_tasks)
+from test_lm_eval_helpers import (LM_EVAL_SCRIPT, MC_DOCS, env, f32_approx, free_port, hook_python, results, run,
+                                 samples, stats_rows, write_tasks)
 
 LIMIT = "4"
 
@@ -98,7 +98,7 @@ def test_base_loglikelihoods_equal_hf(run_w2s, run_hf):
     for i in w2s:
         a = [float(r[0][0]) for r in w2s[i]["resps"]]
         b = [float(r[0][0]) for r in hf[i]["resps"]]
-        assert a == pytest.approx(b, abs=1e-5)
+        assert a == f32_approx(b)
         assert [r[0][1] for r in w2s[i]["resps"]] == [r[0][1] for r in hf[i]["resps"]]  # is_greedy
 
 
@@ -119,6 +119,21 @@ def test_use_cache_rerun_computes_nothing(run_w2s, setup):
     assert {i: d["resps"] for i, d in first.items()} == {i: d["resps"] for i, d in again.items()}
 
 
+def test_use_cache_of_other_settings_is_refused(run_w2s, setup):
+    """Issue 12 item 1: another strong model into the first run's --use_cache (stock lm_eval CLI) must not
+    get the first run's answers: refused before any request, naming the first differing model arg."""
+    s = setup
+    cmd = [s["py"], str(LM_EVAL_SCRIPT), "--model", "w2s", "--model_args",
+           f"strong={s['toy']['tuned']},method=base,dtype=float32", "--tasks", "t_gen,t_mc", "--include_path",
+           str(s["tasks"]), "--limit", LIMIT, "--batch_size", "3", "--output_path", str(s["root"] / "out_other"),
+           "--use_cache", str(s["root"] / "cache" / "lm"), "--gen_kwargs", "max_gen_toks=10"]
+    p = subprocess.run(cmd, cwd=str(s["root"]), env=env(), capture_output=True, text=True, timeout=600)
+    log = p.stdout + p.stderr
+    assert p.returncode != 0, log[-3000:]
+    assert f"strong is '{s['toy']['strong']}' there but '{s['toy']['tuned']}' now" in log, log[-3000:]
+    assert "Cached requests" not in log
+
+
 def test_data_parallel_two_ranks(run_w2s, setup):
     """torchrun with two ranks on CPU: each rank takes every other document; rank 0 gathers
     results equal to the single-process run."""
@@ -137,4 +152,4 @@ def test_data_parallel_two_ranks(run_w2s, setup):
     for i in single_mc:
         a = [float(r[0][0]) for r in single_mc[i]["resps"]]
         b = [float(r[0][0]) for r in dp_mc[i]["resps"]]  # a rank may hold a padding duplicate: take the first
-        assert a == pytest.approx(b, abs=1e-4)
+        assert a == f32_approx(b)

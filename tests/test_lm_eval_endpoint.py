@@ -5,6 +5,7 @@ import pytest
 from lm_eval.api.instance import Instance
 
 from _endpoint_fakes import FakeOpenAIServer, fake_logprob
+from test_lm_eval_helpers import f32_approx
 from w2s_eval.lm_eval.backend import W2SLM
 
 
@@ -26,7 +27,7 @@ def test_endpoint_loglikelihood_is_strong_logprob_plus_tilt(toy_dirs):
         scorer = tilted.engine.scorer  # the same guide that steers the search, without its cache
         for (ctx, cont), (lp, greedy), (base_lp, base_greedy) in zip(pairs, both, got):
             guide = scorer([ctx], [cont], [False]).item()
-            assert lp == pytest.approx(base_lp + guide, abs=1e-4) and greedy == base_greedy
+            assert lp == f32_approx(base_lp + guide, base_lp, guide, rel=1e-5) and greedy == base_greedy
 
         with pytest.raises(ValueError, match="non-empty context"):
             plain.loglikelihood(instances([("", "hello")]), disable_tqdm=True)

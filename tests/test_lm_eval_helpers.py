@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 LM_EVAL_SCRIPT = Path(sys.executable).with_name("lm_eval")  # the stock console script of lm-eval
 
@@ -132,3 +134,18 @@ def stats_rows(out: Path) -> list[list[dict]]:
         assert lines[0].get("header") is True and f.endswith(f"_rank{lines[0]['world']['rank']}.jsonl")
         by_rank[lines[0]["world"]["rank"]] = lines[1:]
     return [by_rank[r] for r in sorted(by_rank)]
+
+
+# Two code paths (or two machines) add the float32 log-probs of a continuation in another order; the sums
+# agree to a few float32 ulps of the summed magnitudes (a sum of -39 differs by ~1e-5 between CPUs), so
+# equality claims use a tolerance relative to the magnitude of what was summed, never a fixed absolute one.
+F32_REL = 1e-6
+
+
+def f32_approx(expected, *terms, rel: float = F32_REL):
+    """``pytest.approx`` for float32 sums: ``expected`` (a number or a list) within ``rel`` of the summed
+    magnitude (``terms``: the magnitudes of the parts when ``expected`` is a combination; default itself)."""
+    if isinstance(expected, (list, tuple)):
+        return [f32_approx(e, rel=rel) for e in expected]
+    scale = sum(abs(t) for t in terms) if terms else abs(expected)
+    return pytest.approx(expected, rel=0, abs=rel * max(scale, 1.0))

@@ -5,7 +5,8 @@ Every lm-eval flag is forwarded unchanged (``python -m w2s_eval.lm_eval --model 
 environments where the startup hook is not installed. Extra commands:
 
 - ``--install-hook [DIR]``: write the ``.pth`` hook into site-packages (or DIR), so the
-  stock ``lm_eval`` command finds ``--model w2s`` (needed after ``pip install -e .``);
+  stock ``lm_eval`` command finds ``--model w2s`` (``pip install`` and ``pip install -e .``
+  install it already);
 - ``--uninstall-hook [DIR]``; ``--print-pth``: print the hook line.
 """
 

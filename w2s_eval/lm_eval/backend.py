@@ -27,6 +27,7 @@ from ..engine import build_engine
 from ..policy import TransformersPolicy
 from ..sampling import prompt_seed
 from .args import parse_model_args
+from .cache import cache_identity, check_cache_identity
 from .loglik import (TokenRequest, eft_combiner, model_max_length, rolling_requests, score_tokens, tilt,
                      tilt_terms)
 from .parallel import Collectives, detect_world, rank_device
@@ -102,6 +103,13 @@ class W2SLM(TemplateLM):
     @property
     def device(self):
         return self._device
+
+    def set_cache_hook(self, cache_hook) -> None:
+        """lm-eval attaches its ``--use_cache`` database here: refuse one made with other settings."""
+        db = getattr(cache_hook, "dbdict", None)
+        if db is not None:
+            check_cache_identity(db.filename, cache_identity(self.args.to_dict()))
+        super().set_cache_hook(cache_hook)
 
     def all_gather(self, tensor):
         return self._collectives.all_gather(tensor)

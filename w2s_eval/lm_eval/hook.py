@@ -1,9 +1,10 @@
 """The ``.pth`` line that makes the stock ``lm_eval`` CLI (0.4.13) resolve ``--model w2s``.
 
 A wheel of w2s-eval ships ``w2s_eval_lm_eval.pth`` at the top of site-packages (pyproject:
-``[tool.setuptools.package-data] w2s_eval = ["../w2s_eval_lm_eval.pth"]``); editable
-installs (``pip install -e .``) do not install top-level files, so there run
-``python -m w2s_eval.lm_eval --install-hook`` once. The line wraps
+``[tool.setuptools.package-data] w2s_eval = ["../w2s_eval_lm_eval.pth"]``), and the build
+backend (``_build_backend/w2s_eval_build.py``) adds it to editable installs (``pip install -e .``)
+too; ``python -m w2s_eval.lm_eval --install-hook`` writes it by hand (e.g. into another
+environment's site-packages). The line wraps
 :mod:`w2s_eval.lm_eval._pth_hook` (stdlib only; nothing heavy at interpreter start).
 """
 

@@ -13,8 +13,8 @@ rank in one batch; ``process_results`` hands the score to lm-eval, which average
 SPEC: ``vader`` (VADER compound of prompt+response, in [-1, 1]); ``classifier:DIR[@LABEL]``
 (a sequence classifier: log p(LABEL) - log p(other), LABEL defaults to ``positive``/1 --
 the paper's gold reward with a distilbert-imdb classifier); ``rm:DIR`` (a one-output reward
-model, TRL RewardTrainer format); ``gold:FILE.pkl`` or ``world:imdb-mini`` (the TF-IDF gold
-reward of the offline imdb-mini world); a bare ``DIR`` is a reward model when it has one
+model, TRL RewardTrainer format); ``gold:FILE.json`` or ``world:imdb-mini`` (the TF-IDF gold
+reward of the offline imdb-mini world, data only: a pickle is read only when a world manifest records its sha256); a bare ``DIR`` is a reward model when it has one
 output, else a classifier. The resolved SPEC is stored in every document (field
 ``scorer``), so the logged samples say what scored them.
 """
@@ -76,7 +76,9 @@ def _world_gold(name: str):
     manifest = read_manifest(path) if path.exists() else None
     if not manifest or "gold" not in manifest.get("paths", {}):
         raise FileNotFoundError(f"world {name} has no gold reward in {path}; build it: w2s-eval world build {name}")
-    return load_gold(path / manifest["paths"]["gold"])
+    gold = path / manifest["paths"]["gold"]
+    sha = manifest.get("steps", {}).get("gold", {}).get("files", {}).get(gold.name)
+    return load_gold(gold, sha256=sha)  # checked against the manifest; a pickle without a recorded sha256 is refused
 
 
 def load_scorer(spec: str) -> Callable[[Sequence[str], Sequence[str]], list[float]]:
@@ -104,7 +106,7 @@ def load_scorer(spec: str) -> Callable[[Sequence[str], Sequence[str]], list[floa
         fn = _hf_scorer(kind, path, (int(label) if label.isdigit() else label) if label else None)
     else:
         raise ValueError(f"unknown scorer kind {kind!r} in {spec!r}; use vader, classifier:DIR[@LABEL], rm:DIR, "
-                         "gold:FILE.pkl, world:imdb-mini or a model directory")
+                         "gold:FILE.json, world:imdb-mini or a model directory")
     _SCORERS[spec] = fn
     return fn
 

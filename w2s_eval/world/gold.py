@@ -3,20 +3,25 @@
 r_gold(x, y) = log p(positive | x + y) - log p(negative | x + y), which for a binary
 logistic regression is its decision function. The gold reward is never a guide; the
 judge is reported beside it so over-optimisation of gold shows.
+
+The gold reward is stored as data (:data:`GOLD_FILE`: TF-IDF settings, vocabulary, idf and the
+logistic-regression coefficients as JSON) and rebuilt into the same sklearn objects, so it
+scores exactly as trained and a gold file cannot run code; an old world's pickle is read only
+after its sha256 is checked against the world manifest.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import pickle
 import time
 from pathlib import Path
 from typing import Sequence
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GoldReward", "train_gold", "load_gold", "vader_judge"]
+__all__ = ["GoldReward", "train_gold", "save_gold", "load_gold", "gold_to_dict", "gold_from_dict", "vader_judge",
+           "GOLD_FILE", "LEGACY_FILE"]
 
 
 class GoldReward:
@@ -61,24 +66,149 @@ def train_gold(texts: Sequence[str], labels: Sequence[int], *, C: float = 4.0, m
     return GoldReward(vec, clf), info
 
 
-def save_gold(gold: GoldReward, path: Path) -> None:
-    with open(path, "wb") as f:
-        pickle.dump({"vectorizer": gold.vectorizer, "classifier": gold.classifier}, f, protocol=pickle.HIGHEST_PROTOCOL)
+GOLD_FILE = "gold.json"  # what this version writes: parameters only, nothing that can run code
+LEGACY_FILE = "gold.pkl"  # what older versions wrote: loaded only when its sha256 is verified
+FORMAT = "w2s-eval-gold/1"
+# TfidfVectorizer settings kept in the file; callables (tokenizer, preprocessor) are never stored or read
+_VECTORIZER_KEYS = {"analyzer": str, "binary": bool, "decode_error": str, "encoding": str, "input": str,
+                    "lowercase": bool, "max_df": (int, float), "max_features": (int, type(None)),
+                    "min_df": (int, float), "ngram_range": list, "norm": (str, type(None)), "smooth_idf": bool,
+                    "strip_accents": (str, type(None)), "sublinear_tf": bool, "token_pattern": (str, type(None)),
+                    "use_idf": bool}
+
+
+def gold_to_dict(gold: GoldReward) -> dict:
+    """The gold reward as plain data: TF-IDF settings, vocabulary (by column), idf, LR coefficients."""
+    import numpy as np
+
+    vec, clf = gold.vectorizer, gold.classifier
+    params = vec.get_params()
+    if params["tokenizer"] is not None or params["preprocessor"] is not None or callable(params["analyzer"]) \
+            or params["stop_words"] is not None or params["vocabulary"] is not None:
+        raise ValueError("the gold vectorizer must use the built-in tokenizer, no stop words and a learned "
+                         "vocabulary to be stored as data")
+    if np.dtype(params["dtype"]) != np.float64:
+        raise ValueError(f"the gold vectorizer must produce float64, not {params['dtype']}")
+    settings = {k: (list(params[k]) if k == "ngram_range" else params[k]) for k in _VECTORIZER_KEYS}
+    vocabulary = [""] * len(vec.vocabulary_)
+    for term, col in vec.vocabulary_.items():
+        vocabulary[int(col)] = term
+    return {"format": FORMAT, "vectorizer": settings, "vocabulary": vocabulary,
+            "idf": [float(v) for v in vec.idf_], "coef": [float(v) for v in clf.coef_[0]],
+            "intercept": float(clf.intercept_[0]), "classes": [int(c) for c in clf.classes_]}
+
+
+def _checked(doc: dict, path: Path) -> dict:
+    """``doc`` when it is a gold file of this format with consistent sizes and types; else ValueError."""
+    def bad(why: str) -> ValueError:
+        return ValueError(f"gold reward {path} is not a valid {FORMAT} file ({why}); rebuild the world: "
+                          "w2s-eval world build imdb-mini --force")
+
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise bad(f"format is {doc.get('format') if isinstance(doc, dict) else type(doc).__name__!r}")
+    missing = {"vectorizer", "vocabulary", "idf", "coef", "intercept", "classes"} - set(doc)
+    if missing:
+        raise bad(f"missing {sorted(missing)}")
+    settings = doc["vectorizer"]
+    if not isinstance(settings, dict) or set(settings) != set(_VECTORIZER_KEYS):
+        raise bad("vectorizer settings are not the expected keys")
+    for key, kind in _VECTORIZER_KEYS.items():
+        if not isinstance(settings[key], kind):
+            raise bad(f"vectorizer.{key} is {settings[key]!r}")
+    n = len(doc["vocabulary"])
+    if len(doc["idf"]) != n or len(doc["coef"]) != n or not all(isinstance(t, str) for t in doc["vocabulary"]):
+        raise bad("vocabulary, idf and coef differ in length or type")
+    if doc["classes"] != [0, 1]:
+        raise bad(f"classes are {doc['classes']!r}, not [0, 1]")
+    return doc
+
+
+def gold_from_dict(doc: dict, path: Path = Path("<data>")) -> GoldReward:
+    """Rebuild the sklearn vectorizer and classifier from :func:`gold_to_dict`'s data (same scores, bit for bit)."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    doc = _checked(doc, path)
+    settings = dict(doc["vectorizer"], ngram_range=tuple(doc["vectorizer"]["ngram_range"]))
+    vec = TfidfVectorizer(**settings, dtype=np.float64)
+    vec.vocabulary_ = {term: i for i, term in enumerate(doc["vocabulary"])}
+    vec.idf_ = np.asarray(doc["idf"], dtype=np.float64)
+    clf = LogisticRegression()
+    clf.coef_ = np.asarray([doc["coef"]], dtype=np.float64)
+    clf.intercept_ = np.asarray([doc["intercept"]], dtype=np.float64)
+    clf.classes_ = np.asarray(doc["classes"], dtype=np.int64)
+    return GoldReward(vec, clf)
+
+
+def save_gold(gold: GoldReward, path: os.PathLike) -> Path:
+    """Write the gold reward as JSON data (:data:`GOLD_FILE`); returns the file written.
+
+    ``path``: a directory (the file goes into it) or a file name; an old caller's ``gold.pkl`` name gets
+    :data:`GOLD_FILE` beside it instead (a pickle is never written).
+    """
+    import json
+
+    from ..provenance import atomic_write_text
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / GOLD_FILE
+    elif path.suffix != ".json":
+        path = path.with_name(GOLD_FILE)
+    atomic_write_text(path, json.dumps(gold_to_dict(gold), allow_nan=False, separators=(",", ":")))
+    return path
+
+
+def _manifest_sha(path: Path):
+    """The sha256 a world's manifest (``WORLD/manifest.json`` for ``WORLD/gold/gold.pkl``) records for ``path``."""
+    import json
+
+    manifest = path.parent.parent / "manifest.json"
+    try:
+        return json.loads(manifest.read_text())["steps"]["gold"]["files"][path.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def load_gold(path: os.PathLike, sha256: str | None = None) -> GoldReward:
-    """Load the pickled gold reward written by the builder; ``sha256`` (from the manifest) is checked first."""
+    """Load the gold reward: a :data:`GOLD_FILE` (data only), or the directory holding it.
+
+    ``sha256`` (from the manifest) is checked first when given. An old world's pickled ``gold.pkl`` is
+    read only when its sha256 matches ``sha256`` or the one its world manifest records; any other
+    pickle is refused (unpickling runs code), with the rebuild command.
+    """
+    import json
+
     from ..assets import sha256_file
 
     path = Path(path)
+    if path.is_dir():
+        path = path / GOLD_FILE if (path / GOLD_FILE).exists() else path / LEGACY_FILE
+    elif path.suffix == ".pkl" and sha256 is None and path.with_name(GOLD_FILE).exists():
+        path = path.with_name(GOLD_FILE)  # an old caller's name for the file this version writes
     if not path.exists():
         raise FileNotFoundError(f"gold reward {path} is missing; run: w2s-eval world build imdb-mini")
-    if sha256 is not None and sha256_file(path) != sha256:
+    expected = sha256 if sha256 is not None or path.suffix != ".pkl" else _manifest_sha(path)
+    if path.suffix == ".pkl" and expected is None:
+        raise ValueError(f"refusing to unpickle {path}: no world manifest records its sha256 (a pickle can run "
+                         f"code). Gold rewards are {GOLD_FILE} data files now; rebuild the world: "
+                         "w2s-eval world build imdb-mini --force")
+    if expected is not None and sha256_file(path) != expected:
         raise ValueError(f"gold reward {path} does not match the sha256 in the world's manifest (corrupted?); "
                          "delete the world directory and run: w2s-eval world build imdb-mini")
-    with open(path, "rb") as f:
-        obj = pickle.load(f)  # noqa: S301 - our own cache file, checked by sha256 above
-    return GoldReward(obj["vectorizer"], obj["classifier"])
+    if path.suffix == ".pkl":
+        import pickle
+
+        with open(path, "rb") as f:
+            obj = pickle.load(f)  # noqa: S301 - an old world's own file, its sha256 verified just above
+        return GoldReward(obj["vectorizer"], obj["classifier"])
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"gold reward {path} is not JSON ({e}); rebuild the world: "
+                         "w2s-eval world build imdb-mini --force") from None
+    return gold_from_dict(doc, path)
 
 
 _VADER = None
