@@ -174,7 +174,7 @@ class GuideLM:
         used = sorted({par for par in parents if par is not None})
         n_old = len(used)
         if self._kv is None or not used:
-            self._kv, self._rows = KVRows(self.lm, len(fresh)), []
+            self._kv, self._rows = KVRows(self.lm, len(fresh), rewindable=True), []
             keep_old = []
         else:
             keep_old = used + [used[0]] * len(fresh)  # fresh rows start as copies, then are wiped

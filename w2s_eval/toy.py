@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["CORPUS", "build_tokenizer", "build_causal_lm", "build_classifier"]
+__all__ = ["CORPUS", "FAMILIES", "build_tokenizer", "build_causal_lm", "build_classifier", "tiny_causal_lm"]
 
 _WORDS = (
     "the movie was great good bad awful wonderful boring plot actor acting story film scene music "
@@ -66,6 +66,44 @@ def _llama_config(tokenizer, hidden: int, layers: int, **extra):
                        num_key_value_heads=max(1, hidden // 32), max_position_embeddings=512,
                        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
                        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, **extra)
+
+
+FAMILIES = ("llama", "qwen2", "gemma3", "mistral", "gpt2")
+
+
+def tiny_causal_lm(family: str, tokenizer, seed: int = 0, hidden: int = 32, layers: int = 4, window: int = 6,
+                   init_std: Optional[float] = None):
+    """A random tiny causal LM of one architecture family (``FAMILIES``), built with ``from_config``,
+    in eval mode. Mistral's layers all use a sliding window of ``window`` tokens; Gemma-3's
+    (text model) alternate: every layer but the last slides, the last attends globally. ``init_std``
+    (default 0.5, 0.2 for Gemma-3, which scales its embeddings up) keeps distributions far from uniform."""
+    import transformers as tf
+
+    common = dict(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+                  pad_token_id=tokenizer.pad_token_id,
+                  initializer_range=init_std or (0.2 if family == "gemma3" else 0.5))
+    heads = dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                 num_attention_heads=max(1, hidden // 16), num_key_value_heads=1, max_position_embeddings=512, **common)
+    if family == "llama":
+        cls, cfg = tf.LlamaForCausalLM, tf.LlamaConfig(**heads)
+    elif family == "qwen2":
+        cls, cfg = tf.Qwen2ForCausalLM, tf.Qwen2Config(**heads)
+    elif family == "mistral":
+        cls, cfg = tf.MistralForCausalLM, tf.MistralConfig(sliding_window=window, head_dim=16, **heads)
+    elif family == "gemma3":
+        types = ["sliding_attention"] * (layers - 1) + ["full_attention"]
+        cls, cfg = tf.Gemma3ForCausalLM, tf.Gemma3TextConfig(sliding_window=window, layer_types=types, head_dim=16,
+                                                             query_pre_attn_scalar=16, **heads)
+    elif family == "gpt2":
+        cls, cfg = tf.GPT2LMHeadModel, tf.GPT2Config(n_embd=hidden, n_layer=layers, n_head=max(1, hidden // 16),
+                                                     n_positions=512, **common)
+    else:
+        raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+    torch.manual_seed(seed)
+    model = cls(cfg).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
 
 
 def build_causal_lm(path: str, tokenizer_dir: str, hidden: int = 32, layers: int = 2, seed: int = 0,
