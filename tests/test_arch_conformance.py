@@ -78,3 +78,69 @@ def test_reordered_cache_equals_recompute(fam, family, rewindable):
     last = _grow(kv, lm, rows_ids, 5, gen)
     for r, ids in enumerate(rows_ids):
         assert (last[r] - scratch_logits(lm, ids)).abs().max() <= 1e-4, (family, r)
+
+
+ROUNDS = [  # responses of two rows per prompt over three calls: growing, re-tokenized, finished
+    ["great", "bad", " so", " and the plot", "It", "x"],
+    ["great fun and the acting was", "bad plot, boring", " so very good and", " and the plot was dark",
+     "It was", "xy"],
+    ["great fun and the acting was wonderful and sad", "bad plot, boring music and a sad end",
+     " so very good and bright", " and the plot was dark and funny", "It was the worst", "xyz end"],
+]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_incremental_guide_equals_full_rescoring(fam, family):
+    """Past the window (6 tokens) by the response length: incremental == full == each sequence alone."""
+    lm = fam[family]
+    prompts = [p for p in PROMPTS for _ in range(2)]
+    inc, full = GuideLM(lm, incremental=True), GuideLM(lm, incremental=False)
+    for i, responses in enumerate(ROUNDS):
+        finished = [i == 2 and j % 2 == 0 for j in range(len(responses))]
+        a, _ = inc.logprob_sums(prompts, responses, finished)
+        b, _ = full.logprob_sums(prompts, responses, finished)
+        alone = torch.cat([full.logprob_sums([p], [r], [f])[0] for p, r, f in zip(prompts, responses, finished)])
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-4)
+        torch.testing.assert_close(b, alone, rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_eft_beta_zero_is_the_strong_model_as_strong_and_as_guide(fam, family):
+    """EFT with beta=0 samples what the strong model alone samples (one vocabulary): the family as
+    the strong model with the next family's guides, and as the guides of the previous family."""
+    nxt = FAMILIES[(FAMILIES.index(family) + 1) % len(FAMILIES)]
+    prv = FAMILIES[FAMILIES.index(family) - 1]
+    cfg = SamplingConfig(max_new_tokens=NEW, temperature=0.8)
+    for strong, guide in ((fam[family], fam[nxt]), (fam[prv], fam[family])):
+        base = chunk_beam_search(PROMPTS, TransformersPolicy(strong), None, SearchConfig(1, 1, 4), cfg, seeds=SEEDS)
+        eft = chunk_beam_search(PROMPTS, EFTPolicy(strong, [guide], guide, [0.0]), None, SearchConfig(1, 1, 4), cfg,
+                                seeds=SEEDS)
+        assert [r.text for r in eft] == [r.text for r in base]
+        assert all(r.stats["guide_tokens"] == 2 * r.stats["strong_tokens"] for r in eft)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_eft_greedy_equals_recomputed_combination(fam, family):
+    """EFT (beta=1) greedy decoding from the cached rows equals the argmax of the combination
+    recomputed from scratch each token: the guides' caches are right for every family."""
+    strong, tuned, untuned = fam[family], fam[FAMILIES[FAMILIES.index(family) - 1]], fam["llama"]
+    cfg = SamplingConfig(max_new_tokens=10, temperature=0)
+    res = chunk_beam_search(PROMPTS, EFTPolicy(strong, [tuned], untuned, [1.0]), None, SearchConfig(1, 1, 3), cfg,
+                            seeds=SEEDS)
+    for prompt, r in zip(PROMPTS, res):
+        ids = strong.tokenizer.encode(prompt)
+        out = []
+        for _ in range(10):
+            lp = [torch.log_softmax(scratch_logits(m, ids + out), -1) for m in (strong, tuned, untuned)]
+            nxt = int((lp[0] + lp[1] - lp[2]).argmax())
+            if nxt == strong.tokenizer.eos_token_id:
+                break
+            out.append(nxt)
+        assert r.text == strong.tokenizer.decode(out, skip_special_tokens=True)
+
+
+def test_unsupported_attention_for_a_rewound_sliding_cache_is_refused(fam, monkeypatch):
+    lm = fam["mistral"]
+    monkeypatch.setattr(lm.model.config, "_attn_implementation", "flash_attention_2", raising=False)
+    with pytest.raises(ValueError, match=r"'mistral' \(mistral\) has sliding-window layers.*incremental=False"):
+        GuideLM(lm).logprob_sums(PROMPTS[:1], ["great fun and the acting"], [False])
