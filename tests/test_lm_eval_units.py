@@ -28,7 +28,7 @@ def test_model_args_parse_method_and_types():
     assert a.strong == "s" and a.method_config().spec == "bon:n=4" and a.device_map == "auto"
     assert a.engine_kwargs("cpu")["tuned"] == ["a", "b"]
     a, _ = parse_model_args({"strong": "s", "method": "eft", "beta": 2, "tuned": "t", "untuned": "u"})
-    assert a.method_config().spec == "eft:beta=2" and a.engine_kwargs(None)["tuned"] == "t"
+    assert a.method_config().spec == "eft:beta=2" and a.engine_spec().tuned == ("t",)
     assert parse_model_args({"strong": "s"})[0].method_config().spec == "cbs:w=4,k=4,l=5"  # the core default
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 from dataclasses import fields
@@ -66,10 +65,7 @@ def test_check_method_without_io():
     with pytest.raises(SpecError, match="EFT needs full next-token distributions of the strong model, which an endpoint"):
         EngineSpec(strong_endpoint="http://h:1/v1", tuned="t", untuned="u").check_method(parse_method("eft:beta=1"))
     served.check_method(parse_method("base"))
-    # beta=0: the pair serves EFT only, and BoN/CBS have no guide without a reward model
-    with pytest.raises(SpecError, match="needs a guide"):
-        EngineSpec(strong="s", tuned="t", untuned="u", beta=0).check_method(parse_method("bon:n=2"))
-    EngineSpec(strong="s", tuned="t", untuned="u", beta=0, reward_model="rm").check_method(parse_method("bon:n=2"))
+    EngineSpec(strong="s", tuned="t", untuned="u", beta=0).check_method(parse_method("bon:n=2"))
 
 
 def test_from_mapping_coerces_lm_eval_values():
@@ -79,7 +75,7 @@ def test_from_mapping_coerces_lm_eval_values():
     assert spec.device_map == "auto" and spec.dtype == "auto"
     with pytest.raises(SpecError, match="model_args: strong is given twice"):
         spec_from_mapping([("strong", "a"), ("strong", "b")])
-    with pytest.raises(SpecError, match=r"model_args: unknown key 'bogus'; valid keys: beta, device"):
+    with pytest.raises(SpecError, match=r"unknown model_args key\(s\) bogus; valid keys: beta, device"):
         spec_from_mapping({"strong": "s", "bogus": 1})
     with pytest.raises(SpecError, match="beta must be a finite number"):
         spec_from_mapping({"strong": "s", "beta": "inf"})
@@ -137,7 +133,7 @@ def test_build_engine_from_a_spec_holds_its_guides_as_data(toy_dirs, toy):
     import torch
 
     from w2s_eval.config import SamplingConfig
-    from w2s_eval.engine import build_engine
+    from w2s_eval.engine import Engine, build_engine
     from w2s_eval.guide import GuideLM
     from w2s_eval.scorers import ImplicitValueScorer
 
@@ -157,13 +153,19 @@ def test_build_engine_from_a_spec_holds_its_guides_as_data(toy_dirs, toy):
     kw = build_engine(toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"], beta=0.7,
                       reward_model=toy_dirs["rm"], rm_weight=0.5, dtype="float32", device="cpu")
     assert kw.spec == spec
-    # beta=0: the pair is loaded for EFT but is no BoN/CBS guide term
-    eft_only = build_engine(dataclasses.replace(spec, beta=0, reward_model=None))
-    assert eft_only.guides == () and eft_only.tuned and eft_only.untuned is not None
+    # a guide built by hand from the same parts: only the reward model ranks candidates
+    rm_only = Engine(eng.policy, guides=[(1.0, "reward_model", eng.guides[1].scorer)], tuned=eng.tuned,
+                     untuned=eng.untuned)
+    assert rm_only.scorer is eng.guides[1].scorer and rm_only.guides[0].kind == "reward_model"
     sampling = SamplingConfig(max_new_tokens=3, seed=1)
-    assert len(eft_only.generate(["x"], "eft:beta=1", sampling)) == 1
+    assert len(rm_only.generate(["x"], "eft:beta=1", sampling)) == 1
+    no_guide = Engine(eng.policy, tuned=eng.tuned, untuned=eng.untuned)
     with pytest.raises(ValueError, match="needs a guide"):
-        eft_only.generate(["x"], "bon:n=2", sampling)
+        no_guide.generate(["x"], "bon:n=2", sampling)
+    with pytest.raises(ValueError, match="guide kind 'judge' is unknown"):
+        Engine(eng.policy, guides=[(1.0, "judge", eng.scorer)])
+    with pytest.raises(ValueError, match="guide weight must be a finite number"):
+        Engine(eng.policy, guides=[(math.nan, "custom", eng.scorer)])
 
 
 def test_guide_prompts_are_what_the_guides_read(toy_dirs):

@@ -109,8 +109,7 @@ class Engine:
             policy = EFTPolicy(self.policy.lm, self.tuned, self.untuned, self.eft_betas(method),
                                self.policy.add_special_tokens)  # checks the vocabularies
         elif method.needs_guide and self._scorer is None:
-            raise ValueError(f"method {method.spec} needs a guide: give tuned= and untuned= models (beta != 0), or "
-                             "reward_model= (rm_weight != 0)")
+            raise ValueError(f"method {method.spec} needs a guide: give tuned= and untuned= models, or reward_model=")
         return PreparedMethod(method, policy, self._scorer if method.search.needs_scorer else None, id(self))
 
     def eft_betas(self, method: EFTMethod) -> list[float]:
@@ -174,12 +173,12 @@ def _guides(spec: EngineSpec) -> tuple[list[CausalLM], Optional[CausalLM], list[
     untuned = load_causal_lm(spec.untuned, dtype=spec.dtype, device=dev, name=f"untuned:{spec.untuned}") \
         if spec.untuned else None
     terms = []
-    if tuned and spec.beta != 0:
+    if tuned:
         untuned_guide = GuideLM(untuned, guide_template(spec.untuned_template, spec.untuned))
         for path, lm in zip(spec.tuned, tuned):
             implicit = ImplicitValueScorer(GuideLM(lm, guide_template(spec.tuned_template, path)), untuned_guide, 1.0)
             terms.append(GuideTerm(spec.beta, "implicit", implicit))
-    if spec.reward_model and spec.rm_weight != 0:
+    if spec.reward_model:
         model, tok = load_classifier(spec.reward_model, dtype=spec.dtype, device=dev)
         terms.append(GuideTerm(spec.rm_weight, "reward_model", RewardModelScorer(model, tok, name=spec.reward_model)))
     return tuned, untuned, terms

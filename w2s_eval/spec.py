@@ -18,7 +18,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Iterable, Mapping, Optional, Union
 
 __all__ = ["EngineSpec", "SpecError", "add_spec_arguments", "spec_from_namespace", "spec_from_mapping",
-           "as_flags", "coerce", "check_number", "check_template", "PLACEMENT_FIELDS", "DTYPE_NAMES"]
+           "as_flags", "coerce", "typed_settings", "check_number", "check_template", "PLACEMENT_FIELDS", "DTYPE_NAMES"]
 
 DTYPE_NAMES = ("auto", "float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16")
 # fields that decide where models run, not what they compute (left out of a run's identity)
@@ -39,7 +39,7 @@ class EngineSpec:
     """Models and guide weights of an engine (see each field's ``metadata["help"]``).
 
     The guide of BoN/CBS is ``beta * (log p_tuned - log p_untuned) + rm_weight * RM``
-    (terms whose models are not given, or whose weight is 0, are left out); EFT uses the
+    (terms whose models are not given are left out); EFT uses the
     tuned/untuned pair with the betas of its method spec.
     """
 
@@ -64,8 +64,8 @@ class EngineSpec:
         "are given)"))
     rm_weight: float = field(default=1.0, metadata=_help("weight of the reward model in the guide"))
     beta: float = field(default=1.0, metadata=_help(
-        "weight of the implicit value log p_tuned - log p_untuned in the BoN/CBS guide (0: the pair serves "
-        "EFT only; EFT takes its betas from the method, eft:beta=B)"))
+        "weight of the implicit value log p_tuned - log p_untuned in the BoN/CBS guide (EFT takes its betas "
+        "from the method, eft:beta=B)"))
     dtype: str = field(default="auto", metadata=_help(
         "model dtype: auto (float32 on CPU, bfloat16/float16 on GPU), float32, float16, bfloat16"))
     device: Optional[str] = field(default=None, metadata=_help(
@@ -129,8 +129,8 @@ class EngineSpec:
 
     def _check_guides(self) -> None:
         if (not self.tuned) != (self.untuned is None):
-            raise SpecError("give both tuned and untuned guide models (the implicit value needs the pair), or "
-                            "neither: tuned=PATH and untuned=PATH")
+            raise SpecError("give both tuned and untuned guide models, or neither (the implicit value needs the "
+                            "pair): set both tuned= and untuned=")
         for name in ("tuned_template", "untuned_template"):
             check_template(name, getattr(self, name))
 
@@ -139,7 +139,7 @@ class EngineSpec:
     @property
     def has_guide(self) -> bool:
         """Whether BoN/CBS have a guide to rank candidates by."""
-        return bool(self.tuned and self.beta != 0) or bool(self.reward_model and self.rm_weight != 0)
+        return bool(self.tuned) or self.reward_model is not None
 
     def check_method(self, method) -> None:
         """Raise when ``method`` (a parsed method config) cannot run with these models (no I/O)."""
@@ -152,8 +152,7 @@ class EngineSpec:
                                 f"which an endpoint ({self.strong_endpoint}) does not give; use bon or cbs there, or "
                                 "a local strong=PATH for eft")
         elif method.needs_guide and not self.has_guide:
-            raise SpecError(f"method {method.spec} needs a guide: give tuned= and untuned= models (beta != 0), or "
-                            "reward_model= (rm_weight != 0)")
+            raise SpecError(f"method {method.spec} needs a guide: give tuned= and untuned= models, or reward_model=")
 
     def engine_spec(self, **changes) -> "EngineSpec":
         """The plain EngineSpec of this object (a front end's config that extends it), with ``changes``."""
@@ -257,38 +256,52 @@ def coerce(key: str, kind: type, v: Any):
 
 
 def _field_kind(f) -> type:
+    """int, float, bool or str from a field's annotation (``Optional[X]`` reads as X)."""
     t = str(f.type)
-    for name, kind in (("bool", bool), ("float", float), ("int", int)):
-        if t == name:
-            return kind
-    return str
+    m = re.fullmatch(r"Optional\[(\w+)\]", t)
+    return {"bool": bool, "float": float, "int": int}.get(m.group(1) if m else t, str)
 
 
-def spec_from_mapping(mapping: Union[Mapping[str, Any], Iterable[tuple[str, Any]]], where: str = "model_args"):
-    """An :class:`EngineSpec` from ``key=value`` settings as lm-eval's ``--model_args`` delivers them
-    (strings or already-typed values; ``tuned`` as ``a|b`` or a list). A mapping or (key, value) pairs;
-    a duplicated or unknown key is refused, naming it. ``device_map=True`` means ``auto``; a None value
-    means the field's default."""
+def typed_settings(cls, mapping: Union[Mapping[str, Any], Iterable[tuple[str, Any]]], where: str = "model_args",
+                   special: Optional[Mapping[str, Any]] = None, also_valid: Iterable[str] = ()) -> dict:
+    """Keyword arguments of dataclass ``cls`` from ``key=value`` settings (strings or typed values).
+
+    A duplicated or unknown key is refused, naming it; a None value means the field's default;
+    ``tuned`` may be ``a|b`` or a list; ``device_map=True`` means ``auto``; ``special``: key ->
+    ``fn(key, value)`` for the keys a front end reads its own way.
+    """
     items = list(mapping.items()) if isinstance(mapping, Mapping) else list(mapping)
-    by_name = {f.name: f for f in fields(EngineSpec)}
+    by_name = {f.name: f for f in fields(cls)}
     seen: dict[str, Any] = {}
     for key, value in items:
         if key in seen:
             raise SpecError(f"{where}: {key} is given twice; give each key once")
-        if key not in by_name:
-            raise SpecError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(by_name))}")
         seen[key] = value
+    unknown = sorted(set(seen) - set(by_name))
+    if unknown:
+        valid = sorted(set(by_name) | set(also_valid))
+        raise SpecError(f"unknown {where} key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+    special = {"tuned": _as_paths, **(special or {})}
     kw = {}
     for key, value in seen.items():
         if value is None:
             continue
-        if key == "tuned":
-            kw[key] = _as_paths(key, value)
+        if key in special:
+            value = special[key](key, value)
         elif key == "device_map" and isinstance(value, bool):
-            kw[key] = "auto" if value else None
+            value = "auto" if value else None
         else:
-            kw[key] = coerce(key, _field_kind(by_name[key]), value)
-    return EngineSpec(**kw)
+            value = coerce(key, _field_kind(by_name[key]), value)
+        if value is not None:
+            kw[key] = value
+    return kw
+
+
+def spec_from_mapping(mapping: Union[Mapping[str, Any], Iterable[tuple[str, Any]]], where: str = "model_args"):
+    """An :class:`EngineSpec` from ``key=value`` settings as lm-eval's ``--model_args`` delivers them
+    (strings or already-typed values; ``tuned`` as ``a|b`` or a list): a mapping or (key, value) pairs.
+    A duplicated or unknown key is refused, naming it (see :func:`typed_settings`)."""
+    return EngineSpec(**typed_settings(EngineSpec, mapping, where))
 
 
 # ----------------------------------------------------------------------------- command lines
