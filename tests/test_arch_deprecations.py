@@ -1,0 +1,31 @@
+"""No deprecation warning from w2s-eval's own calls into its dependencies (issue 12, item 10):
+a CBS run with guides, EFT and guide scoring on tiny models of each family record none."""
+
+import warnings
+
+import pytest
+from transformers import AutoTokenizer
+
+from w2s_eval import EFTPolicy, SamplingConfig, SearchConfig, TransformersPolicy, chunk_beam_search
+from w2s_eval.guide import GuideLM
+from w2s_eval.lm import CausalLM
+from w2s_eval.scorers import ImplicitValueScorer
+from w2s_eval.toy import FAMILIES, tiny_causal_lm
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_search_and_guide_scoring_raise_no_deprecation_warning(toy_dirs, family):
+    tok = AutoTokenizer.from_pretrained(toy_dirs["tok_a"])
+    strong = CausalLM(tiny_causal_lm(family, tok, seed=0), tok, family)
+    guide = CausalLM(tiny_causal_lm(family, tok, seed=1, layers=2), tok, "guide")
+    cfg = SamplingConfig(max_new_tokens=8, seed=0)
+    prompts = ["The movie was", "I loved this film because it"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scorer = ImplicitValueScorer(GuideLM(guide), GuideLM(strong), beta=1.0)
+        chunk_beam_search(prompts, TransformersPolicy(strong), scorer, SearchConfig(2, 2, 3), cfg)
+        chunk_beam_search(prompts, EFTPolicy(strong, [guide], strong, [1.0]), None, SearchConfig(1, 1, None), cfg)
+        GuideLM(guide, incremental=False).logprob_sums(prompts, ["great fun", "bad"], [True, False])
+    bad = [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught
+           if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+    assert not bad, "\n".join(bad)
