@@ -37,6 +37,7 @@ __all__ = ["CausalLM", "KVRows", "left_pad", "right_pad", "split_on_oom", "OutOf
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 _T = TypeVar("_T")
 _ATTENTION = ("full_attention", "sliding_attention")
+_OOM_WARNED: set = set()  # model names already warned about (a warning once per model, then debug)
 
 
 def split_on_oom(run: Callable[[int, int], _T], n_rows: int, name: str = "model",
@@ -45,10 +46,10 @@ def split_on_oom(run: Callable[[int, int], _T], n_rows: int, name: str = "model"
 
     At most ``rows`` rows a call (default: all). When a call raises
     ``torch.OutOfMemoryError``, the rows per call are halved (down to one row,
-    where the error is raised) and that range is run again; a warning is logged
-    the first time per call. Returns (the outputs in row order, the rows per call
-    that worked), so a caller can start there next time. ``run`` must leave no
-    state changed when it raises.
+    where the error is raised) and that range is run again. The split is logged as
+    a warning the first time for ``name`` in this process (at debug level after).
+    Returns (the outputs in row order, the rows per call that worked), so a caller
+    can start there next time. ``run`` must leave no state changed when it raises.
     """
     size = max(1, min(rows or n_rows, n_rows))
     outs: list[_T] = []
@@ -66,8 +67,10 @@ def split_on_oom(run: Callable[[int, int], _T], n_rows: int, name: str = "model"
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         if not warned:
-            logger.warning("%s ran out of memory on %d rows; continuing with %d rows per forward pass",
-                           name, hi - lo, size)
+            level = logging.DEBUG if name in _OOM_WARNED else logging.WARNING
+            _OOM_WARNED.add(name)
+            logger.log(level, "%s ran out of memory on %d rows; splitting its forward passes (%d rows, halved "
+                       "again as needed; results unchanged)", name, hi - lo, size)
             warned = True
     return outs, size
 
