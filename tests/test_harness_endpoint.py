@@ -112,7 +112,7 @@ def test_run_config_and_api_with_an_endpoint(fake, toy_dirs, tmp_path):
     assert "strong_endpoint" not in local.identity() and local.config_hash != cfg.config_hash
     with pytest.raises(ValueError, match="strong_model='fake' names a served model"):
         RunConfig(world="w", world_fingerprint="f", methods=("base",), n_prompts=1, seeds=(0,),
-                  sampling=local.sampling, strong_model="fake")
+                  sampling=local.sampling, engine=local.engine.engine_spec(strong_model="fake"))
     outcome = run_compare(world, cfg, tmp_path / "run", progress=False)
     assert outcome.n_new == 2 and all(_fake_text(r["response"]) for r in read_records(tmp_path / "run" /
                                                                                      RECORDS_FILE)[0])

@@ -8,11 +8,14 @@ from w2s_eval.config import SamplingConfig
 from w2s_eval.harness import records as R
 from w2s_eval.harness.compare import parse_seeds, split_methods
 from w2s_eval.harness.world import World, load_world, register_world, unregister_world, world_names
+from w2s_eval.spec import EngineSpec
 
 
 def _cfg(**kw):
+    engine = {k: kw.pop(k) for k in ("device", "dtype", "beta") if k in kw}
     base = dict(world="toy", world_fingerprint="abc", methods=("base", "bon:n=4"), n_prompts=3, seeds=(0, 1),
-                sampling=SamplingConfig(temperature=1.0, max_new_tokens=8))
+                sampling=SamplingConfig(temperature=1.0, max_new_tokens=8),
+                engine=EngineSpec(strong="s", tuned=("t",), untuned="u", **{"dtype": "float32", **engine}))
     base.update(kw)
     return R.RunConfig(**base)
 

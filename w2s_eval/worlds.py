@@ -50,6 +50,7 @@ class World:
     gold: RewardFn = field(repr=False)  # (prompts, responses) -> gold reward of prompt+response
     judge: RewardFn = field(repr=False)  # independent judge of prompt+response
     manifest: dict = field(default_factory=dict, repr=False)  # what was trained, seeds, sizes, sha256s, quality
+    strong_name: Optional[str] = None  # the registered name of its strong model (w2s-eval compare --strong NAME)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -73,6 +74,8 @@ class World:
         for attr in ("gold", "judge"):
             if not callable(getattr(self, attr)):
                 raise ValueError(f"World.{attr} must be callable (prompts, responses) -> list[float]")
+        if self.strong_name is not None and (not isinstance(self.strong_name, str) or not self.strong_name):
+            raise ValueError(f"World.strong_name must be a strong model's name or None, got {self.strong_name!r}")
         if not isinstance(self.manifest, dict):
             raise ValueError(f"World.manifest must be a dict, got {type(self.manifest).__name__}")
 

@@ -14,30 +14,46 @@ DEMO_WORLD = "imdb-mini"
 DEMO_METHODS = "base,bon:n=16,eft:beta=1,cbs:w=4,k=4,l=5"
 
 
+# EngineSpec fields a world supplies (the flags of the others come from w2s_eval.spec.add_spec_arguments)
+_WORLD_FIELDS = ("strong", "tuned", "untuned", "tuned_template", "untuned_template", "reward_model", "rm_weight")
+
+
 def _add_run_options(p: argparse.ArgumentParser, prompts: int, seeds: str) -> None:
+    from ..spec import add_spec_arguments
+    from .compare import COMPARE_DEFAULTS
+
     p.add_argument("--world-home", default=None, metavar="DIR",
                    help="where worlds are built (default: $W2S_EVAL_HOME or ~/.cache/w2s-eval)")
     p.add_argument("--prompts", type=int, default=prompts,
                    help=f"the first N evaluation prompts of the world (default: {prompts}, or all if fewer)")
     p.add_argument("--seeds", default=seeds, help=f"a count N (seeds 0..N-1) or a list like 0,5,7 (default: {seeds})")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (default: 8)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
-    p.add_argument("--dtype", default="float32", help="model dtype: float32 (default), bfloat16, float16, auto")
+    p.add_argument("--strong", metavar="NAME", default=None,
+                   help="the strong model by name, in place of the world's own (default): smollm2-135m (imdb-mini's "
+                        "own), gemma3-270m, qwen2.5-0.5b, made offline from pinned wheels, or their hub ids with "
+                        "internet; the guides, gold, judge and prompts stay the world's. EFT needs the guides' "
+                        "vocabulary and is reported n/a otherwise")
+    add_spec_arguments(p, exclude=_WORLD_FIELDS, defaults=COMPARE_DEFAULTS)
+    p.add_argument("--guide-beta", dest="beta", type=float, default=argparse.SUPPRESS,
+                   help="the same as --beta (the scale of the implicit value)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _add_endpoint_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--strong-endpoint", metavar="URL", default=None,
-                   help="sample from the strong model served at this OpenAI-compatible URL (vLLM, e.g. "
-                        "http://127.0.0.1:8000/v1) instead of the world's strong model; eft cannot run there")
-    p.add_argument("--strong-model", metavar="NAME", default=None,
-                   help="the served model's name at --strong-endpoint (default: the server's only model)")
+def _engine_settings(args) -> dict:
+    """The EngineSpec fields given on the command line (those the world does not supply)."""
+    from dataclasses import fields
+
+    from ..spec import EngineSpec
+
+    return {f.name: getattr(args, f.name) for f in fields(EngineSpec)
+            if f.name not in _WORLD_FIELDS and getattr(args, f.name, None) is not None}
 
 
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
         "compare", help="run several methods on the same prompts and seeds of a world; record and report",
-        description="Run every method on the same prompts and seeds. One JSONL record per (prompt, method, seed) "
+        description="Run every method on the same prompts and seeds (models in float32 unless --dtype says "
+                    "otherwise, so that numbers reproduce across machines). One JSONL record per (prompt, method, seed) "
                     "goes to OUT/records.jsonl as it is made; rerunning the same command resumes. Then writes the "
                     "report (see `w2s-eval report`).")
     p.add_argument("--world", required=True,
@@ -47,13 +63,12 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="the run directory (created; reused to resume)")
     _add_run_options(p, prompts=64, seeds="3")
     p.add_argument("--guide", choices=("implicit", "rm"), default="implicit",
-                   help="guide of BoN/CBS: the implicit value of tuned vs untuned (default) or the reward model")
-    p.add_argument("--guide-beta", type=float, default=1.0, help="scale of the implicit value (default 1.0)")
+                   help="guide of BoN/CBS: the implicit value of tuned vs untuned, scaled by --beta (default), or "
+                        "the world's reward model")
     p.add_argument("--temperature", type=float, default=None, help="override the world's sampling temperature")
     p.add_argument("--top-k", type=int, default=None, help="override the world's top-k")
     p.add_argument("--top-p", type=float, default=None, help="override the world's top-p")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override the world's response length")
-    _add_endpoint_options(p)
     p.add_argument("--no-report", action="store_true", help="only record; do not write the report")
     p.set_defaults(func=cmd_compare)
 
@@ -76,7 +91,6 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", default="results/demo", metavar="DIR", help="the run directory (default: results/demo)")
     p.add_argument("--methods", default=DEMO_METHODS, help=f"method specs (default: {DEMO_METHODS})")
     _add_run_options(p, prompts=16, seeds="1")
-    _add_endpoint_options(p)
     p.set_defaults(func=cmd_demo)
 
 
@@ -94,17 +108,18 @@ def _run(world, args, methods, sampling=None, report: bool = True) -> int:
     from .compare import make_run_config, run_compare
     from .report import write_report
 
-    endpoint, served = getattr(args, "strong_endpoint", None), getattr(args, "strong_model", None)
-    if served is not None and endpoint is None:
+    engine = _engine_settings(args)
+    if engine.get("strong_model") is not None and engine.get("strong_endpoint") is None:
         raise ValueError("--strong-model names a served model; give it with --strong-endpoint URL, or drop it to "
                          "use the world's strong model")
     cfg = make_run_config(world, methods, min(args.prompts, len(world.prompts)), args.seeds,
-                          guide=getattr(args, "guide", "implicit"), guide_beta=getattr(args, "guide_beta", 1.0),
-                          dtype=args.dtype, device=args.device, batch_size=args.batch_size,
-                          strong_endpoint=endpoint, strong_model=served, **(sampling or {}))
+                          guide=getattr(args, "guide", "implicit"), strong=args.strong, home=args.world_home,
+                          batch_size=args.batch_size, **engine, **(sampling or {}))
     if args.prompts > len(world.prompts):
         print(f"note: world {world.name} has {len(world.prompts)} prompts; using all of them", file=sys.stderr)
     outcome = run_compare(world, cfg, args.out, progress=not args.no_progress)
+    for spec, why in outcome.not_applicable.items():
+        print(f"note: {spec} is not run ({why}); the report shows it as n/a", file=sys.stderr)
     if outcome.truncated:
         print(f"note: the last line of {outcome.run_dir / 'records.jsonl'} was truncated (an interrupted write); "
               "it was set aside and its record recomputed", file=sys.stderr)

@@ -11,18 +11,21 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from tqdm.auto import tqdm
 
 from ..config import method_to_dict, parse_method
-from .records import RecordLog, RunConfig, fingerprint, git_revision, open_run_dir, package_versions, utc_now
-from .world import World
+from ..provenance import fingerprint, git_revision, package_versions, utc_now
+from ..spec import EngineSpec
+from .records import (GUIDES, RECORDS_FILE, RecordLog, RunConfig, check_run_dir, open_run_dir, read_records,
+                      record_key)
+from .world import World, world_home
 
-__all__ = ["split_methods", "parse_seeds", "make_run_config", "build_world_engine", "run_compare", "CompareOutcome",
-           "served_model_name"]
+__all__ = ["split_methods", "parse_seeds", "make_run_config", "world_spec", "build_world_engine", "run_compare",
+           "CompareOutcome", "served_model_name", "vocabulary_mismatch", "COMPARE_DEFAULTS"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,21 +92,74 @@ def served_model_name(strong_endpoint: str) -> str:
         policy.close()
 
 
-def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seeds=1, *, guide: str = "implicit",
-                    guide_beta: float = 1.0, dtype: str = "float32", device: str = "auto", batch_size: int = 8,
-                    strong_endpoint: Optional[str] = None, strong_model: Optional[str] = None,
-                    **sampling_overrides) -> RunConfig:
-    """Resolve a :class:`RunConfig` for ``world``: its sampling with ``sampling_overrides`` applied.
+_ALIASES = {"guide_beta": "beta"}  # the harness's older keyword for the spec's beta
+# the comparison's own default: float32 everywhere, so a run's numbers (and its identity) are the same on CPU
+# and GPU; dtype="auto" is resolved to what it stands for on this machine before it enters the identity
+COMPARE_DEFAULTS = {"dtype": "float32"}
+_SPEC_FIELDS = frozenset(f.name for f in fields(EngineSpec))
 
-    ``strong_endpoint`` (with ``strong_model``; None: the server's only model, asked here so the
-    config records its name) replaces the world's strong model for sampling.
+
+def world_spec(world: World, guide: str = "implicit", strong: Optional[str] = None, **settings) -> EngineSpec:
+    """The :class:`EngineSpec` of a world: its strong model (or ``strong``, a model directory; or the one served
+    at ``strong_endpoint``), its tuned/untuned guides (EFT and the implicit value), and as the BoN/CBS guide the
+    implicit value (``guide="implicit"``, weight ``beta``) or the world's reward model alone (``"rm"``).
+
+    ``settings``: other EngineSpec fields (dtype, device, strong_endpoint, ...; ``guide_beta`` means ``beta``);
+    defaults are the spec's, except :data:`COMPARE_DEFAULTS`.
+    """
+    settings = {_ALIASES.get(k, k): v for k, v in settings.items() if v is not None}
+    unknown = sorted(set(settings) - _SPEC_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown engine setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(_SPEC_FIELDS))}")
+    if guide not in GUIDES:
+        raise ValueError(f"guide must be one of {', '.join(GUIDES)}, got {guide!r}")
+    spec = {"strong": strong or world.strong, "tuned": (world.tuned,), "untuned": world.untuned,
+            **COMPARE_DEFAULTS, **settings}
+    if spec.get("strong_endpoint"):
+        spec.pop("strong")
+    if guide == "rm":
+        if world.reward_model is None:
+            raise ValueError(f"world {world.name!r} has no reward model; use --guide implicit")
+        if spec.get("beta", 1.0) != 1.0:
+            raise ValueError(f"beta={spec['beta']} weighs the implicit value, which --guide rm does not use; drop it "
+                             "or use --guide implicit")
+        spec.update(reward_model=world.reward_model, beta=0.0)  # the pair stays for EFT
+    return EngineSpec(**spec)
+
+
+def _resolved_dtype(spec: EngineSpec) -> str:
+    """The dtype ``auto`` stands for where the models will run (a run's identity records what computes)."""
+    from ..models import resolve_device, resolve_dtype
+
+    device = (spec.guide_device if spec.strong_endpoint else spec.strong_device) or spec.device or "auto"
+    return str(resolve_dtype(spec.dtype, resolve_device(device))).replace("torch.", "")
+
+
+def _strong_dir(world: World, name: Optional[str], home) -> tuple:
+    """(model directory or None for the world's own, name for the identity or None) of ``--strong NAME``."""
+    if name is None or name == world.strong_name:
+        return None, None
+    from ..world.strong import resolve_strong_model
+
+    return str(resolve_strong_model(name, cache_dir=world_home(home))), name
+
+
+def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seeds=1, *, guide: str = "implicit",
+                    strong: Optional[str] = None, home=None, batch_size: int = 8, **settings) -> RunConfig:
+    """Resolve a :class:`RunConfig` for ``world``.
+
+    ``strong``: a registered strong model name (``w2s_eval.world.strong``) replacing the world's own (resolved
+    into ``home``'s cache); ``settings``: EngineSpec fields (dtype, device, strong_endpoint, strong_model, beta or
+    guide_beta, ...) and sampling overrides (temperature, top_k, top_p, max_new_tokens, stop, truncation).
+    ``strong_endpoint`` without ``strong_model`` asks the server for its only model, so the config records it.
     """
     n_available = len(world.prompts)
     n_prompts = n_available if n_prompts is None else n_prompts
     if isinstance(n_prompts, int) and n_prompts > n_available:
         raise ValueError(f"--prompts {n_prompts} is more than the {n_available} evaluation prompts of world "
                          f"{world.name!r}; use --prompts {n_available} or fewer")
-    overrides = {k: v for k, v in sampling_overrides.items() if v is not None}
+    engine = {k: v for k, v in settings.items() if _ALIASES.get(k, k) in _SPEC_FIELDS}
+    overrides = {k: v for k, v in settings.items() if k not in engine and v is not None}
     try:
         sampling = replace(world.sampling, **overrides)
     except TypeError as e:
@@ -111,41 +167,23 @@ def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seed
                          "truncation") from None
     if guide == "rm" and world.reward_model is None:
         raise ValueError(f"world {world.name!r} has no reward model; use --guide implicit")
-    cfg = RunConfig(world=world.name, world_fingerprint=fingerprint(world.manifest),
-                    methods=tuple(split_methods(methods)),
-                    n_prompts=n_prompts, seeds=parse_seeds(seeds), sampling=sampling, guide=guide,
-                    guide_beta=guide_beta, dtype=dtype, device=device, batch_size=batch_size,
-                    strong_endpoint=strong_endpoint, strong_model=strong_model)
-    if cfg.strong_endpoint is not None and cfg.strong_model is None:
-        cfg = replace(cfg, strong_model=served_model_name(cfg.strong_endpoint))
-    return cfg
+    if strong is not None and engine.get("strong_endpoint"):
+        raise ValueError(f"--strong {strong} and --strong-endpoint both name the strong model; give one")
+    spec = world_spec(world, guide, **engine)  # checks every setting before any model is resolved or loaded
+    strong_dir, strong_name = _strong_dir(world, strong, home)
+    spec = spec.engine_spec(strong=strong_dir or spec.strong, dtype=_resolved_dtype(spec))
+    if spec.strong_endpoint is not None and spec.strong_model is None:
+        spec = spec.engine_spec(strong_model=served_model_name(spec.strong_endpoint))
+    return RunConfig(world=world.name, world_fingerprint=fingerprint(world.manifest),
+                     methods=tuple(split_methods(methods)), n_prompts=n_prompts, seeds=parse_seeds(seeds),
+                     sampling=sampling, engine=spec, guide=guide, strong_name=strong_name, batch_size=batch_size)
 
 
-def build_world_engine(world: World, guide: str = "implicit", guide_beta: float = 1.0, dtype: str = "float32",
-                       device: str = "auto", strong_endpoint: Optional[str] = None, strong_model: Optional[str] = None):
-    """An Engine for a world: its strong model (or the one served at ``strong_endpoint``), the
-    tuned/untuned guides (EFT and the implicit value), and as guide scorer the implicit value
-    (``guide="implicit"``) or the world's reward model (``"rm"``)."""
+def build_world_engine(world: World, guide: str = "implicit", **settings):
+    """An Engine for a world (see :func:`world_spec`); e.g. ``build_world_engine(world, device="cpu")``."""
     from ..engine import build_engine
 
-    strong = {"strong_endpoint": strong_endpoint, "strong_model": strong_model} if strong_endpoint else {
-        "strong": world.strong}
-    engine = build_engine(**strong, tuned=world.tuned, untuned=world.untuned, beta=guide_beta, dtype=dtype,
-                          device=device)
-    if guide == "rm":
-        if world.reward_model is None:
-            raise ValueError(f"world {world.name!r} has no reward model; use --guide implicit")
-        from ..models import load_classifier
-        from ..scorers import RewardModelScorer
-
-        model, tok = load_classifier(world.reward_model, dtype=dtype, device=device)
-        engine.scorer = RewardModelScorer(model, tok, name="reward_model")
-    return engine
-
-
-def _engine_for(world: World, cfg: RunConfig):
-    return build_world_engine(world, cfg.guide, cfg.guide_beta, cfg.dtype, cfg.device, cfg.strong_endpoint,
-                              cfg.strong_model)
+    return build_engine(world_spec(world, guide, **settings))
 
 
 @dataclass
@@ -155,6 +193,7 @@ class CompareOutcome:
     n_new: int  # records written by this run
     n_planned: int  # records of the requested grid
     truncated: bool  # a truncated last line was found (and will have been recomputed)
+    not_applicable: dict = field(default_factory=dict)  # {method: why it was not run}
 
 
 def _rewards(fn, name: str, prompts: list, responses: list) -> list:
@@ -170,87 +209,154 @@ def _rewards(fn, name: str, prompts: list, responses: list) -> list:
     return out
 
 
-def _guide_scores(engine, results) -> tuple:
+def _guide_scores(engine, results, guide_prompts) -> tuple:
     """(scores, source, tokens): the search's best-beam score, or, where the method scored nothing
-    (base, EFT, BoN(1)), the engine's guide scorer on the final response (its token forwards
+    (base, EFT, BoN(1)), the engine's guide on the final response (its token forwards
     are measurement, not the method's compute)."""
-    from ..search import score_candidates
+    from ..scorers import score_candidates
 
     missing = [i for i, r in enumerate(results) if r.score is None]
     scores = [r.score for r in results]
     sources = ["search" if r.score is not None else "rescored" for r in results]
     tokens = [0] * len(results)
     if missing and engine.scorer is not None:
-        vals, toks = score_candidates(engine.scorer, [results[i].prompt for i in missing],
+        vals, toks = score_candidates(engine.scorer, [guide_prompts[i] for i in missing],
                                       [results[i].text for i in missing], [results[i].beams[0].ended for i in missing])
         for i, v, t in zip(missing, vals, toks):
             scores[i], tokens[i] = float(v), int(t)
     return scores, sources, tokens
 
 
+def vocabulary_mismatch(engine) -> Optional[str]:
+    """Why EFT cannot run on ``engine`` because its strong model's vocabulary is not the guides' (naming both
+    tokenizers), or None. Engines without a local strong model or without guides give None."""
+    strong = getattr(engine.policy, "lm", None)
+    guides = [*engine.tuned, *([engine.untuned] if engine.untuned is not None else [])]
+    if strong is None or not guides:
+        return None
+    vocab = strong.tokenizer.get_vocab()
+    for guide in guides:
+        if guide.tokenizer.get_vocab() != vocab:
+            return (f"vocabulary differs: EFT adds the guides' next-token log-probabilities to the strong model's, "
+                    f"so it needs one vocabulary, but the strong model's tokenizer {_tokenizer_name(strong)} is not "
+                    f"the guide's tokenizer {_tokenizer_name(guide)}; bon and cbs guide across vocabularies")
+    return None
+
+
+def _tokenizer_name(lm) -> str:
+    tok = lm.tokenizer
+    return f"{type(tok).__name__} of {tok.name_or_path or lm.name!r} ({len(tok)} tokens)"
+
+
+def _check_context(engine, cfg: RunConfig, prompts) -> None:
+    """Every prompt plus ``max_new_tokens`` must fit the local strong model's context (before anything is written)."""
+    from ..policy import encode_prompt
+
+    lm = getattr(engine.policy, "lm", None)
+    if lm is None or lm.max_length is None or cfg.sampling.truncation == "left":
+        return
+    room = lm.max_length - cfg.sampling.max_new_tokens
+    for pid, text in prompts:
+        n = len(encode_prompt(lm, text, getattr(engine.policy, "add_special_tokens", None)))
+        if n > room:
+            raise ValueError(f"prompt {pid} of world {cfg.world!r} has {n} tokens, which with max_new_tokens="
+                             f"{cfg.sampling.max_new_tokens} exceeds the strong model's context of {lm.max_length} "
+                             f"tokens; lower --max-new-tokens to at most {max(lm.max_length - n, 0)}, or use fewer "
+                             "--prompts")
+
+
+def _prepare(engine, cfg: RunConfig, methods) -> tuple:
+    """({spec: PreparedMethod}, {spec: why not}) : each method parsed and checked once, before any generation."""
+    prepared, not_applicable = {}, {}
+    mismatch = vocabulary_mismatch(engine) if any(m.name == "eft" for m in methods) else None
+    for m in methods:
+        if m.name == "eft" and mismatch is not None:
+            not_applicable[m.spec] = mismatch
+            logger.warning("%s is not run: %s", m.spec, mismatch)
+            continue
+        try:
+            prepared[m.spec] = engine.prepare(m)
+        except ValueError as e:
+            raise ValueError(f"{e} (drop {m.spec} from --methods)") from None
+    if not prepared:
+        raise ValueError(f"no method of {', '.join(cfg.methods)} can run here: "
+                         + "; ".join(f"{k}: {v}" for k, v in not_applicable.items()))
+    return prepared, not_applicable
+
+
+def _todo(log_keys, prompts, methods, seeds) -> int:
+    return sum(1 for pid, _ in prompts for m in methods for s in seeds if (pid, m.spec, s) not in log_keys)
+
+
 def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], engine=None,
                 progress: bool = True) -> CompareOutcome:
     """Run ``cfg`` on ``world`` into ``out_dir`` (resuming what is recorded there); returns counts.
 
-    ``engine`` (optional) is an Engine built for this world (default: :func:`build_world_engine`).
-    With an endpoint (``cfg.strong_endpoint``) the methods are checked (EFT is refused there)
-    before the run directory is touched.
+    ``engine`` (optional) is an Engine built from ``cfg.engine`` (default: built here). Everything that bad
+    settings can break (another run's directory, the models, the methods, the context) is checked before
+    ``config.json`` is written, so a failed run never blocks the corrected rerun into the same directory.
+    EFT with a strong model of another vocabulary is not run (the report shows n/a); the other methods run.
     KeyboardInterrupt propagates; what was recorded stays on disk.
     """
     if cfg.world != world.name or cfg.world_fingerprint != fingerprint(world.manifest):
         raise ValueError(f"the run config is for world {cfg.world!r} ({cfg.world_fingerprint}), not for "
                          f"{world.name!r} ({fingerprint(world.manifest)}); make it with make_run_config(world, ...)")
     methods = [parse_method(m) for m in cfg.methods]
-    if cfg.strong_endpoint is not None:  # refuse what cannot run (EFT) before the run directory is touched
-        engine = engine if engine is not None else _engine_for(world, cfg)  # only the guides load here
-        for m in methods:
-            try:
-                engine.check(m)
-            except ValueError as e:
-                raise ValueError(f"{e} (drop {m.spec} from --methods)") from None
-    run_dir = open_run_dir(out_dir, cfg)
+    out, _, _ = check_run_dir(out_dir, cfg)  # writes nothing
+    prompts = world.prompts[: cfg.n_prompts]
+    n_planned = len(prompts) * len(methods) * len(cfg.seeds)
+    recorded = {record_key(r) for r in read_records(out / RECORDS_FILE, warn=False)[0]}
+    not_applicable: dict = {}
+    if _todo(recorded, prompts, methods, cfg.seeds):
+        if engine is None:
+            from ..engine import build_engine
+
+            engine = build_engine(cfg.engine)
+        prepared, not_applicable = _prepare(engine, cfg, methods)
+        _check_context(engine, cfg, prompts)
+    run_dir = open_run_dir(out, cfg, not_applicable)
     log = RecordLog(run_dir)
     n_before = len(log.records)
-    prompts = world.prompts[: cfg.n_prompts]
-    todo_total = sum(1 for pid, _ in prompts for m in methods for s in cfg.seeds if (pid, m.spec, s) not in log)
-    n_planned = len(prompts) * len(methods) * len(cfg.seeds)
+    runnable = [m for m in methods if m.spec not in not_applicable]
+    todo_total = _todo(log.keys, prompts, runnable, cfg.seeds)
     logger.info("%s: %d of %d records to compute (%d already recorded)", run_dir, todo_total, n_planned,
                 n_planned - todo_total)
     if todo_total == 0:
-        return CompareOutcome(run_dir, n_before, 0, n_planned, log.truncated is not None)
-    if engine is None:
-        engine = _engine_for(world, cfg)
-    for m in methods:
-        engine.check(m)  # fail before any generation
-    versions, revision = package_versions(), git_revision()
+        return CompareOutcome(run_dir, n_before, 0, n_planned, log.truncated is not None, not_applicable)
     bar = tqdm(total=todo_total, desc=f"compare {world.name}", unit="rec", disable=not progress)
-    n_new = 0
     try:
-        for start in range(0, len(prompts), cfg.batch_size):
-            batch = prompts[start : start + cfg.batch_size]
-            for seed in cfg.seeds:
-                sampling = replace(cfg.sampling, seed=seed)
-                for method in methods:
-                    todo = [(pid, text) for pid, text in batch if (pid, method.spec, seed) not in log]
-                    if not todo:
-                        continue
-                    bar.set_postfix_str(f"{method.spec} seed={seed}")
-                    texts = [t for _, t in todo]
-                    results = engine.generate(texts, method, sampling, batch_size=len(texts))
-                    responses = [r.text for r in results]
-                    gold = _rewards(world.gold, "gold", texts, responses)
-                    judge = _rewards(world.judge, "judge", texts, responses)
-                    guide, sources, score_tokens = _guide_scores(engine, results)
-                    rows = zip(todo, results, gold, judge, guide, sources, score_tokens)
-                    served = _served(engine)
-                    for (pid, text), r, g, j, gs, src, st in rows:
-                        rec = _record(cfg, method, seed, pid, text, r, g, j, gs, src, st, versions, revision)
-                        log.append({**rec, "strong_engine": served} if served else rec)
-                        n_new += 1
-                        bar.update(1)
+        n_new = _run_grid(world, cfg, engine, [prepared[m.spec] for m in runnable], prompts, log, bar)
     finally:
         bar.close()
-    return CompareOutcome(run_dir, n_before, n_new, n_planned, log.truncated is not None)
+    return CompareOutcome(run_dir, n_before, n_new, n_planned, log.truncated is not None, not_applicable)
+
+
+def _run_grid(world: World, cfg: RunConfig, engine, methods, prompts, log: RecordLog, bar) -> int:
+    """Every (prompt batch, seed, method) not in ``log`` yet: generate, score, record. Returns records written."""
+    versions, revision, served = package_versions(), git_revision(), _served(engine)
+    n_new = 0
+    for start in range(0, len(prompts), cfg.batch_size):
+        batch = prompts[start: start + cfg.batch_size]
+        for seed in cfg.seeds:
+            sampling = replace(cfg.sampling, seed=seed)
+            for run in methods:
+                todo = [(pid, text) for pid, text in batch if (pid, run.spec, seed) not in log]
+                if not todo:
+                    continue
+                bar.set_postfix_str(f"{run.spec} seed={seed}")
+                texts = [t for _, t in todo]
+                results = engine.generate(texts, run, sampling, batch_size=len(texts))
+                responses = [r.text for r in results]
+                gold = _rewards(world.gold, "gold", texts, responses)
+                judge = _rewards(world.judge, "judge", texts, responses)
+                guide, sources, score_tokens = _guide_scores(engine, results, texts)
+                for (pid, text), r, g, j, gs, src, st in zip(todo, results, gold, judge, guide, sources,
+                                                             score_tokens):
+                    rec = _record(cfg, run.method, seed, pid, text, r, g, j, gs, src, st, versions, revision)
+                    log.append({**rec, "strong_engine": served} if served else rec)
+                    n_new += 1
+                    bar.update(1)
+    return n_new
 
 
 def _served(engine) -> Optional[dict]:

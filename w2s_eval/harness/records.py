@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -26,6 +26,7 @@ from ..assets import ensure_writable_dir
 from ..config import SamplingConfig, parse_method
 from ..provenance import (atomic_write_json, check_identity, diff_fields, fingerprint, git_revision,
                           mismatch_message, package_versions, utc_now)
+from ..spec import EngineSpec
 
 __all__ = ["RunConfig", "RecordLog", "read_records", "record_key", "diff_fields", "open_run_dir", "check_run_dir",
            "package_versions", "git_revision", "fingerprint", "utc_now", "GUIDES", "CONFIG_FILE", "RECORDS_FILE"]
@@ -36,7 +37,10 @@ CONFIG_FILE = "config.json"
 RECORDS_FILE = "records.jsonl"
 TRUNCATED_FILE = "records.truncated.txt"
 GUIDES = ("implicit", "rm")
-_ENDPOINT_KEYS = ("strong_endpoint", "strong_model")
+# EngineSpec fields that enter a run's identity only when they differ from the spec's default
+_OPTIONAL_IDENTITY = ("strong_endpoint", "strong_model", "tuned_template", "untuned_template", "rm_weight",
+                      "load_in_4bit")
+_SPEC_DEFAULTS = {f.name: f.default for f in fields(EngineSpec)}
 
 
 @dataclass(frozen=True)
@@ -45,9 +49,11 @@ class RunConfig:
 
     world_fingerprint: hash of the world's manifest (a rebuilt world is another world).
     sampling: the strong model's sampling; its ``seed`` is replaced by each record's seed.
-    guide: ``implicit`` (tuned vs untuned guide, scaled by ``guide_beta``) or ``rm`` (the world's reward model).
-    strong_endpoint / strong_model: the strong model served at an OpenAI-compatible ``/v1`` URL
-    (replacing the world's strong model for sampling); part of the identity when set.
+    engine: the :class:`~w2s_eval.spec.EngineSpec` the run builds its engine from: the world's models (or
+    the strong model named by ``strong_name``, or one served at ``engine.strong_endpoint``), the guide, dtype
+    and devices. With ``guide="rm"`` its guide is the world's reward model (``beta=0``); else the implicit value.
+    guide: ``implicit`` or ``rm`` (the front end's name of the engine's guide).
+    strong_name: a registered strong model that replaces the world's own (None: the world's own).
     """
 
     world: str
@@ -56,13 +62,10 @@ class RunConfig:
     n_prompts: int
     seeds: tuple
     sampling: SamplingConfig
+    engine: EngineSpec
     guide: str = "implicit"
-    guide_beta: float = 1.0
-    dtype: str = "float32"
-    device: str = "auto"
+    strong_name: Optional[str] = None
     batch_size: int = 8
-    strong_endpoint: Optional[str] = None
-    strong_model: Optional[str] = None
 
     def __post_init__(self):
         methods = tuple(parse_method(m).spec for m in self.methods)
@@ -81,29 +84,54 @@ class RunConfig:
         object.__setattr__(self, "seeds", seeds)
         if not isinstance(self.sampling, SamplingConfig):
             raise ValueError("sampling must be a SamplingConfig")
+        if not isinstance(self.engine, EngineSpec):
+            raise ValueError(f"engine must be an EngineSpec, got {type(self.engine).__name__}")
         if self.guide not in GUIDES:
             raise ValueError(f"guide must be one of {', '.join(GUIDES)}, got {self.guide!r}")
+        if self.strong_name is not None and (not isinstance(self.strong_name, str) or not self.strong_name):
+            raise ValueError(f"strong_name must be a strong model's name, got {self.strong_name!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if self.strong_endpoint is None:
-            if self.strong_model is not None:
-                raise ValueError(f"strong_model={self.strong_model!r} names a served model; give it with "
-                                 "strong_endpoint=URL (--strong-endpoint), or drop it to use the world's strong model")
-        elif not isinstance(self.strong_endpoint, str) or not self.strong_endpoint.startswith(("http://", "https://")):
-            raise ValueError(f"strong_endpoint must be an http(s) URL such as http://127.0.0.1:8000/v1, got "
-                             f"{self.strong_endpoint!r}")
-        elif self.strong_model is not None and (not isinstance(self.strong_model, str) or not self.strong_model):
-            raise ValueError(f"strong_model must be the served model's name, got {self.strong_model!r}")
+
+    # the engine's settings under the names the harness has always recorded
+    @property
+    def dtype(self) -> str:
+        return self.engine.dtype
+
+    @property
+    def device(self) -> str:
+        return self.engine.device or "auto"
+
+    @property
+    def guide_beta(self) -> float:
+        return float(self.engine.beta)
+
+    @property
+    def strong_endpoint(self) -> Optional[str]:
+        return self.engine.strong_endpoint
+
+    @property
+    def strong_model(self) -> Optional[str]:
+        return self.engine.strong_model
 
     def identity(self) -> dict:
-        """The fields that decide every record's numbers (hashed into ``config_hash``)."""
+        """The fields that decide every record's numbers (hashed into ``config_hash``).
+
+        Fields at their defaults are left out (a run of the world's own strong model keeps the hash it always
+        had); ``strong`` (a strong model other than the world's own), an endpoint, 4-bit loading, other guide
+        templates or reward-model weight enter when set.
+        """
         sampling = asdict(self.sampling)
         sampling.pop("seed")
         sampling["stop"] = list(sampling["stop"])
         out = {"world": self.world, "world_fingerprint": self.world_fingerprint, "sampling": sampling,
-               "guide": self.guide, "guide_beta": float(self.guide_beta), "dtype": self.dtype}
-        if self.strong_endpoint is not None:  # absent for the world's own strong model (older run dirs stay valid)
-            out.update(strong_endpoint=self.strong_endpoint, strong_model=self.strong_model)
+               "guide": self.guide, "guide_beta": self.guide_beta, "dtype": self.dtype}
+        if self.strong_name is not None:
+            out["strong"] = self.strong_name
+        for name in _OPTIONAL_IDENTITY:
+            value = getattr(self.engine, name)
+            if value != _SPEC_DEFAULTS[name]:
+                out[name] = list(value) if isinstance(value, tuple) else value
         return out
 
     @property
@@ -148,24 +176,27 @@ def check_run_dir(out_dir: os.PathLike, cfg: RunConfig) -> tuple:
     return out, grid, created
 
 
-def open_run_dir(out_dir: os.PathLike, cfg: RunConfig) -> Path:
+def open_run_dir(out_dir: os.PathLike, cfg: RunConfig, not_applicable: Optional[dict] = None) -> Path:
     """Create or reopen a run directory for ``cfg`` (see :func:`check_run_dir`) and write its ``config.json``.
 
     Call it once everything that can fail on bad settings has been checked: the identity it writes makes the
-    directory refuse other settings.
+    directory refuse other settings. ``not_applicable``: {method: why} for methods of the grid that cannot run
+    with this engine (the report shows them as n/a).
     """
     out, grid, created = check_run_dir(out_dir, cfg)
     ensure_writable_dir(out, "results directory", "choose a writable --out")
-    atomic_write_json(out / CONFIG_FILE, {"identity": cfg.identity(), "config_hash": cfg.config_hash, "grid": grid,
-                                          "created": created, "updated": utc_now(), "versions": package_versions(),
-                                          "git_revision": git_revision()})
+    doc = {"identity": cfg.identity(), "config_hash": cfg.config_hash, "grid": grid, "created": created,
+           "updated": utc_now(), "versions": package_versions(), "git_revision": git_revision()}
+    if not_applicable:
+        doc["not_applicable"] = dict(not_applicable)
+    atomic_write_json(out / CONFIG_FILE, doc)
     return out
 
 
 def _identity_of(record: dict) -> dict:
     config = record.get("config") or {}
     keys = ("world", "world_fingerprint", "sampling", "guide", "guide_beta", "dtype")
-    return {k: config.get(k) for k in keys + tuple(k for k in _ENDPOINT_KEYS if k in config)}
+    return {k: config.get(k) for k in keys + tuple(k for k in ("strong",) + _OPTIONAL_IDENTITY if k in config)}
 
 
 def record_key(record: dict) -> tuple:

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from ..config import parse_method
 from ..provenance import atomic_write_text, diff_fields, mean_se
-from .records import RECORDS_FILE, read_records
+from .records import CONFIG_FILE, RECORDS_FILE, read_records
 
 __all__ = ["MethodSummary", "Summary", "summarize", "to_markdown", "to_csv", "to_latex", "write_report", "load_run",
-           "mean_se"]
+           "not_applicable_of", "mean_se"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class MethodSummary:
     guide_tokens: float  # mean guide token forwards per prompt (the method's compute; not the re-scoring)
     samples: float  # mean strong-model continuations drawn per prompt
     wall_time_s: float  # mean wall time per prompt (batch time / batch size)
+    note: Optional[str] = None  # why a method has no records: "n/a (vocabulary differs)"
 
 
 @dataclass
@@ -84,13 +86,34 @@ def load_run(run_dir: Union[str, os.PathLike]) -> tuple:
     return records, notes
 
 
+def not_applicable_of(run_dir: Union[str, os.PathLike]) -> dict:
+    """{method: why it was not run} as the run's ``config.json`` records it (empty without one)."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        return {}
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")).get("not_applicable") or {})
+    except (ValueError, AttributeError, TypeError):
+        return {}
+
+
+def _na_row(spec: str, why: str) -> MethodSummary:
+    m = parse_method(spec)
+    return MethodSummary(method=spec, family=m.name, budget=m.budget, n=0, n_prompts=0, n_seeds=0, gold_mean=None,
+                         gold_se=None, delta_gold_vs_base=None, delta_gold_se=None, judge_mean=None, judge_se=None,
+                         guide_mean=None, guide_se=None, strong_tokens=None, guide_tokens=None, samples=None,
+                         wall_time_s=None, note=f"n/a ({why.split(':')[0]})")
+
+
 def _sort_key(spec: str) -> tuple:
     m = parse_method(spec)
     return (m.budget, _FAMILY_ORDER.get(m.name, 9), spec)
 
 
-def summarize(records: Sequence[dict], matched: bool = True, notes: Optional[list] = None) -> Summary:
-    """Per-method summaries of ``records`` (see the module doc)."""
+def summarize(records: Sequence[dict], matched: bool = True, notes: Optional[list] = None,
+              not_applicable: Optional[dict] = None) -> Summary:
+    """Per-method summaries of ``records`` (see the module doc); ``not_applicable``: {method: why} of methods
+    that were not run, shown as rows "n/a (why)"."""
     notes = list(notes or [])
     if not records:
         raise ValueError("there are no records to report; run `w2s-eval compare` first")
@@ -136,6 +159,11 @@ def summarize(records: Sequence[dict], matched: bool = True, notes: Optional[lis
             samples=mean_se([r["samples"] for r in vals])[0],
             wall_time_s=mean_se([r["wall_time_s"] for r in vals])[0],
         ))
+    for spec, why in (not_applicable or {}).items():
+        if spec not in by_method:
+            rows.append(_na_row(spec, why))
+            notes.append(f"{spec} was not run: {why}")
+    rows.sort(key=lambda r: _sort_key(r.method))
     first = records[0]
     world = (first.get("config") or {}).get("world", "?")
     return Summary(world=world, config_hash=first.get("config_hash", "?"), rows=rows, notes=notes,
@@ -155,6 +183,8 @@ _COLUMNS = ("budget", "method", "n", "gold ± se", "Δ gold vs base ± se", "jud
 
 
 def _cells(r: MethodSummary, sep: str = " ± ") -> list:
+    if r.note is not None:
+        return [str(r.budget), r.method, str(r.n), r.note] + ["–"] * (len(_COLUMNS) - 4)
     return [str(r.budget), r.method, str(r.n), _pm(r.gold_mean, r.gold_se, sep=sep),
             _pm(r.delta_gold_vs_base, r.delta_gold_se, sep=sep), _pm(r.judge_mean, r.judge_se, sep=sep),
             _pm(r.guide_mean, r.guide_se, 2, sep=sep), f"{r.strong_tokens:.0f}", f"{r.guide_tokens:.0f}",
@@ -223,7 +253,7 @@ def write_report(run_dir: Union[str, os.PathLike], out_dir: Union[str, os.PathLi
                  matched: bool = True, plots: bool = True) -> dict:
     """Write report.md, report.csv, report.tex and the PNG plots; returns {kind: path} (plus 'summary')."""
     records, notes = load_run(run_dir)
-    summary = summarize(records, matched=matched, notes=notes)
+    summary = summarize(records, matched=matched, notes=notes, not_applicable=not_applicable_of(run_dir))
     out = Path(out_dir or run_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -233,7 +263,8 @@ def write_report(run_dir: Union[str, os.PathLike], out_dir: Union[str, os.PathLi
     if plots:
         from .plots import plot_gold_by_method, plot_gold_vs_samples
 
-        paths["plot_methods"] = plot_gold_by_method(summary, out / "gold_by_method.png")
-        paths["plot_samples"] = plot_gold_vs_samples(summary, out / "gold_vs_samples.png")
+        measured = replace(summary, rows=[r for r in summary.rows if r.note is None])
+        paths["plot_methods"] = plot_gold_by_method(measured, out / "gold_by_method.png")
+        paths["plot_samples"] = plot_gold_vs_samples(measured, out / "gold_vs_samples.png")
     paths["summary"] = summary
     return paths

@@ -17,6 +17,7 @@ def load_imdb_mini(home: Path):
     from .build import WorldConfig, read_manifest, settings_diff, world_dir
     from .data import read_jsonl
     from .gold import load_gold, vader_judge
+    from .strong import DEFAULT_STRONG, GGUF_SOURCE
 
     path = world_dir("imdb-mini", home)
     manifest = read_manifest(path) if path.exists() else None
@@ -41,4 +42,5 @@ def load_imdb_mini(home: Path):
                               seed=cfg["seed"])
     return World(name="imdb-mini", strong=str(path / paths["strong"]), tuned=str(path / paths["tuned"]),
                  untuned=str(path / paths["untuned"]), reward_model=str(path / paths["reward_model"]), prompts=prompts,
-                 sampling=sampling, gold=gold, judge=vader_judge, manifest=manifest)
+                 sampling=sampling, gold=gold, judge=vader_judge, manifest=manifest,
+                 strong_name=DEFAULT_STRONG if manifest["inputs"].get("strong_source") == GGUF_SOURCE else None)
