@@ -3,6 +3,8 @@ with sliding and global layers, mistral with a sliding window, gpt2), as strong 
 
 Windows are 6 tokens, shorter than prompt + response, so a wrong window shows."""
 
+import os
+
 import pytest
 import torch
 from transformers import AutoTokenizer
@@ -20,7 +22,8 @@ NEW = 14
 @pytest.fixture(scope="module")
 def fam(toy_dirs):
     tok = AutoTokenizer.from_pretrained(toy_dirs["tok_a"])
-    return {f: CausalLM(tiny_causal_lm(f, tok, seed=i), tok, f) for i, f in enumerate(FAMILIES)}
+    device = os.environ.get("W2S_TEST_DEVICE", "cpu")
+    return {f: CausalLM(tiny_causal_lm(f, tok, seed=i).to(device), tok, f) for i, f in enumerate(FAMILIES)}
 
 
 def scratch_logits(lm, ids):
@@ -34,7 +37,7 @@ def test_cbs_w1_k1_equals_generate_for_every_chunk_length(fam, family):
     lm = fam[family]
     refs = []
     for prompt, seed in zip(PROMPTS, SEEDS):
-        ids = lm.tokenizer(prompt, return_tensors="pt")
+        ids = lm.tokenizer(prompt, return_tensors="pt").to(lm.device)
         torch.manual_seed(seed)
         out = lm.model.generate(**ids, do_sample=True, max_new_tokens=NEW, temperature=1.0, top_k=0, top_p=1.0,
                                 pad_token_id=lm.pad_id)

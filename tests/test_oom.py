@@ -5,6 +5,7 @@ earlier layers have written to the KV cache (so a failed pass must leave the cac
 
 import contextlib
 import logging
+import os
 
 import pytest
 import torch
@@ -41,7 +42,8 @@ def oom_above(lm, max_rows):
 @pytest.fixture(scope="module")
 def models(toy_dirs):
     tok = AutoTokenizer.from_pretrained(toy_dirs["tok_a"])
-    return {name: CausalLM(tiny_causal_lm(family, tok, seed=seed), tok, name)
+    device = os.environ.get("W2S_TEST_DEVICE", "cpu")
+    return {name: CausalLM(tiny_causal_lm(family, tok, seed=seed).to(device), tok, name)
             for name, family, seed in [("strong", "gemma3", 0), ("tuned", "llama", 1), ("untuned", "mistral", 2)]}
 
 
