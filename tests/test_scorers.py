@@ -132,3 +132,13 @@ def test_guide_whose_tokenizer_cannot_decode_is_refused(toy_dirs, tmp_path):
     lm = CausalLM(model=None, tokenizer=tok, name="wordlevel-guide")
     with pytest.raises(ValueError, match="wordlevel-guide.*cannot decode"):
         GuideLM(lm)
+
+
+def test_a_causal_lm_given_as_reward_model_is_named_as_such(toy_dirs):
+    """issue 12 item 9: not "has 2 outputs" but what it is."""
+    from w2s_eval.models import load_classifier
+
+    model, tok = load_classifier(toy_dirs["strong"], dtype="float32", device="cpu")
+    with pytest.raises(ValueError, match=r"'strong' is not a sequence-classification model \(its config names "
+                                         r"LlamaForCausalLM\)"):
+        RewardModelScorer(model, tok, name="strong")

@@ -16,6 +16,7 @@ prompt) is the explicit ``guide_prompts`` argument of :meth:`Engine.generate`.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
@@ -30,11 +31,11 @@ from .models import load_causal_lm, load_classifier, load_tokenizer
 from .policy import Policy, TransformersPolicy
 from .scorers import GuideTerm, ImplicitValueScorer, RewardModelScorer, guide_scorer
 from .search import SearchResult, chunk_beam_search
-from .spec import EngineSpec
+from .spec import EngineSpec, SpecError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Engine", "PreparedMethod", "build_engine", "guide_template"]
+__all__ = ["Engine", "PreparedMethod", "build_engine", "guide_template", "check_model_sources"]
 
 
 @dataclass(frozen=True)
@@ -184,8 +185,27 @@ def _guides(spec: EngineSpec) -> tuple[list[CausalLM], Optional[CausalLM], list[
     return tuned, untuned, terms
 
 
+def check_model_sources(spec: EngineSpec, strong_given: bool = False) -> None:
+    """Before loading anything: every local model path of ``spec`` exists and is a model directory
+    (holds config.json), else :class:`SpecError` naming the field. Hub ids (``org/name``) are left to the hub.
+    ``strong_given``: the strong model is already loaded (not checked)."""
+    named = [("strong", None if strong_given else spec.strong), *(("tuned", t) for t in spec.tuned), ("untuned", spec.untuned),
+             ("reward_model", spec.reward_model)]
+    for name, value in named:
+        if value is None:
+            continue
+        path = os.path.expanduser(value)
+        local = os.path.isabs(path) or path.startswith(".") or path.count("/") > 1 or os.path.exists(path)
+        if local and not os.path.exists(path):
+            raise SpecError(f"{name}={value!r} does not exist; give an existing model directory or a hub id")
+        if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
+            raise SpecError(f"{name}={value!r} is a directory but not a model (no config.json in it); give a "
+                            "transformers model directory or a hub id")
+
+
 def _engine_from_spec(spec: EngineSpec, strong: Union[CausalLM, Policy, None] = None,
                       add_special_tokens=None) -> Engine:
+    check_model_sources(spec, strong_given=strong is not None)
     policy = _strong_policy(spec, strong, add_special_tokens)
     tuned, untuned, terms = _guides(spec)
     return Engine(policy, tuned=tuned, untuned=untuned, guides=terms, spec=spec)

@@ -114,6 +114,11 @@ class RewardModelScorer(_SequenceClassifier):
     """A reward model with one output; the conversation goes through its chat template if it has one."""
 
     def __init__(self, model, tokenizer, name: str = "reward_model", batch_size: int = 32, max_length: Optional[int] = None):
+        arch = list(getattr(model.config, "architectures", None) or [])
+        if arch and not any(a.endswith("ForSequenceClassification") for a in arch):
+            raise ValueError(f"reward model {name!r} is not a sequence-classification model (its config names "
+                             f"{', '.join(arch)}); give a reward model with one output (num_labels=1), e.g. one "
+                             "trained by TRL's RewardTrainer")
         labels = getattr(model.config, "num_labels", None)
         if labels != 1:
             raise ValueError(f"reward model {name!r} has {labels} outputs; a reward model needs exactly one (num_labels=1)")

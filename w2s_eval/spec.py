@@ -322,7 +322,7 @@ def as_flags(message: str, names: Iterable[str] = ()) -> str:
     return re.sub(rf"(?<![\w-])({under})(?![\w=])", lambda m: _flag(m.group(1)), message) if under else message
 
 
-def _finite_float(text: str) -> float:
+def _float(text: str) -> float:
     try:
         return float(text)
     except ValueError:
@@ -330,31 +330,33 @@ def _finite_float(text: str) -> float:
 
 
 def add_spec_arguments(parser, exclude: Iterable[str] = (), defaults: Optional[Mapping[str, Any]] = None,
-                       require_strong: bool = True) -> None:
-    """Add a flag per :class:`EngineSpec` field (``--strong``, ``--tuned`` ...) to an argparse parser.
+                       require_strong: bool = True, cls=EngineSpec) -> None:
+    """Add a flag per field of :class:`EngineSpec` (or of a front end's subclass ``cls``) to an argparse
+    parser: ``--strong``, ``--tuned`` ..., help from the field's metadata.
 
-    ``exclude``: fields the command sets itself; ``defaults``: a front end's own defaults (documented in
-    the field's help). ``--strong`` and ``--strong-endpoint`` are mutually exclusive (one is required
-    when ``require_strong``). Read the values back with :func:`spec_from_namespace`.
+    ``exclude``: fields the command sets itself; ``defaults``: a command's own defaults for some fields.
+    ``--strong`` and ``--strong-endpoint`` are mutually exclusive (one is required when ``require_strong``).
+    Read the values back with :func:`spec_from_namespace`.
     """
     exclude, defaults = set(exclude), dict(defaults or {})
-    target = parser
+    group = parser
     if "strong" not in exclude and "strong_endpoint" not in exclude:
-        target = parser.add_mutually_exclusive_group(required=require_strong)
-    for f in fields(EngineSpec):
+        group = parser.add_mutually_exclusive_group(required=require_strong)
+    for f in fields(cls):
         if f.name in exclude:
             continue
         kind = _field_kind(f)
-        where = target if f.name in ("strong", "strong_endpoint") else parser
         default = defaults.get(f.name, f.default if f.default is not MISSING else None)
         kw: dict[str, Any] = {"dest": f.name, "help": f.metadata["help"]}
-        if kind is bool:
+        if "cli" in f.metadata:  # the field says how its flag reads
+            kw.update(default=default, **f.metadata["cli"])
+        elif kind is bool:
             kw.update(action="store_true", default=bool(default))
         elif f.metadata.get("cli_list"):
-            kw.update(action="append", default=None, metavar="PATH", help=kw["help"] + " (repeatable)")
+            kw.update(action="append", default=None, help=kw["help"] + " (repeatable)")
         else:
-            kw.update(type=_finite_float if kind is float else str, default=default)
-        where.add_argument(_flag(f.name), **kw)
+            kw.update(type={float: _float, int: int}.get(kind, str), default=default)
+        (group if f.name in ("strong", "strong_endpoint") else parser).add_argument(_flag(f.name), **kw)
 
 
 def spec_from_namespace(ns: argparse.Namespace, cls=EngineSpec, **extra):
@@ -363,8 +365,7 @@ def spec_from_namespace(ns: argparse.Namespace, cls=EngineSpec, **extra):
     names = [f.name for f in fields(cls)]
     kw = {n: getattr(ns, n) for n in names if hasattr(ns, n)}
     kw = {k: v for k, v in kw.items() if v is not None}
-    if isinstance(kw.get("tuned"), list):
-        kw["tuned"] = tuple(kw["tuned"])
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}
     try:
         return cls(**{**kw, **extra})
     except SpecError as e:

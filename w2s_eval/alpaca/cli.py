@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..spec import add_spec_arguments, spec_from_namespace
+from .genconfig import GenerationConfig
+
 __all__ = ["add_commands"]
 
-
-def _tri(value: str):
-    return {"auto": None, "on": True, "off": False}[value]
+# settings that name models: an existing local path is made absolute
+_MODEL_FIELDS = ("strong", "tuned", "untuned", "reward_model", "strong_tokenizer")
 
 
 def _model(path):
@@ -27,39 +29,11 @@ def add_commands(subparsers) -> None:
 
     g = sub.add_parser("generate", help="write model_outputs.json (resumable) and configs.yaml",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    strong = g.add_mutually_exclusive_group(required=True)
-    strong.add_argument("--strong", help="strong model: local directory or hub id")
-    strong.add_argument("--strong-endpoint", metavar="URL",
-                        help="or: an OpenAI-compatible server (vLLM) serving the strong model, e.g. "
-                             "http://127.0.0.1:8000/v1 (API key from $OPENAI_API_KEY)")
-    g.add_argument("--strong-model", metavar="NAME",
-                   help="the served model's name at --strong-endpoint (default: the server's only model)")
-    g.add_argument("--strong-tokenizer", metavar="PATH",
-                   help="with --strong-endpoint: a local tokenizer of the served model, for its chat template "
-                        "(without it, instructions are sent as they are)")
-    g.add_argument("--tuned", help="tuned guide model (with --untuned)")
-    g.add_argument("--untuned", help="untuned guide model (with --tuned)")
-    g.add_argument("--reward-model", help="reward model as the guide (or added to the implicit-value guide)")
-    g.add_argument("--beta", type=float, default=1.0, help="scale of the implicit value (or EFT's beta via --method)")
-    g.add_argument("--method", default="cbs:w=2,k=2,l=30", help="base | bon:n=N | cbs:w=W,k=K,l=L | eft:beta=B")
+    add_spec_arguments(g, cls=GenerationConfig)  # one flag per setting: --strong, --tuned, --method, ...
     g.add_argument("--instructions", default="alpaca_eval",
                    help="JSON/JSONL file with 'instruction' (optional 'dataset'); 'alpaca_eval' = AlpacaEval's hub "
                         "set; 'offline' = the set from `w2s-eval alpaca-eval fetch-data`")
     g.add_argument("--out", required=True, help="output directory (a rerun continues in it)")
-    g.add_argument("--name", help="generator name (default: <strong>__<method>; over an endpoint "
-                                  "<model>+<host>-<port>-<path>__<method>)")
-    g.add_argument("--temperature", type=float, default=0.7)
-    g.add_argument("--top-k", type=int, default=50, help="0 disables")
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--max-new-tokens", type=int, default=1024)
-    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--chat-template", choices=("auto", "on", "off"), default="auto",
-                   help="apply the strong model's chat template (auto: when it has one)")
-    g.add_argument("--tuned-template", default="auto", help="auto | chat | a format string with {prompt}")
-    g.add_argument("--untuned-template", default="auto", help="auto | chat | a format string with {prompt}")
-    g.add_argument("--dtype", default="auto")
-    g.add_argument("--device", default="auto")
     g.add_argument("--batch-size", type=int, default=8, help="instructions per batch (outputs are saved per batch)")
     g.add_argument("--limit", type=int, help="only the first N instructions")
     g.add_argument("--no-progress", action="store_true")
@@ -90,26 +64,15 @@ def add_commands(subparsers) -> None:
 
 
 def _generate(args) -> int:
-    from .decoder import GenerationConfig, resolve_strong_model
+    from .decoder import resolve_strong_model
     from .generate import run_generate
 
-    if args.strong_endpoint is None:
-        for flag in ("strong_model", "strong_tokenizer"):
-            if getattr(args, flag) is not None:
-                raise ValueError(f"--{flag.replace('_', '-')} goes with --strong-endpoint URL (a served strong "
-                                 f"model); with a local --strong model drop it")
-    cfg = GenerationConfig(strong=_model(args.strong), strong_endpoint=args.strong_endpoint,
-                           strong_model=args.strong_model, strong_tokenizer=_model(args.strong_tokenizer),
-                           method=args.method, tuned=_model(args.tuned),
-                           untuned=_model(args.untuned), reward_model=_model(args.reward_model), beta=args.beta,
-                           temperature=args.temperature,
-                           top_k=args.top_k, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                           stop=tuple(args.stop), seed=args.seed, dtype=args.dtype,
-                           chat_template=_tri(args.chat_template), tuned_template=args.tuned_template,
-                           untuned_template=args.untuned_template, name=args.name)
-    cfg = resolve_strong_model(cfg)  # the served model's name enters the generator name
-    path = run_generate(cfg, args.instructions, args.out, device=args.device, batch_size=args.batch_size,
-                        limit=args.limit, progress=not args.no_progress)
+    for name in _MODEL_FIELDS:
+        value = getattr(args, name)
+        setattr(args, name, [_model(v) for v in value] if isinstance(value, list) else _model(value))
+    cfg = resolve_strong_model(spec_from_namespace(args, cls=GenerationConfig))  # the served name enters the generator
+    path = run_generate(cfg, args.instructions, args.out, batch_size=args.batch_size, limit=args.limit,
+                        progress=not args.no_progress)
     n = len(json.loads(path.read_text(encoding="utf-8")))
     print(f"{n} outputs of {cfg.generator} in {path}")
     print(f"official judge: alpaca_eval evaluate --model_outputs {path}")

@@ -17,55 +17,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["BASELINE_ASSET", "HUB_SET", "OFFLINE_SET", "load_rows", "load_instructions", "load_outputs",
-           "check_same_instructions", "fetch_baseline", "cached_baseline", "official_instruction_index",
-           "atomic_write_text", "atomic_write_json", "package_versions"]
+           "check_same_instructions", "fetch_baseline", "cached_baseline", "official_instruction_index"]
 
 BASELINE_ASSET = "alpaca_eval_gpt4_baseline"
 HUB_SET = "alpaca_eval"
 OFFLINE_SET = "offline"
-_VERSION_PACKAGES = ("w2s-eval", "alpaca-eval", "torch", "transformers", "tokenizers", "pandas")
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def atomic_write_text(path: Union[str, Path], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Union[str, Path], obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
-def package_versions() -> dict:
-    out = {}
-    for name in _VERSION_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 # ----------------------------------------------------------------------------- named sets

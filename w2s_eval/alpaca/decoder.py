@@ -28,17 +28,14 @@ model) instead of ``strong``. Its chat template then comes from ``strong_tokeniz
 
 from __future__ import annotations
 
-import importlib
 import logging
-from dataclasses import replace
+import re
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-import torch
-
 from ..config import parse_method
-from ..scorers import Scorer, Scores
-from ..search import score_candidates
+from ..spec import PLACEMENT_FIELDS, EngineSpec
 from .genconfig import GenerationConfig
 
 logger = logging.getLogger(__name__)
@@ -47,43 +44,18 @@ __all__ = ["GenerationConfig", "AlpacaEngine", "build_alpaca_engine", "resolve_s
            "load_model_configs", "model_configs_dict", "DECODER_PATH"]
 
 DECODER_PATH = "w2s_eval.alpaca.decoder.w2s_completions"
-
-
-class InstructionScorer(Scorer):
-    """Hands a guide the raw instruction instead of the strong model's templated prompt.
-
-    The guides apply their own templates; ``raw`` maps each templated prompt to its
-    instruction (filled by :meth:`AlpacaEngine.prompts`; unknown prompts pass as they are).
-    """
-
-    def __init__(self, inner, raw: dict):
-        self.inner, self.raw = inner, raw
-
-    def score(self, prompts, responses, finished) -> Scores:
-        values, tokens = score_candidates(self.inner, [self.raw.get(p, p) for p in prompts], list(responses),
-                                          list(finished))
-        return Scores(torch.tensor(values, dtype=torch.float64), tokens)
-
-    def __repr__(self) -> str:
-        return f"InstructionScorer({self.inner!r})"
-
-
-def _guide_template(choice: str, path: Optional[str]) -> str:
-    """``auto``: the guide's chat template when its tokenizer has one, else ``{prompt}``."""
-    if choice != "auto":
-        return choice
-    if path is None:
-        return "{prompt}"
-    from ..models import load_tokenizer
-
-    return "chat" if getattr(load_tokenizer(path), "chat_template", None) else "{prompt}"
+# the settings that decide which models are loaded and how (placement aside)
+_LOAD_KEYS = tuple(f.name for f in fields(EngineSpec) if f.name not in PLACEMENT_FIELDS) + (
+    "strong_tokenizer", "chat_template")
 
 
 class AlpacaEngine:
     """An :class:`~w2s_eval.engine.Engine` plus the strong tokenizer's chat templating.
 
-    tokenizer: the strong model's tokenizer (default: the local strong model's; over an
-    endpoint, the one loaded from ``cfg.strong_tokenizer``, or None: no chat template).
+    The strong model reads each instruction through its chat template; the guides read the
+    instruction itself (``guide_prompts``), with their own templates. tokenizer: the strong
+    model's tokenizer (default: the local strong model's; over an endpoint, the one loaded from
+    ``cfg.strong_tokenizer``, or None: no chat template).
     """
 
     def __init__(self, cfg: GenerationConfig, engine, tokenizer=None):
@@ -105,10 +77,7 @@ class AlpacaEngine:
             else:
                 logger.warning("the strong model %r has no chat template: instructions are given to it as they are",
                                cfg.strong_tokenizer or cfg.strong_label)
-        self._raw: dict[str, str] = {}
-        if engine.scorer is not None:
-            engine.scorer = InstructionScorer(engine.scorer, self._raw)
-        engine.check(parse_method(cfg.method))
+        self.run = engine.prepare(cfg.method)  # parsed and checked once per config
 
     def for_config(self, cfg: GenerationConfig) -> "AlpacaEngine":
         """This engine running ``cfg``'s method and sampling; ``cfg`` must name the same models."""
@@ -116,47 +85,59 @@ class AlpacaEngine:
             if getattr(cfg, key) != getattr(self.cfg, key):
                 raise ValueError(f"the engine was loaded with {key}={getattr(self.cfg, key)!r}, the config asks for "
                                  f"{getattr(cfg, key)!r}; load a new engine")
+        if cfg.method != self.cfg.method:
+            self.run = self.engine.prepare(cfg.method)
         self.cfg = cfg
-        self.engine.check(parse_method(cfg.method))
         return self
 
     def prompts(self, instructions: Sequence[str]) -> list[str]:
         """The strong model's prompt for each instruction (chat template with a generation prompt)."""
-        out = []
-        for ins in instructions:
-            if self.use_chat:
-                p = self.tokenizer.apply_chat_template([{"role": "user", "content": ins}], tokenize=False,
-                                                       add_generation_prompt=True)
-            else:
-                p = ins
-            self._raw[p] = ins
-            out.append(p)
-        return out
+        if not self.use_chat:
+            return list(instructions)
+        return [self.tokenizer.apply_chat_template([{"role": "user", "content": ins}], tokenize=False,
+                                                   add_generation_prompt=True) for ins in instructions]
+
+    def check_fit(self, instructions: Sequence[str]) -> None:
+        """Raise before generating when an instruction's prompt plus max_new_tokens exceeds the local strong
+        model's context (AlpacaEval has no truncation: the instruction is the task)."""
+        lm = getattr(self.engine.policy, "lm", None)
+        limit = getattr(lm, "max_length", None)
+        if limit is None:
+            return
+        from ..policy import encode_prompt
+
+        want = self.cfg.max_new_tokens
+        for ins, prompt in zip(instructions, self.prompts(instructions)):
+            n = len(encode_prompt(lm, prompt, self.engine.policy.add_special_tokens))
+            if n + want > limit:
+                room = f"lower max_new_tokens (--max-new-tokens) to at most {limit - n}" if n < limit else \
+                    "leave it out of the instruction set"
+                raise ValueError(f"the instruction {ins[:60]!r} is {n} tokens as the strong model's prompt; with "
+                                 f"max_new_tokens={want} it exceeds {lm.name!r}'s context of {limit}: shorten "
+                                 f"the instruction or {room}")
 
     def generate(self, instructions: Sequence[str], batch_size: int = 8):
         """SearchResults for ``instructions`` (one batch call of the engine)."""
-        return self.engine.generate(self.prompts(instructions), self.cfg.method, self.cfg.sampling,
-                                    batch_size=batch_size)
+        if isinstance(instructions, (str, bytes)):
+            raise TypeError(f"instructions must be a list of strings, got one string ({instructions[:40]!r}); pass "
+                            "[instruction] for a single one")
+        instructions = list(instructions)
+        return self.engine.generate(self.prompts(instructions), self.run, self.cfg.sampling, batch_size=batch_size,
+                                    guide_prompts=instructions)
 
 
-def build_alpaca_engine(cfg: GenerationConfig, device: str = "auto") -> AlpacaEngine:
-    """Load the models of ``cfg`` (through :mod:`w2s_eval.models`) into an :class:`AlpacaEngine`."""
+def build_alpaca_engine(cfg: GenerationConfig, device: Optional[str] = None) -> AlpacaEngine:
+    """Load the models of ``cfg`` (``device``: instead of ``cfg.device``) into an :class:`AlpacaEngine`."""
     from ..engine import build_engine
 
-    if cfg.strong_endpoint is not None:
-        strong = {"strong_endpoint": cfg.strong_endpoint, "strong_model": cfg.strong_model}
-    else:
-        strong = {"strong": cfg.strong}
+    if device is not None:
+        cfg = replace(cfg, device=device)
     tokenizer = None
     if cfg.strong_tokenizer is not None:
         from ..models import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.strong_tokenizer)
-    engine = build_engine(**strong, tuned=cfg.tuned, untuned=cfg.untuned, reward_model=cfg.reward_model,
-                          beta=cfg.beta, dtype=cfg.dtype, device=device,
-                          tuned_template=_guide_template(cfg.tuned_template, cfg.tuned),
-                          untuned_template=_guide_template(cfg.untuned_template, cfg.untuned))
-    return AlpacaEngine(cfg, engine, tokenizer)
+    return AlpacaEngine(cfg, build_engine(cfg.engine_spec()), tokenizer)
 
 
 def resolve_strong_model(cfg: GenerationConfig) -> GenerationConfig:
@@ -175,54 +156,52 @@ def resolve_strong_model(cfg: GenerationConfig) -> GenerationConfig:
 
 
 _CACHE: dict[tuple, AlpacaEngine] = {}
-_LOAD_KEYS = ("strong", "strong_endpoint", "strong_model", "strong_tokenizer", "tuned", "untuned", "reward_model",
-              "beta", "dtype", "chat_template", "tuned_template", "untuned_template")
 
 
-def _cached_engine(cfg: GenerationConfig, device: str) -> AlpacaEngine:
-    key = tuple(getattr(cfg, k) for k in _LOAD_KEYS) + (device,)
+def _cached_engine(cfg: GenerationConfig) -> AlpacaEngine:
+    key = tuple(getattr(cfg, k) for k in _LOAD_KEYS + PLACEMENT_FIELDS)
     hit = _CACHE.get(key)
     if hit is None:
         _CACHE.clear()  # one set of models in memory at a time
-        hit = _CACHE[key] = build_alpaca_engine(cfg, device)
+        hit = _CACHE[key] = build_alpaca_engine(cfg)
     return hit.for_config(cfg)  # sampling and method may differ between calls
 
 
 def w2s_completions(prompts: Sequence[str], strong: Optional[str] = None, *, model_name: Optional[str] = None,
-                    device: str = "auto", batch_size: int = 8, **settings: Any) -> dict[str, list]:
-    """AlpacaEval decoder: run a w2s method on each prompt (an instruction).
+                    batch_size: int = 8, **settings: Any) -> dict[str, list]:
+    """AlpacaEval decoder: run a w2s method on each prompt (an instruction); ``prompts`` is a list.
 
     ``strong`` (or AlpacaEval's ``model_name``): the strong model; or ``strong_endpoint`` (with
     ``strong_model``) in ``settings``, the fields of :class:`GenerationConfig` (method, tuned,
-    untuned, reward_model, temperature, ...).
+    untuned, reward_model, temperature, device, ...).
     The loaded models are kept for the next call with the same models.
     Returns ``completions``, ``price_per_example`` (0: not priced), ``time_per_example`` (seconds).
     """
+    if isinstance(prompts, (str, bytes)):
+        raise TypeError(f"w2s_completions takes a list of prompts, got one string ({prompts[:40]!r}); pass "
+                        "[prompt] for a single one")
     if strong and model_name and strong != model_name:
         raise ValueError(f"strong={strong!r} and model_name={model_name!r} differ; give one of them")
     strong = strong or model_name
     if not strong and not settings.get("strong_endpoint"):
         raise ValueError("w2s_completions needs the strong model: completions_kwargs.strong (or model_name), or "
                          "strong_endpoint (with strong_model)")
-    if "stop" in settings and settings["stop"] is not None:
-        settings["stop"] = tuple(settings["stop"])
     cfg = GenerationConfig.from_dict({"strong": strong, **settings})
     prompts = list(prompts)
     if not prompts:
         return {"completions": [], "price_per_example": [], "time_per_example": []}
-    engine = _cached_engine(cfg, device)
-    results = engine.generate(prompts, batch_size=batch_size)
+    results = _cached_engine(cfg).generate(prompts, batch_size=batch_size)
     times = [r.stats["wall_time_s"] / max(r.stats["batch_size"], 1) for r in results]
     return {"completions": [r.text for r in results], "price_per_example": [0.0] * len(results),
             "time_per_example": times}
 
 
-def model_configs_dict(cfg: GenerationConfig, device: str = "auto", batch_size: int = 8,
+def model_configs_dict(cfg: GenerationConfig, device: Optional[str] = None, batch_size: int = 8,
                        prompt_template: Optional[str] = None) -> dict:
     """AlpacaEval ``models_configs`` entry for ``cfg`` (``fn_completions`` as the dotted decoder path)."""
     kwargs = {k: v for k, v in cfg.to_dict().items() if k not in ("strong", "name") and v is not None}
-    kwargs = {**({"model_name": cfg.strong} if cfg.strong else {}), **kwargs, "device": device,
-              "batch_size": batch_size}
+    kwargs = {**({"model_name": cfg.strong} if cfg.strong else {}), **kwargs,
+              "device": device or cfg.device or "auto", "batch_size": batch_size}
     shown = Path(cfg.strong.rstrip("/")).name if cfg.strong else cfg.strong_label
     return {cfg.generator: {
         "prompt_template": prompt_template or f"{cfg.generator}/prompt.txt",
@@ -233,23 +212,24 @@ def model_configs_dict(cfg: GenerationConfig, device: str = "auto", batch_size: 
     }}
 
 
-def _resolve_callable(path: str):
-    module, _, attr = path.rpartition(".")
-    if not module:
-        raise ValueError(f"fn_completions {path!r} is neither an AlpacaEval decoder name nor module.function")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"fn_completions {path!r} cannot be imported ({e})") from None
+def _decoder(fn, path: Path):
+    """The w2s decoder for its dotted path; an AlpacaEval decoder name as it is; anything else refused
+    (a configs.yaml is data: it never names code to import)."""
+    if fn == DECODER_PATH:
+        return w2s_completions
+    if isinstance(fn, str) and re.fullmatch(r"[a-z][a-z0-9_]*_completions", fn):
+        return fn  # alpaca_eval resolves its own decoders by name from a fixed list
+    raise ValueError(f"{path}: fn_completions {fn!r} is not accepted; give {DECODER_PATH} or the name of one of "
+                     "AlpacaEval's decoders (e.g. openai_completions)")
 
 
 def load_model_configs(path: Union[str, Path]) -> dict:
     """Read a ``configs.yaml`` (or its directory) for ``alpaca_eval.evaluate_from_model(model_configs=...)``.
 
-    A dotted ``fn_completions`` (``w2s_eval.alpaca.decoder.w2s_completions``) becomes the callable,
-    which alpaca_eval 0.6.6 accepts from Python, and a relative ``prompt_template``
-    (``<name>/prompt.txt``, relative to the models_configs directory, i.e. the parent of
-    the directory holding configs.yaml) becomes an absolute path.
+    ``fn_completions`` ``w2s_eval.alpaca.decoder.w2s_completions`` becomes the callable, which
+    alpaca_eval 0.6.6 accepts from Python; an AlpacaEval decoder name stays a name; anything else
+    is refused. A relative ``prompt_template`` (``<name>/prompt.txt``, relative to the models_configs
+    directory, i.e. the parent of the directory holding configs.yaml) becomes an absolute path.
     """
     import yaml
 
@@ -263,9 +243,8 @@ def load_model_configs(path: Union[str, Path]) -> dict:
         raise ValueError(f"{path} must hold exactly one model entry (name: {{prompt_template, fn_completions, ...}})")
     (name, entry), = configs.items()
     entry = dict(entry)
-    fn = entry.get("fn_completions")
-    if isinstance(fn, str) and "." in fn:
-        entry["fn_completions"] = _resolve_callable(fn)
+    if "fn_completions" in entry:
+        entry["fn_completions"] = _decoder(entry["fn_completions"], path)
     tmpl = entry.get("prompt_template")
     if isinstance(tmpl, str) and not Path(tmpl).is_absolute():
         for base in (path.parent.parent, path.parent):

@@ -1,105 +1,86 @@
-"""The settings of an AlpacaEval generation run (:class:`GenerationConfig`): the strong model
-(local, or behind an OpenAI-compatible endpoint), the guides, the method and the sampling."""
+"""The settings of an AlpacaEval generation run (:class:`GenerationConfig`): an
+:class:`~w2s_eval.spec.EngineSpec` (the strong model, local or behind an OpenAI-compatible
+endpoint, and the guides) plus the method, the sampling and the chat templating.
+
+``w2s-eval alpaca-eval generate`` makes one flag per field (``add_spec_arguments(parser,
+cls=GenerationConfig)``); the decoder's ``completions_kwargs`` are its fields too."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from ..config import SamplingConfig, parse_method
+from ..spec import EngineSpec, SpecError
 
 __all__ = ["GenerationConfig"]
 
-_TEMPLATE_CHOICES = ("auto", "chat")
+
+def _tri(text: str):
+    """``--chat-template auto|on|off`` -> None / True / False."""
+    import argparse
+
+    values = {"auto": None, "on": True, "off": False}
+    if text not in values:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of auto, on, off")
+    return values[text]
+
+
+def _opt(default, text: str, **extra):
+    return field(default=default, metadata={"help": text, **extra})
 
 
 @dataclass(frozen=True)
-class GenerationConfig:
-    """Everything that decides the outputs of an AlpacaEval generation run.
+class GenerationConfig(EngineSpec):
+    """Everything that decides the outputs of an AlpacaEval generation run (see each field's help).
 
-    chat_template: None = use the strong model's chat template when it has one (else the
-    instruction as is, logged); True = require it; False = never.
-    tuned_template / untuned_template: ``auto`` (the guide's chat template if it has one,
-    else ``{prompt}``), ``chat``, or a format string with ``{prompt}``.
-    name: the generator name (default: strong model + method, see :attr:`generator`).
-    strong_endpoint: an OpenAI-compatible ``/v1`` URL serving the strong model (instead of
-    ``strong``); strong_model: the served model's name (None: the server's only model, see
-    :func:`resolve_strong_model`); strong_tokenizer: a local tokenizer of the served model, for
-    its chat template (without one, the instruction is sent as it is).
+    The guides read the instruction (not the strong model's chat-templated prompt) with their
+    own templates; for AlpacaEval their default is ``auto`` (the guide's chat template if it has one).
     """
 
-    strong: Optional[str] = None
-    method: str = "base"
-    tuned: Optional[str] = None
-    untuned: Optional[str] = None
-    reward_model: Optional[str] = None
-    beta: float = 1.0
-    temperature: float = 0.7
-    top_k: int = 50
-    top_p: float = 1.0
-    max_new_tokens: int = 1024
-    stop: tuple[str, ...] = ()
-    seed: int = 0
-    dtype: str = "auto"
-    chat_template: Optional[bool] = None
-    tuned_template: str = "auto"
-    untuned_template: str = "auto"
-    name: Optional[str] = None
-    strong_endpoint: Optional[str] = None
-    strong_model: Optional[str] = None
-    strong_tokenizer: Optional[str] = None
+    tuned_template: str = _opt("auto", "what the tuned guides read before the response: auto (the guide's chat "
+                                       "template when it has one, else {prompt}), chat, or a format string with "
+                                       "{prompt}")
+    untuned_template: str = _opt("auto", "the same for the untuned guide")
+    method: str = _opt("cbs:w=2,k=2,l=30", "base | bon:n=N | cbs:w=W,k=K,l=L | eft:beta=B")
+    temperature: float = _opt(0.7, "sampling temperature (0 = greedy)")
+    top_k: int = _opt(50, "top-k (0 disables)")
+    top_p: float = _opt(1.0, "top-p (1.0 disables)")
+    max_new_tokens: int = _opt(1024, "new tokens per response")
+    stop: tuple[str, ...] = _opt((), "stop string", cli_list=True)
+    seed: int = _opt(0, "run seed (each instruction draws from its own stream)")
+    chat_template: Optional[bool] = _opt(None, "apply the strong model's chat template: auto (when it has one), "
+                                               "on, off", cli={"type": _tri, "metavar": "{auto,on,off}"})
+    name: Optional[str] = _opt(None, "generator name (default: <strong>__<method>; over an endpoint "
+                                     "<model>+<host>-<port>-<path>__<method>)")
+    strong_tokenizer: Optional[str] = _opt(None, "with strong_endpoint: a local tokenizer of the served model, for "
+                                                 "its chat template (without it, instructions are sent as they are)")
 
     def __post_init__(self):
+        super().__post_init__()  # the engine's fields
         object.__setattr__(self, "method", parse_method(self.method).spec)  # validates, canonical spec
-        self._check_strong()
-        object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop", tuple(self.stop or ()))
+        self._check_strong_tokenizer()
         self.sampling  # validates the sampling fields
-        if (self.tuned is None) != (self.untuned is None):
-            raise ValueError("give both tuned and untuned guide models (the implicit value needs the pair), or neither")
-        m = parse_method(self.method)
-        if m.name == "eft" and self.tuned is None:
-            raise ValueError(f"method {self.method} needs tuned= and untuned= guide models")
-        if m.name != "eft" and m.needs_guide and self.tuned is None and self.reward_model is None:
-            raise ValueError(f"method {self.method} needs a guide: tuned= and untuned= models, or reward_model=")
-        for f in ("tuned_template", "untuned_template"):
-            v = getattr(self, f)
-            if v not in _TEMPLATE_CHOICES and "{prompt}" not in v:
-                raise ValueError(f"{f} must be 'auto', 'chat' or a format string with '{{prompt}}', got {v!r}")
+        self.check_method(parse_method(self.method))
         if self.chat_template not in (None, True, False):
-            raise ValueError(f"chat_template must be None (auto), True or False, got {self.chat_template!r}")
+            raise SpecError(f"chat_template must be None (auto), True or False, got {self.chat_template!r}")
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9._+-]+", self.name):
-            raise ValueError(f"name {self.name!r} may hold only letters, digits and . _ + - (it becomes a directory name)")
+            raise SpecError(f"name={self.name!r} may hold only letters, digits and . _ + - (it becomes a directory "
+                            "name)")
 
-    def _check_strong(self) -> None:
-        """Exactly one strong model: a local one (``strong``) or a served one (``strong_endpoint``)."""
-        if self.strong_endpoint is None:
-            if not isinstance(self.strong, str) or not self.strong:
-                raise ValueError("no strong model: give strong=PATH (a local directory or hub id; --strong), or "
-                                 "strong_endpoint=URL (an OpenAI-compatible /v1 server; --strong-endpoint)")
-            for f in ("strong_model", "strong_tokenizer"):
-                if getattr(self, f) is not None:
-                    raise ValueError(f"{f} is for a strong model behind strong_endpoint=URL; with a local strong "
-                                     f"model ({self.strong!r}) drop {f} (--{f.replace('_', '-')})")
-            return
-        if self.strong is not None:
-            raise ValueError(f"give the strong model as strong={self.strong!r} (local) or as strong_endpoint="
-                             f"{self.strong_endpoint!r} (served), not both; name the served model with strong_model=")
-        if not isinstance(self.strong_endpoint, str) or not self.strong_endpoint.startswith(("http://", "https://")):
-            raise ValueError(f"strong_endpoint must be an http(s) URL such as http://127.0.0.1:8000/v1, got "
-                             f"{self.strong_endpoint!r}")
-        for f in ("strong_model", "strong_tokenizer"):
-            v = getattr(self, f)
-            if v is not None and (not isinstance(v, str) or not v):
-                raise ValueError(f"{f} must be a non-empty string or None, got {v!r}")
-        if parse_method(self.method).name == "eft":
-            raise ValueError(f"method {self.method} needs full next-token distributions of the strong model, which an "
-                             f"endpoint ({self.strong_endpoint}) does not give; use bon or cbs there, or a local "
-                             "strong=PATH for eft")
-        if self.chat_template and self.strong_tokenizer is None:
-            raise ValueError("chat_template=True (--chat-template on) over an endpoint needs the served model's "
-                             "tokenizer: give strong_tokenizer=PATH (--strong-tokenizer)")
+    def _check_strong_tokenizer(self) -> None:
+        v = self.strong_tokenizer
+        if v is not None and (not isinstance(v, str) or not v):
+            raise SpecError(f"strong_tokenizer must be a non-empty string or None, got {v!r}")
+        if self.strong_endpoint is None and v is not None:
+            raise SpecError(f"strong_tokenizer is for a strong model behind strong_endpoint=URL (strong_tokenizer "
+                            f"goes with strong_endpoint=URL); with a local strong model ({self.strong!r}) drop it")
+        if self.strong_endpoint is not None and self.chat_template and v is None:
+            raise SpecError("chat_template=True (--chat-template on) over an endpoint needs the served model's "
+                            "tokenizer: give strong_tokenizer=PATH")
 
     @property
     def strong_label(self) -> str:
@@ -131,15 +112,11 @@ class GenerationConfig:
         tag = self.method.replace(":", "-").replace(",", "-").replace("=", "").replace("/", "+")
         return f"{base}__{tag}"
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["stop"] = list(self.stop)
-        return d
-
     @classmethod
     def from_dict(cls, d: dict) -> "GenerationConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown generation setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        try:
+            return super().from_dict(d)
+        except SpecError as e:
+            if str(e).startswith("unknown setting"):
+                raise SpecError(str(e).replace("unknown setting", "unknown generation setting", 1)) from None
+            raise

@@ -32,9 +32,9 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from tqdm.auto import tqdm
 
-from ..search import score_candidates
-from .data import (atomic_write_json, atomic_write_text, check_same_instructions, load_outputs,
-                   official_instruction_index, package_versions)
+from ..provenance import atomic_write_json, atomic_write_text, package_versions
+from ..scorers import score_candidates
+from .data import check_same_instructions, load_outputs, official_instruction_index
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ def write_judgement(result: dict, out_dir: Union[str, Path], identity: Optional[
     if leaderboard:
         _checked_table(Path(leaderboard), result["name"], result["row"])  # fail before writing anything
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "annotations.json", result["annotations"])
+    atomic_write_json(out / "annotations.json", result["annotations"], sort_keys=False)
     atomic_write_text(out / "leaderboard.csv", _csv_text({result["name"]: result["row"]}))
     atomic_write_json(meta, {"identity": identity, "metrics": result["metrics"], "lc_note": result["lc_note"],
                              "stats": result["stats"], "versions": package_versions()})
