@@ -17,13 +17,14 @@ from w2s_eval.toy import FAMILIES, tiny_causal_lm
 PROMPTS = ["The movie was", "I loved this film because it was a wonderful story and the", "Bad"]
 SEEDS = [5, 6, 7]
 NEW = 14
+EXTRA = ("qwen2-sliding",)  # Qwen2 with use_sliding_window: full and sliding layers, masks by layer type
 
 
 @pytest.fixture(scope="module")
 def fam(toy_dirs):
     tok = AutoTokenizer.from_pretrained(toy_dirs["tok_a"])
     device = os.environ.get("W2S_TEST_DEVICE", "cpu")
-    return {f: CausalLM(tiny_causal_lm(f, tok, seed=i).to(device), tok, f) for i, f in enumerate(FAMILIES)}
+    return {f: CausalLM(tiny_causal_lm(f, tok, seed=i).to(device), tok, f) for i, f in enumerate(FAMILIES + EXTRA)}
 
 
 def scratch_logits(lm, ids):
@@ -32,7 +33,7 @@ def scratch_logits(lm, ids):
         return lm.model(input_ids=torch.tensor([ids], device=lm.device)).logits[0, -1].float()
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + EXTRA)
 def test_cbs_w1_k1_equals_generate_for_every_chunk_length(fam, family):
     lm = fam[family]
     refs = []
@@ -61,7 +62,7 @@ def _grow(kv, lm, rows_ids, steps, gen):
 
 
 @pytest.mark.parametrize("rewindable", [False, True], ids=["strong", "guide"])
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + EXTRA)
 def test_reordered_cache_equals_recompute(fam, family, rewindable):
     """Rows reordered and duplicated (beam selection), then continued: the next-token logits equal
     those of the kept prefixes recomputed from scratch (the guide's rows also get holes)."""
@@ -92,7 +93,7 @@ ROUNDS = [  # responses of two rows per prompt over three calls: growing, re-tok
 ]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + EXTRA)
 def test_incremental_guide_equals_full_rescoring(fam, family):
     """Past the window (6 tokens) by the response length: incremental == full == each sequence alone."""
     lm = fam[family]

@@ -86,8 +86,9 @@ def tiny_causal_lm(family: str, tokenizer, seed: int = 0, hidden: int = 32, laye
                  num_attention_heads=max(1, hidden // 16), num_key_value_heads=1, max_position_embeddings=512, **common)
     if family == "llama":
         cls, cfg = tf.LlamaForCausalLM, tf.LlamaConfig(**heads)
-    elif family == "qwen2":
-        cls, cfg = tf.Qwen2ForCausalLM, tf.Qwen2Config(**heads)
+    elif family in ("qwen2", "qwen2-sliding"):  # qwen2-sliding: the upper half of the layers slide
+        sliding = dict(use_sliding_window=True, sliding_window=window, max_window_layers=layers // 2)
+        cls, cfg = tf.Qwen2ForCausalLM, tf.Qwen2Config(**heads, **(sliding if family == "qwen2-sliding" else {}))
     elif family == "mistral":
         cls, cfg = tf.MistralForCausalLM, tf.MistralConfig(sliding_window=window, head_dim=16, **heads)
     elif family == "gemma3":
