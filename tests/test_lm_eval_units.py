@@ -1,5 +1,5 @@
-"""Units of the lm-eval backend: model-arg parsing, the startup hook, rank/world-size logic,
-the task datasets, scorers, filter and metric."""
+"""Units of the lm-eval backend: model-arg parsing, the startup hook, the task datasets, scorers, filter and
+metric. (Ranks are accelerate's: the two-rank torchrun run is in test_lm_eval_cli.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from w2s_eval.lm_eval.args import MODEL_ARG_KEYS, parse_model_args
-from w2s_eval.lm_eval.parallel import World, detect_world, rank_device, shard_indices
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,34 +104,6 @@ def test_install_hook_writes_and_removes(tmp_path):
     assert uninstall_hook(tmp_path) and not path.exists() and not uninstall_hook(tmp_path)
     with pytest.raises(FileNotFoundError):
         install_hook(tmp_path / "missing")
-
-
-# ----------------------------------------------------------------------------- ranks
-
-
-def test_detect_world_from_launcher_env():
-    assert detect_world({}) == World(0, 1, 0)
-    assert detect_world({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == World(3, 4, 1)
-    with pytest.raises(ValueError, match="inconsistent"):
-        detect_world({"RANK": "4", "WORLD_SIZE": "4"})
-    with pytest.raises(ValueError, match="not an integer"):
-        detect_world({"WORLD_SIZE": "two"})
-
-
-def test_rank_device_and_shards():
-    w = World(1, 2, 1)
-    assert rank_device(None, w, cuda_available=True, n_gpus=2) == "cuda:1"
-    assert rank_device("cuda", w, True, 2) == "cuda:1" and rank_device("cuda:0", w, True, 2) == "cuda:0"
-    assert rank_device(None, w, cuda_available=False) is None and rank_device("auto", World(), True, 2) == "auto"
-    with pytest.raises(ValueError, match="one process per GPU"):
-        rank_device(None, World(2, 3, 2), True, n_gpus=2)
-    shards = [shard_indices(10, World(r, 3, r), limit=8) for r in range(3)]
-    assert shards == [[0, 3, 6], [1, 4, 7], [2, 5]]
-    assert sorted(i for s in shards for i in s) == list(range(8))
-    # the same split lm-eval's task.doc_iterator makes
-    from itertools import islice
-
-    assert [list(islice(range(10), r, 8, 3)) for r in range(3)] == shards
 
 
 def test_output_dir_from_argv(monkeypatch):

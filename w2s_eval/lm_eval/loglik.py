@@ -1,5 +1,5 @@
-"""Log-likelihoods for lm-eval: the strong model exactly as lm-eval's ``hf`` backend computes
-them, plus the guide tilt that weak-to-strong search samples toward.
+"""Log-likelihoods for lm-eval: the strong model through lm-eval's own ``hf`` backend (HFLM over the
+already loaded model), plus the guide tilt that weak-to-strong search samples toward.
 
 CBS/BoN sample (approximately) from the tilted distribution
 
@@ -11,119 +11,72 @@ so ``loglikelihood(x, y)`` returns the unnormalised log p*(y|x):
 ``rm_weight * RM(x, y)`` when a reward-model guide is given). The normaliser depends on x
 only, so choices of one context rank exactly as under p* -- what multiple-choice tasks do.
 EFT is a per-token product of experts, so there the answer is the EFT policy's own
-normalised log-probability. Each guide reads the text with its own tokenizer and prompt
-template, as the search scores candidates (:class:`w2s_eval.guide.GuideLM`).
+normalised log-probability (:class:`LoadedHFLM` mixes the next-token distributions, the
+pattern of lm-eval's ``hf_steered``). Each guide reads the text with its own tokenizer and
+prompt template, as the search scores candidates (:class:`w2s_eval.guide.GuideLM`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
+from lm_eval.models.huggingface import HFLM
 
 from ..eft import eft_logprobs
 from ..guide import GuideLM
-from ..lm import CausalLM, right_pad
-from ..scorers import ImplicitValueScorer, WeightedSum
+from ..lm import CausalLM
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TokenRequest", "score_tokens", "TiltTerm", "tilt_terms", "tilt", "guide_pairs", "split_space",
-           "rolling_requests", "model_max_length", "eft_combiner"]
+__all__ = ["LoadedHFLM", "Tilt", "split_space", "guide_requests", "eft_parts", "terms_for", "eft_combiner",
+           "model_max_length"]
 
 
-@dataclass
-class TokenRequest:
-    """Score ``cont`` after ``ctx`` (token ids); the model sees ``(ctx + cont)[-(max_len+1):][:-1]``."""
+class LoadedHFLM(HFLM):
+    """lm-eval's ``hf`` backend over an already loaded :class:`CausalLM` (HFLM takes a preloaded model).
 
-    ctx: list[int]
-    cont: list[int]
-
-
-def _windows(reqs: Sequence[TokenRequest], max_length: int) -> list[tuple[list[int], int]]:
-    """Model input and continuation length per request, truncated from the left as lm-eval's hf does."""
-    out = []
-    for r in reqs:
-        if not r.ctx or not r.cont:
-            raise ValueError("loglikelihood needs a non-empty context and continuation (token ids)")
-        if len(r.cont) > max_length:
-            raise ValueError(f"continuation of {len(r.cont)} tokens exceeds the model's context of {max_length}")
-        if len(r.ctx) + len(r.cont) > max_length + 1:
-            logger.warning("context (%d) + continuation (%d) tokens exceed the model's length %d: truncating from "
-                           "the left", len(r.ctx), len(r.cont), max_length)
-        out.append(((r.ctx + r.cont)[-(max_length + 1):][:-1], len(r.cont)))
-    return out
-
-
-@torch.inference_mode()
-def score_tokens(lms: Sequence[CausalLM], reqs: Sequence[TokenRequest], batch_size: int, max_length: int,
-                 combine: Optional[Callable[[list[torch.Tensor]], torch.Tensor]] = None,
-                 progress: Optional[Callable[[int], None]] = None) -> list[tuple[float, bool]]:
-    """(sum of log-probs of the continuation, whether it is the greedy continuation) per request.
-
-    One model: its log-softmax, as lm-eval's hf backend (right padding, float32 logits).
-    Several models reading the same ids: ``combine(logits_list) -> log-probs`` (EFT).
-    Longest requests first, ``batch_size`` at a time; results in the input order.
+    ``eft_lms``/``eft_betas``: the next-token distribution becomes EFT's mix of this model and those
+    (same vocabulary); without them HFLM is unchanged, so its numbers are ``--model hf``'s by construction.
+    ``accelerator``: the data-parallel ranks (HFLM sets none up for a preloaded model).
     """
-    wins = _windows(reqs, max_length)
-    order = sorted(range(len(reqs)), key=lambda i: -len(wins[i][0]) - wins[i][1])
-    results: list[Optional[tuple[float, bool]]] = [None] * len(reqs)
-    main = lms[0]
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        inps = [wins[i][0] for i in idx]
-        outs = []
-        for lm in lms:
-            ids, mask = right_pad(inps, lm.pad_id, lm.device)
-            logits = lm.forward(ids, mask, None)
-            lm.check_finite(logits.reshape(-1, logits.shape[-1]), mask.reshape(-1).bool())
-            outs.append(logits.to(main.device))
-        if combine is None:
-            logp = torch.log_softmax(outs[0], dim=-1)
-        else:
-            vocab = min(o.shape[-1] for o in outs)
-            logp = combine([o[..., :vocab] for o in outs])
-        for row, i in enumerate(idx):
-            inplen, contlen = len(wins[i][0]), wins[i][1]
-            cont = torch.tensor(reqs[i].cont, dtype=torch.long, device=logp.device)
-            lp = logp[row, inplen - contlen:inplen]
-            greedy = bool((lp.argmax(dim=-1) == cont).all())
-            results[i] = (float(lp.gather(-1, cont.unsqueeze(-1)).sum()), greedy)
-        if progress is not None:
-            progress(len(idx))
-    return results  # type: ignore[return-value]
+
+    def __init__(self, lm: CausalLM, batch_size: int, accelerator=None, eft_lms: Sequence[CausalLM] = (),
+                 eft_betas: Sequence[float] = ()):
+        hf_logger = logging.getLogger("lm_eval.models.huggingface")
+        level = hf_logger.level
+        hf_logger.setLevel(logging.ERROR)  # its warnings about a preloaded model are about launching, handled here
+        try:
+            super().__init__(pretrained=lm.model, tokenizer=lm.tokenizer, backend="causal", batch_size=batch_size)
+        finally:
+            hf_logger.setLevel(level)
+        self.eft_lms, self.eft_betas = tuple(eft_lms), [float(b) for b in eft_betas]
+        if accelerator is not None and accelerator.num_processes > 1:
+            self.accelerator = accelerator
+            self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
+
+    def _model_call(self, inps, attn_mask=None, labels=None):
+        logits = super()._model_call(inps, attn_mask, labels)
+        if not self.eft_lms:
+            return logits
+        with torch.no_grad():
+            outs = [logits.float()] + [lm.model(inps.to(lm.device)).logits.float().to(logits.device)
+                                       for lm in self.eft_lms]
+        vocab = min(o.shape[-1] for o in outs)
+        return eft_combiner(self.eft_betas)([o[..., :vocab] for o in outs])
 
 
-# ----------------------------------------------------------------------------- guide tilt
+def eft_combiner(betas: Sequence[float]) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+    """Combine logits (strong, tuned_1..n, untuned) into the EFT sampler's normalised log-probs."""
+    return lambda logits: torch.log_softmax(eft_logprobs(logits, list(betas)), dim=-1)
 
 
-@dataclass
-class TiltTerm:
-    """One additive term of the tilt: ``weight * (log p_plus(y|x) - log p_minus(y|x))`` for an
-    implicit-value guide, or ``weight * scorer(x, y)`` for any other guide (a reward model)."""
+def model_max_length(lm: CausalLM) -> int:
+    """The context length lm-eval's hf backend uses for this model."""
+    from lm_eval.models.utils import resolve_max_length
 
-    weight: float
-    plus: Optional[GuideLM] = None
-    minus: Optional[GuideLM] = None
-    scorer: Optional[Callable] = None
-
-
-def tilt_terms(scorer) -> list[TiltTerm]:
-    """The terms of the engine's guide scorer (ImplicitValueScorer, WeightedSum, or another)."""
-    if scorer is None:
-        return []
-    if isinstance(scorer, WeightedSum):
-        terms = []
-        for w, s in scorer.terms:
-            for t in tilt_terms(s):
-                t.weight *= w
-                terms.append(t)
-        return terms
-    if isinstance(scorer, ImplicitValueScorer):
-        return [TiltTerm(scorer.beta, scorer.tuned, scorer.untuned)]
-    return [TiltTerm(1.0, scorer=scorer)]
+    return resolve_max_length(lm.model.config, lm.tokenizer)
 
 
 def split_space(context: str, continuation: str) -> tuple[str, str]:
@@ -134,85 +87,80 @@ def split_space(context: str, continuation: str) -> tuple[str, str]:
     return context, continuation
 
 
-def _prefix_token(lm: CausalLM) -> int:
-    tok = lm.tokenizer
-    if tok.bos_token_id is not None:
-        return int(tok.bos_token_id)
-    return int(lm.eos_ids[0]) if lm.eos_ids else lm.pad_id
-
-
-def guide_pairs(guide: GuideLM, pairs: Sequence[tuple[str, str]]) -> list[TokenRequest]:
-    """Token requests of (context, continuation) text for one guide: its template applied to
-    the context (an empty context becomes its BOS/EOS token), the continuation tokenized
-    on its own -- as the guide scores a response during the search."""
-    tok = guide.lm.tokenizer
+def guide_requests(guide: GuideLM, prefix_token: int, pairs: Sequence[tuple[str, str]]) -> list:
+    """HFLM token requests ``((ctx, cont), ctx_ids, cont_ids)`` of (context, continuation) text for one guide:
+    its template applied to the context (an empty context becomes ``prefix_token``), the continuation
+    tokenized on its own -- as the guide scores a response during the search."""
     out = []
     for ctx, cont in pairs:
-        ctx, cont = split_space(ctx, cont)
-        ctx_ids = guide.prefix_ids(ctx) if ctx else [_prefix_token(guide.lm)]
-        cont_ids = tok.encode(cont, add_special_tokens=False)
+        ctx_ids = guide.prefix_ids(ctx) if ctx else [prefix_token]
+        cont_ids = guide.lm.tokenizer.encode(cont, add_special_tokens=False)
         if not cont_ids:
             raise ValueError(f"continuation {cont!r} encodes to no tokens with guide {guide.lm.name!r}")
-        out.append(TokenRequest(ctx_ids, cont_ids))
+        out.append(((ctx, cont), ctx_ids, cont_ids))
     return out
 
 
-def rolling_requests(lm: CausalLM, text: str, max_length: int, prefix_token: Optional[int] = None,
-                     encode: Optional[Callable[[str], list[int]]] = None) -> list[TokenRequest]:
-    """lm-eval's disjoint rolling windows over ``text`` (each token predicted exactly once)."""
-    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+class _Text:
+    """The one field of an lm-eval Instance that HFLM.loglikelihood_rolling reads."""
 
-    ids = encode(text) if encode is not None else lm.tokenizer.encode(text)
-    prefix = _prefix_token(lm) if prefix_token is None else prefix_token
-    return [TokenRequest(*make_disjoint_window(w))
-            for w in get_rolling_token_windows(token_list=ids, prefix_token=prefix, max_seq_len=max_length, context_len=1)]
+    def __init__(self, text: str):
+        self.args = (text,)
 
 
-def model_max_length(lm: CausalLM) -> int:
-    """The context length lm-eval's hf backend uses for this model."""
-    from lm_eval.models.utils import resolve_max_length
+class Tilt:
+    """Sum of an engine's guide terms (``Engine.guides``: weight, kind, scorer) for (context, continuation)
+    pairs: an ``implicit`` term is ``weight * beta * (log p_tuned - log p_untuned)`` of its two guide LMs
+    (log-probs from HFLM over each), any other term ``weight * scorer(contexts, continuations)``."""
 
-    return resolve_max_length(lm.model.config, lm.tokenizer)
+    def __init__(self, guides: Sequence, batch_size: int):
+        self.guides = [g for g in guides if g.weight != 0]
+        self.batch_size = batch_size
+        self._hf: dict[int, LoadedHFLM] = {}  # one HFLM wrapper per guide model (no results kept)
 
+    def __bool__(self) -> bool:
+        return bool(self.guides)
 
-def tilt(terms: Sequence[TiltTerm], pairs: Sequence[tuple[str, str]], batch_size: int,
-         rolling: bool = False) -> list[float]:
-    """Sum of the tilt terms for each (context, continuation) pair (context "" when ``rolling``)."""
-    pairs = [split_space(c, y) for c, y in pairs]
-    total = [0.0] * len(pairs)
-    logp_cache: dict[int, list[float]] = {}
+    def _hflm(self, lm: CausalLM) -> LoadedHFLM:
+        if id(lm) not in self._hf:
+            self._hf[id(lm)] = LoadedHFLM(lm, self.batch_size)
+        return self._hf[id(lm)]
 
-    def guide_logp(guide: GuideLM) -> list[float]:
-        if id(guide) not in logp_cache:
-            limit = model_max_length(guide.lm)
-            if rolling:
-                reqs, owner = [], []
-                for i, (_, text) in enumerate(pairs):
-                    windows = rolling_requests(guide.lm, text, limit)
-                    reqs += windows
-                    owner += [i] * len(windows)
-                vals = [0.0] * len(pairs)
-                for i, (s, _) in zip(owner, score_tokens([guide.lm], reqs, batch_size, limit)):
-                    vals[i] += s
+    def _logp(self, guide: GuideLM, pairs: list[tuple[str, str]], rolling: bool) -> list[float]:
+        hf = self._hflm(guide.lm)
+        if rolling:
+            return hf.loglikelihood_rolling([_Text(y) for _, y in pairs], disable_tqdm=True)
+        reqs = guide_requests(guide, hf.prefix_token_id, pairs)
+        return [lp for lp, _ in hf._loglikelihood_tokens(reqs, disable_tqdm=True)]
+
+    def __call__(self, pairs: Sequence[tuple[str, str]], rolling: bool = False) -> list[float]:
+        """The tilt of each pair (``rolling``: whole texts, context "")."""
+        pairs = [split_space(c, y) for c, y in pairs]
+        total = [0.0] * len(pairs)
+        logp: dict[int, list[float]] = {}
+        for g in self.guides:
+            if g.kind == "implicit":
+                plus, minus = g.scorer.tuned, g.scorer.untuned
+                for guide in (plus, minus):
+                    if id(guide) not in logp:
+                        logp[id(guide)] = self._logp(guide, pairs, rolling)
+                weight = g.weight * g.scorer.beta
+                vals = [a - b for a, b in zip(logp[id(plus)], logp[id(minus)])]
             else:
-                vals = [s for s, _ in score_tokens([guide.lm], guide_pairs(guide, pairs), batch_size, limit)]
-            logp_cache[id(guide)] = vals
-        return logp_cache[id(guide)]
-
-    for term in terms:
-        if term.weight == 0:
-            continue
-        if term.scorer is not None:
-            ctxs = [c for c, _ in pairs]
-            values = term.scorer(ctxs, [y for _, y in pairs], [False] * len(pairs))
-            vals = [float(v) for v in torch.as_tensor(values, dtype=torch.float64).flatten()]
-        else:
-            plus, minus = guide_logp(term.plus), guide_logp(term.minus)
-            vals = [a - b for a, b in zip(plus, minus)]
-        total = [t + term.weight * v for t, v in zip(total, vals)]
-    return total
+                weight = g.weight
+                scores = g.scorer([c for c, _ in pairs], [y for _, y in pairs], [False] * len(pairs))
+                vals = torch.as_tensor(scores, dtype=torch.float64).flatten().tolist()
+            total = [t + weight * v for t, v in zip(total, vals)]
+        return total
 
 
-def eft_combiner(betas: Sequence[float]) -> Callable[[list[torch.Tensor]], torch.Tensor]:
-    """Combine logits (strong, tuned_1..n, untuned) into the EFT sampler's normalised log-probs."""
-    return lambda logits: torch.log_softmax(eft_logprobs(logits, list(betas)), dim=-1)
+def eft_parts(engine, method) -> tuple[list, list]:
+    """(guide LMs, betas) of EFT's next-token mix for ``method`` (empty for other methods)."""
+    if getattr(method, "name", None) != "eft":
+        return [], []
+    return [*engine.tuned, engine.untuned], list(engine.eft_betas(method))
+
+
+def terms_for(engine, method) -> Optional[list]:
+    """The guide terms the tilt adds for ``method``: the engine's guides for BoN/CBS, none otherwise."""
+    return list(engine.guides) if getattr(method, "name", None) in ("bon", "cbs") else []

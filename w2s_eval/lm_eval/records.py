@@ -18,11 +18,11 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["output_dir_from_argv", "versions", "StatsWriter", "result_record"]
+__all__ = ["output_dir_from_argv", "versions", "sampling_config", "StatsWriter", "result_record"]
 
 
 def output_dir_from_argv(argv: Optional[Sequence[str]] = None) -> Optional[Path]:
@@ -48,19 +48,54 @@ def output_dir_from_argv(argv: Optional[Sequence[str]] = None) -> Optional[Path]
 
 
 def versions() -> dict:
-    import torch
-    import transformers
+    """The versions of the packages that decide results (:func:`w2s_eval.provenance.package_versions`)."""
+    from ..provenance import package_versions
 
-    from .. import __version__
+    return package_versions()
 
+
+_SAMPLING_KEYS = {"until", "max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens", "do_sample",
+                  "temperature", "top_k", "top_p"}
+
+
+def _temperature(gen_kwargs: dict, default: Optional[float]) -> float:
+    if gen_kwargs.get("do_sample") is False:
+        return 0.0
+    if "temperature" in gen_kwargs:
+        return float(gen_kwargs["temperature"])
+    if gen_kwargs.get("do_sample") is True:
+        return default if default is not None else 1.0
+    return default if default is not None else 0.0
+
+
+def sampling_config(args, gen_kwargs: Any, task: Optional[str], warn_once: Callable[..., None]):
+    """A request's :class:`~w2s_eval.config.SamplingConfig`: its generation kwargs, the model args
+    (``args``) filling what the task leaves open; a bad setting raises naming the task."""
+    from lm_eval.models.utils import normalize_gen_kwargs
+
+    from ..config import SamplingConfig
+
+    where = f" (task {task})" if task else ""
+    if not isinstance(gen_kwargs, dict):
+        raise ValueError(f"w2s: generation kwargs must be a dict{where}, got {gen_kwargs!r}")
+    until = gen_kwargs.get("until")
+    if until is not None and not (isinstance(until, str) or
+                                  (isinstance(until, list) and all(isinstance(s, str) for s in until))):
+        raise ValueError(f"w2s: 'until'{where} must be a list of strings (or one string), got {until!r}; "
+                         "fix generation_kwargs.until in the task YAML or --gen_kwargs")
+    ignored = sorted(set(gen_kwargs) - _SAMPLING_KEYS)
+    if ignored:
+        warn_once(f"ignored:{ignored}", "w2s: ignoring generation kwargs %s (supported: %s)", ignored,
+                  ", ".join(sorted(_SAMPLING_KEYS)))
+    kw = normalize_gen_kwargs(gen_kwargs, args.max_gen_toks)
+    top_k = gen_kwargs.get("top_k", args.top_k or 0)
+    top_p = gen_kwargs.get("top_p", 1.0 if args.top_p is None else args.top_p)
     try:
-        from importlib.metadata import version
-
-        lm_eval_version = version("lm_eval")
-    except Exception:  # pragma: no cover - lm-eval is a dependency
-        lm_eval_version = None
-    return {"w2s_eval": __version__, "lm_eval": lm_eval_version, "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": sys.version.split()[0]}
+        return SamplingConfig(temperature=_temperature(gen_kwargs, args.temperature), top_k=int(top_k or 0),
+                              top_p=float(top_p), max_new_tokens=int(kw["max_gen_toks"]),
+                              stop=tuple(s for s in kw["until"] if s), seed=args.seed, truncation=args.truncation)
+    except ValueError as e:
+        raise ValueError(f"w2s: bad generation settings{where}: {e}") from None
 
 
 def _sha(text: str) -> str:
