@@ -4,7 +4,7 @@
    wall time (and this process's CPU time, which other jobs on a shared machine disturb
    less) of ``lm_eval.simple_evaluate`` (models loaded beforehand), for a greedy
    generate_until task and a multiple-choice (loglikelihood) task.      target: ratio <= 1.1
-   The generated texts and log-likelihoods are checked equal (1e-5) on the way.
+   The generated texts and log-likelihoods are checked equal (1e-6 relative) on the way.
 2. CBS(2,2,30) vs BoN(4) with the same guides on the generate task, sampled at T=0.7:
    wall time and compute counters (strong / guide token forwards) from the stats files.
 
@@ -136,7 +136,8 @@ def main() -> int:
         if task == "b_gen":
             same = a == b
         else:
-            same = all(abs(float(x[0][0]) - float(y[0][0])) <= 1e-5 for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+            same = all(abs(float(x[0][0]) - float(y[0][0])) <= 1e-6 * max(1.0, abs(float(y[0][0])))  # float32 sums
+                       for ra, rb in zip(a, b) for x, y in zip(ra, rb))
         ratio = min(times["w2s"]) / min(times["hf"])
         cpu_ratio = min(cpu["w2s"]) / min(cpu["hf"])
         report[task] = {"hf_s": min(times["hf"]), "w2s_base_s": min(times["w2s"]), "ratio": ratio,
