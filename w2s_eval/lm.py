@@ -20,6 +20,7 @@ results are those of the unsplit pass.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -29,6 +30,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 logger = logging.getLogger(__name__)
 
@@ -127,19 +129,32 @@ def _keeps_every_position(cache) -> bool:
 
 def _splittable(cache) -> bool:
     """True when every layer holds plain key/value tensors (transformers' dynamic layers)."""
-    from transformers.cache_utils import DynamicLayer
-
     return isinstance(cache, DynamicCache) and all(isinstance(layer, DynamicLayer) for layer in cache.layers)
 
 
-def _rows_of(cache, lo: int, hi: int, n_rows: int):
+@contextlib.contextmanager
+def _undone_on_oom(cache):
+    """Run a forward on ``cache`` itself; if it runs out of memory, put the layers back as they
+    were (dynamic layers rebind their tensors on ``update``, so their attributes are the state)."""
+    layers = list(cache.layers)
+    saved = [dict(vars(layer)) for layer in layers]
+    try:
+        yield
+    except OutOfMemoryError:
+        for layer, state in zip(layers, saved):
+            vars(layer).clear()
+            vars(layer).update(state)
+        cache.layers = layers
+        raise
+
+
+def _rows_of(cache, lo: int, hi: int):
     """A cache of rows lo..hi-1 of ``cache`` that leaves ``cache`` as it is when the model
     writes to it: dynamic layers rebind their tensors on ``update``, so a copy of the layer
     objects (not of the tensors) suffices."""
     sub = copy.copy(cache)
     sub.layers = [copy.copy(layer) for layer in cache.layers]
-    if (lo, hi) != (0, n_rows):
-        sub.batch_select_indices(torch.arange(lo, hi, device=_cache_device(cache)))
+    sub.batch_select_indices(torch.arange(lo, hi, device=_cache_device(cache)))
     return sub
 
 
@@ -152,9 +167,6 @@ def _cache_device(cache):
 
 def _adopt(cache, parts: list) -> None:
     """Make ``cache`` hold the rows of ``parts`` (row slices, in order) after a forward."""
-    if len(parts) == 1:
-        cache.layers = parts[0].layers
-        return
     layers = []
     for i, layer in enumerate(parts[0].layers):
         layer = copy.copy(layer)
@@ -227,14 +239,20 @@ class CausalLM:
             return self._forward_once(input_ids, attention_mask, cache), n
 
         def run(lo: int, hi: int):
-            sub = None if cache is None else _rows_of(cache, lo, hi, n)
+            if cache is None:
+                return self._forward_once(input_ids[lo:hi], attention_mask[lo:hi], None), None
+            if (lo, hi) == (0, n):
+                with _undone_on_oom(cache):
+                    return self._forward_once(input_ids, attention_mask, cache), None
+            sub = _rows_of(cache, lo, hi)
             return self._forward_once(input_ids[lo:hi], attention_mask[lo:hi], sub), sub
 
         outs, size = split_on_oom(run, n, self.name, rows)
+        if len(outs) == 1:
+            return outs[0][0], size
         if cache is not None:
             _adopt(cache, [sub for _, sub in outs])
-        logits = outs[0][0] if len(outs) == 1 else torch.cat([x for x, _ in outs], dim=0)
-        return logits, size
+        return torch.cat([x for x, _ in outs], dim=0), size
 
     def _forward_once(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache) -> torch.Tensor:
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
