@@ -54,11 +54,13 @@ def test_saved_gold_scores_like_the_sklearn_model_without_pickle(tmp_path, monke
     assert again(["A "], ["great film"]) == gold(["A "], ["great film"])
 
 
-def test_old_callers_pkl_name_gets_the_data_file(tmp_path):
+def test_a_world_gold_pkl_written_now_holds_data(tmp_path):
+    """The world build keeps the name gold.pkl: the content (JSON data) decides how it loads, not the name."""
     gold = _gold()
-    written = save_gold(gold, tmp_path / "gold.pkl")  # what the world build's gold step asks for
-    assert written == tmp_path / GOLD_FILE and not (tmp_path / "gold.pkl").exists()
-    assert load_gold(tmp_path / "gold.pkl").texts(TEXTS) == gold.texts(TEXTS)
+    written = save_gold(gold, tmp_path / "gold.pkl")
+    assert written == tmp_path / "gold.pkl" and written.read_bytes()[:1] == b"{"
+    assert load_gold(written).texts(TEXTS) == gold.texts(TEXTS)
+    assert load_gold(tmp_path).texts(TEXTS) == gold.texts(TEXTS)  # the directory of a world's gold step
 
 
 def test_a_pickle_is_never_loaded_unverified(tmp_path):

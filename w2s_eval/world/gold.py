@@ -66,8 +66,8 @@ def train_gold(texts: Sequence[str], labels: Sequence[int], *, C: float = 4.0, m
     return GoldReward(vec, clf), info
 
 
-GOLD_FILE = "gold.json"  # what this version writes: parameters only, nothing that can run code
-LEGACY_FILE = "gold.pkl"  # what older versions wrote: loaded only when its sha256 is verified
+GOLD_FILE = "gold.json"  # the file save_gold writes into a directory: parameters only, nothing that can run code
+LEGACY_FILE = "gold.pkl"  # a world's gold file name (older versions pickled it: loaded only when its sha256 checks)
 FORMAT = "w2s-eval-gold/1"
 # TfidfVectorizer settings kept in the file; callables (tokenizer, preprocessor) are never stored or read
 _VECTORIZER_KEYS = {"analyzer": str, "binary": bool, "decode_error": str, "encoding": str, "input": str,
@@ -142,10 +142,10 @@ def gold_from_dict(doc: dict, path: Path = Path("<data>")) -> GoldReward:
 
 
 def save_gold(gold: GoldReward, path: os.PathLike) -> Path:
-    """Write the gold reward as JSON data (:data:`GOLD_FILE`); returns the file written.
+    """Write the gold reward as JSON data to ``path`` (a directory: :data:`GOLD_FILE` in it); returns the file.
 
-    ``path``: a directory (the file goes into it) or a file name; an old caller's ``gold.pkl`` name gets
-    :data:`GOLD_FILE` beside it instead (a pickle is never written).
+    The content, not the name, says what a gold file is: a world built by this version keeps the name
+    ``gold.pkl`` but holds JSON data (a pickle is never written).
     """
     import json
 
@@ -154,8 +154,6 @@ def save_gold(gold: GoldReward, path: os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / GOLD_FILE
-    elif path.suffix != ".json":
-        path = path.with_name(GOLD_FILE)
     atomic_write_text(path, json.dumps(gold_to_dict(gold), allow_nan=False, separators=(",", ":")))
     return path
 
@@ -171,44 +169,50 @@ def _manifest_sha(path: Path):
         return None
 
 
-def load_gold(path: os.PathLike, sha256: str | None = None) -> GoldReward:
-    """Load the gold reward: a :data:`GOLD_FILE` (data only), or the directory holding it.
+def _check_sha(path: Path, expected: str) -> None:
+    from ..assets import sha256_file
 
-    ``sha256`` (from the manifest) is checked first when given. An old world's pickled ``gold.pkl`` is
-    read only when its sha256 matches ``sha256`` or the one its world manifest records; any other
-    pickle is refused (unpickling runs code), with the rebuild command.
+    if sha256_file(path) != expected:
+        raise ValueError(f"gold reward {path} does not match the sha256 in the world's manifest (corrupted?); "
+                         "delete the world directory and run: w2s-eval world build imdb-mini")
+
+
+def load_gold(path: os.PathLike, sha256: str | None = None) -> GoldReward:
+    """Load the gold reward from a file (or a directory holding :data:`GOLD_FILE` or ``gold.pkl``).
+
+    ``sha256`` (from the manifest) is checked first when given. JSON data (what this version writes) is
+    read without running anything. Anything else is an old world's pickle: read only when its sha256
+    matches ``sha256`` or the one its world manifest records; any other pickle is refused (unpickling runs
+    code), with the rebuild command.
     """
     import json
-
-    from ..assets import sha256_file
 
     path = Path(path)
     if path.is_dir():
         path = path / GOLD_FILE if (path / GOLD_FILE).exists() else path / LEGACY_FILE
-    elif path.suffix == ".pkl" and sha256 is None and path.with_name(GOLD_FILE).exists():
-        path = path.with_name(GOLD_FILE)  # an old caller's name for the file this version writes
     if not path.exists():
         raise FileNotFoundError(f"gold reward {path} is missing; run: w2s-eval world build imdb-mini")
-    expected = sha256 if sha256 is not None or path.suffix != ".pkl" else _manifest_sha(path)
-    if path.suffix == ".pkl" and expected is None:
+    with open(path, "rb") as f:
+        is_json = f.read(1) == b"{"
+    expected = sha256 if sha256 is not None or is_json else _manifest_sha(path)
+    if expected is None and not is_json:
         raise ValueError(f"refusing to unpickle {path}: no world manifest records its sha256 (a pickle can run "
-                         f"code). Gold rewards are {GOLD_FILE} data files now; rebuild the world: "
+                         "code). Gold rewards are JSON data files now; rebuild the world: "
                          "w2s-eval world build imdb-mini --force")
-    if expected is not None and sha256_file(path) != expected:
-        raise ValueError(f"gold reward {path} does not match the sha256 in the world's manifest (corrupted?); "
-                         "delete the world directory and run: w2s-eval world build imdb-mini")
-    if path.suffix == ".pkl":
-        import pickle
+    if expected is not None:
+        _check_sha(path, expected)
+    if is_json:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise ValueError(f"gold reward {path} is not JSON ({e}); rebuild the world: "
+                             "w2s-eval world build imdb-mini --force") from None
+        return gold_from_dict(doc, path)
+    import pickle
 
-        with open(path, "rb") as f:
-            obj = pickle.load(f)  # noqa: S301 - an old world's own file, its sha256 verified just above
-        return GoldReward(obj["vectorizer"], obj["classifier"])
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise ValueError(f"gold reward {path} is not JSON ({e}); rebuild the world: "
-                         "w2s-eval world build imdb-mini --force") from None
-    return gold_from_dict(doc, path)
+    with open(path, "rb") as f:
+        obj = pickle.load(f)  # noqa: S301 - an old world's own file, its sha256 verified just above
+    return GoldReward(obj["vectorizer"], obj["classifier"])
 
 
 _VADER = None
