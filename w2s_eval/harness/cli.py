@@ -169,9 +169,9 @@ def cmd_demo(args) -> int:
     methods = args.methods
     if args.strong_endpoint and methods == DEMO_METHODS:
         # EFT needs the strong model's logits over the whole vocabulary, which a server does not give
-        from .compare import split_methods
+        from .compare import parse_methods
 
-        methods = [m for m in split_methods(methods) if not m.startswith("eft")]
+        methods = [m for m in parse_methods(methods) if m.name != "eft"]
         print("note: eft needs the strong model's full logits and is left out with --strong-endpoint",
               file=sys.stderr)
     world = load_or_build(args.world, args.world_home, progress=not args.no_progress)

@@ -24,43 +24,55 @@ from .records import (GUIDES, RECORDS_FILE, RecordLog, RunConfig, check_run_dir,
                       record_key)
 from .world import World, world_home
 
-__all__ = ["split_methods", "parse_seeds", "make_run_config", "world_spec", "build_world_engine", "run_compare",
+__all__ = ["parse_methods", "split_methods", "parse_seeds", "make_run_config", "world_spec", "build_world_engine", "run_compare",
            "CompareOutcome", "served_model_name", "vocabulary_mismatch", "COMPARE_DEFAULTS"]
 
 logger = logging.getLogger(__name__)
 
 
-def split_methods(specs: Union[str, Sequence[str]]) -> list:
-    """Split ``"base,bon:n=16,cbs:w=4,k=4,l=5"`` (commas inside a method's parameters allowed) into specs.
+def parse_methods(specs) -> list:
+    """Parse ``"base,bon:n=16,cbs:w=4,k=4,l=5"`` (commas inside a method's parameters allowed) into method configs,
+    each parsed once (a run passes them on; nothing parses them again).
 
-    A comma-separated item with a ``:`` or without ``=`` starts a new method; ``key=value``
-    items attach to the method before. Also accepts a list of such strings. Each spec is
-    validated and returned in canonical form (``parse_method(spec).spec``).
+    A comma-separated item with a ``:`` or without ``=`` starts a new method; ``key=value`` items attach to the
+    method before. Also accepts a list of such strings or of parsed methods. A method listed twice is refused.
     """
-    texts = [specs] if isinstance(specs, str) else list(specs)
-    out: list = []
-    for text in texts:
-        current: Optional[str] = None
-        for item in (p.strip() for p in re.split(r"[,;\s]+", text.strip())):
-            if not item:
-                continue
-            if ":" in item or "=" not in item:
-                if current is not None:
-                    out.append(current)
-                current = item
-            elif current is None:
-                raise ValueError(f"method parameter {item!r} comes before any method name; write e.g. 'bon:n=16'")
-            else:
-                current += "," + item
-        if current is not None:
-            out.append(current)
-    if not out:
+    items = [specs] if isinstance(specs, str) else list(specs)
+    texts: list = []
+    for item in items:
+        texts.extend(_split(item) if isinstance(item, str) else [item])
+    if not texts:
         raise ValueError("no methods given; e.g. --methods base,bon:n=16,eft:beta=1.0,cbs:w=4,k=4,l=5")
-    canonical = [parse_method(s).spec for s in out]
+    methods = [parse_method(t) for t in texts]
+    canonical = [m.spec for m in methods]
     dupes = sorted({s for s in canonical if canonical.count(s) > 1})
     if dupes:
         raise ValueError(f"method(s) listed twice: {', '.join(dupes)}")
-    return canonical
+    return methods
+
+
+def _split(text: str) -> list:
+    out: list = []
+    current: Optional[str] = None
+    for item in (p.strip() for p in re.split(r"[,;\s]+", text.strip())):
+        if not item:
+            continue
+        if ":" in item or "=" not in item:
+            if current is not None:
+                out.append(current)
+            current = item
+        elif current is None:
+            raise ValueError(f"method parameter {item!r} comes before any method name; write e.g. 'bon:n=16'")
+        else:
+            current += "," + item
+    if current is not None:
+        out.append(current)
+    return out
+
+
+def split_methods(specs: Union[str, Sequence[str]]) -> list:
+    """The canonical specs (``parse_method(spec).spec``) of :func:`parse_methods`."""
+    return [m.spec for m in parse_methods(specs)]
 
 
 def parse_seeds(text: Union[str, int, Sequence[int]]) -> tuple:
@@ -175,7 +187,7 @@ def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seed
     if spec.strong_endpoint is not None and spec.strong_model is None:
         spec = spec.engine_spec(strong_model=served_model_name(spec.strong_endpoint))
     return RunConfig(world=world.name, world_fingerprint=fingerprint(world.manifest),
-                     methods=tuple(split_methods(methods)), n_prompts=n_prompts, seeds=parse_seeds(seeds),
+                     methods=tuple(parse_methods(methods)), n_prompts=n_prompts, seeds=parse_seeds(seeds),
                      sampling=sampling, engine=spec, guide=guide, strong_name=strong_name, batch_size=batch_size)
 
 
@@ -238,14 +250,14 @@ def vocabulary_mismatch(engine) -> Optional[str]:
     for guide in guides:
         if guide.tokenizer.get_vocab() != vocab:
             return (f"vocabulary differs: EFT adds the guides' next-token log-probabilities to the strong model's, "
-                    f"so it needs one vocabulary, but the strong model's tokenizer {_tokenizer_name(strong)} is not "
-                    f"the guide's tokenizer {_tokenizer_name(guide)}; bon and cbs guide across vocabularies")
+                    f"so it needs one vocabulary, but the strong model's tokenizer {_tokenizer_name(strong)} differs "
+                    f"from the guide's tokenizer {_tokenizer_name(guide)}; bon and cbs guide across vocabularies")
     return None
 
 
 def _tokenizer_name(lm) -> str:
     tok = lm.tokenizer
-    return f"{type(tok).__name__} of {tok.name_or_path or lm.name!r} ({len(tok)} tokens)"
+    return f"{tok.name_or_path or lm.name!r} ({len(tok)} tokens)"
 
 
 def _check_context(engine, cfg: RunConfig, prompts) -> None:
@@ -301,7 +313,7 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
     if cfg.world != world.name or cfg.world_fingerprint != fingerprint(world.manifest):
         raise ValueError(f"the run config is for world {cfg.world!r} ({cfg.world_fingerprint}), not for "
                          f"{world.name!r} ({fingerprint(world.manifest)}); make it with make_run_config(world, ...)")
-    methods = [parse_method(m) for m in cfg.methods]
+    methods = list(cfg.parsed_methods)
     out, _, _ = check_run_dir(out_dir, cfg)  # writes nothing
     prompts = world.prompts[: cfg.n_prompts]
     n_planned = len(prompts) * len(methods) * len(cfg.seeds)

@@ -68,12 +68,14 @@ class RunConfig:
     batch_size: int = 8
 
     def __post_init__(self):
-        methods = tuple(parse_method(m).spec for m in self.methods)
+        parsed = tuple(parse_method(m) for m in self.methods)  # parsed methods pass through unparsed
+        methods = tuple(m.spec for m in parsed)
         if not methods:
             raise ValueError("methods is empty; give at least one, e.g. --methods base,bon:n=16")
         if len(set(methods)) != len(methods):
             raise ValueError(f"methods lists a method twice: {', '.join(methods)}")
         object.__setattr__(self, "methods", methods)
+        object.__setattr__(self, "_parsed", parsed)
         if isinstance(self.n_prompts, bool) or not isinstance(self.n_prompts, int) or self.n_prompts < 1:
             raise ValueError(f"n_prompts must be a positive integer, got {self.n_prompts!r}; e.g. --prompts 64")
         seeds = tuple(self.seeds)
@@ -92,6 +94,11 @@ class RunConfig:
             raise ValueError(f"strong_name must be a strong model's name, got {self.strong_name!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+
+    @property
+    def parsed_methods(self) -> tuple:
+        """The method configs of ``methods`` (parsed once, here)."""
+        return self._parsed
 
     # the engine's settings under the names the harness has always recorded
     @property
@@ -143,7 +150,9 @@ class RunConfig:
 
     def resolved(self, method: str, seed: int) -> dict:
         """The full resolved config of one record."""
-        return {**self.identity(), "method": parse_method(method).spec, "seed": seed, "device": self.device,
+        spec = getattr(method, "spec", method)
+        spec = spec if spec in self.methods else parse_method(spec).spec
+        return {**self.identity(), "method": spec, "seed": seed, "device": self.device,
                 "batch_size": self.batch_size}
 
 
