@@ -3,7 +3,7 @@
 SPEC: ``vader`` (VADER compound of prompt+response, in [-1, 1]); ``classifier:DIR[@LABEL]``
 (a sequence classifier: log p(LABEL) - log p(other), LABEL defaults to ``positive``/1 --
 the paper's gold reward with a distilbert-imdb classifier); ``rm:DIR`` (a one-output reward
-model, TRL RewardTrainer format); ``gold:FILE.json`` or ``world:imdb-mini`` (the TF-IDF gold
+model, TRL RewardTrainer format); ``gold:FILE`` or ``world:imdb-mini`` (the TF-IDF gold
 reward of the offline imdb-mini world, data only: a pickle is read only when a world manifest
 records its sha256); a bare ``DIR`` is a reward model when it has one output, else a classifier.
 ``$W2S_SCORER_DEVICE`` places the model scorers (default ``auto``).
@@ -87,6 +87,6 @@ def load_scorer(spec: str) -> Callable[[Sequence[str], Sequence[str]], list[floa
         fn = _hf_scorer(kind, path, (int(label) if label.isdigit() else label) if label else None)
     else:
         raise ValueError(f"unknown scorer kind {kind!r} in {spec!r}; use vader, classifier:DIR[@LABEL], rm:DIR, "
-                         "gold:FILE.json, world:imdb-mini or a model directory")
+                         "gold:FILE, world:imdb-mini or a model directory")
     _SCORERS[spec] = fn
     return fn

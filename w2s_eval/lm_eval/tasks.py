@@ -11,7 +11,7 @@ rank in one batch; ``process_results`` hands the score to lm-eval, which average
   reward model is available offline).
 
 SPEC: see :mod:`w2s_eval.lm_eval.scoring` (``vader``, ``classifier:DIR[@LABEL]``, ``rm:DIR``,
-``gold:FILE.json``, ``world:imdb-mini`` or a model directory). The resolved SPEC is stored
+``gold:FILE``, ``world:imdb-mini`` or a model directory). The resolved SPEC is stored
 in every document (field ``scorer``), so the logged samples say what scored them.
 """
 
