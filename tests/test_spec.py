@@ -211,3 +211,28 @@ def test_a_method_is_prepared_once(toy_dirs):
     b = build_engine(EngineSpec(strong=toy_dirs["strong"], dtype="float32", device="cpu"))
     with pytest.raises(ValueError, match="prepared by another engine"):
         b.generate(["x"], run, SamplingConfig(max_new_tokens=2))
+
+
+def test_lm_eval_model_args_refuse_non_finite_weights():
+    """issue 12 item 3: at parse time, naming the key (before any model loads)."""
+    from w2s_eval.lm_eval.args import parse_model_args
+
+    for key, value in (("beta", "inf"), ("beta", math.nan), ("rm_weight", "nan"), ("rm_weight", -math.inf)):
+        with pytest.raises(ValueError, match=f"w2s: {key} must be a finite number"):
+            parse_model_args({"strong": "s", "tuned": "t", "untuned": "u", key: value})
+    with pytest.raises(ValueError, match="w2s: tuned_template='{prompt} {' is not a valid format string"):
+        parse_model_args({"strong": "s", "tuned_template": "{prompt} {"})
+
+
+def test_build_engine_checks_every_model_path_before_loading(tmp_path):
+    from w2s_eval.engine import build_engine
+
+    with pytest.raises(SpecError, match="beta must be a finite number"):
+        build_engine("/nope/strong", beta=math.inf)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    with pytest.raises(SpecError, match=f"untuned='{tmp_path}/nope' does not exist"):
+        build_engine(str(model), tuned=str(model), untuned=str(tmp_path / "nope"))
+    with pytest.raises(SpecError, match=f"strong='{tmp_path}' is a directory but not a model"):
+        build_engine(str(tmp_path))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 
-from ..spec import add_spec_arguments, spec_from_namespace
+from ..spec import SpecError, add_spec_arguments, as_flags, spec_from_namespace
 from .genconfig import GenerationConfig
 
 __all__ = ["add_commands"]
 
 # settings that name models: an existing local path is made absolute
 _MODEL_FIELDS = ("strong", "tuned", "untuned", "reward_model", "strong_tokenizer")
+_NAMES = tuple(f.name for f in fields(GenerationConfig))
 
 
 def _model(path):
@@ -71,8 +73,11 @@ def _generate(args) -> int:
         value = getattr(args, name)
         setattr(args, name, [_model(v) for v in value] if isinstance(value, list) else _model(value))
     cfg = resolve_strong_model(spec_from_namespace(args, cls=GenerationConfig))  # the served name enters the generator
-    path = run_generate(cfg, args.instructions, args.out, batch_size=args.batch_size, limit=args.limit,
-                        progress=not args.no_progress)
+    try:
+        path = run_generate(cfg, args.instructions, args.out, batch_size=args.batch_size, limit=args.limit,
+                            progress=not args.no_progress)
+    except SpecError as e:  # a setting found wrong while loading (e.g. a model path): named as its flag
+        raise SpecError(as_flags(str(e), _NAMES)) from None
     n = len(json.loads(path.read_text(encoding="utf-8")))
     print(f"{n} outputs of {cfg.generator} in {path}")
     print(f"official judge: alpaca_eval evaluate --model_outputs {path}")
