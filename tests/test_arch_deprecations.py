@@ -1,6 +1,7 @@
 """No deprecation warning from w2s-eval's own calls into its dependencies (issue 12, item 10):
 a CBS run with guides, EFT and guide scoring on tiny models of each family record none."""
 
+import inspect
 import warnings
 
 import pytest
@@ -29,3 +30,20 @@ def test_search_and_guide_scoring_raise_no_deprecation_warning(toy_dirs, family)
     bad = [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught
            if issubclass(w.category, (DeprecationWarning, FutureWarning))]
     assert not bad, "\n".join(bad)
+
+
+def test_cache_argument_name_follows_the_model_signature():
+    """The cache goes in under the name each model's forward takes (``cache`` where transformers has
+    renamed it); a ``**kwargs`` wrapper gets the name the installed transformers' Llama takes."""
+    import torch
+    import transformers as tf
+
+    from w2s_eval.lm import _cache_kwarg
+
+    class Wrapper(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            return None
+
+    for cls in (tf.LlamaForCausalLM, tf.GPT2LMHeadModel, tf.Gemma3ForCausalLM, tf.MistralForCausalLM):
+        assert _cache_kwarg(cls) in inspect.signature(cls.forward).parameters
+    assert _cache_kwarg(Wrapper) == _cache_kwarg(tf.LlamaForCausalLM)

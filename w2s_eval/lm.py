@@ -80,9 +80,15 @@ def split_on_oom(run: Callable[[int, int], _T], n_rows: int, name: str = "model"
 @functools.lru_cache(maxsize=None)
 def _cache_kwarg(model_cls: type) -> str:
     """The name under which ``model_cls.forward`` takes the KV cache: ``cache`` in newer
-    transformers (``past_key_values`` is deprecated there), else ``past_key_values``."""
+    transformers (``past_key_values`` is deprecated there), else ``past_key_values``; for a
+    wrapper whose forward names neither (``**kwargs``), the name transformers' Llama takes."""
     params = inspect.signature(model_cls.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    for name in ("cache", "past_key_values"):
+        if name in params:
+            return name
+    from transformers import LlamaForCausalLM
+
+    return "past_key_values" if model_cls is LlamaForCausalLM else _cache_kwarg(LlamaForCausalLM)
 
 
 def attention_types(config) -> tuple[tuple[str, ...], Optional[int]]:
