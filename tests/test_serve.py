@@ -1,0 +1,277 @@
+"""``w2s-eval serve`` against real clients: one server (tiny models, CPU, loopback, an API key) started
+by a module fixture and stopped by its PID; the ``openai`` client, the stock ``lm_eval`` CLI's
+``local-completions`` model, 32 concurrent requests, bad requests, a client that hangs up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from w2s_eval.endpoint.server import stop_pid
+
+KEY = "test-key-123"
+METHOD = "cbs:w=2,k=2,l=4"
+PROMPTS = ["The movie was", "I loved the", "Hello, world!", "This film is a", "The actor and the director",
+           "We hated it but", "A wonderful story of", "Here is a movie review from imdb: "]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict:
+    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+                OMP_NUM_THREADS="1", W2S_SERVE_API_KEY=KEY, OPENAI_API_KEY=KEY)
+
+
+class Served:
+    def __init__(self, toy, root):
+        self.toy, self.port = toy, _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = root / "serve.log"
+        cmd = [sys.executable, "-m", "w2s_eval.cli", "serve", "--strong", toy["strong"], "--tuned", toy["tuned"],
+               "--untuned", toy["untuned"], "--tuned-template", "{prompt}", "--untuned-template", "{prompt}",
+               "--dtype", "float32", "--device", "cpu", "--method", METHOD, "--port", str(self.port),
+               "--max-tokens", "64", "--max-batch-prompts", "32", "--max-wait-ms", "20"]
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=_env(), start_new_session=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"server exited: {self.log.read_text()[-3000:]}"
+            try:
+                if self.get("/health")["status"] == "ok":
+                    return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"server not ready: {self.log.read_text()[-3000:]}")
+
+    def stop(self):
+        stop_pid(self.proc.pid, 20, self.proc)
+
+    def request(self, path, body=None, key=KEY, raw=None):
+        """(status, JSON) of a request; ``raw`` bytes are sent as the body as they are."""
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        req = urllib.request.Request(self.url + path, data=data, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def get(self, path):
+        return self.request(path)[1]
+
+    def complete(self, **body):
+        status, out = self.request("/v1/completions", {"model": METHOD, "max_tokens": 8, **body})
+        assert status == 200, out
+        return out
+
+
+@pytest.fixture(scope="module")
+def models(toy_dirs, tmp_path_factory):
+    """The toy guides, and a strong model whose ASCII tokenizer decodes every token to whole characters (so a
+    generated token's text re-encodes to it); the guides read text with another tokenizer."""
+    from w2s_eval.endpoint.server import save_test_model
+
+    return {**toy_dirs, "strong": save_test_model(str(tmp_path_factory.mktemp("serve_strong") / "strong"))}
+
+
+@pytest.fixture(scope="module")
+def served(models, tmp_path_factory):
+    s = Served(models, tmp_path_factory.mktemp("serve"))
+    yield s
+    s.stop()
+    assert s.proc.poll() is not None
+
+
+@pytest.fixture(scope="module")
+def engine(models):
+    from w2s_eval.engine import build_engine
+
+    return build_engine(models["strong"], tuned=models["tuned"], untuned=models["untuned"], dtype="float32",
+                        device="cpu")
+
+
+def test_openai_client_completions_equal_the_engine(served, engine):
+    import openai
+
+    from w2s_eval.config import SamplingConfig
+    from w2s_eval.serve.app import choice_seed
+
+    client = openai.OpenAI(base_url=served.url + "/v1", api_key=KEY, max_retries=0)
+    out = client.completions.create(model="cbs:w=2,k=2,l=3", prompt=PROMPTS[:2], max_tokens=8, seed=5, n=2,
+                                    temperature=0.8, extra_body={"top_k": 20})
+    assert [c.index for c in out.choices] == [0, 1, 2, 3]
+    cfg = SamplingConfig(temperature=0.8, top_k=20, max_new_tokens=8)
+    prompts = [p for p in PROMPTS[:2] for _ in range(2)]
+    seeds = [choice_seed(5, p, i % 2) for i, p in enumerate(prompts)]
+    want = engine.generate(prompts, "cbs:w=2,k=2,l=3", cfg, seeds=seeds)
+    assert [c.text for c in out.choices] == [r.text for r in want]
+    assert len(set(c.text for c in out.choices)) > 1  # the two choices of a prompt draw differently
+    u = out.usage
+    assert u.prompt_tokens == sum(len(engine.policy.lm.tokenizer.encode(p)) for p in PROMPTS[:2])
+    assert u.completion_tokens == sum(r.beams[0].n_tokens for r in want)
+    assert u.total_tokens == u.prompt_tokens + u.completion_tokens
+    w2s = u.model_extra["w2s"]
+    assert w2s["method"] == "cbs:w=2,k=2,l=3" and w2s["samples"] == sum(r.stats["samples"] for r in want)
+    assert w2s["scores"] == pytest.approx([r.score for r in want])
+    # the body field `method` picks the method too; `model` then only names the server
+    base = client.completions.create(model="w2s", prompt=PROMPTS[0], max_tokens=8, seed=5, temperature=0.8,
+                                     extra_body={"method": "base"})
+    assert base.usage.model_extra["w2s"]["method"] == "base"
+    assert base.choices[0].text == engine.generate([PROMPTS[0]], "base", SamplingConfig(temperature=0.8, max_new_tokens=8),
+                                                   seeds=[choice_seed(5, PROMPTS[0], 0)])[0].text
+    assert [m.id for m in client.models.list().data][0] == "w2s"
+
+
+def test_openai_client_chat_templates_the_messages_and_guides_read_the_last_user_turn(served, engine):
+    import openai
+
+    from w2s_eval.config import SamplingConfig
+    from w2s_eval.serve.app import choice_seed
+
+    client = openai.OpenAI(base_url=served.url + "/v1", api_key=KEY, max_retries=0)
+    messages = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Tell me about the film"}]
+    out = client.chat.completions.create(model="bon:n=3", messages=messages, max_tokens=8, seed=2, temperature=1.0)
+    prompt = engine.policy.lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|assistant|>")
+    want = engine.generate([prompt], "bon:n=3", SamplingConfig(temperature=1.0, max_new_tokens=8),
+                           seeds=[choice_seed(2, prompt, 0)], guide_prompts=["Tell me about the film"])[0]
+    assert out.choices[0].message.content == want.text and out.choices[0].message.role == "assistant"
+    assert out.usage.model_extra["w2s"]["scores"] == pytest.approx([want.score])
+    # what the guides read matters: scoring the templated prompt instead ranks differently
+    other = engine.generate([prompt], "bon:n=3", SamplingConfig(temperature=1.0, max_new_tokens=8),
+                            seeds=[choice_seed(2, prompt, 0)])[0]
+    assert other.score != pytest.approx(want.score)
+
+
+def test_32_concurrent_requests_equal_sequential_ones(served):
+    bodies = [{"prompt": PROMPTS[i % len(PROMPTS)] + " " * (i // len(PROMPTS)), "seed": i, "temperature": 1.0}
+              for i in range(32)]
+    before = served.get("/health")
+    with ThreadPoolExecutor(32) as pool:
+        together = list(pool.map(lambda b: served.complete(**b), bodies))
+    during = served.get("/health")
+    alone = [served.complete(**b) for b in bodies]
+    assert [o["choices"][0]["text"] for o in together] == [o["choices"][0]["text"] for o in alone]
+    assert all(o["choices"][0]["text"] for o in together)
+    # the 32 concurrent requests ran as batched search, not one at a time
+    assert during["batches"] - before["batches"] < 32 and during["largest_batch"] > 1
+
+
+BAD = [
+    ({"model": "beam:w=2", "prompt": "x"}, 400, "unknown method 'beam'"),
+    ({"model": "cbs:w=0,k=2,l=4", "prompt": "x"}, 400, "w must be a positive integer"),
+    ({"model": "gpt-4", "prompt": "x"}, 404, "model 'gpt-4' is not served here"),
+    ({"model": METHOD}, 400, "prompt: Field required"),
+    ({"model": METHOD, "prompt": "x", "max_tokens": 100000}, 400, "over the server's limit of 64"),
+    ({"model": METHOD, "prompt": "x", "temperature": -1}, 400, "temperature"),
+    ({"model": METHOD, "prompt": "x", "stream": True}, 400, "stream=true is not supported"),
+    ({"model": METHOD, "prompt": "x", "max_tokens": 0}, 400, "echo=true"),
+    ({"model": "eft:beta=1", "prompt": "x", "method": "cbs:w=1,k=1,l=x"}, 400, "method: cbs: l must be an integer"),
+]
+
+
+@pytest.mark.parametrize("body,status,message", BAD, ids=[str(b[2])[:30] for b in BAD])
+def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(served, body, status, message):
+    got, out = served.request("/v1/completions", body)
+    assert got == status and message in out["error"]["message"], out
+    assert set(out["error"]) == {"message", "type", "param", "code"}
+    assert served.complete(prompt="The movie", seed=1)["choices"][0]["text"] is not None
+
+
+def test_auth_size_json_and_route_errors(served):
+    for key in (None, "wrong"):
+        status, out = served.request("/v1/models", key=key)
+        assert status == 401 and "API key" in out["error"]["message"]
+    assert served.request("/health", key="wrong")[0] == 401  # every route
+    status, out = served.request("/v1/completions", raw=b'{"model": "w2s", "prompt": ' + b'"x' * (1 << 20) + b'"}')
+    assert status == 413 and "--max-request-bytes" in out["error"]["message"]
+    status, out = served.request("/v1/completions", raw=b"{not json")
+    assert status == 400 and "not valid JSON" in out["error"]["message"]
+    status, out = served.request("/v1/nowhere", {"model": "w2s"})
+    assert status == 404 and "/v1/nowhere" in out["error"]["message"]
+    status, out = served.request("/v1/chat/completions", {"model": METHOD, "messages": [{"role": "system",
+                                                                                        "content": "hi"}]})
+    assert status == 400 and "no user turn" in out["error"]["message"]
+
+
+def test_a_client_that_hangs_up_cancels_nothing_else(served):
+    body = json.dumps({"model": METHOD, "prompt": PROMPTS[1], "max_tokens": 32, "seed": 9}).encode()
+    head = (f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with ThreadPoolExecutor(4) as pool:
+        others = [pool.submit(served.complete, prompt=p, seed=3) for p in PROMPTS[:3]]
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", served.port)) as s:
+                s.sendall(head + body)  # and hang up before the answer
+        texts = [f.result(timeout=120)["choices"][0]["text"] for f in others]
+    assert texts == [served.complete(prompt=p, seed=3)["choices"][0]["text"] for p in PROMPTS[:3]]
+    assert served.proc.poll() is None and served.get("/health")["status"] == "ok"
+
+
+@pytest.fixture(scope="module")
+def lm_eval_runs(served, models, tmp_path_factory):
+    """The same tiny generate and multiple-choice tasks through ``lm_eval --model w2s`` and through the stock
+    ``local-completions`` model pointed at the server (whose served name means METHOD; lm-eval splits
+    model_args at commas, so the method goes by the served name)."""
+    from test_lm_eval_helpers import LM_EVAL_SCRIPT, env, write_tasks
+
+    root = tmp_path_factory.mktemp("serve_lm_eval")
+    tasks, t = write_tasks(root), models
+    common = ["--tasks", "t_gen,t_mc", "--include_path", str(tasks), "--limit", "4", "--log_samples",
+              "--gen_kwargs", "do_sample=True,temperature=0.7,max_gen_toks=10"]
+    w2s_args = (f"strong={t['strong']},tuned={t['tuned']},untuned={t['untuned']},method=cbs,w=2,k=2,l=4,seed=1234,"
+                "dtype=float32,device=cpu")
+    api_args = (f"base_url={served.url}/v1/completions,model=w2s,tokenizer={t['strong']},"
+                "tokenizer_backend=huggingface,max_retries=1,num_concurrent=4")
+    cmds = [[sys.executable, "-m", "w2s_eval.lm_eval", "--model", "w2s", "--model_args", w2s_args,
+             "--batch_size", "4", "--output_path", str(root / "w2s"), *common],
+            [str(LM_EVAL_SCRIPT), "--model", "local-completions", "--model_args", api_args,
+             "--output_path", str(root / "api"), *common]]
+    procs = [subprocess.Popen(c, cwd=root, env=env({"OPENAI_API_KEY": KEY}), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for c in cmds]  # both at once: half the wait
+    for c, p in zip(cmds, procs):
+        log = p.communicate(timeout=600)[0]
+        assert p.returncode == 0, f"{' '.join(c)} failed:\n{log[-6000:]}"
+    return root
+
+
+def test_lm_eval_local_completions_generates_what_lm_eval_w2s_generates(lm_eval_runs):
+    from test_lm_eval_helpers import samples
+
+    w2s, api = samples(lm_eval_runs / "w2s", "t_gen"), samples(lm_eval_runs / "api", "t_gen")
+    assert sorted(w2s) == sorted(api) == [0, 1, 2, 3]
+    assert [api[i]["resps"][0][0] for i in api] == [w2s[i]["resps"][0][0] for i in api]
+    assert any(w2s[i]["resps"][0][0] for i in w2s)
+
+
+def test_lm_eval_local_completions_loglikelihoods_equal_lm_eval_w2s(lm_eval_runs):
+    """Tilted log-likelihoods: the server spreads them over tokens so lm-eval's own suffix sums equal the
+    backend's value for every context/continuation split."""
+    from test_lm_eval_helpers import samples
+
+    w2s, api = samples(lm_eval_runs / "w2s", "t_mc"), samples(lm_eval_runs / "api", "t_mc")
+    assert sorted(w2s) == sorted(api) == [0, 1, 2, 3]
+    for i in w2s:
+        want = [float(r[0][0]) for r in w2s[i]["resps"]]
+        got = [float(r[0][0]) for r in api[i]["resps"]]
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-5)
+        assert [r[0][1] for r in api[i]["resps"]] == [r[0][1] for r in w2s[i]["resps"]]  # is_greedy

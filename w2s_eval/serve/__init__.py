@@ -1,0 +1,13 @@
+"""``w2s-eval serve``: weak-to-strong search behind an OpenAI-compatible API.
+
+:func:`create_app` wraps an :class:`~w2s_eval.engine.Engine` in a FastAPI app
+(``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``, ``/health``) whose
+:class:`Batcher` runs the prompts of concurrent requests as batched search. See the
+serve section of README.md.
+"""
+
+from .app import ServeConfig, create_app
+from .batcher import Batcher, Job
+from .protocol import APIError, Limits
+
+__all__ = ["ServeConfig", "create_app", "Batcher", "Job", "APIError", "Limits"]

@@ -1,0 +1,276 @@
+"""The FastAPI app: OpenAI's ``/v1/completions``, ``/v1/chat/completions``, ``/v1/models`` and ``/health``.
+
+Each request is validated (:mod:`.protocol`), turned into one :class:`~.batcher.Job` per
+prompt and choice, and awaited; the :class:`~.batcher.Batcher` runs jobs of concurrent
+requests together. Errors reach the client as OpenAI's error JSON (4xx for what the
+client can fix, 500 with the error's message otherwise), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..config import Method, SamplingConfig
+from ..sampling import prompt_seed
+from .batcher import Batcher, Job
+from .guard import Guard
+from .protocol import APIError, ChatRequest, CompletionRequest, Limits, error_body, resolve_method
+from .scoring import score_sequences
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ServeConfig", "create_app", "choice_seed"]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What the server needs besides the engine (the command-line flags of ``w2s-eval serve``)."""
+
+    served_name: str = "w2s"
+    api_key: Optional[str] = None
+    max_batch_prompts: int = 32
+    max_wait_ms: float = 5.0
+    max_request_bytes: int = 1 << 20
+    limits: Limits = field(default_factory=Limits)
+
+
+def choice_seed(seed: int, prompt: str, index: int) -> int:
+    """The random stream of choice ``index`` of a prompt: as the lm-eval backend seeds repeats."""
+    return prompt_seed(seed, prompt if index == 0 else f"{prompt}\x00repeat{index}")
+
+
+class Server:
+    """The state behind the routes: engine, batcher, default method, limits."""
+
+    def __init__(self, engine, cfg: ServeConfig, default: Method):
+        self.engine, self.cfg, self.default = engine, cfg, default
+        self.batcher = Batcher(engine, cfg.max_batch_prompts, cfg.max_wait_ms)
+        policy = engine.policy
+        self.tokenizer = policy.lm.tokenizer if hasattr(policy, "lm") else getattr(policy, "tokenizer", None)
+
+    def method(self, req) -> Method:
+        method = resolve_method(req, self.cfg.served_name, self.default)
+        try:
+            self.engine.check(method)
+        except ValueError as e:
+            raise APIError(f"method {method.spec} cannot run on this server: {e}", param="model") from None
+        return method
+
+    def sampling(self, req, max_new_tokens: int) -> SamplingConfig:
+        limits = self.cfg.limits
+        if max_new_tokens > limits.max_tokens:
+            raise APIError(f"max_tokens={max_new_tokens} is over the server's limit of {limits.max_tokens} "
+                           "(--max-tokens)", param="max_tokens")
+        if req.n > limits.max_n:
+            raise APIError(f"n={req.n} is over the server's limit of {limits.max_n} (--max-n)", param="n")
+        try:
+            return SamplingConfig(temperature=req.temperature, top_k=max(req.top_k, 0), top_p=req.top_p,
+                                  max_new_tokens=max(max_new_tokens, 1), stop=req.stop_strings(), seed=0)
+        except ValueError as e:
+            raise APIError(str(e)) from None
+
+    async def run(self, prompts: list[str], guide_prompts: list[str], method: Method, sampling: SamplingConfig,
+                  seed: int, n: int) -> list:
+        """SearchResults, n per prompt (prompt-major, as OpenAI orders choices)."""
+        jobs = [Job(p, g, choice_seed(seed, p, i), method, sampling)
+                for p, g in zip(prompts, guide_prompts) for i in range(n)]
+        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in self.batcher.submit(jobs))))
+
+    def encode(self, prompt: str) -> list[int]:
+        return self.tokenizer.encode(prompt) if self.tokenizer is not None else []
+
+    def completion_ids(self, result) -> list[int]:
+        """The best beam's token ids: as generated when the search reports them, else its text re-encoded
+        (plus EOS when the response ended on it), which can differ where a token is a partial character."""
+        beam = result.beams[0]
+        ids = getattr(beam, "token_ids", None)
+        if ids:
+            return list(ids)
+        ids = self.tokenizer.encode(beam.text, add_special_tokens=False)
+        eos = self.tokenizer.eos_token_id
+        if beam.ended and eos is not None and len(ids) < beam.n_tokens:
+            ids.append(eos)
+        return ids
+
+    def decode_prompt(self, prompt) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        if self.tokenizer is None:
+            raise APIError("token-id prompts need the strong model's tokenizer; send text", param="prompt")
+        vocab = len(self.tokenizer)
+        if any(not 0 <= t < vocab for t in prompt):
+            raise APIError(f"prompt token ids must lie in [0, {vocab})", param="prompt")
+        return self.tokenizer.decode(prompt)
+
+
+def _usage(prompt_ids: list[list[int]], results: list) -> dict:
+    prompt_tokens = sum(len(p) for p in prompt_ids)
+    completion = sum(r.beams[0].n_tokens if r.beams else 0 for r in results)
+    w2s = {k: sum(r.stats.get(k, 0) for r in results) for k in ("strong_tokens", "guide_tokens", "rounds", "samples")}
+    w2s["scores"] = [r.score for r in results]
+    w2s["beam_scores"] = [[b.score for b in r.beams] for r in results]
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion, "w2s": w2s}
+
+
+def _finish(result) -> str:
+    return "stop" if result.beams and result.beams[0].ended else "length"
+
+
+def _new_seed(seed: Optional[int]) -> int:
+    return secrets.randbits(63) if seed is None else seed
+
+
+async def completions(server: Server, req: CompletionRequest) -> dict:
+    req.refuse_unsupported()
+    raw = req.prompts()
+    if len(raw) > server.cfg.limits.max_prompts:
+        raise APIError(f"{len(raw)} prompts in one request; the server's limit is {server.cfg.limits.max_prompts} "
+                       "(--max-prompts)", param="prompt")
+    method, sampling = server.method(req), server.sampling(req, req.max_tokens)
+    texts = [server.decode_prompt(p) for p in raw]
+    ids = [list(p) if not isinstance(p, str) else server.encode(p) for p in raw]
+    seed = _new_seed(req.seed)
+    if req.max_tokens > 0:
+        results = await server.run(texts, texts, method, sampling, seed, req.n)
+    else:
+        results = [None] * (len(texts) * req.n)
+    logprobs = await _logprobs(server, req, method, ids, results) if req.logprobs is not None else None
+    choices = []
+    for i, r in enumerate(results):
+        text = r.text if r is not None else ""
+        choices.append({"index": i, "text": (texts[i // req.n] + text) if req.echo else text,
+                        "logprobs": logprobs[i] if logprobs else None,
+                        "finish_reason": _finish(r) if r is not None else "length"})
+    usage = _usage(ids, [r for r in results if r is not None])
+    usage["w2s"].update(method=method.spec, seed=seed)
+    return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "model": req.model, "choices": choices, "usage": usage}
+
+
+async def _logprobs(server: Server, req: CompletionRequest, method: Method, ids: list[list[int]], results) -> list:
+    """One logprobs object per choice: the prompt's tokens (with echo), then the completion's."""
+    if server.tokenizer is None or not hasattr(server.engine.policy, "lm"):
+        raise APIError("logprobs need a local strong model (this server's strong model is an endpoint)",
+                       param="logprobs")
+    n, seqs, starts = req.n, [], []
+    if req.echo:
+        seqs += ids
+        starts += [0] * len(ids)
+    comp_at = len(seqs)
+    for i, r in enumerate(results):
+        if r is not None:
+            seqs.append(ids[i // n] + server.completion_ids(r))
+            starts.append(len(ids[i // n]))
+    fn = lambda: score_sequences(server.engine, method, seqs, starts, req.logprobs)  # noqa: E731
+    scored = await asyncio.wrap_future(server.batcher.call(fn))
+    out = []
+    for i, r in enumerate(results):
+        parts = ([scored[i // n]] if req.echo else []) + ([scored[comp_at + i]] if r is not None else [])
+        merged = {key: [] for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
+        for part in parts:
+            for key, values in part.to_dict().items():
+                merged[key] += values
+        if not req.echo and merged["text_offset"]:  # offsets into the completion's text
+            base = merged["text_offset"][0]
+            merged["text_offset"] = [o - base for o in merged["text_offset"]]
+        out.append(merged)
+    return out
+
+
+async def chat_completions(server: Server, req: ChatRequest) -> dict:
+    req.refuse_unsupported()
+    method = server.method(req)
+    limits = server.cfg.limits
+    sampling = server.sampling(req, req.new_tokens(min(limits.default_chat_tokens, limits.max_tokens)))
+    tok = server.tokenizer
+    if tok is None or not getattr(tok, "chat_template", None):
+        raise APIError("the strong model's tokenizer has no chat template; use /v1/completions with your own "
+                       "prompt format", param="messages")
+    messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    seed = _new_seed(req.seed)
+    results = await server.run([prompt], [req.last_user_turn()], method, sampling, seed, req.n)
+    choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "logprobs": None,
+                "finish_reason": _finish(r)} for i, r in enumerate(results)]
+    usage = _usage([server.encode(prompt)], results)
+    usage["w2s"].update(method=method.spec, seed=seed)
+    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+            "model": req.model, "choices": choices, "usage": usage}
+
+
+def _error(status: int, message: str, **kw) -> JSONResponse:
+    return JSONResponse(error_body(message, **kw), status_code=status)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            return f"the request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts[:5])
+
+
+async def _answer(coro) -> JSONResponse:
+    try:
+        return JSONResponse(await coro)
+    except APIError as e:
+        return _error(e.status, e.message, type=e.type, param=e.param, code=e.code)
+    except ValueError as e:  # the engine's checks of a request (prompt too long, bad settings)
+        return _error(400, str(e))
+    except Exception as e:  # noqa: BLE001 (logged here; the client gets the message, not a traceback)
+        logger.exception("request failed")
+        return _error(500, f"internal error: {type(e).__name__}: {e}", type="server_error")
+
+
+def create_app(engine, cfg: ServeConfig, default: Method):
+    """The ASGI app (FastAPI behind :class:`~.guard.Guard`) serving ``engine``."""
+    server = Server(engine, cfg, default)
+    api = FastAPI(title="w2s-eval serve", docs_url=None, redoc_url=None, openapi_url=None)
+    api.state.server = server
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return _error(400, _validation_message(exc))
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}",
+                      code="not_found" if exc.status_code == 404 else None)
+
+    @api.post("/v1/completions")
+    async def _completions(req: CompletionRequest):
+        return await _answer(completions(server, req))
+
+    @api.post("/v1/chat/completions")
+    async def _chat(req: ChatRequest):
+        return await _answer(chat_completions(server, req))
+
+    @api.get("/v1/models")
+    async def _models():
+        names = [(cfg.served_name, default.spec), (default.spec, default.spec), ("base", "base")]
+        data, seen = [], set()
+        for name, spec in names:
+            if name not in seen:
+                seen.add(name)
+                data.append({"id": name, "object": "model", "created": 0, "owned_by": "w2s-eval", "method": spec})
+        return {"object": "list", "data": data}
+
+    @api.get("/health")
+    async def _health():
+        return {"status": "ok", "method": default.spec, **server.batcher.stats}
+
+    return Guard(api, cfg.api_key, cfg.max_request_bytes)

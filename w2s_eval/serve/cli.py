@@ -1,0 +1,79 @@
+"""``w2s-eval serve``: the engine behind an OpenAI-compatible HTTP API (uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["add_commands", "run_serve"]
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def add_commands(sub) -> None:
+    from ..spec import add_spec_arguments
+
+    p = sub.add_parser("serve", help="serve guided search behind an OpenAI-compatible API (/v1/completions, "
+                                     "/v1/chat/completions)",
+                       description="Serve base/BoN/CBS/EFT behind an OpenAI-compatible API. A request picks its method "
+                                   "with model='cbs:w=2,k=2,l=30' (or the body field method=...); the served name "
+                                   "(--served-model-name) means --method.")
+    add_spec_arguments(p, defaults={"tuned_template": "auto", "untuned_template": "auto"})
+    p.add_argument("--method", default="cbs:w=4,k=4,l=5", help="method of requests that name the served model")
+    p.add_argument("--served-model-name", default="w2s", help="the model name clients send for --method")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every route "
+                                                  "(default: $W2S_SERVE_API_KEY when set)")
+    p.add_argument("--max-batch-prompts", type=int, default=32, help="prompts per engine batch")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    p.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens a request may ask for")
+    p.add_argument("--max-n", type=int, default=16, help="largest n (choices per prompt)")
+    p.add_argument("--max-prompts", type=int, default=256, help="most prompts in one completions request")
+    p.add_argument("--max-request-bytes", type=int, default=1 << 20, help="largest request body")
+    p.add_argument("--default-chat-tokens", type=int, default=256,
+                   help="max_tokens of a chat request that gives none")
+    p.set_defaults(func=run_serve)
+
+
+def build_server(args: argparse.Namespace):
+    """The ASGI app for parsed flags (models loaded, method checked)."""
+    import os
+
+    from ..config import parse_method
+    from ..engine import build_engine
+    from ..spec import spec_from_namespace
+    from .app import ServeConfig, create_app
+    from .protocol import Limits
+
+    for name in ("max_batch_prompts", "max_tokens", "max_n", "max_prompts", "max_request_bytes", "default_chat_tokens"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    spec = spec_from_namespace(args)
+    method = parse_method(args.method)
+    spec.check_method(method)
+    engine = build_engine(spec)
+    engine.check(method)
+    limits = Limits(max_tokens=args.max_tokens, max_n=args.max_n, max_prompts=args.max_prompts,
+                    default_chat_tokens=args.default_chat_tokens)
+    cfg = ServeConfig(served_name=args.served_model_name,
+                      api_key=args.api_key or os.environ.get("W2S_SERVE_API_KEY") or None,
+                      max_batch_prompts=args.max_batch_prompts, max_wait_ms=args.max_wait_ms,
+                      max_request_bytes=args.max_request_bytes, limits=limits)
+    if args.host not in _LOOPBACK and cfg.api_key is None:
+        logger.warning("serving on %s without --api-key: anyone who reaches this address can use the models; "
+                       "set --api-key and put TLS in front (a reverse proxy)", args.host)
+    return create_app(engine, cfg, method)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    app = build_server(args)
+    print(f"w2s-eval serve: http://{args.host}:{args.port}/v1 (model {args.served_model_name!r} = {args.method}; "
+          "or a method spec as the model name)", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
+    return 0
