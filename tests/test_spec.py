@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from dataclasses import fields
@@ -153,6 +154,11 @@ def test_build_engine_from_a_spec_holds_its_guides_as_data(toy_dirs, toy):
     kw = build_engine(toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"], beta=0.7,
                       reward_model=toy_dirs["rm"], rm_weight=0.5, dtype="float32", device="cpu")
     assert kw.spec == spec
+    # beta=0 beside a reward model: the pair serves EFT only; every term of weight 0: all scores 0
+    rm_spec = build_engine(dataclasses.replace(spec, beta=0.0, rm_weight=1.0))
+    assert [(w, kind) for w, kind, _ in rm_spec.guides] == [(1.0, "reward_model")] and rm_spec.tuned
+    zero = build_engine(dataclasses.replace(spec, beta=0.0, reward_model=None))
+    assert [w for w, _, _ in zero.guides] == [0.0] and not zero.scorer(prompts, responses, done).any()
     # a guide built by hand from the same parts: only the reward model ranks candidates
     rm_only = Engine(eng.policy, guides=[(1.0, "reward_model", eng.guides[1].scorer)], tuned=eng.tuned,
                      untuned=eng.untuned)

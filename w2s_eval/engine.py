@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
@@ -79,13 +78,6 @@ class Engine:
     def scorer(self) -> Optional[Callable]:
         """The one scorer the guide terms sum to (None without a guide)."""
         return self._scorer
-
-    @scorer.setter
-    def scorer(self, value) -> None:  # transitional: harness/compare.py still swaps in its reward model
-        warnings.warn("setting Engine.scorer is deprecated: build the engine with guides=[(weight, kind, scorer)]",
-                      DeprecationWarning, stacklevel=2)
-        self._guides = () if value is None else (GuideTerm(1.0, "custom", value).check(),)
-        self._scorer = guide_scorer(self._guides)
 
     def check(self, method: Union[str, Method]) -> None:
         """Raise before any generation if ``method`` cannot run with these models."""
@@ -182,7 +174,9 @@ def _guides(spec: EngineSpec) -> tuple[list[CausalLM], Optional[CausalLM], list[
     if spec.reward_model:
         model, tok = load_classifier(spec.reward_model, dtype=spec.dtype, device=dev)
         terms.append(GuideTerm(spec.rm_weight, "reward_model", RewardModelScorer(model, tok, name=spec.reward_model)))
-    return tuned, untuned, terms
+    # a term of weight 0 adds nothing: left out beside others (beta=0 with a reward model: the pair serves EFT
+    # only); when every term weighs 0 they stay, and every candidate scores 0
+    return tuned, untuned, [t for t in terms if t.weight != 0] or terms
 
 
 def check_model_sources(spec: EngineSpec, strong_given: bool = False) -> None:

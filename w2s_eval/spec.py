@@ -39,7 +39,8 @@ class EngineSpec:
     """Models and guide weights of an engine (see each field's ``metadata["help"]``).
 
     The guide of BoN/CBS is ``beta * (log p_tuned - log p_untuned) + rm_weight * RM``
-    (terms whose models are not given are left out); EFT uses the
+    (terms whose models are not given are left out, and so are terms of weight 0 beside others:
+    ``beta=0`` with a reward model keeps the pair for EFT only); EFT uses the
     tuned/untuned pair with the betas of its method spec.
     """
 
