@@ -10,87 +10,23 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 from tqdm.auto import tqdm
 
-from ..config import method_to_dict, parse_method
+from ..config import method_to_dict
 from ..provenance import fingerprint, git_revision, package_versions, utc_now
 from ..spec import EngineSpec
-from .records import (GUIDES, RECORDS_FILE, RecordLog, RunConfig, check_run_dir, open_run_dir, read_records,
-                      record_key)
+from .records import (GUIDES, RECORDS_FILE, RecordLog, RunConfig, check_run_dir, open_run_dir, parse_methods,
+                      parse_seeds, read_records, record_key, split_methods)
 from .world import World, world_home
 
 __all__ = ["parse_methods", "split_methods", "parse_seeds", "make_run_config", "world_spec", "build_world_engine", "run_compare",
            "CompareOutcome", "served_model_name", "vocabulary_mismatch", "COMPARE_DEFAULTS"]
 
 logger = logging.getLogger(__name__)
-
-
-def parse_methods(specs) -> list:
-    """Parse ``"base,bon:n=16,cbs:w=4,k=4,l=5"`` (commas inside a method's parameters allowed) into method configs,
-    each parsed once (a run passes them on; nothing parses them again).
-
-    A comma-separated item with a ``:`` or without ``=`` starts a new method; ``key=value`` items attach to the
-    method before. Also accepts a list of such strings or of parsed methods. A method listed twice is refused.
-    """
-    items = [specs] if isinstance(specs, str) else list(specs)
-    texts: list = []
-    for item in items:
-        texts.extend(_split(item) if isinstance(item, str) else [item])
-    if not texts:
-        raise ValueError("no methods given; e.g. --methods base,bon:n=16,eft:beta=1.0,cbs:w=4,k=4,l=5")
-    methods = [parse_method(t) for t in texts]
-    canonical = [m.spec for m in methods]
-    dupes = sorted({s for s in canonical if canonical.count(s) > 1})
-    if dupes:
-        raise ValueError(f"method(s) listed twice: {', '.join(dupes)}")
-    return methods
-
-
-def _split(text: str) -> list:
-    out: list = []
-    current: Optional[str] = None
-    for item in (p.strip() for p in re.split(r"[,;\s]+", text.strip())):
-        if not item:
-            continue
-        if ":" in item or "=" not in item:
-            if current is not None:
-                out.append(current)
-            current = item
-        elif current is None:
-            raise ValueError(f"method parameter {item!r} comes before any method name; write e.g. 'bon:n=16'")
-        else:
-            current += "," + item
-    if current is not None:
-        out.append(current)
-    return out
-
-
-def split_methods(specs: Union[str, Sequence[str]]) -> list:
-    """The canonical specs (``parse_method(spec).spec``) of :func:`parse_methods`."""
-    return [m.spec for m in parse_methods(specs)]
-
-
-def parse_seeds(text: Union[str, int, Sequence[int]]) -> tuple:
-    """``3`` -> (0, 1, 2); ``"0,5,7"`` -> (0, 5, 7); a list of ints is kept."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        text = str(text)
-    if not isinstance(text, str):
-        return tuple(int(s) for s in text)
-    text = text.strip()
-    try:
-        if "," in text:
-            return tuple(int(s) for s in text.split(",") if s.strip())
-        n = int(text)
-    except ValueError:
-        raise ValueError(f"seeds must be a count (e.g. 3 -> seeds 0,1,2) or a list like 0,5,7; got {text!r}") from None
-    if n < 1:
-        raise ValueError(f"the number of seeds must be >= 1, got {n}")
-    return tuple(range(n))
 
 
 def served_model_name(strong_endpoint: str) -> str:

@@ -152,6 +152,36 @@ def _manifest(path: Path, name: str, cfg: WorldConfig) -> dict:
             "steps": info}
 
 
+def _say(ctx, text: str) -> None:
+    logger.info("%s", text)
+    if ctx.progress:
+        from tqdm.auto import tqdm
+
+        tqdm.write(text)
+
+
+def _run_step(ctx, name: str, i: int) -> None:
+    """Run step ``i`` into a scratch directory, move it into place, mark it done; later steps are invalidated."""
+    from .steps import STEPS
+
+    step, path, done_dir = STEP_NAMES[i], ctx.world, ctx.world / ".done"
+    _say(ctx, f"[{i + 1}/{len(STEP_NAMES)}] {step} ...")
+    scratch = path / f".tmp-{step}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    t0 = time.perf_counter()
+    info = STEPS[step](ctx, scratch)
+    wall = round(time.perf_counter() - t0, 1)
+    shutil.rmtree(path / step, ignore_errors=True)
+    os.replace(scratch, path / step)
+    for later in STEP_NAMES[i + 1:]:  # built from the old outputs of this step: build them again
+        (done_dir / f"{later}.json").unlink(missing_ok=True)
+    _write_json(done_dir / f"{step}.json",
+                {"step": step, "wall_s": wall, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "info": info})
+    _write_json(path / "manifest.json", _manifest(path, name, ctx.cfg))
+    _say(ctx, f"[{i + 1}/{len(STEP_NAMES)}] {step} done in {wall:.1f} s")
+
+
 def build_world(name: str = "imdb-mini", home: Union[str, os.PathLike, None] = None,
                 config: Optional[WorldConfig] = None, *, force: bool = False, progress: bool = True,
                 only: Optional[tuple[str, ...]] = None) -> Path:
@@ -159,7 +189,7 @@ def build_world(name: str = "imdb-mini", home: Union[str, os.PathLike, None] = N
 
     ``only``: run just these steps (those before them must be done); default all.
     """
-    from .steps import STEPS, Context
+    from .steps import Context
 
     cfg = config or WorldConfig()
     path = world_dir(name, home)
@@ -198,25 +228,6 @@ def build_world(name: str = "imdb-mini", home: Union[str, os.PathLike, None] = N
             if any(STEP_NAMES.index(w) > i for w in wanted):
                 raise ValueError(f"step {step!r} must be built before {', '.join(wanted)}")
             continue
-        logger.info("[%d/%d] %s ...", i + 1, len(STEP_NAMES), step)
-        if progress:
-            from tqdm.auto import tqdm
-
-            tqdm.write(f"[{i + 1}/{len(STEP_NAMES)}] {step} ...")
-        scratch = path / f".tmp-{step}"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir()
-        t0 = time.perf_counter()
-        info = STEPS[step](ctx, scratch)
-        wall = round(time.perf_counter() - t0, 1)
-        shutil.rmtree(path / step, ignore_errors=True)
-        os.replace(scratch, path / step)
-        for later in STEP_NAMES[i + 1:]:  # built from the old outputs of this step: build them again
-            (done_dir / f"{later}.json").unlink(missing_ok=True)
-        _write_json(marker, {"step": step, "wall_s": wall, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "info": info})
-        _write_json(path / "manifest.json", _manifest(path, name, cfg))
-        logger.info("%s done in %.1f s", step, wall)
-        if progress:
-            tqdm.write(f"[{i + 1}/{len(STEP_NAMES)}] {step} done in {wall:.1f} s")
+        _run_step(ctx, name, i)
     _write_json(path / "manifest.json", _manifest(path, name, cfg))
     return path

@@ -43,16 +43,13 @@ def _bon_gain(scores: list[list[float]], gold: list[list[float]]) -> dict:
     return {"mean": round(m, 4), "se": round(se, 4) if se is not None else None}
 
 
-def validate_guidance(strong, tuned, untuned, reward_model: Optional[tuple], gold: Callable, judge: Callable,
-                      prompts: Sequence[str], k: int, max_new_tokens: int, temperature: float, top_k: int, seed: int,
-                      batch_size: int = 8, progress: bool = True) -> dict:
-    """Sample ``k`` continuations per prompt from ``strong`` (CausalLM) and report the guidance figures."""
+def _strong_samples(strong, prompts: Sequence[str], k: int, max_new_tokens: int, temperature: float, top_k: int,
+                    seed: int, batch_size: int, progress: bool) -> list[list[str]]:
+    """``k`` continuations of exactly ``max_new_tokens`` tokens per prompt from ``strong`` (a CausalLM)."""
     import torch
-
-    from ..guide import GuideLM
-    from ..lm import left_pad
-    from ..scorers import ImplicitValueScorer, RewardModelScorer
     from tqdm.auto import tqdm
+
+    from ..lm import left_pad
 
     samples: list[list[str]] = []
     model, tok = strong.model, strong.tokenizer
@@ -69,7 +66,17 @@ def validate_guidance(strong, tuned, untuned, reward_model: Optional[tuple], gol
             samples.extend(texts[j * k:(j + 1) * k] for j in range(len(chunk)))
             bar.update(len(chunk))
     bar.close()
+    return samples
 
+
+def validate_guidance(strong, tuned, untuned, reward_model: Optional[tuple], gold: Callable, judge: Callable,
+                      prompts: Sequence[str], k: int, max_new_tokens: int, temperature: float, top_k: int, seed: int,
+                      batch_size: int = 8, progress: bool = True) -> dict:
+    """Sample ``k`` continuations per prompt from ``strong`` (CausalLM) and report the guidance figures."""
+    from ..guide import GuideLM
+    from ..scorers import ImplicitValueScorer, RewardModelScorer
+
+    samples = _strong_samples(strong, prompts, k, max_new_tokens, temperature, top_k, seed, batch_size, progress)
     flat_p = [p for p, s in zip(prompts, samples) for _ in s]
     flat_r = [r for s in samples for r in s]
     flags = [False] * len(flat_r)
