@@ -2,19 +2,22 @@
 
 from .config import (BaseMethod, BoNMethod, CBSMethod, EFTMethod, SamplingConfig, SearchConfig, parse_method)
 from .eft import EFTPolicy, eft_logprobs
-from .engine import Engine, build_engine
+from .engine import Engine, PreparedMethod, build_engine
 from .guide import GuideLM
 from .lm import CausalLM
 from .models import load_causal_lm, load_classifier, resolve_device
 from .policy import Continuation, Policy, TransformersPolicy
-from .scorers import ClassifierScorer, ImplicitValueScorer, RewardModelScorer, Scorer, Scores, WeightedSum
+from .scorers import (ClassifierScorer, GuideTerm, ImplicitValueScorer, RewardModelScorer, Scorer, Scores, WeightedSum,
+                      score_candidates)
 from .search import Beam, SearchResult, chunk_beam_search
+from .spec import EngineSpec, SpecError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BaseMethod", "BoNMethod", "CBSMethod", "EFTMethod", "SamplingConfig", "SearchConfig", "parse_method",
-    "EFTPolicy", "eft_logprobs", "Engine", "build_engine", "GuideLM", "CausalLM", "load_causal_lm",
+    "EFTPolicy", "eft_logprobs", "Engine", "PreparedMethod", "build_engine", "EngineSpec", "SpecError", "GuideTerm",
+    "score_candidates", "GuideLM", "CausalLM", "load_causal_lm",
     "load_classifier", "resolve_device", "Continuation", "Policy", "TransformersPolicy", "ClassifierScorer",
     "ImplicitValueScorer", "RewardModelScorer", "Scorer", "Scores", "WeightedSum", "Beam", "SearchResult",
     "chunk_beam_search", "__version__",

@@ -34,7 +34,6 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from ..config import parse_method
 from ..spec import PLACEMENT_FIELDS, EngineSpec
 from .genconfig import GenerationConfig
 
