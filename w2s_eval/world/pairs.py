@@ -22,8 +22,10 @@ LABEL_MODES = ("bradley-terry", "argmax")
 
 
 def sample_continuations(lm, prompts: Sequence[str], n: int, max_new_tokens: int, seed: int, batch_size: int = 64,
-                         temperature: float = 1.0, progress: bool = True, desc: str = "sampling") -> list[list[str]]:
-    """``n`` continuations of exactly ``max_new_tokens`` tokens per prompt from ``lm`` (a CausalLM)."""
+                         temperature: float = 1.0, progress: bool = True, desc: str = "sampling",
+                         top_k: int = 0) -> list[list[str]]:
+    """``n`` continuations of exactly ``max_new_tokens`` tokens per prompt from ``lm`` (a CausalLM); ``top_k=0``:
+    no top-k cut."""
     import torch
     from tqdm.auto import tqdm
 
@@ -37,7 +39,7 @@ def sample_continuations(lm, prompts: Sequence[str], n: int, max_new_tokens: int
         ids, mask = left_pad([tok.encode(p, add_special_tokens=False) for p in chunk], lm.pad_id, lm.device)
         torch.manual_seed(seed * 1_000_003 + i)
         with torch.inference_mode():
-            gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature, top_k=0,
+            gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature, top_k=top_k,
                                  top_p=1.0, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
                                  num_return_sequences=n, pad_token_id=lm.pad_id)
         texts = tok.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)

@@ -43,32 +43,6 @@ def _bon_gain(scores: list[list[float]], gold: list[list[float]]) -> dict:
     return {"mean": round(m, 4), "se": round(se, 4) if se is not None else None}
 
 
-def _strong_samples(strong, prompts: Sequence[str], k: int, max_new_tokens: int, temperature: float, top_k: int,
-                    seed: int, batch_size: int, progress: bool) -> list[list[str]]:
-    """``k`` continuations of exactly ``max_new_tokens`` tokens per prompt from ``strong`` (a CausalLM)."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from ..lm import left_pad
-
-    samples: list[list[str]] = []
-    model, tok = strong.model, strong.tokenizer
-    bar = tqdm(total=len(prompts), desc="validate: strong samples", disable=not progress)
-    with torch.inference_mode():
-        for i in range(0, len(prompts), batch_size):
-            chunk = list(prompts[i:i + batch_size])
-            ids, mask = left_pad([tok.encode(p, add_special_tokens=False) for p in chunk], strong.pad_id, strong.device)
-            torch.manual_seed(seed * 1_000_003 + i)
-            gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature,
-                                 top_k=top_k, top_p=1.0, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
-                                 num_return_sequences=k, pad_token_id=strong.pad_id)
-            texts = tok.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
-            samples.extend(texts[j * k:(j + 1) * k] for j in range(len(chunk)))
-            bar.update(len(chunk))
-    bar.close()
-    return samples
-
-
 def validate_guidance(strong, tuned, untuned, reward_model: Optional[tuple], gold: Callable, judge: Callable,
                       prompts: Sequence[str], k: int, max_new_tokens: int, temperature: float, top_k: int, seed: int,
                       batch_size: int = 8, progress: bool = True) -> dict:
@@ -76,7 +50,10 @@ def validate_guidance(strong, tuned, untuned, reward_model: Optional[tuple], gol
     from ..guide import GuideLM
     from ..scorers import ImplicitValueScorer, RewardModelScorer
 
-    samples = _strong_samples(strong, prompts, k, max_new_tokens, temperature, top_k, seed, batch_size, progress)
+    from .pairs import sample_continuations
+
+    samples = sample_continuations(strong, prompts, k, max_new_tokens, seed, batch_size, temperature, progress,
+                                   desc="validate: strong samples", top_k=top_k)
     flat_p = [p for p, s in zip(prompts, samples) for _ in s]
     flat_r = [r for s in samples for r in s]
     flags = [False] * len(flat_r)
