@@ -180,3 +180,18 @@ def test_worlds_register_without_an_import_cycle():
     from w2s_eval import worlds
 
     assert World is worlds.World and load_world is worlds.load_world  # the harness's names are the registry's
+
+
+def test_an_unwritable_out_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # root may write anywhere, so the folder's permission is simulated where the check asks for it
+    monkeypatch.setattr(R.os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    with pytest.raises(PermissionError, match=r"locked is not writable\); choose a writable --out"):
+        R.check_run_dir(locked / "run", _cfg())
+    monkeypatch.undo()
+    assert R.check_run_dir(tmp_path / "new" / "run", _cfg())[0] == tmp_path / "new" / "run"
+    assert not (tmp_path / "new").exists()  # checking writes nothing

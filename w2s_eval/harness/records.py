@@ -228,6 +228,10 @@ def check_run_dir(out_dir: os.PathLike, cfg: RunConfig) -> tuple:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"results directory {out} is a file; choose another --out")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"results directory {out} cannot be written ({existing} is not writable); choose a "
+                              "writable --out")
     grid = cfg.grid()
     stored = check_identity(out / CONFIG_FILE, cfg.identity(), f"results directory {out}")
     created = utc_now()
