@@ -148,3 +148,19 @@ def test_unsupported_attention_for_a_rewound_sliding_cache_is_refused(fam, monke
     monkeypatch.setattr(lm.model.config, "_attn_implementation", "flash_attention_2", raising=False)
     with pytest.raises(ValueError, match=r"'mistral' \(mistral\) has sliding-window layers.*incremental=False"):
         GuideLM(lm).logprob_sums(PROMPTS[:1], ["great fun and the acting"], [False])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cbs_with_incremental_guides_equals_full_rescoring(fam, family):
+    """CBS(2,2,3) steered by guides of the family: incremental guides pick what full re-scoring picks."""
+    from w2s_eval.scorers import ImplicitValueScorer
+
+    strong, other = fam[FAMILIES[FAMILIES.index(family) - 1]], fam[FAMILIES[(FAMILIES.index(family) + 2) % 5]]
+    cfg = SamplingConfig(max_new_tokens=12, seed=4)
+    runs = []
+    for incremental in (True, False):
+        scorer = ImplicitValueScorer(GuideLM(fam[family], incremental=incremental),
+                                     GuideLM(other, incremental=incremental), beta=1.0)
+        runs.append(chunk_beam_search(PROMPTS, TransformersPolicy(strong), scorer, SearchConfig(2, 2, 3), cfg))
+    assert [r.text for r in runs[0]] == [r.text for r in runs[1]]
+    torch.testing.assert_close([r.score for r in runs[0]], [r.score for r in runs[1]], rtol=1e-6, atol=1e-4)
