@@ -242,3 +242,5 @@ def test_build_engine_checks_every_model_path_before_loading(tmp_path):
         build_engine(str(model), tuned=str(model), untuned=str(tmp_path / "nope"))
     with pytest.raises(SpecError, match=f"strong='{tmp_path}' is a directory but not a model"):
         build_engine(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="strong='/nope/strong' does not exist"):
+        build_engine("/nope/strong")

@@ -30,7 +30,7 @@ from .models import load_causal_lm, load_classifier, load_tokenizer
 from .policy import Policy, TransformersPolicy
 from .scorers import GuideTerm, ImplicitValueScorer, RewardModelScorer, guide_scorer
 from .search import SearchResult, chunk_beam_search
-from .spec import EngineSpec, SpecError
+from .spec import EngineSpec, MissingModelError, SpecError
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def check_model_sources(spec: EngineSpec, strong_given: bool = False) -> None:
         path = os.path.expanduser(value)
         local = os.path.isabs(path) or path.startswith(".") or path.count("/") > 1 or os.path.exists(path)
         if local and not os.path.exists(path):
-            raise SpecError(f"{name}={value!r} does not exist; give an existing model directory or a hub id")
+            raise MissingModelError(f"{name}={value!r} does not exist; give an existing model directory or a hub id")
         if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
             raise SpecError(f"{name}={value!r} is a directory but not a model (no config.json in it); give a "
                             "transformers model directory or a hub id")

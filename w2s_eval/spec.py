@@ -17,7 +17,7 @@ import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Iterable, Mapping, Optional, Union
 
-__all__ = ["EngineSpec", "SpecError", "add_spec_arguments", "spec_from_namespace", "spec_from_mapping",
+__all__ = ["EngineSpec", "SpecError", "MissingModelError", "add_spec_arguments", "spec_from_namespace", "spec_from_mapping",
            "as_flags", "coerce", "typed_settings", "check_number", "check_template", "PLACEMENT_FIELDS", "DTYPE_NAMES"]
 
 DTYPE_NAMES = ("auto", "float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16")
@@ -28,6 +28,10 @@ _DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu|npu|hpu)(:\d+)?")
 
 class SpecError(ValueError):
     """A bad setting; the message names the field (``field=``) and the fix."""
+
+
+class MissingModelError(SpecError, FileNotFoundError):
+    """A setting names a local model path that does not exist (a SpecError and a FileNotFoundError)."""
 
 
 def _help(text: str, **kw) -> dict:

@@ -77,7 +77,7 @@ def _generate(args) -> int:
         path = run_generate(cfg, args.instructions, args.out, batch_size=args.batch_size, limit=args.limit,
                             progress=not args.no_progress)
     except SpecError as e:  # a setting found wrong while loading (e.g. a model path): named as its flag
-        raise SpecError(as_flags(str(e), _NAMES)) from None
+        raise type(e)(as_flags(str(e), _NAMES)) from None
     n = len(json.loads(path.read_text(encoding="utf-8")))
     print(f"{n} outputs of {cfg.generator} in {path}")
     print(f"official judge: alpaca_eval evaluate --model_outputs {path}")
