@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from ..assets import ensure_writable_dir
 from ..config import SamplingConfig, parse_method
 from ..provenance import (atomic_write_json, check_identity, diff_fields, fingerprint, git_revision,
                           mismatch_message, package_versions, utc_now)
@@ -260,8 +259,8 @@ def open_run_dir(out_dir: os.PathLike, cfg: RunConfig, not_applicable: Optional[
     directory refuse other settings. ``not_applicable``: {method: why} for methods of the grid that cannot run
     with this engine (the report shows them as n/a).
     """
-    out, grid, created = check_run_dir(out_dir, cfg)
-    ensure_writable_dir(out, "results directory", "choose a writable --out")
+    out, grid, created = check_run_dir(out_dir, cfg)  # checked writable
+    out.mkdir(parents=True, exist_ok=True)
     doc = {"identity": cfg.identity(), "config_hash": cfg.config_hash, "grid": grid, "created": created,
            "updated": utc_now(), "versions": package_versions(), "git_revision": git_revision()}
     if not_applicable:
