@@ -134,3 +134,18 @@ def test_configs_yaml_never_names_code_to_import(tmp_path):
     for bad in ("os.system", "subprocess.check_output", "builtins.eval", "w2s_eval.alpaca.decoder._decoder"):
         with pytest.raises(ValueError, match=f"fn_completions '{bad}' is not accepted"):
             load(bad)
+
+
+def test_judge_names_what_is_wrong_with_the_reward_model(toy_dirs, tmp_path, capsys):
+    """item 9: a causal LM or a folder that is no model, given as --reward-model; nothing written."""
+    from w2s_eval.cli import main
+
+    outputs = tmp_path / "m.json"
+    outputs.write_text(json.dumps([{**r, "output": "fine", "generator": "m"} for r in INSTRUCTIONS]))
+    args = ["alpaca-eval", "judge", "--model-outputs", str(outputs), "--reference-outputs", str(outputs),
+            "--out", str(tmp_path / "j"), "--device", "cpu", "--no-progress", "--reward-model"]
+    assert main([*args, toy_dirs["strong"]]) == 2
+    assert "is not a sequence-classification model (its config names LlamaForCausalLM)" in capsys.readouterr().err
+    assert main([*args, str(tmp_path)]) == 2
+    assert f"--reward-model '{tmp_path}' is a directory but not a model" in capsys.readouterr().err
+    assert not (tmp_path / "j").exists()

@@ -34,7 +34,7 @@ from .spec import EngineSpec, MissingModelError, SpecError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Engine", "PreparedMethod", "build_engine", "guide_template", "check_model_sources"]
+__all__ = ["Engine", "PreparedMethod", "build_engine", "guide_template", "check_model_sources", "check_model_path"]
 
 
 @dataclass(frozen=True)
@@ -179,22 +179,26 @@ def _guides(spec: EngineSpec) -> tuple[list[CausalLM], Optional[CausalLM], list[
     return tuned, untuned, [t for t in terms if t.weight != 0] or terms
 
 
+def check_model_path(name: str, value: str) -> None:
+    """A local model path exists and is a model directory (holds config.json), else an error naming ``name``;
+    hub ids (``org/name``) are left to the hub."""
+    path = os.path.expanduser(value)
+    local = os.path.isabs(path) or path.startswith(".") or path.count("/") > 1 or os.path.exists(path)
+    if local and not os.path.exists(path):
+        raise MissingModelError(f"{name}={value!r} does not exist; give an existing model directory or a hub id")
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
+        raise SpecError(f"{name}={value!r} is a directory but not a model (no config.json in it); give a "
+                        "transformers model directory or a hub id")
+
+
 def check_model_sources(spec: EngineSpec, strong_given: bool = False) -> None:
-    """Before loading anything: every local model path of ``spec`` exists and is a model directory
-    (holds config.json), else :class:`SpecError` naming the field. Hub ids (``org/name``) are left to the hub.
+    """Before loading anything: every local model path of ``spec`` (see :func:`check_model_path`).
     ``strong_given``: the strong model is already loaded (not checked)."""
-    named = [("strong", None if strong_given else spec.strong), *(("tuned", t) for t in spec.tuned), ("untuned", spec.untuned),
-             ("reward_model", spec.reward_model)]
+    named = [("strong", None if strong_given else spec.strong), *(("tuned", t) for t in spec.tuned),
+             ("untuned", spec.untuned), ("reward_model", spec.reward_model)]
     for name, value in named:
-        if value is None:
-            continue
-        path = os.path.expanduser(value)
-        local = os.path.isabs(path) or path.startswith(".") or path.count("/") > 1 or os.path.exists(path)
-        if local and not os.path.exists(path):
-            raise MissingModelError(f"{name}={value!r} does not exist; give an existing model directory or a hub id")
-        if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
-            raise SpecError(f"{name}={value!r} is a directory but not a model (no config.json in it); give a "
-                            "transformers model directory or a hub id")
+        if value is not None:
+            check_model_path(name, value)
 
 
 def _engine_from_spec(spec: EngineSpec, strong: Union[CausalLM, Policy, None] = None,

@@ -91,7 +91,10 @@ def _judge(args) -> int:
     # read and check all inputs before loading the judge model
     load_outputs(args.model_outputs, "model outputs")
     load_outputs(args.reference_outputs, "reference outputs")
-    scorer = load_reward_scorer(args.reward_model, dtype=args.dtype, device=args.device, batch_size=args.batch_size)
+    try:
+        scorer = load_reward_scorer(args.reward_model, dtype=args.dtype, device=args.device, batch_size=args.batch_size)
+    except SpecError as e:
+        raise type(e)(as_flags(str(e), _NAMES)) from None
     result = judge_outputs(args.model_outputs, args.reference_outputs, scorer, annotator=f"rm:{args.reward_model}",
                            name=args.name, batch_size=args.batch_size, lc=args.lc, subset=args.subset,
                            progress=not args.no_progress)
