@@ -147,7 +147,8 @@ def test_unsupported_attention_for_a_rewound_sliding_cache_is_refused(fam, monke
     lm = fam["mistral"]
     monkeypatch.setattr(lm.model.config, "_attn_implementation", "flash_attention_2", raising=False)
     with pytest.raises(ValueError, match=r"'mistral' \(mistral\) has sliding-window layers.*incremental=False"):
-        GuideLM(lm).logprob_sums(PROMPTS[:1], ["great fun and the acting"], [False])
+        GuideLM(lm)  # refused when the guide is made, before any generation
+    GuideLM(lm, incremental=False)  # without a cache, nothing rewinds: accepted
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -65,6 +65,8 @@ class GuideLM:
             raise ValueError(f"template='chat' but {lm.name!r}'s tokenizer has no chat template; pass a format string")
         self.lm, self.template, self.incremental = lm, template, incremental
         self._check_tokenizer()
+        if incremental:
+            lm.check_rewindable()
         self._kv: Optional[KVRows] = None
         self._rows: list[_Row] = []
         self._prefix_memo: dict[str, list[int]] = {}  # prompt -> prefix ids (a pure function's values)

@@ -274,12 +274,12 @@ class CausalLM:
         )
         return out.logits.float()
 
-    def _mask_for(self, attention_mask: torch.Tensor, q_len: int, cache):
-        """The 2-D mask as it is, unless sliding-window layers read a cache that keeps every
-        position (one that rows rewind, with holes): then masks by token position."""
+    def check_rewindable(self) -> None:
+        """Raise ValueError unless rows of this model's cache may rewind (holes in the mask): true
+        without sliding-window layers, else under eager or sdpa attention with full and sliding layers."""
         types, window = attention_types(self.model.config)
-        if window is None or cache is None or not _keeps_every_position(cache):
-            return attention_mask
+        if window is None:
+            return
         unknown = [t for t in types if t not in _ATTENTION]
         impl = getattr(self.model.config, "_attn_implementation", None)
         if unknown or impl not in ("eager", "sdpa"):
@@ -289,6 +289,14 @@ class CausalLM:
                 "a rewound cache needs position-based masks that w2s-eval builds for full and sliding attention "
                 "under eager or sdpa only: load it with attn_implementation='sdpa', or score it with incremental=False"
             )
+
+    def _mask_for(self, attention_mask: torch.Tensor, q_len: int, cache):
+        """The 2-D mask as it is, unless sliding-window layers read a cache that keeps every
+        position (one that rows rewind, with holes): then masks by token position."""
+        types, window = attention_types(self.model.config)
+        if window is None or cache is None or not _keeps_every_position(cache):
+            return attention_mask
+        self.check_rewindable()
         return position_masks(attention_mask, q_len, types, window, self.model.dtype)
 
     def check_finite(self, logits: torch.Tensor, valid: Optional[torch.Tensor] = None) -> None:
