@@ -99,7 +99,7 @@ def tiny_causal_lm(family: str, tokenizer, seed: int = 0, hidden: int = 32, laye
         cls, cfg = tf.GPT2LMHeadModel, tf.GPT2Config(n_embd=hidden, n_layer=layers, n_head=max(1, hidden // 16),
                                                      n_positions=512, **common)
     else:
-        raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}, qwen2-sliding")
     torch.manual_seed(seed)
     model = cls(cfg).eval()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
