@@ -197,3 +197,20 @@ def test_endpoint_args_are_forwarded(monkeypatch):
     lm = W2SLM(strong_endpoint="http://127.0.0.1:9/v1", strong_model="served", method="base")
     assert seen["strong_endpoint"] == "http://127.0.0.1:9/v1" and seen["strong_model"] == "served"
     assert lm.strong is None  # loglikelihood then asks the server: tests/test_lm_eval_endpoint.py
+
+
+def test_loglikelihood_split_on_oom_equals_unsplit(toy_dirs, caplog, monkeypatch):
+    """Issue 15 item 4 on the lm-eval path: a strong forward that runs out of memory above one row is
+    rerun on halves (down to single rows) and gives the unsplit numbers, logged once."""
+    from test_oom import oom_above
+
+    monkeypatch.setattr("w2s_eval.lm._OOM_WARNED", set())
+    lm = W2SLM(strong=toy_dirs["strong"], method="base", device="cpu", dtype="float32", batch_size=4)
+    reqs = [_ll(c, y, i) for i, (c, y) in enumerate(PAIRS + [("", " the movie")])]
+    ref = lm.loglikelihood(reqs)
+    with caplog.at_level("WARNING", logger="w2s_eval.lm"), oom_above(lm.strong, 1) as seen:
+        split = lm.loglikelihood(reqs)
+    assert max(seen) > 1 and seen.count(1) >= len(reqs)  # a batch failed, then single rows ran
+    assert [g for _, g in split] == [g for _, g in ref]
+    assert [x for x, _ in split] == f32_approx([x for x, _ in ref])
+    assert sum("ran out of memory" in r.message for r in caplog.records) == 1

@@ -26,7 +26,7 @@ from lm_eval.models.huggingface import HFLM
 
 from ..eft import eft_logprobs
 from ..guide import GuideLM
-from ..lm import CausalLM
+from ..lm import CausalLM, split_on_oom
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +52,22 @@ class LoadedHFLM(HFLM):
         finally:
             hf_logger.setLevel(level)
         self.eft_lms, self.eft_betas = tuple(eft_lms), [float(b) for b in eft_betas]
+        self.lm_name, self._oom_rows = lm.name, None  # rows per forward that fitted after an OOM split
         if accelerator is not None and accelerator.num_processes > 1:
             self.accelerator = accelerator
             self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
 
     def _model_call(self, inps, attn_mask=None, labels=None):
+        """HFLM's forward (EFT-mixed when guides are given), rerun on halves of the rows when it runs out
+        of memory (:func:`w2s_eval.lm.split_on_oom`; each row's logits do not depend on the others)."""
+        def run(lo: int, hi: int):
+            mask = None if attn_mask is None else attn_mask[lo:hi]
+            return self._mixed_call(inps[lo:hi], mask, None if labels is None else labels[lo:hi])
+
+        outs, self._oom_rows = split_on_oom(run, inps.shape[0], name=f"strong:{self.lm_name}", rows=self._oom_rows)
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _mixed_call(self, inps, attn_mask=None, labels=None):
         logits = super()._model_call(inps, attn_mask, labels)
         if not self.eft_lms:
             return logits
