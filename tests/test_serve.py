@@ -6,18 +6,15 @@ by a module fixture and stopped by its PID; the ``openai`` client, the stock ``l
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from w2s_eval.endpoint.server import stop_pid
 
 KEY = "test-key-123"
 METHOD = "cbs:w=2,k=2,l=4"
@@ -25,42 +22,21 @@ PROMPTS = ["The movie was", "I loved the", "Hello, world!", "This film is a", "T
            "We hated it but", "A wonderful story of", "Here is a movie review from imdb: "]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict:
-    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-                OMP_NUM_THREADS="1", W2S_SERVE_API_KEY=KEY, OPENAI_API_KEY=KEY)
-
-
 class Served:
-    def __init__(self, toy, root):
-        self.toy, self.port = toy, _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = root / "serve.log"
-        cmd = [sys.executable, "-m", "w2s_eval.cli", "serve", "--strong", toy["strong"], "--tuned", toy["tuned"],
-               "--untuned", toy["untuned"], "--tuned-template", "{prompt}", "--untuned-template", "{prompt}",
-               "--dtype", "float32", "--device", "cpu", "--method", METHOD, "--port", str(self.port),
-               "--max-tokens", "64", "--max-batch-prompts", "32", "--max-wait-ms", "20"]
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=_env(), start_new_session=True)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"server exited: {self.log.read_text()[-3000:]}"
-            try:
-                if self.get("/health")["status"] == "ok":
-                    return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.5)
-        self.stop()
-        raise TimeoutError(f"server not ready: {self.log.read_text()[-3000:]}")
+    """The module's server (an API key on every route; the served name means METHOD)."""
+
+    def __init__(self, models, root):
+        from w2s_eval.serve.process import start_serve
+
+        args = ["--strong", models["strong"], "--tuned", models["tuned"], "--untuned", models["untuned"],
+                "--tuned-template", "{prompt}", "--untuned-template", "{prompt}", "--dtype", "float32",
+                "--device", "cpu", "--method", METHOD, "--max-tokens", "64", "--max-batch-prompts", "32",
+                "--max-wait-ms", "20"]
+        self.server = start_serve(args, str(root / "serve.log"), api_key=KEY)
+        self.url, self.port, self.proc = self.server.url, self.server.port, self.server.process
 
     def stop(self):
-        stop_pid(self.proc.pid, 20, self.proc)
+        self.server.stop()
 
     def request(self, path, body=None, key=KEY, raw=None):
         """(status, JSON) of a request; ``raw`` bytes are sent as the body as they are."""
@@ -186,6 +162,8 @@ BAD = [
     ({"model": METHOD, "prompt": "x", "stream": True}, 400, "stream=true is not supported"),
     ({"model": METHOD, "prompt": "x", "max_tokens": 0}, 400, "echo=true"),
     ({"model": "eft:beta=1", "prompt": "x", "method": "cbs:w=1,k=1,l=x"}, 400, "method: cbs: l must be an integer"),
+    ({"model": "eft:beta=1", "prompt": "x"}, 400, "cannot run on this server"),  # guides of another vocabulary
+    ({"model": METHOD, "prompt": [[1, 2, 10 ** 6]]}, 400, "prompt token ids must lie in"),
 ]
 
 

@@ -21,7 +21,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from ..config import Method, SamplingConfig
 
@@ -85,7 +85,7 @@ class Batcher:
 
     def _gather(self, first) -> list:
         items, deadline = [first], time.monotonic() + self.max_wait
-        while len(items) < self.max_batch:
+        while sum(isinstance(item, Job) for item in items) < self.max_batch:
             try:
                 wait = deadline - time.monotonic()
                 item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
@@ -138,9 +138,3 @@ def _run_call(item: _Call) -> None:
     except Exception as e:  # noqa: BLE001 (handed to the caller)
         item.future.set_exception(e)
 
-
-def first_error(futures: list[Future]) -> Optional[BaseException]:
-    for f in futures:
-        if f.done() and not f.cancelled() and f.exception() is not None:
-            return f.exception()
-    return None
