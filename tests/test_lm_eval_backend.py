@@ -189,8 +189,8 @@ def test_endpoint_args_are_forwarded(monkeypatch):
     class FakePolicy:
         name = "endpoint"
 
-    def fake_build_engine(**kw):
-        seen.update(kw)
+    def fake_build_engine(spec):
+        seen.update(spec.to_dict())
         return Engine(FakePolicy())
 
     monkeypatch.setattr(backend, "build_engine", fake_build_engine)

@@ -25,7 +25,7 @@ def test_model_args_parse_method_and_types():
     assert a.method_config().spec == "cbs:w=2,k=3,l=inf" and a.beta == 0.5 and a.batch_size == 8 and dev == "cuda:0"
     a, _ = parse_model_args({"pretrained": "s", "method": "bon", "n": 4, "parallelize": True, "tuned": "a|b", "untuned": "u"})
     assert a.strong == "s" and a.method_config().spec == "bon:n=4" and a.device_map == "auto"
-    assert a.engine_kwargs("cpu")["tuned"] == ["a", "b"]
+    assert a.engine_spec(device="cpu").to_dict()["tuned"] == ["a", "b"]
     a, _ = parse_model_args({"strong": "s", "method": "eft", "beta": 2, "tuned": "t", "untuned": "u"})
     assert a.method_config().spec == "eft:beta=2" and a.engine_spec().tuned == ("t",)
     assert parse_model_args({"strong": "s"})[0].method_config().spec == "cbs:w=4,k=4,l=5"  # the core default

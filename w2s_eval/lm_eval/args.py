@@ -85,11 +85,6 @@ class W2SArgs(EngineSpec):
                               top_k=self.top_k or 0, top_p=1.0 if self.top_p is None else self.top_p,
                               max_new_tokens=self.max_gen_toks, seed=self.seed, truncation=self.truncation)
 
-    def engine_kwargs(self, device: Optional[str]) -> dict:
-        """Transitional (until the backend calls ``build_engine(args.engine_spec(device=...))``): the spec
-        as keywords of :func:`w2s_eval.engine.build_engine`."""
-        return self.engine_spec(device=device or self.device).to_dict()
-
     def to_dict(self) -> dict:
         return {**super().to_dict(), "method_spec": self.method_config().spec}
 

@@ -61,9 +61,10 @@ class W2SLM(TemplateLM):
         if self.args.trust_remote_code:
             logger.warning("w2s: trust_remote_code is ignored; models load without remote code")
         self.accelerator = _accelerator()
-        self.method = self.args.method_config()
-        self.engine = build_engine(**self.args.engine_kwargs(self._rank_device(cli_device)))
-        self.engine.check(self.method)  # a method that cannot run fails here, before any request
+        self.engine = build_engine(self.args.engine_spec(device=self._rank_device(cli_device)))
+        # parsed and checked once: a method that cannot run fails here, before any request
+        self.run = self.engine.prepare(self.args.method_config())
+        self.method = self.run.method
         policy = self.engine.policy
         self.strong = policy.lm if isinstance(policy, TransformersPolicy) else None
         self.tokenizer = self.strong.tokenizer if self.strong is not None else getattr(policy, "tokenizer", None)
@@ -271,7 +272,7 @@ class W2SLM(TemplateLM):
         prompts = [p for p, _, _, _ in batch]
         seeds = [prompt_seed(cfg.seed, p if rep == 0 else f"{p}\x00repeat{rep}") for p, _, _, rep in batch]
         t0 = time.perf_counter()
-        results = self.engine.generate(prompts, self.method, cfg, seeds=seeds, batch_size=len(batch))
+        results = self.engine.generate(prompts, self.run, cfg, seeds=seeds, batch_size=len(batch))
         rows = []
         for (_, _, i, _), r in zip(batch, results):
             self.cache_hook.add_partial("generate_until", requests[i].args, r.text)
