@@ -214,3 +214,32 @@ def test_loglikelihood_split_on_oom_equals_unsplit(toy_dirs, caplog, monkeypatch
     assert [g for _, g in split] == [g for _, g in ref]
     assert [x for x, _ in split] == f32_approx([x for x, _ in ref])
     assert sum("ran out of memory" in r.message for r in caplog.records) == 1
+
+
+def test_greedy_warning_gives_the_hint_that_applies(toy_dirs, caplog):
+    """Issue 12 item 9: with the model arg temperature already set, the hint names what made the request
+    greedy (the task's do_sample=false or temperature=0, or the model arg itself), never 'temperature=0.7' as
+    if nothing were set."""
+    kw = dict(strong=toy_dirs["strong"], reward_model=toy_dirs["rm"], method="bon", n=2, device="cpu",
+              dtype="float32", batch_size=2, max_gen_toks=3)
+    sampled = W2SLM(temperature=0.7, **kw)
+    with caplog.at_level("WARNING", logger="w2s_eval.lm_eval.backend"):
+        sampled.generate_until([_gen("The movie was", {"until": ["."], "do_sample": False}, 0),
+                                _gen("I loved the", {"until": ["."], "temperature": 0}, 1),
+                                _gen("This film is", {"until": ["."]}, 2)])  # samples at 0.7: no warning
+    greedy = [r.getMessage() for r in caplog.records if "greedy decoding" in r.getMessage()]
+    assert len(greedy) == 2
+    assert "task sets do_sample=false (overriding the model arg temperature=0.7)" in greedy[0]
+    assert "--gen_kwargs do_sample=true" in greedy[0]
+    assert "task sets temperature=0 (overriding the model arg temperature=0.7)" in greedy[1]
+    assert all("or the model arg temperature=0.7" not in m for m in greedy)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="w2s_eval.lm_eval.backend"):
+        W2SLM(temperature=0, **kw).generate_until([_gen("The movie was", {"until": ["."]}, 0)])
+    [msg] = [r.getMessage() for r in caplog.records if "greedy decoding" in r.getMessage()]
+    assert "the model arg temperature=0.0 asks for it; set temperature=0.7" in msg
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="w2s_eval.lm_eval.backend"):
+        W2SLM(**kw).generate_until([_gen("The movie was", {"until": ["."]}, 0)])
+    [msg] = [r.getMessage() for r in caplog.records if "greedy decoding" in r.getMessage()]
+    assert msg.endswith("give the task do_sample/temperature or the model arg temperature=0.7")

@@ -31,7 +31,7 @@ from ..sampling import prompt_seed
 from .args import parse_model_args
 from .cache import cache_identity, check_cache_identity
 from .loglik import LoadedHFLM, Tilt, eft_parts, terms_for
-from .records import StatsWriter, output_dir_from_argv, result_record, sampling_config, versions
+from .records import StatsWriter, greedy_hint, output_dir_from_argv, result_record, sampling_config, versions
 
 logger = logging.getLogger(__name__)
 
@@ -248,8 +248,9 @@ class W2SLM(TemplateLM):
                 raise ValueError(f"w2s: request {i} has an empty or non-text context")
             cfg = sampling_config(self.args, gen_kwargs, getattr(req, "task_name", None), self._warn_once)
             if cfg.greedy and self.method.budget > 1:
-                self._warn_once("greedy", "w2s: %s with greedy decoding draws identical candidates; give the task "
-                                "do_sample/temperature or the model arg temperature=0.7", self.method.spec)
+                hint = greedy_hint(self.args, gen_kwargs)
+                self._warn_once(f"greedy:{hint}", "w2s: %s with greedy decoding draws identical candidates; %s",
+                                self.method.spec, hint)
             configs[i] = cfg
         seen: dict[tuple, int] = {}
         items = []

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["output_dir_from_argv", "versions", "sampling_config", "StatsWriter", "result_record"]
+__all__ = ["output_dir_from_argv", "versions", "sampling_config", "greedy_hint", "StatsWriter", "result_record"]
 
 
 def output_dir_from_argv(argv: Optional[Sequence[str]] = None) -> Optional[Path]:
@@ -66,6 +66,20 @@ def _temperature(gen_kwargs: dict, default: Optional[float]) -> float:
     if gen_kwargs.get("do_sample") is True:
         return default if default is not None else 1.0
     return default if default is not None else 0.0
+
+
+def greedy_hint(args, gen_kwargs: dict) -> str:
+    """How to make a greedy request sample, for the setting that made it greedy (see :func:`_temperature`)."""
+    over = f" (overriding the model arg temperature={args.temperature})" if args.temperature else ""
+    if gen_kwargs.get("do_sample") is False:
+        return (f"the task sets do_sample=false{over}; pass --gen_kwargs do_sample=true,temperature=0.7 "
+                "or change the task's generation_kwargs")
+    if "temperature" in gen_kwargs:
+        return (f"the task sets temperature={gen_kwargs['temperature']}{over}; pass --gen_kwargs temperature=0.7 "
+                "or change the task's generation_kwargs")
+    if args.temperature is not None:
+        return f"the model arg temperature={args.temperature} asks for it; set temperature=0.7 (any value > 0)"
+    return "give the task do_sample/temperature or the model arg temperature=0.7"
 
 
 def sampling_config(args, gen_kwargs: Any, task: Optional[str], warn_once: Callable[..., None]):
