@@ -139,6 +139,14 @@ def test_strong_by_name_is_its_own_run_and_eft_is_na_across_vocabularies(strong_
     report = (out / "report.md").read_text()
     assert "| eft:beta=1 | 0 | n/a (vocabulary differs) |" in report
     assert "eft:beta=1," in (out / "report.csv").read_text() and "n/a (vocabulary differs)" in captured.out
+    # a rerun has nothing to do: EFT stays n/a as recorded, and no model is loaded to find that out again
+    import w2s_eval.engine
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(w2s_eval.engine, "build_engine", lambda spec: pytest.fail("a model was loaded"))
+        assert _compare(tmp_path, out, "--strong", "other-vocab") == 0
+    assert "(0 new, 4 recorded before)" in capsys.readouterr().out
+    assert "| eft:beta=1 | 0 | n/a (vocabulary differs) |" in (out / "report.md").read_text()
     # the same directory refuses the world's own strong model and another named one, naming the field
     assert _compare(tmp_path, out) == 2
     assert "strong is 'other-vocab' there but '<missing>' now" in capsys.readouterr().err

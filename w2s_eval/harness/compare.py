@@ -232,6 +232,18 @@ def _prepare(engine, cfg: RunConfig, methods) -> tuple:
     return prepared, not_applicable
 
 
+def _ready(engine, cfg: RunConfig, methods, prompts) -> tuple:
+    """(engine, {spec: PreparedMethod}, {spec: why not}): the engine built (unless given), every method prepared,
+    the context checked; nothing is written."""
+    if engine is None:
+        from ..engine import build_engine
+
+        engine = build_engine(cfg.engine)
+    prepared, not_applicable = _prepare(engine, cfg, methods)
+    _check_context(engine, cfg, prompts)
+    return engine, prepared, not_applicable
+
+
 def _todo(log_keys, prompts, methods, seeds) -> int:
     return sum(1 for pid, _ in prompts for m in methods for s in seeds if (pid, m.spec, s) not in log_keys)
 
@@ -250,18 +262,14 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
         raise ValueError(f"the run config is for world {cfg.world!r} ({cfg.world_fingerprint}), not for "
                          f"{world.name!r} ({fingerprint(world.manifest)}); make it with make_run_config(world, ...)")
     methods = list(cfg.parsed_methods)
-    out, _, _ = check_run_dir(out_dir, cfg)  # writes nothing
+    out, _, _, known = check_run_dir(out_dir, cfg)  # writes nothing
     prompts = world.prompts[: cfg.n_prompts]
     n_planned = len(prompts) * len(methods) * len(cfg.seeds)
     recorded = {record_key(r) for r in read_records(out / RECORDS_FILE, warn=False)[0]}
-    not_applicable: dict = {}
-    if _todo(recorded, prompts, methods, cfg.seeds):
-        if engine is None:
-            from ..engine import build_engine
-
-            engine = build_engine(cfg.engine)
-        prepared, not_applicable = _prepare(engine, cfg, methods)
-        _check_context(engine, cfg, prompts)
+    not_applicable, prepared = dict(known), None  # known: found by an earlier run of this identity
+    if _todo(recorded, prompts, [m for m in methods if m.spec not in known], cfg.seeds):
+        engine, prepared, found = _ready(engine, cfg, methods, prompts)
+        not_applicable.update(found)
     run_dir = open_run_dir(out, cfg, not_applicable)
     log = RecordLog(run_dir)
     n_before = len(log.records)
@@ -271,6 +279,8 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
                 n_planned - todo_total)
     if todo_total == 0:
         return CompareOutcome(run_dir, n_before, 0, n_planned, log.truncated is not None, not_applicable)
+    if prepared is None:  # a record set aside as truncated is to do again
+        engine, prepared, _ = _ready(engine, cfg, methods, prompts)
     bar = tqdm(total=todo_total, desc=f"compare {world.name}", unit="rec", disable=not progress)
     try:
         n_new = _run_grid(world, cfg, engine, [prepared[m.spec] for m in runnable], prompts, log, bar)

@@ -220,7 +220,11 @@ def parse_seeds(text: Union[str, int, Sequence[int]]) -> tuple:
 
 
 def check_run_dir(out_dir: os.PathLike, cfg: RunConfig) -> tuple:
-    """Refuse a run directory made with another identity, writing nothing; returns (path, merged grid, created).
+    """Refuse a run directory made with another identity, writing nothing.
+
+    Returns (path, merged grid, created, not_applicable): the grid merges the stored one with ``cfg``'s;
+    ``not_applicable`` is what the stored run found it could not apply ({method: why}; the same identity gives
+    the same answer).
 
     The merged grid is the union of the stored grid and ``cfg``'s.
     """
@@ -231,7 +235,7 @@ def check_run_dir(out_dir: os.PathLike, cfg: RunConfig) -> tuple:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(f"results directory {out} cannot be written ({existing} is not writable); choose a "
                               "writable --out")
-    grid = cfg.grid()
+    grid, not_applicable = cfg.grid(), {}
     stored = check_identity(out / CONFIG_FILE, cfg.identity(), f"results directory {out}")
     created = utc_now()
     if stored is not None:
@@ -242,6 +246,7 @@ def check_run_dir(out_dir: os.PathLike, cfg: RunConfig) -> tuple:
             "seeds": list(dict.fromkeys(old_grid.get("seeds", []) + grid["seeds"])),
         }
         created = stored.get("created", created)
+        not_applicable = dict(stored.get("not_applicable") or {})
     # records on disk must carry this identity too (e.g. a records file copied in by hand)
     records, _ = read_records(out / RECORDS_FILE, warn=False)
     for i, rec in enumerate(records):
@@ -249,7 +254,7 @@ def check_run_dir(out_dir: os.PathLike, cfg: RunConfig) -> tuple:
             diffs = (diff_fields(_identity_of(rec), cfg.identity())
                      or [("config_hash", rec.get("config_hash"), cfg.config_hash)])
             raise ValueError(mismatch_message(f"record {i + 1} of {out / RECORDS_FILE}", diffs))
-    return out, grid, created
+    return out, grid, created, not_applicable
 
 
 def open_run_dir(out_dir: os.PathLike, cfg: RunConfig, not_applicable: Optional[dict] = None) -> Path:
@@ -259,7 +264,7 @@ def open_run_dir(out_dir: os.PathLike, cfg: RunConfig, not_applicable: Optional[
     directory refuse other settings. ``not_applicable``: {method: why} for methods of the grid that cannot run
     with this engine (the report shows them as n/a).
     """
-    out, grid, created = check_run_dir(out_dir, cfg)  # checked writable
+    out, grid, created, _ = check_run_dir(out_dir, cfg)  # checked writable
     out.mkdir(parents=True, exist_ok=True)
     doc = {"identity": cfg.identity(), "config_hash": cfg.config_hash, "grid": grid, "created": created,
            "updated": utc_now(), "versions": package_versions(), "git_revision": git_revision()}
