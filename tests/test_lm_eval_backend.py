@@ -243,3 +243,19 @@ def test_greedy_warning_gives_the_hint_that_applies(toy_dirs, caplog):
         W2SLM(**kw).generate_until([_gen("The movie was", {"until": ["."]}, 0)])
     [msg] = [r.getMessage() for r in caplog.records if "greedy decoding" in r.getMessage()]
     assert msg.endswith("give the task do_sample/temperature or the model arg temperature=0.7")
+
+
+def test_max_gen_toks_beyond_the_context_says_to_lower_it(base, toy_dirs, monkeypatch):
+    """Issue 12 item 5 (lm-eval): truncation='left' is the default there, so max_gen_toks that fill the
+    strong model's context (512) get the hint to lower max_gen_toks where it was set, before any generation."""
+    monkeypatch.setattr(base.engine, "generate", lambda *a, **k: pytest.fail("generated before checking"))
+    reqs = [_gen("The movie was", {"until": ["."]}, 0), _gen("I loved", {"until": ["."], "max_gen_toks": 512}, 1)]
+    with pytest.raises(ValueError) as e:
+        base.generate_until(reqs)
+    msg = str(e.value)
+    assert "w2s: max_gen_toks=512 (task t) leaves no room for the prompt in the strong model's context of 512" in msg
+    assert "lower it below 512 in the task's generation_kwargs (or --gen_kwargs max_gen_toks=...)" in msg
+    assert "truncation" not in msg
+    lm = W2SLM(strong=toy_dirs["strong"], method="base", device="cpu", dtype="float32", max_gen_toks=600)
+    with pytest.raises(ValueError, match="max_gen_toks=600 .* lower it below 512 in the model arg max_gen_toks"):
+        lm.generate_until([_gen("The movie was", {"until": ["."]}, 0)])

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 from dataclasses import fields
 
 import pytest
@@ -204,6 +205,23 @@ def test_a_bare_string_is_not_a_list_of_prompts(toy_dirs):
     eng = build_engine(EngineSpec(strong=toy_dirs["strong"], dtype="float32", device="cpu"))
     with pytest.raises(TypeError, match=r"prompts must be a list of strings, got one string \('the film'\)"):
         eng.generate("the film", "base", SamplingConfig(max_new_tokens=2))
+
+
+def test_context_hint_is_the_fix_that_applies(toy_dirs):
+    """Issue 12 item 5 (API): truncation='left' cannot help when max_new_tokens alone fills the context
+    (512 for the toy), so the hint is to lower max_new_tokens, never to set truncation='left'."""
+    from w2s_eval.config import SamplingConfig
+    from w2s_eval.engine import build_engine
+
+    eng = build_engine(EngineSpec(strong=toy_dirs["strong"], dtype="float32", device="cpu"))
+    for truncation, new in (("left", 512), ("left", 600), ("error", 512)):
+        with pytest.raises(ValueError, match="context of 512") as e:
+            eng.generate(["the film"], "base", SamplingConfig(max_new_tokens=new, truncation=truncation))
+        assert f"max_new_tokens={new} leaves no room for the prompt: lower max_new_tokens below 512" in str(e.value)
+        n = int(re.match(r"prompt of (\d+) tokens", str(e.value)).group(1))
+        assert f"(at most {512 - n} keeps this whole prompt)" in str(e.value) and "truncation" not in str(e.value)
+    with pytest.raises(ValueError, match="shorten the prompt, lower max_new_tokens, or set truncation='left'"):
+        eng.generate(["the film " * 300], "base", SamplingConfig(max_new_tokens=8, truncation="error"))
 
 
 def test_a_method_is_prepared_once(toy_dirs):

@@ -98,10 +98,17 @@ def fit_context(ids: list[int], lm: CausalLM, cfg: SamplingConfig) -> list[int]:
         logger.warning("prompt of %d tokens left-truncated to %d to fit %s's context of %d",
                        len(ids), room, lm.name, limit)
         return ids[-room:]
-    raise ValueError(
-        f"prompt of {len(ids)} tokens + max_new_tokens={cfg.max_new_tokens} exceeds {lm.name!r}'s context of "
-        f"{limit}; shorten the prompt, lower max_new_tokens, or set truncation='left'"
-    )
+    raise ValueError(f"prompt of {len(ids)} tokens + max_new_tokens={cfg.max_new_tokens} exceeds {lm.name!r}'s "
+                     f"context of {limit}; {context_hint(len(ids), cfg.max_new_tokens, limit)}")
+
+
+def context_hint(n: int, max_new_tokens: int, limit: int, flag: str = "max_new_tokens") -> str:
+    """The fix for a prompt of ``n`` tokens plus ``max_new_tokens`` beyond a context of ``limit``:
+    truncation cannot help when the new tokens alone fill the context, so it is named only when it can."""
+    if max_new_tokens >= limit:
+        keep = f" (at most {limit - n} keeps this whole prompt)" if n < limit else ""
+        return f"{flag}={max_new_tokens} leaves no room for the prompt: lower {flag} below {limit}{keep}"
+    return f"shorten the prompt, lower {flag}, or set truncation='left'"
 
 
 class TransformersPolicy:

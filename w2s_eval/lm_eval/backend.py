@@ -246,7 +246,8 @@ class W2SLM(TemplateLM):
             context, gen_kwargs = req.args
             if not isinstance(context, str) or not context:
                 raise ValueError(f"w2s: request {i} has an empty or non-text context")
-            cfg = sampling_config(self.args, gen_kwargs, getattr(req, "task_name", None), self._warn_once)
+            cfg = sampling_config(self.args, gen_kwargs, getattr(req, "task_name", None), self._warn_once,
+                                  self.strong.max_length if self.strong is not None else None)
             if cfg.greedy and self.method.budget > 1:
                 hint = greedy_hint(self.args, gen_kwargs)
                 self._warn_once(f"greedy:{hint}", "w2s: %s with greedy decoding draws identical candidates; %s",

@@ -82,9 +82,11 @@ def greedy_hint(args, gen_kwargs: dict) -> str:
     return "give the task do_sample/temperature or the model arg temperature=0.7"
 
 
-def sampling_config(args, gen_kwargs: Any, task: Optional[str], warn_once: Callable[..., None]):
+def sampling_config(args, gen_kwargs: Any, task: Optional[str], warn_once: Callable[..., None],
+                    max_length: Optional[int] = None):
     """A request's :class:`~w2s_eval.config.SamplingConfig`: its generation kwargs, the model args
-    (``args``) filling what the task leaves open; a bad setting raises naming the task."""
+    (``args``) filling what the task leaves open; a bad setting (or new tokens that alone fill the strong
+    model's context of ``max_length``) raises naming the task."""
     from lm_eval.models.utils import normalize_gen_kwargs
 
     from ..config import SamplingConfig
@@ -105,11 +107,18 @@ def sampling_config(args, gen_kwargs: Any, task: Optional[str], warn_once: Calla
     top_k = gen_kwargs.get("top_k", args.top_k or 0)
     top_p = gen_kwargs.get("top_p", 1.0 if args.top_p is None else args.top_p)
     try:
-        return SamplingConfig(temperature=_temperature(gen_kwargs, args.temperature), top_k=int(top_k or 0),
-                              top_p=float(top_p), max_new_tokens=int(kw["max_gen_toks"]),
-                              stop=tuple(s for s in kw["until"] if s), seed=args.seed, truncation=args.truncation)
+        cfg = SamplingConfig(temperature=_temperature(gen_kwargs, args.temperature), top_k=int(top_k or 0),
+                             top_p=float(top_p), max_new_tokens=int(kw["max_gen_toks"]),
+                             stop=tuple(s for s in kw["until"] if s), seed=args.seed, truncation=args.truncation)
     except ValueError as e:
         raise ValueError(f"w2s: bad generation settings{where}: {e}") from None
+    if max_length is not None and cfg.max_new_tokens >= max_length:
+        given = set(gen_kwargs) & {"max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens"}
+        source = ("the task's generation_kwargs (or --gen_kwargs max_gen_toks=...)" if given
+                  else "the model arg max_gen_toks (the task gives none)")
+        raise ValueError(f"w2s: max_gen_toks={cfg.max_new_tokens}{where} leaves no room for the prompt in the strong "
+                         f"model's context of {max_length} tokens; lower it below {max_length} in {source}")
+    return cfg
 
 
 def _sha(text: str) -> str:
