@@ -113,3 +113,17 @@ def test_demo_builds_the_world_only_when_missing(toy_dirs, tmp_path, monkeypatch
     finally:
         unregister_world("toy-lazy")
     assert json.loads((home / "toy_dirs.json").read_text())["strong"] == toy_dirs["strong"]
+
+
+def test_each_command_is_added_by_the_module_the_table_names():
+    import re
+
+    from w2s_eval.cli import COMMANDS, build_parser
+
+    def commands(parser):  # the subcommands the help lists, one per line: "    NAME   help"
+        return set(re.findall(r"^    ([a-z][a-z-]*)(?:\s|$)", parser.format_help(), re.M))
+
+    assert commands(build_parser()) == {c for names in COMMANDS.values() for c in names}
+    for module, names in COMMANDS.items():
+        for name in names:
+            assert commands(build_parser(name)) == set(names), module

@@ -14,21 +14,24 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-# modules that contribute subcommands; one that is not part of this build (its package is missing) is left
-# out of the parser, logged at DEBUG level
-COMMAND_MODULES = (
-    "w2s_eval.alpaca.cli",
-    "w2s_eval.harness.cli",
-    "w2s_eval.world.cli",
-    "w2s_eval.serve.cli",
-)
+# modules that contribute subcommands, with the commands each adds; one that is not part of this build (its package
+# is missing) is left out of the parser, logged at DEBUG level
+COMMANDS = {
+    "w2s_eval.alpaca.cli": ("alpaca-eval",),
+    "w2s_eval.harness.cli": ("compare", "report", "demo"),
+    "w2s_eval.world.cli": ("world",),
+    "w2s_eval.serve.cli": ("serve",),
+}
+COMMAND_MODULES = tuple(COMMANDS)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser of every command, or, given ``command``, of the module that adds it (so a run imports only
+    that module's command-line code; ``--help`` and unknown commands see all)."""
     parser = argparse.ArgumentParser(prog="w2s-eval", description="Weak-to-strong search: evaluation and comparison")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in [m for m, names in COMMANDS.items() if command in names] or COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
@@ -41,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))  # -v is the only global option
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
