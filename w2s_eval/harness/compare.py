@@ -113,8 +113,6 @@ def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seed
     except TypeError as e:
         raise ValueError(f"unknown sampling setting ({e}); valid: temperature, top_k, top_p, max_new_tokens, stop, "
                          "truncation") from None
-    if guide == "rm" and world.reward_model is None:
-        raise ValueError(f"world {world.name!r} has no reward model; use --guide implicit")
     if strong is not None and engine.get("strong_endpoint"):
         raise ValueError(f"--strong {strong} and --strong-endpoint both name the strong model; give one")
     spec = world_spec(world, guide, **engine)  # checks every setting before any model is resolved or loaded
