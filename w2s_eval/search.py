@@ -83,45 +83,61 @@ def chunk_beam_search(
     parents, k = list(range(B)), W * K  # round 1: W*K continuations of each prompt
     while parents:
         children: list[Continuation] = session.extend(parents, k, cfg.l)
-        for c in children:
+        scores, tokens = _score(scorer if cfg.needs_scorer else None, seen, children)  # r(x, y) per candidate
+        for c, t in zip(children, tokens):
             samples[c.prompt_index] += 1
-        touched = sorted({c.prompt_index for c in children})
-        for b in touched:
+            guide_tokens[c.prompt_index] += t
+        for b in {c.prompt_index for c in children}:
             rounds[b] += 1
-        if cfg.needs_scorer:
-            scores, tokens = score_candidates(
-                scorer, [seen[c.prompt_index] for c in children], [c.text for c in children], [c.ended for c in children]
-            )
-            for c, t in zip(children, tokens):
-                guide_tokens[c.prompt_index] += t
-        else:
-            scores = [None] * len(children)
-
-        # keep the top W of each prompt among its new candidates and its finished beams
-        pools: dict[int, list[tuple[Beam, Optional[int]]]] = {b: [(x, None) for x in kept[b] if x.done] for b in touched}
-        for row, (c, s) in enumerate(zip(children, scores)):
-            pools[c.prompt_index].append((Beam(c.text, s, c.ended, c.n_tokens, c.done), row))
-        parents = []
-        for b in touched:
-            ranked = sorted(pools[b], key=lambda item: -item[0].score if item[0].score is not None else 0.0)
-            kept[b] = [beam for beam, _ in ranked[:W]]
-            parents.extend(row for beam, row in ranked[:W] if row is not None and not beam.done)
+        kept, parents = _keep_top_w(kept, children, scores, W)
         k = K
 
-    wall = time.perf_counter() - t0
-    extra = getattr(session, "guide_tokens", [0] * B)
+    counts = {"guide_tokens": guide_tokens, "rounds": rounds, "samples": samples}
+    return _results(prompts, kept, session, counts, seeds, time.perf_counter() - t0)
+
+
+def _score(scorer: Optional[Callable], seen: list[str], children: list[Continuation]) -> tuple[list, list[int]]:
+    """The guide's score r(x, y) of every candidate [N] and the guide tokens each cost [N]
+    (None and 0 when no scorer is needed)."""
+    if scorer is None:
+        return [None] * len(children), [0] * len(children)
+    return score_candidates(scorer, [seen[c.prompt_index] for c in children], [c.text for c in children],
+                            [c.ended for c in children])
+
+
+def _keep_top_w(kept: list[list[Beam]], children: list[Continuation], scores: list,
+                W: int) -> tuple[list[list[Beam]], list[int]]:
+    """Keep the top W of each prompt among its new candidates and its finished beams (finished beams
+    compete as they are). Returns the new kept beams [B][<=W] and the rows of ``children`` to extend
+    next round (the kept candidates that have not finished)."""
+    kept = list(kept)
+    touched = sorted({c.prompt_index for c in children})
+    pools: dict[int, list[tuple[Beam, Optional[int]]]] = {b: [(x, None) for x in kept[b] if x.done] for b in touched}
+    for row, (c, s) in enumerate(zip(children, scores)):
+        pools[c.prompt_index].append((Beam(c.text, s, c.ended, c.n_tokens, c.done), row))
+    parents = []
+    for b in touched:
+        ranked = sorted(pools[b], key=lambda item: -item[0].score if item[0].score is not None else 0.0)
+        kept[b] = [beam for beam, _ in ranked[:W]]
+        parents.extend(row for beam, row in ranked[:W] if row is not None and not beam.done)
+    return kept, parents
+
+
+def _results(prompts: list[str], kept: list[list[Beam]], session, counts: dict[str, list[int]],
+             seeds: list[int], wall: float) -> list[SearchResult]:
+    """One SearchResult per prompt: the best kept beam, all kept beams, and the compute counters."""
+    extra = getattr(session, "guide_tokens", [0] * len(prompts))  # tokens a session's guides read themselves
     results = []
-    for b in range(B):
+    for b, prompt in enumerate(prompts):
         best = kept[b][0]
         stats = {
             "strong_tokens": session.strong_tokens[b],
-            "guide_tokens": guide_tokens[b] + extra[b],
-            "rounds": rounds[b],
-            "samples": samples[b],
+            "guide_tokens": counts["guide_tokens"][b] + extra[b],
+            "rounds": counts["rounds"][b],
+            "samples": counts["samples"][b],
             "wall_time_s": wall,
-            "batch_size": B,
+            "batch_size": len(prompts),
             "seed": seeds[b],
         }
-        results.append(SearchResult(prompts[b], best.text, best.score, kept[b], stats))
+        results.append(SearchResult(prompt, best.text, best.score, kept[b], stats))
     return results
-
