@@ -9,6 +9,7 @@ client can fix, 500 with the error's message otherwise), never as a traceback.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import secrets
 import time
@@ -57,7 +58,9 @@ class Server:
         self.engine, self.cfg, self.default = engine, cfg, default
         self.batcher = Batcher(engine, cfg.max_batch_prompts, cfg.max_wait_ms)
         policy = engine.policy
-        self.tokenizer = policy.lm.tokenizer if hasattr(policy, "lm") else getattr(policy, "tokenizer", None)
+        tok = policy.lm.tokenizer if hasattr(policy, "lm") else getattr(policy, "tokenizer", None)
+        # the request handlers' own copy: a fast tokenizer is not safe to share with the model thread
+        self.tokenizer = copy.deepcopy(tok)
 
     def method(self, req) -> Method:
         method = resolve_method(req, self.cfg.served_name, self.default)
