@@ -253,3 +253,35 @@ def test_lm_eval_local_completions_loglikelihoods_equal_lm_eval_w2s(lm_eval_runs
         got = [float(r[0][0]) for r in api[i]["resps"]]
         assert got == pytest.approx(want, rel=1e-6, abs=1e-5)
         assert [r[0][1] for r in api[i]["resps"]] == [r[0][1] for r in w2s[i]["resps"]]  # is_greedy
+
+
+def test_echo_logprobs_suffix_sums_are_the_tilted_loglikelihood_of_every_split(served, engine):
+    import torch
+
+    from w2s_eval.config import parse_method
+    from w2s_eval.lm_eval.loglik import Tilt, terms_for
+
+    tok, text = engine.policy.lm.tokenizer, "The movie was great and the story was sad"
+    ids = tok.encode(text)
+    with torch.no_grad():
+        logp = torch.log_softmax(engine.policy.lm.model(torch.tensor([ids])).logits[0].double(), -1)
+    own = [None] + [logp[i - 1, ids[i]].item() for i in range(1, len(ids))]
+    tilt = Tilt(terms_for(engine, parse_method(METHOD)), 1)
+    for model, tilted in (("base", False), (METHOD, True)):
+        out = served.complete(model=model, prompt=text, max_tokens=0, echo=True, logprobs=2)
+        choice = out["choices"][0]
+        lp = choice["logprobs"]
+        assert choice["text"] == text and lp["tokens"] == [tok.decode([t]) for t in ids] and lp["token_logprobs"][0] is None
+        assert out["usage"]["prompt_tokens"] == len(ids) and out["usage"]["completion_tokens"] == 0
+        for j in range(1, len(ids)):
+            want = sum(own[j:])
+            if tilted:
+                want += tilt([(tok.decode(ids[:j]), tok.decode(ids[j:]))])[0]
+            assert sum(lp["token_logprobs"][j:]) == pytest.approx(want, rel=1e-5, abs=1e-4)
+            greedy = logp[j - 1].argmax().item() == ids[j]
+            assert (lp["token_logprobs"][j] == max(lp["top_logprobs"][j].values())) == greedy
+    # with a completion: the prompt's entries, then one per generated token
+    out = served.complete(model="base", prompt=text, max_tokens=3, echo=True, logprobs=1, temperature=0)
+    lp, gen = out["choices"][0]["logprobs"], out["choices"][0]["text"][len(text):]
+    assert len(lp["token_logprobs"]) == len(ids) + out["usage"]["completion_tokens"]
+    assert "".join(lp["tokens"]) == text + gen and lp["text_offset"][len(ids)] == len(text)
