@@ -4,22 +4,38 @@ reward model and classifier scorers, bad guides."""
 import pytest
 import torch
 
+from test_lm_eval_helpers import F32_REL, f32_approx
 from w2s_eval import (ClassifierScorer, GuideLM, ImplicitValueScorer, RewardModelScorer, SamplingConfig,
                       SearchConfig, TransformersPolicy, WeightedSum, chunk_beam_search, load_classifier)
 
 PROMPTS = ["The movie was", "I loved this film because it was a wonderful story and", "Bad acting"]
 
 
+def implicit_scale(scorer, prompts, responses, finished):
+    """The summed magnitude behind each implicit value [N]: |beta| (|sum log p_tuned| + |sum log p_untuned|)
+    (float32 log-probs agree to a few ulps of this, whatever the CPU; never compare them absolutely)."""
+    lt, _ = scorer.tuned.logprob_sums(prompts, responses, finished)
+    lu, _ = scorer.untuned.logprob_sums(prompts, responses, finished)
+    return abs(scorer.beta) * (lt.abs() + lu.abs())
+
+
+def f32_rel_diff(a, b, scale) -> float:
+    """max |a - b| relative to the summed magnitude (floor 1, as f32_approx)."""
+    return float(((a - b).abs() / scale.clamp(min=1.0)).max())
+
+
 class Twin:
-    """Scores with an incremental and a full-re-score scorer side by side, checks they agree."""
+    """Scores with an incremental and a full-re-score scorer side by side, checks they agree
+    (``max_rel``: the largest difference relative to the summed magnitude)."""
 
     def __init__(self, inc, full):
-        self.inc, self.full, self.calls, self.max_diff = inc, full, 0, 0.0
+        self.inc, self.full, self.calls, self.max_rel = inc, full, 0, 0.0
 
     def score(self, prompts, responses, finished):
         a, b = self.inc.score(prompts, responses, finished), self.full.score(prompts, responses, finished)
         self.calls += 1
-        self.max_diff = max(self.max_diff, float((a.values - b.values).abs().max()))
+        scale = implicit_scale(self.full, prompts, responses, finished)
+        self.max_rel = max(self.max_rel, f32_rel_diff(a.values, b.values, scale))
         self.inc_tokens = getattr(self, "inc_tokens", 0) + sum(a.tokens)
         self.full_tokens = getattr(self, "full_tokens", 0) + sum(b.tokens)
         return a
@@ -38,7 +54,7 @@ def test_incremental_equals_full_rescore_in_cbs(toy, tuned, untuned, L):
     cfg = SamplingConfig(max_new_tokens=14, seed=5, stop=["\n\n"])
     res = chunk_beam_search(PROMPTS, TransformersPolicy(toy["strong"]), twin, SearchConfig(2, 3, L), cfg)
     assert twin.calls >= 3
-    assert twin.max_diff < 1e-4
+    assert twin.max_rel < F32_REL
     assert twin.inc_tokens < twin.full_tokens  # only new tokens were fed
     for r in res:
         assert r.stats["guide_tokens"] > 0
@@ -58,7 +74,8 @@ def test_incremental_survives_retokenisation_and_unrelated_calls(toy):
         for prompts, responses, fin in seqs:
             a = inc(prompts, responses, fin)
             b = full(prompts, responses, fin)
-            assert torch.allclose(a, b, atol=1e-4), (template, responses, a, b)
+            scale = implicit_scale(full, prompts, responses, fin)
+            assert f32_rel_diff(a, b, scale) < F32_REL, (template, responses, a, b)
 
 
 def test_implicit_value_is_tuned_minus_untuned_logprob(toy):
@@ -72,12 +89,13 @@ def test_implicit_value_is_tuned_minus_untuned_logprob(toy):
         ids = p_ids + r_ids + ([lm.eos_ids[0]] if finished else [])
         with torch.no_grad():
             lp = torch.log_softmax(lm.model(torch.tensor([ids], device=lm.device)).logits[0].double(), -1)
-        return sum(lp[i - 1, ids[i]].item() for i in range(len(p_ids), len(ids)))
+        return sum(lp[i - 1, ids[i]].item() for i in range(len(p_ids), len(ids)))  # float64
 
     scorer = ImplicitValueScorer(GuideLM(tuned), GuideLM(untuned), beta=0.5)
     for fin in (False, True):
         got = scorer([prompt], [resp], [fin]).item()
-        assert got == pytest.approx(0.5 * (logp(tuned, fin) - logp(untuned, fin)), abs=1e-4)
+        lt, lu = logp(tuned, fin), logp(untuned, fin)
+        assert got == f32_approx(0.5 * (lt - lu), 0.5 * lt, 0.5 * lu)
 
 
 def test_reward_model_and_classifier_scorers(toy_dirs):
@@ -89,14 +107,15 @@ def test_reward_model_and_classifier_scorers(toy_dirs):
     assert "<|user|>The movie was" in texts[0]  # the chat template was applied
     with torch.no_grad():
         one = rm_model(**rm_tok(texts[1], return_tensors="pt")).logits[0, 0].item()
-    assert values[1].item() == pytest.approx(one, abs=1e-4)  # batched (padded) == alone
+    assert values[1].item() == f32_approx(one, rel=1e-4)  # batched (padded) == alone: another kernel shape
 
     clf_model, clf_tok = load_classifier(toy_dirs["clf"], dtype="float32", device="cpu")
     clf = ClassifierScorer(clf_model, clf_tok, label="POSITIVE")
     v = clf(prompts, responses, [True, True])
     with torch.no_grad():
         logits = clf_model(**clf_tok(prompts[0] + responses[0], return_tensors="pt")).logits[0]
-    assert v[0].item() == pytest.approx((logits[1] - logits[0]).item(), abs=1e-4)
+    l1, l0 = logits[1].item(), logits[0].item()
+    assert v[0].item() == f32_approx(l1 - l0, l1, l0, rel=1e-4)
 
     both = WeightedSum([(2.0, rm), (-1.0, clf)])
     s = both.score(prompts, responses, [True, True])
