@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Method, SamplingConfig
+from ..lm_eval.loglik import Tilt, terms_for
 from ..sampling import prompt_seed
 from .batcher import Batcher, Job
 from .guard import Guard
@@ -61,6 +62,7 @@ class Server:
         tok = policy.lm.tokenizer if hasattr(policy, "lm") else getattr(policy, "tokenizer", None)
         # the request handlers' own copy: a fast tokenizer is not safe to share with the model thread
         self.tokenizer = copy.deepcopy(tok)
+        self._tilts: dict[str, Tilt] = {}
 
     def method(self, req) -> Method:
         method = resolve_method(req, self.cfg.served_name, self.default)
@@ -89,6 +91,12 @@ class Server:
         jobs = [Job(p, g, choice_seed(seed, p, i), method, sampling)
                 for p, g in zip(prompts, guide_prompts) for i in range(n)]
         return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in self.batcher.submit(jobs))))
+
+    def tilt(self, method: Method) -> Tilt:
+        """The guide tilt of ``method`` for log-likelihoods, made once (used on the model thread only)."""
+        if method.spec not in self._tilts:
+            self._tilts[method.spec] = Tilt(terms_for(self.engine, method), 8)
+        return self._tilts[method.spec]
 
     def encode(self, prompt: str) -> list[int]:
         return self.tokenizer.encode(prompt) if self.tokenizer is not None else []
@@ -176,7 +184,9 @@ async def _logprobs(server: Server, req: CompletionRequest, method: Method, ids:
         if r is not None:
             seqs.append(ids[i // n] + server.completion_ids(r))
             starts.append(len(ids[i // n]))
-    fn = lambda: score_sequences(server.engine, method, seqs, starts, req.logprobs)  # noqa: E731
+    def fn():
+        return score_sequences(server.engine, method, seqs, starts, req.logprobs, tilt=server.tilt(method))
+
     scored = await asyncio.wrap_future(server.batcher.call(fn))
     out = []
     for i, r in enumerate(results):

@@ -73,11 +73,13 @@ def start_serve(args: Sequence[str], log_path: str, api_key: Optional[str] = Non
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if not server.alive():
-            raise RuntimeError(f"w2s-eval serve exited with code {proc.returncode}; log {log_path}:\n{server.log_tail()}")
+            raise RuntimeError(f"w2s-eval serve exited with code {proc.returncode}; log {log_path}:\n"
+                               f"{server.log_tail()}")
         try:
             if server.health(timeout=2.0).get("status") == "ok":
                 return server
         except (urllib.error.URLError, ConnectionError, OSError, ValueError):
             time.sleep(0.5)
     server.stop()
-    raise TimeoutError(f"w2s-eval serve was not ready after {ready_timeout:.0f} s; log {log_path}:\n{server.log_tail()}")
+    raise TimeoutError(f"w2s-eval serve was not ready after {ready_timeout:.0f} s; log {log_path}:\n"
+                       f"{server.log_tail()}")

@@ -89,24 +89,26 @@ def _tilts(tilt: Tilt, tok, seq: list[int], start: int) -> list[float]:
 
 
 def score_sequences(engine, method: Method, seqs: Sequence[list[int]], starts: Sequence[int], top_n: int,
-                    batch_size: int = 8) -> list[TokenLogprobs]:
+                    batch_size: int = 8, tilt: Optional[Tilt] = None) -> list[TokenLogprobs]:
     """Logprobs of positions ``starts[b]..`` of each token sequence (position 0 has none: null).
 
-    The strong model must be local (a served strong model gives no full distributions).
+    ``tilt``: the method's :class:`Tilt` when the caller keeps one (it holds lm-eval wrappers of the guide
+    models, no results). The strong model must be local (a served strong model gives no full distributions).
     """
     if not hasattr(engine.policy, "lm"):
         raise ValueError("echo/logprobs need the strong model's token log-probabilities: serve a local strong "
                          "model (--strong), not --strong-endpoint")
     tok = engine.policy.lm.tokenizer
     limit = model_max_length(engine.policy.lm)
-    tilt = Tilt(terms_for(engine, method), batch_size)
+    tilt = tilt if tilt is not None else Tilt(terms_for(engine, method), batch_size)
     out = []
     for i in range(0, len(seqs), batch_size):
         part = [list(s) for s in seqs[i: i + batch_size]]
         for s in part:
             if len(s) > limit:
                 raise ValueError(f"a sequence of {len(s)} tokens exceeds the strong model's context of {limit}")
-        for seq, start, (own, tops) in zip(part, starts[i: i + batch_size], _strong_logprobs(engine, method, part, top_n)):
+        strong = _strong_logprobs(engine, method, part, top_n)
+        for seq, start, (own, tops) in zip(part, starts[i: i + batch_size], strong):
             t = _tilts(tilt, tok, seq, max(start, 1))
             out.append(_assemble(tok, seq, start, own, tops, t, top_n))
     return out
