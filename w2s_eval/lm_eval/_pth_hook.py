@@ -15,84 +15,94 @@ asks for the ``w2s`` model.
 
 The code must stay stdlib-only and self-contained: :func:`w2s_eval.lm_eval.hook.pth_line`
 wraps this whole file into one ``exec`` line (a ``.pth`` file runs lines that start with
-``import``), and any failure inside is swallowed so that a broken hook never breaks an
-unrelated program.
+``import``) with a namespace of its own as the file's globals, and any failure inside is
+swallowed so that a broken hook never breaks an unrelated program.
 """
 
 
-def _w2s_eval_lm_eval_hook(install=True):
-    import sys
+import sys
 
-    target = "lm_eval.api.registry"
-    fallback = {"w2s": "w2s_eval.lm_eval.backend:W2SLM"}
+_TARGET = "lm_eval.api.registry"
+_FALLBACK = {"w2s": "w2s_eval.lm_eval.backend:W2SLM"}
 
-    def register(registry, use_fallback=False):
-        """Register lm-eval's own models, then the ``lm_eval.models`` entry points."""
-        try:
-            import lm_eval.models  # noqa: F401  (lm-eval's own table first)
-        except Exception:
-            pass
-        reg = registry.model_registry
-        try:
-            from importlib.metadata import entry_points
 
-            eps = list(entry_points(group="lm_eval.models"))
-        except Exception:
-            eps = []
-        for ep in eps:
-            if ep.name not in reg:
-                try:
-                    reg.register(ep.name, target=ep)
-                except Exception:
-                    pass
-        if use_fallback:
-            for name, path in fallback.items():
-                if name not in reg:
-                    reg.register(name, target=path)
-        return reg
+def _w2s_eval_register(registry, use_fallback=False):
+    """Register lm-eval's own models, then the ``lm_eval.models`` entry points (and, when asked,
+    :data:`_FALLBACK` for names no entry point gave); returns the registry."""
+    try:
+        import lm_eval.models  # noqa: F401  (lm-eval's own table first)
+    except Exception:
+        pass
+    reg = registry.model_registry
+    try:
+        from importlib.metadata import entry_points
 
-    class _Finder:
-        _w2s_eval_hook = True
-
-        def find_spec(self, name, path=None, target_module=None):
-            if name != target:
-                return None
-            for finder in sys.meta_path:
-                if finder is self or not hasattr(finder, "find_spec"):
-                    continue
-                spec = finder.find_spec(name, path, target_module)
-                if spec is not None:
-                    break
-            else:
-                return None
-            loader = spec.loader
-            if loader is None or not hasattr(loader, "exec_module"):
-                return spec
-            exec_module = loader.exec_module
-
-            def exec_and_register(module):
-                exec_module(module)
-                try:
-                    sys.meta_path.remove(self)
-                except ValueError:
-                    pass
-                try:
-                    register(module)
-                except Exception:
-                    pass
-
+        eps = list(entry_points(group="lm_eval.models"))
+    except Exception:
+        eps = []
+    for ep in eps:
+        if ep.name not in reg:
             try:
-                loader.exec_module = exec_and_register
+                reg.register(ep.name, target=ep)
             except Exception:
                 pass
-            return spec
+    if use_fallback:
+        for name, path in _FALLBACK.items():
+            if name not in reg:
+                reg.register(name, target=path)
+    return reg
 
-    if install:
-        if target in sys.modules:
+
+class _W2SEvalFinder:
+    """Meta-path finder for :data:`_TARGET` only: the module loads as usual (through the finder that
+    would have found it), then this finder leaves ``sys.meta_path`` and registers into the module."""
+
+    _w2s_eval_hook = True
+
+    def find_spec(self, name, path=None, target_module=None):
+        if name != _TARGET:
+            return None
+        spec = self._others_spec(name, path, target_module)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
             try:
-                register(sys.modules[target])
+                spec.loader.exec_module = self._registering(spec.loader.exec_module)
+            except Exception:
+                pass
+        return spec
+
+    def _others_spec(self, name, path, target_module):
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target_module)
+            if spec is not None:
+                return spec
+        return None
+
+    def _registering(self, exec_module):
+        def exec_and_register(module):
+            exec_module(module)
+            try:
+                sys.meta_path.remove(self)
+            except ValueError:
+                pass
+            try:
+                _w2s_eval_register(module)
+            except Exception:
+                pass
+
+        return exec_and_register
+
+
+def _w2s_eval_lm_eval_hook(install=True):
+    """Install the finder (or register at once when lm-eval's registry is already imported);
+    returns the register function."""
+    if install:
+        if _TARGET in sys.modules:
+            try:
+                _w2s_eval_register(sys.modules[_TARGET])
             except Exception:
                 pass
         elif not any(getattr(f, "_w2s_eval_hook", False) for f in sys.meta_path):
-            sys.meta_path.insert(0, _Finder())
-    return register
+            sys.meta_path.insert(0, _W2SEvalFinder())
+    return _w2s_eval_register

@@ -24,8 +24,9 @@ def pth_line() -> str:
     """The one-line ``.pth`` content: ``import sys; exec(<the hook source>)``."""
     source = (Path(__file__).with_name("_pth_hook.py")).read_text(encoding="utf-8")
     code = source + "\n_w2s_eval_lm_eval_hook()\n"
-    # a .pth file executes a line only when it starts with "import"
-    return f"import sys; exec({code!r})\n"
+    # a .pth file executes a line only when it starts with "import"; site.py runs it with separate globals
+    # and locals, so the hook gets one namespace of its own (its functions see each other as globals)
+    return f"import sys; exec({code!r}, {{'__name__': 'w2s_eval_lm_eval_pth'}})\n"
 
 
 def hook_file(site_dir: Optional[os.PathLike] = None) -> Path:
