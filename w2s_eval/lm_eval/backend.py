@@ -50,6 +50,11 @@ def _accelerator():
     return Accelerator(cpu=not torch.cuda.is_available())
 
 
+def _from_hflm(name: str) -> property:
+    """A read-only attribute of the strong model's HFLM (``W2SLM._local``: refused with an endpoint)."""
+    return property(lambda self: getattr(self._local(), name), doc=f"HFLM's ``{name}`` of the strong model")
+
+
 class W2SLM(TemplateLM):
     """Weak-to-strong search as an lm-eval model (see README.md, lm-eval section for every model arg)."""
 
@@ -153,21 +158,10 @@ class W2SLM(TemplateLM):
                              "model (strong=PATH_OR_ID)")
         return self.hf
 
-    @property
-    def tokenizer_name(self) -> str:
-        return self._local().tokenizer_name
-
-    @property
-    def eot_token_id(self) -> int:
-        return self._local().eot_token_id
-
-    @property
-    def prefix_token_id(self) -> int:
-        return self._local().prefix_token_id
-
-    @property
-    def max_length(self) -> int:
-        return self._local().max_length
+    tokenizer_name = _from_hflm("tokenizer_name")
+    eot_token_id = _from_hflm("eot_token_id")
+    prefix_token_id = _from_hflm("prefix_token_id")
+    max_length = _from_hflm("max_length")
 
     def tok_encode(self, string: str, add_special_tokens: Optional[bool] = None, left_truncate_len=None, **kwargs):
         return self._local().tok_encode(string, add_special_tokens, left_truncate_len, **kwargs)
