@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _alpaca_fixtures import write_instructions
 
 from w2s_eval.alpaca.decoder import DECODER_PATH, load_model_configs, w2s_completions
 from w2s_eval.alpaca.generate import OUTPUTS_FILE, RUN_CONFIG_FILE
@@ -53,9 +54,7 @@ def _strict(text: str):
 
 @pytest.fixture
 def ins_file(tmp_path):
-    path = tmp_path / "instructions.json"
-    path.write_text(json.dumps(INSTRUCTIONS))
-    return path
+    return write_instructions(tmp_path, INSTRUCTIONS)
 
 
 def test_bad_settings_never_block_their_own_out_directory(toy_dirs, ins_file, tmp_path, capsys):

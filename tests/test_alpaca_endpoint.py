@@ -6,16 +6,13 @@ import logging
 
 import pytest
 import yaml
+from _alpaca_fixtures import INSTRUCTIONS, write_instructions
 from _endpoint_fakes import WORDS, FakeOpenAIServer
 
 from w2s_eval.alpaca.decoder import GenerationConfig, w2s_completions
 from w2s_eval.alpaca.generate import OUTPUTS_FILE, RUN_CONFIG_FILE, STATS_FILE
 from w2s_eval.cli import main
 from w2s_eval.models import load_tokenizer
-
-INSTRUCTIONS = [{"instruction": "Write a short movie review.", "dataset": "toy"},
-                {"instruction": "Is the film good?", "dataset": "toy"},
-                {"instruction": "Describe the actor.", "dataset": "other"}]
 
 
 @pytest.fixture
@@ -26,9 +23,7 @@ def fake():
 
 @pytest.fixture
 def ins_file(tmp_path):
-    path = tmp_path / "instructions.json"
-    path.write_text(json.dumps(INSTRUCTIONS))
-    return path
+    return write_instructions(tmp_path)
 
 
 def _generate(out, ins_file, *strong, method="cbs:w=2,k=2,l=3", guides=None, extra=()):

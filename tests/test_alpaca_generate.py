@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from _alpaca_fixtures import INSTRUCTIONS, write_instructions
 
 from w2s_eval.alpaca.decoder import (AlpacaEngine, GenerationConfig, build_alpaca_engine, load_model_configs,
                                      w2s_completions)
@@ -19,22 +20,17 @@ from w2s_eval.engine import Engine
 from w2s_eval.policy import TransformersPolicy
 
 REPO = Path(__file__).resolve().parents[1]
-INSTRUCTIONS = [{"instruction": "Write a short movie review.", "dataset": "toy"},
-                {"instruction": "Is the film good?", "dataset": "toy"},
-                {"instruction": "Describe the actor.", "dataset": "other"}]
+
+
+@pytest.fixture
+def ins_file(tmp_path):
+    return write_instructions(tmp_path)
 
 
 def _env():
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env
-
-
-@pytest.fixture
-def ins_file(tmp_path):
-    path = tmp_path / "instructions.json"
-    path.write_text(json.dumps(INSTRUCTIONS))
-    return path
 
 
 def _cfg(toy_dirs, **kw):
