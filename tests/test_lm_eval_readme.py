@@ -20,6 +20,8 @@ def readme_lm_eval_commands(text: str) -> list[list[str]]:
     commands = []
     for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, re.S | re.M):
         for line in block.replace("\\\n", " ").splitlines():
+            if "lm_eval" not in line and "lm-eval" not in line:
+                continue  # another command (e.g. curl with a JSON body over several lines)
             argv = shlex.split(line, comments=True)
             for i in range(len(argv)):
                 hit = next((lead for lead in LAUNCHERS if argv[i:i + len(lead)] == lead), None)
