@@ -218,7 +218,7 @@ def _prepare(engine, cfg: RunConfig, methods) -> tuple:
     for m in methods:
         if m.name == "eft" and mismatch is not None:
             not_applicable[m.spec] = mismatch
-            logger.warning("%s is not run: %s", m.spec, mismatch)
+            logger.info("%s is not run: %s", m.spec, mismatch)
             continue
         try:
             prepared[m.spec] = engine.prepare(m)
