@@ -259,3 +259,30 @@ def test_max_gen_toks_beyond_the_context_says_to_lower_it(base, toy_dirs, monkey
     lm = W2SLM(strong=toy_dirs["strong"], method="base", device="cpu", dtype="float32", max_gen_toks=600)
     with pytest.raises(ValueError, match="max_gen_toks=600 .* lower it below 512 in the model arg max_gen_toks"):
         lm.generate_until([_gen("The movie was", {"until": ["."]}, 0)])
+
+
+def test_tilt_of_pairs_sharing_a_guide_token_sequence_in_one_call(base, cbs):
+    """Pairs whose (context, continuation) give a guide the same token sequence split at different points
+    (lm-eval's HFLM logits cache groups them by context + continuation[:-1]): in ONE call each gets the tilt
+    it gets alone, which is the core GuideLM's (no cache). The strong part stays HFLM's (``--model hf``)."""
+    from w2s_eval.guide import GuideLM
+
+    pairs = [("The movie", " was great"), ("The movie was", " great"), ("The", " movie was great")]
+    tuned = GuideLM(cbs.engine.tuned[0], incremental=False)
+    untuned = GuideLM(cbs.engine.untuned, incremental=False)
+    tok = tuned.lm.tokenizer
+    seqs = [tuned.prefix_ids(c) + tok.encode(y, add_special_tokens=False) for c, y in pairs]
+    assert seqs[0] == seqs[1] == seqs[2]  # one guide token sequence, three split points
+    reqs = [_ll(c, y, i) for i, (c, y) in enumerate(pairs)]
+    together = [a - s for (a, _), (s, _) in zip(cbs.loglikelihood(reqs), base.loglikelihood(reqs))]
+    alone = [cbs.loglikelihood([r])[0][0] - base.loglikelihood([r])[0][0] for r in reqs]
+    xs, ys = [c for c, _ in pairs], [y for _, y in pairs]
+    lt, _ = tuned.logprob_sums(xs, ys, [False] * len(xs))
+    lu, _ = untuned.logprob_sums(xs, ys, [False] * len(xs))
+    [rm_term] = [g for g in cbs.engine.guides if g.kind != "implicit"]
+    rm = torch.as_tensor(rm_term.scorer(xs, ys, [False] * len(xs))).tolist()
+    ref = [0.7 * (a - b) + 0.5 * r for a, b, r in zip(lt.tolist(), lu.tolist(), rm)]
+    assert len(set(round(x, 4) for x in ref)) == 3  # the splits really differ
+    for t, a, r, a_t, a_u in zip(together, alone, ref, lt.tolist(), lu.tolist()):
+        assert t == f32_approx(r, 0.7 * a_t, 0.7 * a_u, r, rel=1e-5)
+        assert a == f32_approx(r, 0.7 * a_t, 0.7 * a_u, r, rel=1e-5)

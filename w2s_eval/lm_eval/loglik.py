@@ -40,15 +40,19 @@ class LoadedHFLM(HFLM):
     ``eft_lms``/``eft_betas``: the next-token distribution becomes EFT's mix of this model and those
     (same vocabulary); without them HFLM is unchanged, so its numbers are ``--model hf``'s by construction.
     ``accelerator``: the data-parallel ranks (HFLM sets none up for a preloaded model).
+    ``logits_cache``: HFLM's sharing of one forward among requests of equal context + continuation[:-1]
+    (on by default, as in ``--model hf``; it scores them all with one request's split point, so the guides'
+    wrappers turn it off: the splits of one text give a guide the same tokens).
     """
 
     def __init__(self, lm: CausalLM, batch_size: int, accelerator=None, eft_lms: Sequence[CausalLM] = (),
-                 eft_betas: Sequence[float] = ()):
+                 eft_betas: Sequence[float] = (), logits_cache: bool = True):
         hf_logger = logging.getLogger("lm_eval.models.huggingface")
         level = hf_logger.level
         hf_logger.setLevel(logging.ERROR)  # its warnings about a preloaded model are about launching, handled here
         try:
-            super().__init__(pretrained=lm.model, tokenizer=lm.tokenizer, backend="causal", batch_size=batch_size)
+            super().__init__(pretrained=lm.model, tokenizer=lm.tokenizer, backend="causal", batch_size=batch_size,
+                             logits_cache=logits_cache)
         finally:
             hf_logger.setLevel(level)
         self.eft_lms, self.eft_betas = tuple(eft_lms), [float(b) for b in eft_betas]
@@ -127,14 +131,14 @@ class Tilt:
     def __init__(self, guides: Sequence, batch_size: int):
         self.guides = [g for g in guides if g.weight != 0]
         self.batch_size = batch_size
-        self._hf: dict[int, LoadedHFLM] = {}  # one HFLM wrapper per guide model (no results kept)
+        self._hf: dict[int, LoadedHFLM] = {}  # one HFLM wrapper per guide model (no results kept, no logits cache)
 
     def __bool__(self) -> bool:
         return bool(self.guides)
 
     def _hflm(self, lm: CausalLM) -> LoadedHFLM:
         if id(lm) not in self._hf:
-            self._hf[id(lm)] = LoadedHFLM(lm, self.batch_size)
+            self._hf[id(lm)] = LoadedHFLM(lm, self.batch_size, logits_cache=False)
         return self._hf[id(lm)]
 
     def _logp(self, guide: GuideLM, pairs: list[tuple[str, str]], rolling: bool) -> list[float]:

@@ -83,9 +83,9 @@ def _tilts(tilt: Tilt, tok, seq: list[int], start: int) -> list[float]:
         return [0.0] * (n - start + 1)
     pairs = [(tok.decode(seq[:j], skip_special_tokens=True), tok.decode(seq[j:], skip_special_tokens=True))
              for j in range(start, n)]
-    # one call per split: the splits of one text usually give a guide the same token sequence, which lm-eval's
-    # HFLM logits cache (grouping requests by context + continuation[:-1]) would score with one split's length
-    return [tilt([p])[0] for p in pairs] + [0.0]
+    # one call for all splits: they usually give a guide the same token sequence, which the Tilt's HFLMs score
+    # without lm-eval's logits cache (that would use one split's continuation length for all of them)
+    return tilt(pairs) + [0.0]
 
 
 def score_sequences(engine, method: Method, seqs: Sequence[list[int]], starts: Sequence[int], top_n: int,
