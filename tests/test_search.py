@@ -1,6 +1,8 @@
 """CBS invariants on tiny models: equals HF sampling at W=K=1, BoN picks the argmax,
 batched == one at a time, stop strings, exhaustive optimality on a toy tree."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -22,11 +24,16 @@ class CountScorer:
         return torch.tensor([float(r.count(self.char)) for r in responses])
 
 
-def hf_sample(lm, prompt, seed, **gen):
+def hf_generate(lm, prompt, seed, **gen) -> list[int]:
+    """The token ids transformers' generate draws after ``prompt`` (EOS included when it came)."""
     ids = lm.tokenizer(prompt, return_tensors="pt").to(lm.device)
     torch.manual_seed(seed)
     out = lm.model.generate(**ids, do_sample=gen.pop("do_sample", True), pad_token_id=lm.pad_id, **gen)
-    return lm.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    return out[0, ids["input_ids"].shape[1]:].tolist()
+
+
+def hf_sample(lm, prompt, seed, **gen):
+    return lm.tokenizer.decode(hf_generate(lm, prompt, seed, **gen), skip_special_tokens=True)
 
 
 @pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 20, 1.0), (1.3, 0, 0.8)])
@@ -178,3 +185,58 @@ def test_scorer_required_and_nan_scores_rejected(toy):
     with pytest.raises(FloatingPointError, match="NaN/inf scores"):
         chunk_beam_search(["hi"], pol, lambda p, r, f: torch.full((len(r),), float("nan")),
                           SearchConfig(1, 2, None), SamplingConfig(max_new_tokens=4))
+
+
+def test_beams_keep_the_generated_token_ids(toy):
+    """Beam.token_ids are the strong model's sampled tokens (transformers' generate, EOS apart), also where a
+    byte-level token is part of a character, so the text re-encodes to other tokens; every kept beam of CBS
+    decodes to its text with as many tokens as it counts."""
+    lm = toy["strong"]
+    tok, eos = lm.tokenizer, set(lm.eos_ids)
+    cfg = SamplingConfig(temperature=1.0, max_new_tokens=12)
+    partial = 0
+    for i, prompt in enumerate(PROMPTS + ["Ein Film über 😀"]):
+        [res] = chunk_beam_search([prompt], TransformersPolicy(lm), None, SearchConfig(1, 1, None), cfg, seeds=[i])
+        ref = hf_generate(lm, prompt, i, max_new_tokens=12, temperature=1.0, top_k=0)
+        ended = ref[-1] in eos
+        beam = res.beams[0]
+        assert beam.token_ids == (ref[:-1] if ended else ref) and beam.eos == ended
+        assert tok.decode(beam.token_ids) == beam.text and len(beam.token_ids) == beam.n_tokens
+        partial += len(tok.encode(beam.text, add_special_tokens=False)) != len(beam.token_ids)
+    assert partial  # the case that re-encoding the text gets wrong
+    res = chunk_beam_search(PROMPTS, TransformersPolicy(lm), CountScorer(), SearchConfig(2, 2, 3), cfg)
+    for r in res:
+        for beam in r.beams:
+            assert tok.decode(beam.token_ids) == beam.text and len(beam.token_ids) == beam.n_tokens
+        assert r.text == r.beams[0].text
+
+
+def test_stop_strings_cut_the_token_ids_with_the_text(toy):
+    """Where a stop string cuts the text, the ids are the shortest prefix of the generated ones whose text
+    covers it (a token straddling the cut stays); the response did not end on EOS. A stop string of two
+    generated tokens drops both."""
+    pol = TransformersPolicy(toy["strong"])
+    tok = toy["strong"].tokenizer
+    cfg = SamplingConfig(max_new_tokens=30, seed=4)
+    free = chunk_beam_search(PROMPTS, pol, None, SearchConfig(1, 1, None), cfg)
+
+    def check(f, c):
+        ids = c.beams[0].token_ids
+        assert ids == f.beams[0].token_ids[: len(ids)]
+        assert tok.decode(ids).startswith(c.text)
+        assert not ids or not tok.decode(ids[:-1]).startswith(c.text)
+        assert c.text == f.text or (c.beams[0].ended and not c.beams[0].eos)
+        return len(ids)
+
+    for f, c in zip(free, chunk_beam_search(PROMPTS, pol, None, SearchConfig(1, 1, None), replace(cfg, stop=("e", "a")))):
+        check(f, c)
+    dropped = 0
+    for prompt, f in zip(PROMPTS, free):
+        ids = f.beams[0].token_ids
+        spans = [j for j in range(1, len(ids) - 1) if "\ufffd" not in tok.decode(ids[: j + 2])]
+        if spans:
+            stop = tok.decode(ids[spans[-1]: spans[-1] + 2])
+            [c] = chunk_beam_search([prompt], pol, None, SearchConfig(1, 1, None), replace(cfg, stop=(stop,)))
+            assert c.text == f.text[: f.text.index(stop)]
+            dropped += c.beams[0].n_tokens - check(f, c) >= 2
+    assert dropped

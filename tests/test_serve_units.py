@@ -6,6 +6,7 @@ import threading
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from w2s_eval.config import SamplingConfig, parse_method
 from w2s_eval.serve.batcher import Batcher, Job
@@ -111,3 +112,122 @@ def test_bad_method_names(model, status, message):
     with pytest.raises(APIError, match=message) as e:
         resolve_method(CompletionRequest(model=model, prompt="x"), "w2s", parse_method("base"))
     assert e.value.status == status
+
+
+# ----------------------------------------------------------------------------- logprobs of generated tokens
+
+BYTE_PROMPTS = ["The movie was", "Ein Film über 😀", "I loved the", "Bad", "Hello, world!", "😀😀 the plot"]
+
+
+@pytest.fixture(scope="module")
+def byte_engine(toy_dirs):
+    """The toy strong model: a byte-level BPE tokenizer over all 256 bytes, so a sampled token can be part of a
+    character (its text re-encodes to other tokens)."""
+    from w2s_eval.engine import build_engine
+
+    return build_engine(toy_dirs["strong"], dtype="float32", device="cpu")
+
+
+def _served(engine):
+    from w2s_eval.serve.app import ServeConfig, Server
+
+    return Server(engine, ServeConfig(), BASE)
+
+
+def _complete(server, **body) -> dict:
+    import asyncio
+
+    from w2s_eval.serve.app import completions
+
+    return asyncio.run(completions(server, CompletionRequest(model="base", **body)))
+
+
+def _logp(lm, prompt_ids, ids) -> list[float]:
+    """log p_strong of each of ``ids`` after ``prompt_ids`` (one forward, float64 log-softmax)."""
+    seq = torch.tensor([prompt_ids + ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(lm.model(seq).logits[0].double(), -1)
+    return [logp[len(prompt_ids) - 1 + i, t].item() for i, t in enumerate(ids)]
+
+
+def test_completion_logprobs_are_those_of_the_generated_tokens(byte_engine):
+    """Issue 13 follow-up: the completion's logprobs are one per token the strong model generated (its own ids,
+    not the text re-encoded, which differs where a token is part of a character), with its log-probability."""
+    from w2s_eval.serve.app import choice_seed
+
+    server = _served(byte_engine)
+    try:
+        out = _complete(server, prompt=BYTE_PROMPTS, max_tokens=10, temperature=1.0, seed=3, logprobs=1)
+    finally:
+        server.batcher.close()
+    lm = byte_engine.policy.lm
+    tok = lm.tokenizer
+    want = byte_engine.generate(BYTE_PROMPTS, "base", SamplingConfig(temperature=1.0, max_new_tokens=10),
+                                seeds=[choice_seed(3, p, 0) for p in BYTE_PROMPTS])
+    partial = 0
+    for choice, r, prompt in zip(out["choices"], want, BYTE_PROMPTS):
+        beam = r.beams[0]
+        ids = beam.token_ids + ([tok.eos_token_id] if beam.eos else [])
+        lp = choice["logprobs"]
+        assert choice["text"] == r.text and lp["tokens"] == [tok.decode([t]) for t in ids]
+        assert lp["token_logprobs"] == pytest.approx(_logp(lm, tok.encode(prompt), ids), rel=1e-5, abs=1e-4)
+        partial += len(tok.encode(r.text, add_special_tokens=False)) != len(ids)
+    assert partial  # re-encoding the text would have given another token count
+    assert out["usage"]["completion_tokens"] == sum(r.beams[0].n_tokens for r in want)
+
+
+def _lm_eval_loglikelihood(server, prompts: list[str]) -> list[dict]:
+    """What lm-eval's local-completions sends for loglikelihood requests: echo, one new token, greedy."""
+    out = _complete(server, prompt=prompts, max_tokens=1, echo=True, logprobs=1, temperature=0, seed=1)
+    return [c["logprobs"] for c in out["choices"]]
+
+
+def test_a_one_token_completion_has_one_entry_for_lm_eval_to_drop(byte_engine, toy_dirs):
+    """lm-eval sums ``token_logprobs[ctxlen:-1]`` of an echo request with max_tokens=1: the completion must add
+    exactly one entry, also where the new token is part of a character or the end-of-sequence token."""
+    from w2s_eval.engine import build_engine
+    from w2s_eval.models import load_causal_lm
+
+    lm = byte_engine.policy.lm
+    tok = lm.tokenizer
+    server = _served(byte_engine)
+    try:
+        got = _lm_eval_loglikelihood(server, BYTE_PROMPTS)
+    finally:
+        server.batcher.close()
+    for prompt, lp in zip(BYTE_PROMPTS, got):
+        ids = tok.encode(prompt)
+        assert len(lp["token_logprobs"]) == len(ids) + 1
+        assert sum(lp["token_logprobs"][2:-1]) == pytest.approx(sum(_logp(lm, ids[:2], ids[2:])), rel=1e-5, abs=1e-4)
+    assert any("\ufffd" in lp["tokens"][-1] for lp in got)  # a new token that is part of a character
+    # a model that ends every response on its first token: the entry is that end-of-sequence token
+    with torch.no_grad():
+        first = lm.model(torch.tensor([tok.encode(BYTE_PROMPTS[0])])).logits[0, -1].argmax().item()
+    eos_lm = load_causal_lm(toy_dirs["strong"], dtype="float32", device="cpu", name="strong")
+    eos_lm.model.generation_config.eos_token_id = first
+    server = _served(build_engine(eos_lm))
+    try:
+        got = _lm_eval_loglikelihood(server, BYTE_PROMPTS[:1])
+    finally:
+        server.batcher.close()
+    ids = tok.encode(BYTE_PROMPTS[0])
+    assert len(got[0]["token_logprobs"]) == len(ids) + 1 and got[0]["tokens"][-1] == tok.decode([first])
+    assert got[0]["token_logprobs"][-1] == pytest.approx(_logp(lm, ids, [first])[0], rel=1e-5, abs=1e-4)
+
+
+def test_a_split_whose_continuation_is_only_eos_has_no_tilt(toy_dirs):
+    """T(j) of a suffix without text (the end-of-sequence token a completion ends on) is 0, as T(n); the other
+    splits get the tilt of their texts."""
+    from w2s_eval.engine import build_engine
+    from w2s_eval.lm_eval.loglik import Tilt, terms_for
+    from w2s_eval.serve.scoring import _tilts
+
+    engine = build_engine(toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"], dtype="float32",
+                          device="cpu")
+    tilt, tok = Tilt(terms_for(engine, CBS), 4), engine.policy.lm.tokenizer
+    seq = tok.encode("The movie was great") + [tok.eos_token_id]
+    got = _tilts(tilt, tok, seq, 1)
+    want = [tilt([(tok.decode(seq[:j], skip_special_tokens=True), tok.decode(seq[j:-1]))])[0]
+            for j in range(1, len(seq) - 1)]
+    assert got[:-2] == pytest.approx(want, rel=1e-5, abs=1e-5) and got[-2:] == [0.0, 0.0]
+    assert any(abs(t) > 1e-3 for t in want)

@@ -16,7 +16,7 @@ as arguments; nothing here loads models or reads files.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
 from .config import SamplingConfig, SearchConfig
@@ -24,18 +24,28 @@ from .policy import Continuation, Policy
 from .sampling import prompt_seed
 from .scorers import score_candidates
 
-__all__ = ["Beam", "SearchResult", "chunk_beam_search"]
+__all__ = ["Beam", "SearchResult", "chunk_beam_search", "response_ids"]
 
 
 @dataclass
 class Beam:
-    """A response and its guide score (None when no scoring was needed)."""
+    """A response and its guide score (None when no scoring was needed).
+
+    token_ids: the strong model's generated tokens of ``text`` (no EOS); where a stop string cut the text,
+    the shortest prefix of the generated tokens whose text covers ``text`` (a token that straddles the cut
+    is kept); empty when the policy has no tokenizer to check this with (a served strong model that returns
+    no token ids gives its text re-encoded). ``eos``: the response ended on an end-of-sequence token (EOS,
+    or a served model's stop token), not on a stop string.
+    ``n_tokens`` counts every generated token (stop-string ones included, EOS not).
+    """
 
     text: str
     score: Optional[float]
     ended: bool
     n_tokens: int
     done: bool = True
+    token_ids: list[int] = field(default_factory=list, repr=False)
+    eos: bool = False
 
 
 @dataclass
@@ -93,7 +103,34 @@ def chunk_beam_search(
         k = K
 
     counts = {"guide_tokens": guide_tokens, "rounds": rounds, "samples": samples}
+    decode = _decoder(policy)
+    kept = [[_final(beam, decode) for beam in beams] for beams in kept]
     return _results(prompts, kept, session, counts, seeds, time.perf_counter() - t0)
+
+
+def _decoder(policy) -> Optional[Callable[[list[int]], str]]:
+    """The policy's decoding of response tokens as its sessions decode them (None without a tokenizer)."""
+    tok = getattr(getattr(policy, "lm", None), "tokenizer", None) or getattr(policy, "tokenizer", None)
+    return None if tok is None else (lambda ids: tok.decode(ids, skip_special_tokens=True))
+
+
+def response_ids(ids: Sequence[int], text: str, decode: Callable[[list[int]], str]) -> list[int]:
+    """The shortest prefix of the generated tokens ``ids`` whose decoded text starts with ``text`` (all of
+    them when ``text`` is their whole text; fewer where a stop string cut it)."""
+    ids = list(ids)
+    k = len(ids)
+    while k > 0 and decode(ids[: k - 1]).startswith(text):
+        k -= 1
+    return ids[:k]
+
+
+def _final(beam: Beam, decode: Optional[Callable[[list[int]], str]]) -> Beam:
+    """A kept beam with its token ids cut as its text (see :class:`Beam`)."""
+    if decode is None:
+        return replace(beam, token_ids=[], eos=False)
+    whole = decode(beam.token_ids) == beam.text
+    ids = list(beam.token_ids) if whole else response_ids(beam.token_ids, beam.text, decode)
+    return replace(beam, token_ids=ids, eos=beam.ended and whole)
 
 
 def _score(scorer: Optional[Callable], seen: list[str], children: list[Continuation]) -> tuple[list, list[int]]:
@@ -114,7 +151,7 @@ def _keep_top_w(kept: list[list[Beam]], children: list[Continuation], scores: li
     touched = sorted({c.prompt_index for c in children})
     pools: dict[int, list[tuple[Beam, Optional[int]]]] = {b: [(x, None) for x in kept[b] if x.done] for b in touched}
     for row, (c, s) in enumerate(zip(children, scores)):
-        pools[c.prompt_index].append((Beam(c.text, s, c.ended, c.n_tokens, c.done), row))
+        pools[c.prompt_index].append((Beam(c.text, s, c.ended, c.n_tokens, c.done, c.token_ids), row))
     parents = []
     for b in touched:
         ranked = sorted(pools[b], key=lambda item: -item[0].score if item[0].score is not None else 0.0)

@@ -62,6 +62,7 @@ class Server:
         tok = policy.lm.tokenizer if hasattr(policy, "lm") else getattr(policy, "tokenizer", None)
         # the request handlers' own copy: a fast tokenizer is not safe to share with the model thread
         self.tokenizer = copy.deepcopy(tok)
+        self.eos_id = _eos_id(policy.lm) if hasattr(policy, "lm") else None
         self._tilts: dict[str, Tilt] = {}
 
     def method(self, req) -> Method:
@@ -102,17 +103,11 @@ class Server:
         return self.tokenizer.encode(prompt) if self.tokenizer is not None else []
 
     def completion_ids(self, result) -> list[int]:
-        """The best beam's token ids: as generated when the search reports them, else its text re-encoded
-        (plus EOS when the response ended on it), which can differ where a token is a partial character."""
+        """The best beam's tokens as the strong model generated them (cut with the text at a stop string), plus
+        the end-of-sequence token when the response ended on it, as vLLM reports it (so a one-token completion
+        always has one entry: lm-eval drops the last)."""
         beam = result.beams[0]
-        ids = getattr(beam, "token_ids", None)
-        if ids:
-            return list(ids)
-        ids = self.tokenizer.encode(beam.text, add_special_tokens=False)
-        eos = self.tokenizer.eos_token_id
-        if beam.ended and eos is not None and len(ids) < beam.n_tokens:
-            ids.append(eos)
-        return ids
+        return list(beam.token_ids) + ([self.eos_id] if beam.eos and self.eos_id is not None else [])
 
     def decode_prompt(self, prompt) -> str:
         if isinstance(prompt, str):
@@ -123,6 +118,14 @@ class Server:
         if any(not 0 <= t < vocab for t in prompt):
             raise APIError(f"prompt token ids must lie in [0, {vocab})", param="prompt")
         return self.tokenizer.decode(prompt)
+
+
+def _eos_id(lm) -> Optional[int]:
+    """The EOS id a response's logprobs name: the tokenizer's when it is one the model stops on, else the
+    model's first (a model with several reports this one, whichever ended the response)."""
+    ids = lm.eos_ids
+    eos = lm.tokenizer.eos_token_id
+    return eos if eos in ids else (ids[0] if ids else None)
 
 
 def _usage(prompt_ids: list[list[int]], results: list) -> dict:

@@ -83,9 +83,11 @@ def _tilts(tilt: Tilt, tok, seq: list[int], start: int) -> list[float]:
         return [0.0] * (n - start + 1)
     pairs = [(tok.decode(seq[:j], skip_special_tokens=True), tok.decode(seq[j:], skip_special_tokens=True))
              for j in range(start, n)]
+    scored = [i for i, (_, cont) in enumerate(pairs) if cont]  # a suffix of special tokens (EOS) has no text: 0
     # one call for all splits: they usually give a guide the same token sequence, which the Tilt's HFLMs score
     # without lm-eval's logits cache (that would use one split's continuation length for all of them)
-    return tilt(pairs) + [0.0]
+    values = dict(zip(scored, tilt([pairs[i] for i in scored]))) if scored else {}
+    return [values.get(i, 0.0) for i in range(len(pairs))] + [0.0]
 
 
 def score_sequences(engine, method: Method, seqs: Sequence[list[int]], starts: Sequence[int], top_n: int,
