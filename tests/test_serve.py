@@ -165,6 +165,8 @@ BAD = [
     ({"model": "eft:beta=1", "prompt": "x", "method": "cbs:w=1,k=1,l=x"}, 400, "method: cbs: l must be an integer"),
     ({"model": "eft:beta=1", "prompt": "x"}, 400, "cannot run on this server"),  # guides of another vocabulary
     ({"model": METHOD, "prompt": [[1, 2, 10 ** 6]]}, 400, "prompt token ids must lie in"),
+    ({"model": METHOD, "prompt": "the movie was great " * 150, "max_tokens": 64}, 400,
+     "exceeds the strong model's context of 512; shorten the prompt or lower max_tokens (at most"),
 ]
 
 

@@ -231,3 +231,48 @@ def test_a_split_whose_continuation_is_only_eos_has_no_tilt(toy_dirs):
             for j in range(1, len(seq) - 1)]
     assert got[:-2] == pytest.approx(want, rel=1e-5, abs=1e-5) and got[-2:] == [0.0, 0.0]
     assert any(abs(t) > 1e-3 for t in want)
+
+
+def _answer(server, route, request):
+    """The route's JSON response to ``request`` in-process (status, body), errors as the app returns them."""
+    import asyncio
+    import json
+
+    from w2s_eval.serve import app
+
+    resp = asyncio.run(app._answer(route(server, request)))
+    return resp.status_code, json.loads(resp.body)
+
+
+def test_max_tokens_that_fill_the_context_name_the_request_field(byte_engine, monkeypatch):
+    """Issue 13 follow-up: the request's max_tokens (not the engine's max_new_tokens) is named, with a 400 and
+    OpenAI's error JSON, before any generation; chat names the field it was given."""
+    from w2s_eval.serve.app import chat_completions, completions
+    from w2s_eval.serve.protocol import ChatRequest
+
+    server = _served(byte_engine)
+    limit = byte_engine.policy.lm.max_length
+    n = len(byte_engine.policy.lm.tokenizer.encode("The movie was"))
+    def generate(*args, **kwargs):
+        raise AssertionError("generated before checking")  # an Exception: the batcher hands it to the request
+
+    monkeypatch.setattr(byte_engine, "generate", generate)
+    try:
+        status, out = _answer(server, completions, CompletionRequest(model="base", prompt="The movie was",
+                                                                     max_tokens=limit))
+        assert status == 400 and set(out["error"]) == {"message", "type", "param", "code"}
+        msg = out["error"]["message"]
+        assert msg == (f"prompt of {n} tokens + max_tokens={limit} exceeds the strong model's context of {limit}; "
+                       f"max_tokens={limit} leaves no room for the prompt: lower max_tokens below {limit} "
+                       f"(at most {limit - n} keeps this whole prompt)")
+        assert out["error"]["param"] == "max_tokens" and "max_new_tokens" not in msg
+        long = " ".join(["the movie was great"] * 200)
+        status, out = _answer(server, completions, CompletionRequest(model="base", prompt=["ok", long], max_tokens=64))
+        assert status == 400 and "lower max_tokens (at most" in out["error"]["message"]
+        assert "truncation" not in out["error"]["message"]
+        chat = ChatRequest(model="base", messages=[{"role": "user", "content": "hi"}], max_completion_tokens=limit)
+        status, out = _answer(server, chat_completions, chat)
+        assert status == 400 and f"max_completion_tokens={limit} leaves no room" in out["error"]["message"]
+        assert out["error"]["param"] == "max_completion_tokens"
+    finally:
+        server.batcher.close()

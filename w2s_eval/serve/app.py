@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Method, SamplingConfig
 from ..lm_eval.loglik import Tilt, terms_for
+from ..policy import context_hint
 from ..sampling import prompt_seed
 from .batcher import Batcher, Job
 from .guard import Guard
@@ -85,6 +86,19 @@ class Server:
                                   max_new_tokens=max(max_new_tokens, 1), stop=req.stop_strings(), seed=0)
         except ValueError as e:
             raise APIError(str(e)) from None
+
+    def check_context(self, prompt_ids: list[list[int]], max_new_tokens: int, param: str = "max_tokens") -> None:
+        """Refuse a prompt that leaves no room for ``max_new_tokens`` in the local strong model's context, naming
+        the request's field (the engine's own check would name its ``max_new_tokens``)."""
+        lm = getattr(self.engine.policy, "lm", None)
+        limit = lm.max_length if lm is not None else None
+        n = max((len(ids) for ids in prompt_ids), default=0)  # the longest prompt
+        if limit is None or n + max_new_tokens <= limit:
+            return
+        hint = (context_hint(n, max_new_tokens, limit, param) if max_new_tokens >= limit
+                else f"shorten the prompt or lower {param} (at most {limit - n} fits this prompt)")
+        raise APIError(f"prompt of {n} tokens + {param}={max_new_tokens} exceeds the strong model's context of "
+                       f"{limit}; {hint}", param=param)
 
     async def run(self, prompts: list[str], guide_prompts: list[str], method: Method, sampling: SamplingConfig,
                   seed: int, n: int) -> list:
@@ -157,6 +171,7 @@ async def completions(server: Server, req: CompletionRequest) -> dict:
     ids = [list(p) if not isinstance(p, str) else server.encode(p) for p in raw]
     seed = _new_seed(req.seed)
     if req.max_tokens > 0:
+        server.check_context(ids, req.max_tokens)
         results = await server.run(texts, texts, method, sampling, seed, req.n)
     else:
         results = [None] * (len(texts) * req.n)
@@ -216,6 +231,8 @@ async def chat_completions(server: Server, req: ChatRequest) -> dict:
                        "prompt format", param="messages")
     messages = [{"role": m.role, "content": m.text()} for m in req.messages]
     prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    server.check_context([server.encode(prompt)], sampling.max_new_tokens,
+                         "max_completion_tokens" if req.max_completion_tokens else "max_tokens")
     seed = _new_seed(req.seed)
     results = await server.run([prompt], [req.last_user_turn()], method, sampling, seed, req.n)
     choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "logprobs": None,
