@@ -145,3 +145,21 @@ def test_world_config_validates():
     with pytest.raises(ValueError, match="lr"):
         TrainSettings(lr=0)
     assert WorldConfig().sft_reviews == WorldConfig().sft.steps * WorldConfig().sft.batch_size
+
+
+@pytest.mark.parametrize("config", ["SFTConfig", "DPOConfig", "RewardConfig"])
+def test_trainer_args_raise_no_deprecation_warning(config, tmp_path):
+    """Issue 12 item 10: the TRL configs the world build makes warn about none of w2s-eval's arguments
+    (``gradient_checkpointing`` is a deprecated alias in transformers 5) and keep checkpointing off."""
+    import warnings
+
+    import trl
+
+    from w2s_eval.world.train import TrainSettings, _common_args
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        args = getattr(trl, config)(**_common_args(TrainSettings(lr=1e-3, steps=2), 0, str(tmp_path), 8, False))
+    bad = [str(w.message) for w in seen if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert bad == []
+    assert args.gradient_checkpointing is False

@@ -76,11 +76,22 @@ def _precision() -> dict:
     return {"bf16": bf16, "fp16": cuda and not bf16, "use_cpu": not cuda}
 
 
+def _no_checkpointing() -> dict:
+    """Activation checkpointing off (TRL turns it on by default), under the name this transformers takes
+    (``gradient_checkpointing`` is a deprecated alias since 5.x)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": False}
+
+
 def _common_args(s: TrainSettings, seed: int, out: str, n_examples: int, progress: bool) -> dict:
     steps = s.steps or max(1, int(round(s.epochs * n_examples / s.batch_size)))
     return dict(output_dir=out, per_device_train_batch_size=s.batch_size, learning_rate=s.lr,
                 num_train_epochs=s.epochs, max_steps=s.steps or -1, warmup_steps=int(s.warmup * steps),
-                lr_scheduler_type="cosine", max_length=s.max_length, gradient_checkpointing=False,
+                lr_scheduler_type="cosine", max_length=s.max_length, **_no_checkpointing(),
                 save_strategy="no", report_to="none", logging_steps=max(1, steps // 10), seed=seed, data_seed=seed,
                 dataloader_num_workers=0, disable_tqdm=not progress, **_precision())
 
