@@ -152,19 +152,18 @@ class GuideLM:
         """For each item, the remembered row of its prompt whose response text it extends
         (longest first; a trailing U+FFFD, a partial UTF-8 character, may have changed), else
         the row sharing the most tokens with it (None: no row for its prompt yet)."""
-        by_prompt: dict[str, list[int]] = {}
+        by_prompt: dict[str, list[tuple[int, str]]] = {}  # prompt -> (row, its response less a trailing U+FFFD)
         for i, row in enumerate(self._rows):
-            by_prompt.setdefault(row.prompt, []).append(i)
+            by_prompt.setdefault(row.prompt, []).append((i, row.response.rstrip("\ufffd")))
         out = []
         for p, r, full in zip(prompts, responses, fulls):
             cands = by_prompt.get(p, [])
-            best = None
-            for i in cands:
-                rr = self._rows[i].response.rstrip("\ufffd")
-                if r.startswith(rr) and (best is None or len(rr) > len(self._rows[best].response)):
-                    best = i
+            best, best_len = None, -1  # best_len: the length of the best row's whole response
+            for i, rr in cands:
+                if len(rr) > best_len and r.startswith(rr):
+                    best, best_len = i, len(self._rows[i].response)
             if best is None and cands:
-                best = max(cands, key=lambda i: _common_prefix(self._rows[i].ids, full))
+                best = max((i for i, _ in cands), key=lambda i: _common_prefix(self._rows[i].ids, full))
             out.append(best)
         return out
 

@@ -216,32 +216,49 @@ class LocalSession:
         """Extend each parent row by ``k`` continuations of at most ``max_tokens`` tokens."""
         self._select(parents, k)
         n_rows = len(self.row_prompt)
-        chunk_done = [len(r) >= self.cfg.max_new_tokens for r in self.resp]
-        ended = [False] * n_rows
+        start = [len(r) for r in self.resp]
+        chunk_done = [n >= self.cfg.max_new_tokens for n in start]
+        ended, eos_end = [False] * n_rows, [False] * n_rows
         segments = self._segments()
         steps = self.cfg.max_new_tokens if max_tokens is None else max_tokens
+        live = [r for r in range(n_rows) if not chunk_done[r]]
         for _ in range(steps):
-            live = [r for r in range(n_rows) if not chunk_done[r]]
             if not live:
                 break
             active = torch.zeros(n_rows, dtype=torch.bool)
             active[live] = True
-            for counts in self._per_prompt:
-                for r in live:
-                    counts[self.row_prompt[r]] += 1
             logits = self._next_logits(active.to(self.device))
             tokens = draw(logits, self.cfg, segments, self.generators).tolist()
             self.pending = torch.tensor(tokens, dtype=torch.long, device=self.device)
-            for r in live:
-                if tokens[r] in self.eos:
-                    ended[r] = chunk_done[r] = True
-                    continue
-                self.resp[r].append(tokens[r])
-                if len(self.resp[r]) >= self.cfg.max_new_tokens:
-                    chunk_done[r] = True
+            self._take(live, tokens, eos_end, chunk_done)
             if self.cfg.stop:
                 self._check_stops(live, ended, chunk_done)
+            live = [r for r in live if not chunk_done[r]]
+        self._count(start, eos_end)
+        ended = [a or b for a, b in zip(ended, eos_end)]
         return self._continuations(ended, chunk_done)
+
+    def _take(self, live: list[int], tokens: list[int], eos_end: list[bool], chunk_done: list[bool]) -> None:
+        """Append the drawn token of each live row (an EOS ends the row instead: ``eos_end``)."""
+        eos, most, resp = self.eos, self.cfg.max_new_tokens, self.resp
+        for r in live:
+            t = tokens[r]
+            if t in eos:
+                eos_end[r] = chunk_done[r] = True
+                continue
+            resp[r].append(t)
+            if len(resp[r]) >= most:
+                chunk_done[r] = True
+
+    def _count(self, start: list[int], eos_end: list[bool]) -> None:
+        """Add this chunk's token forwards per prompt: a row was fed once a step while live, which is once per
+        token it appended plus once for an EOS it drew (drawn, never appended, and its last step)."""
+        fed = [0] * len(self._per_prompt[0])
+        for r, b in enumerate(self.row_prompt):
+            fed[b] += len(self.resp[r]) - start[r] + eos_end[r]
+        for counts in self._per_prompt:
+            for b, n in enumerate(fed):
+                counts[b] += n
 
     def _check_stops(self, live: list[int], ended: list[bool], chunk_done: list[bool]) -> None:
         tails = self.tok.batch_decode([self.resp[r][-self.stop_window:] for r in live], skip_special_tokens=True)
