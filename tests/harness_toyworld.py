@@ -8,6 +8,7 @@ with ``W2S_EVAL_WORLD_MODULES=harness_toyworld`` and ``--world-home HOME``.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from w2s_eval.config import SamplingConfig
@@ -41,6 +42,25 @@ class InterruptingGold:
         return gold_e_count(prompts, responses)
 
 
+class GatedGold:
+    """Gold that, after its first ``free`` calls, waits for the file ``gate`` (up to ``timeout`` seconds, then
+    raises) before it scores: a test opens the gate once it has seen what must come before those calls."""
+
+    def __init__(self, gate: Path, free: int, timeout: float = 60.0):
+        self.gate, self.free, self.timeout, self.calls = Path(gate), free, timeout, 0
+
+    def __call__(self, prompts, responses):
+        import time
+
+        self.calls += 1
+        deadline = time.monotonic() + self.timeout
+        while self.calls > self.free and not self.gate.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gold call {self.calls}: {self.gate} was not created within {self.timeout} s")
+            time.sleep(0.05)
+        return gold_e_count(prompts, responses)
+
+
 def judge_space_count(prompts, responses):
     """Independent judge: the number of spaces in the response."""
     return [float(r.count(" ")) for r in responses]
@@ -68,4 +88,13 @@ def load_toy(home: Path) -> World:
     return make_world(json.loads(path.read_text()))
 
 
+def load_gated(home: Path) -> World:
+    """World ``toy-gated``: ``toy`` whose gold waits for ``HOME/gate.open`` after ``HOME/gate.json``'s ``free``
+    calls (see :class:`GatedGold`)."""
+    world = load_toy(home)
+    free = json.loads((Path(home) / "gate.json").read_text())["free"]
+    return replace(world, name="toy-gated", gold=GatedGold(Path(home) / "gate.open", free))
+
+
 register_world("toy", load_toy)
+register_world("toy-gated", load_gated)

@@ -7,14 +7,21 @@ The toy world is registered only for the tests: ``W2S_EVAL_WORLD_MODULES=harness
 import csv
 import json
 import math
+import os
 import statistics
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from harness_toyworld import InterruptingGold, gold_e_count, make_world, write_home
 
 from w2s_eval.cli import main
 from w2s_eval.harness.records import RECORDS_FILE, read_records, record_key
+from w2s_eval.harness.report import summary_of, to_markdown
 from w2s_eval.harness.world import register_world, unregister_world
+
+TESTS = Path(__file__).parent
 
 
 @pytest.fixture
@@ -113,6 +120,48 @@ def test_demo_builds_the_world_only_when_missing(toy_dirs, tmp_path, monkeypatch
     finally:
         unregister_world("toy-lazy")
     assert json.loads((home / "toy_dirs.json").read_text())["strong"] == toy_dirs["strong"]
+
+
+def test_demo_prints_a_table_as_soon_as_each_method_finishes(toy_home, tmp_path, capsys):
+    """The real CLI in a subprocess. The world's gold waits, after base's two calls (2 prompts x 2 seeds), until
+    the test has read base's table: so that table came while the later methods were still to run."""
+    (toy_home / "gate.json").write_text(json.dumps({"free": 2}))
+    methods, out = ["base", "bon:n=2", "cbs:w=1,k=2,l=3"], tmp_path / "demo"
+    argv = ["demo", "--world", "toy-gated", "--world-home", str(toy_home), "--methods", ",".join(methods),
+            "--prompts", "2", "--seeds", "2", "--out", str(out), "--device", "cpu", "--no-progress"]
+    env = dict(os.environ, W2S_EVAL_WORLD_MODULES="harness_toyworld", PYTHONPATH=str(TESTS), HF_HUB_OFFLINE="1",
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with open(tmp_path / "stderr", "w") as err, subprocess.Popen(
+            [sys.executable, "-m", "w2s_eval.cli", *argv], env=env, stdout=subprocess.PIPE, stderr=err,
+            text=True) as proc:
+        head = []
+        for line in proc.stdout:
+            head.append(line)
+            if line.startswith("results so far (1 of 3 methods"):
+                break
+        recorded_then = read_records(out / RECORDS_FILE)[0] if (out / RECORDS_FILE).exists() else []
+        (toy_home / "gate.open").touch()
+        printed = "".join(head) + proc.stdout.read()  # (communicate would skip what the reader buffered)
+        proc.wait(timeout=300)
+    assert proc.returncode == 0, (tmp_path / "stderr").read_text()
+    assert [r["method"] for r in recorded_then] == ["base"] * 4, printed  # base done, nothing of bon scored yet
+    records = read_records(out / RECORDS_FILE)[0]
+    assert len(records) == 12 and records[:4] == recorded_then
+    # each table so far is the report of the finished methods' records; base's row by hand
+    partial = ""
+    for done in (1, 2):
+        table = to_markdown(summary_of(out, methods=methods[:done]))
+        partial += (f"results so far ({done} of 3 methods done: {', '.join(methods[:done])}; the full table "
+                    f"follows at the end):\n\n{table}\n")
+    gold = [r["gold"] for r in recorded_then]
+    assert f"| base | 4 | {statistics.mean(gold):.3f} ± {statistics.stdev(gold) / math.sqrt(4):.3f} |" in partial
+    assert "| bon:n=2 |" in partial and "| cbs:w=1,k=2,l=3 |" not in partial
+    assert printed.startswith(partial)
+    # then the final output, as a rerun with nothing left to compute prints it (no table before it there)
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert "results so far" not in again and "| cbs:w=1,k=2,l=3 | 4 |" in again
+    assert printed[len(partial):] == again.replace("(0 new, 12 recorded before)", "(12 new, 0 recorded before)")
 
 
 def test_each_command_is_added_by_the_module_the_table_names():

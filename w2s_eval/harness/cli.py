@@ -104,6 +104,27 @@ def _print_result(outcome, paths) -> None:
               f"{outcome.n_before} recorded before)")
 
 
+def _partial_tables():
+    """An ``on_method_done`` for :func:`run_compare`: after each method but the last, print the table of the methods
+    finished so far, made from their records on disk as `w2s-eval report` makes it (the final report follows)."""
+    finished = []
+
+    def show(run_dir, spec: str, done: int, total: int) -> None:
+        finished.append(spec)
+        if done == total:
+            return
+        from tqdm.auto import tqdm
+
+        from .report import summary_of, to_markdown
+
+        table = to_markdown(summary_of(run_dir, methods=finished))
+        tqdm.write(f"results so far ({done} of {total} methods done: {', '.join(finished)}; the full table follows "
+                   f"at the end):\n\n{table}", file=sys.stdout)  # clears and redraws the progress bar
+        sys.stdout.flush()
+
+    return show
+
+
 def _run(world, args, methods, sampling=None, report: bool = True) -> int:
     from .compare import make_run_config, run_compare
     from .report import write_report
@@ -117,7 +138,8 @@ def _run(world, args, methods, sampling=None, report: bool = True) -> int:
                           batch_size=args.batch_size, **engine, **(sampling or {}))
     if args.prompts > len(world.prompts):
         print(f"note: world {world.name} has {len(world.prompts)} prompts; using all of them", file=sys.stderr)
-    outcome = run_compare(world, cfg, args.out, progress=not args.no_progress)
+    outcome = run_compare(world, cfg, args.out, progress=not args.no_progress,
+                          on_method_done=_partial_tables() if report else None)
     for spec, why in outcome.not_applicable.items():
         print(f"note: {spec} is not run ({why}); the report shows it as n/a", file=sys.stderr)
     if outcome.truncated:

@@ -1,8 +1,10 @@
 """Run every method on the same prompts and seeds of a world; one record per (prompt, method, seed).
 
-Prompts are processed in batches; for each batch, every seed and every method runs
-on the batch, so an interrupted run leaves a balanced set of records. Each record
-is written (and flushed) as soon as its batch is scored; a rerun skips recorded keys.
+Methods run one after the other, in the order given: each on every batch of prompts
+and every seed before the next starts, so a method's results are complete (and can be
+reported, see ``on_method_done``) while the later ones still run. Each record is
+written (and flushed) as soon as its batch is scored; a rerun skips recorded keys.
+Every (prompt batch, seed) call is seeded by itself, so the order changes no result.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from tqdm.auto import tqdm
 
@@ -247,7 +249,7 @@ def _todo(log_keys, prompts, methods, seeds) -> int:
 
 
 def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], engine=None,
-                progress: bool = True) -> CompareOutcome:
+                progress: bool = True, on_method_done: Optional[Callable] = None) -> CompareOutcome:
     """Run ``cfg`` on ``world`` into ``out_dir`` (resuming what is recorded there); returns counts.
 
     ``engine`` (optional) is an Engine built from ``cfg.engine`` (default: built here). Everything that bad
@@ -255,6 +257,8 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
     ``config.json`` is written, so a failed run never blocks the corrected rerun into the same directory.
     EFT with a strong model of another vocabulary is not run (the report shows n/a); the other methods run.
     KeyboardInterrupt propagates; what was recorded stays on disk.
+    ``on_method_done(run_dir, spec, done, total)`` (optional) is called after each method to run has all its
+    records on disk: ``done`` of the ``total`` methods to run are then complete (e.g. to report them early).
     """
     if cfg.world != world.name or cfg.world_fingerprint != fingerprint(world.manifest):
         raise ValueError(f"the run config is for world {cfg.world!r} ({cfg.world_fingerprint}), not for "
@@ -281,37 +285,40 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
         engine, prepared, _ = _ready(engine, cfg, methods, prompts)
     bar = tqdm(total=todo_total, desc=f"compare {world.name}", unit="rec", disable=not progress)
     try:
-        n_new = _run_grid(world, cfg, engine, [prepared[m.spec] for m in runnable], prompts, log, bar)
+        n_new, stamp = 0, (package_versions(), git_revision(), _served(engine))
+        for done, m in enumerate(runnable, 1):
+            n_new += _run_method(world, cfg, engine, prepared[m.spec], prompts, log, bar, stamp)
+            logger.info("%s: %s has all its records (%d of %d methods)", run_dir, m.spec, done, len(runnable))
+            if on_method_done is not None:
+                on_method_done(run_dir, m.spec, done, len(runnable))
     finally:
         bar.close()
     return CompareOutcome(run_dir, n_before, n_new, n_planned, log.truncated is not None, not_applicable)
 
 
-def _run_grid(world: World, cfg: RunConfig, engine, methods, prompts, log: RecordLog, bar) -> int:
-    """Every (prompt batch, seed, method) not in ``log`` yet: generate, score, record. Returns records written."""
-    versions, revision, served = package_versions(), git_revision(), _served(engine)
+def _run_method(world: World, cfg: RunConfig, engine, run, prompts, log: RecordLog, bar, stamp: tuple) -> int:
+    """Every (prompt batch, seed) of method ``run`` not in ``log`` yet: generate, score, record. Returns records
+    written. ``stamp``: (package versions, git revision, how the strong model is served) of every record."""
+    versions, revision, served = stamp
     n_new = 0
     for start in range(0, len(prompts), cfg.batch_size):
         batch = prompts[start: start + cfg.batch_size]
         for seed in cfg.seeds:
-            sampling = replace(cfg.sampling, seed=seed)
-            for run in methods:
-                todo = [(pid, text) for pid, text in batch if (pid, run.spec, seed) not in log]
-                if not todo:
-                    continue
-                bar.set_postfix_str(f"{run.spec} seed={seed}")
-                texts = [t for _, t in todo]
-                results = engine.generate(texts, run, sampling, batch_size=len(texts))
-                responses = [r.text for r in results]
-                gold = _rewards(world.gold, "gold", texts, responses)
-                judge = _rewards(world.judge, "judge", texts, responses)
-                guide, sources, score_tokens = _guide_scores(engine, results, texts)
-                for (pid, text), r, g, j, gs, src, st in zip(todo, results, gold, judge, guide, sources,
-                                                             score_tokens):
-                    rec = _record(cfg, run.method, seed, pid, text, r, g, j, gs, src, st, versions, revision)
-                    log.append({**rec, "strong_engine": served} if served else rec)
-                    n_new += 1
-                    bar.update(1)
+            todo = [(pid, text) for pid, text in batch if (pid, run.spec, seed) not in log]
+            if not todo:
+                continue
+            bar.set_postfix_str(f"{run.spec} seed={seed}")
+            texts = [t for _, t in todo]
+            results = engine.generate(texts, run, replace(cfg.sampling, seed=seed), batch_size=len(texts))
+            responses = [r.text for r in results]
+            gold = _rewards(world.gold, "gold", texts, responses)
+            judge = _rewards(world.judge, "judge", texts, responses)
+            guide, sources, score_tokens = _guide_scores(engine, results, texts)
+            for (pid, text), r, g, j, gs, src, st in zip(todo, results, gold, judge, guide, sources, score_tokens):
+                rec = _record(cfg, run.method, seed, pid, text, r, g, j, gs, src, st, versions, revision)
+                log.append({**rec, "strong_engine": served} if served else rec)
+                n_new += 1
+                bar.update(1)
     return n_new
 
 

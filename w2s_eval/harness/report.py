@@ -23,8 +23,8 @@ from ..config import parse_method
 from ..provenance import atomic_write_text, diff_fields, mean_se
 from .records import CONFIG_FILE, RECORDS_FILE, read_records
 
-__all__ = ["MethodSummary", "Summary", "summarize", "to_markdown", "to_csv", "to_latex", "write_report", "load_run",
-           "not_applicable_of", "mean_se"]
+__all__ = ["MethodSummary", "Summary", "summarize", "summary_of", "to_markdown", "to_csv", "to_latex", "write_report",
+           "load_run", "not_applicable_of", "mean_se"]
 
 logger = logging.getLogger(__name__)
 
@@ -249,11 +249,20 @@ def to_latex(s: Summary) -> str:
     return "\n".join(out) + "\n"
 
 
+def summary_of(run_dir: Union[str, os.PathLike], matched: bool = True,
+               methods: Optional[Sequence[str]] = None) -> Summary:
+    """The :class:`Summary` of a run directory's records (and the n/a methods its config.json names); with
+    ``methods``, of those methods' records only (e.g. the methods a running comparison has finished)."""
+    records, notes = load_run(run_dir)
+    if methods is not None:
+        records = [r for r in records if r["method"] in set(methods)]
+    return summarize(records, matched=matched, notes=notes, not_applicable=not_applicable_of(run_dir))
+
+
 def write_report(run_dir: Union[str, os.PathLike], out_dir: Union[str, os.PathLike, None] = None,
                  matched: bool = True, plots: bool = True) -> dict:
     """Write report.md, report.csv, report.tex and the PNG plots; returns {kind: path} (plus 'summary')."""
-    records, notes = load_run(run_dir)
-    summary = summarize(records, matched=matched, notes=notes, not_applicable=not_applicable_of(run_dir))
+    summary = summary_of(run_dir, matched=matched)
     out = Path(out_dir or run_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
