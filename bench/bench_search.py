@@ -263,7 +263,7 @@ def make_paths(m: dict, cfg: SamplingConfig, W: int, K: int, L: int, batch: int)
                 scorer = ImplicitValueScorer(GuideLM(m["tuned"]), GuideLM(m["untuned"])) if scored else None
                 for r in chunk_beam_search(ps, policy, scorer, search, cfg, seeds=seeds):
                     for key, stat in (("strong", "strong_tokens"), ("guide", "guide_tokens"), ("rounds", "rounds")):
-                        out[key] += r.stats[stat] // (copies if key == "rounds" else 1)
+                        out[key] += r.stats[stat] / (copies if key == "rounds" else 1)
             return out
         return run
 
