@@ -51,6 +51,22 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
+def _token_logps(lm: CausalLM, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                 block: int = 1 << 22) -> torch.Tensor:
+    """log p(targets) [R, T] from logits [R, T, V] (NaN/inf checked where ``mask`` [R, T] is 1), computed over
+    blocks of about ``block`` logits: per position, so the values are those of one pass, while the
+    vocabulary-wide temporaries stay small (one pass over a BoN-sized [R, T, V] ran 2x slower on CPU)."""
+    vocab = logits.shape[-1]
+    flat, tgt, real = logits.reshape(-1, vocab), targets.reshape(-1, 1), mask.reshape(-1).bool()
+    step = max(1, block // vocab)
+    parts = []
+    for lo in range(0, flat.shape[0], step):
+        x = flat[lo:lo + step]
+        lm.check_finite(x, real[lo:lo + step])
+        parts.append(torch.log_softmax(x, dim=-1).gather(-1, tgt[lo:lo + step]).squeeze(-1))
+    return torch.cat(parts).reshape(targets.shape)
+
+
 class GuideLM:
     """Scores sum log p(response | prompt) under one causal LM.
 
@@ -208,9 +224,8 @@ class GuideLM:
         if any(feeds):
             ids, mask = right_pad(feeds, self.lm.pad_id, self.lm.device)
             logits = self._kv.feed(ids, mask)
-            self.lm.check_finite(logits.reshape(-1, logits.shape[-1]), mask.reshape(-1).bool())
             targets, _ = right_pad([full[j + 1:] for full, j in zip(fulls, keep)], 0, self.lm.device)
-            lp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            lp = _token_logps(self.lm, logits, targets, mask)
             rows_lp = lp.masked_fill(mask == 0, 0.0).double().cpu().tolist()
             new_logps = [row[: len(f)] for row, f in zip(rows_lp, feeds)]
         rows, sums = [], []
