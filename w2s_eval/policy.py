@@ -156,7 +156,7 @@ class LocalSession:
         self.row_prompt = list(range(b))
         self.resp: list[list[int]] = [[] for _ in range(b)]
         self.done = [False] * b
-        self.kvs = [KVRows(lm, b) for lm in lms]
+        self.kvs = [KVRows(lm, b, room=cfg.max_new_tokens) for lm in lms]
         self._per_prompt = [[0] * b for _ in lms]
         heads = [ids[:-1] for ids in prompt_ids]
         if any(heads):
