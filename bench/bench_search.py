@@ -25,6 +25,7 @@ the models' forward, ``DynamicCache.reorder_cache`` and the tokenizers' calls (o
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -149,12 +150,14 @@ def seed_cbs(prompt_ids: list, prompt: str, strong: CausalLM, guides, W: int, K:
                                                                               if cfg.top_k else []))
     ids = torch.tensor([prompt_ids], device=dev).repeat(W * K, 1)
     attn, cache = torch.ones_like(ids), DynamicCache()
+    # the seed passes past_key_values=; transformers 5 names it cache= (the old name is deprecated)
+    cache_arg = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
     unfinished = torch.ones(W * K, dtype=torch.long, device=dev)  # 1 = still running
     eos = torch.tensor(strong.eos_ids, device=dev)
     prompt_text, P = tok.decode(ids[0]), ids.shape[1]
     counts, remain, step_input = {"strong": 0, "guide": 0, "rounds": 0}, L, ids
     while True:
-        logits = model(input_ids=step_input, attention_mask=attn, past_key_values=cache, use_cache=True).logits
+        logits = model(input_ids=step_input, attention_mask=attn, use_cache=True, **{cache_arg: cache}).logits
         counts["strong"] += step_input.numel()
         probs = torch.softmax(warp(ids, logits[:, -1, :].float()), dim=-1)
         nxt = torch.multinomial(probs, 1).squeeze(1)
