@@ -27,6 +27,10 @@ from .sampling import draw, make_generators
 
 logger = logging.getLogger(__name__)
 
+# positions of room the strong cache keeps ahead (w2s_eval.kvroom): all of a short response, and for a long one a
+# copy of the cache every _ROOM tokens instead of one every token, without reserving memory for tokens never drawn
+_ROOM = 128
+
 __all__ = ["Continuation", "Session", "Policy", "TransformersPolicy", "cut_at_stop"]
 
 
@@ -156,7 +160,7 @@ class LocalSession:
         self.row_prompt = list(range(b))
         self.resp: list[list[int]] = [[] for _ in range(b)]
         self.done = [False] * b
-        self.kvs = [KVRows(lm, b, room=cfg.max_new_tokens) for lm in lms]
+        self.kvs = [KVRows(lm, b, room=min(cfg.max_new_tokens, _ROOM)) for lm in lms]
         self._per_prompt = [[0] * b for _ in lms]
         heads = [ids[:-1] for ids in prompt_ids]
         if any(heads):
