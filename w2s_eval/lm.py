@@ -12,6 +12,9 @@ keep only their window. A cache that must be rewound (the guides') keeps every
 position instead; there, and only there, holes would shift transformers'
 index-based window, so the attention masks are built from token positions and
 passed per layer type (one 4-D mask, or a dict for mixed layers as Gemma-3 takes).
+Rows given ``room`` (the strong model's) keep their full-attention layers in buffers
+with room to grow (:mod:`w2s_eval.kvroom`): a new token is written in place, not
+concatenated onto a copy of the whole cache; the values are those of a DynamicCache.
 
 Memory: a forward that raises ``torch.OutOfMemoryError`` is rerun on halves of its
 rows (down to one row) by :func:`split_on_oom`; rows are independent, so the
@@ -336,7 +339,9 @@ class KVRows:
     ``rewindable``: the cache keeps every position, so :meth:`forget_after` may turn
     positions into holes that are fed again (a guide's rows); otherwise sliding-window
     layers keep only their window, as ``generate`` does (the strong model's rows, which
-    only grow). ``tokens_fed`` counts the real (unmasked) token positions this object
+    only grow). ``room`` (rows that only grow): positions reserved ahead in each
+    full-attention layer (:func:`w2s_eval.kvroom.roomy_cache`; 0: a plain DynamicCache).
+    ``tokens_fed`` counts the real (unmasked) token positions this object
     has run through the model, the unit of the compute counters.
     """
 
