@@ -51,6 +51,7 @@ class Timed:
 
         class Session:
             strong_tokens = property(lambda self: session.strong_tokens)
+            guide_tokens = property(lambda self: session.guide_tokens)
 
             def extend(self, parents, k, max_tokens):
                 t0 = time.perf_counter()

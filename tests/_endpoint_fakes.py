@@ -279,6 +279,7 @@ def recording_policy(policy, rounds: list):
 
             class Session:
                 strong_tokens = property(lambda self: inner.strong_tokens)
+                guide_tokens = property(lambda self: inner.guide_tokens)
 
                 def extend(self, parents, k, max_tokens):
                     kids = inner.extend(parents, k, max_tokens)

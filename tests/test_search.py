@@ -146,6 +146,7 @@ class TreePolicy:
         class S:
             rows = [(b, "") for b in range(len(prompts))]
             strong_tokens = [0] * len(prompts)
+            guide_tokens = [0] * len(prompts)
 
             def extend(self, parents, k, max_tokens):
                 kids = []

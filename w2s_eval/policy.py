@@ -60,6 +60,11 @@ class Session(Protocol):
         """Strong-model token forwards so far, per prompt."""
         ...
 
+    @property
+    def guide_tokens(self) -> list[int]:
+        """Token forwards of guide models the session runs itself (EFT's guides), per prompt; zeros otherwise."""
+        ...
+
 
 class Policy(Protocol):
     """A strong-model engine: ``start`` a session over prompts with per-prompt seeds."""

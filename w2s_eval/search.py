@@ -163,7 +163,7 @@ def _keep_top_w(kept: list[list[Beam]], children: list[Continuation], scores: li
 def _results(prompts: list[str], kept: list[list[Beam]], session, counts: dict[str, list[int]],
              seeds: list[int], wall: float) -> list[SearchResult]:
     """One SearchResult per prompt: the best kept beam, all kept beams, and the compute counters."""
-    extra = getattr(session, "guide_tokens", [0] * len(prompts))  # tokens a session's guides read themselves
+    extra = session.guide_tokens  # tokens the session's own guides read (EFT)
     results = []
     for b, prompt in enumerate(prompts):
         best = kept[b][0]

@@ -163,6 +163,11 @@ class EndpointSession:
         """Per prompt: prompt tokens sent + completion tokens generated (see the module docstring)."""
         return [c["prompt"] + c["completion"] for c in self.token_counts]
 
+    @property
+    def guide_tokens(self) -> list[int]:
+        """No guide runs inside an endpoint session (the guides score in the search)."""
+        return [0] * len(self.token_counts)
+
     def _check_parents(self, parents: Sequence[int], k: int) -> None:
         if not (isinstance(k, int) and k >= 1):
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
