@@ -30,7 +30,7 @@ from .models import load_causal_lm, load_classifier, load_tokenizer
 from .policy import Policy, TransformersPolicy
 from .scorers import GuideTerm, ImplicitValueScorer, RewardModelScorer, guide_scorer
 from .search import SearchResult, chunk_beam_search
-from .spec import EngineSpec, MissingModelError, SpecError
+from .spec import METHOD_ERRORS, EngineSpec, MissingModelError, SpecError
 
 logger = logging.getLogger(__name__)
 
@@ -93,16 +93,14 @@ class Engine:
         policy = self.policy
         if isinstance(method, EFTMethod):
             if not self.tuned or self.untuned is None:
-                raise ValueError(f"method {method.spec}: eft needs a tuned and an untuned guide model; it needs "
-                                 "tuned= and untuned= guide models")
+                raise ValueError(METHOD_ERRORS["eft_guides"].format(method=method.spec))
             if not isinstance(self.policy, TransformersPolicy):
-                raise ValueError(f"method {method.spec}: EFT needs full next-token distributions of the strong model; "
-                                 f"{self.policy.name!r} is not a local transformers model (an endpoint gives only "
-                                 "top logprobs); use bon or cbs there")
+                raise ValueError(METHOD_ERRORS["eft_local"].format(
+                    method=method.spec, strong=f"{self.policy.name!r}, not a local transformers model,"))
             policy = EFTPolicy(self.policy.lm, self.tuned, self.untuned, self.eft_betas(method),
                                self.policy.add_special_tokens)  # checks the vocabularies
         elif method.needs_guide and self._scorer is None:
-            raise ValueError(f"method {method.spec} needs a guide: give tuned= and untuned= models, or reward_model=")
+            raise ValueError(METHOD_ERRORS["needs_guide"].format(method=method.spec))
         return PreparedMethod(method, policy, self._scorer if method.search.needs_scorer else None, id(self))
 
     def eft_betas(self, method: EFTMethod) -> list[float]:

@@ -17,12 +17,20 @@ import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Iterable, Mapping, Optional, Union
 
-__all__ = ["EngineSpec", "SpecError", "MissingModelError", "add_spec_arguments", "spec_from_namespace", "spec_from_mapping",
+__all__ = ["EngineSpec", "SpecError", "MissingModelError", "METHOD_ERRORS", "add_spec_arguments", "spec_from_namespace", "spec_from_mapping",
            "as_flags", "coerce", "typed_settings", "check_number", "check_template", "PLACEMENT_FIELDS", "DTYPE_NAMES"]
 
 DTYPE_NAMES = ("auto", "float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16")
 # fields that decide where models run, not what they compute (left out of a run's identity)
 PLACEMENT_FIELDS = ("device", "strong_device", "guide_device", "device_map")
+# what a method needs from the models: one wording for the spec's check before loading and the engine's after
+METHOD_ERRORS = {
+    "eft_guides": "method {method}: eft needs a tuned and an untuned guide model; it needs tuned= and untuned= guide "
+                  "models",
+    "eft_local": "method {method}: EFT needs full next-token distributions of the strong model, which {strong} does "
+                 "not give (an endpoint gives only top logprobs); use bon or cbs there, or a local strong=PATH for eft",
+    "needs_guide": "method {method} needs a guide: give tuned= and untuned= models, or reward_model=",
+}
 _DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu|npu|hpu)(:\d+)?")
 
 
@@ -150,14 +158,12 @@ class EngineSpec:
         """Raise when ``method`` (a parsed method config) cannot run with these models (no I/O)."""
         if method.name == "eft":
             if not self.tuned:
-                raise SpecError(f"method {method.spec}: eft needs a tuned and an untuned guide model; it needs "
-                                "tuned= and untuned= guide models")
+                raise SpecError(METHOD_ERRORS["eft_guides"].format(method=method.spec))
             if self.strong_endpoint is not None:
-                raise SpecError(f"method {method.spec}: EFT needs full next-token distributions of the strong model, "
-                                f"which an endpoint ({self.strong_endpoint}) does not give; use bon or cbs there, or "
-                                "a local strong=PATH for eft")
+                raise SpecError(METHOD_ERRORS["eft_local"].format(
+                    method=method.spec, strong=f"an endpoint ({self.strong_endpoint})"))
         elif method.needs_guide and not self.has_guide:
-            raise SpecError(f"method {method.spec} needs a guide: give tuned= and untuned= models, or reward_model=")
+            raise SpecError(METHOD_ERRORS["needs_guide"].format(method=method.spec))
 
     def engine_spec(self, **changes) -> "EngineSpec":
         """The plain EngineSpec of this object (a front end's config that extends it), with ``changes``."""
