@@ -23,12 +23,24 @@ async def _send_json(send, status: int, body: dict, headers: tuple = ()) -> None
     await send({"type": "http.response.body", "body": payload})
 
 
+async def _drain(receive, cap: int) -> None:
+    """Read and drop the rest of a refused request's body (at most ``cap`` bytes), so the client finishes
+    sending and reads the error instead of a reset connection (closing on unread data resets it)."""
+    size = 0
+    while size <= cap:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
+        size += len(message.get("body", b""))
+
+
 class Guard:
     """Refuse a request without ``Authorization: Bearer <api_key>`` (401) when a key is set, and a
     body over ``max_bytes`` (413); pass everything else to ``app``."""
 
     def __init__(self, app, api_key: Optional[str], max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
+        self.drain_cap = 16 * max_bytes  # a refused body up to this size is read and dropped before the answer
         self.key = api_key.encode("utf-8") if api_key else None
 
     async def __call__(self, scope, receive, send):
@@ -39,12 +51,15 @@ class Guard:
             given = headers.get(b"authorization", b"")
             scheme, _, token = given.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
+                await _drain(receive, self.drain_cap)
                 return await _send_json(send, 401, error_body(
                     "missing or wrong API key: send the header 'Authorization: Bearer <key>' with the key the server "
                     "was started with (--api-key)", type="authentication_error", code="invalid_api_key"),
                     ((b"www-authenticate", b"Bearer"),))
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            if int(declared) <= self.drain_cap:
+                await _drain(receive, self.drain_cap)
             return await _send_json(send, 413, self._too_large())
         chunks, size = [], 0
         while True:
@@ -54,6 +69,7 @@ class Guard:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_bytes:
+                await _drain(receive, self.drain_cap)
                 return await _send_json(send, 413, self._too_large())
             if not message.get("more_body"):
                 break
