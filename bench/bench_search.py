@@ -25,7 +25,6 @@ the models' forward, ``DynamicCache.reorder_cache`` and the tokenizers' calls (o
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import platform
@@ -40,6 +39,7 @@ from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWar
 
 from w2s_eval import (CausalLM, GuideLM, ImplicitValueScorer, SamplingConfig, SearchConfig, TransformersPolicy,
                       chunk_beam_search, load_causal_lm)
+from w2s_eval.lm import cache_kwarg
 from w2s_eval.sampling import prompt_seed
 from w2s_eval.toy import CORPUS, build_causal_lm, build_tokenizer, train_causal_lm
 
@@ -150,8 +150,7 @@ def seed_cbs(prompt_ids: list, prompt: str, strong: CausalLM, guides, W: int, K:
                                                                               if cfg.top_k else []))
     ids = torch.tensor([prompt_ids], device=dev).repeat(W * K, 1)
     attn, cache = torch.ones_like(ids), DynamicCache()
-    # the seed passes past_key_values=; transformers 5 names it cache= (the old name is deprecated)
-    cache_arg = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+    cache_arg = cache_kwarg(type(model))  # the seed passes past_key_values=, deprecated in transformers 5
     unfinished = torch.ones(W * K, dtype=torch.long, device=dev)  # 1 = still running
     eos = torch.tensor(strong.eos_ids, device=dev)
     prompt_text, P = tok.decode(ids[0]), ids.shape[1]

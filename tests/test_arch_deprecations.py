@@ -38,12 +38,12 @@ def test_cache_argument_name_follows_the_model_signature():
     import torch
     import transformers as tf
 
-    from w2s_eval.lm import _cache_kwarg
+    from w2s_eval.lm import cache_kwarg
 
     class Wrapper(torch.nn.Module):
         def forward(self, *args, **kwargs):
             return None
 
     for cls in (tf.LlamaForCausalLM, tf.GPT2LMHeadModel, tf.Gemma3ForCausalLM, tf.MistralForCausalLM):
-        assert _cache_kwarg(cls) in inspect.signature(cls.forward).parameters
-    assert _cache_kwarg(Wrapper) == _cache_kwarg(tf.LlamaForCausalLM)
+        assert cache_kwarg(cls) in inspect.signature(cls.forward).parameters
+    assert cache_kwarg(Wrapper) == cache_kwarg(tf.LlamaForCausalLM)

@@ -39,7 +39,7 @@ from .kvroom import roomy_cache
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CausalLM", "KVRows", "left_pad", "right_pad", "split_on_oom", "OutOfMemoryError"]
+__all__ = ["CausalLM", "KVRows", "left_pad", "right_pad", "split_on_oom", "OutOfMemoryError", "cache_kwarg"]
 
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 _T = TypeVar("_T")
@@ -83,7 +83,7 @@ def split_on_oom(run: Callable[[int, int], _T], n_rows: int, name: str = "model"
 
 
 @functools.lru_cache(maxsize=None)
-def _cache_kwarg(model_cls: type) -> str:
+def cache_kwarg(model_cls: type) -> str:
     """The name under which ``model_cls.forward`` takes the KV cache: ``cache`` in newer
     transformers (``past_key_values`` is deprecated there), else ``past_key_values``; for a
     wrapper whose forward names neither (``**kwargs``), the name transformers' Llama takes."""
@@ -93,7 +93,7 @@ def _cache_kwarg(model_cls: type) -> str:
             return name
     from transformers import LlamaForCausalLM
 
-    return "past_key_values" if model_cls is LlamaForCausalLM else _cache_kwarg(LlamaForCausalLM)
+    return "past_key_values" if model_cls is LlamaForCausalLM else cache_kwarg(LlamaForCausalLM)
 
 
 def attention_types(config) -> tuple[tuple[str, ...], Optional[int]]:
@@ -269,7 +269,7 @@ class CausalLM:
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
         kwargs = {}
         if cache is not None:
-            kwargs[_cache_kwarg(type(self.model))] = cache
+            kwargs[cache_kwarg(type(self.model))] = cache
         out = self.model(
             input_ids=input_ids,
             attention_mask=self._mask_for(attention_mask, input_ids.shape[1], cache),
