@@ -63,7 +63,8 @@ class _Handler(BaseHTTPRequestHandler):
             owner.posts += 1
             dying = owner.kill_after is not None and owner.posts > owner.kill_after
         if dying:  # the server crashes: this request gets no answer, later ones no connection
-            threading.Thread(target=owner.stop, daemon=True).start()
+            owner.stopping = threading.Thread(target=owner.stop, daemon=True)
+            owner.stopping.start()
             self.close_connection = True
             return
         fault = self._fault()
@@ -111,8 +112,12 @@ class _Loopback:
         self.httpd = None
         self.kill_after = kill_after  # POSTs answered before the server "crashes" (stops itself)
         self.posts = 0
+        self.stopping = None  # the thread of a crash's stop(), which a restart waits for
 
     def start(self):
+        if self.stopping is not None:  # a crash is still stopping the old server: let it finish first, or it
+            self.stopping.join()       # would stop this new one (stop() takes whatever server is current)
+            self.stopping = None
         self.httpd = _Server(self.port)
         self.httpd.get, self.httpd.post, self.httpd.owner = self.get, self.post, self
         self.port = self.httpd.server_address[1]
