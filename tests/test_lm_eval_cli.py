@@ -70,7 +70,7 @@ def test_w2s_results_and_stats(run_w2s, setup):
 
 @pytest.mark.parametrize("task,spec_key", [("w2s_imdb_sentiment", "clf"), ("w2s_instruct", "rm")])
 def test_w2s_task_metric_is_the_scorer_mean(run_w2s, setup, task, spec_key):
-    from w2s_eval.lm_eval.tasks import load_scorer
+    from w2s_eval.scorers import load_scorer
 
     out, _ = run_w2s
     docs = samples(out, task)

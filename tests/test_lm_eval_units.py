@@ -163,7 +163,8 @@ def test_instruct_dataset_needs_a_reward_model(monkeypatch, toy_dirs):
 def test_scorers_filter_and_metric(toy_dirs):
     import torch
 
-    from w2s_eval.lm_eval.tasks import RewardFilter, load_scorer, process_results
+    from w2s_eval.lm_eval.tasks import RewardFilter, process_results
+    from w2s_eval.scorers import load_scorer
     from w2s_eval.models import load_classifier
     from w2s_eval.scorers import ClassifierScorer
 

