@@ -40,7 +40,7 @@ from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWar
 from w2s_eval import (CausalLM, GuideLM, ImplicitValueScorer, SamplingConfig, SearchConfig, TransformersPolicy,
                       chunk_beam_search, load_causal_lm)
 from w2s_eval.lm import cache_kwarg
-from w2s_eval.sampling import prompt_seed
+from w2s_eval.policy import prompt_seed
 from w2s_eval.toy import CORPUS, build_causal_lm, build_tokenizer, train_causal_lm
 
 PARTS = ("strong", "guide", "reorder", "tokenize")

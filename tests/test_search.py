@@ -8,7 +8,7 @@ import torch
 
 from w2s_eval import (SamplingConfig, SearchConfig, TransformersPolicy, chunk_beam_search)
 from w2s_eval.policy import Continuation
-from w2s_eval.sampling import prompt_seed
+from w2s_eval.policy import prompt_seed
 
 PROMPTS = ["The movie was", "I loved this film because it was a wonderful story and", "Bad"]
 

@@ -1,12 +1,11 @@
 """w2s-eval: weak-to-strong search (chunk-level beam search guided by small models) as a model backend."""
 
 from .config import (BaseMethod, BoNMethod, CBSMethod, EFTMethod, SamplingConfig, SearchConfig, parse_method)
-from .eft import EFTPolicy, eft_logprobs
 from .engine import Engine, PreparedMethod, build_engine
 from .guide import GuideLM
 from .lm import CausalLM
 from .models import load_causal_lm, load_classifier, resolve_device
-from .policy import Continuation, Policy, TransformersPolicy
+from .policy import Continuation, EFTPolicy, Policy, TransformersPolicy, eft_logprobs
 from .scorers import (ClassifierScorer, GuideTerm, ImplicitValueScorer, RewardModelScorer, Scorer, Scores, WeightedSum,
                       score_candidates)
 from .search import Beam, SearchResult, chunk_beam_search

@@ -23,11 +23,10 @@ from typing import Callable, Optional, Sequence, Union
 from tqdm.auto import tqdm
 
 from .config import EFTMethod, Method, SamplingConfig, parse_method
-from .eft import EFTPolicy
 from .guide import GuideLM
 from .lm import CausalLM
 from .models import load_causal_lm, load_classifier, load_tokenizer
-from .policy import Policy, TransformersPolicy
+from .policy import EFTPolicy, Policy, TransformersPolicy
 from .scorers import GuideTerm, ImplicitValueScorer, RewardModelScorer, guide_scorer
 from .search import SearchResult, chunk_beam_search
 from .spec import METHOD_ERRORS, EngineSpec, MissingModelError, SpecError

@@ -11,19 +11,31 @@ strong model behind another engine (an OpenAI-compatible server) fits it too.
 :class:`TransformersPolicy` runs a local model: all rows of all prompts in one
 forward pass per token (left padding), the KV cache kept across rounds and
 reordered with ``Cache.reorder_cache``, one random stream per prompt.
+
+Sampling is HF ``generate``'s: transformers' own logits warpers (temperature, then top-k, then top-p, the order
+``generate`` applies them), so a seeded draw here equals ``torch.manual_seed(seed); model.generate(do_sample=True)``
+on one prompt.
+
+:class:`EFTPolicy` is EFT / emulated fine-tuning (Mitchell et al. 2023) as a policy: per token it samples from
+
+    log p_strong(.|x, y<t) + sum_i beta_i * (log p_tuned_i(.|x, y<t) - log p_untuned(.|x, y<t))
+
+warped and drawn like any policy's logits. All models read the same token ids, so they must share one vocabulary;
+each keeps its own KV cache. EFT sampling is base sampling (W=K=1) from this policy.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol, Sequence
 
 import torch
+from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from .config import SamplingConfig
 from .lm import CausalLM, KVRows, left_pad
-from .sampling import draw, make_generators
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +43,53 @@ logger = logging.getLogger(__name__)
 # copy of the cache every _ROOM tokens instead of one every token, without reserving memory for tokens never drawn
 _ROOM = 128
 
-__all__ = ["Continuation", "Session", "Policy", "TransformersPolicy", "cut_at_stop"]
+__all__ = ["Continuation", "Session", "Policy", "TransformersPolicy", "EFTPolicy", "cut_at_stop", "prompt_seed",
+           "make_generators", "warp", "draw", "eft_logprobs", "check_same_vocab"]
+
+
+# ----------------------------------------------------------------------------- sampling (as HF generate)
+
+
+def prompt_seed(seed: int, prompt: str) -> int:
+    """A 63-bit seed derived from the run seed and the prompt text (batch-independent)."""
+    digest = hashlib.sha256(f"{seed}\x00{prompt}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def make_generators(seeds: Sequence[int], device) -> list[torch.Generator]:
+    """One torch.Generator per prompt, on ``device``, seeded with ``seeds[b]``."""
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+
+def warp(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+    """Apply temperature, top-k and top-p to logits [R, V] (float32); returns [R, V]."""
+    if cfg.greedy:
+        return logits
+    if cfg.temperature != 1.0:
+        logits = TemperatureLogitsWarper(cfg.temperature)(None, logits)
+    if cfg.top_k > 0:
+        logits = TopKLogitsWarper(top_k=cfg.top_k)(None, logits)
+    if cfg.top_p < 1.0:
+        logits = TopPLogitsWarper(top_p=cfg.top_p)(None, logits)
+    return logits
+
+
+def draw(logits: torch.Tensor, cfg: SamplingConfig, segments: Sequence[tuple[int, int, int]],
+         generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """Draw one token per row from warped ``logits`` [R, V]; returns token ids [R].
+
+    ``segments`` lists (start, end, b): rows start..end-1 belong to prompt b and
+    draw from ``generators[b]``, so a prompt's draws do not depend on the batch.
+    """
+    scores = warp(logits, cfg)
+    if cfg.greedy:
+        return scores.argmax(dim=-1)
+    probs = torch.softmax(scores, dim=-1)
+    out = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
+    for start, end, b in segments:
+        out[start:end] = torch.multinomial(probs[start:end], num_samples=1, generator=generators[b]).squeeze(1)
+    return out
+
 
 
 @dataclass
@@ -285,3 +343,47 @@ class LocalSession:
             self.done[r] = done
             out.append(Continuation(self.row_prompt[r], text, is_ended, done, len(self.resp[r]), list(self.resp[r])))
         return out
+
+
+# ----------------------------------------------------------------------------- EFT
+
+
+def check_same_vocab(strong: CausalLM, others: Sequence[CausalLM]) -> None:
+    """Raise ValueError unless every model's tokenizer has the strong model's vocabulary."""
+    ref = strong.tokenizer.get_vocab()
+    for lm in others:
+        if lm.tokenizer.get_vocab() != ref:
+            raise ValueError(
+                f"EFT needs one vocabulary: the tokenizer of {lm.name!r} differs from the strong model "
+                f"{strong.name!r}'s; use guides that share the strong model's tokenizer, or a text-level "
+                "method (bon, cbs) whose guides may use any tokenizer"
+            )
+
+
+def eft_logprobs(logits: Sequence[torch.Tensor], betas: Sequence[float]) -> torch.Tensor:
+    """Combine logits [R, V] of (strong, tuned_1..n, untuned) into EFT log-probs [R, V]."""
+    if len(logits) != len(betas) + 2:
+        raise ValueError(f"EFT needs strong, {len(betas)} tuned and one untuned model; got {len(logits)} logits")
+    lp = [torch.log_softmax(x, dim=-1) for x in logits]
+    out = lp[0]
+    for beta, tuned in zip(betas, lp[1:-1]):
+        if beta != 0:
+            out = out + beta * (tuned - lp[-1])
+    return out
+
+
+class EFTPolicy(TransformersPolicy):
+    """Sample from the EFT combination of a strong model and (tuned, untuned) guides."""
+
+    def __init__(self, strong: CausalLM, tuned: Sequence[CausalLM], untuned: CausalLM, betas: Sequence[float],
+                 add_special_tokens=None):
+        tuned = list(tuned)
+        if len(betas) != len(tuned):
+            raise ValueError(f"EFT got {len(betas)} betas for {len(tuned)} tuned models; pass one beta per tuned model")
+        check_same_vocab(strong, [*tuned, untuned])
+        super().__init__(strong, add_special_tokens)
+        self.tuned, self.untuned, self.betas = tuned, untuned, [float(b) for b in betas]
+        self.name = f"eft({strong.name})"
+
+    def _sources(self):
+        return [self.lm, *self.tuned, self.untuned], lambda logits: eft_logprobs(logits, self.betas)

@@ -26,8 +26,7 @@ from lm_eval.utils import simple_parse_args_string
 from tqdm.auto import tqdm
 
 from ..engine import build_engine
-from ..policy import TransformersPolicy
-from ..sampling import prompt_seed
+from ..policy import TransformersPolicy, prompt_seed
 from .args import parse_model_args
 from .cache import cache_identity, check_cache_identity
 from .loglik import LoadedHFLM, Tilt, eft_parts, terms_for

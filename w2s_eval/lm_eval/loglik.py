@@ -24,9 +24,9 @@ from typing import Callable, Optional, Sequence
 import torch
 from lm_eval.models.huggingface import HFLM
 
-from ..eft import eft_logprobs
 from ..guide import GuideLM
 from ..lm import CausalLM, split_on_oom
+from ..policy import eft_logprobs
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Method, SamplingConfig
 from ..lm_eval.loglik import Tilt, terms_for
-from ..policy import context_hint
-from ..sampling import prompt_seed
+from ..policy import context_hint, prompt_seed
 from .batcher import Batcher, Job
 from .guard import Guard
 from .protocol import APIError, ChatRequest, CompletionRequest, Limits, error_body, resolve_method
