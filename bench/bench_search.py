@@ -351,7 +351,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
 
-    from w2s_eval.models import resolve_device
+    from w2s_eval.engine import resolve_device
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

@@ -34,7 +34,7 @@ def toy_dirs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def toy(toy_dirs):
     """Loaded CausalLMs (float32) for the tiny models, on $W2S_TEST_DEVICE (default cpu)."""
-    from w2s_eval.models import load_causal_lm
+    from w2s_eval.engine import load_causal_lm
 
     device = os.environ.get("W2S_TEST_DEVICE", "cpu")
     return {k: load_causal_lm(toy_dirs[k], dtype="float32", device=device, name=k)

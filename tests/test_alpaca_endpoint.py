@@ -12,7 +12,7 @@ from _endpoint_fakes import WORDS, FakeOpenAIServer
 from w2s_eval.alpaca.decoder import GenerationConfig, w2s_completions
 from w2s_eval.alpaca.generate import OUTPUTS_FILE, RUN_CONFIG_FILE, STATS_FILE
 from w2s_eval.cli import main
-from w2s_eval.models import load_tokenizer
+from w2s_eval.engine import load_tokenizer
 
 
 @pytest.fixture

@@ -57,7 +57,7 @@ def test_cbs_loglikelihood_is_strong_plus_guide_tilt(base, cbs, toy_dirs):
     tokenizer (tok_b) -- the reference is the core GuideLM without its cache."""
     from w2s_eval.guide import GuideLM
     from w2s_eval.lm_eval.loglik import split_space
-    from w2s_eval.models import load_classifier
+    from w2s_eval.engine import load_classifier
     from w2s_eval.scorers import RewardModelScorer
 
     reqs = [_ll(c, y, i) for i, (c, y) in enumerate(PAIRS)]

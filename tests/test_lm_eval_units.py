@@ -165,7 +165,7 @@ def test_scorers_filter_and_metric(toy_dirs):
 
     from w2s_eval.lm_eval.tasks import RewardFilter, process_results
     from w2s_eval.scorers import load_scorer
-    from w2s_eval.models import load_classifier
+    from w2s_eval.engine import load_classifier
     from w2s_eval.scorers import ClassifierScorer
 
     vader = load_scorer("vader")

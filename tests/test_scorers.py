@@ -155,7 +155,7 @@ def test_guide_whose_tokenizer_cannot_decode_is_refused(toy_dirs, tmp_path):
 
 def test_a_causal_lm_given_as_reward_model_is_named_as_such(toy_dirs):
     """issue 12 item 9: not "has 2 outputs" but what it is."""
-    from w2s_eval.models import load_classifier
+    from w2s_eval.engine import load_classifier
 
     model, tok = load_classifier(toy_dirs["strong"], dtype="float32", device="cpu")
     with pytest.raises(ValueError, match=r"'strong' is not a sequence-classification model \(its config names "

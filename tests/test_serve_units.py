@@ -185,8 +185,7 @@ def _lm_eval_loglikelihood(server, prompts: list[str]) -> list[dict]:
 def test_a_one_token_completion_has_one_entry_for_lm_eval_to_drop(byte_engine, toy_dirs):
     """lm-eval sums ``token_logprobs[ctxlen:-1]`` of an echo request with max_tokens=1: the completion must add
     exactly one entry, also where the new token is part of a character or the end-of-sequence token."""
-    from w2s_eval.engine import build_engine
-    from w2s_eval.models import load_causal_lm
+    from w2s_eval.engine import build_engine, load_causal_lm
 
     lm = byte_engine.policy.lm
     tok = lm.tokenizer

@@ -251,7 +251,7 @@ _LOADED: dict[str, Callable[[Sequence[str], Sequence[str]], list[float]]] = {}  
 
 
 def _model_scorer(kind: str, path: str, label) -> Callable[[Sequence[str], Sequence[str]], list[float]]:
-    from .models import load_classifier
+    from .engine import load_classifier
 
     device = os.environ.get("W2S_SCORER_DEVICE", "auto")
     model, tok = load_classifier(path, dtype="float32" if device == "cpu" else "auto", device=device)

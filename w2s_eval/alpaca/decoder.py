@@ -133,7 +133,7 @@ def build_alpaca_engine(cfg: GenerationConfig, device: Optional[str] = None) -> 
         cfg = replace(cfg, device=device)
     tokenizer = None
     if cfg.strong_tokenizer is not None:
-        from ..models import load_tokenizer
+        from ..engine import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.strong_tokenizer)
     return AlpacaEngine(cfg, build_engine(cfg.engine_spec()), tokenizer)

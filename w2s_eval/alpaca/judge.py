@@ -48,8 +48,7 @@ _HUB_REPO, _HUB_FILE = "tatsu-lab/alpaca_eval", "df_gamed.csv"
 
 def load_reward_scorer(path: str, dtype="auto", device="auto", batch_size: int = 16):
     """A :class:`~w2s_eval.scorers.RewardModelScorer` for the reward model at ``path`` (one output label)."""
-    from ..engine import check_model_path
-    from ..models import load_classifier
+    from ..engine import check_model_path, load_classifier
     from ..scorers import RewardModelScorer
 
     check_model_path("reward_model", str(path))

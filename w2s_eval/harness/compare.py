@@ -79,7 +79,7 @@ def world_spec(world: World, guide: str = "implicit", strong: Optional[str] = No
 
 def _resolved_dtype(spec: EngineSpec) -> str:
     """The dtype ``auto`` stands for where the models will run (a run's identity records what computes)."""
-    from ..models import resolve_device, resolve_dtype
+    from ..engine import resolve_device, resolve_dtype
 
     device = (spec.guide_device if spec.strong_endpoint else spec.strong_device) or spec.device or "auto"
     return str(resolve_dtype(spec.dtype, resolve_device(device))).replace("torch.", "")

@@ -86,7 +86,7 @@ def step_gold(ctx: Context, out: Path) -> dict:
 
 
 def _lm(path: Path):
-    from ..models import load_causal_lm
+    from ..engine import load_causal_lm
 
     return load_causal_lm(str(path), dtype="float32", device="auto", name=path.name)
 
@@ -168,7 +168,7 @@ def step_tuned(ctx: Context, out: Path) -> dict:
 
 
 def step_reward_model(ctx: Context, out: Path) -> dict:
-    from ..models import load_classifier
+    from ..engine import load_classifier
     from .data import read_jsonl
     from .pairs import rm_pair_accuracy
     from .train import train_reward_model
@@ -183,7 +183,7 @@ def step_reward_model(ctx: Context, out: Path) -> dict:
 
 
 def step_validate(ctx: Context, out: Path) -> dict:
-    from ..models import load_classifier
+    from ..engine import load_classifier
     from ..provenance import atomic_write_json
     from .data import read_jsonl
     from .gold import load_gold, vader_judge
