@@ -1,0 +1,214 @@
+"""The multi-strong-model reference run of issue 14: the same small imdb-mini guides steer three strong models.
+
+    python scripts/strong_reference.py run --runs DIR            # the comparisons (hours on 2 CPU cores; resumable)
+    python scripts/strong_reference.py collect --runs DIR --out results/imdb-mini-strong
+    python scripts/strong_reference.py check results/imdb-mini-strong
+
+``run`` runs ``w2s-eval compare --world imdb-mini --strong NAME`` for each strong model into ``DIR/NAME`` (rerun
+it to resume: compare skips the records it has); ``--jobs 2`` runs two models at once, each on ``--threads``
+threads. ``collect`` writes, from the records only: each model's report (md/csv/tex, plots), its records
+(``records.jsonl.xz``), its run config and the strong model's conversion provenance (parameters, sha256s),
+``summary.json`` (gold and judge gain over base per method and model, paired over (prompt, seed), with wall time
+per model) and ``gain_vs_params.png`` (gain over base against strong-model parameters, a line per method).
+``check`` recomputes summary.json and every report.md from the committed records and fails on any difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from w2s_eval.assets import cache_home
+from w2s_eval.harness.report import load_run, not_applicable_of, summarize, to_markdown, write_report
+from w2s_eval.provenance import atomic_write_json, atomic_write_text, mean_se, to_json
+
+MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-0.5b")
+METHODS = "base,bon:n=4,bon:n=16,eft:beta=1,cbs:w=2,k=2,l=5,cbs:w=4,k=4,l=5"
+PROMPTS, SEEDS = 64, 2
+RECORDS_XZ = "records.jsonl.xz"
+PROVENANCE = "strong_model.json"
+SUMMARY = "summary.json"
+PLOT = "gain_vs_params.png"
+_LINE_STYLES = {"bon:n=4": ("#1f77b4", "--", "o"), "bon:n=16": ("#1f77b4", "-", "o"),
+                "cbs:w=2,k=2,l=5": ("#d62728", "--", "s"), "cbs:w=4,k=4,l=5": ("#d62728", "-", "s"),
+                "eft:beta=1": ("#9467bd", "", "D")}
+
+
+def compare_command(model: str, out: Path) -> list:
+    return ["w2s-eval", "compare", "--world", "imdb-mini", "--strong", model, "--methods", METHODS,
+            "--prompts", str(PROMPTS), "--seeds", str(SEEDS), "--out", str(out)]
+
+
+def run(runs: Path, models, jobs: int, threads: int) -> int:
+    """Run (or resume) the comparisons, at most ``jobs`` at a time; the exit status of the first that failed."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    exe = Path(sys.executable).with_name("w2s-eval")
+    pending, running, status = list(models), [], 0
+    while pending or running:
+        while pending and len(running) < jobs:
+            model = pending.pop(0)
+            cmd = compare_command(model, runs / model)
+            cmd[0] = str(exe) if exe.exists() else cmd[0]
+            print(" ".join(cmd), flush=True)
+            running.append(subprocess.Popen(cmd, env=env))
+        proc = running.pop(0)
+        status = status or proc.wait()
+    return status
+
+
+def _paired(by_key: dict, base: dict, field: str) -> tuple:
+    return mean_se([r[field] - base[k][field] for k, r in by_key.items() if k in base])
+
+
+def model_summary(records: list, not_applicable: dict) -> dict:
+    """Per method: n, gold and judge means, and their paired gains over base (mean, s.e.), from the records."""
+    summary = summarize(records, not_applicable=not_applicable)
+    by_method: dict = {}
+    for r in records:
+        by_method.setdefault(r["method"], {})[(str(r["prompt_id"]), int(r["seed"]))] = r
+    keys = set.intersection(*(set(v) for v in by_method.values()))
+    base = {k: r for k, r in by_method["base"].items() if k in keys}
+    methods = {}
+    for row in summary.rows:
+        if row.note is not None:
+            methods[row.method] = {"n": 0, "note": row.note}
+            continue
+        use = {k: r for k, r in by_method[row.method].items() if k in keys}
+        judge_gain = _paired(use, base, "judge") if row.method != "base" else (None, None)
+        methods[row.method] = {
+            "n": row.n, "gold": row.gold_mean, "gold_se": row.gold_se, "judge": row.judge_mean,
+            "judge_se": row.judge_se, "gold_gain": row.delta_gold_vs_base, "gold_gain_se": row.delta_gold_se,
+            "judge_gain": judge_gain[0], "judge_gain_se": judge_gain[1], "wall_s_per_prompt": row.wall_time_s}
+    return {"config_hash": summary.config_hash, "records": len(records), "methods": methods,
+            "wall_time_s": sum(r["wall_time_s"] for r in records)}
+
+
+def _load_xz(model_dir: Path, tmp: Path) -> tuple:
+    """(records, not_applicable) of a collected model directory (its records unpacked into ``tmp``)."""
+    shutil.copy(model_dir / "config.json", tmp / "config.json")
+    (tmp / "records.jsonl").write_bytes(lzma.decompress((model_dir / RECORDS_XZ).read_bytes()))
+    records, notes = load_run(tmp)
+    if notes:
+        raise ValueError(f"{model_dir}: {notes}")
+    return records, not_applicable_of(tmp)
+
+
+def summary_of(out: Path, models) -> dict:
+    """summary.json's content, from the records collected under ``out``."""
+    result = {"command": [" ".join(compare_command(m, Path("DIR") / m)) for m in models], "models": {}}
+    for model in models:
+        with tempfile.TemporaryDirectory() as tmp:
+            records, na = _load_xz(out / model, Path(tmp))
+        prov = json.loads((out / model / PROVENANCE).read_text(encoding="utf-8"))
+        entry = {k: prov.get(k) for k in ("model_type", "params", "vocab", "layers", "hidden", "wheels")}
+        entry.update(model_summary(records, na))
+        entry["world_fingerprint"] = records[0]["config"]["world_fingerprint"]
+        result["models"][model] = entry
+    return result
+
+
+def plot_gain_vs_params(summary: dict, path: Path) -> Path:
+    """Gold and judge gain over base (mean +- s.e., paired) against strong-model parameters; a line per method."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.2), dpi=120)
+    FigureCanvasAgg(fig)
+    models = sorted(summary["models"].items(), key=lambda kv: kv[1]["params"])
+    for i, (field, title) in enumerate((("gold_gain", "gold reward gain over base"),
+                                        ("judge_gain", "VADER judge gain over base"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for method, (color, style, marker) in _LINE_STYLES.items():
+            pts = [(m["params"] / 1e6, m["methods"][method]) for _, m in models
+                   if m["methods"].get(method, {}).get(field) is not None]
+            if pts:
+                ax.errorbar([p for p, _ in pts], [s[field] for _, s in pts],
+                            yerr=[s[field + "_se"] for _, s in pts], color=color, linestyle=style or "none",
+                            marker=marker, capsize=4, label=method)
+        ax.set_xscale("log")
+        ax.set_xticks([m["params"] / 1e6 for _, m in models])
+        ax.set_xticklabels([f"{name}\n{m['params'] / 1e6:.0f}M" for name, m in models], fontsize=8)
+        ax.minorticks_off()
+        ax.axhline(0.0, color="black", linewidth=0.5)
+        ax.set_title(f"{title} (mean ± s.e.)", fontsize=10)
+        ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle("imdb-mini: the same SmolLM2-vocabulary guides steer strong models of three families", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def collect(runs: Path, out: Path, models, strong_home: Path, world_manifest: Path) -> None:
+    for model in models:
+        src, dst = runs / model, out / model
+        dst.mkdir(parents=True, exist_ok=True)
+        write_report(src, dst)
+        shutil.copy(src / "config.json", dst / "config.json")
+        data = (src / "records.jsonl").read_bytes()
+        (dst / RECORDS_XZ).write_bytes(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
+        shutil.copy(strong_home / model / "w2s_strong.json", dst / PROVENANCE)
+    shutil.copy(world_manifest, out / "world_manifest.json")
+    summary = summary_of(out, models)
+    atomic_write_json(out / SUMMARY, summary)
+    plot_gain_vs_params(summary, out / PLOT)
+
+
+def check(out: Path, models) -> list:
+    """Differences between the committed summary.json / report.md files and those made again from the records."""
+    problems = []
+    want = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
+    got = json.loads(to_json(summary_of(out, models)))
+    if got != want:
+        problems.append(f"{out / SUMMARY} differs from the summary of the committed records")
+    for model in models:
+        with tempfile.TemporaryDirectory() as tmp:
+            records, na = _load_xz(out / model, Path(tmp))
+        text = to_markdown(summarize(records, not_applicable=na))
+        if text != (out / model / "report.md").read_text(encoding="utf-8"):
+            problems.append(f"{out / model / 'report.md'} differs from the report of its records")
+    with tempfile.TemporaryDirectory() as tmp:
+        plot_gain_vs_params(got, Path(tmp) / PLOT)
+    return problems
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--runs", type=Path, required=True)
+    r.add_argument("--jobs", type=int, default=1)
+    r.add_argument("--threads", type=int, default=1)
+    c = sub.add_parser("collect")
+    c.add_argument("--runs", type=Path, required=True)
+    c.add_argument("--out", type=Path, default=Path("results/imdb-mini-strong"))
+    home = cache_home(create=False)
+    c.add_argument("--strong-home", type=Path, default=home / "strong")
+    c.add_argument("--world-manifest", type=Path, default=home / "worlds" / "imdb-mini" / "manifest.json")
+    k = sub.add_parser("check")
+    k.add_argument("out", type=Path)
+    for s in (r, c, k):
+        s.add_argument("--models", default=",".join(MODELS))
+    args = p.parse_args(argv)
+    models = args.models.split(",")
+    if args.command == "run":
+        return run(args.runs, models, args.jobs, args.threads)
+    if args.command == "collect":
+        collect(args.runs, args.out, models, args.strong_home, args.world_manifest)
+        return 0
+    problems = check(args.out, models)
+    for line in problems:
+        print(line, file=sys.stderr)
+    print("ok" if not problems else f"{len(problems)} difference(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
