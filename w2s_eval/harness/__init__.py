@@ -4,7 +4,7 @@
 - :mod:`.records`: the run config (an EngineSpec plus the grid), run directories, JSONL records, identity;
 - :mod:`.compare`: :func:`run_compare` (every method on the same prompts and seeds);
 - :mod:`.report` / :mod:`.plots`: tables (Markdown, CSV, LaTeX) and PNG plots from records;
-- :mod:`.cli`: ``w2s-eval compare``, ``report`` and ``demo``.
+- their commands ``w2s-eval compare``, ``report`` and ``demo`` are in :mod:`w2s_eval.cli`.
 """
 
 from .compare import build_world_engine, make_run_config, run_compare, world_spec
