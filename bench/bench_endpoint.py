@@ -29,10 +29,9 @@ import torch
 from w2s_eval.config import SamplingConfig, parse_method
 from w2s_eval.endpoint import EndpointPolicy
 from w2s_eval.endpoint.server import save_test_model, start_vllm, vllm_python
-from w2s_eval.guide import GuideLM
 from w2s_eval.engine import load_causal_lm
+from w2s_eval.guide import GuideLM, ImplicitValueScorer
 from w2s_eval.policy import TransformersPolicy
-from w2s_eval.scorers import ImplicitValueScorer
 from w2s_eval.search import chunk_beam_search
 
 PROMPTS = ["The movie was", "I loved it", "Here is a movie review from imdb: ", "Hello, world!",

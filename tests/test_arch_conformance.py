@@ -154,7 +154,7 @@ def test_unsupported_attention_for_a_rewound_sliding_cache_is_refused(fam, monke
 @pytest.mark.parametrize("family", FAMILIES)
 def test_cbs_with_incremental_guides_equals_full_rescoring(fam, family):
     """CBS(2,2,3) steered by guides of the family: incremental guides pick what full re-scoring picks."""
-    from w2s_eval.scorers import ImplicitValueScorer
+    from w2s_eval.guide import ImplicitValueScorer
 
     strong, other = fam[FAMILIES[FAMILIES.index(family) - 1]], fam[FAMILIES[(FAMILIES.index(family) + 2) % 5]]
     cfg = SamplingConfig(max_new_tokens=12, seed=4)

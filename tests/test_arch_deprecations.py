@@ -8,9 +8,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from w2s_eval import EFTPolicy, SamplingConfig, SearchConfig, TransformersPolicy, chunk_beam_search
-from w2s_eval.guide import GuideLM
+from w2s_eval.guide import GuideLM, ImplicitValueScorer
 from w2s_eval.lm import CausalLM
-from w2s_eval.scorers import ImplicitValueScorer
 from w2s_eval.toy import FAMILIES, tiny_causal_lm
 
 

@@ -136,8 +136,7 @@ def test_build_engine_from_a_spec_holds_its_guides_as_data(toy_dirs, toy):
 
     from w2s_eval.config import SamplingConfig
     from w2s_eval.engine import Engine, build_engine
-    from w2s_eval.guide import GuideLM
-    from w2s_eval.scorers import ImplicitValueScorer
+    from w2s_eval.guide import GuideLM, ImplicitValueScorer
 
     spec = EngineSpec(strong=toy_dirs["strong"], tuned=(toy_dirs["tuned"],), untuned=toy_dirs["untuned"], beta=0.7,
                       reward_model=toy_dirs["rm"], rm_weight=0.5, dtype="float32", device="cpu")

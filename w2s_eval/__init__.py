@@ -2,11 +2,10 @@
 
 from .config import (BaseMethod, BoNMethod, CBSMethod, EFTMethod, SamplingConfig, SearchConfig, parse_method)
 from .engine import Engine, PreparedMethod, build_engine, load_causal_lm, load_classifier, resolve_device
-from .guide import GuideLM
+from .guide import GuideLM, GuideTerm, ImplicitValueScorer, Scorer, Scores, WeightedSum, score_candidates
 from .lm import CausalLM
 from .policy import Continuation, EFTPolicy, Policy, TransformersPolicy, eft_logprobs
-from .scorers import (ClassifierScorer, GuideTerm, ImplicitValueScorer, RewardModelScorer, Scorer, Scores, WeightedSum,
-                      score_candidates)
+from .scorers import ClassifierScorer, RewardModelScorer
 from .search import Beam, SearchResult, chunk_beam_search
 from .spec import EngineSpec, SpecError
 

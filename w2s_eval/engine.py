@@ -4,7 +4,7 @@ Adapters (lm-eval, AlpacaEval, the comparison harness) describe an engine with a
 :class:`~w2s_eval.spec.EngineSpec`, build it with :func:`build_engine` and call
 :meth:`Engine.generate`.
 
-The guide contract: ``engine.guides`` is a tuple of :class:`~w2s_eval.scorers.GuideTerm`
+The guide contract: ``engine.guides`` is a tuple of :class:`~w2s_eval.guide.GuideTerm`
 ``(weight, kind, scorer)``; BoN/CBS rank candidates by ``sum weight * scorer(...)``. The
 engine never changes after it is built (to use another guide, build another engine:
 ``Engine(engine.policy, guides=..., tuned=engine.tuned, untuned=engine.untuned)``).
@@ -28,10 +28,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import EFTMethod, Method, SamplingConfig, parse_method
-from .guide import GuideLM
+from .guide import GuideLM, GuideTerm, ImplicitValueScorer, guide_scorer
 from .lm import CausalLM
 from .policy import EFTPolicy, Policy, TransformersPolicy
-from .scorers import GuideTerm, ImplicitValueScorer, RewardModelScorer, guide_scorer
+from .scorers import RewardModelScorer
 from .search import SearchResult, chunk_beam_search
 from .spec import METHOD_ERRORS, EngineSpec, MissingModelError, SpecError
 

@@ -14,21 +14,41 @@ the longest token prefix with it and feeds only the tokens past that prefix;
 where re-tokenization changed earlier tokens, those positions become holes in the
 attention mask and are fed again. Results equal a full re-score (``incremental=False``).
 What is remembered is a cache of pure computations: it never changes a result.
+
+The guide contract: a guide is a stateless callable ``scorer(prompts, responses, finished) -> scores [N]``; every
+call gets the prompts, nothing is set beforehand, and ``.score(...)`` returns the same values plus the guide token
+forwards each response cost (:class:`Scorer`, :class:`Scores`). :func:`score_candidates` calls any scorer and checks
+what it returns.
+
+- :class:`ImplicitValueScorer`: beta * (log p_tuned(y|x) - log p_untuned(y|x)), the paper's implicit value, on
+  decoded text with each guide's own tokenizer (two :class:`GuideLM`);
+- :class:`WeightedSum`: sum_i w_i * scorer_i; the reward-model and classifier scorers are in
+  :mod:`w2s_eval.scorers`.
+
+An engine's guide is data: a tuple of :class:`GuideTerm` ``(weight, kind, scorer)`` whose sum
+``sum_i weight_i * scorer_i(...)`` ranks the candidates (:func:`guide_scorer`). ``kind`` says
+what the scorer is, so an adapter needs no ``isinstance``: ``"implicit"`` (an
+:class:`ImplicitValueScorer` with beta 1: ``.tuned`` and ``.untuned`` are :class:`GuideLM`,
+its value is ``log p_tuned(y|x) - log p_untuned(y|x)`` and the weight is the spec's beta),
+``"reward_model"`` (a :class:`~w2s_eval.scorers.RewardModelScorer`, weight rm_weight) or ``"custom"`` (any
+callable ``scorer(prompts, responses, finished) -> [N]``).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 
 from .lm import CausalLM, KVRows, right_pad
+from .spec import check_number
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GuideLM"]
+__all__ = ["GuideLM", "Scores", "Scorer", "check_lengths", "ImplicitValueScorer", "WeightedSum", "score_candidates",
+           "GuideTerm", "GUIDE_KINDS", "guide_scorer"]
 
 _PROBE = "Hello, world! It's 42 degrees."
 
@@ -235,3 +255,123 @@ class GuideLM:
             sums.append(sum(logps[starts[i] - 1:]))
         self._rows = rows
         return torch.tensor(sums, dtype=torch.float64), [len(f) for f in feeds]
+
+
+# ----------------------------------------------------------------------------- the guide contract
+
+GUIDE_KINDS = ("implicit", "reward_model", "custom")
+
+
+@dataclass
+class Scores:
+    values: torch.Tensor  # [N] float64, on CPU
+    tokens: list[int]  # guide token forwards per response
+
+
+
+class Scorer:
+    """Base class: implement ``score``; calling the scorer returns the values only."""
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], finished: Sequence[bool]) -> Scores:
+        raise NotImplementedError
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str], finished: Sequence[bool]) -> torch.Tensor:
+        return self.score(prompts, responses, finished).values
+
+
+
+def check_lengths(prompts, responses, finished) -> None:
+    """One prompt and one finished flag per response, else a ValueError."""
+    if not (len(prompts) == len(responses) == len(finished)):
+        raise ValueError(f"got {len(prompts)} prompts, {len(responses)} responses, {len(finished)} flags; pass one each")
+
+
+
+class ImplicitValueScorer(Scorer):
+    """beta * sum_t [log p_tuned(y_t | x, y_<t) - log p_untuned(y_t | x, y_<t)].
+
+    ``tuned`` and ``untuned`` are :class:`GuideLM` objects (they may use different
+    tokenizers from each other and from the strong model).
+    """
+
+    def __init__(self, tuned: GuideLM, untuned: GuideLM, beta: float = 1.0):
+        check_number("beta", beta)
+        self.tuned, self.untuned, self.beta = tuned, untuned, float(beta)
+        self._same_reading = tuned.reads_like(untuned)
+
+    def score(self, prompts, responses, finished) -> Scores:
+        check_lengths(prompts, responses, finished)
+        ids = self.tuned.encode_responses(responses)
+        lt, nt = self.tuned.logprob_sums(prompts, responses, finished, ids)
+        lu, nu = self.untuned.logprob_sums(prompts, responses, finished, ids if self._same_reading else None)
+        return Scores(self.beta * (lt - lu), [a + b for a, b in zip(nt, nu)])
+
+    def __repr__(self) -> str:
+        return f"ImplicitValueScorer(tuned={self.tuned.lm.name!r}, untuned={self.untuned.lm.name!r}, beta={self.beta})"
+
+
+
+class WeightedSum(Scorer):
+    """sum_i weight_i * scorer_i(prompts, responses, finished)."""
+
+    def __init__(self, terms: Sequence[tuple[float, object]]):
+        if not terms:
+            raise ValueError("WeightedSum needs at least one (weight, scorer) pair")
+        self.terms = [(float(w), s) for w, s in terms]
+
+    def score(self, prompts, responses, finished) -> Scores:
+        total = torch.zeros(len(responses), dtype=torch.float64)
+        tokens = [0] * len(responses)
+        for w, s in self.terms:
+            values, toks = score_candidates(s, list(prompts), list(responses), list(finished))
+            total += w * torch.tensor(values, dtype=torch.float64)
+            tokens = [a + b for a, b in zip(tokens, toks)]
+        return Scores(total, tokens)
+
+
+
+def score_candidates(scorer: Callable, prompts: list[str], texts: list[str], ended: list[bool]) -> tuple[list[float], list[int]]:
+    """Call a scorer; return (scores, guide token forwards per candidate).
+
+    Scorers built on :class:`Scorer` report their token counts via ``.score``; any other
+    callable ``scorer(prompts, responses, finished) -> tensor`` counts 0.
+    """
+    if hasattr(scorer, "score"):
+        out = scorer.score(prompts, texts, ended)
+        values, tokens = out.values, list(out.tokens)
+    else:
+        values, tokens = scorer(prompts, texts, ended), [0] * len(texts)
+    values = torch.as_tensor(values, dtype=torch.float64).flatten().cpu()
+    if values.numel() != len(texts):
+        raise ValueError(f"scorer returned {values.numel()} scores for {len(texts)} responses")
+    if not bool(torch.isfinite(values).all()):
+        raise FloatingPointError(f"scorer {scorer!r} returned NaN/inf scores; check the guide models (try dtype=float32)")
+    return values.tolist(), tokens
+
+
+
+class GuideTerm(NamedTuple):
+    """One additive term of an engine's guide: ``weight * scorer(prompts, responses, finished)``."""
+
+    weight: float
+    kind: str  # one of GUIDE_KINDS
+    scorer: Callable
+
+    def check(self) -> "GuideTerm":
+        check_number("guide weight", self.weight)
+        if self.kind not in GUIDE_KINDS:
+            raise ValueError(f"guide kind {self.kind!r} is unknown; choose one of {', '.join(GUIDE_KINDS)}")
+        if not callable(self.scorer):
+            raise ValueError(f"the scorer of a {self.kind} guide term must be callable, got {self.scorer!r}")
+        return self
+
+
+
+def guide_scorer(guides: Sequence[GuideTerm]) -> Optional[Callable]:
+    """The one scorer the guide terms sum to: None without terms, the scorer itself for one term of
+    weight 1, else a :class:`WeightedSum`."""
+    if not guides:
+        return None
+    if len(guides) == 1 and guides[0].weight == 1.0:
+        return guides[0].scorer
+    return WeightedSum([(g.weight, g.scorer) for g in guides])

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
 from .config import SamplingConfig, SearchConfig
+from .guide import score_candidates
 from .policy import Continuation, Policy, prompt_seed
-from .scorers import score_candidates
 
 __all__ = ["Beam", "SearchResult", "chunk_beam_search", "response_ids"]
 

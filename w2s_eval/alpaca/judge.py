@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..provenance import atomic_write_json, atomic_write_text, package_versions
-from ..scorers import score_candidates
+from ..guide import score_candidates
 from .data import check_same_instructions, load_outputs, official_instruction_index
 
 logger = logging.getLogger(__name__)

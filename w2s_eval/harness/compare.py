@@ -161,7 +161,7 @@ def _guide_scores(engine, results, guide_prompts) -> tuple:
     """(scores, source, tokens): the search's best-beam score, or, where the method scored nothing
     (base, EFT, BoN(1)), the engine's guide on the final response (its token forwards
     are measurement, not the method's compute)."""
-    from ..scorers import score_candidates
+    from ..guide import score_candidates
 
     missing = [i for i, r in enumerate(results) if r.score is None]
     scores = [r.score for r in results]

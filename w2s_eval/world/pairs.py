@@ -81,8 +81,7 @@ def _accuracy(margins: Sequence[float], pairs: Sequence[dict]) -> dict:
 
 def implicit_pair_accuracy(tuned, untuned, pairs: Sequence[dict], beta: float = 1.0) -> dict:
     """Pair accuracy of the implicit value beta*(log p_tuned - log p_untuned) (CausalLMs, GuideLM scoring)."""
-    from ..guide import GuideLM
-    from ..scorers import ImplicitValueScorer
+    from ..guide import GuideLM, ImplicitValueScorer
 
     scorer = ImplicitValueScorer(GuideLM(tuned, incremental=False), GuideLM(untuned, incremental=False), beta)
     prompts = [p["prompt"] for p in pairs]

@@ -47,8 +47,8 @@ def validate_guidance(strong, tuned, untuned, reward_model: Optional[tuple], gol
                       prompts: Sequence[str], k: int, max_new_tokens: int, temperature: float, top_k: int, seed: int,
                       batch_size: int = 8, progress: bool = True) -> dict:
     """Sample ``k`` continuations per prompt from ``strong`` (CausalLM) and report the guidance figures."""
-    from ..guide import GuideLM
-    from ..scorers import ImplicitValueScorer, RewardModelScorer
+    from ..guide import GuideLM, ImplicitValueScorer
+    from ..scorers import RewardModelScorer
 
     from .pairs import sample_continuations
 
