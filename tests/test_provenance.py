@@ -123,3 +123,14 @@ def test_the_committed_reference_run_hashes_to_its_recorded_config_hash():
 
     stored = json.loads((Path(__file__).parents[1] / "results" / "imdb-mini" / "run_config.json").read_text())
     assert P.fingerprint(stored["identity"]) == stored["config_hash"] == "38d80bad8d94cdde"
+
+
+def test_append_jsonl_appends_whole_lines_in_order(tmp_path):
+    path = tmp_path / "stats.jsonl"
+    assert P.append_jsonl(path, [{"a": 1, "p": tmp_path}], default=str) == path
+    P.append_jsonl(path, [{"b": "ü"}, {"c": float("nan")}])
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(x) for x in lines[:2]] == [{"a": 1, "p": str(tmp_path)}, {"b": "ü"}]
+    assert len(lines) == 3 and math.isnan(json.loads(lines[2])["c"])  # stats lines are not strict JSON
+    with pytest.raises(TypeError):
+        P.append_jsonl(path, [{"p": tmp_path}])  # no default: a path is not JSON

@@ -4,6 +4,7 @@
   file in the same folder, fsynced, then ``os.replace``). An existing file keeps its mode (a shared 0664
   leaderboard stays 0664); a new file gets the process umask (``0o666 & ~umask``), as ``open()`` would give
   it. JSON is strict: NaN and infinity are refused (naming the field), never written as a bare ``NaN``.
+- :func:`append_jsonl`: JSON lines appended, flushed and fsynced (a crash keeps every line written).
 - :func:`package_versions`: the versions of the packages that decide results (one list for every front end).
 - :func:`fingerprint`: sha256 (first 16 hex digits) of the canonical JSON of a config; the hashes recorded in
   committed run directories are made by this function, so its canonical form must not change.
@@ -27,7 +28,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
-__all__ = ["atomic_write_text", "atomic_write_json", "package_versions", "fingerprint", "diff_fields",
+__all__ = ["atomic_write_text", "atomic_write_json", "append_jsonl", "package_versions", "fingerprint", "diff_fields",
            "mismatch_message", "check_identity", "mean_se", "to_json", "git_revision", "utc_now", "PACKAGES", "MISSING"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -115,6 +116,17 @@ def to_json(obj: Any, *, sort_keys: bool = True, indent: Optional[int] = 2,
                          "value")
     return json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False, allow_nan=False,
                       default=default) + "\n"
+
+
+def append_jsonl(path: PathLike, rows: Sequence[Any], **dumps_kw) -> Path:
+    """Append one JSON line per row to ``path`` (``dumps_kw`` go to :func:`json.dumps`), flushed and fsynced,
+    so a crash keeps every line written before it; returns the path."""
+    path = Path(path)
+    with open(path, "a", encoding="utf-8") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False, **dumps_kw) + "\n" for row in rows)
+        f.flush()
+        os.fsync(f.fileno())
+    return path
 
 
 def atomic_write_json(path: PathLike, obj: Any, *, sort_keys: bool = True,

@@ -1,28 +1,28 @@
-"""The ``--model_args`` of ``lm_eval --model w2s``: an :class:`~w2s_eval.spec.EngineSpec` plus lm-eval's own keys.
+"""The settings of ``lm_eval --model w2s``: its ``--model_args`` and each request's generation kwargs.
 
-lm-eval hands the backend a dict of already-typed values (``w=4`` arrives as 4,
-``beta=0.5`` as 0.5, ``l=inf`` as a float). :func:`parse_model_args` turns that dict
-plus lm-eval's own ``batch_size`` / ``device`` into a :class:`W2SArgs`, raising a
-``ValueError`` that names the key and the fix, and listing the valid keys for an
-unknown one. The engine's fields (strong, tuned, beta, dtype, ...) are the spec's, with
-its defaults and messages. No model is loaded here.
+lm-eval hands the backend a dict of already-typed values (``w=4`` arrives as 4, ``l=inf`` as a float).
+:func:`parse_model_args` turns that dict plus lm-eval's own ``batch_size`` / ``device`` into a
+:class:`W2SArgs` -- an :class:`~w2s_eval.spec.EngineSpec` (its fields, defaults and messages) plus the
+method, sampling defaults and batching -- raising a ``ValueError`` that names the key and the fix.
+:func:`sampling_config` reads a request's generation kwargs, the model args filling what the task leaves
+open. No model is loaded here.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 from ..config import METHOD_NAMES, SamplingConfig, parse_method
 from ..spec import EngineSpec, SpecError, coerce, typed_settings
 
-__all__ = ["W2SArgs", "parse_model_args", "MODEL_ARG_KEYS", "ALIASES"]
+__all__ = ["W2SArgs", "parse_model_args", "MODEL_ARG_KEYS", "ALIASES", "sampling_config", "greedy_hint"]
 
 # keys a user may give that map onto another key
 ALIASES = {"pretrained": "strong", "parallelize": "device_map"}
-# keys the method spec takes, and the method each belongs to
-_METHOD_KEYS = {"w": "cbs", "k": "cbs", "l": "cbs", "n": "bon"}
+# keys of the core's method configs (w, k, l of cbs; n of bon), each with its method; beta is the spec's own
+_METHOD_KEYS = {f.name: m for m in METHOD_NAMES for f in fields(parse_method(m)) if f.name != "beta"}
 
 
 def _opt(default, text: str):
@@ -68,7 +68,7 @@ class W2SArgs(EngineSpec):
                     not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise ValueError(f"w2s: {name} must be a positive integer, got {v!r}")
         self.method_config()  # validates w, k, l, n, beta
-        self.sampling_defaults()  # validates temperature, top_k, top_p, seed
+        sampling_config(self, {}, None, None)  # validates temperature, top_k, top_p, seed
 
     def method_config(self):
         """The core method config (``parse_method`` validates it)."""
@@ -78,12 +78,6 @@ class W2SArgs(EngineSpec):
         if self.method == "eft":
             parts.append(f"beta={self.beta}")
         return parse_method(self.method + (":" + ",".join(parts) if parts else ""))
-
-    def sampling_defaults(self) -> SamplingConfig:
-        """Sampling settings the model args fix (the task's generation_kwargs may override)."""
-        return SamplingConfig(temperature=0.0 if self.temperature is None else self.temperature,
-                              top_k=self.top_k or 0, top_p=1.0 if self.top_p is None else self.top_p,
-                              max_new_tokens=self.max_gen_toks, seed=self.seed, truncation=self.truncation)
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "method_spec": self.method_config().spec}
@@ -142,3 +136,71 @@ def parse_model_args(model_args: Mapping[str, Any], lm_eval_config: Optional[Map
     except SpecError as e:
         raise SpecError(f"w2s: {e}") from None
     return W2SArgs(**kw), device
+
+
+# ----------------------------------------------------------------------------- a request's generation kwargs
+
+
+_SAMPLING_KEYS = {"until", "max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens", "do_sample",
+                  "temperature", "top_k", "top_p"}
+
+
+def _temperature(gen_kwargs: dict, default: Optional[float]) -> float:
+    if gen_kwargs.get("do_sample") is False:
+        return 0.0
+    if "temperature" in gen_kwargs:
+        return float(gen_kwargs["temperature"])
+    if gen_kwargs.get("do_sample") is True:
+        return default if default is not None else 1.0
+    return default if default is not None else 0.0
+
+
+def greedy_hint(args, gen_kwargs: dict) -> str:
+    """How to make a greedy request sample, for the setting that made it greedy (see :func:`_temperature`)."""
+    over = f" (overriding the model arg temperature={args.temperature})" if args.temperature else ""
+    if gen_kwargs.get("do_sample") is False:
+        return (f"the task sets do_sample=false{over}; pass --gen_kwargs do_sample=true,temperature=0.7 "
+                "or change the task's generation_kwargs")
+    if "temperature" in gen_kwargs:
+        return (f"the task sets temperature={gen_kwargs['temperature']}{over}; pass --gen_kwargs temperature=0.7 "
+                "or change the task's generation_kwargs")
+    if args.temperature is not None:
+        return f"the model arg temperature={args.temperature} asks for it; set temperature=0.7 (any value > 0)"
+    return "give the task do_sample/temperature or the model arg temperature=0.7"
+
+
+def sampling_config(args, gen_kwargs: Any, task: Optional[str], warn_once: Callable[..., None],
+                    max_length: Optional[int] = None):
+    """A request's :class:`~w2s_eval.config.SamplingConfig`: its generation kwargs, the model args
+    (``args``) filling what the task leaves open; a bad setting (or new tokens that alone fill the strong
+    model's context of ``max_length``) raises naming the task."""
+    from lm_eval.models.utils import normalize_gen_kwargs
+
+    where = f" (task {task})" if task else ""
+    if not isinstance(gen_kwargs, dict):
+        raise ValueError(f"w2s: generation kwargs must be a dict{where}, got {gen_kwargs!r}")
+    until = gen_kwargs.get("until")
+    if until is not None and not (isinstance(until, str) or
+                                  (isinstance(until, list) and all(isinstance(s, str) for s in until))):
+        raise ValueError(f"w2s: 'until'{where} must be a list of strings (or one string), got {until!r}; "
+                         "fix generation_kwargs.until in the task YAML or --gen_kwargs")
+    ignored = sorted(set(gen_kwargs) - _SAMPLING_KEYS)
+    if ignored:
+        warn_once(f"ignored:{ignored}", "w2s: ignoring generation kwargs %s (supported: %s)", ignored,
+                  ", ".join(sorted(_SAMPLING_KEYS)))
+    kw = normalize_gen_kwargs(gen_kwargs, args.max_gen_toks)
+    top_k = gen_kwargs.get("top_k", args.top_k or 0)
+    top_p = gen_kwargs.get("top_p", 1.0 if args.top_p is None else args.top_p)
+    try:
+        cfg = SamplingConfig(temperature=_temperature(gen_kwargs, args.temperature), top_k=int(top_k or 0),
+                             top_p=float(top_p), max_new_tokens=int(kw["max_gen_toks"]),
+                             stop=tuple(s for s in kw["until"] if s), seed=args.seed, truncation=args.truncation)
+    except ValueError as e:
+        raise ValueError(f"w2s: bad generation settings{where}: {e}") from None
+    if max_length is not None and cfg.max_new_tokens >= max_length:
+        given = set(gen_kwargs) & {"max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens"}
+        source = ("the task's generation_kwargs (or --gen_kwargs max_gen_toks=...)" if given
+                  else "the model arg max_gen_toks (the task gives none)")
+        raise ValueError(f"w2s: max_gen_toks={cfg.max_new_tokens}{where} leaves no room for the prompt in the strong "
+                         f"model's context of {max_length} tokens; lower it below {max_length} in {source}")
+    return cfg

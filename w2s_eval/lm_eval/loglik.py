@@ -1,19 +1,13 @@
 """Log-likelihoods for lm-eval: the strong model through lm-eval's own ``hf`` backend (HFLM over the
-already loaded model), plus the guide tilt that weak-to-strong search samples toward.
+already loaded model), plus the guide tilt that weak-to-strong search samples toward (README.md,
+"loglikelihood: what the number means"):
 
-CBS/BoN sample (approximately) from the tilted distribution
+    log p*(y | x) = log p_strong(y | x) + beta * (log p_tuned(y | x) - log p_untuned(y | x)) [+ rm_weight * RM(x, y)]
 
-    p*(y | x)  proportional to  p_strong(y | x) * exp(beta * r(x, y)),
-    r(x, y) = log p_tuned(y | x) - log p_untuned(y | x)
-
-so ``loglikelihood(x, y)`` returns the unnormalised log p*(y|x):
-``log p_strong(y|x) + beta * (log p_tuned(y|x) - log p_untuned(y|x))`` (plus
-``rm_weight * RM(x, y)`` when a reward-model guide is given). The normaliser depends on x
-only, so choices of one context rank exactly as under p* -- what multiple-choice tasks do.
-EFT is a per-token product of experts, so there the answer is the EFT policy's own
-normalised log-probability (:class:`LoadedHFLM` mixes the next-token distributions, the
-pattern of lm-eval's ``hf_steered``). Each guide reads the text with its own tokenizer and
-prompt template, as the search scores candidates (:class:`w2s_eval.guide.GuideLM`).
+unnormalised; the normaliser depends on x only, so the choices of one context rank exactly as under p*.
+EFT is a per-token product of experts: there the answer is the EFT policy's own normalised log-probability
+(:class:`LoadedHFLM` mixes the next-token distributions, the pattern of lm-eval's ``hf_steered``). Each
+guide reads the text with its own tokenizer and prompt template, as the search scores candidates.
 """
 
 from __future__ import annotations
@@ -22,13 +16,12 @@ import logging
 from typing import Callable, Optional, Sequence
 
 import torch
+from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
 from ..guide import GuideLM
 from ..lm import CausalLM, split_on_oom
 from ..policy import eft_logprobs
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["LoadedHFLM", "Tilt", "split_space", "guide_requests", "eft_parts", "terms_for", "eft_combiner",
            "model_max_length"]
@@ -57,6 +50,10 @@ class LoadedHFLM(HFLM):
             hf_logger.setLevel(level)
         self.eft_lms, self.eft_betas = tuple(eft_lms), [float(b) for b in eft_betas]
         self.lm_name, self._oom_rows = lm.name, None  # rows per forward that fitted after an OOM split
+        self._use_ranks(accelerator)
+
+    def _use_ranks(self, accelerator) -> None:
+        """accelerate's data-parallel ranks (HFLM sets none up for a preloaded model); HFLM's collectives use them."""
         if accelerator is not None and accelerator.num_processes > 1:
             self.accelerator = accelerator
             self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
@@ -116,13 +113,6 @@ def guide_requests(guide: GuideLM, prefix_token: int, pairs: Sequence[tuple[str,
     return out
 
 
-class _Text:
-    """The one field of an lm-eval Instance that HFLM.loglikelihood_rolling reads."""
-
-    def __init__(self, text: str):
-        self.args = (text,)
-
-
 class Tilt:
     """Sum of an engine's guide terms (``Engine.guides``: weight, kind, scorer) for (context, continuation)
     pairs: an ``implicit`` term is ``weight * beta * (log p_tuned - log p_untuned)`` of its two guide LMs
@@ -144,7 +134,8 @@ class Tilt:
     def _logp(self, guide: GuideLM, pairs: list[tuple[str, str]], rolling: bool) -> list[float]:
         hf = self._hflm(guide.lm)
         if rolling:
-            return hf.loglikelihood_rolling([_Text(y) for _, y in pairs], disable_tqdm=True)
+            reqs = [Instance("loglikelihood_rolling", {}, (y,), i) for i, (_, y) in enumerate(pairs)]
+            return hf.loglikelihood_rolling(reqs, disable_tqdm=True)
         reqs = guide_requests(guide, hf.prefix_token_id, pairs)
         return [lp for lp, _ in hf._loglikelihood_tokens(reqs, disable_tqdm=True)]
 
