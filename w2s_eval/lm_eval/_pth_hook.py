@@ -1,24 +1,17 @@
 """Startup hook that lets the stock ``lm_eval`` command (0.4.13) resolve ``--model w2s``.
 
-lm-eval 0.4.13 fills its model registry from a fixed table (``lm_eval.models.MODEL_MAPPING``)
-and reads no plugin entry points. This file's code runs from ``w2s_eval_lm_eval.pth`` in
-site-packages at interpreter start (see :mod:`w2s_eval.lm_eval.hook`). It only puts a
-meta-path finder in front of ``sys.meta_path`` -- no import of torch, lm-eval or w2s_eval.
-When a process later imports ``lm_eval.api.registry``, the finder lets the import run and
-then (1) imports ``lm_eval.models`` so lm-eval's own backends (``hf``, ``vllm``, ...) are
-registered first -- ``get_model`` imports that table only while the registry is empty,
-so registering anything earlier would hide them -- and (2) registers every entry point of
-the group ``lm_eval.models`` that is not registered yet, as a lazy placeholder (the
-entry point itself, as upstream lm-eval's plugin discovery stores it). w2s-eval declares
-``w2s = w2s_eval.lm_eval.backend:W2SLM`` there, so nothing is imported before lm-eval
-asks for the ``w2s`` model.
+lm-eval 0.4.13 fills its model registry from a fixed table and reads no plugin entry points. This code runs
+from ``w2s_eval_lm_eval.pth`` at interpreter start (:mod:`w2s_eval.lm_eval.hook`) and only puts a meta-path
+finder in front of ``sys.meta_path`` (no torch, lm-eval or w2s_eval import). When a process imports
+``lm_eval.api.registry``, the finder lets the import run, then (1) imports ``lm_eval.models`` so lm-eval's
+own backends register first (``get_model`` imports that table only while the registry is empty) and (2)
+registers every ``lm_eval.models`` entry point not registered yet as a lazy placeholder (the entry point
+itself, as upstream lm-eval's plugin discovery stores it): ``w2s = w2s_eval.lm_eval.backend:W2SLM``.
 
-The code must stay stdlib-only and self-contained: :func:`w2s_eval.lm_eval.hook.pth_line`
-wraps this whole file into one ``exec`` line (a ``.pth`` file runs lines that start with
-``import``) with a namespace of its own as the file's globals, and any failure inside is
-swallowed so that a broken hook never breaks an unrelated program.
+It must stay stdlib-only and self-contained: :func:`w2s_eval.lm_eval.hook.pth_line` wraps this whole file
+into one ``exec`` line with a namespace of its own, and any failure inside is swallowed so that a broken
+hook never breaks an unrelated program.
 """
-
 
 import sys
 

@@ -1,12 +1,11 @@
 """``--use_cache`` made safe for ``--model w2s``.
 
-lm-eval keys its request cache (``P_rank<r>.db``, an sqlite file) by the request alone, so a
-second run with other w2s settings into the same ``P`` would get the first run's answers.
-The backend therefore stores the run's identity -- every model arg that decides an answer,
-with the resolved method -- in a table of that same file (``w2s_eval_identity``, JSON text,
-next to lm-eval's own table) when lm-eval attaches the cache, and refuses a cache made
-with another identity, naming the first differing field. A cache that already holds
-answers but no identity (another backend, or an older w2s-eval) is refused too.
+lm-eval keys its request cache (``P_rank<r>.db``, sqlite) by the request alone, so a second run with other
+w2s settings into the same ``P`` would get the first run's answers. When lm-eval attaches the cache, the
+backend stores the run's identity (every model arg that decides an answer, with the resolved method) in a
+table of that file (``w2s_eval_identity``, JSON text) or refuses a cache made with another identity, naming
+the first differing field (:func:`w2s_eval.provenance.diff_fields`); a cache holding answers but no
+identity (another backend, an older w2s-eval) is refused too.
 """
 
 from __future__ import annotations
@@ -16,13 +15,13 @@ import sqlite3
 from typing import Optional
 
 from ..provenance import diff_fields, mismatch_message
+from ..spec import PLACEMENT_FIELDS
 
 __all__ = ["IDENTITY_TABLE", "PLACEMENT_KEYS", "cache_identity", "check_cache_identity"]
 
 IDENTITY_TABLE = "w2s_eval_identity"
 # model args that change where or how fast the answers are computed, not the answers
-PLACEMENT_KEYS = ("device", "strong_device", "guide_device", "device_map", "batch_size", "loglik_batch_size",
-                  "stats_path", "trust_remote_code")
+PLACEMENT_KEYS = PLACEMENT_FIELDS + ("batch_size", "loglik_batch_size", "stats_path", "trust_remote_code")
 
 
 def cache_identity(model_args: dict) -> dict:
