@@ -1,7 +1,7 @@
 """``lm_eval --model w2s``: weak-to-strong search as an lm-evaluation-harness backend.
 
-- :mod:`w2s_eval.lm_eval.backend`: the ``W2SLM`` model class (``generate_until``,
-  ``loglikelihood``, ``loglikelihood_rolling``), thin over :func:`w2s_eval.build_engine`.
+- :mod:`w2s_eval.lm_eval.backend`: the ``W2SLM`` model class: lm-eval's HFLM over the strong model
+  of :func:`w2s_eval.build_engine`, with the search's ``generate_until`` and the guide-tilted log-likelihoods.
 - :mod:`w2s_eval.lm_eval.hook`: the startup hook that lets the stock ``lm_eval``
   command of lm-eval 0.4.13 find ``--model w2s`` (it has no plugin discovery).
 - :mod:`w2s_eval.lm_eval.tasks`: datasets, filters and metrics of the ``w2s_*`` tasks.
@@ -10,9 +10,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MODEL_NAME", "register"]
-
-MODEL_NAME = "w2s"
+__all__ = ["register"]
 
 
 def register():
