@@ -54,6 +54,10 @@ def _add_run_options(p: argparse.ArgumentParser, prompts: int, seeds: str) -> No
                         "own), gemma3-270m, qwen2.5-0.5b, made offline from pinned wheels, or their hub ids with "
                         "internet; the guides, gold, judge and prompts stay the world's. EFT needs the guides' "
                         "vocabulary and is reported n/a otherwise")
+    p.add_argument("--chat-template", action="store_true",
+                   help="the strong model reads each prompt as a user turn of its chat template (an instruct model); "
+                        "default: the plain prompt, for base and instruct models alike, as the paper does. The "
+                        "guides, gold and judge read the plain prompt either way")
     add_spec_arguments(p, exclude=_WORLD_FIELDS, defaults=COMPARE_DEFAULTS)
     p.add_argument("--guide-beta", dest="beta", type=float, default=argparse.SUPPRESS,
                    help="the same as --beta (the scale of the implicit value)")
@@ -156,7 +160,7 @@ def _run(world, args, methods, sampling=None, report: bool = True) -> int:
                          "use the world's strong model")
     cfg = make_run_config(world, methods, min(args.prompts, len(world.prompts)), args.seeds,
                           guide=getattr(args, "guide", "implicit"), strong=args.strong, home=args.world_home,
-                          batch_size=args.batch_size, **engine, **(sampling or {}))
+                          batch_size=args.batch_size, chat_template=args.chat_template, **engine, **(sampling or {}))
     if args.prompts > len(world.prompts):
         print(f"note: world {world.name} has {len(world.prompts)} prompts; using all of them", file=sys.stderr)
     outcome = run_compare(world, cfg, args.out, progress=not args.no_progress,

@@ -95,11 +95,13 @@ def _strong_dir(world: World, name: Optional[str], home) -> tuple:
 
 
 def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seeds=1, *, guide: str = "implicit",
-                    strong: Optional[str] = None, home=None, batch_size: int = 8, **settings) -> RunConfig:
+                    strong: Optional[str] = None, home=None, batch_size: int = 8, chat_template: bool = False,
+                    **settings) -> RunConfig:
     """Resolve a :class:`RunConfig` for ``world``.
 
     ``strong``: a registered strong model name (``w2s_eval.world.strong``) replacing the world's own (resolved
-    into ``home``'s cache); ``settings``: EngineSpec fields (dtype, device, strong_endpoint, strong_model, beta or
+    into ``home``'s cache); ``chat_template``: the strong model reads the prompts through its chat template;
+    ``settings``: EngineSpec fields (dtype, device, strong_endpoint, strong_model, beta or
     guide_beta, ...) and sampling overrides (temperature, top_k, top_p, max_new_tokens, stop, truncation).
     ``strong_endpoint`` without ``strong_model`` asks the server for its only model, so the config records it.
     """
@@ -124,7 +126,8 @@ def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seed
         spec = spec.engine_spec(strong_model=served_model_name(spec.strong_endpoint))
     return RunConfig(world=world.name, world_fingerprint=fingerprint(world.manifest),
                      methods=tuple(parse_methods(methods)), n_prompts=n_prompts, seeds=parse_seeds(seeds),
-                     sampling=sampling, engine=spec, guide=guide, strong_name=strong_name, batch_size=batch_size)
+                     sampling=sampling, engine=spec, guide=guide, strong_name=strong_name, batch_size=batch_size,
+                     chat_template=chat_template)
 
 
 def build_world_engine(world: World, guide: str = "implicit", **settings):
@@ -196,15 +199,31 @@ def _tokenizer_name(lm) -> str:
     return f"{tok.name_or_path or lm.name!r} ({len(tok)} tokens)"
 
 
+def strong_prompts(engine, cfg: RunConfig, texts) -> list:
+    """What the strong model reads of each prompt: the text itself, or with ``cfg.chat_template`` the text as a
+    user turn of the strong tokenizer's chat template, with the generation prompt (the guides read the text)."""
+    if not cfg.chat_template:
+        return list(texts)
+    lm = getattr(engine.policy, "lm", None)
+    tok = getattr(lm, "tokenizer", None)
+    if not getattr(tok, "chat_template", None):
+        what = "a served strong model" if lm is None else f"the strong model {lm.name!r} (a base model?)"
+        raise ValueError(f"--chat-template: {what} has no chat template here; leave out --chat-template to give "
+                         "it the plain prompt")
+    return [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
+            for t in texts]
+
+
 def _check_context(engine, cfg: RunConfig, prompts) -> None:
     """Every prompt plus ``max_new_tokens`` must fit the local strong model's context (before anything is written)."""
     from ..policy import encode_prompt
 
+    strong_prompts(engine, cfg, [])  # a chat template that is not there fails before anything is written
     lm = getattr(engine.policy, "lm", None)
     if lm is None or lm.max_length is None or cfg.sampling.truncation == "left":
         return
     room = lm.max_length - cfg.sampling.max_new_tokens
-    for pid, text in prompts:
+    for (pid, _), text in zip(prompts, strong_prompts(engine, cfg, [t for _, t in prompts])):
         n = len(encode_prompt(lm, text, getattr(engine.policy, "add_special_tokens", None)))
         if n > room:
             raise ValueError(f"prompt {pid} of world {cfg.world!r} has {n} tokens, which with max_new_tokens="
@@ -309,7 +328,8 @@ def _run_method(world: World, cfg: RunConfig, engine, run, prompts, log: RecordL
                 continue
             bar.set_postfix_str(f"{run.spec} seed={seed}")
             texts = [t for _, t in todo]
-            results = engine.generate(texts, run, replace(cfg.sampling, seed=seed), batch_size=len(texts))
+            results = engine.generate(strong_prompts(engine, cfg, texts), run, replace(cfg.sampling, seed=seed),
+                                      batch_size=len(texts), guide_prompts=texts)
             responses = [r.text for r in results]
             gold = _rewards(world.gold, "gold", texts, responses)
             judge = _rewards(world.judge, "judge", texts, responses)

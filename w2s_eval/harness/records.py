@@ -54,6 +54,8 @@ class RunConfig:
     and devices. With ``guide="rm"`` its guide is the world's reward model (``beta=0``); else the implicit value.
     guide: ``implicit`` or ``rm`` (the front end's name of the engine's guide).
     strong_name: a registered strong model that replaces the world's own (None: the world's own).
+    chat_template: the strong model reads each prompt as a user turn of its chat template (the guides, gold and
+    judge read the plain prompt); False: the plain text, for base and instruct models alike (as the paper does).
     """
 
     world: str
@@ -66,6 +68,7 @@ class RunConfig:
     guide: str = "implicit"
     strong_name: Optional[str] = None
     batch_size: int = 8
+    chat_template: bool = False
 
     def __post_init__(self):
         parsed = tuple(parse_method(m) for m in self.methods)  # parsed methods pass through unparsed
@@ -94,6 +97,8 @@ class RunConfig:
             raise ValueError(f"strong_name must be a strong model's name, got {self.strong_name!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if not isinstance(self.chat_template, bool):
+            raise ValueError(f"chat_template must be True or False, got {self.chat_template!r}")
 
     @property
     def parsed_methods(self) -> tuple:
@@ -135,6 +140,8 @@ class RunConfig:
                "guide": self.guide, "guide_beta": self.guide_beta, "dtype": self.dtype}
         if self.strong_name is not None:
             out["strong"] = self.strong_name
+        if self.chat_template:
+            out["chat_template"] = True
         for name in _OPTIONAL_IDENTITY:
             value = getattr(self.engine, name)
             if value != _SPEC_DEFAULTS[name]:
@@ -277,7 +284,8 @@ def open_run_dir(out_dir: os.PathLike, cfg: RunConfig, not_applicable: Optional[
 def _identity_of(record: dict) -> dict:
     config = record.get("config") or {}
     keys = ("world", "world_fingerprint", "sampling", "guide", "guide_beta", "dtype")
-    return {k: config.get(k) for k in keys + tuple(k for k in ("strong",) + _OPTIONAL_IDENTITY if k in config)}
+    optional = ("strong", "chat_template") + _OPTIONAL_IDENTITY
+    return {k: config.get(k) for k in keys + tuple(k for k in optional if k in config)}
 
 
 def record_key(record: dict) -> tuple:
