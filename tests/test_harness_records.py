@@ -7,8 +7,8 @@ import pytest
 from w2s_eval.config import SamplingConfig
 from w2s_eval.harness import records as R
 from w2s_eval.harness.compare import parse_seeds, split_methods
-from w2s_eval.harness.world import World, load_world, register_world, unregister_world, world_names
 from w2s_eval.spec import EngineSpec
+from w2s_eval.worlds import World, load_world, register_world, unregister_world, world_names
 
 
 def _cfg(**kw):
@@ -148,7 +148,7 @@ def test_world_validates_and_registry_finds_worlds(tmp_path, monkeypatch):
         load_world("nope", tmp_path)
     # a module named in W2S_EVAL_WORLD_MODULES is imported and registers its world
     (tmp_path / "my_worlds_mod.py").write_text(
-        "from w2s_eval.harness.world import register_world\n"
+        "from w2s_eval.worlds import register_world\n"
         "from test_harness_records import _world\n"
         "register_world('plug', lambda home: _world(name='plug', strong=str(home)))\n")
     monkeypatch.syspath_prepend(str(tmp_path))

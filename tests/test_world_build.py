@@ -88,7 +88,7 @@ def test_build_writes_every_step_and_a_manifest(tiny_world):
 
 
 def test_guides_share_the_strong_tokenizer_and_load_as_a_world(tiny_world, toy_dirs, caplog):
-    from w2s_eval.harness.world import load_world
+    from w2s_eval.worlds import load_world
 
     import w2s_eval.world  # noqa: F401  (registers imdb-mini)
 
@@ -145,7 +145,7 @@ def test_other_settings_are_refused(tiny_world):
 
 
 def test_unbuilt_world_and_bad_cache_dir(tmp_path, toy_dirs):
-    from w2s_eval.harness.world import load_world
+    from w2s_eval.worlds import load_world
 
     import w2s_eval.world  # noqa: F401
 

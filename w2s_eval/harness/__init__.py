@@ -1,6 +1,7 @@
 """The comparison harness: run methods on a world's prompts, record each result, and report.
 
-- :mod:`.world`: the :class:`World` interface and the world registry (defined in :mod:`w2s_eval.worlds`);
+Worlds (:class:`~w2s_eval.worlds.World`) and their registry are in :mod:`w2s_eval.worlds`.
+
 - :mod:`.records`: the run config (an EngineSpec plus the grid), run directories, JSONL records, identity;
 - :mod:`.compare`: :func:`run_compare` (every method on the same prompts and seeds);
 - :mod:`.report` / :mod:`.plots`: tables (Markdown, CSV, LaTeX) and PNG plots from records;
@@ -10,7 +11,6 @@
 from .compare import build_world_engine, make_run_config, run_compare, world_spec
 from .records import RunConfig
 from .report import summarize, write_report
-from .world import World, load_world, register_world, unregister_world, world_names
 
-__all__ = ["World", "load_world", "register_world", "unregister_world", "world_names", "RunConfig",
-           "make_run_config", "world_spec", "build_world_engine", "run_compare", "summarize", "write_report"]
+__all__ = ["RunConfig", "make_run_config", "world_spec", "build_world_engine", "run_compare", "summarize",
+           "write_report"]

@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 from ..config import method_to_dict
 from ..provenance import fingerprint, git_revision, package_versions, utc_now
 from ..spec import EngineSpec
+from ..worlds import World, world_home
 from .records import (GUIDES, RECORDS_FILE, RecordLog, RunConfig, check_run_dir, open_run_dir, parse_methods,
                       parse_seeds, read_records, record_key, split_methods)
-from .world import World, world_home
 
 __all__ = ["parse_methods", "split_methods", "parse_seeds", "make_run_config", "world_spec", "build_world_engine", "run_compare",
            "CompareOutcome", "served_model_name", "vocabulary_mismatch", "COMPARE_DEFAULTS"]
