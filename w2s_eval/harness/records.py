@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
 from ..config import SamplingConfig, parse_method
-from ..provenance import (atomic_write_json, check_identity, diff_fields, fingerprint, git_revision,
+from ..provenance import (append_jsonl, atomic_write_json, check_identity, diff_fields, fingerprint, git_revision,
                           mismatch_message, package_versions, utc_now)
 from ..spec import EngineSpec
 
@@ -371,11 +371,7 @@ class RecordLog:
         key = record_key(record)
         if key in self.keys:
             raise ValueError(f"record {key} is already in {self.path}")
-        line = json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, [record], sort_keys=True)
         self.records.append(record)
         self.keys.add(key)
 
