@@ -86,8 +86,15 @@ def model_summary(records: list, not_applicable: dict) -> dict:
             "n": row.n, "gold": row.gold_mean, "gold_se": row.gold_se, "judge": row.judge_mean,
             "judge_se": row.judge_se, "gold_gain": row.delta_gold_vs_base, "gold_gain_se": row.delta_gold_se,
             "judge_gain": judge_gain[0], "judge_gain_se": judge_gain[1], "wall_s_per_prompt": row.wall_time_s}
-    return {"config_hash": summary.config_hash, "records": len(records), "methods": methods,
-            "wall_time_s": sum(r["wall_time_s"] for r in records)}
+    cbs_vs_bon = {}  # CBS against BoN of the same strong-sample budget, paired over (prompt, seed)
+    for cbs in (r for r in summary.rows if r.family == "cbs" and r.note is None):
+        for bon in (r for r in summary.rows if r.family == "bon" and r.budget == cbs.budget and r.note is None):
+            other = {k: r for k, r in by_method[bon.method].items() if k in keys}
+            use = {k: r for k, r in by_method[cbs.method].items() if k in keys}
+            cbs_vs_bon[f"{cbs.method} - {bon.method}"] = dict(zip(("gold", "gold_se"), _paired(use, other, "gold")))
+    return {"config_hash": summary.config_hash, "records": len(records), "methods": methods, "cbs_vs_bon": cbs_vs_bon,
+            "wall_time_s": sum(r["wall_time_s"] for r in records),
+            "batch_sizes": sorted({r["batch_size"] for r in records})}
 
 
 def _load_xz(model_dir: Path, tmp: Path) -> tuple:
@@ -125,8 +132,9 @@ def plot_gain_vs_params(summary: dict, path: Path) -> Path:
     for i, (field, title) in enumerate((("gold_gain", "gold reward gain over base"),
                                         ("judge_gain", "VADER judge gain over base"))):
         ax = fig.add_subplot(1, 2, i + 1)
-        for method, (color, style, marker) in _LINE_STYLES.items():
-            pts = [(m["params"] / 1e6, m["methods"][method]) for _, m in models
+        for j, (method, (color, style, marker)) in enumerate(_LINE_STYLES.items()):
+            shift = 1 + 0.03 * (j - 2)  # methods side by side at each model, so the error bars do not overlap
+            pts = [(shift * m["params"] / 1e6, m["methods"][method]) for _, m in models
                    if m["methods"].get(method, {}).get(field) is not None]
             if pts:
                 ax.errorbar([p for p, _ in pts], [s[field] for _, s in pts],
