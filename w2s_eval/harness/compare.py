@@ -207,7 +207,8 @@ def strong_prompts(engine, cfg: RunConfig, texts) -> list:
     lm = getattr(engine.policy, "lm", None)
     tok = getattr(lm, "tokenizer", None)
     if not getattr(tok, "chat_template", None):
-        what = "a served strong model" if lm is None else f"the strong model {lm.name!r} (a base model?)"
+        what = "a served strong model" if lm is None else \
+            f"the strong model {getattr(tok, 'name_or_path', None) or lm.name!r} (a base model?)"
         raise ValueError(f"--chat-template: {what} has no chat template here; leave out --chat-template to give "
                          "it the plain prompt")
     return [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
