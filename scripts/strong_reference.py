@@ -58,8 +58,8 @@ def run(runs: Path, models, jobs: int, threads: int) -> int:
             cmd[0] = str(exe) if exe.exists() else cmd[0]
             print(" ".join(cmd), flush=True)
             running.append(subprocess.Popen(cmd, env=env))
-        proc = running.pop(0)
-        status = status or proc.wait()
+        code = running.pop(0).wait()  # always waited for, also after an earlier failure
+        status = status or code
     return status
 
 
@@ -67,21 +67,21 @@ def _paired(by_key: dict, base: dict, field: str) -> tuple:
     return mean_se([r[field] - base[k][field] for k, r in by_key.items() if k in base])
 
 
-def model_summary(records: list, not_applicable: dict) -> dict:
-    """Per method: n, gold and judge means, and their paired gains over base (mean, s.e.), from the records."""
-    summary = summarize(records, not_applicable=not_applicable)
+def model_summary(records: list, summary) -> dict:
+    """Per method: n, gold and judge means, and their paired gains over base (mean, s.e.), from the records and
+    their :class:`Summary` (the pairs every method has, as the summary uses)."""
     by_method: dict = {}
     for r in records:
         by_method.setdefault(r["method"], {})[(str(r["prompt_id"]), int(r["seed"]))] = r
     keys = set.intersection(*(set(v) for v in by_method.values()))
-    base = {k: r for k, r in by_method["base"].items() if k in keys}
+    by_method = {m: {k: r for k, r in v.items() if k in keys} for m, v in by_method.items()}
     methods = {}
     for row in summary.rows:
         if row.note is not None:
             methods[row.method] = {"n": 0, "note": row.note}
             continue
-        use = {k: r for k, r in by_method[row.method].items() if k in keys}
-        judge_gain = _paired(use, base, "judge") if row.method != "base" else (None, None)
+        judge_gain = _paired(by_method[row.method], by_method["base"], "judge") if row.method != "base" else \
+            (None, None)
         methods[row.method] = {
             "n": row.n, "gold": row.gold_mean, "gold_se": row.gold_se, "judge": row.judge_mean,
             "judge_se": row.judge_se, "gold_gain": row.delta_gold_vs_base, "gold_gain_se": row.delta_gold_se,
@@ -89,33 +89,34 @@ def model_summary(records: list, not_applicable: dict) -> dict:
     cbs_vs_bon = {}  # CBS against BoN of the same strong-sample budget, paired over (prompt, seed)
     for cbs in (r for r in summary.rows if r.family == "cbs" and r.note is None):
         for bon in (r for r in summary.rows if r.family == "bon" and r.budget == cbs.budget and r.note is None):
-            other = {k: r for k, r in by_method[bon.method].items() if k in keys}
-            use = {k: r for k, r in by_method[cbs.method].items() if k in keys}
-            cbs_vs_bon[f"{cbs.method} - {bon.method}"] = dict(zip(("gold", "gold_se"), _paired(use, other, "gold")))
+            paired = _paired(by_method[cbs.method], by_method[bon.method], "gold")
+            cbs_vs_bon[f"{cbs.method} - {bon.method}"] = dict(zip(("gold", "gold_se"), paired))
     return {"config_hash": summary.config_hash, "records": len(records), "methods": methods, "cbs_vs_bon": cbs_vs_bon,
             "wall_time_s": sum(r["wall_time_s"] for r in records),
             "batch_sizes": sorted({r["batch_size"] for r in records})}
 
 
-def _load_xz(model_dir: Path, tmp: Path) -> tuple:
-    """(records, not_applicable) of a collected model directory (its records unpacked into ``tmp``)."""
-    shutil.copy(model_dir / "config.json", tmp / "config.json")
-    (tmp / "records.jsonl").write_bytes(lzma.decompress((model_dir / RECORDS_XZ).read_bytes()))
-    records, notes = load_run(tmp)
-    if notes:
-        raise ValueError(f"{model_dir}: {notes}")
-    return records, not_applicable_of(tmp)
-
-
-def summary_of(out: Path, models) -> dict:
-    """summary.json's content, from the records collected under ``out``."""
-    result = {"command": [" ".join(compare_command(m, Path("DIR") / m)) for m in models], "models": {}}
+def load_collected(out: Path, models) -> dict:
+    """{model: (records, Summary)} of the records collected under ``out`` (each unpacked once)."""
+    loaded = {}
     for model in models:
         with tempfile.TemporaryDirectory() as tmp:
-            records, na = _load_xz(out / model, Path(tmp))
+            shutil.copy(out / model / "config.json", Path(tmp) / "config.json")
+            (Path(tmp) / "records.jsonl").write_bytes(lzma.decompress((out / model / RECORDS_XZ).read_bytes()))
+            records, notes = load_run(tmp)
+            if notes:
+                raise ValueError(f"{out / model}: {notes}")
+            loaded[model] = (records, summarize(records, not_applicable=not_applicable_of(tmp)))
+    return loaded
+
+
+def summary_of(out: Path, loaded: dict) -> dict:
+    """summary.json's content, from the collected records (:func:`load_collected`) and provenance under ``out``."""
+    result = {"command": [" ".join(compare_command(m, Path("DIR") / m)) for m in loaded], "models": {}}
+    for model, (records, summary) in loaded.items():
         prov = json.loads((out / model / PROVENANCE).read_text(encoding="utf-8"))
         entry = {k: prov.get(k) for k in ("model_type", "params", "vocab", "layers", "hidden", "wheels")}
-        entry.update(model_summary(records, na))
+        entry.update(model_summary(records, summary))
         entry["world_fingerprint"] = records[0]["config"]["world_fingerprint"]
         result["models"][model] = entry
     return result
@@ -164,7 +165,7 @@ def collect(runs: Path, out: Path, models, strong_home: Path, world_manifest: Pa
         (dst / RECORDS_XZ).write_bytes(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
         shutil.copy(strong_home / model / "w2s_strong.json", dst / PROVENANCE)
     shutil.copy(world_manifest, out / "world_manifest.json")
-    summary = summary_of(out, models)
+    summary = summary_of(out, load_collected(out, models))
     atomic_write_json(out / SUMMARY, summary)
     plot_gain_vs_params(summary, out / PLOT)
 
@@ -172,15 +173,13 @@ def collect(runs: Path, out: Path, models, strong_home: Path, world_manifest: Pa
 def check(out: Path, models) -> list:
     """Differences between the committed summary.json / report.md files and those made again from the records."""
     problems = []
+    loaded = load_collected(out, models)
     want = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
-    got = json.loads(to_json(summary_of(out, models)))
+    got = json.loads(to_json(summary_of(out, loaded)))
     if got != want:
         problems.append(f"{out / SUMMARY} differs from the summary of the committed records")
-    for model in models:
-        with tempfile.TemporaryDirectory() as tmp:
-            records, na = _load_xz(out / model, Path(tmp))
-        text = to_markdown(summarize(records, not_applicable=na))
-        if text != (out / model / "report.md").read_text(encoding="utf-8"):
+    for model, (_, summary) in loaded.items():
+        if to_markdown(summary) != (out / model / "report.md").read_text(encoding="utf-8"):
             problems.append(f"{out / model / 'report.md'} differs from the report of its records")
     with tempfile.TemporaryDirectory() as tmp:
         plot_gain_vs_params(got, Path(tmp) / PLOT)
