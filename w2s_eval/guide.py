@@ -42,7 +42,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 
-from .lm import CausalLM, KVRows, right_pad
+from .lm import CausalLM, KVRows, right_pad, user_turn
 from .spec import check_number
 
 logger = logging.getLogger(__name__)
@@ -130,8 +130,7 @@ class GuideLM:
             raise ValueError(f"empty prompt given to guide {self.lm.name!r}: every prompt needs text")
         tok = self.lm.tokenizer
         if self.template == "chat":
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-            ids = tok.encode(text, add_special_tokens=False)
+            ids = tok.encode(user_turn(tok, prompt), add_special_tokens=False)
         else:
             ids = tok.encode(self.template.format(prompt=prompt))
         if not ids:

@@ -39,7 +39,8 @@ from .kvroom import roomy_cache
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CausalLM", "KVRows", "left_pad", "right_pad", "split_on_oom", "OutOfMemoryError", "cache_kwarg"]
+__all__ = ["CausalLM", "KVRows", "left_pad", "right_pad", "split_on_oom", "OutOfMemoryError", "cache_kwarg",
+           "user_turn"]
 
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 _T = TypeVar("_T")
@@ -323,6 +324,12 @@ def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, 
     ids = torch.tensor([[pad_id] * (width - len(s)) + list(s) for s in seqs], dtype=torch.long).reshape(len(seqs), width)
     mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long).reshape(len(seqs), width)
     return ids.to(device), mask.to(device)
+
+
+def user_turn(tokenizer, text: str) -> str:
+    """``text`` as one user turn of ``tokenizer``'s chat template, with the generation prompt."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                         add_generation_prompt=True)
 
 
 def right_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -93,8 +93,9 @@ class AlpacaEngine:
         """The strong model's prompt for each instruction (chat template with a generation prompt)."""
         if not self.use_chat:
             return list(instructions)
-        return [self.tokenizer.apply_chat_template([{"role": "user", "content": ins}], tokenize=False,
-                                                   add_generation_prompt=True) for ins in instructions]
+        from ..lm import user_turn
+
+        return [user_turn(self.tokenizer, ins) for ins in instructions]
 
     def check_fit(self, instructions: Sequence[str]) -> None:
         """Raise before generating when an instruction's prompt plus max_new_tokens exceeds the local strong

@@ -211,8 +211,9 @@ def strong_prompts(engine, cfg: RunConfig, texts) -> list:
             f"the strong model {getattr(tok, 'name_or_path', None) or lm.name!r} (a base model?)"
         raise ValueError(f"--chat-template: {what} has no chat template here; leave out --chat-template to give "
                          "it the plain prompt")
-    return [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
-            for t in texts]
+    from ..lm import user_turn
+
+    return [user_turn(tok, t) for t in texts]
 
 
 def _check_context(engine, cfg: RunConfig, prompts) -> None:
