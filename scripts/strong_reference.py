@@ -100,13 +100,12 @@ def load_collected(out: Path, models) -> dict:
     """{model: (records, Summary)} of the records collected under ``out`` (each unpacked once)."""
     loaded = {}
     for model in models:
-        with tempfile.TemporaryDirectory() as tmp:
-            shutil.copy(out / model / "config.json", Path(tmp) / "config.json")
+        with tempfile.TemporaryDirectory() as tmp:  # load_run reads the records of a run directory
             (Path(tmp) / "records.jsonl").write_bytes(lzma.decompress((out / model / RECORDS_XZ).read_bytes()))
             records, notes = load_run(tmp)
-            if notes:
-                raise ValueError(f"{out / model}: {notes}")
-            loaded[model] = (records, summarize(records, not_applicable=not_applicable_of(tmp)))
+        if notes:
+            raise ValueError(f"{out / model}: {notes}")
+        loaded[model] = (records, summarize(records, not_applicable=not_applicable_of(out / model)))
     return loaded
 
 
