@@ -12,6 +12,7 @@ after its sha256 is checked against the world manifest.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -169,14 +170,6 @@ def _manifest_sha(path: Path):
         return None
 
 
-def _check_sha(path: Path, expected: str) -> None:
-    from ..assets import sha256_file
-
-    if sha256_file(path) != expected:
-        raise ValueError(f"gold reward {path} does not match the sha256 in the world's manifest (corrupted?); "
-                         "delete the world directory and run: w2s-eval world build imdb-mini")
-
-
 def load_gold(path: os.PathLike, sha256: str | None = None) -> GoldReward:
     """Load the gold reward from a file (or a directory holding :data:`GOLD_FILE` or ``gold.pkl``).
 
@@ -192,26 +185,26 @@ def load_gold(path: os.PathLike, sha256: str | None = None) -> GoldReward:
         path = path / GOLD_FILE if (path / GOLD_FILE).exists() else path / LEGACY_FILE
     if not path.exists():
         raise FileNotFoundError(f"gold reward {path} is missing; run: w2s-eval world build imdb-mini")
-    with open(path, "rb") as f:
-        is_json = f.read(1) == b"{"
+    data = path.read_bytes()  # read once: the bytes checked are the bytes loaded
+    is_json = data[:1] == b"{"
     expected = sha256 if sha256 is not None or is_json else _manifest_sha(path)
     if expected is None and not is_json:
         raise ValueError(f"refusing to unpickle {path}: no world manifest records its sha256 (a pickle can run "
                          "code). Gold rewards are JSON data files now; rebuild the world: "
                          "w2s-eval world build imdb-mini --force")
-    if expected is not None:
-        _check_sha(path, expected)
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise ValueError(f"gold reward {path} does not match the sha256 in the world's manifest (corrupted?); "
+                         "delete the world directory and run: w2s-eval world build imdb-mini")
     if is_json:
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            doc = json.loads(data.decode("utf-8"))
         except ValueError as e:
             raise ValueError(f"gold reward {path} is not JSON ({e}); rebuild the world: "
                              "w2s-eval world build imdb-mini --force") from None
         return gold_from_dict(doc, path)
     import pickle
 
-    with open(path, "rb") as f:
-        obj = pickle.load(f)  # noqa: S301 - an old world's own file, its sha256 verified just above
+    obj = pickle.loads(data)  # noqa: S301 - an old world's own file, its sha256 verified just above
     return GoldReward(obj["vectorizer"], obj["classifier"])
 
 
