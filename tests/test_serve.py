@@ -89,7 +89,7 @@ def test_openai_client_completions_equal_the_engine(served, engine):
     import openai
 
     from w2s_eval.config import SamplingConfig
-    from w2s_eval.serve.app import choice_seed
+    from w2s_eval.policy import choice_seed
 
     client = openai.OpenAI(base_url=served.url + "/v1", api_key=KEY, max_retries=0)
     out = client.completions.create(model="cbs:w=2,k=2,l=3", prompt=PROMPTS[:2], max_tokens=8, seed=5, n=2,
@@ -122,7 +122,7 @@ def test_openai_client_chat_templates_the_messages_and_guides_read_the_last_user
     import openai
 
     from w2s_eval.config import SamplingConfig
-    from w2s_eval.serve.app import choice_seed
+    from w2s_eval.policy import choice_seed
 
     client = openai.OpenAI(base_url=served.url + "/v1", api_key=KEY, max_retries=0)
     messages = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Tell me about the film"}]

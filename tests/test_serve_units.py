@@ -153,7 +153,7 @@ def _logp(lm, prompt_ids, ids) -> list[float]:
 def test_completion_logprobs_are_those_of_the_generated_tokens(byte_engine):
     """Issue 13 follow-up: the completion's logprobs are one per token the strong model generated (its own ids,
     not the text re-encoded, which differs where a token is part of a character), with its log-probability."""
-    from w2s_eval.serve.app import choice_seed
+    from w2s_eval.policy import choice_seed
 
     server = _served(byte_engine)
     try:

@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 _ROOM = 128
 
 __all__ = ["Continuation", "Session", "Policy", "TransformersPolicy", "EFTPolicy", "cut_at_stop", "prompt_seed",
-           "make_generators", "warp", "draw", "eft_logprobs", "check_same_vocab"]
+           "choice_seed", "make_generators", "warp", "draw", "eft_logprobs", "check_same_vocab"]
 
 
 # ----------------------------------------------------------------------------- sampling (as HF generate)
@@ -54,6 +54,11 @@ def prompt_seed(seed: int, prompt: str) -> int:
     """A 63-bit seed derived from the run seed and the prompt text (batch-independent)."""
     digest = hashlib.sha256(f"{seed}\x00{prompt}".encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def choice_seed(seed: int, prompt: str, index: int) -> int:
+    """The seed of the ``index``-th sample of one prompt (lm-eval repeats, OpenAI ``n``): 0 is the prompt's own."""
+    return prompt_seed(seed, prompt if index == 0 else f"{prompt}\x00repeat{index}")
 
 
 def make_generators(seeds: Sequence[int], device) -> list[torch.Generator]:

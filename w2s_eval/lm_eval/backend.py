@@ -31,7 +31,7 @@ from lm_eval.utils import simple_parse_args_string
 from tqdm.auto import tqdm
 
 from ..engine import build_engine
-from ..policy import TransformersPolicy, prompt_seed
+from ..policy import TransformersPolicy, choice_seed
 from ..provenance import package_versions
 from .args import greedy_hint, parse_model_args, sampling_config
 from .cache import cache_identity, check_cache_identity
@@ -215,7 +215,7 @@ class W2SLM(LoadedHFLM):
     def _generate_batch(self, requests, batch: list) -> list[str]:
         cfg = batch[0][1]
         prompts = [p for p, _, _, _ in batch]
-        seeds = [prompt_seed(cfg.seed, p if rep == 0 else f"{p}\x00repeat{rep}") for p, _, _, rep in batch]
+        seeds = [choice_seed(cfg.seed, p, rep) for p, _, _, rep in batch]
         t0 = time.perf_counter()
         results = self.engine.generate(prompts, self.run, cfg, seeds=seeds, batch_size=len(batch))
         rows = []

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Method, SamplingConfig
 from ..lm_eval.loglik import Tilt, terms_for
-from ..policy import context_hint, prompt_seed
+from ..policy import choice_seed, context_hint
 from .batcher import Batcher, Job
 from .guard import Guard
 from .protocol import APIError, ChatRequest, CompletionRequest, Limits, error_body, resolve_method
@@ -32,7 +32,7 @@ from .scoring import score_sequences
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ServeConfig", "create_app", "choice_seed"]
+__all__ = ["ServeConfig", "create_app"]
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,6 @@ class ServeConfig:
     max_wait_ms: float = 5.0
     max_request_bytes: int = 1 << 20
     limits: Limits = field(default_factory=Limits)
-
-
-def choice_seed(seed: int, prompt: str, index: int) -> int:
-    """The random stream of choice ``index`` of a prompt: as the lm-eval backend seeds repeats."""
-    return prompt_seed(seed, prompt if index == 0 else f"{prompt}\x00repeat{index}")
 
 
 class Server:
