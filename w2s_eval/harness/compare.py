@@ -302,8 +302,6 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
                 n_planned - todo_total)
     if todo_total == 0:
         return CompareOutcome(run_dir, n_before, 0, n_planned, log.truncated is not None, not_applicable)
-    if prepared is None:  # a record set aside as truncated is to do again
-        engine, prepared, _ = _ready(engine, cfg, methods, prompts)
     bar = tqdm(total=todo_total, desc=f"compare {world.name}", unit="rec", disable=not progress)
     try:
         n_new, stamp = 0, (package_versions(), git_revision(), _served(engine))
