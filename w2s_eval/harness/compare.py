@@ -217,15 +217,15 @@ def strong_prompts(engine, cfg: RunConfig, texts) -> list:
 
 
 def _check_context(engine, cfg: RunConfig, prompts) -> None:
-    """Every prompt plus ``max_new_tokens`` must fit the local strong model's context (before anything is written)."""
+    """Every prompt (``(id, text, what the strong model reads)``) plus ``max_new_tokens`` must fit the local
+    strong model's context (before anything is written)."""
     from ..policy import encode_prompt
 
-    strong_prompts(engine, cfg, [])  # a chat template that is not there fails before anything is written
     lm = getattr(engine.policy, "lm", None)
     if lm is None or lm.max_length is None or cfg.sampling.truncation == "left":
         return
     room = lm.max_length - cfg.sampling.max_new_tokens
-    for (pid, _), text in zip(prompts, strong_prompts(engine, cfg, [t for _, t in prompts])):
+    for pid, _, text in prompts:
         n = len(encode_prompt(lm, text, getattr(engine.policy, "add_special_tokens", None)))
         if n > room:
             raise ValueError(f"prompt {pid} of world {cfg.world!r} has {n} tokens, which with max_new_tokens="
@@ -254,15 +254,18 @@ def _prepare(engine, cfg: RunConfig, methods) -> tuple:
 
 
 def _ready(engine, cfg: RunConfig, methods, prompts) -> tuple:
-    """(engine, {spec: PreparedMethod}, {spec: why not}): the engine built (unless given), every method prepared,
-    the context checked; nothing is written."""
+    """(engine, {spec: PreparedMethod}, {spec: why not}, prompts as ``(id, text, what the strong model reads)``):
+    the engine built (unless given), every method prepared, the prompts rendered once, the context checked;
+    nothing is written."""
     if engine is None:
         from ..engine import build_engine
 
         engine = build_engine(cfg.engine)
     prepared, not_applicable = _prepare(engine, cfg, methods)
-    _check_context(engine, cfg, prompts)
-    return engine, prepared, not_applicable
+    strong = strong_prompts(engine, cfg, [t for _, t in prompts])  # fails here if there is no chat template
+    rendered = [(pid, text, s) for (pid, text), s in zip(prompts, strong)]
+    _check_context(engine, cfg, rendered)
+    return engine, prepared, not_applicable, rendered
 
 
 def _todo(log_keys, prompts, methods, seeds) -> int:
@@ -289,9 +292,9 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
     prompts = world.prompts[: cfg.n_prompts]
     n_planned = len(prompts) * len(methods) * len(cfg.seeds)
     recorded = {record_key(r) for r in read_records(out / RECORDS_FILE, warn=False)[0]}
-    not_applicable, prepared = dict(known), None  # known: found by an earlier run of this identity
+    not_applicable, prepared, rendered = dict(known), None, None  # known: found by an earlier run of this identity
     if _todo(recorded, prompts, [m for m in methods if m.spec not in known], cfg.seeds):
-        engine, prepared, found = _ready(engine, cfg, methods, prompts)
+        engine, prepared, found, rendered = _ready(engine, cfg, methods, prompts)
         not_applicable.update(found)
     run_dir = open_run_dir(out, cfg, not_applicable)
     log = RecordLog(run_dir)
@@ -306,7 +309,7 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
     try:
         n_new, stamp = 0, (package_versions(), git_revision(), _served(engine))
         for done, m in enumerate(runnable, 1):
-            n_new += _run_method(world, cfg, engine, prepared[m.spec], prompts, log, bar, stamp)
+            n_new += _run_method(world, cfg, engine, prepared[m.spec], rendered, log, bar, stamp)
             logger.info("%s: %s has all its records (%d of %d methods)", run_dir, m.spec, done, len(runnable))
             if on_method_done is not None:
                 on_method_done(run_dir, m.spec, done, len(runnable))
@@ -317,24 +320,24 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
 
 def _run_method(world: World, cfg: RunConfig, engine, run, prompts, log: RecordLog, bar, stamp: tuple) -> int:
     """Every (prompt batch, seed) of method ``run`` not in ``log`` yet: generate, score, record. Returns records
-    written. ``stamp``: (package versions, git revision, how the strong model is served) of every record."""
+    written. ``prompts``: ``(id, text, what the strong model reads)``; ``stamp``: (package versions, git revision, how the strong model is served) of every record."""
     versions, revision, served = stamp
     n_new = 0
     for start in range(0, len(prompts), cfg.batch_size):
         batch = prompts[start: start + cfg.batch_size]
         for seed in cfg.seeds:
-            todo = [(pid, text) for pid, text in batch if (pid, run.spec, seed) not in log]
+            todo = [p for p in batch if (p[0], run.spec, seed) not in log]
             if not todo:
                 continue
             bar.set_postfix_str(f"{run.spec} seed={seed}")
-            texts = [t for _, t in todo]
-            results = engine.generate(strong_prompts(engine, cfg, texts), run, replace(cfg.sampling, seed=seed),
+            texts = [t for _, t, _ in todo]
+            results = engine.generate([s for _, _, s in todo], run, replace(cfg.sampling, seed=seed),
                                       batch_size=len(texts), guide_prompts=texts)
             responses = [r.text for r in results]
             gold = _rewards(world.gold, "gold", texts, responses)
             judge = _rewards(world.judge, "judge", texts, responses)
             guide, sources, score_tokens = _guide_scores(engine, results, texts)
-            for (pid, text), r, g, j, gs, src, st in zip(todo, results, gold, judge, guide, sources, score_tokens):
+            for (pid, text, _), r, g, j, gs, src, st in zip(todo, results, gold, judge, guide, sources, score_tokens):
                 rec = _record(cfg, run.method, seed, pid, text, r, g, j, gs, src, st, versions, revision)
                 log.append({**rec, "strong_engine": served} if served else rec)
                 n_new += 1
