@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Method, SamplingConfig
+from ..engine import PreparedMethod
 from ..lm_eval.loglik import Tilt, terms_for
 from ..policy import choice_seed, context_hint
 from .batcher import Batcher, Job
@@ -59,13 +60,15 @@ class Server:
         self.tokenizer = copy.deepcopy(tok)
         self.eos_id = _eos_id(policy.lm) if hasattr(policy, "lm") else None
         self._tilts: dict[str, Tilt] = {}
+        self._prepared: dict[str, PreparedMethod] = {}  # each method checked and prepared once, then reused
 
     def method(self, req) -> Method:
         method = resolve_method(req, self.cfg.served_name, self.default)
-        try:
-            self.engine.check(method)
-        except ValueError as e:
-            raise APIError(f"method {method.spec} cannot run on this server: {e}", param="model") from None
+        if method.spec not in self._prepared:
+            try:
+                self._prepared[method.spec] = self.engine.prepare(method)
+            except ValueError as e:
+                raise APIError(f"method {method.spec} cannot run on this server: {e}", param="model") from None
         return method
 
     def sampling(self, req, max_new_tokens: int) -> SamplingConfig:
@@ -97,7 +100,8 @@ class Server:
     async def run(self, prompts: list[str], guide_prompts: list[str], method: Method, sampling: SamplingConfig,
                   seed: int, n: int) -> list:
         """SearchResults, n per prompt (prompt-major, as OpenAI orders choices)."""
-        jobs = [Job(p, g, choice_seed(seed, p, i), method, sampling)
+        run = self._prepared[method.spec]  # prepared by method(), which every route calls first
+        jobs = [Job(p, g, choice_seed(seed, p, i), run, sampling)
                 for p, g in zip(prompts, guide_prompts) for i in range(n)]
         return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in self.batcher.submit(jobs))))
 

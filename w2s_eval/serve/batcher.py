@@ -21,9 +21,12 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 from ..config import Method, SamplingConfig
+
+if TYPE_CHECKING:
+    from ..engine import PreparedMethod
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +40,7 @@ class Job:
     prompt: str
     guide_prompt: str
     seed: int
-    method: Method
+    method: Union[Method, "PreparedMethod"]  # what Engine.generate takes; the server prepares each once
     sampling: SamplingConfig
     future: Future = field(default_factory=Future)
 
