@@ -229,13 +229,14 @@ async def chat_completions(server: Server, req: ChatRequest) -> dict:
                        "prompt format", param="messages")
     messages = [{"role": m.role, "content": m.text()} for m in req.messages]
     prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    server.check_context([server.encode(prompt)], sampling.max_new_tokens,
+    ids = [server.encode(prompt)]
+    server.check_context(ids, sampling.max_new_tokens,
                          "max_completion_tokens" if req.max_completion_tokens else "max_tokens")
     seed = _new_seed(req.seed)
     results = await server.run([prompt], [req.last_user_turn()], method, sampling, seed, req.n)
     choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "logprobs": None,
                 "finish_reason": _finish(r)} for i, r in enumerate(results)]
-    usage = _usage([server.encode(prompt)], results)
+    usage = _usage(ids, results)
     usage["w2s"].update(method=method.spec, seed=seed)
     return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": req.model, "choices": choices, "usage": usage}
