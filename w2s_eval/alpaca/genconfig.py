@@ -60,11 +60,12 @@ class GenerationConfig(EngineSpec):
 
     def __post_init__(self):
         super().__post_init__()  # the engine's fields
-        object.__setattr__(self, "method", parse_method(self.method).spec)  # validates, canonical spec
+        method = parse_method(self.method)  # validates
+        object.__setattr__(self, "method", method.spec)  # the canonical spec
         object.__setattr__(self, "stop", tuple(self.stop or ()))
         self._check_strong_tokenizer()
         self.sampling  # validates the sampling fields
-        self.check_method(parse_method(self.method))
+        self.check_method(method)
         if self.chat_template not in (None, True, False):
             raise SpecError(f"chat_template must be None (auto), True or False, got {self.chat_template!r}")
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9._+-]+", self.name):

@@ -139,9 +139,9 @@ def run_generate(cfg: GenerationConfig, instructions: Union[str, Path], out_dir:
     todo = [r for r in rows if r["instruction"] not in done]
     if todo:
         engine = _ready_engine(cfg, engine, todo)  # models load and prompts fit before anything is written
-    versions = package_versions()
+    versions, fp = package_versions(), fingerprint(identity)
     _make_dir(out)
-    atomic_write_json(out / RUN_CONFIG_FILE, {"identity": identity, "fingerprint": fingerprint(identity),
+    atomic_write_json(out / RUN_CONFIG_FILE, {"identity": identity, "fingerprint": fp,
                                               "engine": cfg.engine_spec().to_dict(), "batch_size": batch_size,
                                               "versions": versions}, sort_keys=False)
     _write_model_configs(out, cfg, batch_size)
@@ -151,8 +151,7 @@ def run_generate(cfg: GenerationConfig, instructions: Union[str, Path], out_dir:
         return out / OUTPUTS_FILE
     if done:
         logger.info("resuming: %d of %d instructions done", len(done), len(rows))
-    _generate(engine, cfg, todo, out, (done, stats, order), batch_size, progress, fingerprint(identity), versions,
-              len(rows))
+    _generate(engine, cfg, todo, out, (done, stats, order), batch_size, progress, fp, versions, len(rows))
     return out / OUTPUTS_FILE
 
 
