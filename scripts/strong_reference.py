@@ -26,8 +26,9 @@ import tempfile
 from pathlib import Path
 
 from w2s_eval.assets import cache_home
-from w2s_eval.harness.report import load_run, not_applicable_of, summarize, to_markdown, write_report
-from w2s_eval.provenance import atomic_write_json, atomic_write_text, mean_se, to_json
+from w2s_eval.harness.report import (group_by_method, load_run, not_applicable_of, paired_delta, summarize,
+                                     to_markdown, write_report)
+from w2s_eval.provenance import atomic_write_json, to_json
 
 MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-0.5b")
 METHODS = "base,bon:n=4,bon:n=16,eft:beta=1,cbs:w=2,k=2,l=5,cbs:w=4,k=4,l=5"
@@ -63,16 +64,10 @@ def run(runs: Path, models, jobs: int, threads: int) -> int:
     return status
 
 
-def _paired(by_key: dict, base: dict, field: str) -> tuple:
-    return mean_se([r[field] - base[k][field] for k, r in by_key.items() if k in base])
-
-
 def model_summary(records: list, summary) -> dict:
     """Per method: n, gold and judge means, and their paired gains over base (mean, s.e.), from the records and
     their :class:`Summary` (the pairs every method has, as the summary uses)."""
-    by_method: dict = {}
-    for r in records:
-        by_method.setdefault(r["method"], {})[(str(r["prompt_id"]), int(r["seed"]))] = r
+    by_method = group_by_method(records)
     keys = set.intersection(*(set(v) for v in by_method.values()))
     by_method = {m: {k: r for k, r in v.items() if k in keys} for m, v in by_method.items()}
     methods = {}
@@ -80,7 +75,7 @@ def model_summary(records: list, summary) -> dict:
         if row.note is not None:
             methods[row.method] = {"n": 0, "note": row.note}
             continue
-        judge_gain = _paired(by_method[row.method], by_method["base"], "judge") if row.method != "base" else \
+        judge_gain = paired_delta(by_method[row.method], by_method["base"], "judge") if row.method != "base" else \
             (None, None)
         methods[row.method] = {
             "n": row.n, "gold": row.gold_mean, "gold_se": row.gold_se, "judge": row.judge_mean,
@@ -89,7 +84,7 @@ def model_summary(records: list, summary) -> dict:
     cbs_vs_bon = {}  # CBS against BoN of the same strong-sample budget, paired over (prompt, seed)
     for cbs in (r for r in summary.rows if r.family == "cbs" and r.note is None):
         for bon in (r for r in summary.rows if r.family == "bon" and r.budget == cbs.budget and r.note is None):
-            paired = _paired(by_method[cbs.method], by_method[bon.method], "gold")
+            paired = paired_delta(by_method[cbs.method], by_method[bon.method], "gold")
             cbs_vs_bon[f"{cbs.method} - {bon.method}"] = dict(zip(("gold", "gold_se"), paired))
     return {"config_hash": summary.config_hash, "records": len(records), "methods": methods, "cbs_vs_bon": cbs_vs_bon,
             "wall_time_s": sum(r["wall_time_s"] for r in records),

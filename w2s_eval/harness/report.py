@@ -24,7 +24,8 @@ from ..provenance import atomic_write_text, diff_fields, mean_se
 from .records import CONFIG_FILE, RECORDS_FILE, read_records
 
 __all__ = ["MethodSummary", "Summary", "summarize", "summary_of", "to_markdown", "to_csv", "to_latex", "write_report",
-           "load_run", "not_applicable_of", "mean_se"]
+           "load_run", "not_applicable_of", "mean_se",
+           "group_by_method", "paired_delta"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,20 @@ def _sort_key(spec: str) -> tuple:
     return (m.budget, _FAMILY_ORDER.get(m.name, 9), spec)
 
 
+def group_by_method(records: Sequence[dict]) -> dict:
+    """{method spec: {(prompt_id, seed): record}}."""
+    by_method: dict = {}
+    for r in records:
+        by_method.setdefault(r["method"], {})[(str(r["prompt_id"]), int(r["seed"]))] = r
+    return by_method
+
+
+def paired_delta(records: dict, base: dict, field: str) -> tuple:
+    """(mean, s.e.) of ``record[field] - base record[field]`` over the (prompt, seed) pairs both hold
+    (``records``, ``base``: {(prompt_id, seed): record})."""
+    return mean_se([r[field] - base[k][field] for k, r in records.items() if k in base])
+
+
 def summarize(records: Sequence[dict], matched: bool = True, notes: Optional[list] = None,
               not_applicable: Optional[dict] = None) -> Summary:
     """Per-method summaries of ``records`` (see the module doc); ``not_applicable``: {method: why} of methods
@@ -117,9 +132,7 @@ def summarize(records: Sequence[dict], matched: bool = True, notes: Optional[lis
     notes = list(notes or [])
     if not records:
         raise ValueError("there are no records to report; run `w2s-eval compare` first")
-    by_method: dict = {}
-    for r in records:
-        by_method.setdefault(r["method"], {})[(str(r["prompt_id"]), int(r["seed"]))] = r
+    by_method = group_by_method(records)
     keys = None
     if matched:
         sets = [set(v) for v in by_method.values()]
@@ -147,8 +160,7 @@ def summarize(records: Sequence[dict], matched: bool = True, notes: Optional[lis
         guide_m, guide_se = mean_se([r["guide_score"] for r in vals if r.get("guide_score") is not None])
         delta_m = delta_se = None
         if base is not None and spec != "base":
-            diffs = [r["gold"] - base[k]["gold"] for k, r in use.items() if k in base]
-            delta_m, delta_se = mean_se(diffs)
+            delta_m, delta_se = paired_delta(use, base, "gold")
         rows.append(MethodSummary(
             method=spec, family=m.name, budget=m.budget, n=len(vals),
             n_prompts=len({k[0] for k in use}), n_seeds=len({k[1] for k in use}),
