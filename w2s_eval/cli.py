@@ -23,7 +23,6 @@ COMMANDS = {
     "w2s_eval.world.cli": ("world",),
     "w2s_eval.serve.cli": ("serve",),
 }
-COMMAND_MODULES = tuple(COMMANDS)
 
 logger = logging.getLogger(__name__)
 
@@ -234,12 +233,12 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="w2s-eval", description="Weak-to-strong search: evaluation and comparison")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in [m for m, names in COMMANDS.items() if command in names] or COMMAND_MODULES:
+    for name in [m for m, names in COMMANDS.items() if command in names] or COMMANDS:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
             if e.name and name.startswith(e.name):
-                logging.getLogger(__name__).debug("%s is not part of this build; its commands are left out", name)
+                logger.debug("%s is not part of this build; its commands are left out", name)
                 continue
             raise
         module.add_commands(sub)

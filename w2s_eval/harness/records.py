@@ -157,8 +157,7 @@ class RunConfig:
 
     def resolved(self, method: str, seed: int) -> dict:
         """The full resolved config of one record."""
-        spec = getattr(method, "spec", method)
-        spec = spec if spec in self.methods else parse_method(spec).spec
+        spec = method if method in self.methods else parse_method(method).spec
         return {**self.identity(), "method": spec, "seed": seed, "device": self.device,
                 "batch_size": self.batch_size}
 

@@ -267,7 +267,8 @@ def summary_of(run_dir: Union[str, os.PathLike], matched: bool = True,
     ``methods``, of those methods' records only (e.g. the methods a running comparison has finished)."""
     records, notes = load_run(run_dir)
     if methods is not None:
-        records = [r for r in records if r["method"] in set(methods)]
+        wanted = set(methods)
+        records = [r for r in records if r["method"] in wanted]
     return summarize(records, matched=matched, notes=notes, not_applicable=not_applicable_of(run_dir))
 
 
