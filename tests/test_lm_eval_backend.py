@@ -99,6 +99,44 @@ def test_beta_zero_and_eft(toy_dirs, base):
     assert any(abs(a - b) > 1e-2 for a, (b, _) in zip(got, ref))
 
 
+def test_eft_loglikelihood_is_the_samplers_over_padded_embeddings(toy_dirs, tmp_path):
+    """Models whose embeddings have more rows than their tokenizer (Qwen pads 271): the lm-eval EFT
+    loglikelihood and serve's EFT token logprobs are the sums of the sampler's own normalised per-token
+    log-probs (one shared vocabulary: the tokenizer's, :func:`w2s_eval.policy.shared_vocab`)."""
+    from w2s_eval.engine import build_engine
+    from w2s_eval.config import SamplingConfig, parse_method
+    from w2s_eval.policy import LocalSession
+    from w2s_eval.serve.scoring import score_sequences
+    from w2s_eval.toy import build_causal_lm
+
+    dirs = {name: build_causal_lm(str(tmp_path / name), toy_dirs["tok_a"], seed=seed, pad_rows=pad)
+            for name, seed, pad in (("strong", 0, 9), ("tuned", 1, 5), ("untuned", 2, 7))}
+    eft = W2SLM(strong=dirs["strong"], tuned=dirs["tuned"], untuned=dirs["untuned"], method="eft", beta=1.5,
+                device="cpu", dtype="float32")
+    n = len(eft.tokenizer)
+    with torch.no_grad():  # rows no token uses, likely under each model (tied embeddings: output rows only)
+        for lm in (eft.engine.policy.lm, *eft.engine.tuned, eft.engine.untuned):
+            lm.model.get_output_embeddings().weight[n:] *= 8
+    assert eft.engine.policy.lm.model.config.vocab_size == n + 9
+    got = [a for a, _ in eft.loglikelihood([_ll(c, y, i) for i, (c, y) in enumerate(PAIRS)])]
+    method = parse_method("eft:beta=1.5")
+    run = eft.engine.prepare(method)
+    for (ctx, cont), value in zip(PAIRS, got):
+        c_ids, y_ids = eft._encode_pair(ctx, cont)
+        # the sampler's per-token log-probs: its session fed the continuation token by token
+        lms, combine = run.policy._sources()
+        session = LocalSession(lms, combine, [c_ids], SamplingConfig(max_new_tokens=len(y_ids)), [0])
+        want = 0.0
+        for y in y_ids:
+            with torch.no_grad():
+                logits = session._next_logits(torch.ones(1, dtype=torch.bool))
+            want += float(torch.log_softmax(logits.double(), -1)[0, y])
+            session.pending = torch.tensor([y])
+        assert value == pytest.approx(want, rel=1e-5)
+        [served] = score_sequences(eft.engine, method, [c_ids + y_ids], [len(c_ids)], 1)
+        assert sum(served.token_logprobs) == pytest.approx(want, rel=1e-5)
+
+
 def test_generate_until_cbs_honours_request_and_records_stats(cbs):
     reqs = [_gen("The movie was", {"until": ["e"], "max_gen_toks": 6, "do_sample": True, "temperature": 0.9}, 0),
             _gen("I loved the", {"until": "zz", "max_gen_toks": 8}, 1),

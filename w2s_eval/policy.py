@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 _ROOM = 128
 
 __all__ = ["Continuation", "Session", "Policy", "TransformersPolicy", "EFTPolicy", "cut_at_stop", "prompt_seed",
-           "choice_seed", "make_generators", "warp", "draw", "eft_logprobs", "check_same_vocab"]
+           "choice_seed", "make_generators", "warp", "draw", "eft_logprobs", "check_same_vocab", "shared_vocab"]
 
 
 # ----------------------------------------------------------------------------- sampling (as HF generate)
@@ -222,7 +222,7 @@ class LocalSession:
         self.device = self.main.device
         self.tok = self.main.tokenizer
         self.eos = set(self.main.eos_ids)
-        self.vocab = min(len(lm.tokenizer) for lm in lms) if len(lms) > 1 else None
+        self.vocab = shared_vocab(lms)
         self.generators = make_generators(seeds, self.device)
         b = len(prompt_ids)
         self.row_prompt = list(range(b))
@@ -279,9 +279,7 @@ class LocalSession:
         for lm, kv in zip(self.lms, self.kvs):
             logits = kv.feed(self.pending.unsqueeze(1), mask)[:, -1]
             lm.check_finite(logits, active.to(logits.device))
-            if self.vocab is not None:
-                logits = logits[:, : self.vocab]
-            outs.append(logits.to(self.device))
+            outs.append(logits[..., : self.vocab].to(self.device))
         return self.combine(outs)
 
     def extend(self, parents: Sequence[int], k: int, max_tokens: Optional[int]) -> list[Continuation]:
@@ -363,6 +361,13 @@ def check_same_vocab(strong: CausalLM, others: Sequence[CausalLM]) -> None:
                 f"{strong.name!r}'s; use guides that share the strong model's tokenizer, or a text-level "
                 "method (bon, cbs) whose guides may use any tokenizer"
             )
+
+
+def shared_vocab(lms: Sequence[CausalLM]) -> Optional[int]:
+    """How many logits models that mix their next-token distributions (EFT) keep: the shortest tokenizer's
+    length (embedding rows beyond a tokenizer, padding in e.g. Qwen's models, are no token); None for one model.
+    Every mix of logits cuts them with ``logits[..., :shared_vocab(lms)]``."""
+    return min(len(lm.tokenizer) for lm in lms) if len(lms) > 1 else None
 
 
 def eft_logprobs(logits: Sequence[torch.Tensor], betas: Sequence[float]) -> torch.Tensor:

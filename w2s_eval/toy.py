@@ -58,10 +58,10 @@ def build_tokenizer(path: str, vocab_size: int = 700, seed: int = 0, chat_templa
     return path
 
 
-def _llama_config(tokenizer, hidden: int, layers: int, **extra):
+def _llama_config(tokenizer, hidden: int, layers: int, pad_rows: int = 0, **extra):
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+    return LlamaConfig(vocab_size=len(tokenizer) + pad_rows, hidden_size=hidden, intermediate_size=2 * hidden,
                        num_hidden_layers=layers, num_attention_heads=max(1, hidden // 16),
                        num_key_value_heads=max(1, hidden // 32), max_position_embeddings=512,
                        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
@@ -108,16 +108,17 @@ def tiny_causal_lm(family: str, tokenizer, seed: int = 0, hidden: int = 32, laye
 
 
 def build_causal_lm(path: str, tokenizer_dir: str, hidden: int = 32, layers: int = 2, seed: int = 0,
-                    init_std: float = 0.5) -> str:
+                    init_std: float = 0.5, pad_rows: int = 0) -> str:
     """A random tiny Llama causal LM with the tokenizer of ``tokenizer_dir``, saved to ``path``.
 
-    ``init_std`` is large so the random model's distributions are far from uniform.
+    ``init_std`` is large so the random model's distributions are far from uniform. ``pad_rows``: embedding
+    (and logit) rows beyond the tokenizer's vocabulary, as real models pad theirs (Qwen2.5: 271 rows).
     """
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(_llama_config(tok, hidden, layers, initializer_range=init_std))
+    model = LlamaForCausalLM(_llama_config(tok, hidden, layers, pad_rows, initializer_range=init_std))
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(path)

@@ -21,7 +21,7 @@ from lm_eval.models.huggingface import HFLM
 
 from ..guide import GuideLM
 from ..lm import CausalLM, split_on_oom
-from ..policy import eft_logprobs
+from ..policy import eft_logprobs, shared_vocab
 
 __all__ = ["LoadedHFLM", "Tilt", "split_space", "guide_requests", "eft_parts", "terms_for", "eft_combiner",
            "model_max_length"]
@@ -49,6 +49,7 @@ class LoadedHFLM(HFLM):
         finally:
             hf_logger.setLevel(level)
         self.eft_lms, self.eft_betas = tuple(eft_lms), [float(b) for b in eft_betas]
+        self.eft_vocab = shared_vocab([lm, *self.eft_lms])  # the EFT sampler's (padded embedding rows are no token)
         self.lm_name, self._oom_rows = lm.name, None  # rows per forward that fitted after an OOM split
         self._use_ranks(accelerator)
 
@@ -75,8 +76,7 @@ class LoadedHFLM(HFLM):
         with torch.no_grad():
             outs = [logits.float()] + [lm.model(inps.to(lm.device)).logits.float().to(logits.device)
                                        for lm in self.eft_lms]
-        vocab = min(o.shape[-1] for o in outs)
-        return eft_combiner(self.eft_betas)([o[..., :vocab] for o in outs])
+        return eft_combiner(self.eft_betas)([o[..., : self.eft_vocab] for o in outs])
 
 
 def eft_combiner(betas: Sequence[float]) -> Callable[[list[torch.Tensor]], torch.Tensor]:

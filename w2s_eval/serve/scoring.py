@@ -27,6 +27,7 @@ import torch
 from ..config import Method
 from ..lm import right_pad
 from ..lm_eval.loglik import Tilt, eft_combiner, eft_parts, model_max_length, terms_for
+from ..policy import shared_vocab
 
 __all__ = ["TokenLogprobs", "score_sequences"]
 
@@ -63,7 +64,7 @@ def _strong_logprobs(engine, method: Method, seqs: list[list[int]], top_n: int):
         logits = lm.forward(ids.to(lm.device), mask.to(lm.device), None)
         lm.check_finite(logits.reshape(-1, logits.shape[-1]), mask.reshape(-1).bool().to(lm.device))
         outs.append(logits.to(lms[0].device))
-    vocab = min(o.shape[-1] for o in outs)
+    vocab = shared_vocab(lms)  # the EFT sampler's (padded embedding rows are no token)
     logp = combine([o[..., :vocab] for o in outs])  # [B, T, V]
     result = []
     for b, seq in enumerate(seqs):
