@@ -275,3 +275,35 @@ def test_max_tokens_that_fill_the_context_name_the_request_field(byte_engine, mo
         assert out["error"]["param"] == "max_completion_tokens"
     finally:
         server.batcher.close()
+
+
+def test_a_chat_prompt_that_starts_with_bos_counts_it_once(toy_dirs):
+    """A chat template that writes the BOS text (as Llama's): the usage counts and the context check see the
+    tokens the strong model reads (:func:`w2s_eval.policy.encode_prompt`: one BOS), not the tokenizer's second."""
+    import asyncio
+
+    from tokenizers.processors import TemplateProcessing
+
+    from w2s_eval.engine import build_engine, load_causal_lm
+    from w2s_eval.serve.app import chat_completions
+    from w2s_eval.serve.protocol import ChatRequest
+    from w2s_eval.toy import CHAT_TEMPLATE
+
+    lm = load_causal_lm(toy_dirs["strong"], dtype="float32", device="cpu", name="strong")
+    tok, bos = lm.tokenizer, lm.tokenizer.bos_token_id
+    tok.backend_tokenizer.post_processor = TemplateProcessing(single=f"{tok.bos_token} $A",
+                                                              special_tokens=[(tok.bos_token, bos)])
+    tok.chat_template = "{{ bos_token }}" + CHAT_TEMPLATE
+    messages = [{"role": "user", "content": "The movie was"}]
+    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert prompt.startswith(tok.bos_token) and tok.encode(prompt)[:2] == [bos, bos]  # the tokenizer adds one
+    engine = build_engine(lm)
+    read = engine.policy.encode(prompt, SamplingConfig(max_new_tokens=2))
+    assert read.count(bos) == 1
+    server = _served(engine)
+    try:
+        out = asyncio.run(chat_completions(server, ChatRequest(model="base", messages=messages, max_tokens=2)))
+        assert out["usage"]["prompt_tokens"] == len(read)
+        server.check_context([server.encode(prompt)], lm.max_length - len(read))  # fits exactly: no error
+    finally:
+        server.batcher.close()

@@ -143,12 +143,11 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
-def encode_prompt(lm: CausalLM, prompt: str, add_special_tokens: Optional[bool]) -> list[int]:
-    """Token ids of a prompt; special tokens as the tokenizer adds them unless told,
-    and no second BOS when the text already starts with it."""
+def encode_prompt(tok, prompt: str, add_special_tokens: Optional[bool], name: str) -> list[int]:
+    """Token ids of a prompt for the model ``name`` with tokenizer ``tok``; special tokens as the tokenizer adds
+    them unless told, and no second BOS when the text already starts with it (a chat template's)."""
     if not isinstance(prompt, str) or not prompt:
-        raise ValueError(f"empty prompt given to {lm.name!r}: every prompt needs at least one character")
-    tok = lm.tokenizer
+        raise ValueError(f"empty prompt given to {name!r}: every prompt needs at least one character")
     kwargs = {}
     if add_special_tokens is not None:
         kwargs["add_special_tokens"] = add_special_tokens
@@ -156,7 +155,7 @@ def encode_prompt(lm: CausalLM, prompt: str, add_special_tokens: Optional[bool])
         kwargs["add_special_tokens"] = False
     ids = tok.encode(prompt, **kwargs)
     if not ids:
-        raise ValueError(f"prompt {prompt[:40]!r} encodes to no tokens with {lm.name!r}'s tokenizer")
+        raise ValueError(f"prompt {prompt[:40]!r} encodes to no tokens with {name!r}'s tokenizer")
     return ids
 
 
@@ -195,7 +194,8 @@ class TransformersPolicy:
         self.add_special_tokens = add_special_tokens
 
     def encode(self, prompt: str, cfg: SamplingConfig) -> list[int]:
-        return fit_context(encode_prompt(self.lm, prompt, self.add_special_tokens), self.lm, cfg)
+        return fit_context(encode_prompt(self.lm.tokenizer, prompt, self.add_special_tokens, self.lm.name), self.lm,
+                           cfg)
 
     def _sources(self) -> tuple[list[CausalLM], Callable[[list[torch.Tensor]], torch.Tensor]]:
         """The models whose logits make the next-token distribution, and how to combine them."""

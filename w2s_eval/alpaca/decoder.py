@@ -108,7 +108,7 @@ class AlpacaEngine:
 
         want = self.cfg.max_new_tokens
         for ins, prompt in zip(instructions, self.prompts(instructions)):
-            n = len(encode_prompt(lm, prompt, self.engine.policy.add_special_tokens))
+            n = len(encode_prompt(lm.tokenizer, prompt, self.engine.policy.add_special_tokens, lm.name))
             if n + want > limit:
                 room = f"lower max_new_tokens (--max-new-tokens) to at most {limit - n}" if n < limit else \
                     "leave it out of the instruction set"

@@ -226,7 +226,7 @@ def _check_context(engine, cfg: RunConfig, prompts) -> None:
         return
     room = lm.max_length - cfg.sampling.max_new_tokens
     for pid, _, text in prompts:
-        n = len(encode_prompt(lm, text, getattr(engine.policy, "add_special_tokens", None)))
+        n = len(encode_prompt(lm.tokenizer, text, getattr(engine.policy, "add_special_tokens", None), lm.name))
         if n > room:
             raise ValueError(f"prompt {pid} of world {cfg.world!r} has {n} tokens, which with max_new_tokens="
                              f"{cfg.sampling.max_new_tokens} exceeds the strong model's context of {lm.max_length} "

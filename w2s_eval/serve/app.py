@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..config import Method, SamplingConfig
 from ..engine import PreparedMethod
 from ..lm_eval.loglik import Tilt, terms_for
-from ..policy import choice_seed, context_hint
+from ..policy import choice_seed, context_hint, encode_prompt
 from .batcher import Batcher, Job
 from .guard import Guard
 from .protocol import APIError, ChatRequest, CompletionRequest, Limits, error_body, resolve_method
@@ -112,7 +112,10 @@ class Server:
         return self._tilts[method.spec]
 
     def encode(self, prompt: str) -> list[int]:
-        return self.tokenizer.encode(prompt) if self.tokenizer is not None else []
+        """The prompt's tokens as the strong model reads them (:func:`~w2s_eval.policy.encode_prompt`)."""
+        policy = self.engine.policy
+        return [] if self.tokenizer is None else encode_prompt(
+            self.tokenizer, prompt, getattr(policy, "add_special_tokens", None), policy.name)
 
     def completion_ids(self, result) -> list[int]:
         """The best beam's tokens as the strong model generated them (cut with the text at a stop string), plus
