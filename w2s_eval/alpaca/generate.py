@@ -23,7 +23,6 @@ identity) are refused naming that field: finish them with the version that made 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Optional, Union
 
 from tqdm.auto import tqdm
 
+from ..assets import check_writable_dir, ensure_writable_dir
 from ..provenance import atomic_write_json, atomic_write_text, check_identity, fingerprint, package_versions
 from .data import load_instructions, load_rows
 from .decoder import AlpacaEngine, GenerationConfig, build_alpaca_engine, model_configs_dict, resolve_strong_model
@@ -42,6 +42,7 @@ __all__ = ["run_generate", "OUTPUTS_FILE", "STATS_FILE", "RUN_CONFIG_FILE", "MOD
 OUTPUTS_FILE = "model_outputs.json"
 STATS_FILE = "search_stats.json"
 RUN_CONFIG_FILE = "run_config.json"
+_OUT_FIX = "give a folder you can write to"
 MODEL_CONFIGS_FILE = "configs.yaml"
 
 
@@ -60,20 +61,7 @@ def _check_dir(out: Path, identity: dict) -> None:
                               "command (or by another version); use a new --out directory")
     check_identity(cfg_path, identity, str(out),
                    fix="Use the same settings to resume, or a new --out directory")
-    base = out
-    while not base.exists():
-        base = base.parent
-    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out}: cannot write there ({base} is "
-                         f"{'not a directory' if not base.is_dir() else 'not writable'}); give a folder you can write to")
-
-
-def _make_dir(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"--out {out}: cannot create the directory ({e.strerror}); give a folder you can write "
-                         "to") from None
+    check_writable_dir(out, "--out", _OUT_FIX)
 
 
 def _write_model_configs(out: Path, cfg: GenerationConfig, batch_size: int) -> None:
@@ -140,7 +128,7 @@ def run_generate(cfg: GenerationConfig, instructions: Union[str, Path], out_dir:
     if todo:
         engine = _ready_engine(cfg, engine, todo)  # models load and prompts fit before anything is written
     versions, fp = package_versions(), fingerprint(identity)
-    _make_dir(out)
+    ensure_writable_dir(out, "--out", _OUT_FIX)
     atomic_write_json(out / RUN_CONFIG_FILE, {"identity": identity, "fingerprint": fp,
                                               "engine": cfg.engine_spec().to_dict(), "batch_size": batch_size,
                                               "versions": versions}, sort_keys=False)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
+from ..assets import check_writable_dir
 from ..config import SamplingConfig, parse_method
 from ..provenance import (append_jsonl, atomic_write_json, check_identity, diff_fields, fingerprint, git_revision,
                           mismatch_message, package_versions, utc_now)
@@ -237,10 +238,7 @@ def check_run_dir(out_dir: os.PathLike, cfg: RunConfig) -> tuple:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"results directory {out} is a file; choose another --out")
-    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"results directory {out} cannot be written ({existing} is not writable); choose a "
-                              "writable --out")
+    check_writable_dir(out, "results directory", "choose a writable --out")
     grid, not_applicable = cfg.grid(), {}
     stored = check_identity(out / CONFIG_FILE, cfg.identity(), f"results directory {out}")
     created = utc_now()
