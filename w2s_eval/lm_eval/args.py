@@ -145,28 +145,26 @@ _SAMPLING_KEYS = {"until", "max_gen_toks", "max_new_tokens", "max_tokens", "max_
                   "temperature", "top_k", "top_p"}
 
 
-def _temperature(gen_kwargs: dict, default: Optional[float]) -> float:
+def _temperature(gen_kwargs: dict, default: Optional[float]) -> tuple[float, str]:
+    """A request's temperature (the task's do_sample/temperature, else the model arg ``default``) and the setting
+    that decided it, said as the fix that makes a greedy request sample."""
+    over = f" (overriding the model arg temperature={default})" if default else ""
     if gen_kwargs.get("do_sample") is False:
-        return 0.0
+        return 0.0, (f"the task sets do_sample=false{over}; pass --gen_kwargs do_sample=true,temperature=0.7 "
+                     "or change the task's generation_kwargs")
     if "temperature" in gen_kwargs:
-        return float(gen_kwargs["temperature"])
-    if gen_kwargs.get("do_sample") is True:
-        return default if default is not None else 1.0
-    return default if default is not None else 0.0
+        return float(gen_kwargs["temperature"]), (
+            f"the task sets temperature={gen_kwargs['temperature']}{over}; pass --gen_kwargs temperature=0.7 "
+            "or change the task's generation_kwargs")
+    if default is not None:
+        return default, f"the model arg temperature={default} asks for it; set temperature=0.7 (any value > 0)"
+    return (1.0 if gen_kwargs.get("do_sample") is True else 0.0,
+            "give the task do_sample/temperature or the model arg temperature=0.7")
 
 
 def greedy_hint(args, gen_kwargs: dict) -> str:
     """How to make a greedy request sample, for the setting that made it greedy (see :func:`_temperature`)."""
-    over = f" (overriding the model arg temperature={args.temperature})" if args.temperature else ""
-    if gen_kwargs.get("do_sample") is False:
-        return (f"the task sets do_sample=false{over}; pass --gen_kwargs do_sample=true,temperature=0.7 "
-                "or change the task's generation_kwargs")
-    if "temperature" in gen_kwargs:
-        return (f"the task sets temperature={gen_kwargs['temperature']}{over}; pass --gen_kwargs temperature=0.7 "
-                "or change the task's generation_kwargs")
-    if args.temperature is not None:
-        return f"the model arg temperature={args.temperature} asks for it; set temperature=0.7 (any value > 0)"
-    return "give the task do_sample/temperature or the model arg temperature=0.7"
+    return _temperature(gen_kwargs, args.temperature)[1]
 
 
 def sampling_config(args, gen_kwargs: Any, task: Optional[str], warn_once: Callable[..., None],
@@ -192,7 +190,7 @@ def sampling_config(args, gen_kwargs: Any, task: Optional[str], warn_once: Calla
     top_k = gen_kwargs.get("top_k", args.top_k or 0)
     top_p = gen_kwargs.get("top_p", 1.0 if args.top_p is None else args.top_p)
     try:
-        cfg = SamplingConfig(temperature=_temperature(gen_kwargs, args.temperature), top_k=int(top_k or 0),
+        cfg = SamplingConfig(temperature=_temperature(gen_kwargs, args.temperature)[0], top_k=int(top_k or 0),
                              top_p=float(top_p), max_new_tokens=int(kw["max_gen_toks"]),
                              stop=tuple(s for s in kw["until"] if s), seed=args.seed, truncation=args.truncation)
     except ValueError as e:
