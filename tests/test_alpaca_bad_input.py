@@ -75,7 +75,7 @@ def test_bad_settings_never_block_their_own_out_directory(toy_dirs, ins_file, tm
     in_subprocess = [  # the real command line, for the failures that used to happen after run_config.json
         (("--beta", "nan"), "beta must be a finite number, got nan"),
         (("--untuned", str(tmp_path / "nope")), f"--untuned '{tmp_path / 'nope'}' does not exist"),
-        (("--max-new-tokens", "600"), "shorten the instruction or lower max_new_tokens (--max-new-tokens) to at most"),
+        (("--max-new-tokens", "600"), "--max-new-tokens=600 leaves no room for the prompt: lower --max-new-tokens below"),
     ]
     for extra, needle in in_subprocess:
         p = _generate(toy_dirs, ins_file, out, *extra)

@@ -49,3 +49,23 @@ def test_bad_specs_name_the_field(spec, needle):
 def test_bad_sampling_config(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         SamplingConfig(**kwargs)
+
+
+def test_context_error_is_one_wording_for_every_front_end():
+    """The engine, compare, alpaca-eval generate and serve word a prompt that does not fit the same way (only the
+    setting's name differs); truncation is named only where the caller has it and it can help."""
+    from w2s_eval.config import context_error
+
+    assert context_error(12, 500, 512) is None and context_error(12, 10 ** 6, None) is None
+    head = "prompt of 12 tokens + --max-new-tokens=600 exceeds the strong model's context of 512; "
+    assert context_error(12, 600, 512, "--max-new-tokens") == head + (
+        "--max-new-tokens=600 leaves no room for the prompt: lower --max-new-tokens below 512 "
+        "(at most 500 keeps this whole prompt)")
+    assert context_error(500, 20, 512, "max_tokens").endswith(
+        "; shorten the prompt or lower max_tokens (at most 12 fits this prompt)")
+    assert context_error(500, 20, 512, model="'strong'", truncation=True) == (
+        "prompt of 500 tokens + max_new_tokens=20 exceeds 'strong''s context of 512; shorten the prompt, lower "
+        "max_new_tokens, or set truncation='left'")
+    assert context_error(600, 512, 512).endswith("lower max_new_tokens below 512 and shorten the prompt")
+    assert context_error(600, 512, 512, truncation=True).endswith("lower max_new_tokens below 512")
+    assert context_error(600, 8, 512).endswith("shorten the prompt or lower max_new_tokens (at most 0 fits this prompt)")

@@ -23,6 +23,7 @@ __all__ = [
     "Method",
     "parse_method",
     "METHOD_NAMES",
+    "context_error",
 ]
 
 
@@ -80,6 +81,25 @@ class SamplingConfig:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+def context_error(n: int, max_new_tokens: int, limit: Optional[int], flag: str = "max_new_tokens",
+                  model: str = "the strong model", truncation: bool = False) -> Optional[str]:
+    """None when a prompt of ``n`` tokens plus ``max_new_tokens`` fits ``model``'s context of ``limit`` (None: no
+    limit); else the error, naming the setting as the caller knows it (``flag``) and the fix that applies. Every
+    front end words it so. ``truncation``: the caller can set truncation='left' (named only where it helps: not
+    when the new tokens alone fill the context)."""
+    if limit is None or n + max_new_tokens <= limit:
+        return None
+    if max_new_tokens >= limit:
+        keep = f" (at most {limit - n} keeps this whole prompt)" if n < limit else \
+            ("" if truncation else " and shorten the prompt")
+        hint = f"{flag}={max_new_tokens} leaves no room for the prompt: lower {flag} below {limit}{keep}"
+    elif truncation:
+        hint = f"shorten the prompt, lower {flag}, or set truncation='left'"
+    else:
+        hint = f"shorten the prompt or lower {flag} (at most {max(limit - n, 0)} fits this prompt)"
+    return f"prompt of {n} tokens + {flag}={max_new_tokens} exceeds {model}'s context of {limit}; {hint}"
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from typing import Callable, Optional, Protocol, Sequence
 import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from .config import SamplingConfig
+from .config import SamplingConfig, context_error
 from .lm import CausalLM, KVRows, left_pad
 
 logger = logging.getLogger(__name__)
@@ -160,26 +160,16 @@ def encode_prompt(tok, prompt: str, add_special_tokens: Optional[bool], name: st
 
 
 def fit_context(ids: list[int], lm: CausalLM, cfg: SamplingConfig) -> list[int]:
-    """Check prompt + max_new_tokens fits the context; left-truncate if cfg says so."""
-    limit = lm.max_length
-    if limit is None or len(ids) + cfg.max_new_tokens <= limit:
+    """Check prompt + max_new_tokens fits the context (:func:`context_error`); left-truncate if cfg says so."""
+    error = context_error(len(ids), cfg.max_new_tokens, lm.max_length, model=repr(lm.name), truncation=True)
+    if error is None:
         return ids
-    room = limit - cfg.max_new_tokens
+    room = lm.max_length - cfg.max_new_tokens
     if cfg.truncation == "left" and room > 0:
         logger.warning("prompt of %d tokens left-truncated to %d to fit %s's context of %d",
-                       len(ids), room, lm.name, limit)
+                       len(ids), room, lm.name, lm.max_length)
         return ids[-room:]
-    raise ValueError(f"prompt of {len(ids)} tokens + max_new_tokens={cfg.max_new_tokens} exceeds {lm.name!r}'s "
-                     f"context of {limit}; {context_hint(len(ids), cfg.max_new_tokens, limit)}")
-
-
-def context_hint(n: int, max_new_tokens: int, limit: int, flag: str = "max_new_tokens") -> str:
-    """The fix for a prompt of ``n`` tokens plus ``max_new_tokens`` beyond a context of ``limit``:
-    truncation cannot help when the new tokens alone fill the context, so it is named only when it can."""
-    if max_new_tokens >= limit:
-        keep = f" (at most {limit - n} keeps this whole prompt)" if n < limit else ""
-        return f"{flag}={max_new_tokens} leaves no room for the prompt: lower {flag} below {limit}{keep}"
-    return f"shorten the prompt, lower {flag}, or set truncation='left'"
+    raise ValueError(error)
 
 
 class TransformersPolicy:
@@ -193,9 +183,16 @@ class TransformersPolicy:
         self.name = lm.name
         self.add_special_tokens = add_special_tokens
 
+    def _ids(self, prompt: str) -> list[int]:
+        return encode_prompt(self.lm.tokenizer, prompt, self.add_special_tokens, self.lm.name)
+
     def encode(self, prompt: str, cfg: SamplingConfig) -> list[int]:
-        return fit_context(encode_prompt(self.lm.tokenizer, prompt, self.add_special_tokens, self.lm.name), self.lm,
-                           cfg)
+        return fit_context(self._ids(prompt), self.lm, cfg)
+
+    def fit_error(self, prompt: str, max_new_tokens: int, flag: str = "max_new_tokens") -> Optional[str]:
+        """None when ``prompt`` plus ``max_new_tokens`` fits the model's context, else the error that names the
+        setting as ``flag`` (:func:`~w2s_eval.config.context_error`; no truncation: the caller has none)."""
+        return context_error(len(self._ids(prompt)), max_new_tokens, self.lm.max_length, flag)
 
     def _sources(self) -> tuple[list[CausalLM], Callable[[list[torch.Tensor]], torch.Tensor]]:
         """The models whose logits make the next-token distribution, and how to combine them."""

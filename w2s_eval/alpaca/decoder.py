@@ -99,22 +99,15 @@ class AlpacaEngine:
 
     def check_fit(self, instructions: Sequence[str]) -> None:
         """Raise before generating when an instruction's prompt plus max_new_tokens exceeds the local strong
-        model's context (AlpacaEval has no truncation: the instruction is the task)."""
-        lm = getattr(self.engine.policy, "lm", None)
-        limit = getattr(lm, "max_length", None)
-        if limit is None:
+        model's context (AlpacaEval has no truncation: the instruction is the task;
+        :func:`w2s_eval.config.context_error`)."""
+        fit_error = getattr(self.engine.policy, "fit_error", None)  # a served strong model: its server checks
+        if fit_error is None:
             return
-        from ..policy import encode_prompt
-
-        want = self.cfg.max_new_tokens
         for ins, prompt in zip(instructions, self.prompts(instructions)):
-            n = len(encode_prompt(lm.tokenizer, prompt, self.engine.policy.add_special_tokens, lm.name))
-            if n + want > limit:
-                room = f"lower max_new_tokens (--max-new-tokens) to at most {limit - n}" if n < limit else \
-                    "leave it out of the instruction set"
-                raise ValueError(f"the instruction {ins[:60]!r} is {n} tokens as the strong model's prompt; with "
-                                 f"max_new_tokens={want} it exceeds {lm.name!r}'s context of {limit}: shorten "
-                                 f"the instruction or {room}")
+            error = fit_error(prompt, self.cfg.max_new_tokens, "--max-new-tokens")
+            if error is not None:
+                raise ValueError(f"instruction {ins[:60]!r}: {error}")
 
     def generate(self, instructions: Sequence[str], batch_size: int = 8):
         """SearchResults for ``instructions`` (one batch call of the engine)."""

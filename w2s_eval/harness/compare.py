@@ -218,20 +218,14 @@ def strong_prompts(engine, cfg: RunConfig, texts) -> list:
 
 def _check_context(engine, cfg: RunConfig, prompts) -> None:
     """Every prompt (``(id, text, what the strong model reads)``) plus ``max_new_tokens`` must fit the local
-    strong model's context (before anything is written)."""
-    from ..policy import encode_prompt
-
-    lm = getattr(engine.policy, "lm", None)
-    if lm is None or lm.max_length is None or cfg.sampling.truncation == "left":
+    strong model's context (before anything is written; :func:`w2s_eval.config.context_error`)."""
+    fit_error = getattr(engine.policy, "fit_error", None)  # a served strong model: its server checks
+    if fit_error is None or cfg.sampling.truncation == "left":
         return
-    room = lm.max_length - cfg.sampling.max_new_tokens
     for pid, _, text in prompts:
-        n = len(encode_prompt(lm.tokenizer, text, getattr(engine.policy, "add_special_tokens", None), lm.name))
-        if n > room:
-            raise ValueError(f"prompt {pid} of world {cfg.world!r} has {n} tokens, which with max_new_tokens="
-                             f"{cfg.sampling.max_new_tokens} exceeds the strong model's context of {lm.max_length} "
-                             f"tokens; lower --max-new-tokens to at most {max(lm.max_length - n, 0)}, or use fewer "
-                             "--prompts")
+        error = fit_error(text, cfg.sampling.max_new_tokens, "--max-new-tokens")
+        if error is not None:
+            raise ValueError(f"world {cfg.world!r}, prompt {pid}: {error}")
 
 
 def _prepare(engine, cfg: RunConfig, methods) -> tuple:

@@ -22,10 +22,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..config import Method, SamplingConfig
+from ..config import Method, SamplingConfig, context_error
 from ..engine import PreparedMethod
 from ..lm_eval.loglik import Tilt, terms_for
-from ..policy import choice_seed, context_hint, encode_prompt
+from ..policy import choice_seed, encode_prompt
 from .batcher import Batcher, Job
 from .guard import Guard
 from .protocol import APIError, ChatRequest, CompletionRequest, Limits, error_body, resolve_method
@@ -88,14 +88,10 @@ class Server:
         """Refuse a prompt that leaves no room for ``max_new_tokens`` in the local strong model's context, naming
         the request's field (the engine's own check would name its ``max_new_tokens``)."""
         lm = getattr(self.engine.policy, "lm", None)
-        limit = lm.max_length if lm is not None else None
         n = max((len(ids) for ids in prompt_ids), default=0)  # the longest prompt
-        if limit is None or n + max_new_tokens <= limit:
-            return
-        hint = (context_hint(n, max_new_tokens, limit, param) if max_new_tokens >= limit
-                else f"shorten the prompt or lower {param} (at most {limit - n} fits this prompt)")
-        raise APIError(f"prompt of {n} tokens + {param}={max_new_tokens} exceeds the strong model's context of "
-                       f"{limit}; {hint}", param=param)
+        error = context_error(n, max_new_tokens, lm.max_length if lm is not None else None, param)
+        if error is not None:
+            raise APIError(error, param=param)
 
     async def run(self, prompts: list[str], guide_prompts: list[str], method: Method, sampling: SamplingConfig,
                   seed: int, n: int) -> list:
