@@ -292,3 +292,36 @@ def test_loglikelihoods_from_prompt_logprobs(fake):
     assert endpoint_loglikelihoods(pol, ["Go Plo"], ["t is"]) == [(pytest.approx(fake_logprob(" Plot") + fake_logprob(" is")), False)]
     with pytest.raises(ValueError, match="non-empty context"):
         endpoint_loglikelihoods(pol, [""], ["hello"])
+
+
+def test_a_started_server_that_dies_or_never_answers_is_named_with_its_log(tmp_path):
+    """endpoint.server.wait_for (how vLLM and ``w2s-eval serve`` are awaited): a server that exits first is named
+    with its exit code and log tail; one that never answers is stopped (its process group) after the timeout."""
+    import os
+    import sys
+
+    from w2s_eval.endpoint.server import ServerProcess, launch, wait_for
+
+    log = str(tmp_path / "server.log")
+    dead = ServerProcess(launch([sys.executable, "-c", "print('no model here'); raise SystemExit(3)"],
+                                dict(os.environ), log), log)
+    with pytest.raises(RuntimeError, match=r"toy server exited with code 3 before it was ready; log .*\nno model here"):
+        wait_for(dead, lambda: None, 60, "toy server", poll=0.05)
+    hung = ServerProcess(launch([sys.executable, "-c", "import time; time.sleep(120)"], dict(os.environ), log), log)
+    with pytest.raises(TimeoutError, match="toy server was not ready after 0 s"):
+        wait_for(hung, lambda: None, 0.3, "toy server", poll=0.05)
+    assert not hung.alive()
+    answers = iter([None, ConnectionError("not yet"), {"ready": 1}])
+
+    def probe():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    alive = ServerProcess(launch([sys.executable, "-c", "import time; time.sleep(120)"], dict(os.environ), log), log)
+    try:
+        assert wait_for(alive, probe, 60, "toy server", poll=0.01) == {"ready": 1}
+    finally:
+        alive.stop()
+    assert not alive.alive()

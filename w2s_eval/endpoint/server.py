@@ -22,11 +22,12 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VLLMServer", "vllm_python", "free_port", "start_vllm", "wait_ready", "stop_pid", "save_test_model"]
+__all__ = ["ServerProcess", "launch", "wait_for", "VLLMServer", "vllm_python", "free_port", "start_vllm", "wait_ready",
+           "stop_pid", "save_test_model"]
 
 DEFAULT_VENV = os.path.join(os.path.expanduser("~"), ".cache", "w2s-eval", "vllm-venv")
 
@@ -48,15 +49,12 @@ def free_port() -> int:
 
 
 @dataclass
-class VLLMServer:
-    """A running server: its process, URL (ending in ``/v1``), served model name and log file."""
+class ServerProcess:
+    """A server this process started (:func:`launch`): its process, the leader of its own process group, and
+    its log file."""
 
     process: subprocess.Popen
-    base_url: str
-    model: str
     log_path: str
-    started_s: float = 0.0
-    info: dict = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -75,6 +73,43 @@ class VLLMServer:
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM the server's process group (it started it), then SIGKILL after ``timeout``."""
         stop_pid(self.process.pid, timeout, self.process)
+
+
+def launch(cmd: Sequence[str], env: dict, log_path: str) -> subprocess.Popen:
+    """Start ``cmd`` in its own process group (so :func:`stop_pid` stops all of it), output appended to
+    ``log_path``, no stdin."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
+
+
+def wait_for(server: ServerProcess, probe: Callable[[], Any], timeout: float, what: str, poll: float = 1.0) -> Any:
+    """Call ``probe`` every ``poll`` s until it answers (a true value, returned; a connection error or bad JSON is
+    no answer yet); raise with ``what`` and the log tail if the server exits first, or stop it after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise RuntimeError(f"{what} exited with code {server.process.returncode} before it was ready; "
+                               f"log {server.log_path}:\n{server.log_tail()}")
+        try:
+            answer = probe()
+            if answer:
+                return answer
+        except (urllib.error.URLError, ConnectionError, OSError, ValueError):
+            pass
+        time.sleep(poll)
+    server.stop()
+    raise TimeoutError(f"{what} was not ready after {timeout:.0f} s; log {server.log_path}:\n{server.log_tail()}")
+
+
+@dataclass
+class VLLMServer(ServerProcess):
+    """A running vLLM server: its process and log file, URL (ending in ``/v1``) and served model name."""
+
+    base_url: str = ""
+    model: str = ""
+    started_s: float = 0.0
+    info: dict = field(default_factory=dict)
 
 
 def stop_pid(pid: int, timeout: float = 30.0, process: Optional[subprocess.Popen] = None) -> None:
@@ -111,21 +146,10 @@ def get_json(url: str, timeout: float = 5.0) -> dict:
 
 def wait_ready(server: VLLMServer, timeout: float = 300.0) -> None:
     """Poll ``/v1/models`` until the server answers; raise with its log tail if it exits or times out."""
-    deadline = time.monotonic() + timeout
     t0 = time.monotonic()
-    while time.monotonic() < deadline:
-        if not server.alive():
-            raise RuntimeError(f"vLLM server exited with code {server.process.returncode} before it was ready; "
-                               f"log {server.log_path}:\n{server.log_tail()}")
-        try:
-            server.info = get_json(server.base_url + "/models", timeout=2.0)
-            server.started_s = time.monotonic() - t0
-            return
-        except (urllib.error.URLError, ConnectionError, OSError, ValueError):
-            time.sleep(1.0)
-    server.stop()
-    raise TimeoutError(f"vLLM server at {server.base_url} was not ready after {timeout:.0f} s; "
-                       f"log {server.log_path}:\n{server.log_tail()}")
+    server.info = wait_for(server, lambda: get_json(server.base_url + "/models", timeout=2.0), timeout,
+                           f"vLLM server at {server.base_url}")
+    server.started_s = time.monotonic() - t0
 
 
 def start_vllm(model_dir: str, name: str = "strong", port: Optional[int] = None, python: Optional[str] = None,
@@ -160,10 +184,7 @@ def start_vllm(model_dir: str, name: str = "strong", port: Optional[int] = None,
         env["OMP_NUM_THREADS"] = str(threads)
     env.pop("PYTHONPATH", None)  # keep w2s-eval's site-packages out of vLLM's interpreter
     logger.info("starting vLLM: %s", " ".join(cmd))
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)
-    server = VLLMServer(proc, f"http://127.0.0.1:{port}/v1", name, log_path)
+    server = VLLMServer(launch(cmd, env, log_path), log_path, f"http://127.0.0.1:{port}/v1", name)
     if wait:
         wait_ready(server, ready_timeout)
     return server
