@@ -103,7 +103,6 @@ def test_eft_loglikelihood_is_the_samplers_over_padded_embeddings(toy_dirs, tmp_
     """Models whose embeddings have more rows than their tokenizer (Qwen pads 271): the lm-eval EFT
     loglikelihood and serve's EFT token logprobs are the sums of the sampler's own normalised per-token
     log-probs (one shared vocabulary: the tokenizer's, :func:`w2s_eval.policy.shared_vocab`)."""
-    from w2s_eval.engine import build_engine
     from w2s_eval.config import SamplingConfig, parse_method
     from w2s_eval.policy import LocalSession
     from w2s_eval.serve.scoring import score_sequences
