@@ -70,16 +70,9 @@ class Timed:
 
 def random_guide(path: str, tokenizer_dir: str, seed: int) -> str:
     """A small random Llama guide (hidden 64, 2 layers) with the strong model's tokenizer."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from w2s_eval.toy import build_causal_lm
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return build_causal_lm(path, tokenizer_dir, hidden=64, layers=2, seed=seed, init_std=0.02)
 
 
 def strong_dir(kind: str, root: Path) -> str:

@@ -27,12 +27,9 @@ import torch
 
 
 def build(root: str, hidden: int, layers: int) -> dict:
-    from w2s_eval.toy import build_causal_lm, build_tokenizer
+    from w2s_eval.toy import build_strong_and_guides
 
-    tok = build_tokenizer(os.path.join(root, "tok"))
-    return {"strong": build_causal_lm(os.path.join(root, "strong"), tok, hidden=hidden, layers=layers, seed=0, init_std=0.05),
-            "tuned": build_causal_lm(os.path.join(root, "tuned"), tok, hidden=64, layers=2, seed=1, init_std=0.05),
-            "untuned": build_causal_lm(os.path.join(root, "untuned"), tok, hidden=64, layers=2, seed=2, init_std=0.05)}
+    return build_strong_and_guides(root, hidden, layers, init_std=0.05)
 
 
 def write_tasks(root: str, n: int, max_tokens: int) -> str:

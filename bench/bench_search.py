@@ -41,7 +41,7 @@ from w2s_eval import (CausalLM, GuideLM, ImplicitValueScorer, SamplingConfig, Se
                       chunk_beam_search, load_causal_lm)
 from w2s_eval.lm import cache_kwarg
 from w2s_eval.policy import prompt_seed
-from w2s_eval.toy import CORPUS, build_causal_lm, build_tokenizer, train_causal_lm
+from w2s_eval.toy import CORPUS, build_strong_and_guides, train_causal_lm
 
 PARTS = ("strong", "guide", "reorder", "tokenize")
 
@@ -205,10 +205,7 @@ def naive_cbs(prompt: str, strong: CausalLM, scorer, W: int, K: int, L: int, cfg
 def toy_models(root: str, device: str, train_steps: int = 150) -> dict:
     """A strong Llama (4 x 256) and two guides (2 x 64) sharing its toy tokenizer, trained briefly so that they
     write word-like text as real models do."""
-    tok = build_tokenizer(os.path.join(root, "tok"))
-    paths = {"strong": build_causal_lm(os.path.join(root, "strong"), tok, hidden=256, layers=4, seed=0, init_std=0.05),
-             "tuned": build_causal_lm(os.path.join(root, "tuned"), tok, hidden=64, layers=2, seed=1, init_std=0.05),
-             "untuned": build_causal_lm(os.path.join(root, "untuned"), tok, hidden=64, layers=2, seed=2, init_std=0.05)}
+    paths = build_strong_and_guides(root, 256, 4, init_std=0.05)
     for (name, path), steps in zip(paths.items(), (train_steps, 2 * train_steps // 3, train_steps // 3)):
         if steps:
             train_causal_lm(path, steps, seed=len(name), device=device)

@@ -29,12 +29,9 @@ PROMPTS = ["The movie was", "I loved the", "Hello, world!", "This film is a", "T
 
 
 def build_models(root: Path, train_steps: int) -> dict:
-    from w2s_eval.toy import build_causal_lm, build_tokenizer, train_causal_lm
+    from w2s_eval.toy import build_strong_and_guides, train_causal_lm
 
-    tok = build_tokenizer(str(root / "tok"))
-    out = {"strong": build_causal_lm(str(root / "strong"), tok, hidden=256, layers=4, seed=0, init_std=0.02),
-           "tuned": build_causal_lm(str(root / "tuned"), tok, hidden=64, layers=2, seed=1, init_std=0.02),
-           "untuned": build_causal_lm(str(root / "untuned"), tok, hidden=64, layers=2, seed=2, init_std=0.02)}
+    out = build_strong_and_guides(str(root), 256, 4, init_std=0.02)
     if train_steps:
         for i, name in enumerate(("strong", "tuned", "untuned")):
             train_causal_lm(out[name], steps=train_steps if name == "strong" else train_steps // 2, seed=i)

@@ -10,7 +10,8 @@ from typing import Optional
 
 import torch
 
-__all__ = ["CORPUS", "FAMILIES", "build_tokenizer", "build_causal_lm", "build_classifier", "tiny_causal_lm"]
+__all__ = ["CORPUS", "FAMILIES", "build_tokenizer", "build_causal_lm", "build_strong_and_guides", "build_classifier",
+           "tiny_causal_lm"]
 
 _WORDS = (
     "the movie was great good bad awful wonderful boring plot actor acting story film scene music "
@@ -124,6 +125,15 @@ def build_causal_lm(path: str, tokenizer_dir: str, hidden: int = 32, layers: int
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def build_strong_and_guides(root: str, hidden: int = 256, layers: int = 4, init_std: float = 0.05) -> dict:
+    """Paths of a strong Llama (``hidden`` x ``layers``, seed 0) and two guides, ``tuned`` and ``untuned``
+    (64 x 2, seeds 1 and 2), sharing one toy tokenizer, saved under ``root`` (the benchmarks' models)."""
+    tok = build_tokenizer(os.path.join(root, "tok"))
+    shapes = {"strong": (hidden, layers), "tuned": (64, 2), "untuned": (64, 2)}
+    return {name: build_causal_lm(os.path.join(root, name), tok, hidden=h, layers=n, seed=seed, init_std=init_std)
+            for seed, (name, (h, n)) in enumerate(shapes.items())}
 
 
 def build_classifier(path: str, tokenizer_dir: str, num_labels: int = 2, hidden: int = 32, layers: int = 1,
