@@ -39,8 +39,10 @@ def _corpus(n_lines: int = 400, seed: int = 0) -> list[str]:
 CORPUS = _corpus()
 
 
-def build_tokenizer(path: str, vocab_size: int = 700, seed: int = 0, chat_template: bool = True) -> str:
-    """Train a byte-level BPE tokenizer on the toy corpus and save it to ``path``."""
+def build_tokenizer(path: str, vocab_size: int = 700, seed: int = 0, chat_template: bool = True,
+                    all_bytes: bool = True) -> str:
+    """Train a byte-level BPE tokenizer on the toy corpus and save it to ``path``. ``all_bytes``: every byte is
+    a token (any text encodes); False: only the corpus's characters (ASCII), so every token is whole characters."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -48,7 +50,8 @@ def build_tokenizer(path: str, vocab_size: int = 700, seed: int = 0, chat_templa
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|pad|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if all_bytes else [],
+                                  show_progress=False)
     tok.train_from_iterator(_corpus(seed=seed), trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>",
                                    bos_token="<|endoftext|>")

@@ -194,20 +194,11 @@ def save_test_model(path: str, hidden: int = 128, layers: int = 2, seed: int = 0
     """A tiny random Llama that a CPU vLLM serves (head_dim 64), saved to ``path`` with an ASCII-only
     byte-level BPE tokenizer (so every sampled token decodes to whole characters and text round-trips)."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from ..toy import CHAT_TEMPLATE, CORPUS
+    from ..toy import build_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|pad|>"], initial_alphabet=[],
-                                  show_progress=False)
-    tok.train_from_iterator(CORPUS, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>",
-                                   bos_token="<|endoftext|>")
-    fast.chat_template = CHAT_TEMPLATE
+    fast = AutoTokenizer.from_pretrained(build_tokenizer(path, vocab_size=400, all_bytes=False))
     cfg = LlamaConfig(vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                       num_attention_heads=hidden // 64, num_key_value_heads=1, head_dim=64, max_position_embeddings=512,
                       eos_token_id=fast.eos_token_id, bos_token_id=fast.bos_token_id, pad_token_id=fast.pad_token_id,
@@ -216,6 +207,5 @@ def save_test_model(path: str, hidden: int = 128, layers: int = 2, seed: int = 0
     model = LlamaForCausalLM(cfg)
     model.generation_config.eos_token_id = fast.eos_token_id
     model.generation_config.pad_token_id = fast.pad_token_id
-    model.save_pretrained(path)
-    fast.save_pretrained(path)
+    model.save_pretrained(path)  # beside the tokenizer build_tokenizer saved
     return path
