@@ -163,3 +163,87 @@ def test_trainer_args_raise_no_deprecation_warning(config, tmp_path):
     bad = [str(w.message) for w in seen if issubclass(w.category, (FutureWarning, DeprecationWarning))]
     assert bad == []
     assert args.gradient_checkpointing is False
+
+
+def test_pair_sampler_draws_from_the_warped_distribution():
+    """The world's sampler (inverse CDF, one uniform per row) draws each token with its softmax probability
+    at the temperature, never a banned (end-of-text) id, only among the top k when asked; seeded."""
+    from w2s_eval.world.pairs import _draw
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 0.5, 3.0]]).repeat(60_000, 1)
+    g = torch.Generator().manual_seed(0)
+    draws = _draw(logits.clone(), [5], 2.0, 0, g)
+    expect = torch.softmax(torch.tensor([2.0, 1.0, 0.0, -1.0, 0.5, -float("inf")]) / 2.0, -1)
+    freq = torch.bincount(draws, minlength=6).double() / len(draws)
+    assert freq[5] == 0
+    assert torch.allclose(freq, expect.double(), atol=0.01), (freq, expect)
+    top = _draw(logits.clone(), [5], 1.0, 2, torch.Generator().manual_seed(1))
+    assert set(top.tolist()) == {0, 1}  # the two most likely ids once 5 is banned
+    share0 = (top == 0).double().mean().item()
+    assert share0 == pytest.approx(1 / (1 + math.exp(-1.0)), abs=0.01)
+    assert torch.equal(draws, _draw(logits.clone(), [5], 2.0, 0, torch.Generator().manual_seed(0)))
+
+
+def test_pair_sampler_gives_n_continuations_of_exactly_the_length(toy):
+    """``sample_continuations``: n texts per prompt, each decoded from exactly max_new_tokens drawn ids (none of
+    them an end-of-text id), the same for the same seed and batch size."""
+    from w2s_eval.world import pairs as pairs_mod
+
+    lm = toy["strong"]
+    eos = set(lm.eos_ids)
+    drawn = []
+    real_draw = pairs_mod._draw
+
+    def spy(*args, **kwargs):
+        drawn.append(real_draw(*args, **kwargs))
+        return drawn[-1]
+
+    pairs_mod._draw, prompts = spy, ["a b", "c d e", "f"]
+    try:
+        out = pairs_mod.sample_continuations(lm, prompts, 2, 5, seed=3, batch_size=2, progress=False)
+    finally:
+        pairs_mod._draw = real_draw
+    assert [len(o) for o in out] == [2, 2, 2]
+    assert len(drawn) == 2 * 5 and all(not eos & set(d.tolist()) for d in drawn)
+    ids = torch.stack(drawn[:5], 1)  # first batch: 2 prompts x 2 continuations, 5 tokens each
+    assert out[0][1] == lm.tokenizer.decode(ids[1], skip_special_tokens=True)
+    assert out == pairs_mod.sample_continuations(lm, prompts, 2, 5, seed=3, batch_size=2, progress=False)
+
+
+@pytest.mark.parametrize("labels_from", [0, 3])
+def test_plain_lm_head_equals_trls_fused_head(labels_from):
+    """On the CPU the world's trainers use a plain LM head in place of TRL's chunked one: the same log-probs,
+    loss, metrics and gradients (a tiny Llama; labels -100 before ``labels_from`` as TRL masks prompts)."""
+    import copy
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from w2s_eval.world.train import _plain_lm_head
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)
+    fused = LlamaForCausalLM(cfg)  # float32: TRL's kernel computes in float32
+    plain = copy.deepcopy(fused)
+    outputs = ("log_probs", "entropy", "mean_logits", "is_top1")
+    add_fused_lm_head(fused, outputs=outputs)
+    add_fused_lm_head(plain, outputs=outputs)
+    _plain_lm_head(plain, metrics=True)
+    ids = torch.randint(0, 97, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[2, :2] = 0  # left padding
+    labels = ids.clone()
+    labels[:, :labels_from] = -100
+    labels[mask == 0] = -100
+    a = fused(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    b = plain(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    for name in ("loss", "log_probs", "entropy", "mean_logits"):
+        assert torch.allclose(getattr(a, name), getattr(b, name), rtol=1e-4, atol=1e-5), name
+    assert torch.equal(a.is_top1, b.is_top1) and torch.equal(a.label_mask, b.label_mask)
+    a.loss.backward()
+    b.loss.backward()
+    for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-6), name
+    # without fused_lm_head the model is the model: logits as before
+    assert torch.equal(fused(input_ids=ids).logits, plain(input_ids=ids).logits)

@@ -139,7 +139,7 @@ def step_pairs(ctx: Context, out: Path) -> dict:
     # training prefixes come from the end of the training split (the SFT reviews are its start)
     sets = {"train": _prefixes(train[::-1], cfg.pair_prefixes, cfg.seed + 1, cfg.prompt_words),
             "heldout": _prefixes(heldout, cfg.heldout_pairs, cfg.seed + 2, cfg.prompt_words)}
-    info = {"sampler": "untuned guide", "tokens": cfg.pair_tokens, "temperature": 1.0, "labels": cfg.pair_labels}
+    info = {"sampler": "untuned guide (inverse-CDF draws, world.pairs.sample_continuations)", "tokens": cfg.pair_tokens, "temperature": 1.0, "labels": cfg.pair_labels}
     for i, (name, prompts) in enumerate(sets.items()):
         conts = sample_continuations(untuned, prompts, 2, cfg.pair_tokens, cfg.seed + 10 + i,
                                      progress=ctx.progress, desc=f"pairs: {name}")

@@ -96,6 +96,54 @@ def _common_args(s: TrainSettings, seed: int, out: str, n_examples: int, progres
                 dataloader_num_workers=0, disable_tqdm=not progress, **_precision())
 
 
+def _plain_lm_head(model, metrics: bool) -> None:
+    """On the CPU, swap TRL's chunked log-prob head (``fused_lm_head=True``) for a plain one, the same numbers.
+
+    TRL 1.16 patches the model with a chunked kernel that, off Triton devices, scores every position in tiles and
+    recomputes the projection in the backward pass: a guide step took 2x a plain forward/backward here. This head
+    runs the backbone, projects only the positions that have a label, and takes ``log_softmax``; the metrics TRL
+    logs (entropy, mean logit, top-1; ``metrics``) are computed without gradient, as TRL only reads them detached.
+    """
+    import torch
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    trl_forward = model.forward
+
+    def forward(*args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
+        if not fused_lm_head:
+            return trl_forward(*args, labels=labels, shift_labels=shift_labels,
+                               num_items_in_batch=num_items_in_batch, **kwargs)
+        hidden = model.base_model(*args, **{**kwargs, "use_cache": False}).last_hidden_state
+        if shift_labels is None:
+            hidden, labels = hidden[:, :-1], labels[:, 1:]
+        else:
+            labels = shift_labels
+        mask = labels != -100
+        logits = model.get_output_embeddings()(hidden[mask]).float()  # [N, V], N labelled positions
+        logp = logits.log_softmax(-1)
+        picked = logp.gather(-1, labels[mask].unsqueeze(-1)).squeeze(-1)
+        fields = {"log_probs": picked}
+        if metrics:
+            with torch.no_grad():
+                fields.update(entropy=-(logp.exp() * logp).sum(-1), mean_logits=logits.mean(-1),
+                              is_top1=picked >= logp.amax(-1))
+        full = {k: v.new_zeros(mask.shape).masked_scatter(mask, v) for k, v in fields.items()}
+        count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+        return FusedCausalLMOutput(loss=-picked.sum() / count, label_mask=mask, **full)
+
+    model.forward = forward
+
+
+def _plain_heads(trainer) -> str:
+    """Use :func:`_plain_lm_head` for the trainer's model and reference model on the CPU; returns which head ran."""
+    if next(trainer.model.parameters()).device.type != "cpu":
+        return "trl fused"
+    _plain_lm_head(trainer.model, metrics=True)
+    if getattr(trainer, "ref_model", None) is not None:
+        _plain_lm_head(trainer.ref_model, metrics=False)
+    return "plain"
+
+
 def _log_history(trainer) -> list[dict]:
     keep = ("step", "loss", "train_loss", "rewards/accuracies", "rewards/margins", "accuracy", "train_runtime")
     return [{k: round(v, 4) if isinstance(v, float) else v for k, v in h.items() if k in keep}
@@ -145,10 +193,11 @@ def train_sft(model, tokenizer, texts: Sequence[str], settings: TrainSettings, s
                          dataset_text_field="text", dataset_num_proc=None)
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": list(texts)}),
                              processing_class=tokenizer)
+        head = _plain_heads(trainer)
         result = trainer.train()
         trainer.model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
-    return {"trainer": "trl.SFTTrainer", "examples": len(texts), "steps": trainer.state.global_step,
+    return {"trainer": "trl.SFTTrainer", "lm_head": head, "examples": len(texts), "steps": trainer.state.global_step,
             "train_loss": round(float(result.training_loss), 4), "runtime_s": round(result.metrics["train_runtime"], 1),
             "log": _log_history(trainer)}
 
@@ -169,10 +218,11 @@ def train_dpo(untuned_dir: Path, pairs: Sequence[dict], settings: TrainSettings,
         common["lr_scheduler_type"] = "linear"
         args = DPOConfig(**common, beta=beta, dataset_num_proc=None)
         trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+        head = _plain_heads(trainer)
         result = trainer.train()
         trainer.model.save_pretrained(out_dir)
         tok.save_pretrained(out_dir)
-    return {"trainer": "trl.DPOTrainer", "pairs": len(pairs), "beta": beta, "steps": trainer.state.global_step,
+    return {"trainer": "trl.DPOTrainer", "lm_head": head, "pairs": len(pairs), "beta": beta, "steps": trainer.state.global_step,
             "train_loss": round(float(result.training_loss), 4), "runtime_s": round(result.metrics["train_runtime"], 1),
             "log": _log_history(trainer)}
 
