@@ -76,11 +76,14 @@ def _looks_local(path: str) -> bool:
     return os.path.isabs(path) or path.startswith(".") or path.count("/") > 1 or os.path.exists(path)
 
 
-def _check_source(name_or_path: str) -> str:
-    """A local path must exist; anything shaped like ``org/name`` is left to the hub."""
+def _check_source(name_or_path: str, name: Optional[str] = None) -> str:
+    """What to load from: a local path, which must exist (else FileNotFoundError; a :class:`MissingModelError`
+    naming the setting ``name`` when given), or anything shaped like ``org/name``, left to the hub."""
     path = os.path.expanduser(str(name_or_path))
     if _looks_local(path) and not os.path.exists(path):
-        raise FileNotFoundError(f"model path {name_or_path!r} does not exist; give an existing directory or a hub id")
+        what, error = (f"{name}={name_or_path!r}", MissingModelError) if name else \
+            (f"model path {name_or_path!r}", FileNotFoundError)
+        raise error(f"{what} does not exist; give an existing model directory or a hub id")
     return path if os.path.exists(path) else str(name_or_path)
 
 
@@ -293,9 +296,7 @@ def _guides(spec: EngineSpec) -> tuple[list[CausalLM], Optional[CausalLM], list[
 def check_model_path(name: str, value: str) -> None:
     """A local model path exists and is a model directory (holds config.json), else an error naming ``name``;
     hub ids (``org/name``) are left to the hub."""
-    path = os.path.expanduser(value)
-    if _looks_local(path) and not os.path.exists(path):
-        raise MissingModelError(f"{name}={value!r} does not exist; give an existing model directory or a hub id")
+    path = _check_source(value, name)
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
         raise SpecError(f"{name}={value!r} is a directory but not a model (no config.json in it); give a "
                         "transformers model directory or a hub id")
