@@ -99,6 +99,19 @@ def test_pairs_argmax_and_bradley_terry_labels():
         label_pairs(prompts[:1], pairs[:1], gold, "coin", 0)
 
 
+def test_extreme_pairs_take_the_gold_best_and_worst_of_each_prefix():
+    from w2s_eval.world.build import WorldConfig
+    from w2s_eval.world.pairs import extreme_pairs
+
+    def gold(prompts, responses):
+        return [float(len(r)) + (0.5 if p == "q" else 0.0) for p, r in zip(prompts, responses)]
+
+    assert extreme_pairs(["p", "q"], [["aa", "aaaa", "a"], ["b", "bbb", "bb"]], gold) == [("aaaa", "a"), ("bbb", "b")]
+    assert extreme_pairs(["p"], [["a", "aaa"]], gold) == [("a", "aaa")]  # two samples stay as drawn (labels come later)
+    with pytest.raises(ValueError, match="pair_samples"):
+        WorldConfig(pair_samples=1)
+
+
 def test_guide_embeddings_start_from_a_pca_of_the_strong_model(toy_dirs):
     from transformers import AutoTokenizer
 

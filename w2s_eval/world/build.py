@@ -52,6 +52,7 @@ class WorldConfig:
     pair_prefixes: int = 2_048
     heldout_pairs: int = 256
     pair_tokens: int = 40
+    pair_samples: int = 4  # continuations per training prefix; its pair is their gold-best and gold-worst
     pair_labels: str = "argmax"  # or "bradley-terry" (a seeded draw): see README.md, imdb-mini section
     dpo: TrainSettings = TrainSettings(lr=5e-4, batch_size=16, epochs=1.0, max_length=128, warmup=0.1)
     dpo_beta: float = 0.1
@@ -66,10 +67,12 @@ class WorldConfig:
         from .pairs import LABEL_MODES
 
         for name in ("n_train", "n_heldout", "n_prompts", "pair_prefixes", "heldout_pairs", "pair_tokens",
-                     "validate_prompts", "validate_samples", "sampling_tokens"):
+                     "pair_samples", "validate_prompts", "validate_samples", "sampling_tokens"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"WorldConfig.{name} must be a positive integer, got {v!r}")
+        if self.pair_samples < 2:
+            raise ValueError("WorldConfig.pair_samples must be >= 2 (a pair needs two continuations)")
         if self.validate_samples < 2:
             raise ValueError("WorldConfig.validate_samples must be >= 2 (best-of-k needs k >= 2)")
         if self.pair_labels not in LABEL_MODES:

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["sample_continuations", "label_pairs", "implicit_pair_accuracy", "rm_pair_accuracy", "LABEL_MODES"]
+__all__ = ["sample_continuations", "extreme_pairs", "label_pairs", "implicit_pair_accuracy", "rm_pair_accuracy", "LABEL_MODES"]
 
 LABEL_MODES = ("bradley-terry", "argmax")
 
@@ -68,6 +68,19 @@ def sample_continuations(lm, prompts: Sequence[str], n: int, max_new_tokens: int
         out.extend(texts[j * n:(j + 1) * n] for j in range(len(chunk)))
         bar.update(len(chunk))
     bar.close()
+    return out
+
+
+def extreme_pairs(prompts: Sequence[str], samples: Sequence[Sequence[str]], gold: Callable) -> list[tuple[str, str]]:
+    """Per prompt, its (highest, lowest) gold-reward continuation among its samples; two samples stay as drawn."""
+    if all(len(s) == 2 for s in samples):
+        return [(s[0], s[1]) for s in samples]
+    rewards = gold([p for p, s in zip(prompts, samples) for _ in s], [c for s in samples for c in s])
+    out, i = [], 0
+    for s in samples:
+        r = rewards[i:i + len(s)]
+        i += len(s)
+        out.append((s[max(range(len(s)), key=r.__getitem__)], s[min(range(len(s)), key=r.__getitem__)]))
     return out
 
 

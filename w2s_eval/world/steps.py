@@ -125,7 +125,7 @@ def _prefixes(reviews, n: int, seed: int, words: tuple[int, int]) -> list[str]:
 def step_pairs(ctx: Context, out: Path) -> dict:
     from .data import read_jsonl, write_jsonl
     from .gold import load_gold
-    from .pairs import label_pairs, sample_continuations
+    from .pairs import extreme_pairs, label_pairs, sample_continuations
 
     cfg = ctx.cfg
     gold = load_gold(ctx.out("gold") / "gold.pkl")
@@ -139,11 +139,14 @@ def step_pairs(ctx: Context, out: Path) -> dict:
     # training prefixes come from the end of the training split (the SFT reviews are its start)
     sets = {"train": _prefixes(train[::-1], cfg.pair_prefixes, cfg.seed + 1, cfg.prompt_words),
             "heldout": _prefixes(heldout, cfg.heldout_pairs, cfg.seed + 2, cfg.prompt_words)}
-    info = {"sampler": "untuned guide (inverse-CDF draws, world.pairs.sample_continuations)", "tokens": cfg.pair_tokens, "temperature": 1.0, "labels": cfg.pair_labels}
+    info = {"sampler": "untuned guide (inverse-CDF draws, world.pairs.sample_continuations)", "tokens": cfg.pair_tokens,
+            "temperature": 1.0, "labels": cfg.pair_labels, "samples_per_prefix": {"train": cfg.pair_samples, "heldout": 2}}
     for i, (name, prompts) in enumerate(sets.items()):
-        conts = sample_continuations(untuned, prompts, 2, cfg.pair_tokens, cfg.seed + 10 + i,
-                                     progress=ctx.progress, desc=f"pairs: {name}")
-        rows = label_pairs(prompts, conts, gold, cfg.pair_labels if name == "train" else "argmax", cfg.seed + 20 + i)
+        # training pairs: the gold-best and gold-worst of pair_samples draws; held-out pairs: two draws, as labelled
+        conts = sample_continuations(untuned, prompts, cfg.pair_samples if name == "train" else 2, cfg.pair_tokens,
+                                     cfg.seed + 10 + i, progress=ctx.progress, desc=f"pairs: {name}")
+        rows = label_pairs(prompts, extreme_pairs(prompts, conts, gold),
+                           gold, cfg.pair_labels if name == "train" else "argmax", cfg.seed + 20 + i)
         write_jsonl(out / f"{name}.jsonl", rows)
         agree = sum(r["r_chosen"] >= r["r_rejected"] for r in rows) / max(1, len(rows))
         info[name] = {"pairs": len(rows), "label_agrees_with_gold_argmax": round(agree, 4),
