@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .world.build import BUILD_TIME
+
 # modules that contribute subcommands, with the commands each adds; one that is not part of this build (its package
 # is missing) is left out of the parser, logged at DEBUG level
 COMMANDS = {
@@ -109,8 +111,8 @@ def add_commands(subparsers) -> None:
 
     p = subparsers.add_parser(
         "demo", help=f"build {DEMO_WORLD} if missing, compare {DEMO_METHODS} on a few prompts, print the table",
-        description=f"The README's first command: builds the offline world {DEMO_WORLD} once (about 27 minutes on "
-                    f"2 quiet CPU cores), then compares {DEMO_METHODS} and prints the table and the plot paths.")
+        description=f"The README's first command: builds the offline world {DEMO_WORLD} once ({BUILD_TIME}), "
+                    f"then compares {DEMO_METHODS} and prints the table and the plot paths.")
     p.add_argument("--world", default=DEMO_WORLD, help=f"the world (default: {DEMO_WORLD})")
     p.add_argument("--out", default="results/demo", metavar="DIR", help="the run directory (default: results/demo)")
     p.add_argument("--methods", default=DEMO_METHODS, help=f"method specs (default: {DEMO_METHODS})")
@@ -204,7 +206,7 @@ def load_or_build(name: str, home=None, progress: bool = True):
     except FileNotFoundError as e:
         logger.info("%s", e)
     home = world_home(home)
-    print(f"building world {name} into {home} (once; about 27 minutes on 2 quiet CPU cores) ...", file=sys.stderr)
+    print(f"building world {name} into {home} (once; {BUILD_TIME}) ...", file=sys.stderr)
     from .world.build import build_world
 
     build_world(name, home, progress=progress)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .build import BUILD_TIME
+
 __all__ = ["add_commands"]
 
 
@@ -12,9 +14,9 @@ def add_commands(subparsers) -> None:
     world = subparsers.add_parser("world", help="build or inspect an offline world (imdb-mini)")
     sub = world.add_subparsers(dest="world_command", metavar="ACTION")
     build = sub.add_parser("build", help="build a world into the cache (skips what is built)",
-                           description="Build the world once into $W2S_EVAL_HOME/worlds/NAME (imdb-mini: about "
-                                       "27 min on 2 quiet CPU cores, 2-6 times longer while other jobs share them; "
-                                       "about 2.5 min on an H100, used when present). Finished steps are skipped, "
+                           description=f"Build the world once into $W2S_EVAL_HOME/worlds/NAME (imdb-mini: {BUILD_TIME}, "
+                                       "2-6 times longer while other jobs share them; a few minutes on a GPU, used "
+                                       "when present). Finished steps are skipped, "
                                        "so an interrupted build resumes.")
     build.add_argument("name", help="world name (imdb-mini)")
     build.add_argument("--home", help="cache directory (default: $W2S_EVAL_HOME or ~/.cache/w2s-eval)")

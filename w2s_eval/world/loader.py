@@ -14,7 +14,7 @@ def load_imdb_mini(home: Path):
     """The ``imdb-mini`` world under ``home/worlds/imdb-mini``; a clear error when it is not built."""
     from ..config import SamplingConfig
     from ..worlds import World
-    from .build import WorldConfig, read_manifest, settings_diff, world_dir
+    from .build import BUILD_TIME, WorldConfig, read_manifest, settings_diff, world_dir
     from .data import read_jsonl
     from .gold import load_gold, vader_judge
     from .strong import DEFAULT_STRONG, GGUF_SOURCE
@@ -23,7 +23,7 @@ def load_imdb_mini(home: Path):
     manifest = read_manifest(path) if path.exists() else None
     if not manifest or not manifest.get("complete"):
         state = "is not built" if not manifest else "is only partly built"
-        raise FileNotFoundError(f"world imdb-mini {state} in {path}; build it (about 27 min on 2 quiet CPU cores): "
+        raise FileNotFoundError(f"world imdb-mini {state} in {path}; build it ({BUILD_TIME}): "
                                 "w2s-eval world build imdb-mini")
     paths = manifest["paths"]
     for key in ("strong", "untuned", "tuned", "reward_model", "gold", "prompts"):

@@ -12,7 +12,10 @@ from __future__ import annotations
 import logging
 import math
 import random
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
