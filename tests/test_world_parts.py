@@ -197,6 +197,18 @@ def test_pair_sampler_draws_from_the_warped_distribution():
     assert torch.equal(draws, _draw(logits.clone(), [5], 2.0, 0, torch.Generator().manual_seed(0)))
 
 
+def test_pair_sampler_never_draws_a_banned_first_id_even_at_u_zero(monkeypatch):
+    """A uniform of exactly 0 (torch.rand can return it) lands on the first id of positive probability, not on
+    id 0 when id 0 is banned."""
+    from w2s_eval.world import pairs as pairs_mod
+
+    monkeypatch.setattr(torch, "rand", lambda *shape, generator=None, device=None: torch.zeros(*shape))
+    logits = torch.tensor([[5.0, -1.0, 0.0, 2.0]]).repeat(3, 1)
+    assert pairs_mod._draw(logits, [0], 1.0, 0, torch.Generator()).tolist() == [1, 1, 1]
+    with pytest.raises(ValueError, match="temperature"):
+        pairs_mod.sample_continuations(None, ["a"], 2, 3, seed=0, temperature=0.0)
+
+
 def test_pair_sampler_gives_n_continuations_of_exactly_the_length(toy):
     """``sample_continuations``: n texts per prompt, each decoded from exactly max_new_tokens drawn ids (none of
     them an end-of-text id), the same for the same seed and batch size."""

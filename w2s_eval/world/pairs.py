@@ -39,7 +39,8 @@ def _draw(logits: "torch.Tensor", banned: Sequence[int], temperature: float, top
         logits, ids = logits.topk(top_k, dim=-1)
     cdf = logits.softmax(-1).cumsum(-1)
     u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device) * cdf[:, -1:]
-    pick = torch.searchsorted(cdf, u).clamp(max=cdf.shape[-1] - 1)
+    # the first id whose cumulative probability reaches u; u > 0, so an id of probability 0 is never it
+    pick = torch.searchsorted(cdf, u.clamp(min=torch.finfo(u.dtype).tiny)).clamp(max=cdf.shape[-1] - 1)
     return (pick if ids is None else ids.gather(-1, pick)).squeeze(-1)
 
 
@@ -51,6 +52,9 @@ def sample_continuations(lm, prompts: Sequence[str], n: int, max_new_tokens: int
     ``seed`` and ``batch_size``."""
     import torch
     from tqdm.auto import tqdm
+
+    if not temperature > 0:
+        raise ValueError(f"sampling temperature must be > 0, got {temperature!r}")
 
     from ..lm import KVRows, left_pad
 
