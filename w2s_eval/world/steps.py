@@ -164,8 +164,9 @@ def step_tuned(ctx: Context, out: Path) -> dict:
     pairs = read_jsonl(ctx.out("pairs") / "train.jsonl")
     info = train_dpo(ctx.out("untuned"), pairs, cfg.dpo, cfg.dpo_beta, cfg.seed, out, ctx.progress)
     heldout = read_jsonl(ctx.out("pairs") / "heldout.jsonl")
-    info["heldout"] = implicit_pair_accuracy(_lm(out), _lm(ctx.out("untuned")), heldout, cfg.dpo_beta)
-    info["train_pairs"] = implicit_pair_accuracy(_lm(out), _lm(ctx.out("untuned")), pairs[:len(heldout)], cfg.dpo_beta)
+    tuned, untuned = _lm(out), _lm(ctx.out("untuned"))  # loaded once for both figures
+    info["heldout"] = implicit_pair_accuracy(tuned, untuned, heldout, cfg.dpo_beta)
+    info["train_pairs"] = implicit_pair_accuracy(tuned, untuned, pairs[:len(heldout)], cfg.dpo_beta)
     info["files"] = _files_sha(out)
     return info
 
