@@ -1,7 +1,7 @@
 """The build backend of w2s-eval: setuptools' own, plus the lm-eval startup hook in editable installs.
 
 The stock ``lm_eval`` command (0.4.13) finds ``--model w2s`` only through ``w2s_eval_lm_eval.pth`` at the
-top of site-packages (see ``w2s_eval/lm_eval/hook.py``). A regular wheel ships it as package data; an
+top of site-packages (see ``w2s_eval/lm_eval/__init__.py``). A regular wheel ships it as package data; an
 editable wheel (``pip install -e .``) holds no package files, so :func:`build_editable` adds the ``.pth``
 to it (listed in the wheel's RECORD, so ``pip uninstall`` removes it). Everything else is
 ``setuptools.build_meta`` unchanged. Standard library only.

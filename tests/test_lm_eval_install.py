@@ -17,7 +17,7 @@ PACKAGING = ("pyproject.toml", "README.md", "MANIFEST.in", "w2s_eval_lm_eval.pth
 
 
 def test_editable_install_resolves_model_w2s(tmp_path):
-    from w2s_eval.lm_eval.hook import PTH_NAME, pth_line
+    from w2s_eval.lm_eval import PTH_NAME, pth_line
 
     src = tmp_path / "src"
     src.mkdir()

@@ -60,7 +60,7 @@ def test_every_model_arg_is_documented():
 
 
 def test_pth_line_is_one_import_line_that_registers_after_lm_eval_models(tmp_path):
-    from w2s_eval.lm_eval.hook import pth_line
+    from w2s_eval.lm_eval import pth_line
 
     line = pth_line()
     assert line.startswith("import ") and line.count("\n") == 1
@@ -87,7 +87,7 @@ def test_register_in_process_keeps_lm_evals_own_models():
 
 def test_shipped_pth_file_matches_the_hook_source():
     """The repo-root w2s_eval_lm_eval.pth (shipped in the wheel) must be the current hook."""
-    from w2s_eval.lm_eval.hook import PTH_NAME, pth_line
+    from w2s_eval.lm_eval import PTH_NAME, pth_line
 
     shipped = REPO / PTH_NAME
     if not shipped.exists():
@@ -96,7 +96,7 @@ def test_shipped_pth_file_matches_the_hook_source():
 
 
 def test_install_hook_writes_and_removes(tmp_path):
-    from w2s_eval.lm_eval.hook import PTH_NAME, install_hook, pth_line, uninstall_hook
+    from w2s_eval.lm_eval import PTH_NAME, install_hook, pth_line, uninstall_hook
 
     path = install_hook(tmp_path)
     assert path == tmp_path / PTH_NAME and path.read_text() == pth_line()

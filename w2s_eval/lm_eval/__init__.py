@@ -1,23 +1,64 @@
 """``lm_eval --model w2s``: weak-to-strong search as an lm-evaluation-harness backend.
 
-- :mod:`w2s_eval.lm_eval.backend`: the ``W2SLM`` model class: lm-eval's HFLM over the strong model
-  of :func:`w2s_eval.build_engine`, with the search's ``generate_until`` and the guide-tilted log-likelihoods.
-- :mod:`w2s_eval.lm_eval.hook`: the startup hook that lets the stock ``lm_eval``
-  command of lm-eval 0.4.13 find ``--model w2s`` (it has no plugin discovery).
-- :mod:`w2s_eval.lm_eval.tasks`: datasets, filters and metrics of the ``w2s_*`` tasks.
-- ``python -m w2s_eval.lm_eval ...``: lm-eval's CLI with ``w2s`` registered.
+- :mod:`.backend`: ``W2SLM``, lm-eval's HFLM over the strong model of :func:`w2s_eval.build_engine`, with the
+  search's ``generate_until`` and the guide-tilted log-likelihoods; :mod:`.tasks`: the ``w2s_*`` tasks' code.
+- Finding ``--model w2s`` (lm-eval 0.4.13 has no plugin discovery): ``w2s_eval_lm_eval.pth`` in site-packages
+  runs :mod:`._pth_hook` at interpreter start. A wheel ships it (pyproject package-data), the build backend
+  (``_build_backend/w2s_eval_build.py``) adds it to editable installs, :func:`install_hook` writes it by hand
+  (``python -m w2s_eval.lm_eval --install-hook``); :func:`register` registers ``w2s`` in this process, and
+  ``python -m w2s_eval.lm_eval ...`` is lm-eval's CLI with it.
 """
 
 from __future__ import annotations
 
-__all__ = ["register"]
+import os
+import sysconfig
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["register", "PTH_NAME", "pth_line", "install_hook", "uninstall_hook"]
+
+PTH_NAME = "w2s_eval_lm_eval.pth"
 
 
 def register():
-    """Register ``w2s`` (and any other ``lm_eval.models`` entry point) with lm-eval's model
-    registry, after lm-eval's own backends; returns the registry. Idempotent."""
-    import lm_eval.api.registry as registry
+    """Register ``w2s`` (and any other ``lm_eval.models`` entry point) with lm-eval's model registry, after
+    lm-eval's own backends; returns the registry. Idempotent."""
+    import lm_eval.api.registry
 
-    from ._pth_hook import _w2s_eval_lm_eval_hook
+    from ._pth_hook import _w2s_eval_register
 
-    return _w2s_eval_lm_eval_hook(install=False)(registry, use_fallback=True)
+    return _w2s_eval_register(lm_eval.api.registry, use_fallback=True)
+
+
+def pth_line() -> str:
+    """The ``.pth`` content: ``import sys; exec(<_pth_hook.py, then its call>, <a namespace of its own>)`` (site.py
+    runs a line only when it starts with ``import``, with separate globals and locals)."""
+    code = Path(__file__).with_name("_pth_hook.py").read_text(encoding="utf-8") + "\n_w2s_eval_lm_eval_hook()\n"
+    return f"import sys; exec({code!r}, {{'__name__': 'w2s_eval_lm_eval_pth'}})\n"
+
+
+def _hook_file(site_dir: Optional[os.PathLike]) -> Path:
+    return Path(site_dir or sysconfig.get_paths()["purelib"]) / PTH_NAME
+
+
+def install_hook(site_dir: Optional[os.PathLike] = None) -> Path:
+    """Write the ``.pth`` hook into ``site_dir`` (default: this interpreter's site-packages); idempotent."""
+    path, text = _hook_file(site_dir), pth_line()
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"site-packages directory {path.parent} does not exist")
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as e:
+            raise PermissionError(f"cannot write {path} ({e.strerror}); run with a Python whose site-packages "
+                                  "you can write (your virtual environment)") from None
+    return path
+
+
+def uninstall_hook(site_dir: Optional[os.PathLike] = None) -> bool:
+    """Remove the hook; True when there was one."""
+    path = _hook_file(site_dir)
+    found = path.exists()
+    path.unlink(missing_ok=True)
+    return found
