@@ -1,22 +1,23 @@
-"""The settings of ``lm_eval --model w2s``: its ``--model_args`` and each request's generation kwargs.
-
-lm-eval hands the backend a dict of already-typed values (``w=4`` arrives as 4, ``l=inf`` as a float).
-:func:`parse_model_args` turns that dict plus lm-eval's own ``batch_size`` / ``device`` into a
-:class:`W2SArgs` -- an :class:`~w2s_eval.spec.EngineSpec` (its fields, defaults and messages) plus the
-method, sampling defaults and batching -- raising a ``ValueError`` that names the key and the fix.
-:func:`sampling_config` reads a request's generation kwargs, the model args filling what the task leaves
-open. No model is loaded here.
+"""The settings of ``lm_eval --model w2s``: its ``--model_args`` (:class:`W2SArgs`: an
+:class:`~w2s_eval.spec.EngineSpec` plus the method, sampling defaults and batching) and each request's generation
+kwargs (:func:`sampling_config`: the model args fill what the task leaves open). lm-eval hands over typed values
+(``w=4`` arrives as 4, ``l=inf`` as a float); a bad one raises a ``ValueError`` naming the key and the fix.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
+
+from lm_eval.models.utils import normalize_gen_kwargs
+from lm_eval.utils import warning_once
 
 from ..config import METHOD_NAMES, SamplingConfig, parse_method
 from ..spec import EngineSpec, SpecError, coerce, typed_settings
 
+logger = logging.getLogger(__name__)
 __all__ = ["W2SArgs", "parse_model_args", "MODEL_ARG_KEYS", "ALIASES", "sampling_config", "greedy_hint"]
 
 # keys a user may give that map onto another key
@@ -60,15 +61,13 @@ class W2SArgs(EngineSpec):
         for key, owner in _METHOD_KEYS.items():
             if getattr(self, key) is not None and self.method != owner:
                 raise ValueError(f"w2s: {key}= applies to method={owner}, not method={self.method}; drop it")
-        if self.truncation not in ("left", "error"):
-            raise ValueError(f"w2s: truncation must be 'left' (as lm-eval's hf backend) or 'error', got {self.truncation!r}")
         for name in ("batch_size", "max_gen_toks", "loglik_batch_size"):
             v = getattr(self, name)
             if (v is not None or name != "loglik_batch_size") and (
                     not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise ValueError(f"w2s: {name} must be a positive integer, got {v!r}")
         self.method_config()  # validates w, k, l, n, beta
-        sampling_config(self, {}, None, None)  # validates temperature, top_k, top_p, seed
+        sampling_config(self, {}, None)  # validates temperature, top_k, top_p, seed, truncation
 
     def method_config(self):
         """The core method config (``parse_method`` validates it)."""
@@ -167,13 +166,10 @@ def greedy_hint(args, gen_kwargs: dict) -> str:
     return _temperature(gen_kwargs, args.temperature)[1]
 
 
-def sampling_config(args, gen_kwargs: Any, task: Optional[str], warn_once: Callable[..., None],
-                    max_length: Optional[int] = None):
+def sampling_config(args, gen_kwargs: Any, task: Optional[str], max_length: Optional[int] = None):
     """A request's :class:`~w2s_eval.config.SamplingConfig`: its generation kwargs, the model args
     (``args``) filling what the task leaves open; a bad setting (or new tokens that alone fill the strong
     model's context of ``max_length``) raises naming the task."""
-    from lm_eval.models.utils import normalize_gen_kwargs
-
     where = f" (task {task})" if task else ""
     if not isinstance(gen_kwargs, dict):
         raise ValueError(f"w2s: generation kwargs must be a dict{where}, got {gen_kwargs!r}")
@@ -184,8 +180,8 @@ def sampling_config(args, gen_kwargs: Any, task: Optional[str], warn_once: Calla
                          "fix generation_kwargs.until in the task YAML or --gen_kwargs")
     ignored = sorted(set(gen_kwargs) - _SAMPLING_KEYS)
     if ignored:
-        warn_once(f"ignored:{ignored}", "w2s: ignoring generation kwargs %s (supported: %s)", ignored,
-                  ", ".join(sorted(_SAMPLING_KEYS)))
+        warning_once(logger, "w2s: ignoring generation kwargs %s (supported: %s)", ", ".join(ignored),
+                     ", ".join(sorted(_SAMPLING_KEYS)))
     kw = normalize_gen_kwargs(gen_kwargs, args.max_gen_toks)
     top_k = gen_kwargs.get("top_k", args.top_k or 0)
     top_p = gen_kwargs.get("top_p", 1.0 if args.top_p is None else args.top_p)

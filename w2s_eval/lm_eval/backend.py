@@ -1,18 +1,15 @@
-"""``W2SLM``: the ``w2s`` model of lm-evaluation-harness -- lm-eval's own ``hf`` backend (HFLM) over the
-engine's already loaded strong model, with two things changed, as lm-eval's ``hf_steered`` changes HFLM:
+"""``W2SLM``, the ``w2s`` model of lm-evaluation-harness (``lm_eval --model w2s --model_args strong=...,tuned=...,
+untuned=...,method=cbs,w=4,k=4,l=5``): lm-eval's own ``hf`` backend (HFLM) over the engine's loaded strong model,
+with two things changed, as lm-eval's ``hf_steered`` changes HFLM:
 
-``lm_eval --model w2s --model_args strong=...,tuned=...,untuned=...,method=cbs,w=4,k=4,l=5``
+- ``generate_until``: :meth:`w2s_eval.Engine.generate` with each request's settings (:func:`.args.sampling_config`),
+  batched by lm-eval's ``Collator`` (``--batch_size`` requests of one setting at a time, longest first);
+- ``loglikelihood(_rolling)``: HFLM's own (the server's prompt log-probs with ``strong_endpoint``) plus the guide
+  tilt (:mod:`.loglik`; EFT mixes the next-token distributions there).
 
-- ``generate_until``: :meth:`w2s_eval.Engine.generate` with the request's ``until`` / ``max_gen_toks`` /
-  ``do_sample`` / ``temperature``, batched by lm-eval's ``Collator`` (``--batch_size`` requests of one
-  generation setting at a time, longest first).
-- ``loglikelihood`` / ``loglikelihood_rolling``: HFLM's own (tokenization, truncation, rolling windows,
-  batching as ``--model hf``; EFT mixes the next-token distributions in ``_model_call``, :mod:`.loglik`)
-  plus the guide tilt. With ``strong_endpoint`` the strong term is the server's prompt log-probs.
-
-Everything else is HFLM's: tokenizer hooks, chat templates, ranks and collectives (accelerate's). Every
-finished request goes to lm-eval's ``--use_cache`` database at once (which records the w2s settings,
-:mod:`.cache`), and its search statistics to a JSONL file beside ``--output_path`` (:mod:`.records`).
+Tokenizer hooks, chat templates, ranks and collectives are HFLM's. Each finished request goes to lm-eval's
+``--use_cache`` database at once (guarded by the run's identity, :mod:`.cache`), its search statistics to a JSONL
+file beside ``--output_path`` (:mod:`.records`).
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ import torch
 from lm_eval.api.model import CacheHook, TemplateLM
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import Collator
-from lm_eval.utils import simple_parse_args_string
+from lm_eval.utils import simple_parse_args_string, warning_once
 from tqdm.auto import tqdm
 
 from ..engine import build_engine
@@ -53,7 +50,7 @@ def _accelerator():
 
 
 def _rank_device(args, cli_device: Optional[str], accelerator) -> Optional[str]:
-    """model args' device, else lm-eval's ``--device`` (the CPU when it names CUDA and there is none);
+    """The model args' device, else lm-eval's ``--device`` (the CPU when it names CUDA and there is none);
     under a data-parallel launch with no particular GPU asked for, this rank's GPU."""
     device = args.device
     if device is None and cli_device:
@@ -79,8 +76,7 @@ class W2SLM(LoadedHFLM):
             logger.warning("w2s: trust_remote_code is ignored; models load without remote code")
         accelerator = _accelerator()
         self.engine = build_engine(self.args.engine_spec(device=_rank_device(self.args, cli_device, accelerator)))
-        # parsed and checked once: a method that cannot run fails here, before any request
-        self.run = self.engine.prepare(self.args.method_config())
+        self.run = self.engine.prepare(self.args.method_config())  # a method that cannot run fails here
         self.method = self.run.method
         policy = self.engine.policy
         self.strong = policy.lm if isinstance(policy, TransformersPolicy) else None
@@ -93,13 +89,10 @@ class W2SLM(LoadedHFLM):
             self._use_ranks(accelerator)
         self.tilt = Tilt(terms_for(self.engine, self.method), ll_batch)
         self._ll_chunk = max(1, ll_batch * 8)  # results reach the request cache chunk by chunk
-        self._warned: set[str] = set()
         self.stats = StatsWriter(self.args.stats_path or output_dir_from_argv(), self.rank,
                                  {"model_args": self.args.to_dict(), "method": self.method.spec,
                                   "world": {"rank": self.rank, "world_size": self.world_size},
                                   "versions": package_versions()})
-
-    # ------------------------------------------------------------------ lm-eval plumbing
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: Optional[dict] = None) -> "W2SLM":
@@ -178,30 +171,20 @@ class W2SLM(LoadedHFLM):
 
     # ------------------------------------------------------------------ generate_until
 
-    def _warn_once(self, key: str, msg: str, *args) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            logger.warning(msg, *args)
-
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        configs = {}  # every request's settings are checked before anything is generated
-        for i, req in enumerate(requests):
+        items, seen = [], {}
+        for i, req in enumerate(requests):  # every request's settings are checked before anything is generated
             context, gen_kwargs = req.args
             if not isinstance(context, str) or not context:
                 raise ValueError(f"w2s: request {i} has an empty or non-text context")
-            cfg = sampling_config(self.args, gen_kwargs, getattr(req, "task_name", None), self._warn_once,
+            cfg = sampling_config(self.args, gen_kwargs, getattr(req, "task_name", None),
                                   self.strong.max_length if self.strong is not None else None)
             if cfg.greedy and self.method.budget > 1:
-                hint = greedy_hint(self.args, gen_kwargs)
-                self._warn_once(f"greedy:{hint}", "w2s: %s with greedy decoding draws identical candidates; %s",
-                                self.method.spec, hint)
-            configs[i] = cfg
-        seen: dict[tuple, int] = {}
-        items = []
-        for i, req in enumerate(requests):  # repeats of one request (lm-eval's `repeats`) get distinct seeds
-            key = (req.args[0], repr(sorted(req.args[1].items())))
+                warning_once(logger, "w2s: %s with greedy decoding draws identical candidates; %s", self.method.spec,
+                             greedy_hint(self.args, gen_kwargs))
+            key = (context, repr(sorted(gen_kwargs.items())))  # repeats (lm-eval's `repeats`) get distinct seeds
             seen[key] = seen.get(key, -1) + 1
-            items.append((req.args[0], configs[i], i, seen[key]))
+            items.append((context, cfg, i, seen[key]))
         collator = Collator(items, sort_fn=lambda x: (-len(x[0]), x[0]), group_fn=lambda x: asdict(x[1]),
                             group_by="gen_kwargs")  # one generation setting per batch, longest first
         bar = tqdm(total=len(requests), desc=f"w2s {self.method.spec}", disable=disable_tqdm or self.rank != 0)
@@ -213,14 +196,12 @@ class W2SLM(LoadedHFLM):
         return collator.get_original(res)
 
     def _generate_batch(self, requests, batch: list) -> list[str]:
-        cfg = batch[0][1]
-        prompts = [p for p, _, _, _ in batch]
-        seeds = [choice_seed(cfg.seed, p, rep) for p, _, _, rep in batch]
-        t0 = time.perf_counter()
-        results = self.engine.generate(prompts, self.run, cfg, seeds=seeds, batch_size=len(batch))
+        cfg, t0 = batch[0][1], time.perf_counter()
+        results = self.engine.generate([p for p, *_ in batch], self.run, cfg, batch_size=len(batch),
+                                       seeds=[choice_seed(cfg.seed, p, rep) for p, _, _, rep in batch])
         rows = []
         for (_, _, i, _), r in zip(batch, results):
             self.cache_hook.add_partial("generate_until", requests[i].args, r.text)
-            rows.append(result_record(requests[i], r, "generate_until", self.method.spec, cfg))
+            rows.append(result_record(requests[i], r, self.method.spec, cfg))
         self.stats.add(rows, time.perf_counter() - t0)
         return [r.text for r in results]

@@ -46,11 +46,11 @@ def output_dir_from_argv(argv: Optional[Sequence[str]] = None) -> Optional[Path]
     return path.parent if path.suffix == ".json" else path
 
 
-def result_record(req, result, request_type: str, method_spec: str, sampling) -> dict:
+def result_record(req, result, method_spec: str, sampling) -> dict:
     """One JSON-able line for a generate_until request and its SearchResult (``prompt_sha``: the
     prompt's :func:`~w2s_eval.provenance.fingerprint`)."""
     return {
-        "request_type": request_type,
+        "request_type": "generate_until",
         "task": getattr(req, "task_name", None),
         "doc_id": getattr(req, "doc_id", None),
         "prompt_sha": fingerprint(req.args[0]),
