@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import os
 import shutil
@@ -59,6 +60,14 @@ metric_list:
     aggregation: mean
     higher_is_better: true
 """
+
+
+def task_utils(task: str):
+    """A task folder's ``utils.py`` (tasks/<task>/utils.py), loaded as lm-eval loads it for ``!function utils.x``."""
+    spec = importlib.util.spec_from_file_location(f"{task}_utils", REPO / "tasks" / task / "utils.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_tasks(root: Path) -> Path:

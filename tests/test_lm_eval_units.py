@@ -13,6 +13,8 @@ import pytest
 
 from w2s_eval.lm_eval.args import MODEL_ARG_KEYS, parse_model_args
 
+from test_lm_eval_helpers import task_utils
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -122,7 +124,7 @@ def test_output_dir_from_argv(monkeypatch):
 
 
 def test_bundled_imdb_prompts_are_the_world_heldout_prompts():
-    from w2s_eval.lm_eval.tasks import build_imdb_prompts
+    build_imdb_prompts = task_utils("w2s_imdb_sentiment").build_imdb_prompts
 
     bundled = [json.loads(x) for x in (REPO / "tasks/w2s_imdb_sentiment/imdb_prompts.jsonl").read_text().splitlines()]
     assert len(bundled) == 200
@@ -131,7 +133,7 @@ def test_bundled_imdb_prompts_are_the_world_heldout_prompts():
 
 
 def test_imdb_dataset_scorer_choice(monkeypatch, toy_dirs):
-    from w2s_eval.lm_eval.tasks import load_imdb_dataset
+    load_imdb_dataset = task_utils("w2s_imdb_sentiment").load_imdb_dataset
 
     bundled = REPO / "tasks/w2s_imdb_sentiment/imdb_prompts.jsonl"
     monkeypatch.delenv("W2S_SENTIMENT_SCORER", raising=False)
@@ -150,7 +152,7 @@ def test_imdb_dataset_scorer_choice(monkeypatch, toy_dirs):
 
 
 def test_instruct_dataset_needs_a_reward_model(monkeypatch, toy_dirs):
-    from w2s_eval.lm_eval.tasks import load_instruct_dataset
+    load_instruct_dataset = task_utils("w2s_instruct").load_instruct_dataset
 
     bundled = REPO / "tasks/w2s_instruct/instructions.jsonl"
     monkeypatch.delenv("W2S_INSTRUCT_RM", raising=False)

@@ -1,13 +1,12 @@
-"""Log-likelihoods for lm-eval: the strong model through lm-eval's own ``hf`` backend (HFLM over the
-already loaded model), plus the guide tilt that weak-to-strong search samples toward (README.md,
-"loglikelihood: what the number means"):
+"""Log-likelihoods for lm-eval: the strong model's from lm-eval's own ``hf`` backend (HFLM over the loaded model)
+plus the guide tilt that weak-to-strong search samples toward (README.md, "loglikelihood: what the number means"):
 
     log p*(y | x) = log p_strong(y | x) + beta * (log p_tuned(y | x) - log p_untuned(y | x)) [+ rm_weight * RM(x, y)]
 
-unnormalised; the normaliser depends on x only, so the choices of one context rank exactly as under p*.
-EFT is a per-token product of experts: there the answer is the EFT policy's own normalised log-probability
-(:class:`LoadedHFLM` mixes the next-token distributions, the pattern of lm-eval's ``hf_steered``). Each
-guide reads the text with its own tokenizer and prompt template, as the search scores candidates.
+unnormalised; the normaliser depends on x only, so the choices of one context rank exactly as under p*. For EFT
+the answer is the EFT policy's own normalised log-probability (:class:`LoadedHFLM` mixes the next-token
+distributions, as lm-eval's ``hf_steered`` steers HFLM). Each guide reads the text with its own tokenizer and
+prompt template, as the search scores candidates.
 """
 
 from __future__ import annotations
@@ -60,23 +59,20 @@ class LoadedHFLM(HFLM):
             self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
 
     def _model_call(self, inps, attn_mask=None, labels=None):
-        """HFLM's forward (EFT-mixed when guides are given), rerun on halves of the rows when it runs out
-        of memory (:func:`w2s_eval.lm.split_on_oom`; each row's logits do not depend on the others)."""
+        """HFLM's causal forward (``attn_mask``/``labels`` are seq2seq's, never given here), EFT-mixed when guides
+        are given, rerun on halves of the rows when it runs out of memory (:func:`w2s_eval.lm.split_on_oom`;
+        each row's logits do not depend on the others)."""
         def run(lo: int, hi: int):
-            mask = None if attn_mask is None else attn_mask[lo:hi]
-            return self._mixed_call(inps[lo:hi], mask, None if labels is None else labels[lo:hi])
+            logits = HFLM._model_call(self, inps[lo:hi])
+            if not self.eft_lms:
+                return logits
+            with torch.no_grad():
+                outs = [logits.float()] + [lm.model(inps[lo:hi].to(lm.device)).logits.float().to(logits.device)
+                                           for lm in self.eft_lms]
+            return eft_combiner(self.eft_betas)([o[..., : self.eft_vocab] for o in outs])
 
         outs, self._oom_rows = split_on_oom(run, inps.shape[0], name=f"strong:{self.lm_name}", rows=self._oom_rows)
         return outs[0] if len(outs) == 1 else torch.cat(outs)
-
-    def _mixed_call(self, inps, attn_mask=None, labels=None):
-        logits = super()._model_call(inps, attn_mask, labels)
-        if not self.eft_lms:
-            return logits
-        with torch.no_grad():
-            outs = [logits.float()] + [lm.model(inps.to(lm.device)).logits.float().to(logits.device)
-                                       for lm in self.eft_lms]
-        return eft_combiner(self.eft_betas)([o[..., : self.eft_vocab] for o in outs])
 
 
 def eft_combiner(betas: Sequence[float]) -> Callable[[list[torch.Tensor]], torch.Tensor]:

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence
@@ -55,8 +56,7 @@ def result_record(req, result, method_spec: str, sampling) -> dict:
         "doc_id": getattr(req, "doc_id", None),
         "prompt_sha": fingerprint(req.args[0]),
         "method": method_spec,
-        "sampling": {"temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p,
-                     "max_new_tokens": sampling.max_new_tokens, "stop": list(sampling.stop), "seed": sampling.seed},
+        "sampling": {k: v for k, v in asdict(sampling).items() if k != "truncation"},
         "text": result.text,
         "score": result.score,
         "beam_scores": [b.score for b in result.beams],

