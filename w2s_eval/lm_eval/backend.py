@@ -89,10 +89,9 @@ class W2SLM(LoadedHFLM):
             self._use_ranks(accelerator)
         self.tilt = Tilt(terms_for(self.engine, self.method), ll_batch)
         self._ll_chunk = max(1, ll_batch * 8)  # results reach the request cache chunk by chunk
-        self.stats = StatsWriter(self.args.stats_path or output_dir_from_argv(), self.rank,
-                                 {"model_args": self.args.to_dict(), "method": self.method.spec,
-                                  "world": {"rank": self.rank, "world_size": self.world_size},
-                                  "versions": package_versions()})
+        self.info = {"model_args": self.args.to_dict(), "method": self.method.spec, "versions": package_versions(),
+                     "world": {"rank": self.rank, "world_size": self.world_size}}
+        self.stats = StatsWriter(self.args.stats_path or output_dir_from_argv(), self.rank, self.info)
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: Optional[dict] = None) -> "W2SLM":
@@ -121,9 +120,8 @@ class W2SLM(LoadedHFLM):
         return super().apply_chat_template(chat_history, add_generation_prompt)
 
     def get_model_info(self) -> dict:
-        return {"w2s": {"model_args": self.args.to_dict(), "method": self.method.spec,
-                        "stats_file": str(self.stats.path) if self.stats.path else None,
-                        "totals_rank0": dict(self.stats.totals), "versions": package_versions()}}
+        return {"w2s": {**self.info, "stats_file": str(self.stats.path) if self.stats.path else None,
+                        "totals_rank0": dict(self.stats.totals)}}
 
     # ------------------------------------------------------------------ loglikelihood
 

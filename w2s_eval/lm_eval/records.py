@@ -1,10 +1,7 @@
-"""Per-request search statistics, written beside lm-eval's results.
-
-lm-eval keeps each request's text; the search's own numbers (strong and guide token forwards, rounds,
-samples, guide scores of the final beams, wall time, seed) go to ``w2s_requests_<time>_rank<r>.jsonl`` in
-the ``--output_path`` directory (or the ``stats_path`` model arg), one JSON line per request, appended and
-fsynced after every batch (:func:`w2s_eval.provenance.append_jsonl`) so a crash keeps what was done. The
-first line is a header: resolved config and package versions.
+"""Per-request search statistics beside lm-eval's results: strong and guide token forwards, rounds, samples,
+guide scores of the final beams, wall time and seed, one JSON line per request in ``w2s_requests_<time>_rank<r>.jsonl``
+(in ``--output_path`` or the ``stats_path`` model arg; first line: resolved config and package versions), appended
+and fsynced after every batch (:func:`w2s_eval.provenance.append_jsonl`), so a crash keeps what was done.
 """
 
 from __future__ import annotations
@@ -32,7 +29,8 @@ def output_dir_from_argv(argv: Optional[Sequence[str]] = None) -> Optional[Path]
     this process is not the lm-eval CLI (another program's ``-o`` means something else)."""
     if argv is None:
         prog = sys.argv[0] if sys.argv else ""
-        if os.path.basename(prog) not in ("lm_eval", "lm-eval") and not prog.endswith(os.path.join("lm_eval", "__main__.py")):
+        if os.path.basename(prog) not in ("lm_eval", "lm-eval") and not prog.endswith(
+                os.path.join("lm_eval", "__main__.py")):
             return None
         argv = sys.argv[1:]
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)

@@ -56,7 +56,8 @@ class RewardFilter(Filter):
         resps, docs = [list(r) for r in resps], list(docs)
         for doc in docs:
             if "scorer" not in doc or self.prompt_field not in doc:
-                raise ValueError(f"document lacks 'scorer' or {self.prompt_field!r}; load it with the task's custom_dataset")
+                raise ValueError(f"document lacks 'scorer' or {self.prompt_field!r}; load it with the task's "
+                                 "custom_dataset")
         out: list = [[] for _ in docs]
         for spec in dict.fromkeys(doc["scorer"] for doc in docs):
             pairs = [(i, docs[i][self.prompt_field], str(r)) for i in range(len(docs)) if docs[i]["scorer"] == spec
