@@ -1,12 +1,10 @@
 """``lm_eval --model w2s``: weak-to-strong search as an lm-evaluation-harness backend.
 
-- :mod:`.backend`: ``W2SLM``, lm-eval's HFLM over the strong model of :func:`w2s_eval.build_engine`, with the
-  search's ``generate_until`` and the guide-tilted log-likelihoods; :mod:`.tasks`: the ``w2s_*`` tasks' code.
-- Finding ``--model w2s`` (lm-eval 0.4.13 has no plugin discovery): ``w2s_eval_lm_eval.pth`` in site-packages
-  runs :mod:`._pth_hook` at interpreter start. A wheel ships it (pyproject package-data), the build backend
-  (``_build_backend/w2s_eval_build.py``) adds it to editable installs, :func:`install_hook` writes it by hand
-  (``python -m w2s_eval.lm_eval --install-hook``); :func:`register` registers ``w2s`` in this process, and
-  ``python -m w2s_eval.lm_eval ...`` is lm-eval's CLI with it.
+:mod:`.backend` holds the model (``W2SLM``), :mod:`.tasks` what the ``w2s_*`` tasks share. lm-eval 0.4.13 has no
+plugin discovery: the stock ``lm_eval`` command finds ``--model w2s`` through ``w2s_eval_lm_eval.pth``
+(:mod:`._pth_hook`), which a wheel ships, the build backend (``_build_backend/w2s_eval_build.py``) adds to editable
+installs and :func:`install_hook` writes by hand; :func:`register` registers ``w2s`` in a running process, and
+``python -m w2s_eval.lm_eval ...`` is lm-eval's CLI with it.
 """
 
 from __future__ import annotations

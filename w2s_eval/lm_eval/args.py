@@ -141,8 +141,8 @@ def parse_model_args(model_args: Mapping[str, Any],
 # ----------------------------------------------------------------------------- a request's generation kwargs
 
 
-_SAMPLING_KEYS = {"until", "max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens", "do_sample",
-                  "temperature", "top_k", "top_p"}
+_MAX_TOKENS = {"max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens"}  # lm-eval's aliases
+_SAMPLING_KEYS = {"until", "do_sample", "temperature", "top_k", "top_p", *_MAX_TOKENS}
 
 
 def _temperature(gen_kwargs: dict, default: Optional[float]) -> tuple[float, str]:
@@ -193,8 +193,7 @@ def sampling_config(args, gen_kwargs: Any, task: Optional[str], max_length: Opti
     except ValueError as e:
         raise ValueError(f"w2s: bad generation settings{where}: {e}") from None
     if max_length is not None and cfg.max_new_tokens >= max_length:
-        given = set(gen_kwargs) & {"max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens"}
-        source = ("the task's generation_kwargs (or --gen_kwargs max_gen_toks=...)" if given
+        source = ("the task's generation_kwargs (or --gen_kwargs max_gen_toks=...)" if _MAX_TOKENS & set(gen_kwargs)
                   else "the model arg max_gen_toks (the task gives none)")
         raise ValueError(f"w2s: max_gen_toks={cfg.max_new_tokens}{where} leaves no room for the prompt in the strong "
                          f"model's context of {max_length} tokens; lower it below {max_length} in {source}")
