@@ -24,9 +24,9 @@ def register():
     lm-eval's own backends; returns the registry. Idempotent."""
     import lm_eval.api.registry
 
-    from ._pth_hook import _w2s_eval_register
+    from ._pth_hook import register_models
 
-    return _w2s_eval_register(lm_eval.api.registry, use_fallback=True)
+    return register_models(lm_eval.api.registry, use_fallback=True)
 
 
 def pth_line() -> str:

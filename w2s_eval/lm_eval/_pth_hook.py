@@ -13,7 +13,7 @@ swallowed, so a broken hook never breaks lm-eval.
 import sys
 
 
-def _w2s_eval_register(registry, use_fallback=False):
+def register_models(registry, use_fallback=False):
     """Register lm-eval's own models, then the ``lm_eval.models`` entry points (``use_fallback``: ``w2s`` even
     without its entry point, as in a source tree that is not installed); returns the model registry."""
     from importlib.metadata import entry_points
@@ -45,7 +45,7 @@ class _W2SEvalFinder:
         def exec_and_register(module):
             run(module)
             try:
-                _w2s_eval_register(module)
+                register_models(module)
             except Exception:
                 pass
 
