@@ -307,3 +307,33 @@ def test_a_chat_prompt_that_starts_with_bos_counts_it_once(toy_dirs):
         server.check_context([server.encode(prompt)], lm.max_length - len(read))  # fits exactly: no error
     finally:
         server.batcher.close()
+
+
+def test_server_flags_are_the_config_fields(capsys):
+    """Every server setting and limit is a flag made from its config field: one default (the field's), one check
+    (the config's), whose message names the flag; a bad value fails before any model is loaded."""
+    import argparse
+
+    from w2s_eval.cli import main
+    from w2s_eval.serve.cli import add_commands
+    from w2s_eval.serve.protocol import Limits, ServeConfig
+    from w2s_eval.spec import SpecError, spec_from_namespace
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+
+    def config(*flags):
+        args = parser.parse_args(["serve", "--strong", "s", *flags])
+        return spec_from_namespace(args, cls=ServeConfig, limits=spec_from_namespace(args, cls=Limits))
+
+    assert config() == ServeConfig()
+    assert config("--max-n", "3", "--served-model-name", "m", "--max-wait-ms", "0") == \
+        ServeConfig(served_model_name="m", max_wait_ms=0.0, limits=Limits(max_n=3))
+    with pytest.raises(SpecError, match=r"^--max-n must be an integer >= 1, got 0$"):
+        config("--max-n", "0")
+    with pytest.raises(SpecError, match=r"^--max-wait-ms must be >= 0, got -1\.0$"):
+        config("--max-wait-ms", "-1")
+    with pytest.raises(SpecError, match="max_batch_prompts must be an integer >= 1"):
+        ServeConfig(max_batch_prompts=0)
+    assert main(["serve", "--strong", "/nonexistent/model", "--max-tokens", "0"]) == 2
+    assert "error: --max-tokens must be an integer >= 1, got 0" in capsys.readouterr().err

@@ -342,8 +342,9 @@ def _float(text: str) -> float:
 
 def add_spec_arguments(parser, exclude: Iterable[str] = (), defaults: Optional[Mapping[str, Any]] = None,
                        require_strong: bool = True, cls=EngineSpec) -> None:
-    """Add a flag per field of :class:`EngineSpec` (or of a front end's subclass ``cls``) to an argparse
-    parser: ``--strong``, ``--tuned`` ..., help from the field's metadata.
+    """Add a flag per field of :class:`EngineSpec` (or of ``cls``: a front end's subclass, or any settings
+    dataclass whose fields carry help) to an argparse parser: ``--strong``, ``--tuned`` ..., help from the
+    field's metadata.
 
     ``exclude``: fields the command sets itself; ``defaults``: a command's own defaults for some fields.
     ``--strong`` and ``--strong-endpoint`` are mutually exclusive (one is required when ``require_strong``).
@@ -351,7 +352,7 @@ def add_spec_arguments(parser, exclude: Iterable[str] = (), defaults: Optional[M
     """
     exclude, defaults = set(exclude), dict(defaults or {})
     group = parser
-    if "strong" not in exclude and "strong_endpoint" not in exclude:
+    if {"strong", "strong_endpoint"} <= {f.name for f in fields(cls)} - exclude:
         group = parser.add_mutually_exclusive_group(required=require_strong)
     for f in fields(cls):
         if f.name in exclude:

@@ -6,8 +6,8 @@
 serve section of README.md.
 """
 
-from .app import ServeConfig, create_app
+from .app import create_app
 from .batcher import Batcher, Job
-from .protocol import APIError, Limits
+from .protocol import APIError, Limits, ServeConfig
 
 __all__ = ["ServeConfig", "create_app", "Batcher", "Job", "APIError", "Limits"]

@@ -14,7 +14,6 @@ import logging
 import secrets
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Optional
 
 from fastapi import FastAPI, Request
@@ -28,24 +27,12 @@ from ..lm_eval.loglik import Tilt, terms_for
 from ..policy import choice_seed, encode_prompt
 from .batcher import Batcher, Job
 from .guard import Guard
-from .protocol import APIError, ChatRequest, CompletionRequest, Limits, error_body, resolve_method
+from .protocol import APIError, ChatRequest, CompletionRequest, ServeConfig, error_body, resolve_method
 from .scoring import score_sequences
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ServeConfig", "create_app"]
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """What the server needs besides the engine (the command-line flags of ``w2s-eval serve``)."""
-
-    served_name: str = "w2s"
-    api_key: Optional[str] = None
-    max_batch_prompts: int = 32
-    max_wait_ms: float = 5.0
-    max_request_bytes: int = 1 << 20
-    limits: Limits = field(default_factory=Limits)
+__all__ = ["create_app"]
 
 
 class Server:
@@ -63,7 +50,7 @@ class Server:
         self._prepared: dict[str, PreparedMethod] = {}  # each method checked and prepared once, then reused
 
     def method(self, req) -> Method:
-        method = resolve_method(req, self.cfg.served_name, self.default)
+        method = resolve_method(req, self.cfg.served_model_name, self.default)
         if method.spec not in self._prepared:
             try:
                 self._prepared[method.spec] = self.engine.prepare(method)
@@ -292,7 +279,7 @@ def create_app(engine, cfg: ServeConfig, default: Method):
 
     @api.get("/v1/models")
     async def _models():
-        names = [(cfg.served_name, default.spec), (default.spec, default.spec), ("base", "base")]
+        names = [(cfg.served_model_name, default.spec), (default.spec, default.spec), ("base", "base")]
         data, seen = [], set()
         for name, spec in names:
             if name not in seen:

@@ -15,6 +15,7 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def add_commands(sub) -> None:
     from ..spec import add_spec_arguments
+    from .protocol import Limits, ServeConfig
 
     p = sub.add_parser("serve", help="serve guided search behind an OpenAI-compatible API (/v1/completions, "
                                      "/v1/chat/completions)",
@@ -23,19 +24,10 @@ def add_commands(sub) -> None:
                                    "(--served-model-name) means --method.")
     add_spec_arguments(p, defaults={"tuned_template": "auto", "untuned_template": "auto"})
     p.add_argument("--method", default="cbs:w=4,k=4,l=5", help="method of requests that name the served model")
-    p.add_argument("--served-model-name", default="w2s", help="the model name clients send for --method")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every route "
-                                                  "(default: $W2S_SERVE_API_KEY when set)")
-    p.add_argument("--max-batch-prompts", type=int, default=32, help="prompts per engine batch")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
-    p.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens a request may ask for")
-    p.add_argument("--max-n", type=int, default=16, help="largest n (choices per prompt)")
-    p.add_argument("--max-prompts", type=int, default=256, help="most prompts in one completions request")
-    p.add_argument("--max-request-bytes", type=int, default=1 << 20, help="largest request body")
-    p.add_argument("--default-chat-tokens", type=int, default=256,
-                   help="max_tokens of a chat request that gives none")
+    add_spec_arguments(p, cls=ServeConfig, exclude=("limits",))  # the server's settings and limits: one flag a field
+    add_spec_arguments(p, cls=Limits)
     p.set_defaults(func=run_serve)
 
 
@@ -46,23 +38,16 @@ def build_server(args: argparse.Namespace):
     from ..config import parse_method
     from ..engine import build_engine
     from ..spec import spec_from_namespace
-    from .app import ServeConfig, create_app
-    from .protocol import Limits
+    from .app import create_app
+    from .protocol import Limits, ServeConfig
 
-    for name in ("max_batch_prompts", "max_tokens", "max_n", "max_prompts", "max_request_bytes", "default_chat_tokens"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    cfg = spec_from_namespace(args, cls=ServeConfig, limits=spec_from_namespace(args, cls=Limits),
+                              api_key=args.api_key or os.environ.get("W2S_SERVE_API_KEY") or None)
     spec = spec_from_namespace(args)
     method = parse_method(args.method)
     spec.check_method(method)
     engine = build_engine(spec)
     engine.check(method)
-    limits = Limits(max_tokens=args.max_tokens, max_n=args.max_n, max_prompts=args.max_prompts,
-                    default_chat_tokens=args.default_chat_tokens)
-    cfg = ServeConfig(served_name=args.served_model_name,
-                      api_key=args.api_key or os.environ.get("W2S_SERVE_API_KEY") or None,
-                      max_batch_prompts=args.max_batch_prompts, max_wait_ms=args.max_wait_ms,
-                      max_request_bytes=args.max_request_bytes, limits=limits)
     if args.host not in _LOOPBACK and cfg.api_key is None:
         logger.warning("serving on %s without --api-key: anyone who reaches this address can use the models; "
                        "set --api-key and put TLS in front (a reverse proxy)", args.host)

@@ -9,14 +9,16 @@ as vLLM does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import Method, parse_method, METHOD_NAMES
+from ..config import METHOD_NAMES, Method, parse_method
+from ..spec import SpecError, check_number
 
-__all__ = ["APIError", "CompletionRequest", "ChatRequest", "ChatMessage", "Limits", "resolve_method", "error_body"]
+__all__ = ["APIError", "CompletionRequest", "ChatRequest", "ChatMessage", "Limits", "ServeConfig", "resolve_method",
+           "error_body"]
 
 
 class APIError(Exception):
@@ -146,14 +148,49 @@ class ChatRequest(_Sampling):
         raise APIError("messages hold no user turn; the guides score the last user message", param="messages")
 
 
+def _opt(default, text: str):
+    return field(default=default, metadata={"help": text})
+
+
+def _check_positive(cfg, names) -> None:
+    for name in names:
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise SpecError(f"{name} must be an integer >= 1, got {v!r}")
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Server-side bounds on one request (command-line flags of ``w2s-eval serve``)."""
+    """Server-side bounds on one request; each field is a flag of ``w2s-eval serve`` (``--max-tokens``...)."""
 
-    max_tokens: int = 1024
-    max_n: int = 16
-    max_prompts: int = 256
-    default_chat_tokens: int = 256
+    max_tokens: int = _opt(1024, "largest max_tokens a request may ask for")
+    max_n: int = _opt(16, "largest n (choices per prompt)")
+    max_prompts: int = _opt(256, "most prompts in one completions request")
+    default_chat_tokens: int = _opt(256, "max_tokens of a chat request that gives none")
+
+    def __post_init__(self):
+        _check_positive(self, [f.name for f in fields(self)])
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What the server needs besides the engine; each field but ``limits`` is a flag of ``w2s-eval serve``."""
+
+    served_model_name: str = _opt("w2s", "the model name clients send for --method")
+    api_key: Optional[str] = _opt(None, "require 'Authorization: Bearer KEY' on every route (default: "
+                                        "$W2S_SERVE_API_KEY when set)")
+    max_batch_prompts: int = _opt(32, "prompts per engine batch")
+    max_wait_ms: float = _opt(5.0, "how long a batch waits for more requests")
+    max_request_bytes: int = _opt(1 << 20, "largest request body")
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self):
+        if not isinstance(self.served_model_name, str) or not self.served_model_name.strip():
+            raise SpecError(f"served_model_name must be a non-empty name, got {self.served_model_name!r}")
+        _check_positive(self, ("max_batch_prompts", "max_request_bytes"))
+        check_number("max_wait_ms", self.max_wait_ms)
+        if self.max_wait_ms < 0:
+            raise SpecError(f"max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
 
 
 def resolve_method(req: _Sampling, served_name: str, default: Method) -> Method:
