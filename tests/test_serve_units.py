@@ -329,11 +329,11 @@ def test_server_flags_are_the_config_fields(capsys):
     assert config() == ServeConfig()
     assert config("--max-n", "3", "--served-model-name", "m", "--max-wait-ms", "0") == \
         ServeConfig(served_model_name="m", max_wait_ms=0.0, limits=Limits(max_n=3))
-    with pytest.raises(SpecError, match=r"^--max-n must be an integer >= 1, got 0$"):
+    with pytest.raises(SpecError, match=r"^--max-n must be a positive integer, got 0; set --max-n>=1$"):
         config("--max-n", "0")
     with pytest.raises(SpecError, match=r"^--max-wait-ms must be >= 0, got -1\.0$"):
         config("--max-wait-ms", "-1")
-    with pytest.raises(SpecError, match="max_batch_prompts must be an integer >= 1"):
+    with pytest.raises(SpecError, match=r"^max_batch_prompts must be a positive integer, got 0; set max_batch_prompts>=1$"):
         ServeConfig(max_batch_prompts=0)
     assert main(["serve", "--strong", "/nonexistent/model", "--max-tokens", "0"]) == 2
-    assert "error: --max-tokens must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert "error: --max-tokens must be a positive integer, got 0; set --max-tokens>=1" in capsys.readouterr().err

@@ -24,6 +24,7 @@ __all__ = [
     "parse_method",
     "METHOD_NAMES",
     "context_error",
+    "check_positive_int",
 ]
 
 
@@ -31,7 +32,8 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _check_positive_int(name: str, value, allow_none: bool = False) -> None:
+def check_positive_int(name: str, value, allow_none: bool = False) -> None:
+    """An int >= 1 (never bool; None too when ``allow_none``: an unbounded length), else a ValueError naming ``name``."""
     if value is None and allow_none:
         return
     if not _is_int(value) or value <= 0:
@@ -69,7 +71,7 @@ class SamplingConfig:
         check_number("top_p", self.top_p)
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1] (1.0 disables it), got {self.top_p}")
-        _check_positive_int("max_new_tokens", self.max_new_tokens)
+        check_positive_int("max_new_tokens", self.max_new_tokens)
         if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
             raise ValueError(f"stop must be a list of non-empty strings, got {self.stop!r}; e.g. stop=['\\n\\n']")
         object.__setattr__(self, "stop", tuple(self.stop))
@@ -115,9 +117,9 @@ class SearchConfig:
     l: Optional[int] = 5  # noqa: E741 (the paper's symbol)
 
     def __post_init__(self):
-        _check_positive_int("w", self.w)
-        _check_positive_int("k", self.k)
-        _check_positive_int("l", self.l, allow_none=True)
+        check_positive_int("w", self.w)
+        check_positive_int("k", self.k)
+        check_positive_int("l", self.l, allow_none=True)
 
     @property
     def samples_per_prompt(self) -> int:
@@ -168,7 +170,7 @@ class BoNMethod(_MethodBase):
     name = "bon"
 
     def __post_init__(self):
-        _check_positive_int("n", self.n)
+        check_positive_int("n", self.n)
 
     @property
     def search(self) -> SearchConfig:

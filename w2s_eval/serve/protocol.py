@@ -14,7 +14,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import METHOD_NAMES, Method, parse_method
+from ..config import METHOD_NAMES, Method, check_positive_int, parse_method
 from ..spec import SpecError, check_number
 
 __all__ = ["APIError", "CompletionRequest", "ChatRequest", "ChatMessage", "Limits", "ServeConfig", "resolve_method",
@@ -153,10 +153,12 @@ def _opt(default, text: str):
 
 
 def _check_positive(cfg, names) -> None:
+    """The core's positive-integer check, raised as a :class:`SpecError` (a command line names the flag)."""
     for name in names:
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise SpecError(f"{name} must be an integer >= 1, got {v!r}")
+        try:
+            check_positive_int(name, getattr(cfg, name))
+        except ValueError as e:
+            raise SpecError(str(e)) from None
 
 
 @dataclass(frozen=True)
