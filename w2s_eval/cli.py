@@ -88,9 +88,10 @@ def add_commands(subparsers) -> None:
                    help=f"comma-separated method specs (default: {DEFAULT_METHODS})")
     p.add_argument("--out", required=True, metavar="DIR", help="the run directory (created; reused to resume)")
     _add_run_options(p, prompts=64, seeds="3")
-    p.add_argument("--guide", choices=("implicit", "rm"), default="implicit",
-                   help="guide of BoN/CBS: the implicit value of tuned vs untuned, scaled by --beta (default), or "
-                        "the world's reward model")
+    p.add_argument("--guide", choices=("implicit", "rm", "gold"), default="implicit",
+                   help="guide of BoN/CBS: the implicit value of tuned vs untuned, scaled by --beta (default), "
+                        "the world's reward model, or the world's gold reward itself (gold: the oracle, the ceiling "
+                        "of search; never a fair method)")
     p.add_argument("--temperature", type=float, default=None, help="override the world's sampling temperature")
     p.add_argument("--top-k", type=int, default=None, help="override the world's top-k")
     p.add_argument("--top-p", type=float, default=None, help="override the world's top-p")

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+import torch
 from tqdm.auto import tqdm
 
 from ..config import method_to_dict
+from ..guide import Scorer, Scores, check_lengths
 from ..provenance import fingerprint, git_revision, package_versions, utc_now
 from ..spec import EngineSpec
 from ..worlds import World, world_home
@@ -26,7 +28,8 @@ from .records import (GUIDES, RECORDS_FILE, RecordLog, RunConfig, check_run_dir,
                       parse_seeds, read_records, record_key, split_methods)
 
 __all__ = ["parse_methods", "split_methods", "parse_seeds", "make_run_config", "world_spec", "build_world_engine", "run_compare",
-           "CompareOutcome", "served_model_name", "vocabulary_mismatch", "COMPARE_DEFAULTS"]
+           "CompareOutcome", "served_model_name", "vocabulary_mismatch", "COMPARE_DEFAULTS", "RewardFnScorer",
+           "oracle_engine"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,8 @@ _SPEC_FIELDS = frozenset(f.name for f in fields(EngineSpec))
 def world_spec(world: World, guide: str = "implicit", strong: Optional[str] = None, **settings) -> EngineSpec:
     """The :class:`EngineSpec` of a world: its strong model (or ``strong``, a model directory; or the one served
     at ``strong_endpoint``), its tuned/untuned guides (EFT and the implicit value), and as the BoN/CBS guide the
-    implicit value (``guide="implicit"``, weight ``beta``) or the world's reward model alone (``"rm"``).
+    implicit value (``guide="implicit"``, weight ``beta``) or the world's reward model alone (``"rm"``); with
+    ``"gold"`` (the oracle) the spec is the implicit one and :func:`oracle_engine` puts the gold reward in as guide.
 
     ``settings``: other EngineSpec fields (dtype, device, strong_endpoint, ...; ``guide_beta`` means ``beta``);
     defaults are the spec's, except :data:`COMPARE_DEFAULTS`.
@@ -74,7 +78,29 @@ def world_spec(world: World, guide: str = "implicit", strong: Optional[str] = No
             raise ValueError(f"beta={spec['beta']} weighs the implicit value, which --guide rm does not use; drop it "
                              "or use --guide implicit")
         spec.update(reward_model=world.reward_model, beta=0.0)  # the pair stays for EFT
+    if guide == "gold" and spec.get("beta", 1.0) != 1.0:
+        raise ValueError(f"beta={spec['beta']} weighs the implicit value, which --guide gold does not use; drop it")
     return EngineSpec(**spec)
+
+
+class RewardFnScorer(Scorer):
+    """A world's reward function ``fn(prompts, responses) -> list[float]`` as a guide (the oracle's guide)."""
+
+    def __init__(self, fn: Callable, name: str = "gold"):
+        self.fn, self.name = fn, name
+
+    def score(self, prompts, responses, finished) -> Scores:
+        check_lengths(prompts, responses, finished)
+        values = _rewards(self.fn, self.name, list(prompts), list(responses))
+        return Scores(torch.tensor(values, dtype=torch.float64), [0] * len(values))
+
+
+def oracle_engine(engine, world: World):
+    """``engine`` with the world's gold reward as its only BoN/CBS guide (models and EFT pair unchanged)."""
+    from ..engine import Engine
+
+    return Engine(engine.policy, tuned=engine.tuned, untuned=engine.untuned,
+                  guides=((1.0, "custom", RewardFnScorer(world.gold)),), spec=engine.spec)
 
 
 def _resolved_dtype(spec: EngineSpec) -> str:
@@ -134,7 +160,8 @@ def build_world_engine(world: World, guide: str = "implicit", **settings):
     """An Engine for a world (see :func:`world_spec`); e.g. ``build_world_engine(world, device="cpu")``."""
     from ..engine import build_engine
 
-    return build_engine(world_spec(world, guide, **settings))
+    engine = build_engine(world_spec(world, guide, **settings))
+    return oracle_engine(engine, world) if guide == "gold" else engine
 
 
 @dataclass
@@ -247,14 +274,16 @@ def _prepare(engine, cfg: RunConfig, methods) -> tuple:
     return prepared, not_applicable
 
 
-def _ready(engine, cfg: RunConfig, methods, prompts) -> tuple:
+def _ready(engine, cfg: RunConfig, methods, prompts, world: World) -> tuple:
     """(engine, {spec: PreparedMethod}, {spec: why not}, prompts as ``(id, text, what the strong model reads)``):
-    the engine built (unless given), every method prepared, the prompts rendered once, the context checked;
-    nothing is written."""
+    the engine built (unless given; with ``cfg.guide == "gold"``, guided by ``world``'s gold reward), every
+    method prepared, the prompts rendered once, the context checked; nothing is written."""
     if engine is None:
         from ..engine import build_engine
 
         engine = build_engine(cfg.engine)
+        if cfg.guide == "gold":
+            engine = oracle_engine(engine, world)
     prepared, not_applicable = _prepare(engine, cfg, methods)
     strong = strong_prompts(engine, cfg, [t for _, t in prompts])  # fails here if there is no chat template
     rendered = [(pid, text, s) for (pid, text), s in zip(prompts, strong)]
@@ -288,7 +317,7 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
     recorded = {record_key(r) for r in read_records(out / RECORDS_FILE, warn=False)[0]}
     not_applicable, prepared, rendered = dict(known), None, None  # known: found by an earlier run of this identity
     if _todo(recorded, prompts, [m for m in methods if m.spec not in known], cfg.seeds):
-        engine, prepared, found, rendered = _ready(engine, cfg, methods, prompts)
+        engine, prepared, found, rendered = _ready(engine, cfg, methods, prompts, world)
         not_applicable.update(found)
     run_dir = open_run_dir(out, cfg, not_applicable)
     log = RecordLog(run_dir)

@@ -1,4 +1,5 @@
-"""Load a built imdb-mini world from the cache as a :class:`w2s_eval.worlds.World`."""
+"""Load a built world from the cache as a :class:`w2s_eval.worlds.World` (imdb-mini here; ifeval-mini in
+:mod:`w2s_eval.world.ifeval_mini`), with the checks both share."""
 
 from __future__ import annotations
 
@@ -7,33 +8,43 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_imdb_mini"]
+__all__ = ["load_imdb_mini", "built_manifest"]
+
+
+def built_manifest(name: str, home: Path, recipe) -> tuple:
+    """(world directory, manifest) of the complete world ``name`` built by ``recipe`` under ``home``;
+    FileNotFoundError with the build command when it is not (completely) built or lacks a file its manifest
+    names; a warning when it was built with other settings than this version's defaults."""
+    from .build import read_manifest, settings_diff, world_dir
+
+    path = world_dir(name, home)
+    manifest = read_manifest(path) if path.exists() else None
+    if not manifest or not manifest.get("complete"):
+        state = "is not built" if not manifest else "is only partly built"
+        raise FileNotFoundError(f"world {name} {state} in {path}; build it ({recipe.build_time}): "
+                                f"w2s-eval world build {name}")
+    for rel in manifest["paths"].values():
+        if not (path / rel).exists():
+            raise FileNotFoundError(f"world {name} at {path} lacks {rel}; rebuild it: "
+                                    f"w2s-eval world build {name} --force")
+    stale = settings_diff(manifest["config"], recipe.config().to_dict(), new_is="default")
+    if stale:  # usable (its manifest says what it is), but not what this version builds
+        logger.warning("world %s at %s was built with other settings than this version's defaults: %s; "
+                       "`w2s-eval world build %s --force` rebuilds it", name, path, stale, name)
+    return path, manifest
 
 
 def load_imdb_mini(home: Path):
     """The ``imdb-mini`` world under ``home/worlds/imdb-mini``; a clear error when it is not built."""
     from ..config import SamplingConfig
     from ..worlds import World
-    from .build import BUILD_TIME, WorldConfig, read_manifest, settings_diff, world_dir
+    from .build import recipe
     from .data import read_jsonl
     from .gold import load_gold, vader_judge
     from .strong import DEFAULT_STRONG, GGUF_SOURCE
 
-    path = world_dir("imdb-mini", home)
-    manifest = read_manifest(path) if path.exists() else None
-    if not manifest or not manifest.get("complete"):
-        state = "is not built" if not manifest else "is only partly built"
-        raise FileNotFoundError(f"world imdb-mini {state} in {path}; build it ({BUILD_TIME}): "
-                                "w2s-eval world build imdb-mini")
+    path, manifest = built_manifest("imdb-mini", home, recipe("imdb-mini"))
     paths = manifest["paths"]
-    for key in ("strong", "untuned", "tuned", "reward_model", "gold", "prompts"):
-        if not (path / paths[key]).exists():
-            raise FileNotFoundError(f"world imdb-mini at {path} lacks {paths[key]}; rebuild it: "
-                                    "w2s-eval world build imdb-mini --force")
-    stale = settings_diff(manifest["config"], WorldConfig().to_dict(), new_is="default")
-    if stale:  # usable (its manifest says what it is), but not what this version builds
-        logger.warning("world imdb-mini at %s was built with other settings than this version's defaults: %s; "
-                       "`w2s-eval world build imdb-mini --force` rebuilds it", path, stale)
     gold_sha = manifest["steps"]["gold"]["files"].get("gold.pkl")
     gold = load_gold(path / paths["gold"], sha256=gold_sha)
     prompts = tuple((p["id"], p["text"]) for p in read_jsonl(path / paths["prompts"]))
