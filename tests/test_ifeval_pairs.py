@@ -5,6 +5,8 @@ import pytest
 pytest.importorskip("langdetect")
 pytest.importorskip("immutabledict")
 
+from _ifeval_fixtures import ifeval_home, ifeval_wheels  # noqa: E402,F401
+
 from w2s_eval.world.ifeval_pairs import (REWRITES, PairMaker, cut_reference, fits_budget,  # noqa: E402
                                          make_constraint_pairs, min_words)
 
@@ -19,9 +21,6 @@ ITEMS = [("How is kickball played?", REFERENCE),
 
 
 def _checker(instruction_id, args):
-    from w2s_eval.world.ifeval_data import prepare_ifeval
-
-    prepare_ifeval()
     from lm_eval.tasks.ifeval.instructions_registry import INSTRUCTION_DICT
 
     c = INSTRUCTION_DICT[instruction_id](instruction_id)
@@ -30,11 +29,8 @@ def _checker(instruction_id, args):
 
 
 @pytest.fixture(scope="module")
-def pairs(tmp_path_factory):
-    import os
-
-    os.environ.setdefault("W2S_EVAL_HOME", str(tmp_path_factory.mktemp("home")))
-    return make_constraint_pairs(ITEMS, 60, seed=3)
+def pairs(ifeval_home):
+    return make_constraint_pairs(ITEMS, 60, seed=3, cache=ifeval_home)
 
 
 def test_pairs_follow_and_break_by_the_registry_checkers(pairs):
@@ -51,27 +47,27 @@ def test_pairs_follow_and_break_by_the_registry_checkers(pairs):
             assert c.build_description(**(c.get_instruction_args() or {})).split("{")[0][:20] in p["prompt"]
 
 
-def test_pairs_are_deterministic_and_leave_random_alone(pairs):
+def test_pairs_are_deterministic_and_leave_random_alone(pairs, ifeval_home):
     import random
 
     random.seed(123)
     before = random.random()
     random.seed(123)
-    again, _ = make_constraint_pairs(ITEMS, 60, seed=3)
+    again, _ = make_constraint_pairs(ITEMS, 60, seed=3, cache=ifeval_home)
     assert random.random() == before  # the module random's state is restored
     assert again == pairs[0]
-    other, _ = make_constraint_pairs(ITEMS, 60, seed=4)
+    other, _ = make_constraint_pairs(ITEMS, 60, seed=4, cache=ifeval_home)
     assert other != pairs[0]
 
 
-def test_pair_maker_rejects_unknown_ids_and_empty_input():
+def test_pair_maker_rejects_unknown_ids_and_empty_input(ifeval_home):
     with pytest.raises(ValueError, match="no rewrite for instruction ids"):
         PairMaker(ids=("language:response_language",))
     with pytest.raises(ValueError, match="at least one"):
         make_constraint_pairs([], 3, 0)
 
 
-def test_every_rewrite_meets_its_own_constraint():
+def test_every_rewrite_meets_its_own_constraint(ifeval_home):
     import random
 
     from w2s_eval.world.ifeval_pairs import _constraint, seeded_random

@@ -9,6 +9,8 @@ import pytest
 pytest.importorskip("langdetect")
 pytest.importorskip("immutabledict")
 
+from _ifeval_fixtures import ifeval_home, ifeval_wheels  # noqa: E402,F401
+
 from w2s_eval.world.build import WORLD_NAMES, build_world, recipe, world_dir  # noqa: E402
 from w2s_eval.world.train import GuideShape, TrainSettings  # noqa: E402
 
@@ -66,7 +68,7 @@ def _chat_strong(src: str, dst: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_world(toy_dirs, tmp_path_factory):
+def tiny_world(toy_dirs, tmp_path_factory, ifeval_home):
     from w2s_eval.world.ifeval_mini import IfevalWorldConfig
 
     root = tmp_path_factory.mktemp("ifeval-world")
@@ -79,7 +81,7 @@ def tiny_world(toy_dirs, tmp_path_factory):
         sft=TrainSettings(lr=1e-2, batch_size=4, steps=2, max_length=64), pair_count=12, heldout_pairs=6,
         reference_words=20, dpo=TrainSettings(lr=1e-3, batch_size=4, steps=2, max_length=128),
         rm=TrainSettings(lr=1e-3, batch_size=4, steps=2, max_length=256), validate_samples=3, sampling_tokens=6)
-    home = root / "home"
+    home = ifeval_home  # the checker's offline data are prepared there
     path = build_world("ifeval-mini", home, cfg, progress=False)
     return {"home": home, "path": path, "cfg": cfg}
 

@@ -64,6 +64,7 @@ class IfevalWorldConfig:
     dpo_beta: float = 0.1
     rm: TrainSettings = TrainSettings(lr=3e-4, batch_size=16, epochs=1.0, max_length=320, warmup=0.1)
     validate_samples: int = 16
+    validate_limit: Optional[int] = None  # validate on the first N validation prompts only (None: all of them)
     sampling_tokens: int = 128  # the world's default max_new_tokens
     temperature: float = 0.7
     top_k: int = 50
@@ -76,6 +77,9 @@ class IfevalWorldConfig:
                 raise ValueError(f"IfevalWorldConfig.{name} must be a positive integer, got {v!r}")
         if self.validate_samples < 2:
             raise ValueError("IfevalWorldConfig.validate_samples must be >= 2 (best-of-k needs k >= 2)")
+        if self.validate_limit is not None and (not isinstance(self.validate_limit, int) or self.validate_limit < 1):
+            raise ValueError(f"IfevalWorldConfig.validate_limit must be a positive integer or None, "
+                             f"got {self.validate_limit!r}")
         if not self.temperature > 0:
             raise ValueError(f"IfevalWorldConfig.temperature must be > 0, got {self.temperature!r}")
 
@@ -252,7 +256,7 @@ def step_validate(ctx, out: Path) -> dict:
 
     cfg = ctx.cfg
     prepare_ifeval(ctx.cache)
-    rows = read_jsonl(ctx.out("data") / "validation.jsonl")
+    rows = read_jsonl(ctx.out("data") / "validation.jsonl")[:cfg.validate_limit]
     gold, judge = IfevalGold(rows), IfevalGold(rows, "prompt_level_strict_acc")
     rm = load_classifier(str(ctx.out("reward_model")), dtype="float32", device="auto")
     samples: list = []
