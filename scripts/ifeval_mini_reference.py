@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import lzma
 import os
 import shutil
 import subprocess
@@ -32,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import strong_reference as sr  # noqa: E402  (the sibling script's summary and report functions)
 
 from w2s_eval.assets import cache_home  # noqa: E402
-from w2s_eval.harness.report import write_report  # noqa: E402
 from w2s_eval.provenance import atomic_write_json, mean_se, to_json  # noqa: E402
 
 WORLD = "ifeval-mini"
@@ -111,18 +109,12 @@ def _gold(home=None):
 def collect(runs: Path, out: Path, models, strong_home: Path, world_manifest: Path) -> None:
     names = [n for n, _, _ in runs_of(models) if (runs / n / "records.jsonl").exists()]
     for name in names:
-        src, dst = runs / name, out / name
-        dst.mkdir(parents=True, exist_ok=True)
-        write_report(src, dst)
-        shutil.copy(src / "config.json", dst / "config.json")
-        data = (src / "records.jsonl").read_bytes()
-        (dst / sr.RECORDS_XZ).write_bytes(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
-        model = name.removesuffix("-oracle")
-        prov = strong_home / model / "w2s_strong.json"
+        sr.collect_run(runs / name, out / name)
+        prov = strong_home / name.removesuffix("-oracle") / "w2s_strong.json"
         if prov.exists():
-            shutil.copy(prov, dst / sr.PROVENANCE)
-        else:  # the world's own strong model
-            (dst / sr.PROVENANCE).write_text(json.dumps({"model_type": "llama", "note": "the world's own"}))
+            shutil.copy(prov, out / name / sr.PROVENANCE)
+        else:  # the world's own strong model (its conversion is in the world manifest)
+            (out / name / sr.PROVENANCE).write_text(json.dumps({"model_type": "llama", "note": "the world's own"}))
     shutil.copy(world_manifest, out / "world_manifest.json")
     atomic_write_json(out / SUMMARY, summary_of(out, sr.load_collected(out, names), _gold()))
 
@@ -130,15 +122,7 @@ def collect(runs: Path, out: Path, models, strong_home: Path, world_manifest: Pa
 def check(out: Path) -> list:
     names = sorted(p.name for p in out.iterdir() if (p / sr.RECORDS_XZ).exists())
     loaded = sr.load_collected(out, names)
-    problems = []
-    want = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
-    got = json.loads(to_json(summary_of(out, loaded, _gold())))
-    if got != want:
-        problems.append(f"{out / SUMMARY} differs from the summary of the committed records")
-    for name, (_, summary) in loaded.items():
-        if sr.to_markdown(summary) != (out / name / "report.md").read_text(encoding="utf-8"):
-            problems.append(f"{out / name / 'report.md'} differs from the report of its records")
-    return problems
+    return sr.differences(out, loaded, json.loads(to_json(summary_of(out, loaded, _gold()))))
 
 
 def main(argv=None) -> int:

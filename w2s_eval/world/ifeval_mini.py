@@ -70,16 +70,15 @@ class IfevalWorldConfig:
     top_k: int = 50
 
     def __post_init__(self):
+        from ..config import check_positive_int
+
         for name in ("validate_prompts", "n_prompts", "budget_words", "heldout_instructions", "pair_count",
                      "heldout_pairs", "reference_words", "validate_samples", "sampling_tokens"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"IfevalWorldConfig.{name} must be a positive integer, got {v!r}")
+            check_positive_int(f"IfevalWorldConfig.{name}", getattr(self, name))
+        if self.validate_limit is not None:  # None: every validation prompt
+            check_positive_int("IfevalWorldConfig.validate_limit", self.validate_limit)
         if self.validate_samples < 2:
             raise ValueError("IfevalWorldConfig.validate_samples must be >= 2 (best-of-k needs k >= 2)")
-        if self.validate_limit is not None and (not isinstance(self.validate_limit, int) or self.validate_limit < 1):
-            raise ValueError(f"IfevalWorldConfig.validate_limit must be a positive integer or None, "
-                             f"got {self.validate_limit!r}")
         if not self.temperature > 0:
             raise ValueError(f"IfevalWorldConfig.temperature must be > 0, got {self.temperature!r}")
 
