@@ -6,6 +6,7 @@ import argparse
 import json
 
 from .build import BUILD_TIME
+from .ifeval_mini import BUILD_TIME as IFEVAL_BUILD_TIME
 
 __all__ = ["add_commands"]
 
@@ -15,9 +16,9 @@ def add_commands(subparsers) -> None:
     sub = world.add_subparsers(dest="world_command", metavar="ACTION")
     build = sub.add_parser("build", help="build a world into the cache (skips what is built)",
                            description=f"Build the world once into $W2S_EVAL_HOME/worlds/NAME (imdb-mini: {BUILD_TIME}, "
-                                       "2-6 times longer while other jobs share them; a few minutes on a GPU, used "
-                                       "when present). Finished steps are skipped, "
-                                       "so an interrupted build resumes.")
+                                       f"ifeval-mini: {IFEVAL_BUILD_TIME}; 2-6 times longer while other jobs share "
+                                       "them; a few minutes on a GPU, used when present). Finished steps are "
+                                       "skipped, so an interrupted build resumes.")
     build.add_argument("name", help="world name (imdb-mini, ifeval-mini)")
     build.add_argument("--home", help="cache directory (default: $W2S_EVAL_HOME or ~/.cache/w2s-eval)")
     build.add_argument("--force", action="store_true", help="delete what exists and build from scratch")
