@@ -46,7 +46,7 @@ from .decoder import (
     GenerationConfig,
     build_alpaca_engine,
     model_configs_dict,
-    resolve_strong_model,
+    resolve_served_model,
 )
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def run_generate(cfg: GenerationConfig, instructions: Union[str, Path], out_dir:
     if device is not None:
         cfg = replace(cfg, device=device)
     all_rows = load_instructions(instructions)
-    cfg = resolve_strong_model(cfg)
+    cfg = resolve_served_model(cfg)
     identity = _identity(cfg, all_rows)
     rows = all_rows[:limit] if limit is not None else all_rows
     out = Path(out_dir)

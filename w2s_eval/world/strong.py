@@ -256,3 +256,18 @@ def input_embeddings(model_dir: Path):
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     return model.get_input_embeddings().weight.detach().clone()
+
+
+def resolve_strong(source: Optional[str], cache_dir: Optional[os.PathLike] = None) -> Optional[str]:
+    """What a strong-model setting names, read the same way by every front end (``--strong``, ``strong=``): a
+    registered name of :data:`STRONG_MODELS` or its hub id becomes the local directory made once in the cache
+    (:func:`resolve_strong_model`); any other value (a local directory, another hub id, None) stays as it is."""
+    if source is None or not (source in STRONG_MODELS or any(source == s.hub_id for s in STRONG_MODELS.values())):
+        return source
+    return str(resolve_strong_model(source, cache_dir=cache_dir))
+
+
+def with_strong_resolved(spec, cache_dir: Optional[os.PathLike] = None):
+    """``spec`` (an EngineSpec) with its strong model read by :func:`resolve_strong`."""
+    strong = resolve_strong(spec.strong, cache_dir)
+    return spec if strong == spec.strong else spec.engine_spec(strong=strong)
