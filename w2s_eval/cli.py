@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import SamplingConfig
+from .extras import MissingExtraError
 from .flags import add_spec_arguments
 from .harness.compare import (
     COMPARE_DEFAULTS,
@@ -229,6 +230,11 @@ def cmd_demo(args) -> int:
 # ----------------------------------------------------------------------------- the command
 
 
+def _missing(error: MissingExtraError) -> int:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+
+
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     """The parser of every command, or, given ``command``, of the module that adds it (so a run imports only
     that module's command-line code; ``--help`` and unknown commands see all)."""
@@ -238,6 +244,11 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     for name in [m for m, names in COMMANDS.items() if command in names] or COMMANDS:
         try:
             module = importlib.import_module(name)
+        except MissingExtraError as e:  # its extra is not installed: the command says which one to install
+            for command in COMMANDS[name]:
+                sub.add_parser(command, help=f"(needs an extra: {e})", add_help=False).set_defaults(
+                    func=lambda args, error=e: _missing(error))
+            continue
         except ModuleNotFoundError as e:
             if e.name and name.startswith(e.name):
                 logger.debug("%s is not part of this build; its commands are left out", name)

@@ -36,6 +36,7 @@ from typing import Any, Optional, Sequence, Union
 
 from ..endpoint import EndpointPolicy
 from ..engine import build_engine, load_tokenizer
+from ..extras import require
 from ..lm import user_turn
 from ..spec import PLACEMENT_FIELDS, EngineSpec
 from ..world.strong import with_strong_resolved
@@ -224,6 +225,7 @@ def load_model_configs(path: Union[str, Path]) -> dict:
     is refused. A relative ``prompt_template`` (``<name>/prompt.txt``, relative to the models_configs
     directory, i.e. the parent of the directory holding configs.yaml) becomes an absolute path.
     """
+    require("yaml", "alpaca")
     import yaml
 
     path = Path(path)

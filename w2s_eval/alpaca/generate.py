@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ..assets import ensure_writable_dir
 from ..config import check_positive_int
+from ..extras import require
 from ..provenance import (
     atomic_write_json,
     atomic_write_text,
@@ -79,6 +80,7 @@ def _check_dir(out: Path, identity: dict) -> None:
 
 
 def _write_model_configs(out: Path, cfg: GenerationConfig, batch_size: int) -> None:
+    require("yaml", "alpaca")
     import yaml
 
     header = ("# AlpacaEval models_configs entry. alpaca_eval 0.6.6 resolves fn_completions by name from a fixed\n"

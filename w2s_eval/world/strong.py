@@ -32,6 +32,7 @@ from ..assets import (
     fetch_asset,
     sha256_file,
 )
+from ..extras import require
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ def _checked_gguf(cache: Path) -> Path:
 def _from_gguf(gguf: Path):
     """(model, tokenizer) from a GGUF file, as a plain float32 model that can be saved."""
     try:
+        require("gguf", "world")
         import gguf as _  # noqa: F401
     except ImportError:
         raise ImportError("loading the GGUF strong model needs the gguf package: pip install gguf") from None
