@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .build import BUILD_TIME
+from .build import BUILD_TIME, WORLD_NAMES, build_world, read_manifest, recipe, world_dir
 from .ifeval_mini import BUILD_TIME as IFEVAL_BUILD_TIME
 
 __all__ = ["add_commands"]
@@ -37,8 +37,6 @@ def add_commands(subparsers) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from .build import build_world, recipe
-
     config = recipe(args.name).config(seed=args.seed, strong_source=args.strong)
     path = build_world(args.name, args.home, config, force=args.force, progress=not args.no_progress)
     print(f"world {args.name} is built in {path}")
@@ -47,8 +45,6 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .build import read_manifest, world_dir
-
     path = world_dir(args.name, args.home)
     manifest = read_manifest(path) if path.exists() else None
     if manifest is None:
@@ -61,7 +57,6 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _print_summary(path) -> None:
-    from .build import WORLD_NAMES, read_manifest, recipe
 
     m = read_manifest(path) or {}
     step_names = recipe(m["name"]).step_names if m.get("name") in WORLD_NAMES else tuple(m.get("steps", {}))

@@ -29,8 +29,26 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from transformers import AutoTokenizer
+
+from ..assets import ASSETS
+from ..config import SamplingConfig, check_positive_int
+from ..engine import load_classifier
+from ..lm import user_turn
+from ..provenance import atomic_write_json
+from ..worlds import World
 from .build import Recipe
-from .train import GuideShape, TrainSettings
+from .data import read_jsonl, write_jsonl
+from .ifeval_data import ALPACA_ASSET, IFEVAL_ASSET, check, load_alpaca_rows, load_ifeval_prompts, prepare_ifeval
+from .ifeval_pairs import PairMaker, fits_budget, make_constraint_pairs
+from .loader import built_manifest
+from .steps import _files_sha, _lm
+from .steps import step_reward_model as _imdb_reward_model
+from .steps import step_strong as _imdb_strong
+from .steps import step_tuned as _imdb_tuned
+from .strong import DEFAULT_STRONG, GGUF_SOURCE, input_embeddings
+from .train import GuideShape, TrainSettings, init_guide, train_sft
+from .validate import validate_guidance
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +88,6 @@ class IfevalWorldConfig:
     top_k: int = 50
 
     def __post_init__(self):
-        from ..config import check_positive_int
-
         for name in ("validate_prompts", "n_prompts", "budget_words", "heldout_instructions", "pair_count",
                      "heldout_pairs", "reference_words", "validate_samples", "sampling_tokens"):
             check_positive_int(f"IfevalWorldConfig.{name}", getattr(self, name))
@@ -108,8 +124,6 @@ class IfevalGold:
 
     def scores(self, prompt: str, response: str) -> dict:
         """Every figure of :func:`w2s_eval.world.ifeval_data.check` for one response."""
-        from .ifeval_data import check
-
         doc = self._rows.get(prompt)
         if doc is None:
             raise ValueError(f"the IFEval gold knows no prompt {prompt[:80]!r}...; score this world's prompts")
@@ -125,15 +139,11 @@ class IfevalGold:
 
 
 def _chat(tok, text: str) -> str:
-    from ..lm import user_turn
-
     return user_turn(tok, text)
 
 
 def step_strong(ctx, out: Path) -> dict:
-    from .steps import step_strong as imdb_strong
-
-    return imdb_strong(ctx, out)
+    return _imdb_strong(ctx, out)
 
 
 def _split_alpaca(rows: list, seed: int, n_heldout: int) -> tuple[list, list]:
@@ -143,13 +153,6 @@ def _split_alpaca(rows: list, seed: int, n_heldout: int) -> tuple[list, list]:
 
 
 def step_data(ctx, out: Path) -> dict:
-    from transformers import AutoTokenizer
-
-    from ..assets import ASSETS
-    from .data import write_jsonl
-    from .ifeval_data import ALPACA_ASSET, IFEVAL_ASSET, load_alpaca_rows, load_ifeval_prompts
-    from .ifeval_pairs import fits_budget
-
     cfg = ctx.cfg
     tok = AutoTokenizer.from_pretrained(ctx.out("strong"))
     rows = load_ifeval_prompts(cfg.ifeval_path, cache=ctx.cache)
@@ -177,7 +180,6 @@ def step_data(ctx, out: Path) -> dict:
     train, heldout = _split_alpaca(alpaca, cfg.seed, cfg.heldout_instructions)
     write_jsonl(out / "train.jsonl", train)
     write_jsonl(out / "heldout.jsonl", heldout)
-    from .steps import _files_sha
 
     return {"source": {"ifeval": cfg.ifeval_path or f"{ASSETS[IFEVAL_ASSET].package}=={ASSETS[IFEVAL_ASSET].version}",
                        "alpaca": cfg.alpaca_path or f"{ASSETS[ALPACA_ASSET].package}=={ASSETS[ALPACA_ASSET].version}"},
@@ -188,13 +190,6 @@ def step_data(ctx, out: Path) -> dict:
 
 
 def step_untuned(ctx, out: Path) -> dict:
-    from transformers import AutoTokenizer
-
-    from .data import read_jsonl
-    from .steps import _files_sha
-    from .strong import input_embeddings
-    from .train import init_guide, train_sft
-
     cfg = ctx.cfg
     tok = AutoTokenizer.from_pretrained(ctx.out("strong"))
     emb = input_embeddings(ctx.out("strong")) if cfg.pca_init else None
@@ -210,12 +205,6 @@ def step_untuned(ctx, out: Path) -> dict:
 
 
 def step_pairs(ctx, out: Path) -> dict:
-    from transformers import AutoTokenizer
-
-    from .data import read_jsonl, write_jsonl
-    from .ifeval_pairs import PairMaker, make_constraint_pairs
-    from .steps import _files_sha
-
     cfg = ctx.cfg
     tok = AutoTokenizer.from_pretrained(ctx.out("strong"))
     maker = PairMaker(max_words=cfg.reference_words)
@@ -234,25 +223,14 @@ def step_pairs(ctx, out: Path) -> dict:
 
 
 def step_tuned(ctx, out: Path) -> dict:
-    from .steps import step_tuned as imdb_tuned
-
-    return imdb_tuned(ctx, out)
+    return _imdb_tuned(ctx, out)
 
 
 def step_reward_model(ctx, out: Path) -> dict:
-    from .steps import step_reward_model as imdb_rm
-
-    return imdb_rm(ctx, out)
+    return _imdb_reward_model(ctx, out)
 
 
 def step_validate(ctx, out: Path) -> dict:
-    from ..engine import load_classifier
-    from ..provenance import atomic_write_json
-    from .data import read_jsonl, write_jsonl
-    from .ifeval_data import prepare_ifeval
-    from .steps import _lm
-    from .validate import validate_guidance
-
     cfg = ctx.cfg
     prepare_ifeval(ctx.cache)
     rows = read_jsonl(ctx.out("data") / "validation.jsonl")[:cfg.validate_limit]
@@ -265,23 +243,12 @@ def step_validate(ctx, out: Path) -> dict:
                                samples_out=samples)
     report["prompt_set"] = f"the {len(rows)} validation prompts (IFEval prompts that are not evaluation prompts)"
     report["judge"] = "prompt-level strict accuracy"
-    report["ended_share"] = round(sum(_ended(s["response"], cfg.sampling_tokens, ctx) for s in samples)
-                                  / max(1, len(samples)), 4)
+    tok = AutoTokenizer.from_pretrained(ctx.out("strong"))
+    ended = [len(tok.encode(s["response"], add_special_tokens=False)) < cfg.sampling_tokens for s in samples]
+    report["ended_share"] = round(sum(ended) / max(1, len(ended)), 4)  # ended before the token budget
     write_jsonl(out / "samples.jsonl", samples)
     atomic_write_json(out / "validation.json", report, sort_keys=False)
     return report
-
-
-_TOK = {}
-
-
-def _ended(response: str, max_tokens: int, ctx) -> bool:
-    """Whether a validation sample ended before ``max_tokens`` tokens (its strong tokenizer's count)."""
-    if "tok" not in _TOK:
-        from transformers import AutoTokenizer
-
-        _TOK["tok"] = AutoTokenizer.from_pretrained(ctx.out("strong"))
-    return len(_TOK["tok"].encode(response, add_special_tokens=False)) < max_tokens
 
 
 def _steps() -> dict:
@@ -315,13 +282,6 @@ RECIPE = Recipe(NAME, IfevalWorldConfig, STEP_NAMES, _steps, _describe, BUILD_TI
 
 def load_ifeval_mini(home: Path):
     """The ``ifeval-mini`` world under ``home/worlds/ifeval-mini``; a clear error when it is not built."""
-    from ..config import SamplingConfig
-    from ..worlds import World
-    from .data import read_jsonl
-    from .ifeval_data import prepare_ifeval
-    from .loader import built_manifest
-    from .strong import DEFAULT_STRONG, GGUF_SOURCE
-
     path, manifest = built_manifest(NAME, home, RECIPE)
     prepare_ifeval(Path(home))
     rows = read_jsonl(path / manifest["paths"]["prompts"])

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
+from .ifeval_data import prepare_ifeval
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["REWRITES", "PairMaker", "make_constraint_pairs", "min_words", "fits_budget", "cut_reference"]
@@ -253,6 +255,7 @@ class Constraint:
 
 
 def _constraint(instruction_id: str, instruction: str, rng: random.Random) -> Constraint:
+    # optional dependency (the [ifeval] extra), imported after prepare_ifeval put the Punkt data in place
     from lm_eval.tasks.ifeval.instructions_registry import INSTRUCTION_DICT
 
     checker = INSTRUCTION_DICT[instruction_id](instruction_id)
@@ -324,8 +327,6 @@ def make_constraint_pairs(items: Sequence[tuple[str, str]], n: int, seed: int,
     Deterministic for a seed: the registry's draws use the module ``random`` (seeded here and restored), the
     rewrites a ``random.Random(seed)``. ``cache``: where the checker's offline data live (default: the cache
     home; :func:`w2s_eval.world.ifeval_data.prepare_ifeval`)."""
-    from .ifeval_data import prepare_ifeval
-
     if not items:
         raise ValueError("make_constraint_pairs needs at least one (instruction, reference) item")
     prepare_ifeval(cache)  # before the registry loads: lm-eval's module looks the Punkt data up on import

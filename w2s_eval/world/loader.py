@@ -6,6 +6,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..config import SamplingConfig
+from ..worlds import World
+from .build import read_manifest, recipe, settings_diff, world_dir
+from .data import read_jsonl
+from .gold import load_gold, vader_judge
+from .strong import DEFAULT_STRONG, GGUF_SOURCE
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["load_imdb_mini", "built_manifest"]
@@ -15,7 +22,6 @@ def built_manifest(name: str, home: Path, recipe) -> tuple:
     """(world directory, manifest) of the complete world ``name`` built by ``recipe`` under ``home``;
     FileNotFoundError with the build command when it is not (completely) built or lacks a file its manifest
     names; a warning when it was built with other settings than this version's defaults."""
-    from .build import read_manifest, settings_diff, world_dir
 
     path = world_dir(name, home)
     manifest = read_manifest(path) if path.exists() else None
@@ -36,13 +42,6 @@ def built_manifest(name: str, home: Path, recipe) -> tuple:
 
 def load_imdb_mini(home: Path):
     """The ``imdb-mini`` world under ``home/worlds/imdb-mini``; a clear error when it is not built."""
-    from ..config import SamplingConfig
-    from ..worlds import World
-    from .build import recipe
-    from .data import read_jsonl
-    from .gold import load_gold, vader_judge
-    from .strong import DEFAULT_STRONG, GGUF_SOURCE
-
     path, manifest = built_manifest("imdb-mini", home, recipe("imdb-mini"))
     paths = manifest["paths"]
     gold_sha = manifest["steps"]["gold"]["files"].get("gold.pkl")

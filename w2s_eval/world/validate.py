@@ -13,7 +13,11 @@ import logging
 import math
 from typing import Callable, Optional, Sequence
 
+from ..extras import require
+from ..guide import GuideLM, ImplicitValueScorer
 from ..provenance import mean_se
+from ..scorers import RewardModelScorer
+from .pairs import sample_continuations
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +25,7 @@ __all__ = ["validate_guidance"]
 
 
 def _spearman(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
+    require("scipy", "world")
     from scipy.stats import spearmanr
 
     if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
@@ -51,11 +56,6 @@ def validate_guidance(strong, tuned, untuned, reward_model: Optional[tuple], gol
 
     ``stop_at_eos``: samples end at the strong model's end-of-text (else they have ``max_new_tokens`` tokens);
     ``samples_out``: a list that receives one row per sample (prompt index, response, gold, judge, guide scores)."""
-    from ..guide import GuideLM, ImplicitValueScorer
-    from ..scorers import RewardModelScorer
-
-    from .pairs import sample_continuations
-
     samples = sample_continuations(strong, prompts, k, max_new_tokens, seed, batch_size, temperature, progress,
                                    desc="validate: strong samples", top_k=top_k, stop_at_eos=stop_at_eos)
     flat_p = [p for p, s in zip(prompts, samples) for _ in s]
