@@ -130,7 +130,7 @@ def test_nltks_own_doctests_pass_with_the_rebuilt_model(ifeval_home):
     for test in _nltk_doctests():
         attempted += Runner(optionflags=FLAGS).run(test, out=lambda s: None).attempted
     assert not failures, failures
-    assert attempted >= 190  # 10 + 7 + 3 + 184 examples in nltk 3.10.4
+    assert attempted >= 200  # 211 examples in nltk 3.10.4
 
 
 @pytest.mark.parametrize("text, expected", NLTK_UNIT_CASES)
