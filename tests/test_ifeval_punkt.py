@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from _ifeval_fixtures import ifeval_home, ifeval_wheels, punkt_package  # noqa: F401
 
 from w2s_eval.world import ifeval_data as d
 
