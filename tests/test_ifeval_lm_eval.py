@@ -9,7 +9,6 @@ tokenizer carries a chat template, as an instruct model's does).
 from __future__ import annotations
 
 import pytest
-from _ifeval_fixtures import ifeval_home, ifeval_wheels  # noqa: F401
 from test_lm_eval_helpers import LM_EVAL_SCRIPT, hook_python, results, run, samples, stats_rows, write_tasks
 
 from w2s_eval.world import ifeval_data as d

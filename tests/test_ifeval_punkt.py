@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from _ifeval_fixtures import ifeval_home, ifeval_wheels, punkt_package  # noqa: F401
 
 from w2s_eval.world import ifeval_data as d
 
@@ -130,7 +129,7 @@ def test_nltks_own_doctests_pass_with_the_rebuilt_model(ifeval_home):
     for test in _nltk_doctests():
         attempted += Runner(optionflags=FLAGS).run(test, out=lambda s: None).attempted
     assert not failures, failures
-    assert attempted >= 190  # 10 + 7 + 3 + 184 examples in nltk 3.10.4
+    assert attempted >= 200  # 211 examples in nltk 3.10.4
 
 
 @pytest.mark.parametrize("text, expected", NLTK_UNIT_CASES)
