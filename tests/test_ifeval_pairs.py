@@ -5,8 +5,6 @@ import pytest
 pytest.importorskip("langdetect")
 pytest.importorskip("immutabledict")
 
-from _ifeval_fixtures import ifeval_home, ifeval_wheels  # noqa: E402,F401
-
 from w2s_eval.world.ifeval_pairs import (REWRITES, PairMaker, cut_reference, fits_budget,  # noqa: E402
                                          make_constraint_pairs, min_words)
 

@@ -9,8 +9,6 @@ import pytest
 pytest.importorskip("langdetect")
 pytest.importorskip("immutabledict")
 
-from _ifeval_fixtures import ifeval_home, ifeval_wheels  # noqa: E402,F401
-
 from w2s_eval.world.build import WORLD_NAMES, build_world, recipe, world_dir  # noqa: E402
 from w2s_eval.world.train import GuideShape, TrainSettings  # noqa: E402
 
