@@ -10,25 +10,24 @@ Every (prompt batch, seed) call is seeded by itself, so the order changes no res
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-import torch
 from tqdm.auto import tqdm
 
 from ..config import method_to_dict
 from ..endpoint import EndpointPolicy
-from ..engine import Engine, build_engine, resolve_device, resolve_dtype
-from ..guide import Scorer, Scores, check_lengths, score_candidates
+from ..engine import build_engine, resolve_device, resolve_dtype
+from ..guide import score_candidates
 from ..lm import user_turn
 from ..policy import vocab_mismatch
 from ..provenance import fingerprint, git_revision, package_versions, utc_now
 from ..spec import EngineSpec
 from ..world.strong import resolve_strong
 from ..worlds import World, world_home
+from .oracle import RewardFnScorer, oracle_engine, rewards
 from .records import (
     GUIDES,
     RECORDS_FILE,
@@ -98,24 +97,6 @@ def world_spec(world: World, guide: str = "implicit", strong: Optional[str] = No
     return EngineSpec(**spec)
 
 
-class RewardFnScorer(Scorer):
-    """A world's reward function ``fn(prompts, responses) -> list[float]`` as a guide (the oracle's guide)."""
-
-    def __init__(self, fn: Callable, name: str = "gold"):
-        self.fn, self.name = fn, name
-
-    def score(self, prompts, responses, finished) -> Scores:
-        check_lengths(prompts, responses, finished)
-        values = _rewards(self.fn, self.name, list(prompts), list(responses))
-        return Scores(torch.tensor(values, dtype=torch.float64), [0] * len(values))
-
-
-def oracle_engine(engine, world: World):
-    """``engine`` with the world's gold reward as its only BoN/CBS guide (models and EFT pair unchanged)."""
-    return Engine(engine.policy, tuned=engine.tuned, untuned=engine.untuned,
-                  guides=((1.0, "custom", RewardFnScorer(world.gold)),), spec=engine.spec)
-
-
 def _resolved_dtype(spec: EngineSpec) -> str:
     """The dtype ``auto`` stands for where the models will run (a run's identity records what computes)."""
 
@@ -182,19 +163,6 @@ class CompareOutcome:
     n_planned: int  # records of the requested grid
     truncated: bool  # a truncated last line was found (and will have been recomputed)
     not_applicable: dict = field(default_factory=dict)  # {method: why it was not run}
-
-
-def _rewards(fn, name: str, prompts: list, responses: list) -> list:
-    values = list(fn(prompts, responses))
-    if len(values) != len(responses):
-        raise ValueError(f"the world's {name} function returned {len(values)} values for {len(responses)} responses")
-    out = []
-    for v in values:
-        v = float(v)
-        if not math.isfinite(v):
-            raise ValueError(f"the world's {name} function returned {v} (not finite)")
-        out.append(v)
-    return out
 
 
 def _guide_scores(engine, results, guide_prompts) -> tuple:
@@ -351,8 +319,8 @@ def _run_method(world: World, cfg: RunConfig, engine, run, prompts, log: RecordL
             results = engine.generate([s for _, _, s in todo], run, replace(cfg.sampling, seed=seed),
                                       batch_size=len(texts), guide_prompts=texts)
             responses = [r.text for r in results]
-            gold = _rewards(world.gold, "gold", texts, responses)
-            judge = _rewards(world.judge, "judge", texts, responses)
+            gold = rewards(world.gold, "gold", texts, responses)
+            judge = rewards(world.judge, "judge", texts, responses)
             guide, sources, score_tokens = _guide_scores(engine, results, texts)
             for (pid, text, _), r, g, j, gs, src, st in zip(todo, results, gold, judge, guide, sources, score_tokens):
                 rec = _record(cfg, run.method, seed, pid, text, r, g, j, gs, src, st, versions, revision)
