@@ -94,7 +94,7 @@ def test_ctrl_c_keeps_records_and_the_same_command_resumes(toy_dirs, tmp_path, c
 
 
 def test_demo_builds_the_world_only_when_missing(toy_dirs, tmp_path, monkeypatch, capsys):
-    import w2s_eval.world.build as world_build
+    import w2s_eval.cli as cli
     from harness_toyworld import load_toy
 
     calls = []
@@ -104,7 +104,7 @@ def test_demo_builds_the_world_only_when_missing(toy_dirs, tmp_path, monkeypatch
         write_home(home, toy_dirs)
         return home
 
-    monkeypatch.setattr(world_build, "build_world", build_world)
+    monkeypatch.setattr(cli, "build_world", build_world)  # the builder the demo calls
     register_world("toy-lazy", load_toy)
     home, out = tmp_path / "h", tmp_path / "demo"
     argv = ["demo", "--world", "toy-lazy", "--world-home", str(home), "--methods", "base,bon:n=2", "--prompts", "2",

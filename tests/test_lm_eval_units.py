@@ -45,7 +45,7 @@ def test_model_args_parse_method_and_types():
     ({"strong": "s", "w": 1.5}, "w must be an integer"),
     ({"strong": "s", "temperature": -0.1}, "temperature"),
     ({"strong": "s", "top_p": 0}, "top_p"),
-    ({"strong": "s", "strong": "s", "pretrained": "t"}, "not both"),
+    ({"strong": "s", "pretrained": "t"}, "not both"),
 ])
 def test_model_args_errors(args, match):
     with pytest.raises(ValueError, match=match):

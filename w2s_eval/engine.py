@@ -31,7 +31,8 @@ from .config import EFTMethod, Method, SamplingConfig, check_positive_int, parse
 from .endpoint import EndpointPolicy
 from .guide import GuideLM, GuideTerm, ImplicitValueScorer, guide_scorer
 from .lm import CausalLM
-from .policy import EFTPolicy, Policy, TransformersPolicy
+from .eft import EFTPolicy
+from .policy import Policy, TransformersPolicy
 from .scorers import RewardModelScorer
 from .search import SearchResult, chunk_beam_search
 from .spec import EngineSpec, MissingModelError, SpecError, method_problem

@@ -23,7 +23,7 @@ from ..endpoint import EndpointPolicy
 from ..engine import build_engine, resolve_device, resolve_dtype
 from ..guide import score_candidates
 from ..lm import user_turn
-from ..policy import vocab_mismatch
+from ..eft import vocab_mismatch
 from ..provenance import fingerprint, git_revision, package_versions, utc_now
 from ..spec import EngineSpec
 from ..world.strong import resolve_strong
@@ -58,7 +58,7 @@ def served_model_name(strong_endpoint: str) -> str:
         policy.close()
 
 
-_ALIASES = {"guide_beta": "beta"}  # the harness's older keyword for the spec's beta
+_ALIASES = {"guide_beta": "beta"}  # --guide-beta: another name of the spec's beta
 # the comparison's own default: float32 everywhere, so a run's numbers (and its identity) are the same on CPU
 # and GPU; dtype="auto" is resolved to what it stands for on this machine before it enters the identity
 COMPARE_DEFAULTS = {"dtype": "float32"}
