@@ -241,13 +241,14 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="w2s-eval", description="Weak-to-strong search: evaluation and comparison")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.missing_extras = {}  # command -> the MissingExtraError of its module
     for name in [m for m, names in COMMANDS.items() if command in names] or COMMANDS:
         try:
             module = importlib.import_module(name)
         except MissingExtraError as e:  # its extra is not installed: the command says which one to install
             for command in COMMANDS[name]:
-                sub.add_parser(command, help=f"(needs an extra: {e})", add_help=False).set_defaults(
-                    func=lambda args, error=e: _missing(error))
+                sub.add_parser(command, help=f"(needs an extra: {e})", add_help=False)
+                parser.missing_extras[command] = e
             continue
         except ModuleNotFoundError as e:
             if e.name and name.startswith(e.name):
@@ -260,7 +261,10 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))  # -v is the only global option
+    command = next((a for a in argv if not a.startswith("-")), None)  # -v is the only global option
+    parser = build_parser(command)
+    if command in parser.missing_extras:
+        return _missing(parser.missing_extras[command])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
