@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 from .config import SamplingConfig
 from .extras import MissingExtraError
-from .flags import add_spec_arguments
+from .flags import add_spec_arguments, command_line
 from .harness.compare import (
     COMPARE_DEFAULTS,
     make_run_config,
@@ -272,7 +272,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with command_line(vars(args)):  # messages name the settings as this command's flags
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted: what was finished is kept; run the same command again to resume", file=sys.stderr)
         return 130

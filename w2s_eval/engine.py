@@ -27,7 +27,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from tqdm.auto import tqdm
 
-from .config import EFTMethod, Method, SamplingConfig, check_positive_int, parse_method
+from .config import EFTMethod, Method, SamplingConfig, check_positive_int, parse_method, spelled
 from .endpoint import EndpointPolicy
 from .guide import GuideLM, GuideTerm, ImplicitValueScorer, guide_scorer
 from .lm import CausalLM
@@ -83,7 +83,7 @@ def _check_source(name_or_path: str, name: Optional[str] = None) -> str:
     naming the setting ``name`` when given), or anything shaped like ``org/name``, left to the hub."""
     path = os.path.expanduser(str(name_or_path))
     if _looks_local(path) and not os.path.exists(path):
-        what, error = (f"{name}={name_or_path!r}", MissingModelError) if name else \
+        what, error = (spelled(name, repr(name_or_path)), MissingModelError) if name else \
             (f"model path {name_or_path!r}", FileNotFoundError)
         raise error(f"{what} does not exist; give an existing model directory or a hub id")
     return path if os.path.exists(path) else str(name_or_path)
@@ -297,7 +297,7 @@ def check_model_path(name: str, value: str) -> None:
     hub ids (``org/name``) are left to the hub."""
     path = _check_source(value, name)
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
-        raise SpecError(f"{name}={value!r} is a directory but not a model (no config.json in it); give a "
+        raise SpecError(f"{spelled(name, repr(value))} is a directory but not a model (no config.json in it); give a "
                         "transformers model directory or a hub id")
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields
 
-from ..flags import add_spec_arguments, as_flags, spec_from_namespace
-from ..spec import SpecError
+from ..flags import add_spec_arguments, spec_from_namespace
 from .data import fetch_baseline, load_outputs, load_rows
 from .decoder import resolve_served_model
 from .genconfig import GenerationConfig
@@ -18,7 +16,6 @@ __all__ = ["add_commands"]
 
 # settings that name models: an existing local path is made absolute
 _MODEL_FIELDS = ("strong", "tuned", "untuned", "reward_model", "strong_tokenizer")
-_NAMES = tuple(f.name for f in fields(GenerationConfig))
 
 
 def _model(path):
@@ -76,11 +73,8 @@ def _generate(args) -> int:
         value = getattr(args, name)
         setattr(args, name, [_model(v) for v in value] if isinstance(value, list) else _model(value))
     cfg = resolve_served_model(spec_from_namespace(args, cls=GenerationConfig))  # the served name enters the generator
-    try:
-        path = run_generate(cfg, args.instructions, args.out, batch_size=args.batch_size, limit=args.limit,
-                            progress=not args.no_progress)
-    except SpecError as e:  # a setting found wrong while loading (e.g. a model path): named as its flag
-        raise type(e)(as_flags(str(e), _NAMES)) from None
+    path = run_generate(cfg, args.instructions, args.out, batch_size=args.batch_size, limit=args.limit,
+                        progress=not args.no_progress)
     n = len(json.loads(path.read_text(encoding="utf-8")))
     print(f"{n} outputs of {cfg.generator} in {path}")
     print(f"official judge: alpaca_eval evaluate --model_outputs {path}")
@@ -92,10 +86,7 @@ def _judge(args) -> int:
     # read and check all inputs before loading the judge model
     load_outputs(args.model_outputs, "model outputs")
     load_outputs(args.reference_outputs, "reference outputs")
-    try:
-        scorer = load_reward_scorer(args.reward_model, dtype=args.dtype, device=args.device, batch_size=args.batch_size)
-    except SpecError as e:
-        raise type(e)(as_flags(str(e), _NAMES)) from None
+    scorer = load_reward_scorer(args.reward_model, dtype=args.dtype, device=args.device, batch_size=args.batch_size)
     result = judge_outputs(args.model_outputs, args.reference_outputs, scorer, annotator=f"rm:{args.reward_model}",
                            name=args.name, batch_size=args.batch_size, lc=args.lc, subset=args.subset,
                            progress=not args.no_progress)

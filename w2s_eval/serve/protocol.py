@@ -20,6 +20,7 @@ from ..config import (
     SamplingConfig,
     check_positive_int,
     parse_method,
+    spelled,
 )
 from ..spec import SpecError, check_number
 
@@ -197,11 +198,11 @@ class ServeConfig:
 
     def __post_init__(self):
         if not isinstance(self.served_model_name, str) or not self.served_model_name.strip():
-            raise SpecError(f"served_model_name must be a non-empty name, got {self.served_model_name!r}")
+            raise SpecError(f"{spelled('served_model_name')} must be a non-empty name, got {self.served_model_name!r}")
         _check_positive(self, ("max_batch_prompts", "max_request_bytes"))
         check_number("max_wait_ms", self.max_wait_ms)
         if self.max_wait_ms < 0:
-            raise SpecError(f"max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
+            raise SpecError(f"{spelled('max_wait_ms')} must be >= 0, got {self.max_wait_ms!r}")
 
 
 def resolve_method(req: _Sampling, served_name: str, default: Method) -> Method:

@@ -261,10 +261,13 @@ def input_embeddings(model_dir: Path):
 
 
 def resolve_strong(source: Optional[str], cache_dir: Optional[os.PathLike] = None) -> Optional[str]:
-    """What a strong-model setting names, read the same way by every front end (``--strong``, ``strong=``): a
-    registered name of :data:`STRONG_MODELS` or its hub id becomes the local directory made once in the cache
-    (:func:`resolve_strong_model`); any other value (a local directory, another hub id, None) stays as it is."""
-    if source is None or not (source in STRONG_MODELS or any(source == s.hub_id for s in STRONG_MODELS.values())):
+    """What a strong-model setting names, read the same way by every front end (``--strong``, ``strong=``): an
+    existing local path or a hub id (``org/name``) stays as it is (None too); anything else is a registered name of
+    :data:`STRONG_MODELS` (or a registered model's hub id), made once into the cache by
+    :func:`resolve_strong_model`, which refuses an unknown name by listing the known ones."""
+    if source is None or os.path.exists(os.path.expanduser(source)):
+        return source
+    if "/" in source and not any(source == s.hub_id for s in STRONG_MODELS.values()):
         return source
     return str(resolve_strong_model(source, cache_dir=cache_dir))
 
