@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from ..config import SamplingConfig, parse_method
+from ..config import SamplingConfig, method_spec, parse_method
 from ..provenance import (append_jsonl, atomic_write_json, check_identity, check_writable_dir, diff_fields, fingerprint,
                           git_revision, mismatch_message, package_versions, utc_now)
 from ..spec import EngineSpec
@@ -285,8 +285,13 @@ def _identity_of(record: dict) -> dict:
 
 
 def record_key(record: dict) -> tuple:
-    """The key of a record: (prompt_id, method spec, seed)."""
-    return (str(record["prompt_id"]), str(record["method"]), int(record["seed"]))
+    """The key of a record: (prompt_id, canonical method spec, seed); a method that does not parse keeps its text."""
+    method = str(record["method"])
+    try:
+        method = method_spec(method)
+    except ValueError:
+        pass
+    return (str(record["prompt_id"]), method, int(record["seed"]))
 
 
 def _parse_record(line: bytes) -> dict:
