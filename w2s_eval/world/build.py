@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..assets import ensure_writable_dir
-from ..provenance import atomic_write_json, diff_fields, package_versions
+from ..provenance import atomic_write_json, diff_fields, follow_umask, package_versions
 from .train import GuideShape, TrainSettings
 
 logger = logging.getLogger(__name__)
@@ -178,6 +178,7 @@ def _run_step(ctx, name: str, i: int) -> None:
     t0 = time.perf_counter()
     info = STEPS[step](ctx, scratch)
     wall = round(time.perf_counter() - t0, 1)
+    follow_umask(scratch)  # saved weights are 0600 (safetensors): the umask decides who may read a shared world
     shutil.rmtree(path / step, ignore_errors=True)
     os.replace(scratch, path / step)
     for later in STEP_NAMES[i + 1:]:  # built from the old outputs of this step: build them again
