@@ -12,10 +12,23 @@ import argparse
 import importlib
 import logging
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .world.build import BUILD_TIME
+from .config import SamplingConfig
+from .extras import MissingExtraError
+from .flags import add_spec_arguments
+from .harness.compare import (
+    COMPARE_DEFAULTS,
+    make_run_config,
+    parse_methods,
+    run_compare,
+)
+from .harness.report import summary_of, to_markdown, write_report
+from .spec import EngineSpec
+from .world.build import BUILD_TIME, build_world
+from .worlds import load_world, world_home
 
 # modules that contribute subcommands, with the commands each adds; one that is not part of this build (its package
 # is missing) is left out of the parser, logged at DEBUG level
@@ -36,13 +49,11 @@ DEMO_WORLD = "imdb-mini"
 DEMO_METHODS = "base,bon:n=16,eft:beta=1,cbs:w=4,k=4,l=5"
 
 
-# EngineSpec fields a world supplies (the flags of the others come from w2s_eval.spec.add_spec_arguments)
+# EngineSpec fields a world supplies (the flags of the others come from w2s_eval.flags.add_spec_arguments)
 _WORLD_FIELDS = ("strong", "tuned", "untuned", "tuned_template", "untuned_template", "reward_model", "rm_weight")
 
 
 def _add_run_options(p: argparse.ArgumentParser, prompts: int, seeds: str) -> None:
-    from .harness.compare import COMPARE_DEFAULTS
-    from .spec import add_spec_arguments
 
     p.add_argument("--world-home", default=None, metavar="DIR",
                    help="where worlds are built (default: $W2S_EVAL_HOME or ~/.cache/w2s-eval)")
@@ -50,11 +61,11 @@ def _add_run_options(p: argparse.ArgumentParser, prompts: int, seeds: str) -> No
                    help=f"the first N evaluation prompts of the world (default: {prompts}, or all if fewer)")
     p.add_argument("--seeds", default=seeds, help=f"a count N (seeds 0..N-1) or a list like 0,5,7 (default: {seeds})")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (default: 8)")
-    p.add_argument("--strong", metavar="NAME", default=None,
-                   help="the strong model by name, in place of the world's own (default): smollm2-135m (imdb-mini's "
-                        "own), gemma3-270m, qwen2.5-0.5b, made offline from pinned wheels, or their hub ids with "
-                        "internet; the guides, gold, judge and prompts stay the world's. EFT needs the guides' "
-                        "vocabulary and is reported n/a otherwise")
+    p.add_argument("--strong", metavar="MODEL", default=None,
+                   help="the strong model in place of the world's own (default), read as everywhere: a registered "
+                        "name (smollm2-135m, imdb-mini's own; gemma3-270m; qwen2.5-0.5b: made offline from pinned "
+                        "wheels), a local directory or a hub id; the guides, gold, judge and prompts stay the "
+                        "world's. EFT needs the guides' vocabulary and is reported n/a otherwise")
     p.add_argument("--chat-template", action="store_true",
                    help="the strong model reads each prompt as a user turn of its chat template (an instruct model); "
                         "default: the plain prompt, for base and instruct models alike, as the paper does. The "
@@ -69,7 +80,6 @@ def _engine_settings(args) -> dict:
     """The EngineSpec fields given on the command line (those the world does not supply)."""
     from dataclasses import fields
 
-    from .spec import EngineSpec
 
     return {f.name: getattr(args, f.name) for f in fields(EngineSpec)
             if f.name not in _WORLD_FIELDS and getattr(args, f.name, None) is not None}
@@ -91,10 +101,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--guide", choices=("implicit", "rm"), default="implicit",
                    help="guide of BoN/CBS: the implicit value of tuned vs untuned, scaled by --beta (default), or "
                         "the world's reward model")
-    p.add_argument("--temperature", type=float, default=None, help="override the world's sampling temperature")
-    p.add_argument("--top-k", type=int, default=None, help="override the world's top-k")
-    p.add_argument("--top-p", type=float, default=None, help="override the world's top-p")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="override the world's response length")
+    sampled = ("temperature", "top_k", "top_p", "max_new_tokens")  # the world's sampling, overridable
+    add_spec_arguments(p, cls=SamplingConfig, exclude=[f.name for f in fields(SamplingConfig) if f.name not in sampled],
+                       defaults=dict.fromkeys(sampled), note=" (default: the world's)")
     p.add_argument("--no-report", action="store_true", help="only record; do not write the report")
     p.set_defaults(func=cmd_compare)
 
@@ -141,7 +150,6 @@ def _partial_tables():
             return
         from tqdm.auto import tqdm
 
-        from .harness.report import summary_of, to_markdown
 
         table = to_markdown(summary_of(run_dir, methods=finished))
         tqdm.write(f"results so far ({done} of {total} methods done: {', '.join(finished)}; the full table follows "
@@ -152,8 +160,6 @@ def _partial_tables():
 
 
 def _run(world, args, methods, sampling=None, report: bool = True) -> int:
-    from .harness.compare import make_run_config, run_compare
-    from .harness.report import write_report
 
     engine = _engine_settings(args)
     if engine.get("strong_model") is not None and engine.get("strong_endpoint") is None:
@@ -180,7 +186,6 @@ def _run(world, args, methods, sampling=None, report: bool = True) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .worlds import load_world
 
     world = load_world(args.world, args.world_home)
     sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
@@ -189,7 +194,6 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .harness.report import write_report
 
     if not Path(args.run_dir).is_dir():
         raise FileNotFoundError(f"{args.run_dir} is not a directory; give the --out directory of a compare run")
@@ -199,7 +203,6 @@ def cmd_report(args) -> int:
 
 def load_or_build(name: str, home=None, progress: bool = True):
     """Load world ``name``; if it is not built, build it once (``w2s_eval.world.build.build_world``) and load it."""
-    from .worlds import load_world, world_home
 
     try:
         return load_world(name, home)
@@ -207,7 +210,6 @@ def load_or_build(name: str, home=None, progress: bool = True):
         logger.info("%s", e)
     home = world_home(home)
     print(f"building world {name} into {home} (once; {BUILD_TIME}) ...", file=sys.stderr)
-    from .world.build import build_world
 
     build_world(name, home, progress=progress)
     return load_world(name, home)
@@ -217,7 +219,6 @@ def cmd_demo(args) -> int:
     methods = args.methods
     if args.strong_endpoint and methods == DEMO_METHODS:
         # EFT needs the strong model's logits over the whole vocabulary, which a server does not give
-        from .harness.compare import parse_methods
 
         methods = [m for m in parse_methods(methods) if m.name != "eft"]
         print("note: eft needs the strong model's full logits and is left out with --strong-endpoint",
@@ -229,6 +230,11 @@ def cmd_demo(args) -> int:
 # ----------------------------------------------------------------------------- the command
 
 
+def _missing(error: MissingExtraError) -> int:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+
+
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     """The parser of every command, or, given ``command``, of the module that adds it (so a run imports only
     that module's command-line code; ``--help`` and unknown commands see all)."""
@@ -238,6 +244,11 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     for name in [m for m, names in COMMANDS.items() if command in names] or COMMANDS:
         try:
             module = importlib.import_module(name)
+        except MissingExtraError as e:  # its extra is not installed: the command says which one to install
+            for command in COMMANDS[name]:
+                sub.add_parser(command, help=f"(needs an extra: {e})", add_help=False).set_defaults(
+                    func=lambda args, error=e: _missing(error))
+            continue
         except ModuleNotFoundError as e:
             if e.name and name.startswith(e.name):
                 logger.debug("%s is not part of this build; its commands are left out", name)

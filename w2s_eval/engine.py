@@ -27,13 +27,14 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from tqdm.auto import tqdm
 
-from .config import EFTMethod, Method, SamplingConfig, parse_method
+from .config import EFTMethod, Method, SamplingConfig, check_positive_int, parse_method
+from .endpoint import EndpointPolicy
 from .guide import GuideLM, GuideTerm, ImplicitValueScorer, guide_scorer
 from .lm import CausalLM
 from .policy import EFTPolicy, Policy, TransformersPolicy
 from .scorers import RewardModelScorer
 from .search import SearchResult, chunk_beam_search
-from .spec import METHOD_ERRORS, EngineSpec, MissingModelError, SpecError
+from .spec import EngineSpec, MissingModelError, SpecError, method_problem
 
 logger = logging.getLogger(__name__)
 
@@ -206,17 +207,16 @@ class Engine:
                 raise ValueError(f"method {method.spec} was prepared by another engine; prepare it with this one")
             return method
         method = parse_method(method)
+        local = isinstance(self.policy, TransformersPolicy)
+        problem = method_problem(method, pair=bool(self.tuned) and self.untuned is not None,
+                                 guide=self._scorer is not None,
+                                 served=not local and f"{self.policy.name!r}, not a local transformers model,")
+        if problem:
+            raise SpecError(problem)
         policy = self.policy
         if isinstance(method, EFTMethod):
-            if not self.tuned or self.untuned is None:
-                raise ValueError(METHOD_ERRORS["eft_guides"].format(method=method.spec))
-            if not isinstance(self.policy, TransformersPolicy):
-                raise ValueError(METHOD_ERRORS["eft_local"].format(
-                    method=method.spec, strong=f"{self.policy.name!r}, not a local transformers model,"))
             policy = EFTPolicy(self.policy.lm, self.tuned, self.untuned, self.eft_betas(method),
                                self.policy.add_special_tokens)  # checks the vocabularies
-        elif method.needs_guide and self._scorer is None:
-            raise ValueError(METHOD_ERRORS["needs_guide"].format(method=method.spec))
         return PreparedMethod(method, policy, self._scorer if method.search.needs_scorer else None, id(self))
 
     def eft_betas(self, method: EFTMethod) -> list[float]:
@@ -237,8 +237,7 @@ class Engine:
                                 f"pass [{name[:-1]}] for a single one")
         if guide_prompts is not None and len(guide_prompts) != len(prompts):
             raise ValueError(f"got {len(guide_prompts)} guide_prompts for {len(prompts)} prompts; pass one per prompt")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_positive_int("batch_size", batch_size)
         run = self.prepare(method)
         out: list[SearchResult] = []
         bar = tqdm(total=len(prompts), desc=run.spec, disable=not progress)
@@ -264,7 +263,6 @@ def guide_template(choice: str, path: Optional[str]) -> str:
 
 def _strong_policy(spec: EngineSpec, strong: Union[CausalLM, Policy, None], add_special_tokens) -> Policy:
     if strong is None and spec.strong_endpoint:
-        from .endpoint import EndpointPolicy
 
         return EndpointPolicy(spec.strong_endpoint, spec.strong_model)
     if strong is None:

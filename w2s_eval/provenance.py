@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import fcntl
 import hashlib
 import json
 import math
 import os
 import platform
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -337,9 +339,6 @@ def run_dir_lock(run_dir: PathLike, what: str = "--out") -> Iterator[Path]:
     lock file left by a killed run is taken over. On leaving, the lock file is removed, and so are the folders
     this call made when nothing else was written there (a refused run leaves nothing behind).
     """
-    import fcntl
-    import sys
-
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise FileExistsError(f"{what} {run_dir} is a file; give a directory")

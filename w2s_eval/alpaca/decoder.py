@@ -34,12 +34,17 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from ..endpoint import EndpointPolicy
+from ..engine import build_engine, load_tokenizer
+from ..extras import require
+from ..lm import user_turn
 from ..spec import PLACEMENT_FIELDS, EngineSpec
+from ..world.strong import with_strong_resolved
 from .genconfig import GenerationConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GenerationConfig", "AlpacaEngine", "build_alpaca_engine", "resolve_strong_model", "w2s_completions",
+__all__ = ["GenerationConfig", "AlpacaEngine", "build_alpaca_engine", "resolve_served_model", "w2s_completions",
            "load_model_configs", "model_configs_dict", "DECODER_PATH"]
 
 DECODER_PATH = "w2s_eval.alpaca.decoder.w2s_completions"
@@ -93,7 +98,6 @@ class AlpacaEngine:
         """The strong model's prompt for each instruction (chat template with a generation prompt)."""
         if not self.use_chat:
             return list(instructions)
-        from ..lm import user_turn
 
         return [user_turn(self.tokenizer, ins) for ins in instructions]
 
@@ -121,23 +125,20 @@ class AlpacaEngine:
 
 def build_alpaca_engine(cfg: GenerationConfig, device: Optional[str] = None) -> AlpacaEngine:
     """Load the models of ``cfg`` (``device``: instead of ``cfg.device``) into an :class:`AlpacaEngine`."""
-    from ..engine import build_engine
 
     if device is not None:
         cfg = replace(cfg, device=device)
     tokenizer = None
     if cfg.strong_tokenizer is not None:
-        from ..engine import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.strong_tokenizer)
-    return AlpacaEngine(cfg, build_engine(cfg.engine_spec()), tokenizer)
+    return AlpacaEngine(cfg, build_engine(with_strong_resolved(cfg.engine_spec())), tokenizer)
 
 
-def resolve_strong_model(cfg: GenerationConfig) -> GenerationConfig:
+def resolve_served_model(cfg: GenerationConfig) -> GenerationConfig:
     """``cfg`` with ``strong_model`` filled in: over an endpoint without one, the server's only model."""
     if cfg.strong_endpoint is None or cfg.strong_model is not None:
         return cfg
-    from ..endpoint import EndpointPolicy
 
     policy = EndpointPolicy(cfg.strong_endpoint)
     try:
@@ -224,6 +225,7 @@ def load_model_configs(path: Union[str, Path]) -> dict:
     is refused. A relative ``prompt_template`` (``<name>/prompt.txt``, relative to the models_configs
     directory, i.e. the parent of the directory holding configs.yaml) becomes an absolute path.
     """
+    require("yaml", "alpaca")
     import yaml
 
     path = Path(path)

@@ -6,6 +6,11 @@ import argparse
 import logging
 import sys
 
+from ..config import parse_method
+from ..engine import build_engine
+from ..flags import add_spec_arguments, spec_from_namespace
+from ..world.strong import with_strong_resolved
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["add_commands", "run_serve"]
@@ -14,7 +19,6 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def add_commands(sub) -> None:
-    from ..spec import add_spec_arguments
     from .protocol import Limits, ServeConfig
 
     p = sub.add_parser("serve", help="serve guided search behind an OpenAI-compatible API (/v1/completions, "
@@ -35,15 +39,12 @@ def build_server(args: argparse.Namespace):
     """(the ASGI app, its ServeConfig) for parsed flags (models loaded, method checked)."""
     import os
 
-    from ..config import parse_method
-    from ..engine import build_engine
-    from ..spec import spec_from_namespace
     from .app import create_app
     from .protocol import Limits, ServeConfig
 
     cfg = spec_from_namespace(args, cls=ServeConfig, limits=spec_from_namespace(args, cls=Limits),
                               api_key=args.api_key or os.environ.get("W2S_SERVE_API_KEY") or None)
-    spec = spec_from_namespace(args)
+    spec = with_strong_resolved(spec_from_namespace(args))
     method = parse_method(args.method)
     spec.check_method(method)
     engine = build_engine(spec)

