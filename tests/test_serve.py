@@ -310,6 +310,26 @@ def test_a_client_that_hangs_up_has_its_queued_prompts_cancelled(served):
     assert after["cancelled"] - before["cancelled"] >= 32 and ran <= 32, (before, after)
 
 
+@pytest.mark.slow
+def test_a_small_load_loses_and_mixes_nothing(served):
+    """Issue 25: 8 clients x 6 requests at ~2/s each (bounded to 60 s), a fifth malformed and some over budget,
+    against the loopback server: every request answered with its expected status, each good answer its own prompt
+    and seed, and the same text as the request sent again alone. Figures: printed (pytest -s) and in
+    docs/reliability.md."""
+    from devtools.serve_load import run_load
+
+    result = run_load(served.url, KEY, clients=8, requests=6, duration_s=60, rate=2.0, method=METHOD,
+                      max_tokens=8, pid=served.proc.pid)
+    print(json.dumps(result.summary()))
+    assert result.problems == [] and result.answered == result.sent >= 8, result.summary()
+    kinds = {c.split()[0] for c in result.classes}
+    assert {"good", "bad", "over"} <= kinds, result.classes
+    assert all(c.endswith("over_budget") for c in result.classes if c.startswith("over"))
+    for body, text in result.good[:6]:  # alone, the same text: nothing of another request leaked in
+        assert served.complete(**body)[
+            "choices"][0]["text"] == text
+
+
 @pytest.fixture(scope="module")
 def edge(models, tmp_path_factory):
     """A server with short timeouts and a small connection cap (issue 25, items 3 and 7)."""

@@ -17,6 +17,8 @@ from hypothesis import strategies as st  # noqa: E402
 
 KEY = "fuzz-key"
 EXAMPLES = 40
+_FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 _junk = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
@@ -114,8 +116,7 @@ def _post(client, path, body):
                        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@_FUZZ
 @given(body=_body(_prompt))
 def test_completions_answer_json_never_500(client, body):
     out = _check(_post(client, "/v1/completions", body), body)
@@ -126,8 +127,7 @@ def test_completions_answer_json_never_500(client, body):
         assert len(out["choices"]) == n_prompts * body.get("n", 1)
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@_FUZZ
 @given(body=_body(_messages))
 def test_chat_completions_answer_json_never_500(client, body):
     out = _check(_post(client, "/v1/chat/completions", body), body)
@@ -136,8 +136,7 @@ def test_chat_completions_answer_json_never_500(client, body):
         assert all(c["message"]["role"] == "assistant" for c in out["choices"])
 
 
-@settings(max_examples=EXAMPLES // 2, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(_FUZZ, max_examples=EXAMPLES // 2)
 @given(raw=st.binary(max_size=64) | st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogatepass")),
        path=st.sampled_from(["/v1/completions", "/v1/chat/completions", "/v1/models", "/nowhere"]))
 def test_raw_bytes_answer_json_never_500(client, raw, path):
