@@ -11,6 +11,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,34 @@ def test_each_command_is_added_by_the_module_the_table_names():
     for module, names in COMMANDS.items():
         for name in names:
             assert commands(build_parser(name)) == set(names), module
+
+
+@pytest.mark.slow
+def test_a_second_compare_into_one_out_is_refused(toy_home, tmp_path, capsys):
+    """Issue 25, item 5: two concurrent ``compare`` runs left 24 records for 12 keys. The first (the real CLI in a
+    subprocess) holds --out while its gold waits for a gate; a second into the same --out is refused at once,
+    naming the first's pid; the first then finishes alone, one record per key."""
+    (toy_home / "gate.json").write_text(json.dumps({"free": 0}))
+    out = tmp_path / "run"
+    argv = ["compare", "--world", "toy-gated", "--world-home", str(toy_home), "--methods", "base,bon:n=2",
+            "--prompts", "2", "--seeds", "2", "--out", str(out), "--device", "cpu", "--max-new-tokens", "4",
+            "--no-progress", "--no-report"]
+    env = dict(os.environ, W2S_EVAL_WORLD_MODULES="harness_toyworld", PYTHONPATH=str(TESTS), HF_HUB_OFFLINE="1",
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with subprocess.Popen([sys.executable, "-m", "w2s_eval.cli", *argv], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as first:
+        try:
+            deadline = time.monotonic() + 120
+            while not (out / "config.json").exists():  # written under the lock, before generating
+                assert time.monotonic() < deadline and first.poll() is None, first.stderr.read()
+                time.sleep(0.05)
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert f"error: --out {out} is in use: pid {first.pid} (" in err and "give another --out" in err, err
+        finally:
+            (toy_home / "gate.open").touch()
+        stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    records = read_records(out / RECORDS_FILE)[0]
+    assert len(records) == len({record_key(r) for r in records}) == 8
+    assert main(["report", str(out), "--no-plots"]) == 0  # and the finished directory is free again

@@ -33,6 +33,23 @@ def test_model_args_parse_method_and_types():
     assert parse_model_args({"strong": "s"})[0].method_config().spec == "cbs:w=4,k=4,l=5"  # the core default
 
 
+@pytest.mark.parametrize("given,want", [("l=inf", "cbs:w=2,k=2,l=inf"), ("l=Infinity", "cbs:w=2,k=2,l=inf"),
+                                        ("l=-inf", None), ("l=-Infinity", None)])
+def test_negative_infinity_is_not_an_unbounded_chunk(given, want):
+    """Issue 25, item 9: lm-eval's own --model_args parser turns 'l=-inf' into the float -inf, which was taken as
+    inf; it is refused (naming l) before any model loads, as lm-eval's CLI calls the model."""
+    from w2s_eval.lm_eval_backend.backend import W2SLM
+
+    args = f"strong=/nonexistent/model,method=cbs,w=2,k=2,{given}"
+    if want is None:
+        with pytest.raises(ValueError, match=r"l must be an integer or inf, got -inf"):
+            W2SLM.create_from_arg_string(args)
+    else:
+        from lm_eval.utils import simple_parse_args_string
+
+        assert parse_model_args(simple_parse_args_string(args))[0].method_config().spec == want
+
+
 @pytest.mark.parametrize("args,match", [
     ({"strong": "s", "foo": 1, "bar": 2}, r"unknown model_args key\(s\) bar, foo; valid keys: batch_size, beta"),
     ({}, "strong=PATH_OR_ID"),

@@ -34,7 +34,13 @@ __all__ = [
     "spelled",
     "spelling",
     "keyword_spelling",
+    "MIN_TEMPERATURE",
+    "method_spec",
 ]
+
+# the smallest temperature above 0: logits divided by less overflow float32 (1e-320 is 0 there; 1e-38 makes the
+# logits infinite), and below it sampling is greedy to float precision anyway (send 0 for greedy)
+MIN_TEMPERATURE = 1e-4
 
 
 class SpecError(ValueError):
@@ -123,6 +129,9 @@ class SamplingConfig:
         check_number("temperature", self.temperature)
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g} (a smaller one "
+                             f"overflows the logits), got {self.temperature!r}")
         if not _is_int(self.top_k) or self.top_k < 0:
             raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
         check_number("top_p", self.top_p)
@@ -380,6 +389,12 @@ def parse_method(spec: Union[str, Method]) -> Method:
             raise ValueError(f"{name}: {key} is given twice in {spec.strip()!r}; give each key once")
         kwargs[key] = _parse_value(name, key, raw)
     return cls(**kwargs)
+
+
+def method_spec(spec: Union[str, Method]) -> str:
+    """The canonical spec of a method (the parsed method's ``spec``: ``bon:n=02`` -> ``bon:n=2``,
+    ``cbs:l=none,w=2,k=2`` -> ``cbs:w=2,k=2,l=inf``); ValueError for what does not parse."""
+    return parse_method(spec).spec
 
 
 def method_to_dict(method: Method) -> dict:

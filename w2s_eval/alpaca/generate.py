@@ -13,7 +13,8 @@ The output directory holds:
   :func:`w2s_eval.alpaca.decoder.load_model_configs`).
 
 A rerun with the same config continues where the last one stopped; a directory made
-with another config is refused, naming the first differing field. Everything that can be
+with another config is refused, naming the first differing field; a second process writing the
+same directory is refused (:func:`w2s_eval.provenance.run_dir_lock`). Everything that can be
 checked (settings, instruction file, --out, the models loading, each prompt fitting the
 strong model's context) is checked before the first file is written, so a failed run never
 blocks its own --out. Run directories made before the EngineSpec (no ``rm_weight`` in their
@@ -40,6 +41,7 @@ from ..provenance import (
     check_writable_dir,
     fingerprint,
     package_versions,
+    run_dir_lock,
 )
 from .data import load_instructions, load_rows
 from .decoder import (
@@ -132,9 +134,16 @@ def run_generate(cfg: GenerationConfig, instructions: Union[str, Path], out_dir:
         cfg = replace(cfg, device=device)
     all_rows = load_instructions(instructions)
     cfg = resolve_served_model(cfg)
+    out = Path(out_dir)
+    with run_dir_lock(out, "--out"):
+        return _run_locked(cfg, all_rows, out, batch_size, limit, progress, engine)
+
+
+def _run_locked(cfg: GenerationConfig, all_rows: list, out: Path, batch_size: int, limit: Optional[int],
+                progress: bool, engine: Optional[AlpacaEngine]) -> Path:
+    """:func:`run_generate` with the output directory's lock held."""
     identity = _identity(cfg, all_rows)
     rows = all_rows[:limit] if limit is not None else all_rows
-    out = Path(out_dir)
     _check_dir(out, identity)
     order = {r["instruction"]: i for i, r in enumerate(all_rows)}
     done, stats = _load_done(out, order, cfg.generator)

@@ -24,7 +24,7 @@ from ..engine import build_engine, resolve_device, resolve_dtype
 from ..guide import score_candidates
 from ..lm import user_turn
 from ..eft import vocab_mismatch
-from ..provenance import fingerprint, git_revision, package_versions, utc_now
+from ..provenance import fingerprint, git_revision, package_versions, run_dir_lock, utc_now
 from ..spec import EngineSpec
 from ..world.strong import resolve_strong
 from ..worlds import World, world_home
@@ -274,10 +274,18 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
     KeyboardInterrupt propagates; what was recorded stays on disk.
     ``on_method_done(run_dir, spec, done, total)`` (optional) is called after each method to run has all its
     records on disk: ``done`` of the ``total`` methods to run are then complete (e.g. to report them early).
+    One process writes a run directory at a time (:func:`~w2s_eval.provenance.run_dir_lock`): a second one is
+    refused with :class:`~w2s_eval.provenance.RunDirBusy`.
     """
     if cfg.world != world.name or cfg.world_fingerprint != fingerprint(world.manifest):
         raise ValueError(f"the run config is for world {cfg.world!r} ({cfg.world_fingerprint}), not for "
                          f"{world.name!r} ({fingerprint(world.manifest)}); make it with make_run_config(world, ...)")
+    with run_dir_lock(out_dir, "--out"):
+        return _run_compare(world, cfg, out_dir, engine, progress, on_method_done)
+
+
+def _run_compare(world: World, cfg: RunConfig, out_dir, engine, progress: bool, on_method_done) -> CompareOutcome:
+    """:func:`run_compare` with the run directory's lock held."""
     methods = list(cfg.parsed_methods)
     out, _, _, known = check_run_dir(out_dir, cfg)  # writes nothing
     prompts = world.prompts[: cfg.n_prompts]

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from ..config import SamplingConfig, check_positive_int, parse_method
+from ..config import SamplingConfig, check_positive_int, method_spec, parse_method
 from ..provenance import (
     append_jsonl,
     atomic_write_json,
@@ -293,8 +293,13 @@ def _identity_of(record: dict) -> dict:
 
 
 def record_key(record: dict) -> tuple:
-    """The key of a record: (prompt_id, method spec, seed)."""
-    return (str(record["prompt_id"]), str(record["method"]), int(record["seed"]))
+    """The key of a record: (prompt_id, canonical method spec, seed); a method that does not parse keeps its text."""
+    method = str(record["method"])
+    try:
+        method = method_spec(method)
+    except ValueError:
+        pass
+    return (str(record["prompt_id"]), method, int(record["seed"]))
 
 
 def _parse_record(line: bytes) -> dict:

@@ -6,6 +6,11 @@ judge, the guide score, and the counted compute per prompt (strong-model and gui
 token forwards, strong samples, wall time). Methods of equal budget (strong samples
 per prompt) are listed together. By default only (prompt, seed) pairs recorded for
 every method are used, so every row is measured on the same inputs.
+
+Records are checked before anything is averaged (:func:`check_records`): a missing, non-numeric
+or non-finite number is refused naming the record and the field, method specs are made
+canonical (``bon:n=02`` is ``bon:n=2``), a key recorded twice with other results is refused,
+and records made with another config than the directory's ``config.json`` are refused.
 """
 
 from __future__ import annotations
@@ -14,18 +19,19 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from ..config import parse_method
+from ..config import method_spec, parse_method
 from ..provenance import atomic_write_text, diff_fields, mean_se
 from .plots import plot_gold_by_method, plot_gold_vs_samples
-from .records import CONFIG_FILE, RECORDS_FILE, read_records
+from .records import CONFIG_FILE, RECORDS_FILE, read_records, record_key
 
 __all__ = ["MethodSummary", "Summary", "summarize", "summary_of", "to_markdown", "to_csv", "to_latex", "write_report",
-           "load_run", "not_applicable_of", "mean_se",
+           "load_run", "check_records", "not_applicable_of", "mean_se",
            "group_by_method", "paired_delta"]
 
 logger = logging.getLogger(__name__)
@@ -66,7 +72,8 @@ class Summary:
 
 
 def load_run(run_dir: Union[str, os.PathLike]) -> tuple:
-    """(records, notes) of a run directory; refuses records made with different configs."""
+    """(records, notes) of a run directory, each record checked (:func:`check_records`); refuses records made
+    with different configs, or with another config than the directory's ``config.json``."""
     path = Path(run_dir) / RECORDS_FILE
     if not path.exists():
         raise FileNotFoundError(f"no records in {run_dir} ({RECORDS_FILE} is missing); run `w2s-eval compare --out "
@@ -75,6 +82,7 @@ def load_run(run_dir: Union[str, os.PathLike]) -> tuple:
     notes = []
     if truncated is not None:
         notes.append(f"the last line of {RECORDS_FILE} is truncated ({len(truncated)} characters) and was ignored")
+    records = check_records(records, path, notes)
     hashes = {}
     for r in records:
         hashes.setdefault(r.get("config_hash"), r)
@@ -85,7 +93,84 @@ def load_run(run_dir: Union[str, os.PathLike]) -> tuple:
         field = diffs[0][0] if diffs else "config_hash"
         raise ValueError(f"{path} mixes records of different configs ({h1} and {h2}; first differing field: {field}); "
                          "report each run from its own directory")
+    stored = _config_hash(Path(run_dir))
+    if stored is not None and hashes and next(iter(hashes)) != stored:
+        raise ValueError(f"the records in {path} were made with config {next(iter(hashes))}, but the directory's "
+                         f"{CONFIG_FILE} is for config {stored}: records copied in from another run? Report each "
+                         "run from its own directory")
     return records, notes
+
+
+def _config_hash(run_dir: Path) -> Optional[str]:
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["config_hash"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a w2s-eval run config ({type(e).__name__}: {e}); report a directory "
+                         "made by `w2s-eval compare`") from None
+
+
+_NUMBERS = ("gold", "judge", "strong_tokens", "guide_tokens", "samples", "wall_time_s")  # what the table averages
+_RESULT = ("response", "gold", "judge", "guide_score")  # what two records of one key must agree on
+
+
+def _checked(r: dict, where: str) -> dict:
+    """``r`` with its method spec canonical; ValueError naming the record and the field when a number the table
+    uses is missing, not a number, or not finite."""
+    fix = (f"remove that line from {RECORDS_FILE} and run the same `w2s-eval compare` again to recompute it")
+    try:
+        spec = method_spec(r["method"])
+    except ValueError as e:
+        raise ValueError(f"{where}: method: {e}") from None
+    for name in _NUMBERS + ("guide_score",):
+        value = r.get(name)
+        if name == "guide_score" and value is None:
+            continue
+        if name not in r:
+            problem = "is missing"
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            problem = f"is {value!r} ({type(value).__name__}), not a number"
+        elif not math.isfinite(value):
+            problem = f"is {value} (not a finite number)"
+        else:
+            continue
+        raise ValueError(f"{where}: {name} {problem}; {fix}")
+    return r if spec == r["method"] else {**r, "method": spec}
+
+
+def check_records(records: Sequence[dict], path: Union[str, os.PathLike], notes: Optional[list] = None) -> list:
+    """The records of a records file, checked: every number the table uses present and finite (a ValueError
+    names the record and the field), method specs canonical (``bon:n=02`` is ``bon:n=2``), and one record per
+    (prompt, method, seed): a repeated record with the same results is dropped (with a note in ``notes``), one
+    with other results is refused (two runs wrote into one directory, or a record was edited)."""
+    out, first = [], {}
+    dropped = 0
+    for i, r in enumerate(records):
+        where = (f"record {i + 1} of {path} (prompt {r.get('prompt_id')!r}, method {r.get('method')!r}, "
+                 f"seed {r.get('seed')!r})")
+        try:
+            key = record_key(r)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: seed must be an integer") from None
+        r = _checked(r, where)
+        if key in first:
+            j, other = first[key]
+            diff = next((f for f in _RESULT if other.get(f) != r.get(f)), None)
+            if diff is not None:
+                raise ValueError(f"{path} holds different records for prompt {key[0]!r}, method {key[1]}, seed "
+                                 f"{key[2]} (records {j + 1} and {i + 1}: {diff} {other.get(diff)!r} vs "
+                                 f"{r.get(diff)!r}); two runs wrote into one directory, or a record was edited: remove "
+                                 "the wrong one")
+            dropped += 1
+            continue
+        first[key] = (i, r)
+        out.append(r)
+    if dropped and notes is not None:
+        notes.append(f"{dropped} repeated record(s) of a (prompt, method, seed) already recorded, with the same "
+                     "results, were left out")
+    return out
 
 
 def not_applicable_of(run_dir: Union[str, os.PathLike]) -> dict:
@@ -116,7 +201,8 @@ def group_by_method(records: Sequence[dict]) -> dict:
     """{method spec: {(prompt_id, seed): record}}."""
     by_method: dict = {}
     for r in records:
-        by_method.setdefault(r["method"], {})[(str(r["prompt_id"]), int(r["seed"]))] = r
+        pid, spec, seed = record_key(r)
+        by_method.setdefault(spec, {})[(pid, seed)] = r
     return by_method
 
 
@@ -268,7 +354,7 @@ def summary_of(run_dir: Union[str, os.PathLike], matched: bool = True,
     ``methods``, of those methods' records only (e.g. the methods a running comparison has finished)."""
     records, notes = load_run(run_dir)
     if methods is not None:
-        wanted = set(methods)
+        wanted = {method_spec(m) for m in methods}
         records = [r for r in records if r["method"] in wanted]
     return summarize(records, matched=matched, notes=notes, not_applicable=not_applicable_of(run_dir))
 

@@ -90,8 +90,8 @@ MODEL_ARG_KEYS = tuple(f.name for f in fields(W2SArgs)) + tuple(ALIASES)
 
 def _as_l(key: str, v: Any):
     """CBS chunk length: an integer, or inf (a string or lm-eval's float)."""
-    if isinstance(v, str) and v.lower() in ("inf", "infinity") or isinstance(v, float) and math.isinf(v):
-        return "inf"
+    if isinstance(v, str) and v.lower() in ("inf", "+inf", "infinity") or isinstance(v, float) and v == math.inf:
+        return "inf"  # (-inf is no length: it goes on to the integer check, which refuses it)
     try:
         return coerce(key, int, v)
     except SpecError:

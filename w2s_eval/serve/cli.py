@@ -36,7 +36,7 @@ def add_commands(sub) -> None:
 
 
 def build_server(args: argparse.Namespace):
-    """The ASGI app for parsed flags (models loaded, method checked)."""
+    """(the ASGI app, its ServeConfig) for parsed flags (models loaded, method checked)."""
     import os
 
     from .app import create_app
@@ -52,14 +52,16 @@ def build_server(args: argparse.Namespace):
     if args.host not in _LOOPBACK and cfg.api_key is None:
         logger.warning("serving on %s without --api-key: anyone who reaches this address can use the models; "
                        "set --api-key and put TLS in front (a reverse proxy)", args.host)
-    return create_app(engine, cfg, method)
+    return create_app(engine, cfg, method), cfg
 
 
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    app = build_server(args)
+    from .connection import uvicorn_settings
+
+    app, cfg = build_server(args)
     print(f"w2s-eval serve: http://{args.host}:{args.port}/v1 (model {args.served_model_name!r} = {args.method}; "
           "or a method spec as the model name)", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **uvicorn_settings(cfg))
     return 0

@@ -1,4 +1,5 @@
-"""Load a built imdb-mini world from the cache as a :class:`w2s_eval.worlds.World`."""
+"""Load a built imdb-mini world from the cache as a :class:`w2s_eval.worlds.World`, its prompts and weights
+checked against the sha256s of its manifest first."""
 
 from __future__ import annotations
 
@@ -15,6 +16,23 @@ from .strong import DEFAULT_STRONG, GGUF_SOURCE
 logger = logging.getLogger(__name__)
 
 __all__ = ["load_imdb_mini"]
+
+
+def _verify(path: Path, manifest: dict) -> None:
+    """Check the world's prompts and model weights against the sha256s its manifest stores (once per process for
+    unchanged files; gold is checked by :func:`~.gold.load_gold`)."""
+    from ..assets import verify_files
+
+    steps, paths = manifest["steps"], manifest["paths"]
+    prompts = Path(paths["prompts"])
+    stored = [(path / prompts.parent, {prompts.name: (steps["data"].get("files") or {}).get(prompts.name)}),
+              (path / paths["strong"], steps["strong"].get("weights_sha256") or {})]
+    for step in ("untuned", "tuned", "reward_model"):
+        files = steps[step].get("files") or {}
+        stored.append((path / paths[step], {k: v for k, v in files.items() if k.endswith(".safetensors")}))
+    for folder, files in stored:
+        verify_files(folder, {k: v for k, v in files.items() if v}, "the world's manifest",
+                     "rebuild the world: w2s-eval world build imdb-mini --force")
 
 
 def load_imdb_mini(home: Path):
@@ -35,6 +53,7 @@ def load_imdb_mini(home: Path):
     if stale:  # usable (its manifest says what it is), but not what this version builds
         logger.warning("world imdb-mini at %s was built with other settings than this version's defaults: %s; "
                        "`w2s-eval world build imdb-mini --force` rebuilds it", path, stale)
+    _verify(path, manifest)
     gold_sha = manifest["steps"]["gold"]["files"].get("gold.pkl")
     gold = load_gold(path / paths["gold"], sha256=gold_sha)
     prompts = tuple((p["id"], p["text"]) for p in read_jsonl(path / paths["prompts"]))
