@@ -100,8 +100,9 @@ def add_commands(subparsers) -> None:
 
     p = subparsers.add_parser(
         "report", help="tables (Markdown, CSV, LaTeX) and PNG plots of a compare run, from its records",
-        description="Build report.md, report.csv, report.tex, gold_by_method.png and gold_vs_samples.png from "
-                    "RUN_DIR/records.jsonl alone.")
+        description="Build report.md, report.csv, report.tex, gold_by_method.png, gold_vs_samples.png and "
+                    "gold_vs_flops.png from RUN_DIR/records.jsonl alone (and model_shapes.json for records "
+                    "made before FLOPs were counted).")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", default=None, metavar="DIR", help="where to write the report (default: RUN_DIR)")
     p.add_argument("--all", action="store_true",
@@ -122,7 +123,7 @@ def add_commands(subparsers) -> None:
 
 def _print_result(outcome, paths) -> None:
     print(paths["markdown"].read_text(encoding="utf-8"))
-    for kind in ("markdown", "csv", "latex", "plot_methods", "plot_samples"):
+    for kind in ("markdown", "csv", "latex", "plot_methods", "plot_samples", "plot_flops"):
         if kind in paths:
             print(f"{kind:>12}: {paths[kind]}")
     if outcome is not None:

@@ -42,13 +42,14 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 
+from .flops import Cost, add_costs, flops_of
 from .lm import CausalLM, KVRows, right_pad, user_turn
 from .spec import check_number
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["GuideLM", "Scores", "Scorer", "check_lengths", "ImplicitValueScorer", "WeightedSum", "score_candidates",
-           "GuideTerm", "GUIDE_KINDS", "guide_scorer"]
+           "score_with_costs", "GuideTerm", "GUIDE_KINDS", "guide_scorer"]
 
 _PROBE = "Hello, world! It's 42 degrees."
 
@@ -157,6 +158,14 @@ class GuideLM:
         ``resp_ids``: the responses already tokenized by :meth:`encode_responses` of a guide
         that :meth:`reads_like` this one (saves tokenizing twice).
         """
+        sums, tokens, _ = self.logprob_sums_costed(prompts, responses, finished, resp_ids)
+        return sums, tokens
+
+    def logprob_sums_costed(self, prompts: Sequence[str], responses: Sequence[str], finished: Sequence[bool],
+                            resp_ids: Optional[list[list[int]]] = None) -> tuple[torch.Tensor, list[int], list[Cost]]:
+        """:meth:`logprob_sums` and each item's :class:`~w2s_eval.flops.Cost`: its response positions fed (the
+        token counts) as forward, and, on the first item of a prompt this guide had no row for, the templated
+        prompt fed once as prefill."""
         eos = self.lm.eos_ids[0] if self.lm.eos_ids else None
         prefixes = {p: self.prefix_ids(p) for p in dict.fromkeys(prompts)}
         if resp_ids is None:
@@ -168,10 +177,12 @@ class GuideLM:
         if not self.incremental:
             return self._full(fulls, starts)
         parents = self._match_parents(prompts, responses, fulls)
-        self._add_prompt_rows(prompts, prefixes, parents)
-        return self._extend(prompts, responses, fulls, starts, parents)
+        costs = [Cost() for _ in prompts]
+        for i, n in self._add_prompt_rows(prompts, prefixes, parents).items():
+            costs[i].add_prefill(n, flops_of(self.lm.shape, n))
+        return self._extend(prompts, responses, fulls, starts, parents, costs)
 
-    def _full(self, fulls: list[list[int]], starts: list[int]) -> tuple[torch.Tensor, list[int]]:
+    def _full(self, fulls: list[list[int]], starts: list[int]) -> tuple[torch.Tensor, list[int], list[Cost]]:
         """Reference path: score every sequence from scratch, no cache, nothing shared."""
         feeds = [f[:-1] for f in fulls]
         ids, mask = right_pad(feeds, self.lm.pad_id, self.lm.device)
@@ -180,7 +191,9 @@ class GuideLM:
         targets, _ = right_pad([f[1:] for f in fulls], 0, self.lm.device)
         lp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1).double().cpu()
         sums = [float(lp[i, s - 1 : len(f) - 1].sum()) for i, (f, s) in enumerate(zip(fulls, starts))]
-        return torch.tensor(sums, dtype=torch.float64), [len(f) for f in feeds]
+        shape = self.lm.shape
+        costs = [Cost(forward_tokens=len(f), forward_flops=flops_of(shape, len(f))) for f in feeds]
+        return torch.tensor(sums, dtype=torch.float64), [len(f) for f in feeds], costs
 
     def _match_parents(self, prompts, responses, fulls) -> list[Optional[int]]:
         """For each item, the remembered row of its prompt whose response text it extends
@@ -201,11 +214,16 @@ class GuideLM:
             out.append(best)
         return out
 
-    def _add_prompt_rows(self, prompts, prefixes, parents) -> None:
-        """Encode each prompt that has no remembered row once, as a row of its own."""
+    def _add_prompt_rows(self, prompts, prefixes, parents) -> dict[int, int]:
+        """Encode each prompt that has no remembered row once, as a row of its own. Returns {index of the first
+        item of each such prompt: prompt positions fed}."""
         fresh = list(dict.fromkeys(p for p, par in zip(prompts, parents) if par is None))
         if not fresh:
-            return
+            return {}
+        first_item = {}
+        for i, (p, par) in enumerate(zip(prompts, parents)):
+            if par is None:
+                first_item.setdefault(p, i)
         used = sorted({par for par in parents if par is not None})
         n_old = len(used)
         if self._kv is None or not used:
@@ -227,9 +245,11 @@ class GuideLM:
         first_row = {p: n_old + j for j, p in enumerate(fresh)}
         for i, (p, par) in enumerate(zip(prompts, parents)):
             parents[i] = first_row[p] if par is None else remap[par]
+        return {first_item[p]: len(prefixes[p]) - 1 for p in fresh}
 
-    def _extend(self, prompts, responses, fulls, starts, parents) -> tuple[torch.Tensor, list[int]]:
-        """Select each item's parent row, forget what differs, feed the rest; score."""
+    def _extend(self, prompts, responses, fulls, starts, parents, costs) -> tuple[torch.Tensor, list[int], list[Cost]]:
+        """Select each item's parent row, forget what differs, feed the rest; score (and add each item's forward
+        cost to ``costs``)."""
         keep, feeds = [], []
         for full, par in zip(fulls, parents):
             prev = self._rows[par].ids
@@ -247,12 +267,14 @@ class GuideLM:
             rows_lp = lp.masked_fill(mask == 0, 0.0).double().cpu().tolist()
             new_logps = [row[: len(f)] for row, f in zip(rows_lp, feeds)]
         rows, sums = [], []
+        shape = self.lm.shape
         for i, (full, j, par) in enumerate(zip(fulls, keep, parents)):
             logps = self._rows[par].logps[:j] + new_logps[i]
             rows.append(_Row(prompts[i], responses[i], full, logps))
             sums.append(sum(logps[starts[i] - 1:]))
+            costs[i].add_forward(len(feeds[i]), flops_of(shape, len(feeds[i]), j))  # j real positions kept
         self._rows = rows
-        return torch.tensor(sums, dtype=torch.float64), [len(f) for f in feeds]
+        return torch.tensor(sums, dtype=torch.float64), [len(f) for f in feeds], costs
 
 
 # ----------------------------------------------------------------------------- the guide contract
@@ -264,6 +286,7 @@ GUIDE_KINDS = ("implicit", "reward_model", "custom")
 class Scores:
     values: torch.Tensor  # [N] float64, on CPU
     tokens: list[int]  # guide token forwards per response
+    costs: Optional[list[dict[str, Cost]]] = None  # per response: {model name: Cost} (None: not reported)
 
 
 
@@ -300,9 +323,10 @@ class ImplicitValueScorer(Scorer):
     def score(self, prompts, responses, finished) -> Scores:
         check_lengths(prompts, responses, finished)
         ids = self.tuned.encode_responses(responses)
-        lt, nt = self.tuned.logprob_sums(prompts, responses, finished, ids)
-        lu, nu = self.untuned.logprob_sums(prompts, responses, finished, ids if self._same_reading else None)
-        return Scores(self.beta * (lt - lu), [a + b for a, b in zip(nt, nu)])
+        lt, nt, ct = self.tuned.logprob_sums_costed(prompts, responses, finished, ids)
+        lu, nu, cu = self.untuned.logprob_sums_costed(prompts, responses, finished, ids if self._same_reading else None)
+        costs = [add_costs({self.tuned.lm.name: a}, {self.untuned.lm.name: b}) for a, b in zip(ct, cu)]
+        return Scores(self.beta * (lt - lu), [a + b for a, b in zip(nt, nu)], costs)
 
     def __repr__(self) -> str:
         return f"ImplicitValueScorer(tuned={self.tuned.lm.name!r}, untuned={self.untuned.lm.name!r}, beta={self.beta})"
@@ -320,11 +344,14 @@ class WeightedSum(Scorer):
     def score(self, prompts, responses, finished) -> Scores:
         total = torch.zeros(len(responses), dtype=torch.float64)
         tokens = [0] * len(responses)
+        costs: list[dict[str, Cost]] = [{} for _ in responses]
         for w, s in self.terms:
-            values, toks = score_candidates(s, list(prompts), list(responses), list(finished))
+            values, toks, cs = score_with_costs(s, list(prompts), list(responses), list(finished))
             total += w * torch.tensor(values, dtype=torch.float64)
             tokens = [a + b for a, b in zip(tokens, toks)]
-        return Scores(total, tokens)
+            for mine, c in zip(costs, cs):
+                add_costs(mine, c)
+        return Scores(total, tokens, costs)
 
 
 
@@ -334,9 +361,17 @@ def score_candidates(scorer: Callable, prompts: list[str], texts: list[str], end
     Scorers built on :class:`Scorer` report their token counts via ``.score``; any other
     callable ``scorer(prompts, responses, finished) -> tensor`` counts 0.
     """
+    values, tokens, _ = score_with_costs(scorer, prompts, texts, ended)
+    return values, tokens
+
+
+def score_with_costs(scorer: Callable, prompts: list[str], texts: list[str],
+                     ended: list[bool]) -> tuple[list[float], list[int], list[dict[str, Cost]]]:
+    """:func:`score_candidates` and each candidate's {model name: Cost} (empty where the scorer reports none)."""
+    costs: Optional[list] = None
     if hasattr(scorer, "score"):
         out = scorer.score(prompts, texts, ended)
-        values, tokens = out.values, list(out.tokens)
+        values, tokens, costs = out.values, list(out.tokens), getattr(out, "costs", None)
     else:
         values, tokens = scorer(prompts, texts, ended), [0] * len(texts)
     values = torch.as_tensor(values, dtype=torch.float64).flatten().cpu()
@@ -344,7 +379,7 @@ def score_candidates(scorer: Callable, prompts: list[str], texts: list[str], end
         raise ValueError(f"scorer returned {values.numel()} scores for {len(texts)} responses")
     if not bool(torch.isfinite(values).all()):
         raise FloatingPointError(f"scorer {scorer!r} returned NaN/inf scores; check the guide models (try dtype=float32)")
-    return values.tolist(), tokens
+    return values.tolist(), tokens, list(costs) if costs is not None else [{} for _ in texts]
 
 
 

@@ -35,6 +35,7 @@ import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from .config import SamplingConfig, context_error
+from .flops import Cost, add_costs, flops_of
 from .lm import CausalLM, KVRows, left_pad
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,12 @@ class Session(Protocol):
     @property
     def guide_tokens(self) -> list[int]:
         """Token forwards of guide models the session runs itself (EFT's guides), per prompt; zeros otherwise."""
+        ...
+
+    @property
+    def costs(self) -> list[dict[str, Cost]]:
+        """Per prompt: {model name: :class:`~w2s_eval.flops.Cost`} of every model the session runs (optional: a
+        session without it is counted as ``strong_tokens`` of unknown FLOPs)."""
         ...
 
 
@@ -227,14 +234,18 @@ class LocalSession:
         self.done = [False] * b
         self.kvs = [KVRows(lm, b, room=min(cfg.max_new_tokens, _ROOM)) for lm in lms]
         self._per_prompt = [[0] * b for _ in lms]
+        self.prompt_len = [len(ids) for ids in prompt_ids]
+        self.shapes = [lm.shape for lm in lms]
+        self._costs = [[Cost() for _ in range(b)] for _ in lms]  # [model][prompt]
         heads = [ids[:-1] for ids in prompt_ids]
         if any(heads):
             for kv, lm in zip(self.kvs, lms):
                 ids, mask = left_pad(heads, lm.pad_id, kv.mask.device)
                 kv.feed(ids, mask)
-        for counts in self._per_prompt:
+        for counts, costs, shape in zip(self._per_prompt, self._costs, self.shapes):
             for i, h in enumerate(heads):
                 counts[i] += len(h)
+                costs[i].add_prefill(len(h), flops_of(shape, len(h)))
         self.pending = torch.tensor([ids[-1] for ids in prompt_ids], dtype=torch.long, device=self.device)
         self.stop_window = 4 * max((len(s) for s in cfg.stop), default=0) + 2
 
@@ -246,6 +257,17 @@ class LocalSession:
     def guide_tokens(self) -> list[int]:
         """Token forwards of the other models (EFT guides), per prompt."""
         return [sum(c[i] for c in self._per_prompt[1:]) for i in range(len(self._per_prompt[0]))]
+
+    @property
+    def costs(self) -> list[dict[str, Cost]]:
+        """Per prompt: {model name: Cost} of the strong model and the models mixed with it (EFT's guides)."""
+        out = []
+        for b in range(len(self.prompt_len)):
+            mine: dict[str, Cost] = {}
+            for lm, costs in zip(self.lms, self._costs):
+                add_costs(mine, {lm.name: costs[b]})
+            out.append(mine)
+        return out
 
     def _select(self, parents: Sequence[int], k: int) -> None:
         if any(self.done[p] for p in parents):
@@ -318,11 +340,15 @@ class LocalSession:
                 chunk_done[r] = True
 
     def _count(self, start: list[int], eos_end: list[bool]) -> None:
-        """Add this chunk's token forwards per prompt: a row was fed once a step while live, which is once per
-        token it appended plus once for an EOS it drew (drawn, never appended, and its last step)."""
+        """Add this chunk's token forwards (and their FLOPs) per prompt: a row was fed once a step while live, which
+        is once per token it appended plus once for an EOS it drew (drawn, never appended, and its last step)."""
         fed = [0] * len(self._per_prompt[0])
         for r, b in enumerate(self.row_prompt):
-            fed[b] += len(self.resp[r]) - start[r] + eos_end[r]
+            n = len(self.resp[r]) - start[r] + eos_end[r]
+            fed[b] += n
+            before = self.prompt_len[b] - 1 + start[r]  # real positions in the row's cache when the chunk began
+            for costs, shape in zip(self._costs, self.shapes):
+                costs[b].add_forward(n, flops_of(shape, n, before))
         for counts in self._per_prompt:
             for b, n in enumerate(fed):
                 counts[b] += n

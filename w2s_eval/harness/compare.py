@@ -19,11 +19,11 @@ from typing import Callable, Optional, Union
 from tqdm.auto import tqdm
 
 from ..config import method_to_dict
-from ..provenance import fingerprint, git_revision, package_versions, utc_now
+from ..provenance import atomic_write_json, fingerprint, git_revision, package_versions, utc_now
 from ..spec import EngineSpec
 from ..worlds import World, world_home
-from .records import (GUIDES, RECORDS_FILE, RecordLog, RunConfig, check_run_dir, open_run_dir, parse_methods,
-                      parse_seeds, read_records, record_key, split_methods)
+from .records import (GUIDES, RECORDS_FILE, SHAPES_FILE, RecordLog, RunConfig, check_run_dir, open_run_dir,
+                      parse_methods, parse_seeds, read_records, record_key, split_methods)
 
 __all__ = ["parse_methods", "split_methods", "parse_seeds", "make_run_config", "world_spec", "build_world_engine", "run_compare",
            "CompareOutcome", "served_model_name", "vocabulary_mismatch", "COMPARE_DEFAULTS"]
@@ -299,6 +299,8 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
                 n_planned - todo_total)
     if todo_total == 0:
         return CompareOutcome(run_dir, n_before, 0, n_planned, log.truncated is not None, not_applicable)
+    if callable(getattr(engine, "model_shapes", None)):
+        atomic_write_json(run_dir / SHAPES_FILE, engine.model_shapes())
     bar = tqdm(total=todo_total, desc=f"compare {world.name}", unit="rec", disable=not progress)
     try:
         n_new, stamp = 0, (package_versions(), git_revision(), _served(engine))
@@ -368,6 +370,8 @@ def _record(cfg: RunConfig, method, seed: int, pid: str, text: str, r, gold: flo
         "guide_score_tokens": score_tokens,
         "strong_tokens": int(stats.get("strong_tokens", 0)),
         "guide_tokens": int(stats.get("guide_tokens", 0)),
+        "compute": stats.get("compute"),  # {model role: tokens and FLOPs, prefill and forward} (w2s_eval.flops)
+        "flops": stats.get("flops"),  # all models together: the method's compute (re-scoring for guide_score aside)
         "rounds": int(stats.get("rounds", 0)),
         "samples": int(stats.get("samples", 0)),
         "response_tokens": best.n_tokens if best else None,
