@@ -17,15 +17,21 @@ Model work is counted in FLOPs by the formula of ``w2s_eval.flops`` (2 x N + att
 model: the strong model and EACH guide with its own token count; real tokens, padding not counted; the seed path's
 finished rows, fed padding tokens as real positions, are counted as it runs them) and the FLOP ratio (seed / path)
 is printed beside the measured speed-up. ``--recompute FILE`` restates the FLOP columns of a JSON written before
-this count (which multiplied the guides' summed tokens by both guides' parameters: twice the guides' work). Time per round is split into
-strong forward, guide forward, cache reorder, tokenization/decoding and the rest (Python) by timers around
-the models' forward, ``DynamicCache.reorder_cache`` and the tokenizers' calls (on during every repeat).
+this count (which multiplied the guides' summed tokens by both guides' parameters: twice the guides' work).
+Time per round is split into strong forward, guide forward, cache reorder, tokenization/decoding and the rest
+(Python) by timers around the models' forward, ``DynamicCache.reorder_cache`` and the tokenizers' calls (on during
+every repeat).
 
-    python bench/bench_search.py                        # tiny models built offline (w2s_eval.toy)
+    python bench/bench_search.py                        # tiny models built offline (devtools.toy)
     python bench/bench_search.py --strong smollm2-135m  # SmolLM2-135M + imdb-mini guides (or guides of their shape)
 """
 
 from __future__ import annotations
+
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # devtools/ (tiny models, launchers)
 
 import argparse
 import json
@@ -46,7 +52,7 @@ from w2s_eval import (CausalLM, GuideLM, ImplicitValueScorer, SamplingConfig, Se
 from w2s_eval.flops import Cost, add_costs, flops_of
 from w2s_eval.lm import cache_kwarg
 from w2s_eval.policy import prompt_seed
-from w2s_eval.toy import CORPUS, build_strong_and_guides, train_causal_lm
+from devtools.toy import CORPUS, build_strong_and_guides, train_causal_lm
 
 PARTS = ("strong", "guide", "reorder", "tokenize")
 
@@ -227,7 +233,7 @@ def toy_models(root: str, device: str, train_steps: int = 150) -> dict:
             train_causal_lm(path, steps, seed=len(name), device=device)
     models = {k: load_causal_lm(v, dtype="float32", device=device, name=k) for k, v in paths.items()}
     models["prompts"] = [line for line in CORPUS if len(line) > 20]
-    models["what"] = "tiny models (w2s_eval.toy): strong Llama 4 x 256, guides 2 x 64, one toy tokenizer"
+    models["what"] = "tiny models (devtools.toy): strong Llama 4 x 256, guides 2 x 64, one toy tokenizer"
     return models
 
 
@@ -368,7 +374,8 @@ def report(res: dict) -> str:
     seed = res["seed path"]
     s_min, s_med = min(seed["s_per_prompt"]), statistics.median(seed["s_per_prompt"])
     lines = ["| path | prompts | s/prompt min | s/prompt median | speed-up vs seed path (min / median) | "
-             "GFLOP/prompt (guides) | FLOP ratio seed/path | speed-up / FLOP ratio |", "|---|---|---|---|---|---|---|---|"]
+             "GFLOP/prompt (guides) | FLOP ratio seed/path | speed-up / FLOP ratio |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in res.items():
         t_min, t_med = min(r["s_per_prompt"]), statistics.median(r["s_per_prompt"])
         total, guides = gflop(r)

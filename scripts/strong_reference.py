@@ -35,8 +35,16 @@ from pathlib import Path
 from w2s_eval.assets import cache_home
 from w2s_eval.flops import shape_from_config
 from w2s_eval.harness.records import SHAPES_FILE
-from w2s_eval.harness.report import (group_by_method, load_run, load_shapes, not_applicable_of, paired_delta,
-                                     summarize, to_markdown, write_report)
+from w2s_eval.harness.report import (
+    group_by_method,
+    load_run,
+    load_shapes,
+    not_applicable_of,
+    paired_delta,
+    summarize,
+    to_markdown,
+    write_report,
+)
 from w2s_eval.provenance import atomic_write_json, to_json
 
 MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-0.5b")

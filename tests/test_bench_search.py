@@ -5,17 +5,16 @@ wrap, and the report's FLOP ratios are the counted work, each guide's FLOPs once
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
-
-import json
 
 import pytest
 import torch
 from transformers import DynamicCache
 
 from w2s_eval import SamplingConfig, load_causal_lm
-from w2s_eval.toy import build_causal_lm, build_tokenizer
+from devtools.toy import build_causal_lm, build_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,27 @@
 """FLOP counts (w2s_eval.flops) against hand computations on tiny models, and the counters that carry them."""
 
-import pytest
-import torch
-
-from w2s_eval import GuideLM, ImplicitValueScorer, SamplingConfig, SearchConfig, TransformersPolicy, chunk_beam_search
-from w2s_eval.flops import Cost, ModelShape, attended, shape_from_config, shape_of, total_flops
+from w2s_eval import (
+    GuideLM,
+    ImplicitValueScorer,
+    SamplingConfig,
+    SearchConfig,
+    TransformersPolicy,
+    chunk_beam_search,
+)
+from w2s_eval.flops import (
+    Cost,
+    ModelShape,
+    attended,
+    shape_from_config,
+    shape_of,
+    total_flops,
+)
 
 PROMPTS = ["the film was", "a long and quiet story about the sea"]
 
 
 def _toy_strong_by_hand(vocab: int) -> dict:
-    """The toy strong model (w2s_eval.toy: Llama, hidden 64, 2 layers, 4 heads of 16, 2 KV heads, MLP 128, tied)."""
+    """The toy strong model (devtools/toy.py: Llama, hidden 64, 2 layers, 4 heads of 16, 2 KV heads, MLP 128, tied)."""
     h, kv, mlp = 64, 2 * 16, 128
     layer = h * h + 2 * h * kv + h * h + 3 * h * mlp + 2 * h  # q, k, v, o, gate/up/down, two norms
     body = 2 * layer + h  # + the final norm
@@ -51,7 +62,7 @@ def test_flops_formula_by_hand():
 def test_sliding_window_layout(toy_dirs):
     from transformers import AutoTokenizer
 
-    from w2s_eval.toy import tiny_causal_lm
+    from devtools.toy import tiny_causal_lm
 
     tok = AutoTokenizer.from_pretrained(toy_dirs["tok_a"])
     gemma = shape_of(tiny_causal_lm("gemma3", tok, layers=4, window=6))

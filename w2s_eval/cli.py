@@ -15,7 +15,17 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .world.build import BUILD_TIME
+from .flags import add_spec_arguments
+from .harness.compare import (
+    COMPARE_DEFAULTS,
+    make_run_config,
+    parse_methods,
+    run_compare,
+)
+from .harness.report import summary_of, to_markdown, write_report
+from .spec import EngineSpec
+from .world.build import BUILD_TIME, build_world
+from .worlds import load_world, world_home
 
 # modules that contribute subcommands, with the commands each adds; one that is not part of this build (its package
 # is missing) is left out of the parser, logged at DEBUG level
@@ -36,13 +46,11 @@ DEMO_WORLD = "imdb-mini"
 DEMO_METHODS = "base,bon:n=16,eft:beta=1,cbs:w=4,k=4,l=5"
 
 
-# EngineSpec fields a world supplies (the flags of the others come from w2s_eval.spec.add_spec_arguments)
+# EngineSpec fields a world supplies (the flags of the others come from w2s_eval.flags.add_spec_arguments)
 _WORLD_FIELDS = ("strong", "tuned", "untuned", "tuned_template", "untuned_template", "reward_model", "rm_weight")
 
 
 def _add_run_options(p: argparse.ArgumentParser, prompts: int, seeds: str) -> None:
-    from .harness.compare import COMPARE_DEFAULTS
-    from .spec import add_spec_arguments
 
     p.add_argument("--world-home", default=None, metavar="DIR",
                    help="where worlds are built (default: $W2S_EVAL_HOME or ~/.cache/w2s-eval)")
@@ -69,7 +77,6 @@ def _engine_settings(args) -> dict:
     """The EngineSpec fields given on the command line (those the world does not supply)."""
     from dataclasses import fields
 
-    from .spec import EngineSpec
 
     return {f.name: getattr(args, f.name) for f in fields(EngineSpec)
             if f.name not in _WORLD_FIELDS and getattr(args, f.name, None) is not None}
@@ -142,7 +149,6 @@ def _partial_tables():
             return
         from tqdm.auto import tqdm
 
-        from .harness.report import summary_of, to_markdown
 
         table = to_markdown(summary_of(run_dir, methods=finished))
         tqdm.write(f"results so far ({done} of {total} methods done: {', '.join(finished)}; the full table follows "
@@ -153,8 +159,6 @@ def _partial_tables():
 
 
 def _run(world, args, methods, sampling=None, report: bool = True) -> int:
-    from .harness.compare import make_run_config, run_compare
-    from .harness.report import write_report
 
     engine = _engine_settings(args)
     if engine.get("strong_model") is not None and engine.get("strong_endpoint") is None:
@@ -181,7 +185,6 @@ def _run(world, args, methods, sampling=None, report: bool = True) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .worlds import load_world
 
     world = load_world(args.world, args.world_home)
     sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
@@ -190,7 +193,6 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .harness.report import write_report
 
     if not Path(args.run_dir).is_dir():
         raise FileNotFoundError(f"{args.run_dir} is not a directory; give the --out directory of a compare run")
@@ -200,7 +202,6 @@ def cmd_report(args) -> int:
 
 def load_or_build(name: str, home=None, progress: bool = True):
     """Load world ``name``; if it is not built, build it once (``w2s_eval.world.build.build_world``) and load it."""
-    from .worlds import load_world, world_home
 
     try:
         return load_world(name, home)
@@ -208,7 +209,6 @@ def load_or_build(name: str, home=None, progress: bool = True):
         logger.info("%s", e)
     home = world_home(home)
     print(f"building world {name} into {home} (once; {BUILD_TIME}) ...", file=sys.stderr)
-    from .world.build import build_world
 
     build_world(name, home, progress=progress)
     return load_world(name, home)
@@ -218,7 +218,6 @@ def cmd_demo(args) -> int:
     methods = args.methods
     if args.strong_endpoint and methods == DEMO_METHODS:
         # EFT needs the strong model's logits over the whole vocabulary, which a server does not give
-        from .harness.compare import parse_methods
 
         methods = [m for m in parse_methods(methods) if m.name != "eft"]
         print("note: eft needs the strong model's full logits and is left out with --strong-endpoint",

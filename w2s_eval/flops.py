@@ -31,8 +31,8 @@ from typing import Iterable, Mapping, Optional
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ModelShape", "Cost", "shape_of", "flops_of", "shape_from_config", "add_costs", "total_flops", "costs_to_dict",
-           "costs_from_dict", "attended"]
+__all__ = ["ModelShape", "Cost", "shape_of", "flops_of", "shape_from_config", "add_costs", "total_flops",
+           "costs_to_dict", "costs_from_dict", "attended"]
 
 
 def attended(n: int, before: int, window: Optional[int] = None) -> int:
