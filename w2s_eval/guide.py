@@ -1,19 +1,17 @@
 """A guide language model that scores log p(y|x) of response text, incrementally.
 
-A guide reads the decoded *text* of prompt and response with its own tokenizer
-and prompt template, so it need not share the strong model's vocabulary. The
-prompt part (template applied) and the response are tokenized separately and
-concatenated, as TRL's DPOTrainer does when it trains the tuned guide:
+A guide reads the decoded *text* of prompt and response with its own tokenizer and prompt template, so it need not
+share the strong model's vocabulary. The prompt part (template applied) and the response are tokenized separately
+and concatenated, as TRL's DPOTrainer does when it trains the tuned guide:
 
     ids = tok(template(x)) + tok(y) [+ EOS if y is finished]
     log p(y|x) = sum_{i >= len(tok(template(x)))} log p(ids[i] | ids[:i])
 
-Incremental scoring: the guide remembers the rows of its last call (their KV
-cache and per-token log-probs). A new response reuses the cached row that shares
-the longest token prefix with it and feeds only the tokens past that prefix;
-where re-tokenization changed earlier tokens, those positions become holes in the
-attention mask and are fed again. Results equal a full re-score (``incremental=False``).
-What is remembered is a cache of pure computations: it never changes a result.
+Incremental scoring: the guide remembers the rows of its last call (their KV cache and per-token log-probs). A new
+response reuses the cached row that shares the longest token prefix with it and feeds only the tokens past that
+prefix; where re-tokenization changed earlier tokens, those positions become holes in the attention mask and are fed
+again. Results equal a full re-score (``incremental=False``). What is remembered is a cache of pure computations: it
+never changes a result; a search empties it first (``reset``), so what each search costs (its FLOPs) is its own.
 
 The guide contract: a guide is a stateless callable ``scorer(prompts, responses, finished) -> scores [N]``; every
 call gets the prompts, nothing is set beforehand, and ``.score(...)`` returns the same values plus the guide token
@@ -36,7 +34,6 @@ callable ``scorer(prompts, responses, finished) -> [N]``).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional, Sequence
 
@@ -45,8 +42,6 @@ import torch
 from .flops import Cost, add_costs, flops_of
 from .lm import CausalLM, KVRows, right_pad, user_turn
 from .spec import check_number
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["GuideLM", "Scores", "Scorer", "check_lengths", "ImplicitValueScorer", "WeightedSum", "score_candidates",
            "score_with_costs", "GuideTerm", "GUIDE_KINDS", "guide_scorer"]
@@ -158,14 +153,12 @@ class GuideLM:
         ``resp_ids``: the responses already tokenized by :meth:`encode_responses` of a guide
         that :meth:`reads_like` this one (saves tokenizing twice).
         """
-        sums, tokens, _ = self.logprob_sums_costed(prompts, responses, finished, resp_ids)
-        return sums, tokens
+        return self.logprob_sums_costed(prompts, responses, finished, resp_ids)[:2]
 
     def logprob_sums_costed(self, prompts: Sequence[str], responses: Sequence[str], finished: Sequence[bool],
                             resp_ids: Optional[list[list[int]]] = None) -> tuple[torch.Tensor, list[int], list[Cost]]:
-        """:meth:`logprob_sums` and each item's :class:`~w2s_eval.flops.Cost`: its response positions fed (the
-        token counts) as forward, and, on the first item of a prompt this guide had no row for, the templated
-        prompt fed once as prefill."""
+        """:meth:`logprob_sums` and each item's :class:`~w2s_eval.flops.Cost`: the response positions it feeds, and on
+        the first item of a prompt this guide had no row for, the templated prompt fed once (prefill)."""
         eos = self.lm.eos_ids[0] if self.lm.eos_ids else None
         prefixes = {p: self.prefix_ids(p) for p in dict.fromkeys(prompts)}
         if resp_ids is None:
@@ -177,9 +170,7 @@ class GuideLM:
         if not self.incremental:
             return self._full(fulls, starts)
         parents = self._match_parents(prompts, responses, fulls)
-        costs = [Cost() for _ in prompts]
-        for i, n in self._add_prompt_rows(prompts, prefixes, parents).items():
-            costs[i].add_prefill(n, flops_of(self.lm.shape, n))
+        costs = self._add_prompt_rows(prompts, prefixes, parents)
         return self._extend(prompts, responses, fulls, starts, parents, costs)
 
     def _full(self, fulls: list[list[int]], starts: list[int]) -> tuple[torch.Tensor, list[int], list[Cost]]:
@@ -191,8 +182,7 @@ class GuideLM:
         targets, _ = right_pad([f[1:] for f in fulls], 0, self.lm.device)
         lp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1).double().cpu()
         sums = [float(lp[i, s - 1 : len(f) - 1].sum()) for i, (f, s) in enumerate(zip(fulls, starts))]
-        shape = self.lm.shape
-        costs = [Cost(forward_tokens=len(f), forward_flops=flops_of(shape, len(f))) for f in feeds]
+        costs = [Cost(forward_tokens=len(f), forward_flops=flops_of(self.lm.shape, len(f))) for f in feeds]
         return torch.tensor(sums, dtype=torch.float64), [len(f) for f in feeds], costs
 
     def _match_parents(self, prompts, responses, fulls) -> list[Optional[int]]:
@@ -214,16 +204,13 @@ class GuideLM:
             out.append(best)
         return out
 
-    def _add_prompt_rows(self, prompts, prefixes, parents) -> dict[int, int]:
-        """Encode each prompt that has no remembered row once, as a row of its own. Returns {index of the first
-        item of each such prompt: prompt positions fed}."""
+    def _add_prompt_rows(self, prompts, prefixes, parents) -> list[Cost]:
+        """Encode each prompt that has no remembered row once, as a row of its own; each item's Cost of that."""
+        costs = [Cost() for _ in prompts]
         fresh = list(dict.fromkeys(p for p, par in zip(prompts, parents) if par is None))
         if not fresh:
-            return {}
-        first_item = {}
-        for i, (p, par) in enumerate(zip(prompts, parents)):
-            if par is None:
-                first_item.setdefault(p, i)
+            return costs
+        first_item = {p: i for i, (p, par) in reversed(list(enumerate(zip(prompts, parents)))) if par is None}
         used = sorted({par for par in parents if par is not None})
         n_old = len(used)
         if self._kv is None or not used:
@@ -245,11 +232,12 @@ class GuideLM:
         first_row = {p: n_old + j for j, p in enumerate(fresh)}
         for i, (p, par) in enumerate(zip(prompts, parents)):
             parents[i] = first_row[p] if par is None else remap[par]
-        return {first_item[p]: len(prefixes[p]) - 1 for p in fresh}
+        for p in fresh:
+            costs[first_item[p]].add_prefill(len(prefixes[p]) - 1, flops_of(self.lm.shape, len(prefixes[p]) - 1))
+        return costs
 
     def _extend(self, prompts, responses, fulls, starts, parents, costs) -> tuple[torch.Tensor, list[int], list[Cost]]:
-        """Select each item's parent row, forget what differs, feed the rest; score (and add each item's forward
-        cost to ``costs``)."""
+        """Select each item's parent row, forget what differs, feed the rest; score (adding to ``costs``)."""
         keep, feeds = [], []
         for full, par in zip(fulls, parents):
             prev = self._rows[par].ids
@@ -267,12 +255,11 @@ class GuideLM:
             rows_lp = lp.masked_fill(mask == 0, 0.0).double().cpu().tolist()
             new_logps = [row[: len(f)] for row, f in zip(rows_lp, feeds)]
         rows, sums = [], []
-        shape = self.lm.shape
         for i, (full, j, par) in enumerate(zip(fulls, keep, parents)):
             logps = self._rows[par].logps[:j] + new_logps[i]
             rows.append(_Row(prompts[i], responses[i], full, logps))
             sums.append(sum(logps[starts[i] - 1:]))
-            costs[i].add_forward(len(feeds[i]), flops_of(shape, len(feeds[i]), j))  # j real positions kept
+            costs[i].add_forward(len(feeds[i]), flops_of(self.lm.shape, len(feeds[i]), j))  # j positions kept
         self._rows = rows
         return torch.tensor(sums, dtype=torch.float64), [len(f) for f in feeds], costs
 
@@ -289,7 +276,6 @@ class Scores:
     costs: Optional[list[dict[str, Cost]]] = None  # per response: {model name: Cost} (None: not reported)
 
 
-
 class Scorer:
     """Base class: implement ``score``; calling the scorer returns the values only."""
 
@@ -299,13 +285,14 @@ class Scorer:
     def __call__(self, prompts: Sequence[str], responses: Sequence[str], finished: Sequence[bool]) -> torch.Tensor:
         return self.score(prompts, responses, finished).values
 
+    def reset(self) -> None:
+        """Forget what earlier calls left to reuse (results unchanged; a search starts so: its cost is its own)."""
 
 
 def check_lengths(prompts, responses, finished) -> None:
     """One prompt and one finished flag per response, else a ValueError."""
     if not (len(prompts) == len(responses) == len(finished)):
         raise ValueError(f"got {len(prompts)} prompts, {len(responses)} responses, {len(finished)} flags; pass one each")
-
 
 
 class ImplicitValueScorer(Scorer):
@@ -328,9 +315,12 @@ class ImplicitValueScorer(Scorer):
         costs = [add_costs({self.tuned.lm.name: a}, {self.untuned.lm.name: b}) for a, b in zip(ct, cu)]
         return Scores(self.beta * (lt - lu), [a + b for a, b in zip(nt, nu)], costs)
 
+    def reset(self) -> None:
+        self.tuned.reset()
+        self.untuned.reset()
+
     def __repr__(self) -> str:
         return f"ImplicitValueScorer(tuned={self.tuned.lm.name!r}, untuned={self.untuned.lm.name!r}, beta={self.beta})"
-
 
 
 class WeightedSum(Scorer):
@@ -349,10 +339,12 @@ class WeightedSum(Scorer):
             values, toks, cs = score_with_costs(s, list(prompts), list(responses), list(finished))
             total += w * torch.tensor(values, dtype=torch.float64)
             tokens = [a + b for a, b in zip(tokens, toks)]
-            for mine, c in zip(costs, cs):
-                add_costs(mine, c)
+            costs = [add_costs(mine, c) for mine, c in zip(costs, cs)]
         return Scores(total, tokens, costs)
 
+    def reset(self) -> None:
+        for _, s in self.terms:
+            getattr(s, "reset", lambda: None)()
 
 
 def score_candidates(scorer: Callable, prompts: list[str], texts: list[str], ended: list[bool]) -> tuple[list[float], list[int]]:
@@ -361,26 +353,23 @@ def score_candidates(scorer: Callable, prompts: list[str], texts: list[str], end
     Scorers built on :class:`Scorer` report their token counts via ``.score``; any other
     callable ``scorer(prompts, responses, finished) -> tensor`` counts 0.
     """
-    values, tokens, _ = score_with_costs(scorer, prompts, texts, ended)
-    return values, tokens
+    return score_with_costs(scorer, prompts, texts, ended)[:2]
 
 
 def score_with_costs(scorer: Callable, prompts: list[str], texts: list[str],
                      ended: list[bool]) -> tuple[list[float], list[int], list[dict[str, Cost]]]:
     """:func:`score_candidates` and each candidate's {model name: Cost} (empty where the scorer reports none)."""
-    costs: Optional[list] = None
     if hasattr(scorer, "score"):
         out = scorer.score(prompts, texts, ended)
         values, tokens, costs = out.values, list(out.tokens), getattr(out, "costs", None)
     else:
-        values, tokens = scorer(prompts, texts, ended), [0] * len(texts)
+        values, tokens, costs = scorer(prompts, texts, ended), [0] * len(texts), None
     values = torch.as_tensor(values, dtype=torch.float64).flatten().cpu()
     if values.numel() != len(texts):
         raise ValueError(f"scorer returned {values.numel()} scores for {len(texts)} responses")
     if not bool(torch.isfinite(values).all()):
         raise FloatingPointError(f"scorer {scorer!r} returned NaN/inf scores; check the guide models (try dtype=float32)")
     return values.tolist(), tokens, list(costs) if costs is not None else [{} for _ in texts]
-
 
 
 class GuideTerm(NamedTuple):
@@ -397,7 +386,6 @@ class GuideTerm(NamedTuple):
         if not callable(self.scorer):
             raise ValueError(f"the scorer of a {self.kind} guide term must be callable, got {self.scorer!r}")
         return self
-
 
 
 def guide_scorer(guides: Sequence[GuideTerm]) -> Optional[Callable]:

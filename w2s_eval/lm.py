@@ -209,8 +209,7 @@ class CausalLM:
         """What the FLOP formula reads of this model (:mod:`w2s_eval.flops`); None where its config does not say."""
         try:
             return shape_of(self.model)
-        except (ValueError, AttributeError, TypeError) as e:
-            logger.debug("no FLOP estimate for %s: %s", self.name, e)
+        except (ValueError, AttributeError, TypeError):
             return None
 
     @property

@@ -86,6 +86,7 @@ def chunk_beam_search(
     t0 = time.perf_counter()
     B, W, K = len(prompts), cfg.w, cfg.k
     seeds = list(seeds) if seeds is not None else [prompt_seed(sampling.seed, p) for p in prompts]
+    getattr(scorer, "reset", lambda: None)()  # a guide's rows of earlier calls: this search's cost is its own
     session = policy.start(prompts, sampling, seeds)
 
     kept: list[list[Beam]] = [[] for _ in range(B)]  # the W beams of each prompt, best first

@@ -344,14 +344,15 @@ def read_records(path: os.PathLike, warn: bool = True) -> tuple:
 
 
 class RecordLog:
-    """Append-only JSONL records of one run directory (flushed and fsynced per record)."""
+    """Append-only JSONL records of one run directory (flushed and fsynced per record); ``name``: the records file
+    (a shard's own, :mod:`w2s_eval.sharding`); ``known``: keys recorded elsewhere, skipped as if recorded here."""
 
-    def __init__(self, run_dir: os.PathLike):
+    def __init__(self, run_dir: os.PathLike, name: str = RECORDS_FILE, known: Iterable[tuple] = ()):
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / RECORDS_FILE
+        self.path = self.run_dir / name
         self.records, self.truncated = read_records(self.path)
         self._repair()
-        self.keys = {record_key(r) for r in self.records}
+        self.keys = {record_key(r) for r in self.records} | set(known)
 
     def _repair(self) -> None:
         """Move a truncated last line aside (and terminate an unterminated one) so appends start on a fresh line."""
