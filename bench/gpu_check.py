@@ -44,7 +44,6 @@ import os
 import platform
 import re
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -55,7 +54,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from w2s_eval import GuideLM, SamplingConfig, SearchConfig, TransformersPolicy, chunk_beam_search  # noqa: E402
+from w2s_eval import (  # noqa: E402
+    GuideLM,
+    SamplingConfig,
+    SearchConfig,
+    TransformersPolicy,
+    chunk_beam_search,
+)
 from w2s_eval.lm import CausalLM, OutOfMemoryError  # noqa: E402
 
 GUIDE = dict(model_type="llama", vocab_size=49152, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
@@ -318,7 +323,8 @@ def markdown(doc: dict) -> str:
         if "table" in r:
             continue
         detail = r.get("summary") or {k: v for k, v in r.items() if k not in ("ok", "output_tail", "error", "seconds")}
-        lines.append(f"| {name} | {'pass' if r.get('ok') else 'FAIL'} ({r.get('seconds')} s): {r.get('error') or detail} |")
+        verdict = f"{'pass' if r.get('ok') else 'FAIL'} ({r.get('seconds')} s)"
+        lines.append(f"| {name} | {verdict}: {r.get('error') or detail} |")
     for name, r in doc["steps"].items():
         if "table" in r:
             peaks = "; ".join(f"{k} {v['peak_memory_gib']} GiB" for k, v in r["results"].items())
