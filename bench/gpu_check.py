@@ -54,6 +54,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from devtools.model_configs import GUIDE  # noqa: E402
+from devtools.model_configs import STRONG as STRONG_CONFIGS  # noqa: E402
 from w2s_eval import (  # noqa: E402
     GuideLM,
     SamplingConfig,
@@ -63,15 +65,7 @@ from w2s_eval import (  # noqa: E402
 )
 from w2s_eval.lm import CausalLM, OutOfMemoryError  # noqa: E402
 
-GUIDE = dict(model_type="llama", vocab_size=49152, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
-             num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True)
-STRONG = {
-    "smollm2-135m": dict(model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
-                         num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True),
-    "qwen2.5-0.5b": dict(model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864,
-                         num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                         tie_word_embeddings=True),
-}
+STRONG = {name: STRONG_CONFIGS[name] for name in ("smollm2-135m", "qwen2.5-0.5b")}
 TINY = dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2)
 TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2}

@@ -32,10 +32,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from w2s_eval.assets import cache_home
-from w2s_eval.flops import shape_from_config
-from w2s_eval.harness.records import SHAPES_FILE
-from w2s_eval.harness.report import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # devtools/ (the models' configs)
+
+from devtools.model_configs import GUIDE as _GUIDE  # noqa: E402
+from devtools.model_configs import STRONG as CONFIGS  # noqa: E402
+from w2s_eval.assets import cache_home  # noqa: E402
+from w2s_eval.flops import shape_from_config  # noqa: E402
+from w2s_eval.harness.records import SHAPES_FILE  # noqa: E402
+from w2s_eval.harness.report import (  # noqa: E402
     group_by_method,
     load_run,
     load_shapes,
@@ -45,7 +49,7 @@ from w2s_eval.harness.report import (
     to_markdown,
     write_report,
 )
-from w2s_eval.provenance import atomic_write_json, to_json
+from w2s_eval.provenance import atomic_write_json, to_json  # noqa: E402
 
 MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-0.5b")
 METHODS = "base,bon:n=4,bon:n=16,eft:beta=1,cbs:w=2,k=2,l=5,cbs:w=4,k=4,l=5"
@@ -54,21 +58,6 @@ RECORDS_XZ = "records.jsonl.xz"
 PROVENANCE = "strong_model.json"
 SUMMARY = "summary.json"
 PLOT = "gain_vs_params.png"
-# the models' configs as converted here (the guides: the imdb-mini world's GuideShape, Llama 4 x 256 with SmolLM2's
-# vocabulary, tied); Qwen's GGUF stores its output layer apart from the embedding, so the converted model is untied
-_GUIDE = dict(model_type="llama", vocab_size=49152, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
-              num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True)
-CONFIGS = {
-    "smollm2-135m": dict(model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
-                         num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True),
-    "gemma3-270m": dict(model_type="gemma3_text", vocab_size=262144, hidden_size=640, intermediate_size=2048,
-                        num_hidden_layers=18, num_attention_heads=4, num_key_value_heads=1, head_dim=256,
-                        sliding_window=512, tie_word_embeddings=True,
-                        layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 3),
-    "qwen2.5-0.5b": dict(model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864,
-                         num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                         tie_word_embeddings=False),
-}
 _LINE_STYLES = {"bon:n=4": ("#1f77b4", "--", "o"), "bon:n=16": ("#1f77b4", "-", "o"),
                 "cbs:w=2,k=2,l=5": ("#d62728", "--", "s"), "cbs:w=4,k=4,l=5": ("#d62728", "-", "s"),
                 "eft:beta=1": ("#9467bd", "", "D")}
