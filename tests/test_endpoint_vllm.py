@@ -18,6 +18,8 @@ from devtools.vllm_server import save_test_model, start_vllm, vllm_python
 from w2s_eval.engine import Engine, build_engine
 from w2s_eval.search import chunk_beam_search
 
+pytestmark = pytest.mark.slow  # processes, servers or training: deselect with -m 'not slow'
+
 PROMPTS = ["The movie was", "I loved it", "Here is a movie review from imdb: ", "Hello, world!"]
 
 

@@ -5,6 +5,7 @@ whose own .pth files Python does not run), then lm-eval's registry resolves ``w2
 
 from __future__ import annotations
 
+import pytest
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import sysconfig
 from pathlib import Path
 
 from test_lm_eval_helpers import REPO, env
+
+pytestmark = pytest.mark.slow  # processes, servers or training: deselect with -m 'not slow'
 
 PACKAGING = ("pyproject.toml", "README.md", "MANIFEST.in", "compat", "w2s_eval")
 

@@ -45,7 +45,7 @@ def test_model_args_parse_method_and_types():
     ({"strong": "s", "w": 1.5}, "w must be an integer"),
     ({"strong": "s", "temperature": -0.1}, "temperature"),
     ({"strong": "s", "top_p": 0}, "top_p"),
-    ({"strong": "s", "strong": "s", "pretrained": "t"}, "not both"),
+    ({"strong": "s", "pretrained": "t"}, "not both"),
 ])
 def test_model_args_errors(args, match):
     with pytest.raises(ValueError, match=match):
@@ -61,6 +61,7 @@ def test_every_model_arg_is_documented():
 # ----------------------------------------------------------------------------- hook
 
 
+@pytest.mark.slow
 def test_pth_line_is_one_import_line_that_registers_after_lm_eval_models(tmp_path):
     from w2s_eval.lm_eval_backend import pth_line
 
@@ -141,6 +142,7 @@ def test_output_dir_of_run_reads_the_evaluation_tracker_of_simple_evaluate(tmp_p
 # ----------------------------------------------------------------------------- tasks
 
 
+@pytest.mark.slow
 def test_bundled_imdb_prompts_are_the_world_heldout_prompts():
     build_imdb_prompts = task_utils("w2s_imdb_sentiment").build_imdb_prompts
 

@@ -9,6 +9,8 @@ import pytest
 from w2s_eval.world.build import WorldConfig, build_world, world_dir, STEP_NAMES
 from w2s_eval.world.train import GuideShape, TrainSettings
 
+pytestmark = pytest.mark.slow  # processes, servers or training: deselect with -m 'not slow'
+
 
 def tiny_csv(path: Path, n_per_label: int = 60) -> Path:
     """A slice of the real reviews CSV: IMDB rows of both labels, some Rotten Tomatoes rows, one huge field."""

@@ -27,7 +27,8 @@ from .guide import (
     score_candidates,
 )
 from .lm import CausalLM
-from .policy import Continuation, EFTPolicy, Policy, TransformersPolicy, eft_logprobs
+from .eft import EFTPolicy, eft_logprobs
+from .policy import Continuation, Policy, TransformersPolicy
 from .scorers import ClassifierScorer, RewardModelScorer
 from .search import Beam, SearchResult, chunk_beam_search
 from .spec import EngineSpec, SpecError

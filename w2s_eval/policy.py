@@ -16,12 +16,7 @@ Sampling is HF ``generate``'s: transformers' own logits warpers (temperature, th
 ``generate`` applies them), so a seeded draw here equals ``torch.manual_seed(seed); model.generate(do_sample=True)``
 on one prompt.
 
-:class:`EFTPolicy` is EFT / emulated fine-tuning (Mitchell et al. 2023) as a policy: per token it samples from
-
-    log p_strong(.|x, y<t) + sum_i beta_i * (log p_tuned_i(.|x, y<t) - log p_untuned(.|x, y<t))
-
-warped and drawn like any policy's logits. All models read the same token ids, so they must share one vocabulary;
-each keeps its own KV cache. EFT sampling is base sampling (W=K=1) from this policy.
+EFT, a policy over the strong model and the guides, is :mod:`w2s_eval.eft`.
 """
 
 from __future__ import annotations
@@ -44,8 +39,8 @@ logger = logging.getLogger(__name__)
 # copy of the cache every _ROOM tokens instead of one every token, without reserving memory for tokens never drawn
 _ROOM = 128
 
-__all__ = ["Continuation", "Session", "Policy", "TransformersPolicy", "EFTPolicy", "cut_at_stop", "prompt_seed",
-           "choice_seed", "make_generators", "warp", "draw", "eft_logprobs", "check_same_vocab", "vocab_mismatch", "shared_vocab"]
+__all__ = ["Continuation", "Session", "Policy", "TransformersPolicy", "cut_at_stop", "prompt_seed",
+           "choice_seed", "make_generators", "warp", "draw", "shared_vocab"]
 
 
 # ----------------------------------------------------------------------------- sampling (as HF generate)
@@ -358,64 +353,8 @@ class LocalSession:
         return out
 
 
-# ----------------------------------------------------------------------------- EFT
-
-
-def vocab_mismatch(strong: CausalLM, others: Sequence[CausalLM]) -> Optional[str]:
-    """Why EFT cannot mix ``strong`` with ``others`` (the first model whose tokenizer has another vocabulary,
-    naming both tokenizers), or None when they share one vocabulary."""
-    ref = strong.tokenizer.get_vocab()
-    for lm in others:
-        if lm.tokenizer.get_vocab() != ref:
-            return (f"vocabulary differs: EFT adds the guides' next-token log-probabilities to the strong model's, "
-                    f"so it needs one vocabulary, but the strong model's tokenizer {_tokenizer_name(strong)} differs "
-                    f"from the guide's tokenizer {_tokenizer_name(lm)}; bon and cbs guide across vocabularies")
-    return None
-
-
-def _tokenizer_name(lm: CausalLM) -> str:
-    tok = lm.tokenizer
-    return f"{tok.name_or_path or lm.name!r} ({len(tok)} tokens)"
-
-
-def check_same_vocab(strong: CausalLM, others: Sequence[CausalLM]) -> None:
-    """Raise ValueError unless every model's tokenizer has the strong model's vocabulary."""
-    why = vocab_mismatch(strong, others)
-    if why is not None:
-        raise ValueError(why)
-
-
 def shared_vocab(lms: Sequence[CausalLM]) -> Optional[int]:
     """How many logits models that mix their next-token distributions (EFT) keep: the shortest tokenizer's
     length (embedding rows beyond a tokenizer, padding in e.g. Qwen's models, are no token); None for one model.
     Every mix of logits cuts them with ``logits[..., :shared_vocab(lms)]``."""
     return min(len(lm.tokenizer) for lm in lms) if len(lms) > 1 else None
-
-
-def eft_logprobs(logits: Sequence[torch.Tensor], betas: Sequence[float]) -> torch.Tensor:
-    """Combine logits [R, V] of (strong, tuned_1..n, untuned) into EFT log-probs [R, V]."""
-    if len(logits) != len(betas) + 2:
-        raise ValueError(f"EFT needs strong, {len(betas)} tuned and one untuned model; got {len(logits)} logits")
-    lp = [torch.log_softmax(x, dim=-1) for x in logits]
-    out = lp[0]
-    for beta, tuned in zip(betas, lp[1:-1]):
-        if beta != 0:
-            out = out + beta * (tuned - lp[-1])
-    return out
-
-
-class EFTPolicy(TransformersPolicy):
-    """Sample from the EFT combination of a strong model and (tuned, untuned) guides."""
-
-    def __init__(self, strong: CausalLM, tuned: Sequence[CausalLM], untuned: CausalLM, betas: Sequence[float],
-                 add_special_tokens=None):
-        tuned = list(tuned)
-        if len(betas) != len(tuned):
-            raise ValueError(f"EFT got {len(betas)} betas for {len(tuned)} tuned models; pass one beta per tuned model")
-        check_same_vocab(strong, [*tuned, untuned])
-        super().__init__(strong, add_special_tokens)
-        self.tuned, self.untuned, self.betas = tuned, untuned, [float(b) for b in betas]
-        self.name = f"eft({strong.name})"
-
-    def _sources(self):
-        return [self.lm, *self.tuned, self.untuned], lambda logits: eft_logprobs(logits, self.betas)

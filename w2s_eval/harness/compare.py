@@ -23,11 +23,11 @@ from ..endpoint import EndpointPolicy
 from ..engine import build_engine, resolve_device, resolve_dtype
 from ..guide import score_candidates
 from ..lm import user_turn
-from ..policy import vocab_mismatch
+from ..eft import vocab_mismatch
 from ..provenance import atomic_write_json, fingerprint, git_revision, package_versions, utc_now
 from ..sharding import Shard, file_lock
 from ..spec import EngineSpec
-from ..world.strong import resolve_strong_model
+from ..world.strong import resolve_strong
 from ..worlds import World, world_home
 from .merge import records_view
 from .records import (
@@ -58,7 +58,7 @@ def served_model_name(strong_endpoint: str) -> str:
         policy.close()
 
 
-_ALIASES = {"guide_beta": "beta"}  # the harness's older keyword for the spec's beta
+_ALIASES = {"guide_beta": "beta"}  # --guide-beta: another name of the spec's beta
 # the comparison's own default: float32 everywhere, so a run's numbers (and its identity) are the same on CPU
 # and GPU; dtype="auto" is resolved to what it stands for on this machine before it enters the identity
 COMPARE_DEFAULTS = {"dtype": "float32"}
@@ -105,7 +105,7 @@ def _strong_dir(world: World, name: Optional[str], home) -> tuple:
     if name is None or name == world.strong_name:
         return None, None
 
-    return str(resolve_strong_model(name, cache_dir=world_home(home))), name
+    return resolve_strong(name, cache_dir=world_home(home)), name
 
 
 def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seeds=1, *, guide: str = "implicit",
@@ -113,7 +113,7 @@ def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seed
                     **settings) -> RunConfig:
     """Resolve a :class:`RunConfig` for ``world``.
 
-    ``strong``: a registered strong model name (``w2s_eval.world.strong``) replacing the world's own (resolved
+    ``strong``: the strong model replacing the world's own, read by ``w2s_eval.world.strong.resolve_strong`` (resolved
     into ``home``'s cache); ``chat_template``: the strong model reads the prompts through its chat template;
     ``settings``: EngineSpec fields (dtype, device, strong_endpoint, strong_model, beta or
     guide_beta, ...) and sampling overrides (temperature, top_k, top_p, max_new_tokens, stop, truncation).
