@@ -28,10 +28,19 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-STRONG = dict(model_type="llama", hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-              num_key_value_heads=4, max_position_embeddings=2048, tie_word_embeddings=True)
-GUIDE = dict(STRONG, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-             num_key_value_heads=2)
+STRONG = dict(
+    model_type="llama",
+    hidden_size=256,
+    intermediate_size=512,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=2048,
+    tie_word_embeddings=True,
+)
+GUIDE = dict(
+    STRONG, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2
+)
 VOCAB = 4096
 
 
@@ -72,8 +81,9 @@ def run_one(method: str, new: int, batch: int) -> dict:
     tok = gpu_check.word_tokenizer(VOCAB)
     strong = gpu_check.build(STRONG, tok, torch.float32, "cpu", 0, "strong")
     strong.model.generation_config.eos_token_id = VOCAB + 1  # never drawn: every response has all its tokens
-    tuned, untuned = (gpu_check.build(GUIDE, tok, torch.float32, "cpu", s, n)
-                      for s, n in ((1, "tuned"), (2, "untuned")))
+    tuned, untuned = (
+        gpu_check.build(GUIDE, tok, torch.float32, "cpu", s, n) for s, n in ((1, "tuned"), (2, "untuned"))
+    )
     prompts = [" ".join(f"<t{i}>" for i in row) for row in gpu_check._words(batch + 1, 12, VOCAB - 300, 0)]
     cfg = SamplingConfig(temperature=0.7, top_k=50, max_new_tokens=new, seed=0)
     kind, _, params = method.partition(":")
@@ -83,8 +93,15 @@ def run_one(method: str, new: int, batch: int) -> dict:
         if kind == "seed":
             flops = 0
             for p in ps:
-                _, counts = bench_search.seed_cbs(TransformersPolicy(strong).encode(p, cfg), p, strong,
-                                                  [tuned, untuned], *nums, cfg, prompt_seed(0, p) % 2**31)
+                _, counts = bench_search.seed_cbs(
+                    TransformersPolicy(strong).encode(p, cfg),
+                    p,
+                    strong,
+                    [tuned, untuned],
+                    *nums,
+                    cfg,
+                    prompt_seed(0, p) % 2**31,
+                )
                 flops += total_flops(counts["compute"].values())
             return flops
         search = SearchConfig(*nums) if kind == "cbs" else SearchConfig(1, nums[0], None)
@@ -98,18 +115,29 @@ def run_one(method: str, new: int, batch: int) -> dict:
     flops = run(prompts[1:])
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-    return {"method": method, "prompts": batch, "new_tokens": new, "s_per_prompt": wall / batch,
-            "cpu_s_per_prompt": cpu / batch, "peak_rss_growth_mib": grown / 1024,
-            "gflop_per_prompt": flops / batch / 1e9}
+    return {
+        "method": method,
+        "prompts": batch,
+        "new_tokens": new,
+        "s_per_prompt": wall / batch,
+        "cpu_s_per_prompt": cpu / batch,
+        "peak_rss_growth_mib": grown / 1024,
+        "gflop_per_prompt": flops / batch / 1e9,
+    }
 
 
 def table(rows: list) -> str:
-    lines = ["| axis | x | method | new tokens | prompts | CPU s/prompt | wall s/prompt | GFLOP/prompt | "
-             "peak RSS growth, MiB |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| axis | x | method | new tokens | prompts | CPU s/prompt | wall s/prompt | GFLOP/prompt | "
+        "peak RSS growth, MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['axis']} | {r['x']} | {r['method']} | {r['new_tokens']} | {r['prompts']} | "
-                     f"{r['cpu_s_per_prompt']:.3f} | {r['s_per_prompt']:.3f} | {r['gflop_per_prompt']:.3f} | "
-                     f"{r['peak_rss_growth_mib']:.0f} |")
+        lines.append(
+            f"| {r['axis']} | {r['x']} | {r['method']} | {r['new_tokens']} | {r['prompts']} | "
+            f"{r['cpu_s_per_prompt']:.3f} | {r['s_per_prompt']:.3f} | {r['gflop_per_prompt']:.3f} | "
+            f"{r['peak_rss_growth_mib']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -119,8 +147,14 @@ def plot(rows: list, path: Path) -> None:
 
     fig = Figure(figsize=(13, 3.6), dpi=110)
     FigureCanvasAgg(fig)
-    for i, (axis, label) in enumerate((("budget", "budget W x K"), ("chunk", "chunk length L (CBS(4,4,L))"),
-                                       ("response", "response tokens"), ("batch", "prompts per batch"))):
+    for i, (axis, label) in enumerate(
+        (
+            ("budget", "budget W x K"),
+            ("chunk", "chunk length L (CBS(4,4,L))"),
+            ("response", "response tokens"),
+            ("batch", "prompts per batch"),
+        )
+    ):
         ax = fig.add_subplot(1, 4, i + 1)
         mine = [r for r in rows if r["axis"] == axis]
         for family, style in (("cbs", "o-"), ("bon", "s--"), ("seed", "^:")):
@@ -128,8 +162,12 @@ def plot(rows: list, path: Path) -> None:
             if not pts:
                 continue
             xs = list(range(len(pts))) if axis == "chunk" else [r["x"] for r in pts]
-            ax.plot(xs, [r["cpu_s_per_prompt"] for r in pts], style, label={"cbs": "CBS", "bon": "BoN",
-                                                                       "seed": "seed path (CBS)"}[family])
+            ax.plot(
+                xs,
+                [r["cpu_s_per_prompt"] for r in pts],
+                style,
+                label={"cbs": "CBS", "bon": "BoN", "seed": "seed path (CBS)"}[family],
+            )
             if axis == "chunk":
                 ax.set_xticks(xs)
                 ax.set_xticklabels([str(r["x"]) for r in pts])
@@ -146,8 +184,9 @@ def plot(rows: list, path: Path) -> None:
         ax.set_ylabel("CPU s per prompt", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("1 CPU thread: CPU time per prompt as the search grows (Llama 256x4, guides 64x2, random weights)",
-                 fontsize=9)
+    fig.suptitle(
+        "1 CPU thread: CPU time per prompt as the search grows (Llama 256x4, guides 64x2, random weights)", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path)
 
@@ -169,14 +208,24 @@ def main(argv=None) -> int:
         if axis not in wanted:
             continue
         if (method, new, batch) not in done:
-            proc = subprocess.run([sys.executable, __file__, "--one", json.dumps([method, new, batch])], env=env,
-                                  capture_output=True, text=True, check=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--one", json.dumps([method, new, batch])],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             done[(method, new, batch)] = json.loads(proc.stdout.strip().splitlines()[-1])
         rows.append({"axis": axis, "x": x, **done[(method, new, batch)]})
         print(table(rows[-1:]).splitlines()[-1], flush=True)
-        doc = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other "
-                          "jobs (load average {:.1f} at the end)".format(os.getloadavg()[0]),
-               "threads": 1, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "rows": rows}
+        doc = {
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other "
+            "jobs (load average {:.1f} at the end)".format(os.getloadavg()[0]),
+            "threads": 1,
+            "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d"),
+            "rows": rows,
+        }
         Path(args.json).write_text(json.dumps(doc, indent=1))
     plot(rows, Path(args.plot))
     print(table(rows))

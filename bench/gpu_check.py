@@ -66,8 +66,14 @@ from w2s_eval import (  # noqa: E402
 from w2s_eval.lm import CausalLM, OutOfMemoryError  # noqa: E402
 
 STRONG = {name: STRONG_CONFIGS[name] for name in ("smollm2-135m", "qwen2.5-0.5b")}
-TINY = dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2)
+TINY = dict(
+    vocab_size=1024,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
 TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2}
 
 
@@ -103,8 +109,12 @@ def build(config: dict, tok, dtype, device, seed: int, name: str) -> CausalLM:
     """A model of ``config``'s shape with random weights (std 0.02), on ``device`` in ``dtype``."""
     import transformers
 
-    cfg = transformers.AutoConfig.for_model(**{**config, "vocab_size": len(tok)}, eos_token_id=tok.eos_token_id,
-                                            pad_token_id=tok.pad_token_id, bos_token_id=None)
+    cfg = transformers.AutoConfig.for_model(
+        **{**config, "vocab_size": len(tok)},
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+    )
     torch.manual_seed(seed)
     with torch.device(device):
         model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=dtype)
@@ -127,8 +137,11 @@ def models_for(strong: str, args, dtype) -> dict:
         guide_tok = word_tokenizer(shrink.get("vocab_size", GUIDE["vocab_size"]))
         tok = guide_tok if vocab == len(guide_tok) else word_tokenizer(vocab, len(guide_tok) - 257)
         prompts = [" ".join(f"<t{i}>" for i in row) for row in _words(args.prompts, 12, len(guide_tok) - 257, 0)]
-    out = {"strong": build({**STRONG[strong], **shrink}, tok, dtype, args.device, 0, "strong"),
-           "prompts": prompts, "what": f"{strong} shape" + (" (rehearsal: shrunk)" if args.rehearse else "")}
+    out = {
+        "strong": build({**STRONG[strong], **shrink}, tok, dtype, args.device, 0, "strong"),
+        "prompts": prompts,
+        "what": f"{strong} shape" + (" (rehearsal: shrunk)" if args.rehearse else ""),
+    }
     for seed, name in ((1, "tuned"), (2, "untuned")):
         out[name] = build({**GUIDE, **shrink}, guide_tok, dtype, args.device, seed, name)
     return out
@@ -151,9 +164,14 @@ def step_tests(args) -> dict:
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.test_timeout)
     tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or [""]
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|error|errors|skipped)", tail[0])}
-    return {"ok": proc.returncode == 0 and counts.get("passed", 0) > 0, "summary": tail[0], "counts": counts,
-            "seconds": round(time.perf_counter() - t0, 1), "command": " ".join(cmd[2:]),
-            "output_tail": (proc.stdout + proc.stderr)[-3000:] if proc.returncode else ""}
+    return {
+        "ok": proc.returncode == 0 and counts.get("passed", 0) > 0,
+        "summary": tail[0],
+        "counts": counts,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "command": " ".join(cmd[2:]),
+        "output_tail": (proc.stdout + proc.stderr)[-3000:] if proc.returncode else "",
+    }
 
 
 def step_guide(args) -> dict:
@@ -191,13 +209,15 @@ def step_sampling(args) -> dict:
         for prompt, seed in zip(m["prompts"], seeds):
             ids = lm.tokenizer(prompt, return_tensors="pt").to(lm.device)
             torch.manual_seed(seed)
-            gen = lm.model.generate(**ids, do_sample=True, max_new_tokens=args.new_tokens, temperature=0.7, top_k=50,
-                                    pad_token_id=lm.pad_id)
-            refs.append(lm.tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+            gen = lm.model.generate(
+                **ids, do_sample=True, max_new_tokens=args.new_tokens, temperature=0.7, top_k=50, pad_token_id=lm.pad_id
+            )
+            refs.append(lm.tokenizer.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
         equal = {}
         for chunk in (1, 5, None):
-            res = chunk_beam_search(m["prompts"], TransformersPolicy(lm), None, SearchConfig(1, 1, chunk), cfg,
-                                    seeds=seeds)
+            res = chunk_beam_search(
+                m["prompts"], TransformersPolicy(lm), None, SearchConfig(1, 1, chunk), cfg, seeds=seeds
+            )
             equal[str(chunk or "inf")] = sum(r.text == t for r, t in zip(res, refs)) / len(refs)
         out[name] = {"share_equal": equal, "ok": name != "float32" or all(v == 1.0 for v in equal.values())}
         out["ok"] &= out[name]["ok"]
@@ -220,10 +240,16 @@ def step_speed(args, bench, strong: str) -> dict:
             run(m["prompts"][:1])
         res = bench.measure(paths, m["prompts"], args.seed_prompts, args.repeats, timers, device)
     for name, run in paths.items():
-        res[name]["peak_memory_gib"] = _peak(run, m["prompts"][: args.seed_prompts] if name == "seed path"
-                                             else m["prompts"], device)
-    return {"ok": True, "models": m["what"], "table": bench.report(res), "results": res,
-            "params": {k: bench.params(m[k]) for k in ("strong", "tuned", "untuned")}}
+        res[name]["peak_memory_gib"] = _peak(
+            run, m["prompts"][: args.seed_prompts] if name == "seed path" else m["prompts"], device
+        )
+    return {
+        "ok": True,
+        "models": m["what"],
+        "table": bench.report(res),
+        "results": res,
+        "params": {k: bench.params(m[k]) for k in ("strong", "tuned", "untuned")},
+    }
 
 
 def _peak(run, prompts, device) -> float:
@@ -310,9 +336,15 @@ def step_oom(args) -> dict:
 
 # ----------------------------------------------------------------------------- report
 def markdown(doc: dict) -> str:
-    lines = [f"# GPU check: {doc['device']}", "", f"{doc['env']}; {doc['date']}; commit {doc['git']}; "
-             f"{'REHEARSAL (shrunk sizes, CPU)' if doc['rehearse'] else 'full sizes'}", "",
-             "| check | result |", "|---|---|"]
+    lines = [
+        f"# GPU check: {doc['device']}",
+        "",
+        f"{doc['env']}; {doc['date']}; commit {doc['git']}; "
+        f"{'REHEARSAL (shrunk sizes, CPU)' if doc['rehearse'] else 'full sizes'}",
+        "",
+        "| check | result |",
+        "|---|---|",
+    ]
     for name, r in doc["steps"].items():
         if "table" in r:
             continue
@@ -334,9 +366,11 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", default="tests,guide,sampling,speed,oom", help="the steps to run")
     ap.add_argument("--test-timeout", type=int, default=300)
     args = ap.parse_args(argv)
-    defaults = dict(device="cpu", dtype="float32", prompts=4, seed_prompts=2, new_tokens=8, repeats=1) \
-        if args.rehearse else dict(device="cuda", dtype="bfloat16", prompts=32, seed_prompts=8, new_tokens=50,
-                                   repeats=3)
+    defaults = (
+        dict(device="cpu", dtype="float32", prompts=4, seed_prompts=2, new_tokens=8, repeats=1)
+        if args.rehearse
+        else dict(device="cuda", dtype="bfloat16", prompts=32, seed_prompts=8, new_tokens=50, repeats=3)
+    )
     for k, v in defaults.items():
         setattr(args, k, v)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -348,14 +382,23 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     import transformers
 
-    doc = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()})",
-           "env": f"torch {torch.__version__}, CUDA {torch.version.cuda}, transformers {transformers.__version__}, "
-                  f"Python {platform.python_version()}, {os.cpu_count()} CPU cores",
-           "date": time.strftime("%Y-%m-%d %H:%M:%S"), "git": _git(), "rehearse": args.rehearse,
-           "settings": {k: getattr(args, k) for k in defaults}, "steps": {}}
+    doc = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()})",
+        "env": f"torch {torch.__version__}, CUDA {torch.version.cuda}, transformers {transformers.__version__}, "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPU cores",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "git": _git(),
+        "rehearse": args.rehearse,
+        "settings": {k: getattr(args, k) for k in defaults},
+        "steps": {},
+    }
     bench = load_bench()
-    steps = {"tests": lambda: step_tests(args), "guide": lambda: step_guide(args),
-             "sampling": lambda: step_sampling(args), "oom": lambda: step_oom(args)}
+    steps = {
+        "tests": lambda: step_tests(args),
+        "guide": lambda: step_guide(args),
+        "sampling": lambda: step_sampling(args),
+        "oom": lambda: step_oom(args),
+    }
     for strong in STRONG:
         steps[f"speed {strong}"] = lambda s=strong: step_speed(args, bench, s)
     wanted = args.steps.split(",")
@@ -368,8 +411,9 @@ def main(argv=None) -> int:
         except Exception as e:  # one step's failure is recorded; the others still run
             doc["steps"][name] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
         doc["steps"][name]["seconds"] = round(time.perf_counter() - t0, 1)
-        print(f"{name}: {'pass' if doc['steps'][name]['ok'] else 'FAIL'} ({doc['steps'][name]['seconds']} s)",
-              flush=True)
+        print(
+            f"{name}: {'pass' if doc['steps'][name]['ok'] else 'FAIL'} ({doc['steps'][name]['seconds']} s)", flush=True
+        )
         (out / "gpu_check.json").write_text(json.dumps(doc, indent=1, default=str))
         (out / "gpu_check.md").write_text(markdown(doc))
     ok = all(s["ok"] for s in doc["steps"].values())
@@ -379,8 +423,12 @@ def main(argv=None) -> int:
 
 def _git() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

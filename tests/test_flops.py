@@ -42,8 +42,15 @@ def test_shape_of_toy_by_hand(toy):
 def test_untied_head_counts_once():
     from transformers import LlamaConfig
 
-    cfg = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+    )
     shape = shape_from_config(cfg)
     assert shape.params - shape.matmul_params == 100 * 32  # the input table left out, the head kept
 
@@ -124,7 +131,7 @@ def test_incremental_guide_costs_equal_full_rescoring_of_new_tokens(toy):
     assert c1.prefill_tokens == len(prefix) - 1 and c1.prefill_flops == shape.flops(len(prefix) - 1)
     assert c1.forward_tokens == n1[0] == len(first) and c1.forward_flops == shape.flops(len(first), len(prefix) - 1)
     second = guide.encode_responses([" good fun"])[0]
-    assert second[:len(first)] == first  # the toy tokenizer keeps the first word's tokens
+    assert second[: len(first)] == first  # the toy tokenizer keeps the first word's tokens
     _, n2, (c2,) = guide.logprob_sums_costed([p], [" good fun"], [False])
     before = len(prefix) + len(first) - 1  # the row holds prefix + first response but its last token
     assert c2.prefill_tokens == 0 and n2[0] == c2.forward_tokens == len(second) - len(first)
@@ -143,8 +150,14 @@ def test_cost_adds_and_unknown_flops():
 def test_engine_names_roles(toy_dirs):
     from w2s_eval import build_engine
 
-    engine = build_engine(toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"],
-                          reward_model=toy_dirs["rm"], dtype="float32", device="cpu")
+    engine = build_engine(
+        toy_dirs["strong"],
+        tuned=toy_dirs["tuned"],
+        untuned=toy_dirs["untuned"],
+        reward_model=toy_dirs["rm"],
+        dtype="float32",
+        device="cpu",
+    )
     cfg = SamplingConfig(temperature=1.0, top_k=0, max_new_tokens=6, seed=0)
     (r,) = engine.generate(PROMPTS[:1], "bon:n=2", cfg)
     assert list(r.stats["compute"]) == ["reward_model", "strong", "tuned", "untuned"]
@@ -153,5 +166,10 @@ def test_engine_names_roles(toy_dirs):
     (e,) = engine.generate(PROMPTS[:1], "eft:beta=1", cfg)  # EFT's guides run inside the policy
     c = e.stats["compute"]
     assert c["tuned"]["forward_tokens"] == c["strong"]["forward_tokens"] == c["untuned"]["forward_tokens"]
-    assert e.stats["guide_tokens"] == c["tuned"]["prefill_tokens"] + c["tuned"]["forward_tokens"] + \
-        c["untuned"]["prefill_tokens"] + c["untuned"]["forward_tokens"]
+    assert (
+        e.stats["guide_tokens"]
+        == c["tuned"]["prefill_tokens"]
+        + c["tuned"]["forward_tokens"]
+        + c["untuned"]["prefill_tokens"]
+        + c["untuned"]["forward_tokens"]
+    )

@@ -61,9 +61,32 @@ def still_clock(monkeypatch):
 
 
 def _compare(home, out, *extra, world="toy"):
-    return main(["compare", "--world", world, "--world-home", str(home), "--methods", "base,bon:n=2,cbs:w=1,k=2,l=3",
-                 "--prompts", "5", "--seeds", "2", "--batch-size", "2", "--out", str(out), "--device", "cpu",
-                 "--max-new-tokens", "5", "--no-progress", "--no-report", *extra])
+    return main(
+        [
+            "compare",
+            "--world",
+            world,
+            "--world-home",
+            str(home),
+            "--methods",
+            "base,bon:n=2,cbs:w=1,k=2,l=3",
+            "--prompts",
+            "5",
+            "--seeds",
+            "2",
+            "--batch-size",
+            "2",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "5",
+            "--no-progress",
+            "--no-report",
+            *extra,
+        ]
+    )
 
 
 def test_two_shards_merge_to_the_bytes_of_one_process(tmp_path, toy_dirs, monkeypatch, still_clock, capsys):
@@ -72,7 +95,9 @@ def test_two_shards_merge_to_the_bytes_of_one_process(tmp_path, toy_dirs, monkey
     one, two = tmp_path / "one", tmp_path / "two"
     assert _compare(home, one) == 0
     assert _compare(home, two, "--shard", "1/2") == 0  # in either order
-    assert "shard 1/2: 12 new records" in capsys.readouterr().out  # batch 1 of 0..2 (batches of 2): 2 prompts x 3 methods x 2 seeds
+    assert (
+        "shard 1/2: 12 new records" in capsys.readouterr().out
+    )  # batch 1 of 0..2 (batches of 2): 2 prompts x 3 methods x 2 seeds
     assert _compare(home, two, "--shard", "0/2") == 0
     assert not (two / RECORDS_FILE).exists()
     assert main(["merge", str(two)]) == 0
@@ -87,8 +112,9 @@ def test_two_shards_merge_to_the_bytes_of_one_process(tmp_path, toy_dirs, monkey
 
 def test_a_killed_shard_resumes_alone_and_report_merges(tmp_path, toy_dirs, still_clock, capsys):
     state = {"gold": InterruptingGold(after=3)}
-    register_world("toy-kill", lambda home: make_world(toy_dirs, gold=lambda p, r: state["gold"](p, r),
-                                                       name="toy-kill"))
+    register_world(
+        "toy-kill", lambda home: make_world(toy_dirs, gold=lambda p, r: state["gold"](p, r), name="toy-kill")
+    )
     try:
         ref = tmp_path / "ref"
         state["gold"] = gold_e_count
@@ -141,20 +167,48 @@ def test_cli_shards_as_a_slurm_array_and_under_torchrun(tmp_path, toy_dirs):
     under torchrun (RANK/WORLD_SIZE, what accelerate launch sets too); each merged by `w2s-eval report`, each equal
     to one process's records but for the clock."""
     home = write_home(tmp_path / "home", toy_dirs)
-    env = dict(os.environ, W2S_EVAL_WORLD_MODULES="harness_toyworld", PYTHONPATH=str(TESTS), HF_HUB_OFFLINE="1",
-               OMP_NUM_THREADS="1")
-    args = ["compare", "--world", "toy", "--world-home", str(home), "--methods", "base,cbs:w=1,k=2,l=3",
-            "--prompts", "4", "--seeds", "1", "--batch-size", "2", "--device", "cpu", "--max-new-tokens", "4",
-            "--no-progress", "--no-report"]
+    env = dict(
+        os.environ,
+        W2S_EVAL_WORLD_MODULES="harness_toyworld",
+        PYTHONPATH=str(TESTS),
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+    )
+    args = [
+        "compare",
+        "--world",
+        "toy",
+        "--world-home",
+        str(home),
+        "--methods",
+        "base,cbs:w=1,k=2,l=3",
+        "--prompts",
+        "4",
+        "--seeds",
+        "1",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "4",
+        "--no-progress",
+        "--no-report",
+    ]
     cli = [sys.executable, "-m", "w2s_eval.cli"]
     subprocess.run(cli + args + ["--out", str(tmp_path / "one")], env=env, check=True, timeout=300)
-    slurm = [subprocess.Popen(cli + args + ["--out", str(tmp_path / "slurm"), "--shard", "auto"],
-                              env=dict(env, SLURM_ARRAY_TASK_ID=str(i), SLURM_ARRAY_TASK_COUNT="2"))
-             for i in range(2)]
+    slurm = [
+        subprocess.Popen(
+            cli + args + ["--out", str(tmp_path / "slurm"), "--shard", "auto"],
+            env=dict(env, SLURM_ARRAY_TASK_ID=str(i), SLURM_ARRAY_TASK_COUNT="2"),
+        )
+        for i in range(2)
+    ]
     assert [p.wait(timeout=300) for p in slurm] == [0, 0]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "w2s_eval.cli"]
-    subprocess.run(torchrun + args + ["--out", str(tmp_path / "torchrun"), "--shard", "auto"], env=env, check=True,
-                   timeout=300)
+    subprocess.run(
+        torchrun + args + ["--out", str(tmp_path / "torchrun"), "--shard", "auto"], env=env, check=True, timeout=300
+    )
     want = [_clockless(r) for r in read_records(tmp_path / "one" / RECORDS_FILE)[0]]
     for name in ("slurm", "torchrun"):
         assert len(shard_files(tmp_path / name, RECORDS_FILE)) == 2

@@ -31,8 +31,18 @@ from typing import Iterable, Mapping, Optional
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ModelShape", "Cost", "shape_of", "flops_of", "shape_from_config", "add_costs", "total_flops",
-           "costs_to_dict", "costs_from_dict", "attended"]
+__all__ = [
+    "ModelShape",
+    "Cost",
+    "shape_of",
+    "flops_of",
+    "shape_from_config",
+    "add_costs",
+    "total_flops",
+    "costs_to_dict",
+    "costs_from_dict",
+    "attended",
+]
 
 
 def attended(n: int, before: int, window: Optional[int] = None) -> int:
@@ -105,8 +115,9 @@ def _first(cfg, names) -> int:
         value = getattr(cfg, name, None)
         if isinstance(value, int) and value > 0:
             return value
-    raise ValueError(f"the model config ({type(cfg).__name__}) names none of {', '.join(names)}; its FLOPs cannot "
-                     "be estimated")
+    raise ValueError(
+        f"the model config ({type(cfg).__name__}) names none of {', '.join(names)}; its FLOPs cannot be estimated"
+    )
 
 
 def _matmul_params(model) -> tuple[int, int]:

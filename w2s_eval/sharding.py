@@ -40,8 +40,7 @@ class Shard:
     def __post_init__(self):
         ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (self.index, self.count))
         if not ok or self.count < 1 or not 0 <= self.index < self.count:
-            raise ValueError(f"--shard {self.index}/{self.count}: give I/N with 0 <= I < N (e.g. 0/2 and 1/2), "
-                             "or auto")
+            raise ValueError(f"--shard {self.index}/{self.count}: give I/N with 0 <= I < N (e.g. 0/2 and 1/2), or auto")
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
@@ -119,8 +118,9 @@ def file_lock(path: os.PathLike, what: str) -> Iterator[Path]:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ShardBusyError(f"{what} is in use by another process ({lock} is locked); wait for it to finish, "
-                                 "or stop it first") from None
+            raise ShardBusyError(
+                f"{what} is in use by another process ({lock} is locked); wait for it to finish, or stop it first"
+            ) from None
         try:
             yield lock
         finally:

@@ -54,8 +54,10 @@ def _shard_lines(path: Path, config_hash: str) -> list:
     lines = [line for line in path.read_bytes().split(b"\n") if line.strip()][: len(records)]
     for i, r in enumerate(records):
         if r.get("config_hash") != config_hash:
-            raise ValueError(f"{path}: record {i + 1} was made with another config ({r.get('config_hash')}, this "
-                             f"run is {config_hash}); move that file out of the run directory")
+            raise ValueError(
+                f"{path}: record {i + 1} was made with another config ({r.get('config_hash')}, this "
+                f"run is {config_hash}); move that file out of the run directory"
+            )
     return list(zip(records, lines))
 
 

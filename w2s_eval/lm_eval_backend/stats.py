@@ -79,8 +79,8 @@ class StatsWriter:
             self.totals["requests"] += 1
             for key in ("strong_tokens", "guide_tokens", "samples"):
                 self.totals[key] += int(r.get(key) or 0)
-            flops = r.get("flops")  # None where a model's FLOPs are unknown (a served strong model)
-            self.totals["flops"] = None if flops is None or self.totals["flops"] is None else self.totals["flops"] + flops
+            flops, total = r.get("flops"), self.totals["flops"]  # None: unknown (a served strong model)
+            self.totals["flops"] = None if flops is None or total is None else total + flops
         self.totals["wall_time_s"] += wall_time_s
         if self.path is not None:
             append_jsonl(self.path, rows, default=str)
