@@ -1,4 +1,4 @@
-"""The ``w2s-eval`` command, and its comparison commands ``compare``, ``report`` and ``demo``.
+"""The ``w2s-eval`` command, and its comparison commands ``compare``, ``report``, ``merge`` and ``demo``.
 
 Each feature module adds its own subcommands: it exposes ``add_commands(subparsers)``, which registers parsers
 whose ``func`` attribute takes the parsed ``argparse.Namespace`` and returns an exit code (this module adds the
@@ -25,7 +25,9 @@ from .harness.compare import (
     parse_methods,
     run_compare,
 )
+from .harness.merge import merge_shards, pending_shards
 from .harness.report import summary_of, to_markdown, write_report
+from .sharding import process_shard
 from .spec import EngineSpec
 from .world.build import BUILD_TIME, build_world
 from .worlds import load_world, world_home
@@ -34,7 +36,7 @@ from .worlds import load_world, world_home
 # is missing) is left out of the parser, logged at DEBUG level
 COMMANDS = {
     "w2s_eval.alpaca.cli": ("alpaca-eval",),
-    "w2s_eval.cli": ("compare", "report", "demo"),
+    "w2s_eval.cli": ("compare", "report", "merge", "demo"),
     "w2s_eval.world.cli": ("world",),
     "w2s_eval.serve.cli": ("serve",),
 }
@@ -105,12 +107,26 @@ def add_commands(subparsers) -> None:
     add_spec_arguments(p, cls=SamplingConfig, exclude=[f.name for f in fields(SamplingConfig) if f.name not in sampled],
                        defaults=dict.fromkeys(sampled), note=" (default: the world's)")
     p.add_argument("--no-report", action="store_true", help="only record; do not write the report")
+    p.add_argument("--shard", metavar="I/N", default=None,
+                   help="compute only shard I of N (0 <= I < N: every N-th batch of prompts from batch I) into "
+                        "OUT/records.shard-I-of-N.jsonl, e.g. one task of a SLURM array each; 'auto' takes I and N "
+                        "from SLURM_ARRAY_TASK_ID/COUNT or RANK/WORLD_SIZE (accelerate launch). `w2s-eval merge OUT` "
+                        "(or report, or compare without --shard) assembles the shards; no report is written")
     p.set_defaults(func=cmd_compare)
 
     p = subparsers.add_parser(
+        "merge", help="assemble the shards of a compare run (compare --shard I/N) into RUN_DIR/records.jsonl",
+        description="Append the records of every finished shard (records.shard-I-of-N.jsonl) to "
+                    "RUN_DIR/records.jsonl in the order one process writes them, and remove the shard files. A "
+                    "shard still running is left for a later merge.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(func=cmd_merge)
+
+    p = subparsers.add_parser(
         "report", help="tables (Markdown, CSV, LaTeX) and PNG plots of a compare run, from its records",
-        description="Build report.md, report.csv, report.tex, gold_by_method.png and gold_vs_samples.png from "
-                    "RUN_DIR/records.jsonl alone.")
+        description="Build report.md, report.csv, report.tex, gold_by_method.png, gold_vs_samples.png and "
+                    "gold_vs_flops.png from RUN_DIR/records.jsonl alone (and model_shapes.json for records "
+                    "made before FLOPs were counted).")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", default=None, metavar="DIR", help="where to write the report (default: RUN_DIR)")
     p.add_argument("--all", action="store_true",
@@ -131,7 +147,7 @@ def add_commands(subparsers) -> None:
 
 def _print_result(outcome, paths) -> None:
     print(paths["markdown"].read_text(encoding="utf-8"))
-    for kind in ("markdown", "csv", "latex", "plot_methods", "plot_samples"):
+    for kind in ("markdown", "csv", "latex", "plot_methods", "plot_samples", "plot_flops"):
         if kind in paths:
             print(f"{kind:>12}: {paths[kind]}")
     if outcome is not None:
@@ -170,13 +186,18 @@ def _run(world, args, methods, sampling=None, report: bool = True) -> int:
                           batch_size=args.batch_size, chat_template=args.chat_template, **engine, **(sampling or {}))
     if args.prompts > len(world.prompts):
         print(f"note: world {world.name} has {len(world.prompts)} prompts; using all of them", file=sys.stderr)
+    shard = process_shard(getattr(args, "shard", None))
     outcome = run_compare(world, cfg, args.out, progress=not args.no_progress,
-                          on_method_done=_partial_tables() if report else None)
+                          on_method_done=_partial_tables() if report and shard is None else None, shard=shard)
     for spec, why in outcome.not_applicable.items():
         print(f"note: {spec} is not run ({why}); the report shows it as n/a", file=sys.stderr)
     if outcome.truncated:
         print(f"note: the last line of {outcome.run_dir / 'records.jsonl'} was truncated (an interrupted write); "
               "it was set aside and its record recomputed", file=sys.stderr)
+    if shard is not None:
+        print(f"shard {shard}: {outcome.n_new} new records in {outcome.run_dir / shard.file('records.jsonl')} "
+              f"({outcome.n_before} recorded before); once every shard has finished: w2s-eval merge {args.out}")
+        return 0
     if not report:
         print(f"{outcome.n_new} new records in {outcome.run_dir / 'records.jsonl'} "
               f"({outcome.n_before} recorded before)")
@@ -197,8 +218,25 @@ def cmd_report(args) -> int:
 
     if not Path(args.run_dir).is_dir():
         raise FileNotFoundError(f"{args.run_dir} is not a directory; give the --out directory of a compare run")
+    _merge(args.run_dir)
     _print_result(None, write_report(args.run_dir, args.out, matched=not args.all, plots=not args.no_plots))
     return 0
+
+
+def _merge(run_dir) -> int:
+    n = merge_shards(run_dir)
+    left = pending_shards(run_dir)
+    if n or left:
+        print(f"merged {n} records from shards into {Path(run_dir) / 'records.jsonl'}"
+              + (f"; still running: {', '.join(str(s) for s, _ in left)}" if left else ""), file=sys.stderr)
+    return n
+
+
+def cmd_merge(args) -> int:
+    if not (Path(args.run_dir) / "config.json").exists():
+        raise FileNotFoundError(f"{args.run_dir} is not a compare run directory (no config.json)")
+    _merge(args.run_dir)
+    return 1 if pending_shards(args.run_dir) else 0
 
 
 def load_or_build(name: str, home=None, progress: bool = True):

@@ -30,6 +30,7 @@ import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from .config import SamplingConfig, context_error
+from .flops import Cost, add_costs, flops_of
 from .lm import CausalLM, KVRows, left_pad
 
 logger = logging.getLogger(__name__)
@@ -121,6 +122,11 @@ class Session(Protocol):
     @property
     def guide_tokens(self) -> list[int]:
         """Token forwards of guide models the session runs itself (EFT's guides), per prompt; zeros otherwise."""
+        ...
+
+    @property
+    def costs(self) -> list[dict[str, Cost]]:
+        """Per prompt: {model name: :class:`~w2s_eval.flops.Cost`} (optional: else strong_tokens, FLOPs unknown)."""
         ...
 
 
@@ -221,26 +227,34 @@ class LocalSession:
         self.resp: list[list[int]] = [[] for _ in range(b)]
         self.done = [False] * b
         self.kvs = [KVRows(lm, b, room=min(cfg.max_new_tokens, _ROOM)) for lm in lms]
-        self._per_prompt = [[0] * b for _ in lms]
+        self.prompt_len = [len(ids) for ids in prompt_ids]
+        self._costs = [[Cost() for _ in range(b)] for _ in lms]  # [model][prompt]: token forwards and FLOPs
         heads = [ids[:-1] for ids in prompt_ids]
-        if any(heads):
-            for kv, lm in zip(self.kvs, lms):
-                ids, mask = left_pad(heads, lm.pad_id, kv.mask.device)
-                kv.feed(ids, mask)
-        for counts in self._per_prompt:
-            for i, h in enumerate(heads):
-                counts[i] += len(h)
+        for kv, lm, costs in zip(self.kvs, lms, self._costs):
+            if any(heads):
+                kv.feed(*left_pad(heads, lm.pad_id, kv.mask.device))
+            for cost, h in zip(costs, heads):
+                cost.add_prefill(len(h), flops_of(lm.shape, len(h)))
         self.pending = torch.tensor([ids[-1] for ids in prompt_ids], dtype=torch.long, device=self.device)
         self.stop_window = 4 * max((len(s) for s in cfg.stop), default=0) + 2
 
     @property
     def strong_tokens(self) -> list[int]:
-        return list(self._per_prompt[0])
+        return [c.tokens for c in self._costs[0]]
 
     @property
     def guide_tokens(self) -> list[int]:
         """Token forwards of the other models (EFT guides), per prompt."""
-        return [sum(c[i] for c in self._per_prompt[1:]) for i in range(len(self._per_prompt[0]))]
+        return [sum(costs[b].tokens for costs in self._costs[1:]) for b in range(len(self.prompt_len))]
+
+    @property
+    def costs(self) -> list[dict[str, Cost]]:
+        """Per prompt: {model name: Cost} of the strong model and the models mixed with it (EFT's guides)."""
+        out: list[dict[str, Cost]] = [{} for _ in self.prompt_len]
+        for lm, costs in zip(self.lms, self._costs):
+            for mine, cost in zip(out, costs):
+                add_costs(mine, {lm.name: cost})
+        return out
 
     def _select(self, parents: Sequence[int], k: int) -> None:
         if any(self.done[p] for p in parents):
@@ -313,14 +327,13 @@ class LocalSession:
                 chunk_done[r] = True
 
     def _count(self, start: list[int], eos_end: list[bool]) -> None:
-        """Add this chunk's token forwards per prompt: a row was fed once a step while live, which is once per
-        token it appended plus once for an EOS it drew (drawn, never appended, and its last step)."""
-        fed = [0] * len(self._per_prompt[0])
+        """Add this chunk's token forwards (and their FLOPs) per prompt: a row was fed once a step while live, which
+        is once per token it appended plus once for an EOS it drew (drawn, never appended, and its last step)."""
         for r, b in enumerate(self.row_prompt):
-            fed[b] += len(self.resp[r]) - start[r] + eos_end[r]
-        for counts in self._per_prompt:
-            for b, n in enumerate(fed):
-                counts[b] += n
+            n = len(self.resp[r]) - start[r] + eos_end[r]
+            before = self.prompt_len[b] - 1 + start[r]  # real positions in the row's cache when the chunk began
+            for lm, costs in zip(self.lms, self._costs):
+                costs[b].add_forward(n, flops_of(lm.shape, n, before))
 
     def _check_stops(self, live: list[int], ended: list[bool], chunk_done: list[bool]) -> None:
         tails = self.tok.batch_decode([self.resp[r][-self.stop_window:] for r in live], skip_special_tokens=True)

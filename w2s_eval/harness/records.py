@@ -39,13 +39,15 @@ from ..provenance import (
 from ..spec import EngineSpec
 
 __all__ = ["RunConfig", "parse_methods", "split_methods", "parse_seeds", "RecordLog", "read_records", "record_key", "diff_fields", "open_run_dir", "check_run_dir",
-           "package_versions", "git_revision", "fingerprint", "utc_now", "GUIDES", "CONFIG_FILE", "RECORDS_FILE"]
+           "package_versions", "git_revision", "fingerprint", "utc_now", "GUIDES", "CONFIG_FILE", "RECORDS_FILE",
+           "SHAPES_FILE"]
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 RECORDS_FILE = "records.jsonl"
 TRUNCATED_FILE = "records.truncated.txt"
+SHAPES_FILE = "model_shapes.json"  # {model role: ModelShape} of the run's models (w2s_eval.flops)
 GUIDES = ("implicit", "rm")
 # EngineSpec fields that enter a run's identity only when they differ from the spec's default
 _OPTIONAL_IDENTITY = ("strong_endpoint", "strong_model", "tuned_template", "untuned_template", "rm_weight",
@@ -347,14 +349,15 @@ def read_records(path: os.PathLike, warn: bool = True) -> tuple:
 
 
 class RecordLog:
-    """Append-only JSONL records of one run directory (flushed and fsynced per record)."""
+    """Append-only JSONL records of one run directory (flushed and fsynced per record); ``name``: the records file
+    (a shard's own, :mod:`w2s_eval.sharding`); ``known``: keys recorded elsewhere, skipped as if recorded here."""
 
-    def __init__(self, run_dir: os.PathLike):
+    def __init__(self, run_dir: os.PathLike, name: str = RECORDS_FILE, known: Iterable[tuple] = ()):
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / RECORDS_FILE
+        self.path = self.run_dir / name
         self.records, self.truncated = read_records(self.path)
         self._repair()
-        self.keys = {record_key(r) for r in self.records}
+        self.keys = {record_key(r) for r in self.records} | set(known)
 
     def _repair(self) -> None:
         """Move a truncated last line aside (and terminate an unterminated one) so appends start on a fresh line."""
