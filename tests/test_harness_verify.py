@@ -184,3 +184,26 @@ def test_the_committed_results_name_their_lock():
                                          "records.jsonl.xz").read_bytes()).split(b"\n", 1)[0])
     # the lock holds the versions the committed records were made with
     assert lock_deviations(strong["versions"], lock) == []
+
+
+def test_the_demo_marks_its_gains_and_prints_the_verdict_under_its_table(toy_dirs, tmp_path, monkeypatch, capsys):
+    """Two demos of the toy world, the second checked against the first: the same records, so 'identical records'
+    under the second's table; the legend of the marks and which methods are not told apart come before it."""
+    from harness_toyworld import write_home
+
+    from w2s_eval.cli import main
+
+    monkeypatch.setenv("W2S_EVAL_WORLD_MODULES", "harness_toyworld")
+    home = write_home(tmp_path / "home", toy_dirs)
+    argv = ["demo", "--world", "toy", "--world-home", str(home), "--methods", "base,bon:n=2", "--prompts", "3",
+            "--device", "cpu", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "first")]) == 0
+    first = capsys.readouterr().out
+    assert "check against" not in first  # a world other than imdb-mini: nothing committed to check against
+    assert main([*argv, "--out", str(tmp_path / "second"), "--against", str(tmp_path / "first")]) == 0
+    printed = capsys.readouterr().out
+    table, _, verdict = printed.partition(f"check against {tmp_path / 'first'}: ")
+    assert "| bon:n=2 | 3 |" in table and "* = gold gain over base more than 2 standard errors" in table
+    assert ("NOT told apart from base on these 3 pairs: bon:n=2" in table) != ("told apart from base: bon:n=2"
+                                                                                in table)
+    assert verdict.startswith("identical records (all 6 shared records")

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_METHODS = "base,bon:n=16,eft:beta=1.0,cbs:w=4,k=4,l=5"
 DEMO_WORLD = "imdb-mini"
 DEMO_METHODS = "base,bon:n=16,eft:beta=1,cbs:w=4,k=4,l=5"
-DEMO_PROMPTS, DEMO_SEEDS = 16, "1"
+DEMO_PROMPTS, DEMO_SEEDS = 64, "1"
 DEMO_MARK = 2.0  # the demo's table marks gains over base more than this many standard errors from zero
 # the committed results the demo checks its run against (in the source checkout, beside the package)
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "imdb-mini"
