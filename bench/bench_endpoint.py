@@ -15,6 +15,11 @@ Writes a JSON record (config, versions, times, ratios) to ``--out``.
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # devtools/ (tiny models, launchers)
+
 import argparse
 import json
 import os
@@ -28,7 +33,7 @@ import torch
 
 from w2s_eval.config import SamplingConfig, parse_method
 from w2s_eval.endpoint import EndpointPolicy
-from w2s_eval.endpoint.server import save_test_model, start_vllm, vllm_python
+from devtools.vllm_server import save_test_model, start_vllm, vllm_python
 from w2s_eval.engine import load_causal_lm
 from w2s_eval.guide import GuideLM, ImplicitValueScorer
 from w2s_eval.policy import TransformersPolicy
@@ -70,7 +75,7 @@ class Timed:
 
 def random_guide(path: str, tokenizer_dir: str, seed: int) -> str:
     """A small random Llama guide (hidden 64, 2 layers) with the strong model's tokenizer."""
-    from w2s_eval.toy import build_causal_lm
+    from devtools.toy import build_causal_lm
 
     return build_causal_lm(path, tokenizer_dir, hidden=64, layers=2, seed=seed, init_std=0.02)
 

@@ -8,11 +8,16 @@
 2. CBS(2,2,30) vs BoN(4) with the same guides on the generate task, sampled at T=0.7:
    wall time and compute counters (strong / guide token forwards) from the stats files.
 
-Tiny random models built offline with ``w2s_eval.toy`` (a strong model and two small guides
+Tiny random models built offline with ``devtools.toy`` (a strong model and two small guides
 sharing its tokenizer). ``python bench/bench_lm_eval.py [--device auto] [--prompts 32]``.
 """
 
 from __future__ import annotations
+
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # devtools/ (tiny models, launchers)
 
 import argparse
 import json
@@ -27,13 +32,13 @@ import torch
 
 
 def build(root: str, hidden: int, layers: int) -> dict:
-    from w2s_eval.toy import build_strong_and_guides
+    from devtools.toy import build_strong_and_guides
 
     return build_strong_and_guides(root, hidden, layers, init_std=0.05)
 
 
 def write_tasks(root: str, n: int, max_tokens: int) -> str:
-    from w2s_eval.toy import CORPUS
+    from devtools.toy import CORPUS
 
     lines = [c for c in CORPUS if len(c.split()) >= 6][:n]
     with open(os.path.join(root, "gen.jsonl"), "w") as f:
@@ -109,7 +114,7 @@ def main() -> int:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from w2s_eval.lm_eval.backend import W2SLM
+    from w2s_eval.lm_eval_backend.backend import W2SLM
     from w2s_eval.engine import resolve_device
 
     device = str(resolve_device(args.device))

@@ -18,11 +18,16 @@ counted) and the FLOP ratio (seed / path) is printed beside the measured speed-u
 strong forward, guide forward, cache reorder, tokenization/decoding and the rest (Python) by timers around
 the models' forward, ``DynamicCache.reorder_cache`` and the tokenizers' calls (on during every repeat).
 
-    python bench/bench_search.py                        # tiny models built offline (w2s_eval.toy)
+    python bench/bench_search.py                        # tiny models built offline (devtools.toy)
     python bench/bench_search.py --strong smollm2-135m  # SmolLM2-135M + imdb-mini guides (or guides of their shape)
 """
 
 from __future__ import annotations
+
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # devtools/ (tiny models, launchers)
 
 import argparse
 import json
@@ -41,7 +46,7 @@ from w2s_eval import (CausalLM, GuideLM, ImplicitValueScorer, SamplingConfig, Se
                       chunk_beam_search, load_causal_lm)
 from w2s_eval.lm import cache_kwarg
 from w2s_eval.policy import prompt_seed
-from w2s_eval.toy import CORPUS, build_strong_and_guides, train_causal_lm
+from devtools.toy import CORPUS, build_strong_and_guides, train_causal_lm
 
 PARTS = ("strong", "guide", "reorder", "tokenize")
 
@@ -211,7 +216,7 @@ def toy_models(root: str, device: str, train_steps: int = 150) -> dict:
             train_causal_lm(path, steps, seed=len(name), device=device)
     models = {k: load_causal_lm(v, dtype="float32", device=device, name=k) for k, v in paths.items()}
     models["prompts"] = [line for line in CORPUS if len(line) > 20]
-    models["what"] = "tiny models (w2s_eval.toy): strong Llama 4 x 256, guides 2 x 64, one toy tokenizer"
+    models["what"] = "tiny models (devtools.toy): strong Llama 4 x 256, guides 2 x 64, one toy tokenizer"
     return models
 
 

@@ -12,6 +12,11 @@ reports min / median wall time and the ratio sequential / concurrent. Writes a J
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # devtools/ (tiny models, launchers)
+
 import argparse
 import json
 import os
@@ -29,7 +34,7 @@ PROMPTS = ["The movie was", "I loved the", "Hello, world!", "This film is a", "T
 
 
 def build_models(root: Path, train_steps: int) -> dict:
-    from w2s_eval.toy import build_strong_and_guides, train_causal_lm
+    from devtools.toy import build_strong_and_guides, train_causal_lm
 
     out = build_strong_and_guides(str(root), 256, 4, init_std=0.02)
     if train_steps:
@@ -78,7 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="JSON record (default: bench/results/serve_<host>.json)")
     args = ap.parse_args(argv)
 
-    from w2s_eval.serve.process import start_serve
+    from devtools.serve_process import start_serve
 
     root = Path(tempfile.mkdtemp(prefix="w2s-bench-serve-"))
     t0 = time.perf_counter()

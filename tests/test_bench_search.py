@@ -13,7 +13,7 @@ import torch
 from transformers import DynamicCache
 
 from w2s_eval import SamplingConfig, load_causal_lm
-from w2s_eval.toy import build_causal_lm, build_tokenizer
+from devtools.toy import build_causal_lm, build_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -300,7 +300,7 @@ def test_a_started_server_that_dies_or_never_answers_is_named_with_its_log(tmp_p
     import os
     import sys
 
-    from w2s_eval.endpoint.server import ServerProcess, launch, wait_for
+    from devtools.vllm_server import ServerProcess, launch, wait_for
 
     log = str(tmp_path / "server.log")
     dead = ServerProcess(launch([sys.executable, "-c", "print('no model here'); raise SystemExit(3)"],

@@ -10,7 +10,7 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 
-from w2s_eval.lm_eval.backend import W2SLM
+from w2s_eval.lm_eval_backend.backend import W2SLM
 
 from test_lm_eval_helpers import f32_approx
 
@@ -56,7 +56,7 @@ def test_cbs_loglikelihood_is_strong_plus_guide_tilt(base, cbs, toy_dirs):
     """log p_strong + beta (log p_tuned - log p_untuned) + rm_weight * RM, each guide on its own
     tokenizer (tok_b) -- the reference is the core GuideLM without its cache."""
     from w2s_eval.guide import GuideLM
-    from w2s_eval.lm_eval.loglik import split_space
+    from w2s_eval.tilt import split_space
     from w2s_eval.engine import load_classifier
     from w2s_eval.scorers import RewardModelScorer
 
@@ -106,7 +106,7 @@ def test_eft_loglikelihood_is_the_samplers_over_padded_embeddings(toy_dirs, tmp_
     from w2s_eval.config import SamplingConfig, parse_method
     from w2s_eval.policy import LocalSession
     from w2s_eval.serve.scoring import score_sequences
-    from w2s_eval.toy import build_causal_lm
+    from devtools.toy import build_causal_lm
 
     dirs = {name: build_causal_lm(str(tmp_path / name), toy_dirs["tok_a"], seed=seed, pad_rows=pad)
             for name, seed, pad in (("strong", 0, 9), ("tuned", 1, 5), ("untuned", 2, 7))}
@@ -218,7 +218,7 @@ def test_chat_template_hooks(base):
 
 
 def test_endpoint_args_are_forwarded(monkeypatch):
-    import w2s_eval.lm_eval.backend as backend
+    import w2s_eval.lm_eval_backend.backend as backend
     from w2s_eval.engine import Engine
 
     seen = {}
@@ -260,7 +260,7 @@ def test_greedy_warning_gives_the_hint_that_applies(toy_dirs, caplog):
     kw = dict(strong=toy_dirs["strong"], reward_model=toy_dirs["rm"], method="bon", n=2, device="cpu",
               dtype="float32", batch_size=2, max_gen_toks=3)
     sampled = W2SLM(temperature=0.7, **kw)
-    with caplog.at_level("WARNING", logger="w2s_eval.lm_eval.backend"):
+    with caplog.at_level("WARNING", logger="w2s_eval.lm_eval_backend.backend"):
         sampled.generate_until([_gen("The movie was", {"until": ["."], "do_sample": False}, 0),
                                 _gen("I loved the", {"until": ["."], "temperature": 0}, 1),
                                 _gen("This film is", {"until": ["."]}, 2)])  # samples at 0.7: no warning
@@ -271,12 +271,12 @@ def test_greedy_warning_gives_the_hint_that_applies(toy_dirs, caplog):
     assert "task sets temperature=0 (overriding the model arg temperature=0.7)" in greedy[1]
     assert all("or the model arg temperature=0.7" not in m for m in greedy)
     caplog.clear()
-    with caplog.at_level("WARNING", logger="w2s_eval.lm_eval.backend"):
+    with caplog.at_level("WARNING", logger="w2s_eval.lm_eval_backend.backend"):
         W2SLM(temperature=0, **kw).generate_until([_gen("The movie was", {"until": ["."]}, 0)])
     [msg] = [r.getMessage() for r in caplog.records if "greedy decoding" in r.getMessage()]
     assert "the model arg temperature=0.0 asks for it; set temperature=0.7" in msg
     caplog.clear()
-    with caplog.at_level("WARNING", logger="w2s_eval.lm_eval.backend"):
+    with caplog.at_level("WARNING", logger="w2s_eval.lm_eval_backend.backend"):
         W2SLM(**kw).generate_until([_gen("The movie was", {"until": ["."]}, 0)])
     [msg] = [r.getMessage() for r in caplog.records if "greedy decoding" in r.getMessage()]
     assert msg.endswith("give the task do_sample/temperature or the model arg temperature=0.7")

@@ -7,8 +7,8 @@ import sqlite3
 
 import pytest
 
-from w2s_eval.lm_eval.args import parse_model_args
-from w2s_eval.lm_eval.cache import IDENTITY_TABLE, cache_identity, check_cache_identity
+from w2s_eval.lm_eval_backend.args import parse_model_args
+from w2s_eval.lm_eval_backend.cache import IDENTITY_TABLE, cache_identity, check_cache_identity
 
 
 def _identity(**kw):

@@ -1,6 +1,6 @@
 """The real lm-eval CLI in subprocesses on the tiny models: ``lm_eval --model w2s`` through the
 startup hook, ``--model hf`` in the same environment, the ``--use_cache`` rerun through
-``python -m w2s_eval.lm_eval``, and a two-rank data-parallel run (torchrun, gloo on CPU).
+``python -m w2s_eval.lm_eval_backend``, and a two-rank data-parallel run (torchrun, gloo on CPU).
 
 Four lm-eval runs in all (module fixtures); each test checks one thing of their outputs.
 """
@@ -70,7 +70,7 @@ def test_w2s_results_and_stats(run_w2s, setup):
 
 @pytest.mark.parametrize("task,spec_key", [("w2s_imdb_sentiment", "clf"), ("w2s_instruct", "rm")])
 def test_w2s_task_metric_is_the_scorer_mean(run_w2s, setup, task, spec_key):
-    from w2s_eval.scorers import load_scorer
+    from w2s_eval.lm_eval_backend.scorer_spec import load_scorer
 
     out, _ = run_w2s
     docs = samples(out, task)
@@ -106,7 +106,7 @@ def test_use_cache_rerun_computes_nothing(run_w2s, setup):
     """A rerun with the same --use_cache (through the python -m fallback) reads every
     request from lm-eval's cache: no generation, same answers."""
     s, out = setup, setup["root"] / "out_rerun"
-    p = run([sys.executable, "-m", "w2s_eval.lm_eval", "--model", "w2s", "--model_args", _w2s_args(s["toy"]),
+    p = run([sys.executable, "-m", "w2s_eval.lm_eval_backend", "--model", "w2s", "--model_args", _w2s_args(s["toy"]),
              "--tasks", "t_gen,t_mc", "--include_path", str(s["tasks"]), "--limit", LIMIT, "--batch_size", "3",
              "--output_path", str(out), "--log_samples", "--use_cache", str(s["root"] / "cache" / "lm"),
              "--gen_kwargs", "max_gen_toks=10"], s["root"])

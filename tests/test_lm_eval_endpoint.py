@@ -6,7 +6,7 @@ from lm_eval.api.instance import Instance
 
 from _endpoint_fakes import FakeOpenAIServer, fake_logprob
 from test_lm_eval_helpers import f32_approx
-from w2s_eval.lm_eval.backend import W2SLM
+from w2s_eval.lm_eval_backend.backend import W2SLM
 
 
 def instances(pairs):

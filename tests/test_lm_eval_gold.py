@@ -86,7 +86,7 @@ def test_a_pickle_is_never_loaded_unverified(tmp_path):
 
 
 def test_lm_eval_gold_specs_refuse_pickles(tmp_path, monkeypatch):
-    from w2s_eval.scorers import load_scorer
+    from w2s_eval.lm_eval_backend.scorer_spec import load_scorer
 
     crafted = tmp_path / "evil.pkl"
     crafted.write_bytes(pickle.dumps(_Boom()))

@@ -86,7 +86,7 @@ def hook_python(root: Path) -> str:
     path entries to this environment's packages; its python runs the stock lm_eval script."""
     import sysconfig
 
-    from w2s_eval.lm_eval import install_hook
+    from w2s_eval.lm_eval_backend import install_hook
 
     venv = root / "hookvenv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

@@ -11,12 +11,12 @@ import pytest
 
 from test_lm_eval_helpers import REPO
 
-LAUNCHERS = (["lm_eval"], ["lm-eval"], ["-m", "lm_eval"], ["-m", "w2s_eval.lm_eval"])
+LAUNCHERS = (["lm_eval"], ["lm-eval"], ["-m", "lm_eval"], ["-m", "w2s_eval.lm_eval_backend"])
 
 
 def readme_lm_eval_commands(text: str) -> list[list[str]]:
     """The lm-eval arguments of each ``lm_eval ...`` command in the README's code blocks (also
-    ``accelerate launch -m lm_eval``, ``torchrun ... -m lm_eval``, ``python -m w2s_eval.lm_eval``)."""
+    ``accelerate launch -m lm_eval``, ``torchrun ... -m lm_eval``, ``python -m w2s_eval.lm_eval_backend``)."""
     commands = []
     for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, re.S | re.M):
         for line in block.replace("\\\n", " ").splitlines():
@@ -34,7 +34,7 @@ def readme_lm_eval_commands(text: str) -> list[list[str]]:
 def _check(argv: list[str]) -> None:
     from lm_eval._cli.harness import HarnessCLI
 
-    from w2s_eval.lm_eval.args import parse_model_args
+    from w2s_eval.lm_eval_backend.args import parse_model_args
 
     try:
         ns = HarnessCLI()._parser.parse_args(["run", *argv])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from w2s_eval.lm_eval.args import MODEL_ARG_KEYS, parse_model_args
+from w2s_eval.lm_eval_backend.args import MODEL_ARG_KEYS, parse_model_args
 
 from test_lm_eval_helpers import task_utils
 
@@ -53,16 +53,16 @@ def test_model_args_errors(args, match):
 
 
 def test_every_model_arg_is_documented():
-    doc = (REPO / "README.md").read_text(encoding="utf-8")
+    doc = (REPO / "docs" / "lm-eval.md").read_text(encoding="utf-8")
     for key in MODEL_ARG_KEYS:
-        assert f"`{key}`" in doc, f"model arg {key} is not documented in README.md"
+        assert f"`{key}`" in doc, f"model arg {key} is not documented in docs/lm-eval.md"
 
 
 # ----------------------------------------------------------------------------- hook
 
 
 def test_pth_line_is_one_import_line_that_registers_after_lm_eval_models(tmp_path):
-    from w2s_eval.lm_eval import pth_line
+    from w2s_eval.lm_eval_backend import pth_line
 
     line = pth_line()
     assert line.startswith("import ") and line.count("\n") == 1
@@ -78,8 +78,8 @@ def test_pth_line_is_one_import_line_that_registers_after_lm_eval_models(tmp_pat
 def test_register_in_process_keeps_lm_evals_own_models():
     from lm_eval.api.registry import get_model
 
-    from w2s_eval.lm_eval import register
-    from w2s_eval.lm_eval.backend import W2SLM
+    from w2s_eval.lm_eval_backend import register
+    from w2s_eval.lm_eval_backend.backend import W2SLM
 
     register()
     register()  # idempotent
@@ -88,17 +88,15 @@ def test_register_in_process_keeps_lm_evals_own_models():
 
 
 def test_shipped_pth_file_matches_the_hook_source():
-    """The repo-root w2s_eval_lm_eval.pth (shipped in the wheel) must be the current hook."""
-    from w2s_eval.lm_eval import PTH_NAME, pth_line
+    """compat/w2s_eval_lm_eval.pth (what the build backend puts into every wheel) must be the current hook
+    (regenerate: python -m w2s_eval.lm_eval_backend --print-pth > compat/w2s_eval_lm_eval.pth)."""
+    from w2s_eval.lm_eval_backend import PTH_NAME, pth_line
 
-    shipped = REPO / PTH_NAME
-    if not shipped.exists():
-        pytest.skip(f"{PTH_NAME} not at the repo root yet (python -m w2s_eval.lm_eval --print-pth > {PTH_NAME})")
-    assert shipped.read_text(encoding="utf-8") == pth_line()
+    assert (REPO / "compat" / PTH_NAME).read_text(encoding="utf-8") == pth_line()
 
 
 def test_install_hook_writes_and_removes(tmp_path):
-    from w2s_eval.lm_eval import PTH_NAME, install_hook, pth_line, uninstall_hook
+    from w2s_eval.lm_eval_backend import PTH_NAME, install_hook, pth_line, uninstall_hook
 
     path = install_hook(tmp_path)
     assert path == tmp_path / PTH_NAME and path.read_text() == pth_line()
@@ -108,16 +106,36 @@ def test_install_hook_writes_and_removes(tmp_path):
         install_hook(tmp_path / "missing")
 
 
-def test_output_dir_from_argv(monkeypatch):
-    from w2s_eval.lm_eval.records import output_dir_from_argv
+def test_output_dir_of_run_reads_the_evaluation_tracker_of_simple_evaluate(tmp_path):
+    """The stats directory is the output path of the EvaluationTracker that simple_evaluate runs with (what the
+    lm_eval CLI makes from --output_path), found while simple_evaluate builds the model."""
+    import lm_eval.api.registry
+    from lm_eval import evaluator
+    from lm_eval.api.model import LM
+    from lm_eval.loggers import EvaluationTracker
 
-    assert output_dir_from_argv(["--model", "w2s", "--output_path", "out/x"]) == Path("out/x")
-    assert output_dir_from_argv(["run", "-o", "out/r.json"]) == Path("out")
-    assert output_dir_from_argv(["--model", "w2s"]) is None
-    monkeypatch.setattr(sys, "argv", ["/usr/bin/pytest", "-o", "x=1"])  # not lm-eval: its -o is not ours
-    assert output_dir_from_argv() is None
-    monkeypatch.setattr(sys, "argv", ["/venv/bin/lm_eval", "--output_path", "res"])
-    assert output_dir_from_argv() == Path("res")
+    from w2s_eval.lm_eval_backend.stats import output_dir_of_run
+
+    seen = []
+
+    class Probe(Exception):
+        pass
+
+    class ProbeLM(LM):  # a registered model that records what the w2s model would see while it is built
+        @classmethod
+        def create_from_arg_string(cls, *args, **kwargs):
+            seen.append(output_dir_of_run())
+            raise Probe
+
+    if "w2s_output_probe" not in lm_eval.api.registry.model_registry:
+        lm_eval.api.registry.register_model("w2s_output_probe")(ProbeLM)
+    for out in (tmp_path / "res", tmp_path / "res" / "x.json", None):
+        tracker = EvaluationTracker(output_path=str(out) if out else None)
+        with pytest.raises(Probe):
+            evaluator.simple_evaluate(model="w2s_output_probe", model_args="", tasks=["any"],
+                                      evaluation_tracker=tracker)
+    assert seen == [tmp_path / "res", tmp_path / "res", None]
+    assert output_dir_of_run() is None  # outside simple_evaluate
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -165,8 +183,8 @@ def test_instruct_dataset_needs_a_reward_model(monkeypatch, toy_dirs):
 def test_scorers_filter_and_metric(toy_dirs):
     import torch
 
-    from w2s_eval.lm_eval.tasks import RewardFilter, process_results
-    from w2s_eval.scorers import load_scorer
+    from w2s_eval.lm_eval_backend.tasks import RewardFilter, process_results
+    from w2s_eval.lm_eval_backend.scorer_spec import load_scorer
     from w2s_eval.engine import load_classifier
     from w2s_eval.scorers import ClassifierScorer
 

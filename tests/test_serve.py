@@ -26,7 +26,7 @@ class Served:
     """The module's server (an API key on every route; the served name means METHOD)."""
 
     def __init__(self, models, root):
-        from w2s_eval.serve.process import start_serve
+        from devtools.serve_process import start_serve
 
         args = ["--strong", models["strong"], "--tuned", models["tuned"], "--untuned", models["untuned"],
                 "--tuned-template", "{prompt}", "--untuned-template", "{prompt}", "--dtype", "float32",
@@ -64,7 +64,7 @@ class Served:
 def models(toy_dirs, tmp_path_factory):
     """The toy guides, and a strong model whose ASCII tokenizer decodes every token to whole characters (so a
     generated token's text re-encodes to it); the guides read text with another tokenizer."""
-    from w2s_eval.endpoint.server import save_test_model
+    from devtools.vllm_server import save_test_model
 
     return {**toy_dirs, "strong": save_test_model(str(tmp_path_factory.mktemp("serve_strong") / "strong"))}
 
@@ -223,7 +223,7 @@ def lm_eval_runs(served, models, tmp_path_factory):
                 "dtype=float32,device=cpu")
     api_args = (f"base_url={served.url}/v1/completions,model=w2s,tokenizer={t['strong']},"
                 "tokenizer_backend=huggingface,max_retries=1,num_concurrent=4")
-    cmds = [[sys.executable, "-m", "w2s_eval.lm_eval", "--model", "w2s", "--model_args", w2s_args,
+    cmds = [[sys.executable, "-m", "w2s_eval.lm_eval_backend", "--model", "w2s", "--model_args", w2s_args,
              "--batch_size", "4", "--output_path", str(root / "w2s"), *common],
             [str(LM_EVAL_SCRIPT), "--model", "local-completions", "--model_args", api_args,
              "--output_path", str(root / "api"), *common]]
@@ -262,7 +262,7 @@ def test_echo_logprobs_suffix_sums_are_the_tilted_loglikelihood_of_every_split(s
     import torch
 
     from w2s_eval.config import parse_method
-    from w2s_eval.lm_eval.loglik import Tilt, terms_for
+    from w2s_eval.tilt import Tilt, terms_for
 
     tok, text = engine.policy.lm.tokenizer, "The movie was great and the story was sad"
     ids = tok.encode(text)

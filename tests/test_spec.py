@@ -12,8 +12,8 @@ from dataclasses import fields
 import pytest
 
 from w2s_eval.config import parse_method
-from w2s_eval.spec import (EngineSpec, SpecError, add_spec_arguments, as_flags, spec_from_mapping,
-                           spec_from_namespace)
+from w2s_eval.flags import add_spec_arguments, as_flags, spec_from_namespace
+from w2s_eval.spec import EngineSpec, SpecError, spec_from_mapping
 
 
 def test_every_field_has_help_and_one_default():
@@ -238,7 +238,7 @@ def test_a_method_is_prepared_once(toy_dirs):
 
 def test_lm_eval_model_args_refuse_non_finite_weights():
     """issue 12 item 3: at parse time, naming the key (before any model loads)."""
-    from w2s_eval.lm_eval.args import parse_model_args
+    from w2s_eval.lm_eval_backend.args import parse_model_args
 
     for key, value in (("beta", "inf"), ("beta", math.nan), ("rm_weight", "nan"), ("rm_weight", -math.inf)):
         with pytest.raises(ValueError, match=f"w2s: {key} must be a finite number"):

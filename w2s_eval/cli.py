@@ -15,7 +15,19 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .world.build import BUILD_TIME
+from .flags import add_spec_arguments
+from .harness.compare import (
+    COMPARE_DEFAULTS,
+    make_run_config,
+    parse_methods,
+    run_compare,
+)
+from .harness.report import summary_of, to_markdown, told_apart, write_report
+from .harness.verify import SIGMAS, verify
+from .provenance import to_json
+from .spec import EngineSpec
+from .world.build import BUILD_TIME, build_world
+from .worlds import load_world, world_home
 
 # modules that contribute subcommands, with the commands each adds; one that is not part of this build (its package
 # is missing) is left out of the parser, logged at DEBUG level
@@ -40,13 +52,11 @@ DEMO_MARK = 2.0  # the demo's table marks gains over base more than this many st
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "imdb-mini"
 
 
-# EngineSpec fields a world supplies (the flags of the others come from w2s_eval.spec.add_spec_arguments)
+# EngineSpec fields a world supplies (the flags of the others come from w2s_eval.flags.add_spec_arguments)
 _WORLD_FIELDS = ("strong", "tuned", "untuned", "tuned_template", "untuned_template", "reward_model", "rm_weight")
 
 
 def _add_run_options(p: argparse.ArgumentParser, prompts: int, seeds: str) -> None:
-    from .harness.compare import COMPARE_DEFAULTS
-    from .spec import add_spec_arguments
 
     p.add_argument("--world-home", default=None, metavar="DIR",
                    help="where worlds are built (default: $W2S_EVAL_HOME or ~/.cache/w2s-eval)")
@@ -73,7 +83,6 @@ def _engine_settings(args) -> dict:
     """The EngineSpec fields given on the command line (those the world does not supply)."""
     from dataclasses import fields
 
-    from .spec import EngineSpec
 
     return {f.name: getattr(args, f.name) for f in fields(EngineSpec)
             if f.name not in _WORLD_FIELDS and getattr(args, f.name, None) is not None}
@@ -126,8 +135,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--against", default=str(REFERENCE), metavar="DIR",
                    help="the committed results (default: results/imdb-mini of this checkout)")
-    p.add_argument("--sigmas", type=float, default=3.0,
-                   help="a figure differs beyond this many combined standard errors (default: 3)")
+    p.add_argument("--sigmas", type=float, default=SIGMAS,
+                   help=f"a figure differs beyond this many combined standard errors (default: {SIGMAS:g})")
     p.add_argument("--json", action="store_true", help="print the verdict and every figure as JSON")
     p.set_defaults(func=cmd_verify)
 
@@ -147,8 +156,6 @@ def add_commands(subparsers) -> None:
 
 def _told_apart_lines(summary, sigmas: float) -> list:
     """The legend of the marks, and which gains are (not) told apart from base at this number of prompts."""
-    from .harness.report import told_apart
-
     rows = [r for r in summary.rows if r.note is None and r.delta_gold_vs_base is not None]
     pairs = max((r.n for r in rows), default=0)
     apart = [r.method for r in rows if told_apart(r, sigmas)]
@@ -165,8 +172,6 @@ def _print_result(outcome, paths, mark: Optional[float] = None) -> None:
     if mark is None:
         print(paths["markdown"].read_text(encoding="utf-8"))
     else:
-        from .harness.report import to_markdown
-
         print(to_markdown(paths["summary"], mark=mark))
         print("\n".join(_told_apart_lines(paths["summary"], mark)) + "\n")
     for kind in ("markdown", "csv", "latex", "plot_methods", "plot_samples"):
@@ -188,7 +193,6 @@ def _partial_tables():
             return
         from tqdm.auto import tqdm
 
-        from .harness.report import summary_of, to_markdown
 
         table = to_markdown(summary_of(run_dir, methods=finished))
         tqdm.write(f"results so far ({done} of {total} methods done: {', '.join(finished)}; the full table follows "
@@ -199,8 +203,6 @@ def _partial_tables():
 
 
 def _run(world, args, methods, sampling=None, report: bool = True, mark: Optional[float] = None) -> int:
-    from .harness.compare import make_run_config, run_compare
-    from .harness.report import write_report
 
     engine = _engine_settings(args)
     if engine.get("strong_model") is not None and engine.get("strong_endpoint") is None:
@@ -227,7 +229,6 @@ def _run(world, args, methods, sampling=None, report: bool = True, mark: Optiona
 
 
 def cmd_compare(args) -> int:
-    from .worlds import load_world
 
     world = load_world(args.world, args.world_home)
     sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
@@ -236,7 +237,6 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .harness.report import write_report
 
     if not Path(args.run_dir).is_dir():
         raise FileNotFoundError(f"{args.run_dir} is not a directory; give the --out directory of a compare run")
@@ -246,11 +246,8 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _check(run_dir, against, sigmas: float = 3.0, as_json: bool = False) -> int:
+def _check(run_dir, against, sigmas: float = SIGMAS, as_json: bool = False) -> int:
     """Print the verdict of ``run_dir`` against ``against``; 1 when a figure differs."""
-    from .harness.verify import verify
-    from .provenance import to_json
-
     verdict = verify(run_dir, against, sigmas=sigmas)
     print(to_json(verdict.to_dict()) if as_json else verdict.text())
     return 0 if verdict.ok else 1
@@ -262,7 +259,6 @@ def cmd_verify(args) -> int:
 
 def load_or_build(name: str, home=None, progress: bool = True):
     """Load world ``name``; if it is not built, build it once (``w2s_eval.world.build.build_world``) and load it."""
-    from .worlds import load_world, world_home
 
     try:
         return load_world(name, home)
@@ -270,7 +266,6 @@ def load_or_build(name: str, home=None, progress: bool = True):
         logger.info("%s", e)
     home = world_home(home)
     print(f"building world {name} into {home} (once; {BUILD_TIME}) ...", file=sys.stderr)
-    from .world.build import build_world
 
     build_world(name, home, progress=progress)
     return load_world(name, home)
@@ -280,7 +275,6 @@ def cmd_demo(args) -> int:
     methods = args.methods
     if args.strong_endpoint and methods == DEMO_METHODS:
         # EFT needs the strong model's logits over the whole vocabulary, which a server does not give
-        from .harness.compare import parse_methods
 
         methods = [m for m in parse_methods(methods) if m.name != "eft"]
         print("note: eft needs the strong model's full logits and is left out with --strong-endpoint",

@@ -8,10 +8,9 @@ naming the field and the fix. No I/O happens in this module.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Optional, Union
-
-from .spec import check_number
 
 __all__ = [
     "SamplingConfig",
@@ -25,7 +24,26 @@ __all__ = [
     "METHOD_NAMES",
     "context_error",
     "check_positive_int",
+    "check_number",
+    "SpecError",
+    "MissingModelError",
 ]
+
+
+class SpecError(ValueError):
+    """A bad setting; the message names the field (``field=``) and the fix."""
+
+
+class MissingModelError(SpecError, FileNotFoundError):
+    """A setting names a local model path that does not exist (a SpecError and a FileNotFoundError)."""
+
+
+def check_number(name: str, value) -> None:
+    """A finite int or float (never bool, NaN or infinity)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(f"{name} must be a number, got {value!r}; e.g. {name}=1.0")
+    if not math.isfinite(value):
+        raise SpecError(f"{name} must be a finite number, got {value!r}; e.g. {name}=1.0")
 
 
 def _is_int(x) -> bool:

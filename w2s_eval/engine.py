@@ -27,7 +27,8 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from tqdm.auto import tqdm
 
-from .config import EFTMethod, Method, SamplingConfig, parse_method
+from .config import EFTMethod, Method, SamplingConfig, check_positive_int, parse_method
+from .endpoint import EndpointPolicy
 from .guide import GuideLM, GuideTerm, ImplicitValueScorer, guide_scorer
 from .lm import CausalLM
 from .policy import EFTPolicy, Policy, TransformersPolicy
@@ -237,8 +238,7 @@ class Engine:
                                 f"pass [{name[:-1]}] for a single one")
         if guide_prompts is not None and len(guide_prompts) != len(prompts):
             raise ValueError(f"got {len(guide_prompts)} guide_prompts for {len(prompts)} prompts; pass one per prompt")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_positive_int("batch_size", batch_size)
         run = self.prepare(method)
         out: list[SearchResult] = []
         bar = tqdm(total=len(prompts), desc=run.spec, disable=not progress)
@@ -264,7 +264,6 @@ def guide_template(choice: str, path: Optional[str]) -> str:
 
 def _strong_policy(spec: EngineSpec, strong: Union[CausalLM, Policy, None], add_special_tokens) -> Policy:
     if strong is None and spec.strong_endpoint:
-        from .endpoint import EndpointPolicy
 
         return EndpointPolicy(spec.strong_endpoint, spec.strong_model)
     if strong is None:

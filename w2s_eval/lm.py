@@ -6,7 +6,7 @@ beam) with a KV cache and a 2-D attention mask in which 0 marks left padding or
 a *hole* (a cached position that a row no longer uses). Rows are reordered,
 duplicated or dropped through the public ``Cache.reorder_cache`` API.
 
-Architectures (see the README): the cache is a ``DynamicCache`` built from the
+Architectures (docs/engine.md): the cache is a ``DynamicCache`` built from the
 model's config, so sliding-window layers (Mistral, Gemma-3, Qwen2 with a window)
 keep only their window. A cache that must be rewound (the guides') keeps every
 position instead; there, and only there, holes would shift transformers'

@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 _ROOM = 128
 
 __all__ = ["Continuation", "Session", "Policy", "TransformersPolicy", "EFTPolicy", "cut_at_stop", "prompt_seed",
-           "choice_seed", "make_generators", "warp", "draw", "eft_logprobs", "check_same_vocab", "shared_vocab"]
+           "choice_seed", "make_generators", "warp", "draw", "eft_logprobs", "check_same_vocab", "vocab_mismatch", "shared_vocab"]
 
 
 # ----------------------------------------------------------------------------- sampling (as HF generate)
@@ -348,16 +348,28 @@ class LocalSession:
 # ----------------------------------------------------------------------------- EFT
 
 
-def check_same_vocab(strong: CausalLM, others: Sequence[CausalLM]) -> None:
-    """Raise ValueError unless every model's tokenizer has the strong model's vocabulary."""
+def vocab_mismatch(strong: CausalLM, others: Sequence[CausalLM]) -> Optional[str]:
+    """Why EFT cannot mix ``strong`` with ``others`` (the first model whose tokenizer has another vocabulary,
+    naming both tokenizers), or None when they share one vocabulary."""
     ref = strong.tokenizer.get_vocab()
     for lm in others:
         if lm.tokenizer.get_vocab() != ref:
-            raise ValueError(
-                f"EFT needs one vocabulary: the tokenizer of {lm.name!r} differs from the strong model "
-                f"{strong.name!r}'s; use guides that share the strong model's tokenizer, or a text-level "
-                "method (bon, cbs) whose guides may use any tokenizer"
-            )
+            return (f"vocabulary differs: EFT adds the guides' next-token log-probabilities to the strong model's, "
+                    f"so it needs one vocabulary, but the strong model's tokenizer {_tokenizer_name(strong)} differs "
+                    f"from the guide's tokenizer {_tokenizer_name(lm)}; bon and cbs guide across vocabularies")
+    return None
+
+
+def _tokenizer_name(lm: CausalLM) -> str:
+    tok = lm.tokenizer
+    return f"{tok.name_or_path or lm.name!r} ({len(tok)} tokens)"
+
+
+def check_same_vocab(strong: CausalLM, others: Sequence[CausalLM]) -> None:
+    """Raise ValueError unless every model's tokenizer has the strong model's vocabulary."""
+    why = vocab_mismatch(strong, others)
+    if why is not None:
+        raise ValueError(why)
 
 
 def shared_vocab(lms: Sequence[CausalLM]) -> Optional[int]:

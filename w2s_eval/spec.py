@@ -2,7 +2,7 @@
 
 :class:`EngineSpec` is what every front end builds an engine from (``build_engine(spec)``):
 lm-eval's ``--model_args`` (:func:`spec_from_mapping`), the ``w2s-eval`` command lines
-(:func:`add_spec_arguments` + :func:`spec_from_namespace`) and the Python API. Each field
+(:mod:`w2s_eval.flags`) and the Python API. Each field
 carries its help text and its one default; ``__post_init__`` validates everything that
 needs no I/O and raises :class:`SpecError` naming the field and the fix. A command line
 shows the same message with the field spelled as its flag (``--tuned-template``).
@@ -11,14 +11,14 @@ No I/O happens in this module.
 
 from __future__ import annotations
 
-import argparse
-import math
 import re
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterable, Mapping, Optional, Union
 
-__all__ = ["EngineSpec", "SpecError", "MissingModelError", "METHOD_ERRORS", "add_spec_arguments", "spec_from_namespace", "spec_from_mapping",
-           "as_flags", "coerce", "typed_settings", "check_number", "check_template", "PLACEMENT_FIELDS", "DTYPE_NAMES"]
+from .config import MissingModelError, SpecError, check_number
+
+__all__ = ["EngineSpec", "SpecError", "MissingModelError", "METHOD_ERRORS", "spec_from_mapping",
+           "coerce", "typed_settings", "check_number", "check_template", "PLACEMENT_FIELDS", "DTYPE_NAMES"]
 
 DTYPE_NAMES = ("auto", "float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16")
 # fields that decide where models run, not what they compute (left out of a run's identity)
@@ -32,14 +32,6 @@ METHOD_ERRORS = {
     "needs_guide": "method {method} needs a guide: give tuned= and untuned= models, or reward_model=",
 }
 _DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu|npu|hpu)(:\d+)?")
-
-
-class SpecError(ValueError):
-    """A bad setting; the message names the field (``field=``) and the fix."""
-
-
-class MissingModelError(SpecError, FileNotFoundError):
-    """A setting names a local model path that does not exist (a SpecError and a FileNotFoundError)."""
 
 
 def _help(text: str, **kw) -> dict:
@@ -190,14 +182,6 @@ class EngineSpec:
 # ----------------------------------------------------------------------------- checks shared with the front ends
 
 
-def check_number(name: str, value) -> None:
-    """A finite int or float (never bool, NaN or infinity)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(f"{name} must be a number, got {value!r}; e.g. {name}=1.0")
-    if not math.isfinite(value):
-        raise SpecError(f"{name} must be a finite number, got {value!r}; e.g. {name}=1.0")
-
-
 def check_template(name: str, value) -> None:
     """A guide template: 'auto', 'chat', or a format string whose only field is {prompt}."""
     if value in ("auto", "chat"):
@@ -313,72 +297,3 @@ def spec_from_mapping(mapping: Union[Mapping[str, Any], Iterable[tuple[str, Any]
     (strings or already-typed values; ``tuned`` as ``a|b`` or a list): a mapping or (key, value) pairs.
     A duplicated or unknown key is refused, naming it (see :func:`typed_settings`)."""
     return EngineSpec(**typed_settings(EngineSpec, mapping, where))
-
-
-# ----------------------------------------------------------------------------- command lines
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def as_flags(message: str, names: Iterable[str] = ()) -> str:
-    """``message`` with the fields spelled as command-line flags: ``tuned_template=`` -> ``--tuned-template ``,
-    and a bare field name holding an underscore (``strong_model``) -> ``--strong-model``."""
-    names = sorted({f.name for f in fields(EngineSpec)} | set(names), key=len, reverse=True)
-    alt = "|".join(re.escape(n) for n in names)
-    message = re.sub(rf"(?<![\w-])({alt})=(?=[^\s,;)])", lambda m: _flag(m.group(1)) + " ", message)
-    message = re.sub(rf"(?<![\w-])({alt})=", lambda m: _flag(m.group(1)), message)
-    under = "|".join(re.escape(n) for n in names if "_" in n)
-    return re.sub(rf"(?<![\w-])({under})(?![\w=])", lambda m: _flag(m.group(1)), message) if under else message
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-
-
-def add_spec_arguments(parser, exclude: Iterable[str] = (), defaults: Optional[Mapping[str, Any]] = None,
-                       require_strong: bool = True, cls=EngineSpec) -> None:
-    """Add a flag per field of :class:`EngineSpec` (or of ``cls``: a front end's subclass, or any settings
-    dataclass whose fields carry help) to an argparse parser: ``--strong``, ``--tuned`` ..., help from the
-    field's metadata.
-
-    ``exclude``: fields the command sets itself; ``defaults``: a command's own defaults for some fields.
-    ``--strong`` and ``--strong-endpoint`` are mutually exclusive (one is required when ``require_strong``).
-    Read the values back with :func:`spec_from_namespace`.
-    """
-    exclude, defaults = set(exclude), dict(defaults or {})
-    group = parser
-    if {"strong", "strong_endpoint"} <= {f.name for f in fields(cls)} - exclude:
-        group = parser.add_mutually_exclusive_group(required=require_strong)
-    for f in fields(cls):
-        if f.name in exclude:
-            continue
-        kind = _field_kind(f)
-        default = defaults.get(f.name, f.default if f.default is not MISSING else None)
-        kw: dict[str, Any] = {"dest": f.name, "help": f.metadata["help"]}
-        if "cli" in f.metadata:  # the field says how its flag reads
-            kw.update(default=default, **f.metadata["cli"])
-        elif kind is bool:
-            kw.update(action="store_true", default=bool(default))
-        elif f.metadata.get("cli_list"):
-            kw.update(action="append", default=None, help=kw["help"] + " (repeatable)")
-        else:
-            kw.update(type={float: _float, int: int}.get(kind, str), default=default)
-        (group if f.name in ("strong", "strong_endpoint") else parser).add_argument(_flag(f.name), **kw)
-
-
-def spec_from_namespace(ns: argparse.Namespace, cls=EngineSpec, **extra):
-    """The spec (or a front end's subclass ``cls``) from parsed flags; ``extra``: values the command
-    sets itself. A bad value raises :class:`SpecError` naming the flag (``--tuned-template``)."""
-    names = [f.name for f in fields(cls)]
-    kw = {n: getattr(ns, n) for n in names if hasattr(ns, n)}
-    kw = {k: v for k, v in kw.items() if v is not None}
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}
-    try:
-        return cls(**{**kw, **extra})
-    except SpecError as e:
-        raise SpecError(as_flags(str(e), names)) from None

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+from .assets import cache_home
 from .config import SamplingConfig
 
 __all__ = ["World", "register_world", "unregister_world", "load_world", "world_names", "world_home",
@@ -134,7 +135,6 @@ def world_home(home: Union[str, os.PathLike, None] = None) -> Path:
     """The directory that holds built worlds: ``home``, else ``$W2S_EVAL_HOME``, else the package cache."""
     if home is not None:
         return Path(home).expanduser()
-    from .assets import cache_home
 
     return Path(cache_home())
 

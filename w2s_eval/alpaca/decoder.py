@@ -34,6 +34,9 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from ..endpoint import EndpointPolicy
+from ..engine import build_engine, load_tokenizer
+from ..lm import user_turn
 from ..spec import PLACEMENT_FIELDS, EngineSpec
 from .genconfig import GenerationConfig
 
@@ -93,7 +96,6 @@ class AlpacaEngine:
         """The strong model's prompt for each instruction (chat template with a generation prompt)."""
         if not self.use_chat:
             return list(instructions)
-        from ..lm import user_turn
 
         return [user_turn(self.tokenizer, ins) for ins in instructions]
 
@@ -121,13 +123,11 @@ class AlpacaEngine:
 
 def build_alpaca_engine(cfg: GenerationConfig, device: Optional[str] = None) -> AlpacaEngine:
     """Load the models of ``cfg`` (``device``: instead of ``cfg.device``) into an :class:`AlpacaEngine`."""
-    from ..engine import build_engine
 
     if device is not None:
         cfg = replace(cfg, device=device)
     tokenizer = None
     if cfg.strong_tokenizer is not None:
-        from ..engine import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.strong_tokenizer)
     return AlpacaEngine(cfg, build_engine(cfg.engine_spec()), tokenizer)
@@ -137,7 +137,6 @@ def resolve_strong_model(cfg: GenerationConfig) -> GenerationConfig:
     """``cfg`` with ``strong_model`` filled in: over an endpoint without one, the server's only model."""
     if cfg.strong_endpoint is None or cfg.strong_model is not None:
         return cfg
-    from ..endpoint import EndpointPolicy
 
     policy = EndpointPolicy(cfg.strong_endpoint)
     try:

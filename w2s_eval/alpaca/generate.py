@@ -31,10 +31,23 @@ from typing import Optional, Union
 from tqdm.auto import tqdm
 
 from ..assets import ensure_writable_dir
-from ..provenance import (atomic_write_json, atomic_write_text, check_identity, check_writable_dir, fingerprint,
-                          package_versions)
+from ..config import check_positive_int
+from ..provenance import (
+    atomic_write_json,
+    atomic_write_text,
+    check_identity,
+    check_writable_dir,
+    fingerprint,
+    package_versions,
+)
 from .data import load_instructions, load_rows
-from .decoder import AlpacaEngine, GenerationConfig, build_alpaca_engine, model_configs_dict, resolve_strong_model
+from .decoder import (
+    AlpacaEngine,
+    GenerationConfig,
+    build_alpaca_engine,
+    model_configs_dict,
+    resolve_strong_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,10 +124,8 @@ def run_generate(cfg: GenerationConfig, instructions: Union[str, Path], out_dir:
     loaded here). Over an endpoint without ``strong_model``, the server is asked for its one model's
     name, which then enters the generator name and the run's identity.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("limit", limit, allow_none=True)
     if device is not None:
         cfg = replace(cfg, device=device)
     all_rows = load_instructions(instructions)

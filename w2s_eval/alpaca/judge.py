@@ -32,8 +32,11 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from tqdm.auto import tqdm
 
-from ..provenance import atomic_write_json, atomic_write_text, package_versions
+from ..config import check_positive_int
+from ..engine import check_model_path, load_classifier
 from ..guide import score_candidates
+from ..provenance import atomic_write_json, atomic_write_text, package_versions
+from ..scorers import RewardModelScorer
 from .data import check_same_instructions, load_outputs, official_instruction_index
 
 logger = logging.getLogger(__name__)
@@ -48,8 +51,6 @@ _HUB_REPO, _HUB_FILE = "tatsu-lab/alpaca_eval", "df_gamed.csv"
 
 def load_reward_scorer(path: str, dtype="auto", device="auto", batch_size: int = 16):
     """A :class:`~w2s_eval.scorers.RewardModelScorer` for the reward model at ``path`` (one output label)."""
-    from ..engine import check_model_path, load_classifier
-    from ..scorers import RewardModelScorer
 
     check_model_path("reward_model", str(path))
     model, tok = load_classifier(path, dtype=dtype, device=device)
@@ -153,8 +154,7 @@ def judge_outputs(model_outputs, reference_outputs, scorer: Callable, *, annotat
     """
     if lc not in ("auto", "off"):
         raise ValueError(f"lc must be 'auto' or 'off', got {lc!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_positive_int("batch_size", batch_size)
     mrows = load_outputs(model_outputs, "model outputs")
     rrows = load_outputs(reference_outputs, "reference outputs")
     if subset:

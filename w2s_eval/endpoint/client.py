@@ -25,6 +25,9 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from ..config import check_positive_int
+from ..extras import require
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["EndpointError", "CompletionClient", "ClientStats"]
@@ -66,10 +69,9 @@ class ClientStats:
 
 
 def _import_openai():
-    try:
-        import openai
-    except ImportError:
-        raise ImportError("a strong model behind an endpoint needs the openai client: pip install openai") from None
+    require("openai", "endpoint")
+    import openai  # optional dependency (the [endpoint] extra), imported when an endpoint is used
+
     return openai
 
 
@@ -85,8 +87,7 @@ class CompletionClient:
     def __init__(self, base_url: str, api_key_env: Optional[str] = "OPENAI_API_KEY", timeout: float = 300.0,
                  max_concurrency: int = 64, max_retries: int = 4, backoff: float = 0.5, max_backoff: float = 8.0):
         self.base_url = _check_url(base_url)
-        if not (isinstance(max_concurrency, int) and max_concurrency >= 1):
-            raise ValueError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
+        check_positive_int("max_concurrency", max_concurrency)
         if not (isinstance(max_retries, int) and max_retries >= 0):
             raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
         if not timeout or timeout <= 0:
@@ -208,7 +209,7 @@ class CompletionClient:
         raise EndpointError(
             f"strong-model endpoint {self.base_url} failed after {self.max_retries + 1} attempts: "
             f"{type(last).__name__} ({_describe(last)}). Is the server running and reachable? Start it (see "
-            "README.md, endpoint section) and run the same command again: finished records are kept and the run resumes"
+            "docs/endpoint.md) and run the same command again: finished records are kept and the run resumes"
         ) from last
 
     async def _many(self, bodies: Sequence[dict], progress) -> list[dict]:

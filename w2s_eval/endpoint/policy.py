@@ -39,7 +39,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from ..config import SamplingConfig
+from ..config import SamplingConfig, check_positive_int
 from ..policy import Continuation, cut_at_stop
 from .client import CompletionClient, EndpointError
 
@@ -169,8 +169,7 @@ class EndpointSession:
         return [0] * len(self.token_counts)
 
     def _check_parents(self, parents: Sequence[int], k: int) -> None:
-        if not (isinstance(k, int) and k >= 1):
-            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        check_positive_int("k", k)
         for p in parents:
             if not 0 <= p < len(self.rows):
                 raise ValueError(f"parent row {p} does not exist (the session has {len(self.rows)} rows)")

@@ -19,11 +19,28 @@ from typing import Callable, Optional, Union
 from tqdm.auto import tqdm
 
 from ..config import method_to_dict
+from ..endpoint import EndpointPolicy
+from ..engine import build_engine, resolve_device, resolve_dtype
+from ..guide import score_candidates
+from ..lm import user_turn
+from ..policy import vocab_mismatch
 from ..provenance import fingerprint, git_revision, package_versions, utc_now
 from ..spec import EngineSpec
+from ..world.strong import resolve_strong_model
 from ..worlds import World, world_home
-from .records import (GUIDES, RECORDS_FILE, RecordLog, RunConfig, check_run_dir, open_run_dir, parse_methods,
-                      parse_seeds, read_records, record_key, split_methods)
+from .records import (
+    GUIDES,
+    RECORDS_FILE,
+    RecordLog,
+    RunConfig,
+    check_run_dir,
+    open_run_dir,
+    parse_methods,
+    parse_seeds,
+    read_records,
+    record_key,
+    split_methods,
+)
 
 __all__ = ["parse_methods", "split_methods", "parse_seeds", "make_run_config", "world_spec", "build_world_engine", "run_compare",
            "CompareOutcome", "served_model_name", "vocabulary_mismatch", "COMPARE_DEFAULTS"]
@@ -33,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 def served_model_name(strong_endpoint: str) -> str:
     """The name of the one model an OpenAI-compatible server serves (ValueError when it serves several)."""
-    from ..endpoint import EndpointPolicy
 
     policy = EndpointPolicy(strong_endpoint)
     try:
@@ -79,7 +95,6 @@ def world_spec(world: World, guide: str = "implicit", strong: Optional[str] = No
 
 def _resolved_dtype(spec: EngineSpec) -> str:
     """The dtype ``auto`` stands for where the models will run (a run's identity records what computes)."""
-    from ..engine import resolve_device, resolve_dtype
 
     device = (spec.guide_device if spec.strong_endpoint else spec.strong_device) or spec.device or "auto"
     return str(resolve_dtype(spec.dtype, resolve_device(device))).replace("torch.", "")
@@ -89,7 +104,6 @@ def _strong_dir(world: World, name: Optional[str], home) -> tuple:
     """(model directory or None for the world's own, name for the identity or None) of ``--strong NAME``."""
     if name is None or name == world.strong_name:
         return None, None
-    from ..world.strong import resolve_strong_model
 
     return str(resolve_strong_model(name, cache_dir=world_home(home))), name
 
@@ -132,7 +146,6 @@ def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seed
 
 def build_world_engine(world: World, guide: str = "implicit", **settings):
     """An Engine for a world (see :func:`world_spec`); e.g. ``build_world_engine(world, device="cpu")``."""
-    from ..engine import build_engine
 
     return build_engine(world_spec(world, guide, **settings))
 
@@ -164,7 +177,6 @@ def _guide_scores(engine, results, guide_prompts) -> tuple:
     """(scores, source, tokens): the search's best-beam score, or, where the method scored nothing
     (base, EFT, BoN(1)), the engine's guide on the final response (its token forwards
     are measurement, not the method's compute)."""
-    from ..guide import score_candidates
 
     missing = [i for i, r in enumerate(results) if r.score is None]
     scores = [r.score for r in results]
@@ -183,20 +195,7 @@ def vocabulary_mismatch(engine) -> Optional[str]:
     tokenizers), or None. Engines without a local strong model or without guides give None."""
     strong = getattr(engine.policy, "lm", None)
     guides = [*engine.tuned, *([engine.untuned] if engine.untuned is not None else [])]
-    if strong is None or not guides:
-        return None
-    vocab = strong.tokenizer.get_vocab()
-    for guide in guides:
-        if guide.tokenizer.get_vocab() != vocab:
-            return (f"vocabulary differs: EFT adds the guides' next-token log-probabilities to the strong model's, "
-                    f"so it needs one vocabulary, but the strong model's tokenizer {_tokenizer_name(strong)} differs "
-                    f"from the guide's tokenizer {_tokenizer_name(guide)}; bon and cbs guide across vocabularies")
-    return None
-
-
-def _tokenizer_name(lm) -> str:
-    tok = lm.tokenizer
-    return f"{tok.name_or_path or lm.name!r} ({len(tok)} tokens)"
+    return vocab_mismatch(strong, guides) if strong is not None and guides else None
 
 
 def strong_prompts(engine, cfg: RunConfig, texts) -> list:
@@ -211,7 +210,6 @@ def strong_prompts(engine, cfg: RunConfig, texts) -> list:
             f"the strong model {getattr(tok, 'name_or_path', None) or lm.name!r} (a base model?)"
         raise ValueError(f"--chat-template: {what} has no chat template here; leave out --chat-template to give "
                          "it the plain prompt")
-    from ..lm import user_turn
 
     return [user_turn(tok, t) for t in texts]
 
@@ -252,7 +250,6 @@ def _ready(engine, cfg: RunConfig, methods, prompts) -> tuple:
     the engine built (unless given), every method prepared, the prompts rendered once, the context checked;
     nothing is written."""
     if engine is None:
-        from ..engine import build_engine
 
         engine = build_engine(cfg.engine)
     prepared, not_applicable = _prepare(engine, cfg, methods)

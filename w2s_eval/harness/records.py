@@ -24,9 +24,20 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from ..config import SamplingConfig, parse_method
-from ..provenance import (append_jsonl, atomic_write_json, check_identity, check_writable_dir, diff_fields, fingerprint,
-                          git_revision, machine_info, mismatch_message, package_versions, utc_now)
+from ..config import SamplingConfig, check_positive_int, parse_method
+from ..provenance import (
+    append_jsonl,
+    atomic_write_json,
+    check_identity,
+    check_writable_dir,
+    diff_fields,
+    fingerprint,
+    git_revision,
+    machine_info,
+    mismatch_message,
+    package_versions,
+    utc_now,
+)
 from ..spec import EngineSpec
 
 __all__ = ["RunConfig", "parse_methods", "split_methods", "parse_seeds", "RecordLog", "read_records", "record_key", "diff_fields", "open_run_dir", "check_run_dir",
@@ -80,8 +91,7 @@ class RunConfig:
             raise ValueError(f"methods lists a method twice: {', '.join(methods)}")
         object.__setattr__(self, "methods", methods)
         object.__setattr__(self, "_parsed", parsed)
-        if isinstance(self.n_prompts, bool) or not isinstance(self.n_prompts, int) or self.n_prompts < 1:
-            raise ValueError(f"n_prompts must be a positive integer, got {self.n_prompts!r}; e.g. --prompts 64")
+        check_positive_int("n_prompts", self.n_prompts)
         seeds = tuple(self.seeds)
         if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
             raise ValueError(f"seeds must be a non-empty list of integers, got {self.seeds!r}; e.g. --seeds 3")
@@ -96,8 +106,7 @@ class RunConfig:
             raise ValueError(f"guide must be one of {', '.join(GUIDES)}, got {self.guide!r}")
         if self.strong_name is not None and (not isinstance(self.strong_name, str) or not self.strong_name):
             raise ValueError(f"strong_name must be a strong model's name, got {self.strong_name!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        check_positive_int("batch_size", self.batch_size)
         if not isinstance(self.chat_template, bool):
             raise ValueError(f"chat_template must be True or False, got {self.chat_template!r}")
 

@@ -21,6 +21,7 @@ from typing import Optional, Sequence, Union
 
 from ..config import parse_method
 from ..provenance import atomic_write_text, diff_fields, mean_se
+from .plots import plot_gold_by_method, plot_gold_vs_samples
 from .records import CONFIG_FILE, RECORDS_FILE, read_records
 
 __all__ = ["MethodSummary", "Summary", "summarize", "summary_of", "to_markdown", "told_apart", "to_csv", "to_latex", "write_report",
@@ -292,7 +293,6 @@ def write_report(run_dir: Union[str, os.PathLike], out_dir: Union[str, os.PathLi
         path = out / {"markdown": "report.md", "csv": "report.csv", "latex": "report.tex"}[kind]
         paths[kind] = atomic_write_text(path, text)
     if plots:
-        from .plots import plot_gold_by_method, plot_gold_vs_samples
 
         measured = replace(summary, rows=[r for r in summary.rows if r.note is None])
         paths["plot_methods"] = plot_gold_by_method(measured, out / "gold_by_method.png")

@@ -3,7 +3,7 @@
 :func:`create_app` wraps an :class:`~w2s_eval.engine.Engine` in a FastAPI app
 (``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``, ``/health``) whose
 :class:`Batcher` runs the prompts of concurrent requests as batched search. See the
-serve section of README.md.
+docs/serve.md.
 """
 
 from .app import create_app

@@ -23,11 +23,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Method, SamplingConfig, context_error
 from ..engine import PreparedMethod
-from ..lm_eval.loglik import Tilt, terms_for
 from ..policy import choice_seed, encode_prompt
+from ..tilt import Tilt, terms_for
 from .batcher import Batcher, Job
 from .guard import Guard
-from .protocol import APIError, ChatRequest, CompletionRequest, ServeConfig, error_body, resolve_method
+from .protocol import (
+    APIError,
+    ChatRequest,
+    CompletionRequest,
+    ServeConfig,
+    error_body,
+    resolve_method,
+)
 from .scoring import score_sequences
 
 logger = logging.getLogger(__name__)

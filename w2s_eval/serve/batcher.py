@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Union
 
-from ..config import Method, SamplingConfig
+from ..config import Method, SamplingConfig, check_positive_int
 
 if TYPE_CHECKING:
     from ..engine import PreparedMethod
@@ -59,8 +59,7 @@ class Batcher:
     """Runs :class:`Job` s in batches on one daemon thread; ``stats`` counts batches and prompts."""
 
     def __init__(self, engine, max_batch_prompts: int = 32, max_wait_ms: float = 5.0):
-        if max_batch_prompts < 1:
-            raise ValueError(f"max_batch_prompts must be >= 1, got {max_batch_prompts}")
+        check_positive_int("max_batch_prompts", max_batch_prompts)
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
         self.engine, self.max_batch, self.max_wait = engine, max_batch_prompts, max_wait_ms / 1000.0

@@ -6,6 +6,10 @@ import argparse
 import logging
 import sys
 
+from ..config import parse_method
+from ..engine import build_engine
+from ..flags import add_spec_arguments, spec_from_namespace
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["add_commands", "run_serve"]
@@ -14,7 +18,6 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def add_commands(sub) -> None:
-    from ..spec import add_spec_arguments
     from .protocol import Limits, ServeConfig
 
     p = sub.add_parser("serve", help="serve guided search behind an OpenAI-compatible API (/v1/completions, "
@@ -35,9 +38,6 @@ def build_server(args: argparse.Namespace):
     """The ASGI app for parsed flags (models loaded, method checked)."""
     import os
 
-    from ..config import parse_method
-    from ..engine import build_engine
-    from ..spec import spec_from_namespace
     from .app import create_app
     from .protocol import Limits, ServeConfig
 

@@ -5,7 +5,7 @@ For token ids ``x_0 .. x_{n-1}`` and every split ``j`` (context ``x_<j``, contin
 ``x_>=j``), lm-eval's ``w2s`` backend returns
 
     S(j) = sum_{i >= j} log p_strong(x_i | x_<i)  +  T(j),
-    T(j) = the guides' tilt of (text(x_<j), text(x_>=j))   (see :mod:`w2s_eval.lm_eval.loglik`)
+    T(j) = the guides' tilt of (text(x_<j), text(x_>=j))   (see :mod:`w2s_eval.tilt`)
 
 An OpenAI client sums ``token_logprobs[ctxlen:]`` itself and the server does not know
 ``ctxlen``; so token ``i`` gets ``log p_strong(x_i | x_<i) + T(i) - T(i+1)`` (``T(n) = 0``),
@@ -26,8 +26,8 @@ import torch
 
 from ..config import Method
 from ..lm import right_pad
-from ..lm_eval.loglik import Tilt, eft_combiner, eft_parts, model_max_length, terms_for
 from ..policy import shared_vocab
+from ..tilt import Tilt, eft_combiner, eft_parts, model_max_length, terms_for
 
 __all__ = ["TokenLogprobs", "score_sequences"]
 

@@ -21,8 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from ..assets import ensure_writable_dir
+from ..assets import cache_home, ensure_writable_dir
+from ..config import check_positive_int
 from ..provenance import atomic_write_json, diff_fields, package_versions
+from .pairs import LABEL_MODES
+from .steps import STEPS, Context
 from .train import GuideShape, TrainSettings
 
 logger = logging.getLogger(__name__)
@@ -31,7 +34,7 @@ __all__ = ["WorldConfig", "build_world", "world_dir", "read_manifest", "settings
            "BUILD_TIME"]
 
 WORLD_NAMES = ("imdb-mini",)
-# how long building imdb-mini takes with the default settings (README, imdb-mini section: measured, by step)
+# how long building imdb-mini takes with the default settings (docs/worlds.md and docs/benchmarks.md: measured, by step)
 BUILD_TIME = "about 13 min on 2 quiet CPU cores"
 
 
@@ -56,7 +59,7 @@ class WorldConfig:
     heldout_pairs: int = 256
     pair_tokens: int = 40
     pair_samples: int = 4  # continuations per training prefix; its pair is their gold-best and gold-worst
-    pair_labels: str = "argmax"  # or "bradley-terry" (a seeded draw): see README.md, imdb-mini section
+    pair_labels: str = "argmax"  # or "bradley-terry" (a seeded draw): see docs/worlds.md
     dpo: TrainSettings = TrainSettings(lr=5e-4, batch_size=16, epochs=1.0, max_length=128, warmup=0.1)
     dpo_beta: float = 0.1
     rm: TrainSettings = TrainSettings(lr=1e-4, batch_size=16, epochs=1.0, max_length=256, warmup=0.1)
@@ -67,13 +70,11 @@ class WorldConfig:
     top_k: int = 50
 
     def __post_init__(self):
-        from .pairs import LABEL_MODES
 
         for name in ("n_train", "n_heldout", "n_prompts", "pair_prefixes", "heldout_pairs", "pair_tokens",
                      "pair_samples", "validate_prompts", "validate_samples", "sampling_tokens"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"WorldConfig.{name} must be a positive integer, got {v!r}")
+            check_positive_int(f"WorldConfig.{name}", v)
         if self.pair_samples < 2:
             raise ValueError("WorldConfig.pair_samples must be >= 2 (a pair needs two continuations)")
         if self.validate_samples < 2:
@@ -101,7 +102,6 @@ def world_dir(name: str = "imdb-mini", home: Union[str, os.PathLike, None] = Non
     if name not in WORLD_NAMES:
         raise ValueError(f"unknown world {name!r}; buildable worlds: {', '.join(WORLD_NAMES)}")
     if home is None:
-        from ..assets import cache_home
 
         home = cache_home(create=False)
     return Path(home).expanduser() / "worlds" / name
@@ -168,7 +168,6 @@ def _say(ctx, text: str) -> None:
 
 def _run_step(ctx, name: str, i: int) -> None:
     """Run step ``i`` into a scratch directory, move it into place, mark it done; later steps are invalidated."""
-    from .steps import STEPS
 
     step, path, done_dir = STEP_NAMES[i], ctx.world, ctx.world / ".done"
     _say(ctx, f"[{i + 1}/{len(STEP_NAMES)}] {step} ...")
@@ -195,12 +194,10 @@ def build_world(name: str = "imdb-mini", home: Union[str, os.PathLike, None] = N
 
     ``only``: run just these steps (those before them must be done); default all.
     """
-    from .steps import Context
 
     cfg = config or WorldConfig()
     path = world_dir(name, home)
     if home is None:
-        from ..assets import cache_home
 
         cache = cache_home()  # raises a clear PermissionError when not writable
     else:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from .build import BUILD_TIME
+from .build import (
+    BUILD_TIME,
+    STEP_NAMES,
+    WorldConfig,
+    build_world,
+    read_manifest,
+    world_dir,
+)
 
 __all__ = ["add_commands"]
 
@@ -36,7 +43,6 @@ def add_commands(subparsers) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from .build import WorldConfig, build_world
 
     path = build_world(args.name, args.home, WorldConfig(seed=args.seed, strong_source=args.strong), force=args.force,
                        progress=not args.no_progress)
@@ -46,7 +52,6 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .build import read_manifest, world_dir
 
     path = world_dir(args.name, args.home)
     manifest = read_manifest(path) if path.exists() else None
@@ -60,7 +65,6 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _print_summary(path) -> None:
-    from .build import STEP_NAMES, read_manifest
 
     m = read_manifest(path) or {}
     state = "complete" if m.get("complete") else "INCOMPLETE (run `w2s-eval world build` again to resume)"

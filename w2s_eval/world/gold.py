@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from ..provenance import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["GoldReward", "train_gold", "save_gold", "load_gold", "gold_to_dict", "gold_from_dict", "vader_judge",
@@ -150,7 +152,6 @@ def save_gold(gold: GoldReward, path: os.PathLike) -> Path:
     """
     import json
 
-    from ..provenance import atomic_write_text
 
     path = Path(path)
     if path.is_dir():

@@ -5,6 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..config import SamplingConfig
+from ..worlds import World
+from .build import BUILD_TIME, WorldConfig, read_manifest, settings_diff, world_dir
+from .data import read_jsonl
+from .gold import load_gold, vader_judge
+from .strong import DEFAULT_STRONG, GGUF_SOURCE
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["load_imdb_mini"]
@@ -12,12 +19,6 @@ __all__ = ["load_imdb_mini"]
 
 def load_imdb_mini(home: Path):
     """The ``imdb-mini`` world under ``home/worlds/imdb-mini``; a clear error when it is not built."""
-    from ..config import SamplingConfig
-    from ..worlds import World
-    from .build import BUILD_TIME, WorldConfig, read_manifest, settings_diff, world_dir
-    from .data import read_jsonl
-    from .gold import load_gold, vader_judge
-    from .strong import DEFAULT_STRONG, GGUF_SOURCE
 
     path = world_dir("imdb-mini", home)
     manifest = read_manifest(path) if path.exists() else None

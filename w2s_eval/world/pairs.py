@@ -14,6 +14,10 @@ import math
 import random
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from ..guide import GuideLM, ImplicitValueScorer
+from ..lm import KVRows, left_pad
+from ..scorers import RewardModelScorer
+
 if TYPE_CHECKING:
     import torch
 
@@ -56,7 +60,6 @@ def sample_continuations(lm, prompts: Sequence[str], n: int, max_new_tokens: int
     if not temperature > 0:
         raise ValueError(f"sampling temperature must be > 0, got {temperature!r}")
 
-    from ..lm import KVRows, left_pad
 
     out: list[list[str]] = []
     bar = tqdm(total=len(prompts), desc=desc, disable=not progress)
@@ -123,7 +126,6 @@ def _accuracy(margins: Sequence[float], pairs: Sequence[dict]) -> dict:
 
 def implicit_pair_accuracy(tuned, untuned, pairs: Sequence[dict], beta: float = 1.0) -> dict:
     """Pair accuracy of the implicit value beta*(log p_tuned - log p_untuned) (CausalLMs, GuideLM scoring)."""
-    from ..guide import GuideLM, ImplicitValueScorer
 
     scorer = ImplicitValueScorer(GuideLM(tuned, incremental=False), GuideLM(untuned, incremental=False), beta)
     prompts = [p["prompt"] for p in pairs]
@@ -135,7 +137,6 @@ def implicit_pair_accuracy(tuned, untuned, pairs: Sequence[dict], beta: float = 
 
 def rm_pair_accuracy(model, tokenizer, pairs: Sequence[dict]) -> dict:
     """Pair accuracy of a one-output reward model as :class:`RewardModelScorer` reads it."""
-    from ..scorers import RewardModelScorer
 
     scorer = RewardModelScorer(model, tokenizer, name="reward_model")
     prompts = [p["prompt"] for p in pairs]

@@ -10,6 +10,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..assets import sha256_file
+from ..engine import load_causal_lm, load_classifier
+from ..provenance import atomic_write_json
+from .data import (
+    CSV_SHA256,
+    csv_file,
+    first_words,
+    load_imdb,
+    make_splits,
+    prompt_text,
+    read_jsonl,
+    reviews_to_rows,
+    rows_to_reviews,
+    write_jsonl,
+)
+from .gold import load_gold, save_gold, train_gold, vader_judge
+from .pairs import (
+    extreme_pairs,
+    implicit_pair_accuracy,
+    label_pairs,
+    rm_pair_accuracy,
+    sample_continuations,
+)
+from .strong import input_embeddings, save_strong
+from .train import init_guide, train_dpo, train_reward_model, train_sft
+from .validate import validate_guidance
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["Context", "STEPS", "step_data", "step_strong", "step_gold", "step_untuned", "step_pairs", "step_tuned",
@@ -28,7 +55,6 @@ class Context:
 
 
 def _sha(path: Path) -> str:
-    from ..assets import sha256_file
 
     return sha256_file(path)
 
@@ -38,7 +64,6 @@ def _files_sha(folder: Path) -> dict:
 
 
 def step_data(ctx: Context, out: Path) -> dict:
-    from .data import CSV_SHA256, csv_file, load_imdb, make_splits, reviews_to_rows, write_jsonl
 
     cfg = ctx.cfg
     with csv_file(cfg.csv_path) as path:
@@ -58,20 +83,16 @@ def step_data(ctx: Context, out: Path) -> dict:
 
 
 def _load_split(ctx: Context, name: str):
-    from .data import read_jsonl, rows_to_reviews
 
     return rows_to_reviews(read_jsonl(ctx.out("data") / f"{name}.jsonl"))
 
 
 def step_strong(ctx: Context, out: Path) -> dict:
-    from .strong import save_strong
 
     return save_strong(ctx.cfg.strong_source, out, ctx.cache)
 
 
 def step_gold(ctx: Context, out: Path) -> dict:
-    from .data import first_words
-    from .gold import save_gold, train_gold
 
     cfg = ctx.cfg
     train, heldout = _load_split(ctx, "train"), _load_split(ctx, "heldout")
@@ -86,7 +107,6 @@ def step_gold(ctx: Context, out: Path) -> dict:
 
 
 def _lm(path: Path):
-    from ..engine import load_causal_lm
 
     return load_causal_lm(str(path), dtype="float32", device="auto", name=path.name)
 
@@ -94,9 +114,6 @@ def _lm(path: Path):
 def step_untuned(ctx: Context, out: Path) -> dict:
     from transformers import AutoTokenizer
 
-    from .data import prompt_text
-    from .strong import input_embeddings
-    from .train import init_guide, train_sft
 
     cfg = ctx.cfg
     tok = AutoTokenizer.from_pretrained(ctx.out("strong"))
@@ -116,16 +133,12 @@ def step_untuned(ctx: Context, out: Path) -> dict:
 def _prefixes(reviews, n: int, seed: int, words: tuple[int, int]) -> list[str]:
     import random
 
-    from .data import first_words, prompt_text
 
     rng = random.Random(seed)
     return [prompt_text(first_words(r.text, rng.randint(*words))) for r in reviews[:n]]
 
 
 def step_pairs(ctx: Context, out: Path) -> dict:
-    from .data import read_jsonl, write_jsonl
-    from .gold import load_gold
-    from .pairs import extreme_pairs, label_pairs, sample_continuations
 
     cfg = ctx.cfg
     gold = load_gold(ctx.out("gold") / "gold.pkl")
@@ -156,9 +169,6 @@ def step_pairs(ctx: Context, out: Path) -> dict:
 
 
 def step_tuned(ctx: Context, out: Path) -> dict:
-    from .data import read_jsonl
-    from .pairs import implicit_pair_accuracy
-    from .train import train_dpo
 
     cfg = ctx.cfg
     pairs = read_jsonl(ctx.out("pairs") / "train.jsonl")
@@ -172,10 +182,6 @@ def step_tuned(ctx: Context, out: Path) -> dict:
 
 
 def step_reward_model(ctx: Context, out: Path) -> dict:
-    from ..engine import load_classifier
-    from .data import read_jsonl
-    from .pairs import rm_pair_accuracy
-    from .train import train_reward_model
 
     cfg = ctx.cfg
     pairs = read_jsonl(ctx.out("pairs") / "train.jsonl")
@@ -187,11 +193,6 @@ def step_reward_model(ctx: Context, out: Path) -> dict:
 
 
 def step_validate(ctx: Context, out: Path) -> dict:
-    from ..engine import load_classifier
-    from ..provenance import atomic_write_json
-    from .data import read_jsonl
-    from .gold import load_gold, vader_judge
-    from .validate import validate_guidance
 
     cfg = ctx.cfg
     prompts = [p["text"] for p in read_jsonl(ctx.out("data") / "prompts.jsonl")][-cfg.validate_prompts:]

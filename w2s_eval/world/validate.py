@@ -13,7 +13,10 @@ import logging
 import math
 from typing import Callable, Optional, Sequence
 
+from ..guide import GuideLM, ImplicitValueScorer
 from ..provenance import mean_se
+from ..scorers import RewardModelScorer
+from .pairs import sample_continuations
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +50,7 @@ def validate_guidance(strong, tuned, untuned, reward_model: Optional[tuple], gol
                       prompts: Sequence[str], k: int, max_new_tokens: int, temperature: float, top_k: int, seed: int,
                       batch_size: int = 8, progress: bool = True) -> dict:
     """Sample ``k`` continuations per prompt from ``strong`` (CausalLM) and report the guidance figures."""
-    from ..guide import GuideLM, ImplicitValueScorer
-    from ..scorers import RewardModelScorer
 
-    from .pairs import sample_continuations
 
     samples = sample_continuations(strong, prompts, k, max_new_tokens, seed, batch_size, temperature, progress,
                                    desc="validate: strong samples", top_k=top_k)

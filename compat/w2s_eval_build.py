@@ -1,10 +1,10 @@
-"""The build backend of w2s-eval: setuptools' own, plus the lm-eval startup hook in editable installs.
+"""The build backend of w2s-eval: setuptools' own, plus the lm-eval startup hook in every wheel.
 
 The stock ``lm_eval`` command (0.4.13) finds ``--model w2s`` only through ``w2s_eval_lm_eval.pth`` at the
-top of site-packages (see ``w2s_eval/lm_eval/__init__.py``). A regular wheel ships it as package data; an
-editable wheel (``pip install -e .``) holds no package files, so :func:`build_editable` adds the ``.pth``
-to it (listed in the wheel's RECORD, so ``pip uninstall`` removes it). Everything else is
-``setuptools.build_meta`` unchanged. Standard library only.
+top of site-packages (see ``w2s_eval/lm_eval_backend/__init__.py``). :func:`build_wheel` and
+:func:`build_editable` (``pip install -e .``) put that ``.pth`` at the wheel's root and list it in the wheel's
+RECORD, so ``pip uninstall`` removes it. Everything else is ``setuptools.build_meta`` unchanged. Standard library
+only. Part of the compatibility unit described in ``compat/README.md``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from setuptools import build_meta as _setuptools
 from setuptools.build_meta import *  # noqa: F401,F403  (every other hook is setuptools' own)
 
 PTH_NAME = "w2s_eval_lm_eval.pth"
-PTH_SOURCE = Path(__file__).resolve().parent.parent / PTH_NAME
+PTH_SOURCE = Path(__file__).resolve().parent / PTH_NAME
 
 
 def _record_line(name: str, data: bytes) -> str:
@@ -42,6 +42,12 @@ def add_pth(wheel: os.PathLike, pth: bytes) -> None:
         lines.insert(len(lines) - 1, _record_line(PTH_NAME, pth))  # RECORD's own line stays last
         dst.writestr(record, "\n".join(lines) + "\n")
     os.replace(tmp, wheel)
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    name = _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
+    add_pth(Path(wheel_directory) / name, PTH_SOURCE.read_bytes())
+    return name
 
 
 def build_editable(wheel_directory, config_settings=None, metadata_directory=None):

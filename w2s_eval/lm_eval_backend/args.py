@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional, Union
 from lm_eval.models.utils import normalize_gen_kwargs
 from lm_eval.utils import warning_once
 
-from ..config import METHOD_NAMES, SamplingConfig, parse_method
+from ..config import METHOD_NAMES, SamplingConfig, check_positive_int, parse_method
 from ..spec import EngineSpec, SpecError, coerce, typed_settings
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def _opt(default, text: str):
 @dataclass(frozen=True)
 class W2SArgs(EngineSpec):
     """Everything ``--model_args`` can set: the engine spec's fields, the method, sampling defaults and
-    lm-eval's batching (README.md, lm-eval section). ``beta`` is also EFT's beta for ``method=eft``."""
+    lm-eval's batching (docs/lm-eval.md). ``beta`` is also EFT's beta for ``method=eft``."""
 
     method: str = _opt("cbs", "base, bon, cbs or eft; its parameters as separate keys (w, k, l, n, beta)")
     w: Optional[int] = _opt(None, "CBS beams (default: the core's)")
@@ -62,10 +62,10 @@ class W2SArgs(EngineSpec):
             if getattr(self, key) is not None and self.method != owner:
                 raise ValueError(f"w2s: {key}= applies to method={owner}, not method={self.method}; drop it")
         for name in ("batch_size", "max_gen_toks", "loglik_batch_size"):
-            v = getattr(self, name)
-            if (v is not None or name != "loglik_batch_size") and (
-                    not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise ValueError(f"w2s: {name} must be a positive integer, got {v!r}")
+            try:
+                check_positive_int(name, getattr(self, name), allow_none=name == "loglik_batch_size")
+            except ValueError as e:
+                raise ValueError(f"w2s: {e}") from None
         self.method_config()  # validates w, k, l, n, beta
         sampling_config(self, {}, None)  # validates temperature, top_k, top_p, seed, truncation
 

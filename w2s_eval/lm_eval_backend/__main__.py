@@ -1,4 +1,4 @@
-"""``python -m w2s_eval.lm_eval ...``: lm-eval's own CLI, every flag forwarded, with ``--model w2s`` registered
+"""``python -m w2s_eval.lm_eval_backend ...``: lm-eval's own CLI, every flag forwarded, with ``--model w2s`` registered
 (a fallback where the startup hook is not installed). ``--install-hook [DIR]`` writes the ``.pth`` hook into
 site-packages or DIR (``pip install`` and ``pip install -e .`` install it already), ``--uninstall-hook [DIR]``
 removes it, ``--print-pth`` prints its line."""

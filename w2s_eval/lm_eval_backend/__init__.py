@@ -2,9 +2,9 @@
 
 :mod:`.backend` holds the model (``W2SLM``), :mod:`.tasks` what the ``w2s_*`` tasks share. lm-eval 0.4.13 has no
 plugin discovery: the stock ``lm_eval`` command finds ``--model w2s`` through ``w2s_eval_lm_eval.pth``
-(:mod:`._pth_hook`), which a wheel ships, the build backend (``_build_backend/w2s_eval_build.py``) adds to editable
-installs and :func:`install_hook` writes by hand; :func:`register` registers ``w2s`` in a running process, and
-``python -m w2s_eval.lm_eval ...`` is lm-eval's CLI with it.
+(:mod:`._pth_hook`), which the build backend (``compat/w2s_eval_build.py``) puts into every wheel and
+:func:`install_hook` writes by hand (the compatibility unit: ``compat/README.md``); :func:`register` registers ``w2s`` in a running process, and
+``python -m w2s_eval.lm_eval_backend ...`` is lm-eval's CLI with it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import os
 import sysconfig
 from pathlib import Path
 from typing import Optional
+
+from ._pth_hook import register_models
 
 __all__ = ["register", "PTH_NAME", "pth_line", "install_hook", "uninstall_hook"]
 
@@ -24,7 +26,6 @@ def register():
     lm-eval's own backends; returns the registry. Idempotent."""
     import lm_eval.api.registry
 
-    from ._pth_hook import register_models
 
     return register_models(lm_eval.api.registry, use_fallback=True)
 

@@ -2,7 +2,7 @@
 folder's ``utils.py`` (lm-eval's convention), which the YAML names (``!function utils.x``).
 
 :func:`scored_dataset` loads the run's scorer with the prompts, *before* any generation (a bad scorer fails the run
-at task load), and stores its SPEC (:func:`w2s_eval.scorers.load_scorer`) in every document (field ``scorer``);
+at task load), and stores its SPEC (:func:`.scorer_spec.load_scorer`) in every document (field ``scorer``);
 :class:`RewardFilter` scores all responses of a rank in one batch; :func:`process_results` hands the score to
 lm-eval, which averages it.
 """
@@ -14,7 +14,7 @@ from typing import Optional
 
 from lm_eval.api.filter import Filter
 
-from ..scorers import load_scorer
+from .scorer_spec import load_scorer
 
 __all__ = ["positive_int", "scored_dataset", "RewardFilter", "process_results"]
 

@@ -1,12 +1,13 @@
-"""Log-likelihoods for lm-eval: the strong model's from lm-eval's own ``hf`` backend (HFLM over the loaded model)
-plus the guide tilt that weak-to-strong search samples toward (README.md, "loglikelihood: what the number means"):
+"""Log-likelihoods of text under the strong model (lm-eval's own ``hf`` backend, HFLM, over the loaded model) plus
+the guide tilt that weak-to-strong search samples toward (docs/lm-eval.md, "loglikelihood: what the number means"):
 
     log p*(y | x) = log p_strong(y | x) + beta * (log p_tuned(y | x) - log p_untuned(y | x)) [+ rm_weight * RM(x, y)]
 
 unnormalised; the normaliser depends on x only, so the choices of one context rank exactly as under p*. For EFT
 the answer is the EFT policy's own normalised log-probability (:class:`LoadedHFLM` mixes the next-token
 distributions, as lm-eval's ``hf_steered`` steers HFLM). Each guide reads the text with its own tokenizer and
-prompt template, as the search scores candidates.
+prompt template, as the search scores candidates. The lm-eval backend and ``w2s-eval serve`` (its prompt
+logprobs) both use it; it needs lm-eval (the ``[lm-eval]`` extra).
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ import logging
 from typing import Callable, Optional, Sequence
 
 import torch
-from lm_eval.api.instance import Instance
-from lm_eval.models.huggingface import HFLM
 
-from ..guide import GuideLM
-from ..lm import CausalLM, split_on_oom
-from ..policy import eft_logprobs, shared_vocab
+from .extras import require
+
+require("lm_eval", "lm-eval")
+from lm_eval.api.instance import Instance  # noqa: E402  (after the check that names the extra)
+from lm_eval.models.huggingface import HFLM  # noqa: E402
+
+from .guide import GuideLM  # noqa: E402
+from .lm import CausalLM, split_on_oom  # noqa: E402
+from .policy import eft_logprobs, shared_vocab  # noqa: E402
 
 __all__ = ["LoadedHFLM", "Tilt", "split_space", "guide_requests", "eft_parts", "terms_for", "eft_combiner",
            "model_max_length"]

@@ -4,8 +4,8 @@ vLLM lives in its own virtual environment (``scripts/setup_vllm.sh VENV_DIR``):
 its pinned torch / transformers differ from w2s-eval's. The server is bound to
 loopback, started in its own process group, and stopped by its PID.
 
-    python -m w2s_eval.endpoint.cli start --model DIR --name NAME --port 8000 --pid-file vllm.pid
-    python -m w2s_eval.endpoint.cli stop --pid-file vllm.pid
+    python -m devtools.vllm_cli start --model DIR --name NAME --port 8000 --pid-file vllm.pid
+    python -m devtools.vllm_cli stop --pid-file vllm.pid
 
 On GPU machines run vLLM directly instead (``vllm serve ...``, see README.md, endpoint section).
 """
@@ -196,7 +196,7 @@ def save_test_model(path: str, hidden: int = 128, layers: int = 2, seed: int = 0
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from ..toy import build_tokenizer
+    from .toy import build_tokenizer
 
     fast = AutoTokenizer.from_pretrained(build_tokenizer(path, vocab_size=400, all_bytes=False))
     cfg = LlamaConfig(vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,

@@ -5,11 +5,11 @@ with two things changed, as lm-eval's ``hf_steered`` changes HFLM:
 - ``generate_until``: :meth:`w2s_eval.Engine.generate` with each request's settings (:func:`.args.sampling_config`),
   batched by lm-eval's ``Collator`` (``--batch_size`` requests of one setting at a time, longest first);
 - ``loglikelihood(_rolling)``: HFLM's own (the server's prompt log-probs with ``strong_endpoint``) plus the guide
-  tilt (:mod:`.loglik`; EFT mixes the next-token distributions there).
+  tilt (:mod:`w2s_eval.tilt`; EFT mixes the next-token distributions there).
 
 Tokenizer hooks, chat templates, ranks and collectives are HFLM's. Each finished request goes to lm-eval's
 ``--use_cache`` database at once (guarded by the run's identity, :mod:`.cache`), its search statistics to a JSONL
-file beside ``--output_path`` (:mod:`.records`).
+file beside ``--output_path`` (:mod:`.stats`).
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from lm_eval.models.utils import Collator
 from lm_eval.utils import simple_parse_args_string, warning_once
 from tqdm.auto import tqdm
 
+from ..endpoint import endpoint_loglikelihoods
 from ..engine import build_engine
 from ..policy import TransformersPolicy, choice_seed
 from ..provenance import package_versions
+from ..tilt import LoadedHFLM, Tilt, eft_parts, terms_for
 from .args import greedy_hint, parse_model_args, sampling_config
 from .cache import cache_identity, check_cache_identity
-from .loglik import LoadedHFLM, Tilt, eft_parts, terms_for
-from .records import StatsWriter, output_dir_from_argv, result_record
+from .stats import StatsWriter, output_dir_of_run, result_record
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def _rank_device(args, cli_device: Optional[str], accelerator) -> Optional[str]:
 
 
 class W2SLM(LoadedHFLM):
-    """Weak-to-strong search as an lm-eval model (see README.md, lm-eval section for every model arg)."""
+    """Weak-to-strong search as an lm-eval model (see docs/lm-eval.md for every model arg)."""
 
     def __init__(self, model_args: Optional[dict] = None, lm_eval_config: Optional[dict] = None, **kwargs: Any):
         self.args, cli_device = parse_model_args({**(model_args or {}), **kwargs}, lm_eval_config)
@@ -91,7 +92,7 @@ class W2SLM(LoadedHFLM):
         self._ll_chunk = max(1, ll_batch * 8)  # results reach the request cache chunk by chunk
         self.info = {"model_args": self.args.to_dict(), "method": self.method.spec, "versions": package_versions(),
                      "world": {"rank": self.rank, "world_size": self.world_size}}
-        self.stats = StatsWriter(self.args.stats_path or output_dir_from_argv(), self.rank, self.info)
+        self.stats = StatsWriter(self.args.stats_path or output_dir_of_run(), self.rank, self.info)
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: Optional[dict] = None) -> "W2SLM":
@@ -135,7 +136,6 @@ class W2SLM(LoadedHFLM):
         if any(not ctx for ctx, _ in pairs):
             raise ValueError("w2s: an endpoint scores a continuation given a non-empty context; this task has an "
                              "empty context (use a local strong model for loglikelihood_rolling-style tasks)")
-        from ..endpoint import endpoint_loglikelihoods
 
         def served(part):
             return endpoint_loglikelihoods(self.engine.policy, [r.args[0] for r in part], [r.args[1] for r in part])

@@ -1,5 +1,5 @@
-"""``w2s-eval-vllm start|stop`` (also ``python -m w2s_eval.endpoint.cli``): a loopback vLLM server for
-tests and benchmarks; see :mod:`w2s_eval.endpoint.server`."""
+"""``python -m devtools.vllm_cli start|stop``: a loopback vLLM server for
+tests and benchmarks; see :mod:`devtools.vllm_server`."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from .server import start_vllm, stop_pid
+from .vllm_server import start_vllm, stop_pid
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="w2s-eval-vllm", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m devtools.vllm_cli", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("start", help="start a loopback vLLM server and wait until it is ready")
     s.add_argument("--model", required=True, help="local model directory")

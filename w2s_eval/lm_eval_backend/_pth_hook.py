@@ -1,12 +1,12 @@
 """Startup hook that lets the stock ``lm_eval`` command (0.4.13) resolve ``--model w2s``.
 
 lm-eval 0.4.13 fills its model registry from a fixed table and reads no plugin entry points. The line of
-``w2s_eval_lm_eval.pth`` (:func:`w2s_eval.lm_eval.pth_line`) runs this file at interpreter start, in a namespace
+``w2s_eval_lm_eval.pth`` (:func:`w2s_eval.lm_eval_backend.pth_line`) runs this file at interpreter start, in a namespace
 of its own: it only puts a finder in front of ``sys.meta_path`` (no torch, lm-eval or w2s_eval import). When a
 process imports ``lm_eval.api.registry``, the module loads through the finder that would have found it, then
 lm-eval's own backends register (``get_model`` imports their table only while the registry is empty), then every
 ``lm_eval.models`` entry point not registered yet, lazily (the entry point itself, as upstream lm-eval's plugin
-discovery stores it): ``w2s = w2s_eval.lm_eval.backend:W2SLM``. Stdlib only; a failure in the registering is
+discovery stores it): ``w2s = w2s_eval.lm_eval_backend.backend:W2SLM``. Stdlib only; a failure in the registering is
 swallowed, so a broken hook never breaks lm-eval.
 """
 
@@ -25,7 +25,7 @@ def register_models(registry, use_fallback=False):
         if ep.name not in reg:
             reg.register(ep.name, target=ep)
     if use_fallback and "w2s" not in reg:
-        reg.register("w2s", target="w2s_eval.lm_eval.backend:W2SLM")
+        reg.register("w2s", target="w2s_eval.lm_eval_backend.backend:W2SLM")
     return reg
 
 

@@ -1,7 +1,7 @@
 """Start ``w2s-eval serve`` in a child process on loopback and stop it by its PID (tests, benchmarks).
 
 The server runs in its own process group; :meth:`ServeProcess.stop` signals that group
-(SIGTERM, then SIGKILL). Starting, waiting and stopping are vLLM's (:mod:`w2s_eval.endpoint.server`).
+(SIGTERM, then SIGKILL). Starting, waiting and stopping are vLLM's (:mod:`devtools.vllm_server`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from ..endpoint.server import ServerProcess, free_port, launch, wait_for
+from .vllm_server import ServerProcess, free_port, launch, wait_for
 
 __all__ = ["ServeProcess", "start_serve"]
 

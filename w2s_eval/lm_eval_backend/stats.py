@@ -6,42 +6,37 @@ and fsynced after every batch (:func:`w2s_eval.provenance.append_jsonl`), so a c
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import sys
 import time
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from ..provenance import append_jsonl, fingerprint
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["output_dir_from_argv", "StatsWriter", "result_record"]
+__all__ = ["output_dir_of_run", "StatsWriter", "result_record"]
 
 
-def output_dir_from_argv(argv: Optional[Sequence[str]] = None) -> Optional[Path]:
-    """The directory of lm-eval's ``--output_path`` / ``-o`` in this process's command line
-    (a ``.json`` path means its parent, as lm-eval reads it); None when not given, or when
-    this process is not the lm-eval CLI (another program's ``-o`` means something else)."""
-    if argv is None:
-        prog = sys.argv[0] if sys.argv else ""
-        if os.path.basename(prog) not in ("lm_eval", "lm-eval") and not prog.endswith(
-                os.path.join("lm_eval", "__main__.py")):
-            return None
-        argv = sys.argv[1:]
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--output_path", "-o", default=None)
-    try:
-        ns, _ = parser.parse_known_args(list(argv))
-    except SystemExit:  # a malformed command line is lm-eval's to report
+def output_dir_of_run() -> Optional[Path]:
+    """The directory of the ``EvaluationTracker`` that lm-eval's ``simple_evaluate`` runs with (the ``lm_eval`` CLI
+    makes it from ``--output_path`` / ``-o``; a ``.json`` path means its parent, as lm-eval reads it), found in the
+    ``simple_evaluate`` call that is building this model; None outside one, or when it has no output path."""
+    import inspect
+
+    from lm_eval import evaluator
+
+    code = inspect.unwrap(evaluator.simple_evaluate).__code__
+    frame = inspect.currentframe()
+    while frame is not None and frame.f_code is not code:
+        frame = frame.f_back
+    output = getattr(frame.f_locals.get("evaluation_tracker"), "output_path", None) if frame else None
+    del frame
+    if not output:
         return None
-    if not ns.output_path:
-        return None
-    path = Path(ns.output_path)
+    path = Path(output)
     return path.parent if path.suffix == ".json" else path
 
 
