@@ -92,9 +92,10 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
         "compare", help="run several methods on the same prompts and seeds of a world; record and report",
         description="Run every method on the same prompts and seeds (models in float32 unless --dtype says "
-                    "otherwise, so that numbers reproduce across machines). One JSONL record per (prompt, method, seed) "
-                    "goes to OUT/records.jsonl as it is made; rerunning the same command resumes. Then writes the "
-                    "report (see `w2s-eval report`).")
+                    "otherwise: identical records with the same lock and CPU family, figures within noise elsewhere; "
+                    "see docs/reproducibility.md). One JSONL record per (prompt, method, seed) goes to "
+                    "OUT/records.jsonl as it is made; rerunning the same command resumes. Then writes the report (see "
+                    "`w2s-eval report`).")
     p.add_argument("--world", required=True,
                    help="a registered world, e.g. imdb-mini (build it once: w2s-eval world build NAME)")
     p.add_argument("--methods", default=DEFAULT_METHODS,

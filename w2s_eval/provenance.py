@@ -30,9 +30,9 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
-__all__ = ["atomic_write_text", "atomic_write_json", "append_jsonl", "package_versions", "machine_info", "fingerprint", "diff_fields",
-           "mismatch_message", "check_identity", "mean_se", "to_json", "git_revision", "utc_now", "check_writable_dir",
-           "PACKAGES", "MISSING"]
+__all__ = ["atomic_write_text", "atomic_write_json", "append_jsonl", "package_versions", "machine_info", "fingerprint",
+           "diff_fields", "mismatch_message", "check_identity", "mean_se", "to_json", "git_revision", "utc_now",
+           "check_writable_dir", "PACKAGES", "MISSING"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 

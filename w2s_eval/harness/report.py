@@ -24,8 +24,8 @@ from ..provenance import atomic_write_text, diff_fields, mean_se
 from .plots import plot_gold_by_method, plot_gold_vs_samples
 from .records import CONFIG_FILE, RECORDS_FILE, read_records
 
-__all__ = ["MethodSummary", "Summary", "summarize", "summary_of", "to_markdown", "told_apart", "to_csv", "to_latex", "write_report",
-           "load_run", "not_applicable_of", "mean_se",
+__all__ = ["MethodSummary", "Summary", "summarize", "summary_of", "to_markdown", "told_apart", "to_csv", "to_latex",
+           "write_report", "load_run", "not_applicable_of", "mean_se",
            "group_by_method", "paired_delta"]
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import json
-import lzma
 import math
 import os
 import re
