@@ -148,6 +148,8 @@ def test_the_committed_records_verify_as_identical_from_the_command_line(tmp_pat
     proc = _cli("verify", str(run), "--against", str(committed))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"check against {committed}: identical records (all 64 shared records")
+    assert "the reference names the lock constraints/reference.txt; this run's install matches the lock" in \
+        proc.stdout  # results/imdb-mini-strong/lock.json, found from its model's folder
     shifted = [dict(r, gold=r["gold"] + 5.0) if r["method"] == CBS else r for r in part]
     (run / RECORDS_FILE).unlink()
     RecordLog(run).extend(shifted)

@@ -173,8 +173,21 @@ def load_reference(path: Union[str, os.PathLike]) -> Reference:
     else:
         raise FileNotFoundError(f"{path} has neither records ({RECORDS_FILE}, {_RECORDS_XZ}) nor report.csv; give "
                                 "the directory of committed results, e.g. results/imdb-mini")
-    return Reference(path=path, records=records, rows=rows, config=config, lock=_read_json(path / LOCK_FILE),
+    return Reference(path=path, records=records, rows=rows, config=config, lock=_find_lock(path),
                      not_applicable=not_applicable_of(path))
+
+
+def _find_lock(path: Path) -> Optional[dict]:
+    """The ``lock.json`` of results in ``path`` or a folder above (``results/NAME/MODEL`` takes ``results/NAME``'s),
+    with ``lock_path``: the lock file it names, looked up from that folder upwards (the checkout's root)."""
+    for folder in (path.resolve(), *path.resolve().parents):
+        doc = _read_json(folder / LOCK_FILE)
+        if doc is None:
+            continue
+        name = doc.get("lock")
+        found = next((d / name for d in (folder, *folder.parents) if name and (d / name).is_file()), None)
+        return {**doc, "lock_path": found}
+    return None
 
 
 # ----------------------------------------------------------------------------- figures
@@ -298,7 +311,7 @@ def _versions_note(here: dict, there: dict) -> Optional[str]:
     return f"package versions differ: {'; '.join(diffs)}" if diffs else None
 
 
-def _provenance_notes(run_config: dict, ref: Reference, lock_root: Path) -> list:
+def _provenance_notes(run_config: dict, ref: Reference) -> list:
     notes = []
     ident_here, ident_there = run_config.get("identity") or {}, ref.config.get("identity") or {}
     if ident_here and ident_there:
@@ -315,15 +328,12 @@ def _provenance_notes(run_config: dict, ref: Reference, lock_root: Path) -> list
     note = _versions_note(run_config.get("versions") or {}, ref.config.get("versions") or {})
     if note:
         notes.append(note)
-    if ref.lock:
-        name = ref.lock.get("lock")
-        lock_path = lock_root / name if name else None
-        if lock_path is not None and lock_path.exists():
-            deviations = lock_deviations(run_config.get("versions") or {}, read_lock(lock_path))
-            own = ", ".join(f"{k} {v.get('recorded')}" for k, v in (ref.lock.get("deviations") or {}).items())
-            notes.append(f"the reference names the lock {name}" + (f" (it was made with {own})" if own else "")
-                         + "; this run's install " + ("matches the lock" if not deviations
-                                                      else f"deviates from it: {', '.join(deviations)}"))
+    if ref.lock and ref.lock.get("lock_path") is not None:
+        deviations = lock_deviations(run_config.get("versions") or {}, read_lock(ref.lock["lock_path"]))
+        own = ", ".join(f"{k} {v.get('recorded')}" for k, v in (ref.lock.get("deviations") or {}).items())
+        made = f" (it was made with {own})" if own else ""
+        install = "matches the lock" if not deviations else f"deviates from it: {', '.join(deviations)}"
+        notes.append(f"the reference names the lock {ref.lock.get('lock')}{made}; this run's install {install}")
     here_machine, there_machine = run_config.get("machine"), ref.config.get("machine")
     if here_machine and there_machine and here_machine != there_machine:
         notes.append(f"another machine: {here_machine.get('cpu')} here, {there_machine.get('cpu')} there")
@@ -332,13 +342,8 @@ def _provenance_notes(run_config: dict, ref: Reference, lock_root: Path) -> list
 
 # ----------------------------------------------------------------------------- the check
 
-def verify(run_dir: Union[str, os.PathLike], against: Union[str, os.PathLike], sigmas: float = SIGMAS,
-           lock_root: Union[str, os.PathLike, None] = None) -> Verdict:
-    """Check the records of ``run_dir`` against the committed results in ``against`` (see the module doc).
-
-    ``lock_root``: where the lock named by the reference's ``lock.json`` is looked up (default: the directory
-    two levels above ``against``, the checkout's root for ``results/NAME``).
-    """
+def verify(run_dir: Union[str, os.PathLike], against: Union[str, os.PathLike], sigmas: float = SIGMAS) -> Verdict:
+    """Check the records of ``run_dir`` against the committed results in ``against`` (see the module doc)."""
     ref = load_reference(against)
     records, _ = load_run(run_dir)
     here = _matched(group_by_method(records))
@@ -368,8 +373,7 @@ def verify(run_dir: Union[str, os.PathLike], against: Union[str, os.PathLike], s
         if same:
             notes.append("records with the same response, scores and counters: " + ", ".join(same))
     run_config = _read_json(Path(run_dir) / CONFIG_FILE) or {}
-    root = Path(lock_root) if lock_root is not None else Path(against).resolve().parent.parent
-    notes.extend(_provenance_notes(run_config, ref, root))
+    notes.extend(_provenance_notes(run_config, ref))
     differing = [f for f in figures if f.differs(sigmas)]
     status = IDENTICAL if all_same and not differing else (DIFFERS if differing else WITHIN_NOISE)
     return Verdict(status=status, figures=figures, differing=differing, notes=notes, identical=identical,
