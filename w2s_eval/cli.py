@@ -88,6 +88,24 @@ def _engine_settings(args) -> dict:
             if f.name not in _WORLD_FIELDS and getattr(args, f.name, None) is not None}
 
 
+def _add_verify(subparsers) -> None:
+    p = subparsers.add_parser(
+        "verify", help="check a compare run against committed results: identical, within noise, or which figure "
+                       "differs",
+        description="Compare RUN_DIR's per-method gains over base with those of the committed results in DIR "
+                    "(records.jsonl[.xz], or report.csv where no records are committed): paired over the (prompt, "
+                    "seed) pairs both hold, else unpaired. Says 'identical records', 'reproduced within noise', or "
+                    "names each method and figure that differs by more than --sigmas combined standard errors "
+                    "(exit status 1). Notes name what the runs differ in: world, package versions, lock, machine.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--against", default=str(REFERENCE), metavar="DIR",
+                   help="the committed results (default: results/imdb-mini of this checkout)")
+    p.add_argument("--sigmas", type=float, default=SIGMAS,
+                   help=f"a figure differs beyond this many combined standard errors (default: {SIGMAS:g})")
+    p.add_argument("--json", action="store_true", help="print the verdict and every figure as JSON")
+    p.set_defaults(func=cmd_verify)
+
+
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
         "compare", help="run several methods on the same prompts and seeds of a world; record and report",
@@ -125,21 +143,7 @@ def add_commands(subparsers) -> None:
                    help="also check the run against the committed results in DIR (see `w2s-eval verify`)")
     p.set_defaults(func=cmd_report)
 
-    p = subparsers.add_parser(
-        "verify", help="check a compare run against committed results: identical, within noise, or which figure "
-                       "differs",
-        description="Compare RUN_DIR's per-method gains over base with those of the committed results in DIR "
-                    "(records.jsonl[.xz], or report.csv where no records are committed): paired over the (prompt, "
-                    "seed) pairs both hold, else unpaired. Says 'identical records', 'reproduced within noise', or "
-                    "names each method and figure that differs by more than --sigmas combined standard errors "
-                    "(exit status 1). Notes name what the runs differ in: world, package versions, lock, machine.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--against", default=str(REFERENCE), metavar="DIR",
-                   help="the committed results (default: results/imdb-mini of this checkout)")
-    p.add_argument("--sigmas", type=float, default=SIGMAS,
-                   help=f"a figure differs beyond this many combined standard errors (default: {SIGMAS:g})")
-    p.add_argument("--json", action="store_true", help="print the verdict and every figure as JSON")
-    p.set_defaults(func=cmd_verify)
+    _add_verify(subparsers)
 
     p = subparsers.add_parser(
         "demo", help=f"build {DEMO_WORLD} if missing, compare {DEMO_METHODS} on a few prompts, print the table",
