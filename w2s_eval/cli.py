@@ -12,9 +12,12 @@ import argparse
 import importlib
 import logging
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .config import SamplingConfig
+from .extras import MissingExtraError
 from .flags import add_spec_arguments
 from .harness.compare import (
     COMPARE_DEFAULTS,
@@ -64,11 +67,11 @@ def _add_run_options(p: argparse.ArgumentParser, prompts: int, seeds: str) -> No
                    help=f"the first N evaluation prompts of the world (default: {prompts}, or all if fewer)")
     p.add_argument("--seeds", default=seeds, help=f"a count N (seeds 0..N-1) or a list like 0,5,7 (default: {seeds})")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (default: 8)")
-    p.add_argument("--strong", metavar="NAME", default=None,
-                   help="the strong model by name, in place of the world's own (default): smollm2-135m (imdb-mini's "
-                        "own), gemma3-270m, qwen2.5-0.5b, made offline from pinned wheels, or their hub ids with "
-                        "internet; the guides, gold, judge and prompts stay the world's. EFT needs the guides' "
-                        "vocabulary and is reported n/a otherwise")
+    p.add_argument("--strong", metavar="MODEL", default=None,
+                   help="the strong model in place of the world's own (default), read as everywhere: a registered "
+                        "name (smollm2-135m, imdb-mini's own; gemma3-270m; qwen2.5-0.5b: made offline from pinned "
+                        "wheels), a local directory or a hub id; the guides, gold, judge and prompts stay the "
+                        "world's. EFT needs the guides' vocabulary and is reported n/a otherwise")
     p.add_argument("--chat-template", action="store_true",
                    help="the strong model reads each prompt as a user turn of its chat template (an instruct model); "
                         "default: the plain prompt, for base and instruct models alike, as the paper does. The "
@@ -123,10 +126,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--guide", choices=("implicit", "rm"), default="implicit",
                    help="guide of BoN/CBS: the implicit value of tuned vs untuned, scaled by --beta (default), or "
                         "the world's reward model")
-    p.add_argument("--temperature", type=float, default=None, help="override the world's sampling temperature")
-    p.add_argument("--top-k", type=int, default=None, help="override the world's top-k")
-    p.add_argument("--top-p", type=float, default=None, help="override the world's top-p")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="override the world's response length")
+    sampled = ("temperature", "top_k", "top_p", "max_new_tokens")  # the world's sampling, overridable
+    add_spec_arguments(p, cls=SamplingConfig, exclude=[f.name for f in fields(SamplingConfig) if f.name not in sampled],
+                       defaults=dict.fromkeys(sampled), note=" (default: the world's)")
     p.add_argument("--no-report", action="store_true", help="only record; do not write the report")
     p.set_defaults(func=cmd_compare)
 
@@ -300,6 +302,11 @@ def cmd_demo(args) -> int:
 # ----------------------------------------------------------------------------- the command
 
 
+def _missing(error: MissingExtraError) -> int:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+
+
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     """The parser of every command, or, given ``command``, of the module that adds it (so a run imports only
     that module's command-line code; ``--help`` and unknown commands see all)."""
@@ -309,6 +316,11 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     for name in [m for m, names in COMMANDS.items() if command in names] or COMMANDS:
         try:
             module = importlib.import_module(name)
+        except MissingExtraError as e:  # its extra is not installed: the command says which one to install
+            for command in COMMANDS[name]:
+                sub.add_parser(command, help=f"(needs an extra: {e})", add_help=False).set_defaults(
+                    func=lambda args, error=e: _missing(error))
+            continue
         except ModuleNotFoundError as e:
             if e.name and name.startswith(e.name):
                 logger.debug("%s is not part of this build; its commands are left out", name)

@@ -9,11 +9,13 @@ naming the field and the fix. No I/O happens in this module.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from typing import Optional, Union
 
 __all__ = [
     "SamplingConfig",
+    "GenerationSettings",
+    "with_defaults",
     "SearchConfig",
     "BaseMethod",
     "BoNMethod",
@@ -59,6 +61,11 @@ def check_positive_int(name: str, value, allow_none: bool = False) -> None:
         raise ValueError(f"{name} must be a positive integer{extra}, got {value!r}; set {name}>=1")
 
 
+def _help(text: str, **kw) -> dict:
+    """A settings field's metadata: its help text (and how its flag reads, ``cli``/``cli_list``)."""
+    return {"help": text, **kw}
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """How the strong model draws tokens (the knobs of HF ``generate``).
@@ -72,13 +79,15 @@ class SamplingConfig:
     ``"error"`` (default) raises; ``"left"`` drops its oldest tokens with a warning.
     """
 
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    max_new_tokens: int = 128
-    stop: tuple[str, ...] = ()
-    seed: int = 0
-    truncation: str = "error"
+    temperature: float = field(default=1.0, metadata=_help("sampling temperature (0 = greedy)"))
+    top_k: int = field(default=0, metadata=_help("top-k (0 disables it)"))
+    top_p: float = field(default=1.0, metadata=_help("top-p (1.0 disables it)"))
+    max_new_tokens: int = field(default=128, metadata=_help("new tokens per response"))
+    stop: tuple[str, ...] = field(default=(), metadata=_help("stop string: the response ends before it",
+                                                             cli_list=True))
+    seed: int = field(default=0, metadata=_help("run seed (each prompt draws from its own stream)"))
+    truncation: str = field(default="error", metadata=_help(
+        "a prompt longer than the context: error, or left (drop its oldest tokens, with a warning)"))
 
     def __post_init__(self):
         check_number("temperature", self.temperature)
@@ -101,6 +110,42 @@ class SamplingConfig:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+@dataclass(frozen=True)
+class GenerationSettings(SamplingConfig):
+    """What to generate: the method and the strong model's sampling (each field with its help, one default and its
+    check). The method spec is parsed once, here: :attr:`method` holds its canonical form, :attr:`parsed_method`
+    the method config, :attr:`sampling` the plain :class:`SamplingConfig`. Front ends map their own names onto
+    these fields (lm-eval's ``max_gen_toks``, serve's ``max_tokens``)."""
+
+    method: str = field(default="base", metadata=_help("base | bon:n=N | cbs:w=W,k=K,l=L | eft:beta=B"))
+
+    def __post_init__(self):
+        SamplingConfig.__post_init__(self)
+        parsed = parse_method(self.method)
+        object.__setattr__(self, "method", parsed.spec)
+        object.__setattr__(self, "_parsed", parsed)
+
+    @property
+    def parsed_method(self) -> "Method":
+        return self._parsed
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(**{f.name: getattr(self, f.name) for f in fields(SamplingConfig)})
+
+
+def with_defaults(cls, **defaults):
+    """A frozen subclass of settings dataclass ``cls`` whose fields ``defaults`` start from other values (a front
+    end's presets); help and checks stay ``cls``'s."""
+    by_name = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(defaults) - set(by_name))
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
+    return make_dataclass(f"{cls.__name__}Preset", [
+        (name, by_name[name].type, field(default=value, metadata=by_name[name].metadata))
+        for name, value in defaults.items()], bases=(cls,), frozen=True)
 
 
 def context_error(n: int, max_new_tokens: int, limit: Optional[int], flag: str = "max_new_tokens",

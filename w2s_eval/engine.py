@@ -34,7 +34,7 @@ from .lm import CausalLM
 from .policy import EFTPolicy, Policy, TransformersPolicy
 from .scorers import RewardModelScorer
 from .search import SearchResult, chunk_beam_search
-from .spec import METHOD_ERRORS, EngineSpec, MissingModelError, SpecError
+from .spec import EngineSpec, MissingModelError, SpecError, method_problem
 
 logger = logging.getLogger(__name__)
 
@@ -207,17 +207,16 @@ class Engine:
                 raise ValueError(f"method {method.spec} was prepared by another engine; prepare it with this one")
             return method
         method = parse_method(method)
+        local = isinstance(self.policy, TransformersPolicy)
+        problem = method_problem(method, pair=bool(self.tuned) and self.untuned is not None,
+                                 guide=self._scorer is not None,
+                                 served=not local and f"{self.policy.name!r}, not a local transformers model,")
+        if problem:
+            raise SpecError(problem)
         policy = self.policy
         if isinstance(method, EFTMethod):
-            if not self.tuned or self.untuned is None:
-                raise ValueError(METHOD_ERRORS["eft_guides"].format(method=method.spec))
-            if not isinstance(self.policy, TransformersPolicy):
-                raise ValueError(METHOD_ERRORS["eft_local"].format(
-                    method=method.spec, strong=f"{self.policy.name!r}, not a local transformers model,"))
             policy = EFTPolicy(self.policy.lm, self.tuned, self.untuned, self.eft_betas(method),
                                self.policy.add_special_tokens)  # checks the vocabularies
-        elif method.needs_guide and self._scorer is None:
-            raise ValueError(METHOD_ERRORS["needs_guide"].format(method=method.spec))
         return PreparedMethod(method, policy, self._scorer if method.search.needs_scorer else None, id(self))
 
     def eft_betas(self, method: EFTMethod) -> list[float]:

@@ -40,12 +40,13 @@ def _float(text: str) -> float:
 
 
 def add_spec_arguments(parser, exclude: Iterable[str] = (), defaults: Optional[Mapping[str, Any]] = None,
-                       require_strong: bool = True, cls=EngineSpec) -> None:
+                       require_strong: bool = True, cls=EngineSpec, note: str = "") -> None:
     """Add a flag per field of :class:`EngineSpec` (or of ``cls``: a front end's subclass, or any settings
     dataclass whose fields carry help) to an argparse parser: ``--strong``, ``--tuned`` ..., help from the
     field's metadata.
 
-    ``exclude``: fields the command sets itself; ``defaults``: a command's own defaults for some fields.
+    ``exclude``: fields the command sets itself; ``defaults``: a command's own defaults for some fields;
+    ``note``: appended to every flag's help (e.g. where a default of None comes from).
     ``--strong`` and ``--strong-endpoint`` are mutually exclusive (one is required when ``require_strong``).
     Read the values back with :func:`spec_from_namespace`.
     """
@@ -58,7 +59,7 @@ def add_spec_arguments(parser, exclude: Iterable[str] = (), defaults: Optional[M
             continue
         kind = _field_kind(f)
         default = defaults.get(f.name, f.default if f.default is not MISSING else None)
-        kw: dict[str, Any] = {"dest": f.name, "help": f.metadata["help"]}
+        kw: dict[str, Any] = {"dest": f.name, "help": f.metadata["help"] + note}
         if "cli" in f.metadata:  # the field says how its flag reads
             kw.update(default=default, **f.metadata["cli"])
         elif kind is bool:

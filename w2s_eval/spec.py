@@ -15,9 +15,9 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterable, Mapping, Optional, Union
 
-from .config import MissingModelError, SpecError, check_number
+from .config import MissingModelError, SpecError, _help, check_number
 
-__all__ = ["EngineSpec", "SpecError", "MissingModelError", "METHOD_ERRORS", "spec_from_mapping",
+__all__ = ["EngineSpec", "SpecError", "MissingModelError", "METHOD_ERRORS", "method_problem", "spec_from_mapping",
            "coerce", "typed_settings", "check_number", "check_template", "PLACEMENT_FIELDS", "DTYPE_NAMES"]
 
 DTYPE_NAMES = ("auto", "float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16")
@@ -34,10 +34,6 @@ METHOD_ERRORS = {
 _DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu|npu|hpu)(:\d+)?")
 
 
-def _help(text: str, **kw) -> dict:
-    return {"help": text, **kw}
-
-
 @dataclass(frozen=True)
 class EngineSpec:
     """Models and guide weights of an engine (see each field's ``metadata["help"]``).
@@ -49,7 +45,8 @@ class EngineSpec:
     """
 
     strong: Optional[str] = field(default=None, metadata=_help(
-        "strong model: a local directory or hub id (or give strong_endpoint instead)"))
+        "strong model: a local directory, a hub id, or a registered name (smollm2-135m, gemma3-270m, qwen2.5-0.5b: "
+        "made offline from pinned wheels); or give strong_endpoint instead"))
     strong_endpoint: Optional[str] = field(default=None, metadata=_help(
         "instead of strong: an OpenAI-compatible /v1 URL serving the strong model, e.g. http://127.0.0.1:8000/v1 "
         "(API key from $OPENAI_API_KEY)"))
@@ -148,14 +145,10 @@ class EngineSpec:
 
     def check_method(self, method) -> None:
         """Raise when ``method`` (a parsed method config) cannot run with these models (no I/O)."""
-        if method.name == "eft":
-            if not self.tuned:
-                raise SpecError(METHOD_ERRORS["eft_guides"].format(method=method.spec))
-            if self.strong_endpoint is not None:
-                raise SpecError(METHOD_ERRORS["eft_local"].format(
-                    method=method.spec, strong=f"an endpoint ({self.strong_endpoint})"))
-        elif method.needs_guide and not self.has_guide:
-            raise SpecError(METHOD_ERRORS["needs_guide"].format(method=method.spec))
+        problem = method_problem(method, pair=bool(self.tuned), guide=self.has_guide,
+                                 served=self.strong_endpoint and f"an endpoint ({self.strong_endpoint})")
+        if problem:
+            raise SpecError(problem)
 
     def engine_spec(self, **changes) -> "EngineSpec":
         """The plain EngineSpec of this object (a front end's config that extends it), with ``changes``."""
@@ -177,6 +170,20 @@ class EngineSpec:
         if unknown:
             raise SpecError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**d)
+
+
+def method_problem(method, pair: bool, guide: bool, served) -> Optional[str]:
+    """Why ``method`` cannot run, or None: EFT needs the tuned/untuned ``pair`` and a local strong model (``served``:
+    how to name a strong model that is not local, else falsy); BoN/CBS with more than one candidate need a
+    ``guide``. The one rule behind :meth:`EngineSpec.check_method` (before loading) and ``Engine.prepare``."""
+    if method.name == "eft":
+        if not pair:
+            return METHOD_ERRORS["eft_guides"].format(method=method.spec)
+        if served:
+            return METHOD_ERRORS["eft_local"].format(method=method.spec, strong=served)
+    elif method.needs_guide and not guide:
+        return METHOD_ERRORS["needs_guide"].format(method=method.spec)
+    return None
 
 
 # ----------------------------------------------------------------------------- checks shared with the front ends

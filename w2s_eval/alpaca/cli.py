@@ -9,7 +9,7 @@ from dataclasses import fields
 from ..flags import add_spec_arguments, as_flags, spec_from_namespace
 from ..spec import SpecError
 from .data import fetch_baseline, load_outputs, load_rows
-from .decoder import resolve_strong_model
+from .decoder import resolve_served_model
 from .genconfig import GenerationConfig
 from .generate import run_generate
 from .judge import judge_outputs, load_reward_scorer, write_judgement
@@ -75,7 +75,7 @@ def _generate(args) -> int:
     for name in _MODEL_FIELDS:
         value = getattr(args, name)
         setattr(args, name, [_model(v) for v in value] if isinstance(value, list) else _model(value))
-    cfg = resolve_strong_model(spec_from_namespace(args, cls=GenerationConfig))  # the served name enters the generator
+    cfg = resolve_served_model(spec_from_namespace(args, cls=GenerationConfig))  # the served name enters the generator
     try:
         path = run_generate(cfg, args.instructions, args.out, batch_size=args.batch_size, limit=args.limit,
                             progress=not args.no_progress)

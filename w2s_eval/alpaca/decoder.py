@@ -36,13 +36,15 @@ from typing import Any, Optional, Sequence, Union
 
 from ..endpoint import EndpointPolicy
 from ..engine import build_engine, load_tokenizer
+from ..extras import require
 from ..lm import user_turn
 from ..spec import PLACEMENT_FIELDS, EngineSpec
+from ..world.strong import with_strong_resolved
 from .genconfig import GenerationConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GenerationConfig", "AlpacaEngine", "build_alpaca_engine", "resolve_strong_model", "w2s_completions",
+__all__ = ["GenerationConfig", "AlpacaEngine", "build_alpaca_engine", "resolve_served_model", "w2s_completions",
            "load_model_configs", "model_configs_dict", "DECODER_PATH"]
 
 DECODER_PATH = "w2s_eval.alpaca.decoder.w2s_completions"
@@ -130,10 +132,10 @@ def build_alpaca_engine(cfg: GenerationConfig, device: Optional[str] = None) -> 
     if cfg.strong_tokenizer is not None:
 
         tokenizer = load_tokenizer(cfg.strong_tokenizer)
-    return AlpacaEngine(cfg, build_engine(cfg.engine_spec()), tokenizer)
+    return AlpacaEngine(cfg, build_engine(with_strong_resolved(cfg.engine_spec())), tokenizer)
 
 
-def resolve_strong_model(cfg: GenerationConfig) -> GenerationConfig:
+def resolve_served_model(cfg: GenerationConfig) -> GenerationConfig:
     """``cfg`` with ``strong_model`` filled in: over an endpoint without one, the server's only model."""
     if cfg.strong_endpoint is None or cfg.strong_model is not None:
         return cfg
@@ -223,6 +225,7 @@ def load_model_configs(path: Union[str, Path]) -> dict:
     is refused. A relative ``prompt_template`` (``<name>/prompt.txt``, relative to the models_configs
     directory, i.e. the parent of the directory holding configs.yaml) becomes an absolute path.
     """
+    require("yaml", "alpaca")
     import yaml
 
     path = Path(path)

@@ -1,6 +1,7 @@
 """The settings of an AlpacaEval generation run (:class:`GenerationConfig`): an
 :class:`~w2s_eval.spec.EngineSpec` (the strong model, local or behind an OpenAI-compatible
-endpoint, and the guides) plus the method, the sampling and the chat templating.
+endpoint, and the guides), the core's :class:`~w2s_eval.config.GenerationSettings` (the method and the
+sampling, with AlpacaEval's presets :data:`ALPACA_DEFAULTS`) and the chat templating.
 
 ``w2s-eval alpaca-eval generate`` makes one flag per field (``add_spec_arguments(parser,
 cls=GenerationConfig)``); the decoder's ``completions_kwargs`` are its fields too."""
@@ -12,10 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..config import SamplingConfig, parse_method
+from ..config import GenerationSettings, with_defaults
 from ..spec import EngineSpec, SpecError
 
-__all__ = ["GenerationConfig"]
+__all__ = ["GenerationConfig", "ALPACA_DEFAULTS"]
+
+# an instruction-following run: sampled, long answers, CBS with chunks of 30 tokens
+ALPACA_DEFAULTS = {"method": "cbs:w=2,k=2,l=30", "temperature": 0.7, "top_k": 50, "max_new_tokens": 1024}
 
 
 def _tri(text: str):
@@ -33,7 +37,7 @@ def _opt(default, text: str, **extra):
 
 
 @dataclass(frozen=True)
-class GenerationConfig(EngineSpec):
+class GenerationConfig(with_defaults(GenerationSettings, **ALPACA_DEFAULTS), EngineSpec):
     """Everything that decides the outputs of an AlpacaEval generation run (see each field's help).
 
     The guides read the instruction (not the strong model's chat-templated prompt) with their
@@ -44,13 +48,6 @@ class GenerationConfig(EngineSpec):
                                        "template when it has one, else {prompt}), chat, or a format string with "
                                        "{prompt}")
     untuned_template: str = _opt("auto", "the same for the untuned guide")
-    method: str = _opt("cbs:w=2,k=2,l=30", "base | bon:n=N | cbs:w=W,k=K,l=L | eft:beta=B")
-    temperature: float = _opt(0.7, "sampling temperature (0 = greedy)")
-    top_k: int = _opt(50, "top-k (0 disables)")
-    top_p: float = _opt(1.0, "top-p (1.0 disables)")
-    max_new_tokens: int = _opt(1024, "new tokens per response")
-    stop: tuple[str, ...] = _opt((), "stop string", cli_list=True)
-    seed: int = _opt(0, "run seed (each instruction draws from its own stream)")
     chat_template: Optional[bool] = _opt(None, "apply the strong model's chat template: auto (when it has one), "
                                                "on, off", cli={"type": _tri, "metavar": "{auto,on,off}"})
     name: Optional[str] = _opt(None, "generator name (default: <strong>__<method>; over an endpoint "
@@ -59,13 +56,11 @@ class GenerationConfig(EngineSpec):
                                                  "its chat template (without it, instructions are sent as they are)")
 
     def __post_init__(self):
-        super().__post_init__()  # the engine's fields
-        method = parse_method(self.method)  # validates
-        object.__setattr__(self, "method", method.spec)  # the canonical spec
         object.__setattr__(self, "stop", tuple(self.stop or ()))
+        EngineSpec.__post_init__(self)  # the engine's fields
+        GenerationSettings.__post_init__(self)  # the method (parsed once) and the sampling
         self._check_strong_tokenizer()
-        self.sampling  # validates the sampling fields
-        self.check_method(method)
+        self.check_method(self.parsed_method)
         if self.chat_template not in (None, True, False):
             raise SpecError(f"chat_template must be None (auto), True or False, got {self.chat_template!r}")
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9._+-]+", self.name):
@@ -89,11 +84,6 @@ class GenerationConfig(EngineSpec):
         if self.strong_endpoint is not None:
             return f"{self.strong_model or 'the served model'} at {self.strong_endpoint}"
         return self.strong
-
-    @property
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-                              max_new_tokens=self.max_new_tokens, stop=self.stop, seed=self.seed)
 
     @property
     def generator(self) -> str:

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ..assets import ensure_writable_dir
 from ..config import check_positive_int
+from ..extras import require
 from ..provenance import (
     atomic_write_json,
     atomic_write_text,
@@ -46,7 +47,7 @@ from .decoder import (
     GenerationConfig,
     build_alpaca_engine,
     model_configs_dict,
-    resolve_strong_model,
+    resolve_served_model,
 )
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ def _check_dir(out: Path, identity: dict) -> None:
 
 
 def _write_model_configs(out: Path, cfg: GenerationConfig, batch_size: int) -> None:
+    require("yaml", "alpaca")
     import yaml
 
     header = ("# AlpacaEval models_configs entry. alpaca_eval 0.6.6 resolves fn_completions by name from a fixed\n"
@@ -129,7 +131,7 @@ def run_generate(cfg: GenerationConfig, instructions: Union[str, Path], out_dir:
     if device is not None:
         cfg = replace(cfg, device=device)
     all_rows = load_instructions(instructions)
-    cfg = resolve_strong_model(cfg)
+    cfg = resolve_served_model(cfg)
     identity = _identity(cfg, all_rows)
     rows = all_rows[:limit] if limit is not None else all_rows
     out = Path(out_dir)

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ..config import check_positive_int
 from ..engine import check_model_path, load_classifier
+from ..extras import require
 from ..guide import score_candidates
 from ..provenance import atomic_write_json, atomic_write_text, package_versions
 from ..scorers import RewardModelScorer
@@ -179,6 +180,7 @@ def judge_outputs(model_outputs, reference_outputs, scorer: Callable, *, annotat
                             "generator_2": name, "annotator": annotator, "preference": p,
                             "reward_1": sr, "reward_2": sm})
 
+    require("pandas", "alpaca")
     import pandas as pd
     from alpaca_eval.metrics import get_winrate
 

@@ -26,7 +26,7 @@ from ..lm import user_turn
 from ..policy import vocab_mismatch
 from ..provenance import fingerprint, git_revision, package_versions, utc_now
 from ..spec import EngineSpec
-from ..world.strong import resolve_strong_model
+from ..world.strong import resolve_strong
 from ..worlds import World, world_home
 from .records import (
     GUIDES,
@@ -105,7 +105,7 @@ def _strong_dir(world: World, name: Optional[str], home) -> tuple:
     if name is None or name == world.strong_name:
         return None, None
 
-    return str(resolve_strong_model(name, cache_dir=world_home(home))), name
+    return resolve_strong(name, cache_dir=world_home(home)), name
 
 
 def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seeds=1, *, guide: str = "implicit",
@@ -113,7 +113,7 @@ def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seed
                     **settings) -> RunConfig:
     """Resolve a :class:`RunConfig` for ``world``.
 
-    ``strong``: a registered strong model name (``w2s_eval.world.strong``) replacing the world's own (resolved
+    ``strong``: the strong model replacing the world's own, read by ``w2s_eval.world.strong.resolve_strong`` (resolved
     into ``home``'s cache); ``chat_template``: the strong model reads the prompts through its chat template;
     ``settings``: EngineSpec fields (dtype, device, strong_endpoint, strong_model, beta or
     guide_beta, ...) and sampling overrides (temperature, top_k, top_p, max_new_tokens, stop, truncation).

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from ..config import parse_method
+from ..extras import require
 
 __all__ = ["plot_gold_by_method", "plot_gold_vs_samples"]
 
@@ -24,6 +25,7 @@ _CBS_COLORS = ["#d62728", "#ff7f0e", "#8c564b", "#e377c2", "#bcbd22"]
 
 def _figure(width: float, height: float, ncols: int = 1):
     try:
+        require("matplotlib", "world")
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - matplotlib is a dependency

@@ -14,7 +14,10 @@ import sysconfig
 from pathlib import Path
 from typing import Optional
 
+from ..extras import require
 from ._pth_hook import register_models
+
+require("lm_eval", "lm-eval")
 
 __all__ = ["register", "PTH_NAME", "pth_line", "install_hook", "uninstall_hook"]
 

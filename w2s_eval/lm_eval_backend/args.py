@@ -66,11 +66,14 @@ class W2SArgs(EngineSpec):
                 check_positive_int(name, getattr(self, name), allow_none=name == "loglik_batch_size")
             except ValueError as e:
                 raise ValueError(f"w2s: {e}") from None
-        self.method_config()  # validates w, k, l, n, beta
+        object.__setattr__(self, "_method", self._parse_method())  # validates w, k, l, n, beta; parsed once
         sampling_config(self, {}, None)  # validates temperature, top_k, top_p, seed, truncation
 
     def method_config(self):
-        """The core method config (``parse_method`` validates it)."""
+        """The core method config of ``method`` and its keys (parsed once, when the args are made)."""
+        return self._method
+
+    def _parse_method(self):
         parts = [f"{key}={getattr(self, key)}" for key in ("w", "k", "n") if getattr(self, key) is not None]
         if self.method == "cbs" and self.l is not None:
             parts.append(f"l={self.l}")

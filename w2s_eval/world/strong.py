@@ -32,6 +32,7 @@ from ..assets import (
     fetch_asset,
     sha256_file,
 )
+from ..extras import require
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ def _checked_gguf(cache: Path) -> Path:
 def _from_gguf(gguf: Path):
     """(model, tokenizer) from a GGUF file, as a plain float32 model that can be saved."""
     try:
+        require("gguf", "world")
         import gguf as _  # noqa: F401
     except ImportError:
         raise ImportError("loading the GGUF strong model needs the gguf package: pip install gguf") from None
@@ -256,3 +258,18 @@ def input_embeddings(model_dir: Path):
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     return model.get_input_embeddings().weight.detach().clone()
+
+
+def resolve_strong(source: Optional[str], cache_dir: Optional[os.PathLike] = None) -> Optional[str]:
+    """What a strong-model setting names, read the same way by every front end (``--strong``, ``strong=``): a
+    registered name of :data:`STRONG_MODELS` or its hub id becomes the local directory made once in the cache
+    (:func:`resolve_strong_model`); any other value (a local directory, another hub id, None) stays as it is."""
+    if source is None or not (source in STRONG_MODELS or any(source == s.hub_id for s in STRONG_MODELS.values())):
+        return source
+    return str(resolve_strong_model(source, cache_dir=cache_dir))
+
+
+def with_strong_resolved(spec, cache_dir: Optional[os.PathLike] = None):
+    """``spec`` (an EngineSpec) with its strong model read by :func:`resolve_strong`."""
+    strong = resolve_strong(spec.strong, cache_dir)
+    return spec if strong == spec.strong else spec.engine_spec(strong=strong)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..config import check_positive_int
+from ..extras import require
 
 if TYPE_CHECKING:
     import torch
@@ -104,6 +105,7 @@ def _plain_lm_head(model, metrics: bool) -> None:
     logs (entropy, mean logit, top-1; ``metrics``) are computed without gradient, as TRL only reads them detached.
     """
     import torch
+    require("trl", "world")
     from trl.trainer.utils import FusedCausalLMOutput
 
     trl_forward = model.forward
@@ -184,6 +186,7 @@ def init_guide(tokenizer, strong_embeddings: Optional[torch.Tensor], shape: Guid
 def train_sft(model, tokenizer, texts: Sequence[str], settings: TrainSettings, seed: int, out_dir: Path,
               progress: bool = True) -> dict:
     """Train ``model`` on ``texts`` with TRL's SFTTrainer (language modelling, first max_length tokens)."""
+    require("datasets", "world")
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -205,6 +208,7 @@ def train_dpo(untuned_dir: Path, pairs: Sequence[dict], settings: TrainSettings,
               out_dir: Path, progress: bool = True) -> dict:
     """The tuned guide: the untuned guide trained with TRL's DPOTrainer on (prompt, chosen, rejected) text pairs."""
     import torch
+    require("datasets", "world")
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -240,6 +244,7 @@ def train_reward_model(untuned_dir: Path, pairs: Sequence[dict], settings: Train
                        out_dir: Path, progress: bool = True) -> dict:
     """A one-output reward model (initialised from the untuned guide) trained with TRL's RewardTrainer."""
     import torch
+    require("datasets", "world")
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer

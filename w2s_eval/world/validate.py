@@ -13,6 +13,7 @@ import logging
 import math
 from typing import Callable, Optional, Sequence
 
+from ..extras import require
 from ..guide import GuideLM, ImplicitValueScorer
 from ..provenance import mean_se
 from ..scorers import RewardModelScorer
@@ -24,6 +25,7 @@ __all__ = ["validate_guidance"]
 
 
 def _spearman(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
+    require("scipy", "world")
     from scipy.stats import spearmanr
 
     if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
