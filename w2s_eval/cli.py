@@ -1,4 +1,4 @@
-"""The ``w2s-eval`` command, and its comparison commands ``compare``, ``report``, ``merge`` and ``demo``.
+"""The ``w2s-eval`` command, and its comparison commands ``compare``, ``report``, ``merge``, ``verify`` and ``demo``.
 
 Each feature module adds its own subcommands: it exposes ``add_commands(subparsers)``, which registers parsers
 whose ``func`` attribute takes the parsed ``argparse.Namespace`` and returns an exit code (this module adds the
@@ -26,7 +26,9 @@ from .harness.compare import (
     run_compare,
 )
 from .harness.merge import merge_shards, pending_shards
-from .harness.report import summary_of, to_markdown, write_report
+from .harness.report import summary_of, to_markdown, told_apart, write_report
+from .harness.verify import SIGMAS, verify
+from .provenance import to_json
 from .sharding import process_shard
 from .spec import EngineSpec
 from .world.build import BUILD_TIME, build_world
@@ -36,7 +38,7 @@ from .worlds import load_world, world_home
 # is missing) is left out of the parser, logged at DEBUG level
 COMMANDS = {
     "w2s_eval.alpaca.cli": ("alpaca-eval",),
-    "w2s_eval.cli": ("compare", "report", "merge", "demo"),
+    "w2s_eval.cli": ("compare", "report", "merge", "verify", "demo"),
     "w2s_eval.world.cli": ("world",),
     "w2s_eval.serve.cli": ("serve",),
 }
@@ -49,6 +51,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_METHODS = "base,bon:n=16,eft:beta=1.0,cbs:w=4,k=4,l=5"
 DEMO_WORLD = "imdb-mini"
 DEMO_METHODS = "base,bon:n=16,eft:beta=1,cbs:w=4,k=4,l=5"
+DEMO_PROMPTS, DEMO_SEEDS = 64, "1"
+DEMO_MARK = 2.0  # the demo's table marks gains over base more than this many standard errors from zero
+# the committed results the demo checks its run against (in the source checkout, beside the package)
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "imdb-mini"
 
 
 # EngineSpec fields a world supplies (the flags of the others come from w2s_eval.flags.add_spec_arguments)
@@ -87,13 +93,32 @@ def _engine_settings(args) -> dict:
             if f.name not in _WORLD_FIELDS and getattr(args, f.name, None) is not None}
 
 
+def _add_verify(subparsers) -> None:
+    p = subparsers.add_parser(
+        "verify", help="check a compare run against committed results: identical, within noise, or which figure "
+                       "differs",
+        description="Compare RUN_DIR's per-method gains over base with those of the committed results in DIR "
+                    "(records.jsonl[.xz], or report.csv where no records are committed): paired over the (prompt, "
+                    "seed) pairs both hold, else unpaired. Says 'identical records', 'reproduced within noise', or "
+                    "names each method and figure that differs by more than --sigmas combined standard errors "
+                    "(exit status 1). Notes name what the runs differ in: world, package versions, lock, machine.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--against", default=str(REFERENCE), metavar="DIR",
+                   help="the committed results (default: results/imdb-mini of this checkout)")
+    p.add_argument("--sigmas", type=float, default=SIGMAS,
+                   help=f"a figure differs beyond this many combined standard errors (default: {SIGMAS:g})")
+    p.add_argument("--json", action="store_true", help="print the verdict and every figure as JSON")
+    p.set_defaults(func=cmd_verify)
+
+
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
         "compare", help="run several methods on the same prompts and seeds of a world; record and report",
         description="Run every method on the same prompts and seeds (models in float32 unless --dtype says "
-                    "otherwise, so that numbers reproduce across machines). One JSONL record per (prompt, method, seed) "
-                    "goes to OUT/records.jsonl as it is made; rerunning the same command resumes. Then writes the "
-                    "report (see `w2s-eval report`).")
+                    "otherwise: identical records with the same lock and CPU family, figures within noise elsewhere; "
+                    "see docs/reproducibility.md). One JSONL record per (prompt, method, seed) goes to "
+                    "OUT/records.jsonl as it is made; rerunning the same command resumes. Then writes the report (see "
+                    "`w2s-eval report`).")
     p.add_argument("--world", required=True,
                    help="a registered world, e.g. imdb-mini (build it once: w2s-eval world build NAME)")
     p.add_argument("--methods", default=DEFAULT_METHODS,
@@ -132,7 +157,11 @@ def add_commands(subparsers) -> None:
     p.add_argument("--all", action="store_true",
                    help="use every record, not only the (prompt, seed) pairs recorded for every method")
     p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--against", default=None, metavar="DIR",
+                   help="also check the run against the committed results in DIR (see `w2s-eval verify`)")
     p.set_defaults(func=cmd_report)
+
+    _add_verify(subparsers)
 
     p = subparsers.add_parser(
         "demo", help=f"build {DEMO_WORLD} if missing, compare {DEMO_METHODS} on a few prompts, print the table",
@@ -141,12 +170,33 @@ def add_commands(subparsers) -> None:
     p.add_argument("--world", default=DEMO_WORLD, help=f"the world (default: {DEMO_WORLD})")
     p.add_argument("--out", default="results/demo", metavar="DIR", help="the run directory (default: results/demo)")
     p.add_argument("--methods", default=DEMO_METHODS, help=f"method specs (default: {DEMO_METHODS})")
-    _add_run_options(p, prompts=16, seeds="1")
+    p.add_argument("--against", default=None, metavar="DIR",
+                   help=f"check the run against these committed results (default with --world {DEMO_WORLD}: "
+                        "results/imdb-mini of this checkout, when there is one)")
+    _add_run_options(p, prompts=DEMO_PROMPTS, seeds=DEMO_SEEDS)
     p.set_defaults(func=cmd_demo)
 
 
-def _print_result(outcome, paths) -> None:
-    print(paths["markdown"].read_text(encoding="utf-8"))
+def _told_apart_lines(summary, sigmas: float) -> list:
+    """The legend of the marks, and which gains are (not) told apart from base at this number of prompts."""
+    rows = [r for r in summary.rows if r.note is None and r.delta_gold_vs_base is not None]
+    pairs = max((r.n for r in rows), default=0)
+    apart = [r.method for r in rows if told_apart(r, sigmas)]
+    lines = [f"* = gold gain over base more than {sigmas:g} standard errors from zero ({pairs} (prompt, seed) pairs)"]
+    if apart:
+        lines.append(f"told apart from base: {', '.join(apart)}")
+    lines += [f"NOT told apart from base on these {pairs} pairs: {r.method} ({r.delta_gold_vs_base:+.2f} +- "
+              f"{r.delta_gold_se:.2f}); more prompts or seeds (--prompts, --seeds) would be needed"
+              for r in rows if r.method not in apart and r.delta_gold_se is not None]
+    return lines
+
+
+def _print_result(outcome, paths, mark: Optional[float] = None) -> None:
+    if mark is None:
+        print(paths["markdown"].read_text(encoding="utf-8"))
+    else:
+        print(to_markdown(paths["summary"], mark=mark))
+        print("\n".join(_told_apart_lines(paths["summary"], mark)) + "\n")
     for kind in ("markdown", "csv", "latex", "plot_methods", "plot_samples", "plot_flops"):
         if kind in paths:
             print(f"{kind:>12}: {paths[kind]}")
@@ -175,7 +225,7 @@ def _partial_tables():
     return show
 
 
-def _run(world, args, methods, sampling=None, report: bool = True) -> int:
+def _run(world, args, methods, sampling=None, report: bool = True, mark: Optional[float] = None) -> int:
 
     engine = _engine_settings(args)
     if engine.get("strong_model") is not None and engine.get("strong_endpoint") is None:
@@ -202,7 +252,7 @@ def _run(world, args, methods, sampling=None, report: bool = True) -> int:
         print(f"{outcome.n_new} new records in {outcome.run_dir / 'records.jsonl'} "
               f"({outcome.n_before} recorded before)")
         return 0
-    _print_result(outcome, write_report(outcome.run_dir))
+    _print_result(outcome, write_report(outcome.run_dir), mark=mark)
     return 0
 
 
@@ -220,6 +270,8 @@ def cmd_report(args) -> int:
         raise FileNotFoundError(f"{args.run_dir} is not a directory; give the --out directory of a compare run")
     _merge(args.run_dir)
     _print_result(None, write_report(args.run_dir, args.out, matched=not args.all, plots=not args.no_plots))
+    if args.against is not None:
+        return _check(args.run_dir, args.against)
     return 0
 
 
@@ -237,6 +289,17 @@ def cmd_merge(args) -> int:
         raise FileNotFoundError(f"{args.run_dir} is not a compare run directory (no config.json)")
     _merge(args.run_dir)
     return 1 if pending_shards(args.run_dir) else 0
+
+
+def _check(run_dir, against, sigmas: float = SIGMAS, as_json: bool = False) -> int:
+    """Print the verdict of ``run_dir`` against ``against``; 1 when a figure differs."""
+    verdict = verify(run_dir, against, sigmas=sigmas)
+    print(to_json(verdict.to_dict()) if as_json else verdict.text())
+    return 0 if verdict.ok else 1
+
+
+def cmd_verify(args) -> int:
+    return _check(args.run_dir, args.against, args.sigmas, args.json)
 
 
 def load_or_build(name: str, home=None, progress: bool = True):
@@ -262,7 +325,16 @@ def cmd_demo(args) -> int:
         print("note: eft needs the strong model's full logits and is left out with --strong-endpoint",
               file=sys.stderr)
     world = load_or_build(args.world, args.world_home, progress=not args.no_progress)
-    return _run(world, args, methods)
+    code = _run(world, args, methods, mark=DEMO_MARK)
+    against = args.against or (REFERENCE if args.world == DEMO_WORLD and REFERENCE.is_dir() else None)
+    if code or against is None:
+        if not code and args.world == DEMO_WORLD:
+            print("note: no committed results to check against (results/imdb-mini is in the source checkout); give "
+                  "--against DIR", file=sys.stderr)
+        return code
+    print()
+    _check(args.out, against)  # the demo's own result is its table: a verdict of 'differs' is not a failure
+    return 0
 
 
 # ----------------------------------------------------------------------------- the command

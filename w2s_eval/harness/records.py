@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import lzma
 import os
 import re
 from dataclasses import asdict, dataclass, fields
@@ -32,6 +33,7 @@ from ..provenance import (
     diff_fields,
     fingerprint,
     git_revision,
+    machine_info,
     mismatch_message,
     package_versions,
     utc_now,
@@ -280,7 +282,8 @@ def open_run_dir(out_dir: os.PathLike, cfg: RunConfig, not_applicable: Optional[
     out, grid, created, _ = check_run_dir(out_dir, cfg)  # checked writable
     out.mkdir(parents=True, exist_ok=True)
     doc = {"identity": cfg.identity(), "config_hash": cfg.config_hash, "grid": grid, "created": created,
-           "updated": utc_now(), "versions": package_versions(), "git_revision": git_revision()}
+           "updated": utc_now(), "versions": package_versions(), "machine": machine_info(),
+           "git_revision": git_revision()}
     if not_applicable:
         doc["not_applicable"] = dict(not_applicable)
     atomic_write_json(out / CONFIG_FILE, doc)
@@ -312,7 +315,7 @@ def _parse_record(line: bytes) -> dict:
 
 
 def read_records(path: os.PathLike, warn: bool = True) -> tuple:
-    """Read a records file: (records, truncated_tail or None).
+    """Read a records file (``.xz``: compressed, as committed results keep them): (records, truncated_tail or None).
 
     A last line that is not valid JSON (a write cut short) is returned as the tail
     and logged, never fatal; an invalid line before the last raises ValueError.
@@ -321,6 +324,8 @@ def read_records(path: os.PathLike, warn: bool = True) -> tuple:
     if not path.exists():
         return [], None
     raw = path.read_bytes()
+    if path.suffix == ".xz":  # committed records are xz-compressed
+        raw = lzma.decompress(raw)
     lines = raw.split(b"\n")
     complete, tail = lines[:-1], lines[-1]  # a well-formed file ends with "\n", so tail == b""
     records = []

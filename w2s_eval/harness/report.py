@@ -35,8 +35,8 @@ from ..provenance import atomic_write_text, diff_fields, mean_se
 from .plots import plot_gold_by_method, plot_gold_vs_flops, plot_gold_vs_samples
 from .records import CONFIG_FILE, RECORDS_FILE, SHAPES_FILE, read_records, record_key
 
-__all__ = ["MethodSummary", "Summary", "summarize", "summary_of", "to_markdown", "to_csv", "to_latex", "write_report",
-           "load_run", "check_records", "not_applicable_of", "mean_se",
+__all__ = ["MethodSummary", "Summary", "summarize", "summary_of", "to_markdown", "told_apart", "to_csv", "to_latex",
+           "write_report", "load_run", "check_records", "not_applicable_of", "mean_se",
            "group_by_method", "paired_delta", "record_flops", "load_shapes"]
 
 logger = logging.getLogger(__name__)
@@ -361,11 +361,20 @@ def _describe(s: Summary) -> str:
             "(matched compute = matched total FLOPs)")
 
 
-def to_markdown(s: Summary) -> str:
+def told_apart(r: MethodSummary, sigmas: float) -> bool:
+    """Whether the row's gold gain over base is more than ``sigmas`` standard errors from zero."""
+    return r.delta_gold_vs_base is not None and r.delta_gold_se is not None and \
+        abs(r.delta_gold_vs_base) > sigmas * r.delta_gold_se
+
+
+def to_markdown(s: Summary, mark: Optional[float] = None) -> str:
+    """The Markdown table; with ``mark``, a gain over base more than ``mark`` s.e. from zero is marked ``*``."""
     lines = [_describe(s), "", "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     previous = None
     for r in s.rows:
         cells = _cells(r)
+        if mark is not None and r.note is None and told_apart(r, mark):
+            cells[4] += " *"
         if r.budget == previous:
             cells[0] = ""  # methods of equal budget side by side under one budget
         previous = r.budget
