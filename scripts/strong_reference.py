@@ -173,17 +173,21 @@ def plot_gain_vs_params(summary: dict, path: Path) -> Path:
     return path
 
 
+def collect_run(src: Path, dst: Path) -> None:
+    """One run directory's report, config and compressed records into ``dst``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    write_report(src, dst)
+    shutil.copy(src / "config.json", dst / "config.json")
+    if (src / SHAPES_FILE).exists():
+        shutil.copy(src / SHAPES_FILE, dst / SHAPES_FILE)
+    data = (src / "records.jsonl").read_bytes()
+    (dst / RECORDS_XZ).write_bytes(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
+
+
 def collect(runs: Path, out: Path, models, strong_home: Path, world_manifest: Path) -> None:
     for model in models:
-        src, dst = runs / model, out / model
-        dst.mkdir(parents=True, exist_ok=True)
-        write_report(src, dst)
-        shutil.copy(src / "config.json", dst / "config.json")
-        if (src / SHAPES_FILE).exists():
-            shutil.copy(src / SHAPES_FILE, dst / SHAPES_FILE)
-        data = (src / "records.jsonl").read_bytes()
-        (dst / RECORDS_XZ).write_bytes(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
-        shutil.copy(strong_home / model / "w2s_strong.json", dst / PROVENANCE)
+        collect_run(runs / model, out / model)
+        shutil.copy(strong_home / model / "w2s_strong.json", out / model / PROVENANCE)
     shutil.copy(world_manifest, out / "world_manifest.json")
     summary = summary_of(out, load_collected(out, models))
     atomic_write_json(out / SUMMARY, summary)
@@ -217,17 +221,23 @@ def rewrite_reports(out: Path, models) -> None:
     plot_gain_vs_params(summary, out / PLOT)
 
 
+def differences(out: Path, loaded: dict, got: dict) -> list:
+    """How the committed ``summary.json`` and each run's ``report.md`` under ``out`` differ from ``got`` (the
+    summary made again) and the reports of the ``loaded`` records."""
+    problems = []
+    if got != json.loads((out / SUMMARY).read_text(encoding="utf-8")):
+        problems.append(f"{out / SUMMARY} differs from the summary of the committed records")
+    for name, (_, summary) in loaded.items():
+        if to_markdown(summary) != (out / name / "report.md").read_text(encoding="utf-8"):
+            problems.append(f"{out / name / 'report.md'} differs from the report of its records")
+    return problems
+
+
 def check(out: Path, models) -> list:
     """Differences between the committed summary.json / report.md files and those made again from the records."""
-    problems = []
     loaded = load_collected(out, models)
-    want = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
     got = json.loads(to_json(summary_of(out, loaded)))
-    if got != want:
-        problems.append(f"{out / SUMMARY} differs from the summary of the committed records")
-    for model, (_, summary) in loaded.items():
-        if to_markdown(summary) != (out / model / "report.md").read_text(encoding="utf-8"):
-            problems.append(f"{out / model / 'report.md'} differs from the report of its records")
+    problems = differences(out, loaded, got)
     with tempfile.TemporaryDirectory() as tmp:
         plot_gain_vs_params(got, Path(tmp) / PLOT)
     return problems

@@ -125,9 +125,10 @@ def add_commands(subparsers) -> None:
                    help=f"comma-separated method specs (default: {DEFAULT_METHODS})")
     p.add_argument("--out", required=True, metavar="DIR", help="the run directory (created; reused to resume)")
     _add_run_options(p, prompts=64, seeds="3")
-    p.add_argument("--guide", choices=("implicit", "rm"), default="implicit",
-                   help="guide of BoN/CBS: the implicit value of tuned vs untuned, scaled by --beta (default), or "
-                        "the world's reward model")
+    p.add_argument("--guide", choices=("implicit", "rm", "gold"), default="implicit",
+                   help="guide of BoN/CBS: the implicit value of tuned vs untuned, scaled by --beta (default), "
+                        "the world's reward model, or the world's gold reward itself (gold: the oracle, the ceiling "
+                        "of search; never a fair method)")
     sampled = ("temperature", "top_k", "top_p", "max_new_tokens")  # the world's sampling, overridable
     add_spec_arguments(p, cls=SamplingConfig, exclude=[f.name for f in fields(SamplingConfig) if f.name not in sampled],
                        defaults=dict.fromkeys(sampled), note=" (default: the world's)")

