@@ -47,12 +47,20 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper
 
-from w2s_eval import (CausalLM, GuideLM, ImplicitValueScorer, SamplingConfig, SearchConfig, TransformersPolicy,
-                      chunk_beam_search, load_causal_lm)
+from devtools.toy import CORPUS, build_strong_and_guides, train_causal_lm
+from w2s_eval import (
+    CausalLM,
+    GuideLM,
+    ImplicitValueScorer,
+    SamplingConfig,
+    SearchConfig,
+    TransformersPolicy,
+    chunk_beam_search,
+    load_causal_lm,
+)
 from w2s_eval.flops import Cost, add_costs, flops_of
 from w2s_eval.lm import cache_kwarg
 from w2s_eval.policy import prompt_seed
-from devtools.toy import CORPUS, build_strong_and_guides, train_causal_lm
 
 PARTS = ("strong", "guide", "reorder", "tokenize")
 

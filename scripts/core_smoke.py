@@ -18,9 +18,8 @@ OPTIONAL = ("lm_eval", "alpaca_eval", "trl", "fastapi", "openai", "sklearn", "ma
 def main() -> int:
     present = [m for m in OPTIONAL if importlib.util.find_spec(m) is not None]
     assert not present, f"not a core-only install: {present} are installed"
-    from devtools.toy import build_causal_lm, build_tokenizer
-
     import w2s_eval
+    from devtools.toy import build_causal_lm, build_tokenizer
     from w2s_eval import SamplingConfig, build_engine
     from w2s_eval.extras import MissingExtraError
 

@@ -12,8 +12,13 @@ import torch
 import yaml
 from _alpaca_fixtures import INSTRUCTIONS, write_instructions
 
-from w2s_eval.alpaca.decoder import (AlpacaEngine, GenerationConfig, build_alpaca_engine, load_model_configs,
-                                     w2s_completions)
+from w2s_eval.alpaca.decoder import (
+    AlpacaEngine,
+    GenerationConfig,
+    build_alpaca_engine,
+    load_model_configs,
+    w2s_completions,
+)
 from w2s_eval.alpaca.generate import OUTPUTS_FILE, STATS_FILE, run_generate
 from w2s_eval.cli import main
 from w2s_eval.engine import Engine

@@ -13,8 +13,8 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from w2s_eval import SamplingConfig, load_causal_lm
 from devtools.toy import build_causal_lm, build_tokenizer
+from w2s_eval import SamplingConfig, load_causal_lm
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import pytest
 import torch
 from _endpoint_fakes import FaultProxy, recording_policy
 
+from devtools.vllm_server import save_test_model, start_vllm, vllm_python
 from w2s_eval.config import SamplingConfig, SearchConfig
 from w2s_eval.endpoint import EndpointError, EndpointPolicy, endpoint_loglikelihoods
-from devtools.vllm_server import save_test_model, start_vllm, vllm_python
 from w2s_eval.engine import Engine, build_engine
 from w2s_eval.search import chunk_beam_search
 

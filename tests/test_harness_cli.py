@@ -97,8 +97,9 @@ def test_ctrl_c_keeps_records_and_the_same_command_resumes(toy_dirs, tmp_path, c
 
 @pytest.mark.slow
 def test_demo_builds_the_world_only_when_missing(toy_dirs, tmp_path, monkeypatch, capsys):
-    import w2s_eval.cli as cli
     from harness_toyworld import load_toy
+
+    import w2s_eval.cli as cli
 
     calls = []
 

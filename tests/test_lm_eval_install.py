@@ -5,13 +5,13 @@ whose own .pth files Python does not run), then lm-eval's registry resolves ``w2
 
 from __future__ import annotations
 
-import pytest
 import shutil
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
 from test_lm_eval_helpers import REPO, env
 
 pytestmark = pytest.mark.slow  # processes, servers or training: deselect with -m 'not slow'

@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_lm_eval_helpers import task_utils
 
 from w2s_eval.lm_eval_backend.args import MODEL_ARG_KEYS, parse_model_args
-
-from test_lm_eval_helpers import task_utils
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -202,9 +201,9 @@ def test_instruct_dataset_needs_a_reward_model(monkeypatch, toy_dirs):
 def test_scorers_filter_and_metric(toy_dirs):
     import torch
 
-    from w2s_eval.lm_eval_backend.tasks import RewardFilter, process_results
-    from w2s_eval.lm_eval_backend.scorer_spec import load_scorer
     from w2s_eval.engine import load_classifier
+    from w2s_eval.lm_eval_backend.scorer_spec import load_scorer
+    from w2s_eval.lm_eval_backend.tasks import RewardFilter, process_results
     from w2s_eval.scorers import ClassifierScorer
 
     vader = load_scorer("vader")

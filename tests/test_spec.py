@@ -11,10 +11,11 @@ from dataclasses import fields
 
 import pytest
 
+from w2s_eval.checks import SpecError, spelled
 from w2s_eval.config import parse_method
-from w2s_eval.config import spelled
 from w2s_eval.flags import add_spec_arguments, command_line, spec_from_namespace
-from w2s_eval.spec import EngineSpec, SpecError, spec_from_mapping
+from w2s_eval.lm_eval_backend.values import spec_from_mapping
+from w2s_eval.spec import EngineSpec
 
 
 def test_every_field_has_help_and_one_default():

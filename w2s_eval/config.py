@@ -8,11 +8,15 @@ naming the field and the fix. No I/O happens in this module.
 
 from __future__ import annotations
 
-import math
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, fields, make_dataclass
-from typing import Callable, Iterator, Optional, Union
+from typing import Optional, Union
+
+from .checks import (
+    _help,
+    _is_int,
+    check_number,
+    check_positive_int,
+)
 
 __all__ = [
     "SamplingConfig",
@@ -27,13 +31,6 @@ __all__ = [
     "parse_method",
     "METHOD_NAMES",
     "context_error",
-    "check_positive_int",
-    "check_number",
-    "SpecError",
-    "MissingModelError",
-    "spelled",
-    "spelling",
-    "keyword_spelling",
     "MIN_TEMPERATURE",
     "method_spec",
 ]
@@ -41,65 +38,6 @@ __all__ = [
 # the smallest temperature above 0: logits divided by less overflow float32 (1e-320 is 0 there; 1e-38 makes the
 # logits infinite), and below it sampling is greedy to float precision anyway (send 0 for greedy)
 MIN_TEMPERATURE = 1e-4
-
-
-class SpecError(ValueError):
-    """A bad setting; the message names the field and the fix, spelled as the front end spells settings
-    (:func:`spelled`)."""
-
-
-class MissingModelError(SpecError, FileNotFoundError):
-    """A setting names a local model path that does not exist (a SpecError and a FileNotFoundError)."""
-
-
-def keyword_spelling(name: str, value: Optional[str] = None) -> str:
-    """Python's and lm-eval's spelling of a setting: ``name``, ``name=value``."""
-    return name if value is None else f"{name}={value}"
-
-
-_SPELLING: ContextVar[Callable[[str, Optional[str]], str]] = ContextVar("w2s_eval_spelling", default=keyword_spelling)
-
-
-def spelled(name: str, value: Optional[str] = None) -> str:
-    """Setting ``name`` (given ``value``; ``""``: a value to give) as the running front end spells it: ``name`` /
-    ``name=value`` in Python and lm-eval's ``--model_args``; ``--name`` / ``--name value`` on a command line."""
-    return _SPELLING.get()(name, value)
-
-
-@contextmanager
-def spelling(spell: Callable[[str, Optional[str]], str]) -> Iterator[None]:
-    """Within the block, messages spell settings with ``spell(name, value)`` (a front end's own way)."""
-    token = _SPELLING.set(spell)
-    try:
-        yield
-    finally:
-        _SPELLING.reset(token)
-
-
-def check_number(name: str, value) -> None:
-    """A finite int or float (never bool, NaN or infinity)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(f"{spelled(name)} must be a number, got {value!r}; e.g. {spelled(name, '1.0')}")
-    if not math.isfinite(value):
-        raise SpecError(f"{spelled(name)} must be a finite number, got {value!r}; e.g. {spelled(name, '1.0')}")
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def check_positive_int(name: str, value, allow_none: bool = False) -> None:
-    """An int >= 1 (never bool; None too when ``allow_none``: an unbounded length), else a ValueError naming ``name``."""
-    if value is None and allow_none:
-        return
-    if not _is_int(value) or value <= 0:
-        extra = " or inf" if allow_none else ""
-        raise ValueError(f"{spelled(name)} must be a positive integer{extra}, got {value!r}; set {spelled(name)}>=1")
-
-
-def _help(text: str, **kw) -> dict:
-    """A settings field's metadata: its help text (and how its flag reads, ``cli``/``cli_list``)."""
-    return {"help": text, **kw}
 
 
 @dataclass(frozen=True)

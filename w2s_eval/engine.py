@@ -27,16 +27,17 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from tqdm.auto import tqdm
 
-from .config import EFTMethod, Method, SamplingConfig, check_positive_int, parse_method, spelled
+from .checks import MissingModelError, SpecError, check_positive_int, spelled
+from .config import EFTMethod, Method, SamplingConfig, parse_method
+from .eft import EFTPolicy
 from .endpoint import EndpointPolicy
 from .flops import shape_of
 from .guide import GuideLM, GuideTerm, ImplicitValueScorer, guide_scorer
 from .lm import CausalLM
-from .eft import EFTPolicy
 from .policy import Policy, TransformersPolicy
 from .scorers import RewardModelScorer
 from .search import SearchResult, chunk_beam_search
-from .spec import EngineSpec, MissingModelError, SpecError, method_problem
+from .spec import EngineSpec, method_problem
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import argparse
 from dataclasses import MISSING, fields
 from typing import Any, Iterable, Mapping, Optional
 
-from .config import keyword_spelling, spelling
-from .spec import EngineSpec, _field_kind
+from .checks import field_kind, keyword_spelling, spelling
+from .spec import EngineSpec
 
 __all__ = ["add_spec_arguments", "spec_from_namespace", "flag_spelling", "command_line"]
 
@@ -65,7 +65,7 @@ def add_spec_arguments(parser, exclude: Iterable[str] = (), defaults: Optional[M
     for f in fields(cls):
         if f.name in exclude:
             continue
-        kind = _field_kind(f)
+        kind = field_kind(f)
         default = defaults.get(f.name, f.default if f.default is not MISSING else None)
         kw: dict[str, Any] = {"dest": f.name, "help": f.metadata["help"] + note}
         if "cli" in f.metadata:  # the field says how its flag reads

@@ -39,9 +39,9 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 
+from .checks import check_number
 from .flops import Cost, add_costs, flops_of
 from .lm import CausalLM, KVRows, right_pad, user_turn
-from .spec import check_number
 
 __all__ = ["GuideLM", "Scores", "Scorer", "check_lengths", "ImplicitValueScorer", "WeightedSum", "score_candidates",
            "score_with_costs", "GuideTerm", "GUIDE_KINDS", "guide_scorer"]

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..config import GenerationSettings, spelled, with_defaults
-from ..spec import EngineSpec, SpecError
+from ..checks import SpecError, spelled
+from ..config import GenerationSettings, with_defaults
+from ..spec import EngineSpec
 
 __all__ = ["GenerationConfig", "ALPACA_DEFAULTS"]
 

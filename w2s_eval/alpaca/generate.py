@@ -38,7 +38,7 @@ from typing import Optional, Union
 from tqdm.auto import tqdm
 
 from ..assets import ensure_writable_dir
-from ..config import check_positive_int
+from ..checks import check_positive_int
 from ..extras import require
 from ..provenance import (
     atomic_write_json,

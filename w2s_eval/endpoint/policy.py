@@ -39,7 +39,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from ..config import SamplingConfig, check_positive_int
+from ..checks import check_positive_int
+from ..config import SamplingConfig
 from ..flops import Cost
 from ..policy import Continuation, cut_at_stop
 from .client import CompletionClient, EndpointError

@@ -20,11 +20,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import method_to_dict
+from ..eft import vocab_mismatch
 from ..endpoint import EndpointPolicy
 from ..engine import Engine, build_engine, resolve_device, resolve_dtype
 from ..guide import Scorer, Scores, check_lengths, score_candidates
 from ..lm import user_turn
-from ..eft import vocab_mismatch
 from ..provenance import atomic_write_json, fingerprint, git_revision, package_versions, run_dir_lock, utc_now
 from ..sharding import Shard, file_lock
 from ..spec import EngineSpec

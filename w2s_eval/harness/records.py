@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from ..config import SamplingConfig, check_positive_int, method_spec, parse_method
+from ..checks import check_positive_int
+from ..config import SamplingConfig, method_spec, parse_method
 from ..provenance import (
     append_jsonl,
     atomic_write_json,

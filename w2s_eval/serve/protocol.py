@@ -18,15 +18,8 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import (
-    METHOD_NAMES,
-    Method,
-    SamplingConfig,
-    check_positive_int,
-    parse_method,
-    spelled,
-)
-from ..spec import SpecError, check_number
+from ..checks import SpecError, check_number, check_positive_int, spelled
+from ..config import METHOD_NAMES, Method, SamplingConfig, parse_method
 
 __all__ = ["APIError", "CompletionRequest", "ChatRequest", "ChatMessage", "Limits", "ServeConfig", "resolve_method",
            "error_body"]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 from ..assets import cache_home, ensure_writable_dir
-from ..config import check_positive_int
+from ..checks import check_positive_int
 from ..provenance import atomic_write_json, diff_fields, follow_umask, package_versions
 from .pairs import LABEL_MODES
 from .steps import STEPS, Context

@@ -32,7 +32,8 @@ from typing import Optional, Sequence
 from transformers import AutoTokenizer
 
 from ..assets import ASSETS
-from ..config import SamplingConfig, check_positive_int
+from ..checks import check_positive_int
+from ..config import SamplingConfig
 from ..engine import load_classifier
 from ..lm import user_turn
 from ..provenance import atomic_write_json
