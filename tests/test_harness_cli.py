@@ -20,7 +20,7 @@ from harness_toyworld import InterruptingGold, gold_e_count, make_world, write_h
 from w2s_eval.cli import main
 from w2s_eval.harness.records import RECORDS_FILE, read_records, record_key
 from w2s_eval.harness.report import summary_of, to_markdown
-from w2s_eval.worlds import register_world, unregister_world
+from w2s_eval.world_registry import register_world, unregister_world
 
 TESTS = Path(__file__).parent
 

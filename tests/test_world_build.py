@@ -102,7 +102,7 @@ def test_build_writes_every_step_and_a_manifest(tiny_world):
 
 def test_guides_share_the_strong_tokenizer_and_load_as_a_world(tiny_world, toy_dirs, caplog):
     import w2s_eval.world  # noqa: F401  (registers imdb-mini)
-    from w2s_eval.worlds import load_world
+    from w2s_eval.world_registry import load_world
 
     with caplog.at_level("WARNING", logger="w2s_eval.world.loader"):
         world = load_world("imdb-mini", tiny_world["home"])
@@ -158,7 +158,7 @@ def test_other_settings_are_refused(tiny_world):
 
 def test_unbuilt_world_and_bad_cache_dir(tmp_path, toy_dirs):
     import w2s_eval.world  # noqa: F401
-    from w2s_eval.worlds import load_world
+    from w2s_eval.world_registry import load_world
 
     with pytest.raises(FileNotFoundError, match="w2s-eval world build imdb-mini"):
         load_world("imdb-mini", tmp_path / "empty")
@@ -229,7 +229,7 @@ def _overwrite(path):
 def test_world_files_are_hashed_once_per_process(tiny_world, tmp_path, monkeypatch):
     import w2s_eval.world  # noqa: F401  (registers imdb-mini)
     from w2s_eval import assets
-    from w2s_eval.worlds import load_world
+    from w2s_eval.world_registry import load_world
 
     home = tmp_path / "home"
     shutil.copytree(tiny_world["home"], home)

@@ -32,7 +32,7 @@ from .provenance import to_json
 from .sharding import process_shard
 from .spec import EngineSpec
 from .world.build import BUILD_TIME, build_world
-from .worlds import load_world, world_home
+from .world_registry import load_world, world_home
 
 # modules that contribute subcommands, with the commands each adds; one that is not part of this build (its package
 # is missing) is left out of the parser, logged at DEBUG level

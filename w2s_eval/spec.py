@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Optional
 
-from .checks import MissingModelError, SpecError, _help, check_number, spelled
+from .checks import SpecError, _help, check_number, spelled
 
 __all__ = ["EngineSpec", "method_problem",
            "check_template", "PLACEMENT_FIELDS", "DTYPE_NAMES"]

@@ -29,7 +29,7 @@ from ..provenance import atomic_write_json, fingerprint, git_revision, package_v
 from ..sharding import Shard, file_lock
 from ..spec import EngineSpec
 from ..world.strong import resolve_strong
-from ..worlds import World, world_home
+from ..world_registry import World, world_home
 from .merge import records_view
 from .records import (
     GUIDES,

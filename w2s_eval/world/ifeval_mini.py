@@ -37,7 +37,7 @@ from ..config import SamplingConfig
 from ..engine import load_classifier
 from ..lm import user_turn
 from ..provenance import atomic_write_json
-from ..worlds import World
+from ..world_registry import World
 from .build import Recipe
 from .data import read_jsonl, write_jsonl
 from .ifeval_data import ALPACA_ASSET, IFEVAL_ASSET, check, load_alpaca_rows, load_ifeval_prompts, prepare_ifeval

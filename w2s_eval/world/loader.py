@@ -1,4 +1,4 @@
-"""Load a built world from the cache as a :class:`w2s_eval.worlds.World` (imdb-mini here; ifeval-mini in
+"""Load a built world from the cache as a :class:`w2s_eval.world_registry.World` (imdb-mini here; ifeval-mini in
 :mod:`w2s_eval.world.ifeval_mini`), with the checks both share: complete, every file there, its prompts and model
 weights matching the sha256s of its manifest."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..assets import verify_files
 from ..config import SamplingConfig
-from ..worlds import World
+from ..world_registry import World
 from .build import read_manifest, recipe, settings_diff, world_dir
 from .data import read_jsonl
 from .gold import load_gold, vader_judge
