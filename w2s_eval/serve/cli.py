@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+
+import uvicorn  # the package's __init__ has checked the [serve] extra
 
 from ..config import parse_method
 from ..engine import build_engine
 from ..flags import add_spec_arguments, spec_from_namespace
 from ..world.strong import with_strong_resolved
+from .app import create_app
+from .connection import uvicorn_settings
+from .protocol import Limits, ServeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +25,6 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def add_commands(sub) -> None:
-    from .protocol import Limits, ServeConfig
 
     p = sub.add_parser("serve", help="serve guided search behind an OpenAI-compatible API (/v1/completions, "
                                      "/v1/chat/completions)",
@@ -37,10 +42,7 @@ def add_commands(sub) -> None:
 
 def build_server(args: argparse.Namespace):
     """(the ASGI app, its ServeConfig) for parsed flags (models loaded, method checked)."""
-    import os
 
-    from .app import create_app
-    from .protocol import Limits, ServeConfig
 
     cfg = spec_from_namespace(args, cls=ServeConfig, limits=spec_from_namespace(args, cls=Limits),
                               api_key=args.api_key or os.environ.get("W2S_SERVE_API_KEY") or None)
@@ -56,9 +58,7 @@ def build_server(args: argparse.Namespace):
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
 
-    from .connection import uvicorn_settings
 
     app, cfg = build_server(args)
     print(f"w2s-eval serve: http://{args.host}:{args.port}/v1 (model {args.served_model_name!r} = {args.method}; "
