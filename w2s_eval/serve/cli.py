@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from ..config import parse_method
@@ -35,15 +36,19 @@ def add_commands(sub) -> None:
     p.set_defaults(func=run_serve)
 
 
-def build_server(args: argparse.Namespace):
-    """(the ASGI app, its ServeConfig) for parsed flags (models loaded, method checked)."""
-    import os
-
-    from .app import create_app
+def serve_config(args: argparse.Namespace):
+    """The server's :class:`~.protocol.ServeConfig` (limits included) from parsed flags."""
     from .protocol import Limits, ServeConfig
 
-    cfg = spec_from_namespace(args, cls=ServeConfig, limits=spec_from_namespace(args, cls=Limits),
-                              api_key=args.api_key or os.environ.get("W2S_SERVE_API_KEY") or None)
+    return spec_from_namespace(args, cls=ServeConfig, limits=spec_from_namespace(args, cls=Limits),
+                               api_key=args.api_key or os.environ.get("W2S_SERVE_API_KEY") or None)
+
+
+def build_server(args: argparse.Namespace):
+    """The ASGI app for parsed flags (models loaded, method checked)."""
+    from .app import create_app
+
+    cfg = serve_config(args)
     spec = with_strong_resolved(spec_from_namespace(args))
     method = parse_method(args.method)
     spec.check_method(method)
@@ -52,7 +57,7 @@ def build_server(args: argparse.Namespace):
     if args.host not in _LOOPBACK and cfg.api_key is None:
         logger.warning("serving on %s without --api-key: anyone who reaches this address can use the models; "
                        "set --api-key and put TLS in front (a reverse proxy)", args.host)
-    return create_app(engine, cfg, method), cfg
+    return create_app(engine, cfg, method)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -60,7 +65,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from .connection import uvicorn_settings
 
-    app, cfg = build_server(args)
+    cfg = serve_config(args)
+    app = build_server(args)
     print(f"w2s-eval serve: http://{args.host}:{args.port}/v1 (model {args.served_model_name!r} = {args.method}; "
           "or a method spec as the model name)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **uvicorn_settings(cfg))
