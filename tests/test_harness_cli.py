@@ -37,6 +37,7 @@ def _compare(home, out, *extra, methods="base,bon:n=2,cbs:w=1,k=2,l=3", world="t
                  *extra])
 
 
+@pytest.mark.slow
 def test_compare_and_report_from_the_command_line(toy_home, tmp_path, capsys):
     out = tmp_path / "run"
     assert _compare(toy_home, out) == 0
@@ -94,9 +95,11 @@ def test_ctrl_c_keeps_records_and_the_same_command_resumes(toy_dirs, tmp_path, c
         unregister_world("toy-ctrlc")
 
 
+@pytest.mark.slow
 def test_demo_builds_the_world_only_when_missing(toy_dirs, tmp_path, monkeypatch, capsys):
-    import w2s_eval.world.build as world_build
     from harness_toyworld import load_toy
+
+    import w2s_eval.cli as cli
 
     calls = []
 
@@ -105,7 +108,7 @@ def test_demo_builds_the_world_only_when_missing(toy_dirs, tmp_path, monkeypatch
         write_home(home, toy_dirs)
         return home
 
-    monkeypatch.setattr(world_build, "build_world", build_world)
+    monkeypatch.setattr(cli, "build_world", build_world)  # the builder the demo calls
     register_world("toy-lazy", load_toy)
     home, out = tmp_path / "h", tmp_path / "demo"
     argv = ["demo", "--world", "toy-lazy", "--world-home", str(home), "--methods", "base,bon:n=2", "--prompts", "2",
@@ -123,6 +126,7 @@ def test_demo_builds_the_world_only_when_missing(toy_dirs, tmp_path, monkeypatch
     assert json.loads((home / "toy_dirs.json").read_text())["strong"] == toy_dirs["strong"]
 
 
+@pytest.mark.slow
 def test_demo_prints_a_table_as_soon_as_each_method_finishes(toy_home, tmp_path, capsys):
     """The real CLI in a subprocess. The world's gold waits, after base's two calls (2 prompts x 2 seeds), until
     the test has read base's table: so that table came while the later methods were still to run."""

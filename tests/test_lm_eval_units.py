@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_lm_eval_helpers import task_utils
 
 from w2s_eval.lm_eval_backend.args import MODEL_ARG_KEYS, parse_model_args
-
-from test_lm_eval_helpers import task_utils
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +61,7 @@ def test_negative_infinity_is_not_an_unbounded_chunk(given, want):
     ({"strong": "s", "w": 1.5}, "w must be an integer"),
     ({"strong": "s", "temperature": -0.1}, "temperature"),
     ({"strong": "s", "top_p": 0}, "top_p"),
-    ({"strong": "s", "strong": "s", "pretrained": "t"}, "not both"),
+    ({"strong": "s", "pretrained": "t"}, "not both"),
 ])
 def test_model_args_errors(args, match):
     with pytest.raises(ValueError, match=match):
@@ -78,6 +77,7 @@ def test_every_model_arg_is_documented():
 # ----------------------------------------------------------------------------- hook
 
 
+@pytest.mark.slow
 def test_pth_line_is_one_import_line_that_registers_after_lm_eval_models(tmp_path):
     from w2s_eval.lm_eval_backend import pth_line
 
@@ -158,6 +158,7 @@ def test_output_dir_of_run_reads_the_evaluation_tracker_of_simple_evaluate(tmp_p
 # ----------------------------------------------------------------------------- tasks
 
 
+@pytest.mark.slow
 def test_bundled_imdb_prompts_are_the_world_heldout_prompts():
     build_imdb_prompts = task_utils("w2s_imdb_sentiment").build_imdb_prompts
 
@@ -200,9 +201,9 @@ def test_instruct_dataset_needs_a_reward_model(monkeypatch, toy_dirs):
 def test_scorers_filter_and_metric(toy_dirs):
     import torch
 
-    from w2s_eval.lm_eval_backend.tasks import RewardFilter, process_results
-    from w2s_eval.lm_eval_backend.scorer_spec import load_scorer
     from w2s_eval.engine import load_classifier
+    from w2s_eval.lm_eval_backend.scorer_spec import load_scorer
+    from w2s_eval.lm_eval_backend.tasks import RewardFilter, process_results
     from w2s_eval.scorers import ClassifierScorer
 
     vader = load_scorer("vader")

@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+pytestmark = pytest.mark.slow  # processes, servers or training: deselect with -m 'not slow'
+
 
 KEY = "test-key-123"
 METHOD = "cbs:w=2,k=2,l=4"
@@ -111,6 +113,11 @@ def test_openai_client_completions_equal_the_engine(served, engine):
     w2s = u.model_extra["w2s"]
     assert w2s["method"] == "cbs:w=2,k=2,l=3" and w2s["samples"] == sum(r.stats["samples"] for r in want)
     assert w2s["scores"] == pytest.approx([r.score for r in want])
+    # the same compute counters as a record's: per model role, tokens and FLOPs, and the total
+    assert w2s["flops"] == sum(r.stats["flops"] for r in want) > 0
+    for role in ("strong", "tuned", "untuned"):
+        for key in ("prefill_tokens", "prefill_flops", "forward_tokens", "forward_flops"):
+            assert w2s["compute"][role][key] == sum(r.stats["compute"][role][key] for r in want)
     # the body field `method` picks the method too; `model` then only names the server
     base = client.completions.create(model="w2s", prompt=PROMPTS[0], max_tokens=8, seed=5, temperature=0.8,
                                      extra_body={"method": "base"})

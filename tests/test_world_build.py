@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from w2s_eval.world.build import WorldConfig, build_world, world_dir, STEP_NAMES
+from w2s_eval.world.build import STEP_NAMES, WorldConfig, build_world, world_dir
 from w2s_eval.world.train import GuideShape, TrainSettings
+
+pytestmark = pytest.mark.slow  # processes, servers or training: deselect with -m 'not slow'
 
 
 def tiny_csv(path: Path, n_per_label: int = 60) -> Path:
@@ -99,9 +101,8 @@ def test_build_writes_every_step_and_a_manifest(tiny_world):
 
 
 def test_guides_share_the_strong_tokenizer_and_load_as_a_world(tiny_world, toy_dirs, caplog):
-    from w2s_eval.worlds import load_world
-
     import w2s_eval.world  # noqa: F401  (registers imdb-mini)
+    from w2s_eval.worlds import load_world
 
     with caplog.at_level("WARNING", logger="w2s_eval.world.loader"):
         world = load_world("imdb-mini", tiny_world["home"])
@@ -156,9 +157,8 @@ def test_other_settings_are_refused(tiny_world):
 
 
 def test_unbuilt_world_and_bad_cache_dir(tmp_path, toy_dirs):
-    from w2s_eval.worlds import load_world
-
     import w2s_eval.world  # noqa: F401
+    from w2s_eval.worlds import load_world
 
     with pytest.raises(FileNotFoundError, match="w2s-eval world build imdb-mini"):
         load_world("imdb-mini", tmp_path / "empty")
@@ -227,10 +227,9 @@ def _overwrite(path):
 
 
 def test_world_files_are_hashed_once_per_process(tiny_world, tmp_path, monkeypatch):
+    import w2s_eval.world  # noqa: F401  (registers imdb-mini)
     from w2s_eval import assets
     from w2s_eval.worlds import load_world
-
-    import w2s_eval.world  # noqa: F401  (registers imdb-mini)
 
     home = tmp_path / "home"
     shutil.copytree(tiny_world["home"], home)

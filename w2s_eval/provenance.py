@@ -5,7 +5,8 @@
   leaderboard stays 0664); a new file gets the process umask (``0o666 & ~umask``), as ``open()`` would give
   it. JSON is strict: NaN and infinity are refused (naming the field), never written as a bare ``NaN``.
 - :func:`append_jsonl`: JSON lines appended, flushed and fsynced (a crash keeps every line written).
-- :func:`package_versions`: the versions of the packages that decide results (one list for every front end).
+- :func:`package_versions`: the versions of the packages that decide results (one list for every front end);
+  :func:`machine_info`: the CPU family they ran on.
 - :func:`fingerprint`: sha256 (first 16 hex digits) of the canonical JSON of a config; the hashes recorded in
   committed run directories are made by this function, so its canonical form must not change.
 - :func:`diff_fields` / :func:`check_identity`: a run directory made with another identity is refused with the
@@ -37,9 +38,9 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
-__all__ = ["atomic_write_text", "atomic_write_json", "append_jsonl", "package_versions", "fingerprint", "diff_fields",
-           "mismatch_message", "check_identity", "mean_se", "to_json", "git_revision", "utc_now", "check_writable_dir",
-           "PACKAGES", "MISSING", "run_dir_lock", "RunDirBusy", "LOCK_FILE", "follow_umask"]
+__all__ = ["atomic_write_text", "atomic_write_json", "append_jsonl", "package_versions", "machine_info", "fingerprint",
+           "diff_fields", "mismatch_message", "check_identity", "mean_se", "to_json", "git_revision", "utc_now",
+           "check_writable_dir", "PACKAGES", "MISSING", "run_dir_lock", "RunDirBusy", "LOCK_FILE", "follow_umask"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -173,6 +174,18 @@ def package_versions(packages: Sequence[str] = PACKAGES) -> dict:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def machine_info() -> dict:
+    """``{"arch": ..., "cpu": ...}``: the CPU family a run ran on (bit-identical figures need the same one); the CPU
+    model name is read from /proc/cpuinfo where there is one, else ``platform.processor()``."""
+    cpu = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        pass
+    return {"arch": platform.machine(), "cpu": cpu or platform.processor() or None}
 
 
 def fingerprint(obj: Any) -> str:

@@ -6,7 +6,8 @@ and the gold and independent-judge reward functions.
 
 Where worlds come from (first lookup imports them):
 
-- the built-in table :data:`BUILTIN_WORLDS` (``imdb-mini`` -> ``w2s_eval.world.loader:load_imdb_mini``),
+- the built-in table :data:`BUILTIN_WORLDS` (``imdb-mini`` -> ``w2s_eval.world.loader:load_imdb_mini``,
+  ``ifeval-mini`` -> ``w2s_eval.world.ifeval_mini:load_ifeval_mini``),
   resolved only when that world is asked for;
 - the entry-point group ``w2s_eval.worlds`` (``name = "package.module:loader"``) of installed plugins;
 - modules named, comma-separated, in ``$W2S_EVAL_WORLD_MODULES`` that call :func:`register_world` when
@@ -34,14 +35,15 @@ logger = logging.getLogger(__name__)
 RewardFn = Callable[[list, list], list]
 WORLD_MODULES_ENV = "W2S_EVAL_WORLD_MODULES"
 ENTRY_POINT_GROUP = "w2s_eval.worlds"
-BUILTIN_WORLDS = {"imdb-mini": "w2s_eval.world.loader:load_imdb_mini"}
+BUILTIN_WORLDS = {"imdb-mini": "w2s_eval.world.loader:load_imdb_mini",
+                  "ifeval-mini": "w2s_eval.world.ifeval_mini:load_ifeval_mini"}
 
 
 @dataclass(frozen=True)
 class World:
     """Everything a comparison needs, built from disk; no training here."""
 
-    name: str  # "imdb-mini" or "toy"
+    name: str  # "imdb-mini", "ifeval-mini" or "toy"
     strong: str  # directory of the strong causal LM
     tuned: str  # directory of the tuned guide (DPO)
     untuned: str  # directory of the untuned guide (SFT)

@@ -16,34 +16,36 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+import torch
 from tqdm.auto import tqdm
 
 from ..config import method_to_dict
+from ..eft import vocab_mismatch
 from ..endpoint import EndpointPolicy
-from ..engine import build_engine, resolve_device, resolve_dtype
-from ..guide import score_candidates
+from ..engine import Engine, build_engine, resolve_device, resolve_dtype
+from ..guide import Scorer, Scores, check_lengths, score_candidates
 from ..lm import user_turn
-from ..policy import vocab_mismatch
-from ..provenance import fingerprint, git_revision, package_versions, run_dir_lock, utc_now
+from ..provenance import atomic_write_json, fingerprint, git_revision, package_versions, run_dir_lock, utc_now
+from ..sharding import Shard, file_lock
 from ..spec import EngineSpec
 from ..world.strong import resolve_strong
 from ..worlds import World, world_home
+from .merge import records_view
 from .records import (
     GUIDES,
-    RECORDS_FILE,
+    SHAPES_FILE,
     RecordLog,
     RunConfig,
     check_run_dir,
     open_run_dir,
     parse_methods,
     parse_seeds,
-    read_records,
-    record_key,
     split_methods,
 )
 
 __all__ = ["parse_methods", "split_methods", "parse_seeds", "make_run_config", "world_spec", "build_world_engine", "run_compare",
-           "CompareOutcome", "served_model_name", "vocabulary_mismatch", "COMPARE_DEFAULTS"]
+           "CompareOutcome", "served_model_name", "vocabulary_mismatch", "COMPARE_DEFAULTS", "RewardFnScorer",
+           "oracle_engine"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ def served_model_name(strong_endpoint: str) -> str:
         policy.close()
 
 
-_ALIASES = {"guide_beta": "beta"}  # the harness's older keyword for the spec's beta
+_ALIASES = {"guide_beta": "beta"}  # --guide-beta: another name of the spec's beta
 # the comparison's own default: float32 everywhere, so a run's numbers (and its identity) are the same on CPU
 # and GPU; dtype="auto" is resolved to what it stands for on this machine before it enters the identity
 COMPARE_DEFAULTS = {"dtype": "float32"}
@@ -68,7 +70,8 @@ _SPEC_FIELDS = frozenset(f.name for f in fields(EngineSpec))
 def world_spec(world: World, guide: str = "implicit", strong: Optional[str] = None, **settings) -> EngineSpec:
     """The :class:`EngineSpec` of a world: its strong model (or ``strong``, a model directory; or the one served
     at ``strong_endpoint``), its tuned/untuned guides (EFT and the implicit value), and as the BoN/CBS guide the
-    implicit value (``guide="implicit"``, weight ``beta``) or the world's reward model alone (``"rm"``).
+    implicit value (``guide="implicit"``, weight ``beta``) or the world's reward model alone (``"rm"``); with
+    ``"gold"`` (the oracle) the spec is the implicit one and :func:`oracle_engine` puts the gold reward in as guide.
 
     ``settings``: other EngineSpec fields (dtype, device, strong_endpoint, ...; ``guide_beta`` means ``beta``);
     defaults are the spec's, except :data:`COMPARE_DEFAULTS`.
@@ -90,7 +93,27 @@ def world_spec(world: World, guide: str = "implicit", strong: Optional[str] = No
             raise ValueError(f"beta={spec['beta']} weighs the implicit value, which --guide rm does not use; drop it "
                              "or use --guide implicit")
         spec.update(reward_model=world.reward_model, beta=0.0)  # the pair stays for EFT
+    if guide == "gold" and spec.get("beta", 1.0) != 1.0:
+        raise ValueError(f"beta={spec['beta']} weighs the implicit value, which --guide gold does not use; drop it")
     return EngineSpec(**spec)
+
+
+class RewardFnScorer(Scorer):
+    """A world's reward function ``fn(prompts, responses) -> list[float]`` as a guide (the oracle's guide)."""
+
+    def __init__(self, fn: Callable, name: str = "gold"):
+        self.fn, self.name = fn, name
+
+    def score(self, prompts, responses, finished) -> Scores:
+        check_lengths(prompts, responses, finished)
+        values = _rewards(self.fn, self.name, list(prompts), list(responses))
+        return Scores(torch.tensor(values, dtype=torch.float64), [0] * len(values))
+
+
+def oracle_engine(engine, world: World):
+    """``engine`` with the world's gold reward as its only BoN/CBS guide (models and EFT pair unchanged)."""
+    return Engine(engine.policy, tuned=engine.tuned, untuned=engine.untuned,
+                  guides=((1.0, "custom", RewardFnScorer(world.gold)),), spec=engine.spec)
 
 
 def _resolved_dtype(spec: EngineSpec) -> str:
@@ -147,7 +170,8 @@ def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seed
 def build_world_engine(world: World, guide: str = "implicit", **settings):
     """An Engine for a world (see :func:`world_spec`); e.g. ``build_world_engine(world, device="cpu")``."""
 
-    return build_engine(world_spec(world, guide, **settings))
+    engine = build_engine(world_spec(world, guide, **settings))
+    return oracle_engine(engine, world) if guide == "gold" else engine
 
 
 @dataclass
@@ -183,6 +207,7 @@ def _guide_scores(engine, results, guide_prompts) -> tuple:
     sources = ["search" if r.score is not None else "rescored" for r in results]
     tokens = [0] * len(results)
     if missing and engine.scorer is not None:
+        getattr(engine.scorer, "reset", lambda: None)()  # its cost is this call's own (see chunk_beam_search)
         vals, toks = score_candidates(engine.scorer, [guide_prompts[i] for i in missing],
                                       [results[i].text for i in missing], [results[i].beams[0].ended for i in missing])
         for i, v, t in zip(missing, vals, toks):
@@ -245,13 +270,15 @@ def _prepare(engine, cfg: RunConfig, methods) -> tuple:
     return prepared, not_applicable
 
 
-def _ready(engine, cfg: RunConfig, methods, prompts) -> tuple:
+def _ready(engine, cfg: RunConfig, methods, prompts, world: World) -> tuple:
     """(engine, {spec: PreparedMethod}, {spec: why not}, prompts as ``(id, text, what the strong model reads)``):
-    the engine built (unless given), every method prepared, the prompts rendered once, the context checked;
-    nothing is written."""
+    the engine built (unless given; with ``cfg.guide == "gold"``, guided by ``world``'s gold reward), every
+    method prepared, the prompts rendered once, the context checked; nothing is written."""
     if engine is None:
 
         engine = build_engine(cfg.engine)
+        if cfg.guide == "gold":
+            engine = oracle_engine(engine, world)
     prepared, not_applicable = _prepare(engine, cfg, methods)
     strong = strong_prompts(engine, cfg, [t for _, t in prompts])  # fails here if there is no chat template
     rendered = [(pid, text, s) for (pid, text), s in zip(prompts, strong)]
@@ -264,7 +291,8 @@ def _todo(log_keys, prompts, methods, seeds) -> int:
 
 
 def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], engine=None,
-                progress: bool = True, on_method_done: Optional[Callable] = None) -> CompareOutcome:
+                progress: bool = True, on_method_done: Optional[Callable] = None,
+                shard: Optional[Shard] = None) -> CompareOutcome:
     """Run ``cfg`` on ``world`` into ``out_dir`` (resuming what is recorded there); returns counts.
 
     ``engine`` (optional) is an Engine built from ``cfg.engine`` (default: built here). Everything that bad
@@ -276,37 +304,55 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
     records on disk: ``done`` of the ``total`` methods to run are then complete (e.g. to report them early).
     One process writes a run directory at a time (:func:`~w2s_eval.provenance.run_dir_lock`): a second one is
     refused with :class:`~w2s_eval.provenance.RunDirBusy`.
+    ``shard``: compute only that shard's prompt batches, into its own records file (:mod:`w2s_eval.sharding`;
+    :func:`~w2s_eval.harness.merge.merge_shards` assembles them). Without it, finished shards are merged first.
     """
     if cfg.world != world.name or cfg.world_fingerprint != fingerprint(world.manifest):
         raise ValueError(f"the run config is for world {cfg.world!r} ({cfg.world_fingerprint}), not for "
                          f"{world.name!r} ({fingerprint(world.manifest)}); make it with make_run_config(world, ...)")
+    if shard is not None:  # a shard writes its own records file, under that file's lock; shards run side by side
+        return _run_compare(world, cfg, out_dir, engine, progress, on_method_done, shard)
     with run_dir_lock(out_dir, "--out"):
-        return _run_compare(world, cfg, out_dir, engine, progress, on_method_done)
+        return _run_compare(world, cfg, out_dir, engine, progress, on_method_done, shard)
 
 
-def _run_compare(world: World, cfg: RunConfig, out_dir, engine, progress: bool, on_method_done) -> CompareOutcome:
-    """:func:`run_compare` with the run directory's lock held."""
+def _run_compare(world: World, cfg: RunConfig, out_dir, engine, progress: bool, on_method_done,
+                 shard: Optional[Shard]) -> CompareOutcome:
+    """:func:`run_compare` with the run directory's lock held (a shard: its records file's)."""
     methods = list(cfg.parsed_methods)
     out, _, _, known = check_run_dir(out_dir, cfg)  # writes nothing
-    prompts = world.prompts[: cfg.n_prompts]
+    index = {pid: i for i, (pid, _) in enumerate(world.prompts[: cfg.n_prompts])}  # each record names its place
+    prompts, name, main_keys, recorded = records_view(out, world.prompts[: cfg.n_prompts], cfg.batch_size, shard)
     n_planned = len(prompts) * len(methods) * len(cfg.seeds)
-    recorded = {record_key(r) for r in read_records(out / RECORDS_FILE, warn=False)[0]}
     not_applicable, prepared, rendered = dict(known), None, None  # known: found by an earlier run of this identity
     if _todo(recorded, prompts, [m for m in methods if m.spec not in known], cfg.seeds):
-        engine, prepared, found, rendered = _ready(engine, cfg, methods, prompts)
+        engine, prepared, found, rendered = _ready(engine, cfg, methods, prompts, world)
         not_applicable.update(found)
     run_dir = open_run_dir(out, cfg, not_applicable)
-    log = RecordLog(run_dir)
+    what = f"the records of {run_dir}" if shard is None else f"shard {shard} of {run_dir}"
+    with file_lock(run_dir / name, what):
+        log = RecordLog(run_dir, name, main_keys if shard is not None else ())
+        state = (engine, prepared, rendered, index, not_applicable, n_planned)
+        return _compute(world, cfg, run_dir, log, state, progress, on_method_done)
+
+
+def _compute(world: World, cfg: RunConfig, run_dir: Path, log: RecordLog, state: tuple, progress: bool,
+             on_method_done: Optional[Callable]) -> CompareOutcome:
+    """The records of ``cfg`` not in ``log`` yet; ``state``: see :func:`run_compare`."""
+    engine, prepared, rendered, index, not_applicable, n_planned = state
+    prompts = [(pid, text) for pid, text, _ in rendered] if rendered else []
     n_before = len(log.records)
-    runnable = [m for m in methods if m.spec not in not_applicable]
+    runnable = [m for m in cfg.parsed_methods if m.spec not in not_applicable]
     todo_total = _todo(log.keys, prompts, runnable, cfg.seeds)
     logger.info("%s: %d of %d records to compute (%d already recorded)", run_dir, todo_total, n_planned,
                 n_planned - todo_total)
     if todo_total == 0:
         return CompareOutcome(run_dir, n_before, 0, n_planned, log.truncated is not None, not_applicable)
+    if callable(getattr(engine, "model_shapes", None)):
+        atomic_write_json(run_dir / SHAPES_FILE, engine.model_shapes())
     bar = tqdm(total=todo_total, desc=f"compare {world.name}", unit="rec", disable=not progress)
     try:
-        n_new, stamp = 0, (package_versions(), git_revision(), _served(engine))
+        n_new, stamp = 0, (package_versions(), git_revision(), _served(engine), index)
         for done, m in enumerate(runnable, 1):
             n_new += _run_method(world, cfg, engine, prepared[m.spec], rendered, log, bar, stamp)
             logger.info("%s: %s has all its records (%d of %d methods)", run_dir, m.spec, done, len(runnable))
@@ -319,8 +365,9 @@ def _run_compare(world: World, cfg: RunConfig, out_dir, engine, progress: bool, 
 
 def _run_method(world: World, cfg: RunConfig, engine, run, prompts, log: RecordLog, bar, stamp: tuple) -> int:
     """Every (prompt batch, seed) of method ``run`` not in ``log`` yet: generate, score, record. Returns records
-    written. ``prompts``: ``(id, text, what the strong model reads)``; ``stamp``: (package versions, git revision, how the strong model is served) of every record."""
-    versions, revision, served = stamp
+    written. ``prompts``: ``(id, text, what the strong model reads)``; ``stamp``: (package versions, git revision,
+    how the strong model is served, {prompt id: its place in the world's prompts}) of every record."""
+    versions, revision, served, index = stamp
     n_new = 0
     for start in range(0, len(prompts), cfg.batch_size):
         batch = prompts[start: start + cfg.batch_size]
@@ -337,7 +384,8 @@ def _run_method(world: World, cfg: RunConfig, engine, run, prompts, log: RecordL
             judge = _rewards(world.judge, "judge", texts, responses)
             guide, sources, score_tokens = _guide_scores(engine, results, texts)
             for (pid, text, _), r, g, j, gs, src, st in zip(todo, results, gold, judge, guide, sources, score_tokens):
-                rec = _record(cfg, run.method, seed, pid, text, r, g, j, gs, src, st, versions, revision)
+                rec = {**_record(cfg, run.method, seed, pid, text, r, g, j, gs, src, st, versions, revision),
+                       "prompt_index": index[pid]}
                 log.append({**rec, "strong_engine": served} if served else rec)
                 n_new += 1
                 bar.update(1)
@@ -373,6 +421,8 @@ def _record(cfg: RunConfig, method, seed: int, pid: str, text: str, r, gold: flo
         "guide_score_tokens": score_tokens,
         "strong_tokens": int(stats.get("strong_tokens", 0)),
         "guide_tokens": int(stats.get("guide_tokens", 0)),
+        "compute": stats.get("compute"),  # {model role: tokens and FLOPs, prefill and forward} (w2s_eval.flops)
+        "flops": stats.get("flops"),  # all models together: the method's compute (re-scoring for guide_score aside)
         "rounds": int(stats.get("rounds", 0)),
         "samples": int(stats.get("samples", 0)),
         "response_tokens": best.n_tokens if best else None,

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import json
 import logging
+import lzma
 import os
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from ..config import SamplingConfig, check_positive_int, method_spec, parse_method
+from ..checks import check_positive_int
+from ..config import SamplingConfig, method_spec, parse_method
 from ..provenance import (
     append_jsonl,
     atomic_write_json,
@@ -32,6 +34,7 @@ from ..provenance import (
     diff_fields,
     fingerprint,
     git_revision,
+    machine_info,
     mismatch_message,
     package_versions,
     utc_now,
@@ -39,14 +42,16 @@ from ..provenance import (
 from ..spec import EngineSpec
 
 __all__ = ["RunConfig", "parse_methods", "split_methods", "parse_seeds", "RecordLog", "read_records", "record_key", "diff_fields", "open_run_dir", "check_run_dir",
-           "package_versions", "git_revision", "fingerprint", "utc_now", "GUIDES", "CONFIG_FILE", "RECORDS_FILE"]
+           "package_versions", "git_revision", "fingerprint", "utc_now", "GUIDES", "CONFIG_FILE", "RECORDS_FILE",
+           "SHAPES_FILE"]
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 RECORDS_FILE = "records.jsonl"
 TRUNCATED_FILE = "records.truncated.txt"
-GUIDES = ("implicit", "rm")
+SHAPES_FILE = "model_shapes.json"  # {model role: ModelShape} of the run's models (w2s_eval.flops)
+GUIDES = ("implicit", "rm", "gold")
 # EngineSpec fields that enter a run's identity only when they differ from the spec's default
 _OPTIONAL_IDENTITY = ("strong_endpoint", "strong_model", "tuned_template", "untuned_template", "rm_weight",
                       "load_in_4bit")
@@ -61,8 +66,9 @@ class RunConfig:
     sampling: the strong model's sampling; its ``seed`` is replaced by each record's seed.
     engine: the :class:`~w2s_eval.spec.EngineSpec` the run builds its engine from: the world's models (or
     the strong model named by ``strong_name``, or one served at ``engine.strong_endpoint``), the guide, dtype
-    and devices. With ``guide="rm"`` its guide is the world's reward model (``beta=0``); else the implicit value.
-    guide: ``implicit`` or ``rm`` (the front end's name of the engine's guide).
+    and devices. With ``guide="rm"`` its guide is the world's reward model (``beta=0``); with ``guide="gold"``
+    the world's gold reward itself (the oracle: the ceiling of search); else the implicit value.
+    guide: ``implicit``, ``rm`` or ``gold`` (the front end's name of the engine's guide).
     strong_name: a registered strong model that replaces the world's own (None: the world's own).
     chat_template: the strong model reads each prompt as a user turn of its chat template (the guides, gold and
     judge read the plain prompt); False: the plain text, for base and instruct models alike (as the paper does).
@@ -278,7 +284,8 @@ def open_run_dir(out_dir: os.PathLike, cfg: RunConfig, not_applicable: Optional[
     out, grid, created, _ = check_run_dir(out_dir, cfg)  # checked writable
     out.mkdir(parents=True, exist_ok=True)
     doc = {"identity": cfg.identity(), "config_hash": cfg.config_hash, "grid": grid, "created": created,
-           "updated": utc_now(), "versions": package_versions(), "git_revision": git_revision()}
+           "updated": utc_now(), "versions": package_versions(), "machine": machine_info(),
+           "git_revision": git_revision()}
     if not_applicable:
         doc["not_applicable"] = dict(not_applicable)
     atomic_write_json(out / CONFIG_FILE, doc)
@@ -310,7 +317,7 @@ def _parse_record(line: bytes) -> dict:
 
 
 def read_records(path: os.PathLike, warn: bool = True) -> tuple:
-    """Read a records file: (records, truncated_tail or None).
+    """Read a records file (``.xz``: compressed, as committed results keep them): (records, truncated_tail or None).
 
     A last line that is not valid JSON (a write cut short) is returned as the tail
     and logged, never fatal; an invalid line before the last raises ValueError.
@@ -319,6 +326,8 @@ def read_records(path: os.PathLike, warn: bool = True) -> tuple:
     if not path.exists():
         return [], None
     raw = path.read_bytes()
+    if path.suffix == ".xz":  # committed records are xz-compressed
+        raw = lzma.decompress(raw)
     lines = raw.split(b"\n")
     complete, tail = lines[:-1], lines[-1]  # a well-formed file ends with "\n", so tail == b""
     records = []
@@ -347,14 +356,15 @@ def read_records(path: os.PathLike, warn: bool = True) -> tuple:
 
 
 class RecordLog:
-    """Append-only JSONL records of one run directory (flushed and fsynced per record)."""
+    """Append-only JSONL records of one run directory (flushed and fsynced per record); ``name``: the records file
+    (a shard's own, :mod:`w2s_eval.sharding`); ``known``: keys recorded elsewhere, skipped as if recorded here."""
 
-    def __init__(self, run_dir: os.PathLike):
+    def __init__(self, run_dir: os.PathLike, name: str = RECORDS_FILE, known: Iterable[tuple] = ()):
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / RECORDS_FILE
+        self.path = self.run_dir / name
         self.records, self.truncated = read_records(self.path)
         self._repair()
-        self.keys = {record_key(r) for r in self.records}
+        self.keys = {record_key(r) for r in self.records} | set(known)
 
     def _repair(self) -> None:
         """Move a truncated last line aside (and terminate an unterminated one) so appends start on a fresh line."""

@@ -14,8 +14,10 @@ from typing import Any, Mapping, Optional, Union
 from lm_eval.models.utils import normalize_gen_kwargs
 from lm_eval.utils import warning_once
 
-from ..config import METHOD_NAMES, SamplingConfig, check_positive_int, parse_method
-from ..spec import EngineSpec, SpecError, coerce, typed_settings
+from ..checks import SpecError, check_positive_int
+from ..config import METHOD_NAMES, SamplingConfig, parse_method
+from ..spec import EngineSpec
+from .values import coerce, typed_settings
 
 logger = logging.getLogger(__name__)
 __all__ = ["W2SArgs", "parse_model_args", "MODEL_ARG_KEYS", "ALIASES", "sampling_config", "greedy_hint"]

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Method, SamplingConfig, context_error
 from ..engine import PreparedMethod
+from ..flops import add_costs, costs_from_dict, costs_to_dict, total_flops
 from ..policy import choice_seed, encode_prompt
 from ..tilt import Tilt, terms_for
 from .batcher import Batcher, Job
@@ -143,6 +144,11 @@ def _usage(prompt_ids: list[list[int]], results: list) -> dict:
     prompt_tokens = sum(len(p) for p in prompt_ids)
     completion = sum(r.beams[0].n_tokens if r.beams else 0 for r in results)
     w2s = {k: sum(r.stats.get(k, 0) for r in results) for k in ("strong_tokens", "guide_tokens", "rounds", "samples")}
+    compute: dict = {}
+    for r in results:
+        add_costs(compute, costs_from_dict(r.stats.get("compute") or {}))
+    w2s["compute"] = costs_to_dict(compute)  # per model role: tokens and FLOPs, prefill and forward (w2s_eval.flops)
+    w2s["flops"] = total_flops(compute.values())
     w2s["scores"] = [r.score for r in results]
     w2s["beam_scores"] = [[b.score for b in r.beams] for r in results]
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,

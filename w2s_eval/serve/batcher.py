@@ -24,7 +24,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Union
 
-from ..config import Method, SamplingConfig, check_positive_int
+from ..checks import check_positive_int
+from ..config import Method, SamplingConfig
 
 if TYPE_CHECKING:
     from ..engine import PreparedMethod

@@ -18,14 +18,8 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import (
-    METHOD_NAMES,
-    Method,
-    SamplingConfig,
-    check_positive_int,
-    parse_method,
-)
-from ..spec import SpecError, check_number
+from ..checks import SpecError, check_number, check_positive_int, spelled
+from ..config import METHOD_NAMES, Method, SamplingConfig, parse_method
 
 __all__ = ["APIError", "CompletionRequest", "ChatRequest", "ChatMessage", "Limits", "ServeConfig", "resolve_method",
            "error_body"]
@@ -317,11 +311,11 @@ class ServeConfig:
 
     def __post_init__(self):
         if not isinstance(self.served_model_name, str) or not self.served_model_name.strip():
-            raise SpecError(f"served_model_name must be a non-empty name, got {self.served_model_name!r}")
+            raise SpecError(f"{spelled('served_model_name')} must be a non-empty name, got {self.served_model_name!r}")
         _check_positive(self, ("max_batch_prompts", "max_request_bytes", "max_connections", "max_header_bytes"))
         check_number("max_wait_ms", self.max_wait_ms)
         if self.max_wait_ms < 0:
-            raise SpecError(f"max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
+            raise SpecError(f"{spelled('max_wait_ms')} must be >= 0, got {self.max_wait_ms!r}")
         _check_positive_number(self, ("header_timeout", "body_timeout", "keep_alive_timeout", "shutdown_timeout"))
 
 

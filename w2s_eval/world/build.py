@@ -1,7 +1,9 @@
-"""Build the offline world ``imdb-mini`` once, into ``$W2S_EVAL_HOME/worlds/imdb-mini/``.
+"""Build an offline world once, into ``$W2S_EVAL_HOME/worlds/<name>/``.
 
-Steps (in order): data, strong, gold, untuned, pairs, tuned, reward_model, validate.
-Each step writes into a scratch directory that is renamed into place when it is
+A world is built by its :class:`Recipe`: its settings (a frozen dataclass), its steps in order and
+what its manifest reports. ``imdb-mini``'s steps (in order): data, strong, gold, untuned, pairs, tuned,
+reward_model, validate (:mod:`w2s_eval.world.steps`); ``ifeval-mini``'s are in
+:mod:`w2s_eval.world.ifeval_mini`. Each step writes into a scratch directory that is renamed into place when it is
 complete, then a done-marker (``.done/<step>.json``, with what the step did). A rerun
 skips steps that are done, so an interrupted build resumes; a step that runs again
 invalidates the steps after it. The settings are stored before the first step; a
@@ -12,6 +14,7 @@ sha256s of inputs and outputs, versions, timings and the quality figures.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -19,10 +22,10 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from ..assets import cache_home, ensure_writable_dir
-from ..config import check_positive_int
+from ..checks import check_positive_int
 from ..provenance import atomic_write_json, diff_fields, follow_umask, package_versions
 from .pairs import LABEL_MODES
 from .steps import STEPS, Context
@@ -30,10 +33,10 @@ from .train import GuideShape, TrainSettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WorldConfig", "build_world", "world_dir", "read_manifest", "settings_diff", "STEP_NAMES", "WORLD_NAMES",
-           "BUILD_TIME"]
+__all__ = ["WorldConfig", "Recipe", "recipe", "build_world", "world_dir", "read_manifest", "settings_diff",
+           "STEP_NAMES", "WORLD_NAMES", "BUILD_TIME"]
 
-WORLD_NAMES = ("imdb-mini",)
+WORLD_NAMES = ("imdb-mini", "ifeval-mini")
 # how long building imdb-mini takes with the default settings (docs/worlds.md and docs/benchmarks.md: measured, by step)
 BUILD_TIME = "about 13 min on 2 quiet CPU cores"
 
@@ -99,7 +102,7 @@ STEP_NAMES = ("data", "strong", "gold", "untuned", "pairs", "tuned", "reward_mod
 
 def world_dir(name: str = "imdb-mini", home: Union[str, os.PathLike, None] = None) -> Path:
     """``<home>/worlds/<name>``; home defaults to ``$W2S_EVAL_HOME`` (or ``~/.cache/w2s-eval``)."""
-    if name not in WORLD_NAMES:
+    if name not in WORLD_NAMES or name not in _RECIPES:
         raise ValueError(f"unknown world {name!r}; buildable worlds: {', '.join(WORLD_NAMES)}")
     if home is None:
 
@@ -129,13 +132,8 @@ def read_manifest(path: Path) -> Optional[dict]:
     return json.loads(f.read_text()) if f.exists() else None
 
 
-def _manifest(path: Path, name: str, cfg: WorldConfig) -> dict:
-    steps = {}
-    for step in STEP_NAMES:
-        marker = path / ".done" / f"{step}.json"
-        if marker.exists():
-            steps[step] = json.loads(marker.read_text())
-    info = {s: v["info"] for s, v in steps.items()}
+def _imdb_manifest(info: dict, cfg: WorldConfig) -> dict:
+    """imdb-mini's own manifest entries: quality figures, inputs and paths, from its steps' ``info``."""
     quality = {
         "gold_heldout_accuracy": info.get("gold", {}).get("heldout_accuracy"),
         "gold_heldout_accuracy_first_40_words": info.get("gold", {}).get("heldout_accuracy_first_40_words"),
@@ -149,12 +147,60 @@ def _manifest(path: Path, name: str, cfg: WorldConfig) -> dict:
     inputs = {"imdb_csv_sha256": info.get("data", {}).get("csv_sha256"),
               "strong_gguf_sha256": info.get("strong", {}).get("gguf_sha256"),
               "strong_source": cfg.strong_source}
-    return {"name": name, "complete": all(s in steps for s in STEP_NAMES), "config": cfg.to_dict(),
-            "seed": cfg.seed, "inputs": inputs, "quality": quality, "versions": package_versions(),
+    return {"inputs": inputs, "quality": quality,
+            "paths": {"strong": "strong", "untuned": "untuned", "tuned": "tuned", "reward_model": "reward_model",
+                      "gold": "gold/gold.pkl", "prompts": "data/prompts.jsonl"}}
+
+
+def _imdb_steps() -> dict:
+    return STEPS
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one world is built: its settings class, its steps in order (``steps()`` gives name -> step function,
+    imported when a step runs), its manifest entries (``describe(info by step, settings)`` -> ``inputs``,
+    ``quality``, ``paths``) and how long a build takes."""
+
+    name: str
+    config: type
+    step_names: tuple
+    steps: Callable[[], dict]
+    describe: Callable[[dict, object], dict]
+    build_time: str
+
+
+_RECIPES: dict = {
+    "imdb-mini": Recipe("imdb-mini", WorldConfig, STEP_NAMES, _imdb_steps, _imdb_manifest, BUILD_TIME),
+    "ifeval-mini": "w2s_eval.world.ifeval_mini:RECIPE",  # imported when that world is built or read
+}
+
+
+def recipe(name: str) -> Recipe:
+    """The :class:`Recipe` of buildable world ``name``; ValueError naming the buildable worlds."""
+    if name not in _RECIPES:
+        raise ValueError(f"unknown world {name!r}; buildable worlds: {', '.join(WORLD_NAMES)}")
+    r = _RECIPES[name]
+    if isinstance(r, str):
+        module, _, attr = r.partition(":")
+        r = _RECIPES[name] = getattr(importlib.import_module(module), attr)
+    return r
+
+
+def _manifest(path: Path, name: str, cfg) -> dict:
+    r = recipe(name)
+    steps = {}
+    for step in r.step_names:
+        marker = path / ".done" / f"{step}.json"
+        if marker.exists():
+            steps[step] = json.loads(marker.read_text())
+    info = {s: v["info"] for s, v in steps.items()}
+    own = r.describe(info, cfg)
+    return {"name": name, "complete": all(s in steps for s in r.step_names), "config": cfg.to_dict(),
+            "seed": cfg.seed, "inputs": own["inputs"], "quality": own["quality"], "versions": package_versions(),
             "wall_s": {s: v["wall_s"] for s, v in steps.items()},
             "total_wall_s": round(sum(v["wall_s"] for v in steps.values()), 1),
-            "paths": {"strong": "strong", "untuned": "untuned", "tuned": "tuned", "reward_model": "reward_model",
-                      "gold": "gold/gold.pkl", "prompts": "data/prompts.jsonl"},
+            "paths": own["paths"],
             "steps": info}
 
 
@@ -168,35 +214,41 @@ def _say(ctx, text: str) -> None:
 
 def _run_step(ctx, name: str, i: int) -> None:
     """Run step ``i`` into a scratch directory, move it into place, mark it done; later steps are invalidated."""
-
-    step, path, done_dir = STEP_NAMES[i], ctx.world, ctx.world / ".done"
-    _say(ctx, f"[{i + 1}/{len(STEP_NAMES)}] {step} ...")
+    r = recipe(name)
+    names = r.step_names
+    step, path, done_dir = names[i], ctx.world, ctx.world / ".done"
+    _say(ctx, f"[{i + 1}/{len(names)}] {step} ...")
     scratch = path / f".tmp-{step}"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
     t0 = time.perf_counter()
-    info = STEPS[step](ctx, scratch)
+    info = r.steps()[step](ctx, scratch)
     wall = round(time.perf_counter() - t0, 1)
     follow_umask(scratch)  # saved weights are 0600 (safetensors): the umask decides who may read a shared world
     shutil.rmtree(path / step, ignore_errors=True)
     os.replace(scratch, path / step)
-    for later in STEP_NAMES[i + 1:]:  # built from the old outputs of this step: build them again
+    for later in names[i + 1:]:  # built from the old outputs of this step: build them again
         (done_dir / f"{later}.json").unlink(missing_ok=True)
     _write_json(done_dir / f"{step}.json",
                 {"step": step, "wall_s": wall, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "info": info})
     _write_json(path / "manifest.json", _manifest(path, name, ctx.cfg))
-    _say(ctx, f"[{i + 1}/{len(STEP_NAMES)}] {step} done in {wall:.1f} s")
+    _say(ctx, f"[{i + 1}/{len(names)}] {step} done in {wall:.1f} s")
 
 
 def build_world(name: str = "imdb-mini", home: Union[str, os.PathLike, None] = None,
-                config: Optional[WorldConfig] = None, *, force: bool = False, progress: bool = True,
+                config=None, *, force: bool = False, progress: bool = True,
                 only: Optional[tuple[str, ...]] = None) -> Path:
     """Build world ``name`` (skipping finished steps); return its directory.
 
+    ``config``: the world's settings (its recipe's config class; default: its defaults).
     ``only``: run just these steps (those before them must be done); default all.
     """
 
-    cfg = config or WorldConfig()
+    r = recipe(name)
+    cfg = config or r.config()
+    if not isinstance(cfg, r.config):
+        raise ValueError(f"world {name} is built with a {r.config.__name__}, not a {type(cfg).__name__}")
+    step_names = r.step_names
     path = world_dir(name, home)
     if home is None:
 
@@ -218,18 +270,18 @@ def build_world(name: str = "imdb-mini", home: Union[str, os.PathLike, None] = N
                              "--force (w2s-eval world build --force) or use another W2S_EVAL_HOME")
     else:
         _write_json(settings, cfg.to_dict())
-    wanted = only or STEP_NAMES
-    unknown = set(wanted) - set(STEP_NAMES)
+    wanted = only or step_names
+    unknown = set(wanted) - set(step_names)
     if unknown:
-        raise ValueError(f"unknown build steps {sorted(unknown)}; steps: {', '.join(STEP_NAMES)}")
+        raise ValueError(f"unknown build steps {sorted(unknown)}; steps: {', '.join(step_names)}")
     ctx = Context(cfg=cfg, world=path, cache=cache, progress=progress)
-    for i, step in enumerate(STEP_NAMES):
+    for i, step in enumerate(step_names):
         marker = done_dir / f"{step}.json"
         if marker.exists() and (path / step).exists():
-            logger.info("[%d/%d] %s: done already, skipped", i + 1, len(STEP_NAMES), step)
+            logger.info("[%d/%d] %s: done already, skipped", i + 1, len(step_names), step)
             continue
         if step not in wanted:
-            if any(STEP_NAMES.index(w) > i for w in wanted):
+            if any(step_names.index(w) > i for w in wanted):
                 raise ValueError(f"step {step!r} must be built before {', '.join(wanted)}")
             continue
         _run_step(ctx, name, i)

@@ -5,27 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 
-from .build import (
-    BUILD_TIME,
-    STEP_NAMES,
-    WorldConfig,
-    build_world,
-    read_manifest,
-    world_dir,
-)
+from .build import BUILD_TIME, WORLD_NAMES, build_world, read_manifest, recipe, world_dir
+from .ifeval_mini import BUILD_TIME as IFEVAL_BUILD_TIME
 
 __all__ = ["add_commands"]
 
 
 def add_commands(subparsers) -> None:
-    world = subparsers.add_parser("world", help="build or inspect an offline world (imdb-mini)")
+    world = subparsers.add_parser("world", help="build or inspect an offline world (imdb-mini, ifeval-mini)")
     sub = world.add_subparsers(dest="world_command", metavar="ACTION")
     build = sub.add_parser("build", help="build a world into the cache (skips what is built)",
                            description=f"Build the world once into $W2S_EVAL_HOME/worlds/NAME (imdb-mini: {BUILD_TIME}, "
-                                       "2-6 times longer while other jobs share them; a few minutes on a GPU, used "
-                                       "when present). Finished steps are skipped, "
-                                       "so an interrupted build resumes.")
-    build.add_argument("name", help="world name (imdb-mini)")
+                                       f"ifeval-mini: {IFEVAL_BUILD_TIME}; 2-6 times longer while other jobs share "
+                                       "them; a few minutes on a GPU, used when present). Finished steps are "
+                                       "skipped, so an interrupted build resumes.")
+    build.add_argument("name", help="world name (imdb-mini, ifeval-mini)")
     build.add_argument("--home", help="cache directory (default: $W2S_EVAL_HOME or ~/.cache/w2s-eval)")
     build.add_argument("--force", action="store_true", help="delete what exists and build from scratch")
     build.add_argument("--seed", type=int, default=0, help="seed of the splits, initialisation and sampling")
@@ -35,7 +29,7 @@ def add_commands(subparsers) -> None:
     build.add_argument("--no-progress", action="store_true", help="no progress bars")
     build.set_defaults(func=_build)
     info = sub.add_parser("info", help="show a built world's manifest: sizes, sha256s, quality figures")
-    info.add_argument("name", help="world name (imdb-mini)")
+    info.add_argument("name", help="world name (imdb-mini, ifeval-mini)")
     info.add_argument("--home", help="cache directory (default: $W2S_EVAL_HOME or ~/.cache/w2s-eval)")
     info.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     info.set_defaults(func=_info)
@@ -43,16 +37,14 @@ def add_commands(subparsers) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-
-    path = build_world(args.name, args.home, WorldConfig(seed=args.seed, strong_source=args.strong), force=args.force,
-                       progress=not args.no_progress)
+    config = recipe(args.name).config(seed=args.seed, strong_source=args.strong)
+    path = build_world(args.name, args.home, config, force=args.force, progress=not args.no_progress)
     print(f"world {args.name} is built in {path}")
     _print_summary(path)
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
-
     path = world_dir(args.name, args.home)
     manifest = read_manifest(path) if path.exists() else None
     if manifest is None:
@@ -67,11 +59,12 @@ def _info(args: argparse.Namespace) -> int:
 def _print_summary(path) -> None:
 
     m = read_manifest(path) or {}
+    step_names = recipe(m["name"]).step_names if m.get("name") in WORLD_NAMES else tuple(m.get("steps", {}))
     state = "complete" if m.get("complete") else "INCOMPLETE (run `w2s-eval world build` again to resume)"
     print(f"world {m.get('name')} at {path}: {state}")
     print(f"  seed {m.get('seed')}, strong model from {m.get('inputs', {}).get('strong_source')}")
     steps = m.get("steps", {})
-    for step in STEP_NAMES:
+    for step in step_names:
         wall = m.get("wall_s", {}).get(step)
         print(f"  {step:<13} {'done' if step in steps else 'missing':<8}" + (f" {wall:8.1f} s" if wall is not None else ""))
     print(f"  total {m.get('total_wall_s')} s")

