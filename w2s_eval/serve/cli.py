@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Optional
 
 import uvicorn  # the package's __init__ has checked the [serve] extra
 
@@ -40,12 +41,15 @@ def add_commands(sub) -> None:
     p.set_defaults(func=run_serve)
 
 
-def build_server(args: argparse.Namespace):
-    """(the ASGI app, its ServeConfig) for parsed flags (models loaded, method checked)."""
+def serve_config(args: argparse.Namespace) -> ServeConfig:
+    """The server's :class:`~.protocol.ServeConfig` (limits included) from parsed flags."""
+    return spec_from_namespace(args, cls=ServeConfig, limits=spec_from_namespace(args, cls=Limits),
+                               api_key=args.api_key or os.environ.get("W2S_SERVE_API_KEY") or None)
 
 
-    cfg = spec_from_namespace(args, cls=ServeConfig, limits=spec_from_namespace(args, cls=Limits),
-                              api_key=args.api_key or os.environ.get("W2S_SERVE_API_KEY") or None)
+def build_server(args: argparse.Namespace, cfg: Optional[ServeConfig] = None):
+    """The ASGI app for parsed flags (models loaded, method checked); ``cfg``: the server's settings, when read."""
+    cfg = cfg or serve_config(args)
     spec = with_strong_resolved(spec_from_namespace(args))
     method = parse_method(args.method)
     spec.check_method(method)
@@ -54,13 +58,12 @@ def build_server(args: argparse.Namespace):
     if args.host not in _LOOPBACK and cfg.api_key is None:
         logger.warning("serving on %s without --api-key: anyone who reaches this address can use the models; "
                        "set --api-key and put TLS in front (a reverse proxy)", args.host)
-    return create_app(engine, cfg, method), cfg
+    return create_app(engine, cfg, method)
 
 
 def run_serve(args: argparse.Namespace) -> int:
-
-
-    app, cfg = build_server(args)
+    cfg = serve_config(args)
+    app = build_server(args, cfg)
     print(f"w2s-eval serve: http://{args.host}:{args.port}/v1 (model {args.served_model_name!r} = {args.method}; "
           "or a method spec as the model name)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **uvicorn_settings(cfg))
