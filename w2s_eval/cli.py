@@ -111,6 +111,16 @@ def _add_verify(subparsers) -> None:
     p.set_defaults(func=cmd_verify)
 
 
+def _add_merge(subparsers) -> None:
+    p = subparsers.add_parser(
+        "merge", help="assemble the shards of a compare run (compare --shard I/N) into RUN_DIR/records.jsonl",
+        description="Append the records of every finished shard (records.shard-I-of-N.jsonl) to "
+                    "RUN_DIR/records.jsonl in the order one process writes them, and remove the shard files. A "
+                    "shard still running is left for a later merge.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(func=cmd_merge)
+
+
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
         "compare", help="run several methods on the same prompts and seeds of a world; record and report",
@@ -139,14 +149,7 @@ def add_commands(subparsers) -> None:
                         "from SLURM_ARRAY_TASK_ID/COUNT or RANK/WORLD_SIZE (accelerate launch). `w2s-eval merge OUT` "
                         "(or report, or compare without --shard) assembles the shards; no report is written")
     p.set_defaults(func=cmd_compare)
-
-    p = subparsers.add_parser(
-        "merge", help="assemble the shards of a compare run (compare --shard I/N) into RUN_DIR/records.jsonl",
-        description="Append the records of every finished shard (records.shard-I-of-N.jsonl) to "
-                    "RUN_DIR/records.jsonl in the order one process writes them, and remove the shard files. A "
-                    "shard still running is left for a later merge.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.set_defaults(func=cmd_merge)
+    _add_merge(subparsers)
 
     p = subparsers.add_parser(
         "report", help="tables (Markdown, CSV, LaTeX) and PNG plots of a compare run, from its records",

@@ -258,6 +258,20 @@ def paired_delta(records: dict, base: dict, field: str) -> tuple:
     return mean_se([r[field] - base[k][field] for k, r in records.items() if k in base])
 
 
+def _matched_keys(by_method: dict, notes: list) -> set:
+    """The (prompt, seed) pairs recorded for every method (a note says how many records that leaves out)."""
+    sets = [set(v) for v in by_method.values()]
+    keys = set.intersection(*sets)
+    if not keys:
+        raise ValueError("no (prompt, seed) pair is recorded for every method; finish the run (rerun compare) "
+                         "or report all records with --all")
+    dropped = sum(len(s - keys) for s in sets)
+    if dropped:
+        notes.append(f"{dropped} record(s) whose (prompt, seed) pair is missing for some method were left out "
+                     f"(the table uses the {len(keys)} pairs recorded for every method)")
+    return keys
+
+
 def summarize(records: Sequence[dict], matched: bool = True, notes: Optional[list] = None,
               not_applicable: Optional[dict] = None, shapes: Optional[dict] = None) -> Summary:
     """Per-method summaries of ``records`` (see the module doc); ``not_applicable``: {method: why} of methods
@@ -267,17 +281,7 @@ def summarize(records: Sequence[dict], matched: bool = True, notes: Optional[lis
     if not records:
         raise ValueError("there are no records to report; run `w2s-eval compare` first")
     by_method = group_by_method(records)
-    keys = None
-    if matched:
-        sets = [set(v) for v in by_method.values()]
-        keys = set.intersection(*sets)
-        if not keys:
-            raise ValueError("no (prompt, seed) pair is recorded for every method; finish the run (rerun compare) "
-                             "or report all records with --all")
-        dropped = sum(len(s - keys) for s in sets)
-        if dropped:
-            notes.append(f"{dropped} record(s) whose (prompt, seed) pair is missing for some method were left out "
-                         f"(the table uses the {len(keys)} pairs recorded for every method)")
+    keys = _matched_keys(by_method, notes) if matched else None
     if any(r.get("strong_engine") for r in records):
         notes.append("the strong model was served by an endpoint: its strong tok/prompt counts the prompt and "
                      "prefix tokens sent again every round (the server's prefix cache may skip them), so it is not "
