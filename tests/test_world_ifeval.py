@@ -137,3 +137,19 @@ def test_rerun_resumes_and_other_settings_are_refused(tiny_world):
     with pytest.raises(ValueError, match=r"dpo_beta \(built with 0.1, asked for 0.5\)"):
         build_world("ifeval-mini", tiny_world["home"], dataclasses.replace(tiny_world["cfg"], dpo_beta=0.5),
                     progress=False)
+
+
+def test_compare_runs_on_the_tiny_world_with_each_guide(tiny_world, tmp_path):
+    from w2s_eval.harness.compare import make_run_config, run_compare
+    from w2s_eval.harness.records import RECORDS_FILE, read_records
+    from w2s_eval.worlds import load_world
+
+    world = load_world("ifeval-mini", tiny_world["home"])
+    for guide in ("implicit", "rm", "gold"):
+        cfg = make_run_config(world, "base,bon:n=2,eft:beta=1", 1, 1, guide=guide, device="cpu", batch_size=1)
+        run_compare(world, cfg, tmp_path / guide, progress=False)
+        records, _ = read_records(tmp_path / guide / RECORDS_FILE)
+        assert {r["method"] for r in records} == {"base", "bon:n=2", "eft:beta=1"}  # EFT: the guides' vocabulary
+        for r in records:
+            assert 0.0 <= r["gold"] <= 1.0 and r["judge"] in (0.0, 1.0)
+            assert r["gold"] == world.gold([r["prompt"]], [r["response"]])[0]
