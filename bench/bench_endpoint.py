@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
+from devtools.vllm_server import save_test_model, start_vllm, vllm_python
 from w2s_eval.config import SamplingConfig, parse_method
 from w2s_eval.endpoint import EndpointPolicy
-from devtools.vllm_server import save_test_model, start_vllm, vllm_python
 from w2s_eval.engine import load_causal_lm
 from w2s_eval.guide import GuideLM, ImplicitValueScorer
 from w2s_eval.policy import TransformersPolicy

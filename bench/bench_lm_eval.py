@@ -114,8 +114,8 @@ def main() -> int:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from w2s_eval.lm_eval_backend.backend import W2SLM
     from w2s_eval.engine import resolve_device
+    from w2s_eval.lm_eval_backend.backend import W2SLM
 
     device = str(resolve_device(args.device))
     root = tempfile.mkdtemp(prefix="w2s_bench_lm_eval_")

@@ -13,10 +13,14 @@ Paths (same prompts, same sampling: temperature, top-k as the seed's imdb script
 - (optional, ``--naive-prompts``) "no KV cache": HF ``generate`` re-encoding every prefix each chunk. This is
   weaker than the seed's code and is not a baseline for any headline figure.
 
-Model work is counted as token forwards x 2 x parameters (strong model and guides; real tokens, padding not
-counted) and the FLOP ratio (seed / path) is printed beside the measured speed-up. Time per round is split into
-strong forward, guide forward, cache reorder, tokenization/decoding and the rest (Python) by timers around
-the models' forward, ``DynamicCache.reorder_cache`` and the tokenizers' calls (on during every repeat).
+Model work is counted in FLOPs by the formula of ``w2s_eval.flops`` (2 x N + attention per token position, per
+model: the strong model and EACH guide with its own token count; real tokens, padding not counted; the seed path's
+finished rows, fed padding tokens as real positions, are counted as it runs them) and the FLOP ratio (seed / path)
+is printed beside the measured speed-up. ``--recompute FILE`` restates the FLOP columns of a JSON written before
+this count (which multiplied the guides' summed tokens by both guides' parameters: twice the guides' work).
+Time per round is split into strong forward, guide forward, cache reorder, tokenization/decoding and the rest
+(Python) by timers around the models' forward, ``DynamicCache.reorder_cache`` and the tokenizers' calls (on during
+every repeat).
 
     python bench/bench_search.py                        # tiny models built offline (devtools.toy)
     python bench/bench_search.py --strong smollm2-135m  # SmolLM2-135M + imdb-mini guides (or guides of their shape)
@@ -38,15 +42,25 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper
 
-from w2s_eval import (CausalLM, GuideLM, ImplicitValueScorer, SamplingConfig, SearchConfig, TransformersPolicy,
-                      chunk_beam_search, load_causal_lm)
+from devtools.toy import CORPUS, build_strong_and_guides, train_causal_lm
+from w2s_eval import (
+    CausalLM,
+    GuideLM,
+    ImplicitValueScorer,
+    SamplingConfig,
+    SearchConfig,
+    TransformersPolicy,
+    chunk_beam_search,
+    load_causal_lm,
+)
+from w2s_eval.flops import Cost, add_costs, flops_of
 from w2s_eval.lm import cache_kwarg
 from w2s_eval.policy import prompt_seed
-from devtools.toy import CORPUS, build_strong_and_guides, train_causal_lm
 
 PARTS = ("strong", "guide", "reorder", "tokenize")
 
@@ -117,8 +131,9 @@ class Timers:
 # --------------------------------------------------------------------------- the seed's code path
 def seed_scores(guides, prompt: str, responses: list, eos: list) -> tuple:
     """ImplicitValueScorer of the seed: per guide, tok(prompt) and tok(prompt + response) (+EOS if finished),
-    labels masked over their common prefix, right padding, a full forward, log_softmax, gather; no cache."""
-    total, tokens = 0.0, 0
+    labels masked over their common prefix, right padding, a full forward, log_softmax, gather; no cache.
+    Returns (scores [N], {guide name: Cost}): each guide's token positions and FLOPs, every row from scratch."""
+    total, costs = 0.0, {}
     for sign, lm in zip((1.0, -1.0), guides):
         tok, rows, starts = lm.tokenizer, [], []
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
@@ -141,14 +156,17 @@ def seed_scores(guides, prompt: str, responses: list, eos: list) -> tuple:
         keep = labels != -100
         logps = torch.gather(logits.log_softmax(-1), 2, labels.clamp(min=0).unsqueeze(2)).squeeze(2)
         total = total + sign * (logps * keep).sum(-1)
-        tokens += int(mask.sum())
-    return total, tokens
+        cost = costs.setdefault(lm.name, Cost())
+        for row in rows:
+            cost.add_forward(len(row), flops_of(lm.shape, len(row)))
+    return total, costs
 
 
 @torch.inference_mode()
 def seed_cbs(prompt_ids: list, prompt: str, strong: CausalLM, guides, W: int, K: int, L: int,
              cfg: SamplingConfig, seed: int) -> tuple:
-    """CBSPosthocGenerationMixin._search of the seed for one prompt; (best response text, counts)."""
+    """CBSPosthocGenerationMixin._search of the seed for one prompt; (best response text, counts): ``strong`` and
+    ``guide`` token positions (both guides), ``rounds``, and ``compute`` {model name: Cost}."""
     torch.manual_seed(seed)
     tok, model, dev = strong.tokenizer, strong.model, strong.device
     warp = LogitsProcessorList([TemperatureLogitsWarper(cfg.temperature)] + ([TopKLogitsWarper(cfg.top_k)]
@@ -160,9 +178,15 @@ def seed_cbs(prompt_ids: list, prompt: str, strong: CausalLM, guides, W: int, K:
     eos = torch.tensor(strong.eos_ids, device=dev)
     prompt_text, P = tok.decode(ids[0]), ids.shape[1]
     counts, remain, step_input = {"strong": 0, "guide": 0, "rounds": 0}, L, ids
+    compute = {strong.name: Cost()}
     while True:
         logits = model(input_ids=step_input, attention_mask=attn, use_cache=True, **{cache_arg: cache}).logits
         counts["strong"] += step_input.numel()
+        rows, n = step_input.shape
+        if n > 1:  # the prompt in every row, from no cache
+            compute[strong.name].add_prefill(rows * n, rows * flops_of(strong.shape, n))
+        else:  # one token a row (finished rows too, fed padding), attending to every position so far
+            compute[strong.name].add_forward(rows, rows * flops_of(strong.shape, 1, attn.shape[1] - 1))
         probs = torch.softmax(warp(ids, logits[:, -1, :].float()), dim=-1)
         nxt = torch.multinomial(probs, 1).squeeze(1)
         nxt = nxt * unfinished + strong.pad_id * (1 - unfinished)
@@ -174,14 +198,15 @@ def seed_cbs(prompt_ids: list, prompt: str, strong: CausalLM, guides, W: int, K:
             remain = L
             texts = [t[len(prompt_text):] for t in tok.batch_decode(ids)]  # extract_responses(..., prompt=)
             texts = [tok.decode(tok(t)["input_ids"], skip_special_tokens=True) for t in texts]
-            scores, n = seed_scores(guides, prompt, texts, (unfinished == 0).tolist())
-            counts["guide"] += n
+            scores, guide_costs = seed_scores(guides, prompt, texts, (unfinished == 0).tolist())
+            counts["guide"] += sum(c.tokens for c in guide_costs.values())
+            add_costs(compute, guide_costs)
             counts["rounds"] += 1
             beam_idx = torch.topk(scores, W, dim=0).indices.repeat(K)
             ids, unfinished = ids[beam_idx], unfinished[beam_idx]
             cache.reorder_cache(beam_idx)
         if unfinished.max() == 0:
-            return tok.decode(ids[0, P:], skip_special_tokens=True), counts
+            return tok.decode(ids[0, P:], skip_special_tokens=True), {**counts, "compute": compute}
 
 
 def naive_cbs(prompt: str, strong: CausalLM, scorer, W: int, K: int, L: int, cfg: SamplingConfig) -> dict:
@@ -230,7 +255,7 @@ def real_models(name: str, device: str) -> dict:
     from w2s_eval.world.strong import resolve_strong_model
     from w2s_eval.world.train import GuideShape, init_guide
 
-    models = {"strong": load_causal_lm(str(resolve_strong_model(name)), dtype="float32", device=device, name=name)}
+    models = {"strong": load_causal_lm(str(resolve_strong_model(name)), dtype="float32", device=device, name="strong")}
     world = cache_home() / "worlds" / "imdb-mini"
     manifest = json.loads((world / "manifest.json").read_text()) if (world / "manifest.json").exists() else {}
     if manifest.get("complete"):
@@ -253,31 +278,48 @@ def params(lm: CausalLM) -> int:
     return sum(p.numel() for p in lm.model.parameters())
 
 
+def _add_counts(out: dict, counts: dict, scale: float = 1.0) -> None:
+    """Add a run's counts into ``out``: strong and guide token positions, rounds (times ``scale``), and
+    ``gflop`` and ``positions`` {model: GFLOP, token positions (prefill included)} from its ``compute`` {model:
+    Cost or its dict}."""
+    for key in ("strong", "guide"):
+        out[key] += counts[key]
+    out["rounds"] += counts["rounds"] * scale
+    for name, cost in counts["compute"].items():
+        cost = cost if isinstance(cost, Cost) else Cost(**cost)
+        out["gflop"][name] = out["gflop"].get(name, 0.0) + cost.flops / 1e9
+        out["positions"][name] = out["positions"].get(name, 0) + cost.tokens
+
+
+def _new_counts() -> dict:
+    return {"strong": 0, "guide": 0, "rounds": 0, "gflop": {}, "positions": {}}
+
+
 # --------------------------------------------------------------------------- paths and report
 def make_paths(m: dict, cfg: SamplingConfig, W: int, K: int, L: int, batch: int) -> dict:
-    """name -> run(prompts) -> {strong, guide, rounds} token forwards / rounds summed over the prompts."""
+    """name -> run(prompts) -> {strong, guide, rounds, gflop: {model: GFLOP}} summed over the prompts."""
     policy, guides = TransformersPolicy(m["strong"]), [m["tuned"], m["untuned"]]
 
     def engine(search, scored=True, copies=1):
         def run(prompts):
-            out = defaultdict(int)
+            out = _new_counts()
             for i in range(0, len(prompts), batch):
                 ps = [p for p in prompts[i:i + batch] for _ in range(copies)]
                 seeds = [prompt_seed(cfg.seed + j % copies, p) for j, p in enumerate(ps)]
                 scorer = ImplicitValueScorer(GuideLM(m["tuned"]), GuideLM(m["untuned"])) if scored else None
                 for r in chunk_beam_search(ps, policy, scorer, search, cfg, seeds=seeds):
-                    for key, stat in (("strong", "strong_tokens"), ("guide", "guide_tokens"), ("rounds", "rounds")):
-                        out[key] += r.stats[stat] / (copies if key == "rounds" else 1)
+                    counts = {"strong": r.stats["strong_tokens"], "guide": r.stats["guide_tokens"],
+                              "rounds": r.stats["rounds"], "compute": r.stats["compute"]}
+                    _add_counts(out, counts, 1 / copies)
             return out
         return run
 
     def seed_path(prompts):
-        out = defaultdict(int)
+        out = _new_counts()
         for p in prompts:
             _, counts = seed_cbs(policy.encode(p, cfg), p, m["strong"], guides, W, K, L, cfg,
                                  prompt_seed(cfg.seed, p) % (2**31))
-            for key, v in counts.items():
-                out[key] += v
+            _add_counts(out, counts)
         return out
 
     return {"seed path": seed_path, f"w2s CBS({W},{K},{L})": engine(SearchConfig(W, K, L)),
@@ -301,25 +343,53 @@ def measure(paths: dict, prompts: list, seed_prompts: int, repeats: int, timers:
             wall = time.perf_counter() - t0
             out[name]["s_per_prompt"].append(wall / len(ps))
             out[name]["parts"].append({k: v / len(ps) for k, v in timers.take().items()})
-            out[name].update(prompts=len(ps), per_prompt={k: v / len(ps) for k, v in counts.items()})
+            per_prompt = {k: v / len(ps) for k, v in counts.items() if k not in ("gflop", "positions")}
+            for key in ("gflop", "positions"):
+                per_prompt[key] = {k: v / len(ps) for k, v in counts[key].items()}
+            out[name].update(prompts=len(ps), per_prompt=per_prompt)
     return out
 
 
-def report(res: dict, n_strong: int, n_guides: int) -> tuple:
-    """Markdown tables: times and ratios to the seed path beside the FLOP ratio; time per round by part."""
-    def flops(r):
-        pp = r["per_prompt"]
-        return 2 * (pp["strong"] * n_strong + pp["guide"] * n_guides)
+def gflop(r: dict, strong: str = "strong") -> tuple:
+    """(GFLOP per prompt of every model, of the guides) of one path's results."""
+    per_model = r["per_prompt"]["gflop"]
+    return sum(per_model.values()), sum(v for k, v in per_model.items() if k != strong)
 
+
+def legacy_gflop(per_prompt: dict, params: dict) -> float:
+    """GFLOP per prompt of a JSON written before per-model counts: 2 x parameters x token positions, the guides'
+    summed tokens on ONE guide's parameters (the two guides are of one size and read the same tokens; the old count
+    put them on both guides' parameters, twice the work); no attention term (the JSON holds no positions)."""
+    return 2 * (per_prompt["strong"] * params["strong"] + per_prompt["guide"] * params["guides"] / 2) / 1e9
+
+
+def recompute(doc: dict) -> str:
+    """The FLOP columns of a JSON written before per-model counts, restated with :func:`legacy_gflop`."""
+    res, params = doc["results"], doc["params"]
+    seed = legacy_gflop(res["seed path"]["per_prompt"], params)
+    s_min = min(res["seed path"]["s_per_prompt"])
+    lines = ["| path | GFLOP/prompt | FLOP ratio seed/path | speed-up (min) | speed-up / FLOP ratio |",
+             "|---|---|---|---|---|"]
+    for name, r in res.items():
+        g = legacy_gflop(r["per_prompt"], params)
+        speed = s_min / min(r["s_per_prompt"])
+        lines.append(f"| {name} | {g:.1f} | {seed / g:.2f} | {speed:.2f}x | {speed / (seed / g):.2f} |")
+    return "\n".join(lines)
+
+
+def report(res: dict) -> str:
+    """Markdown tables: times and ratios to the seed path beside the FLOP ratio; time per round by part."""
     seed = res["seed path"]
     s_min, s_med = min(seed["s_per_prompt"]), statistics.median(seed["s_per_prompt"])
     lines = ["| path | prompts | s/prompt min | s/prompt median | speed-up vs seed path (min / median) | "
-             "GFLOP/prompt | FLOP ratio seed/path | speed-up / FLOP ratio |", "|---|---|---|---|---|---|---|---|"]
+             "GFLOP/prompt (guides) | FLOP ratio seed/path | speed-up / FLOP ratio |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in res.items():
         t_min, t_med = min(r["s_per_prompt"]), statistics.median(r["s_per_prompt"])
-        fr = flops(seed) / flops(r)
+        total, guides = gflop(r)
+        fr = gflop(seed)[0] / total
         lines.append(f"| {name} | {r['prompts']} | {t_min:.3f} | {t_med:.3f} | {s_min / t_min:.2f}x / "
-                     f"{s_med / t_med:.2f}x | {flops(r) / 1e9:.1f} | {fr:.2f} | {s_min / t_min / fr:.2f} |")
+                     f"{s_med / t_med:.2f}x | {total:.1f} ({guides:.1f}) | {fr:.2f} | {s_min / t_min / fr:.2f} |")
     names = list(res)
     cbs, bon, smp = (res[n]["s_per_prompt"] for n in names[1:4])
     lines += ["", "| ratio (wall time, same prompts) | min / min | median / median |", "|---|---|---|"]
@@ -351,7 +421,12 @@ def main(argv=None) -> int:
     ap.add_argument("--train-steps", type=int, default=150, help="tiny models: train this long first (0: random)")
     ap.add_argument("--naive-prompts", type=int, default=0, help="also time the 'no KV cache' path on N prompts")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--recompute", metavar="FILE", help="only restate the FLOP columns of a JSON written before "
+                    "per-model counts (see legacy_gflop) and print them")
     args = ap.parse_args(argv)
+    if args.recompute:
+        print(recompute(json.loads(Path(args.recompute).read_text())))
+        return 0
 
     from w2s_eval.engine import resolve_device
 
@@ -378,7 +453,7 @@ def main(argv=None) -> int:
     env = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
            f"{torch.get_num_threads()} thread(s), device {device}"
            + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
-    table = report(res, n_strong, n_guides)
+    table = report(res)
     print(f"\nw2s-eval search benchmark: {m['what']}; {len(prompts)} prompts, {args.new_tokens} new tokens, "
           f"T {cfg.temperature}, top-k {cfg.top_k}, {args.repeats} alternating repeats; {env}; params: strong "
           f"{n_strong / 1e6:.1f}M, guides {n_guides / 1e6:.1f}M together\n\n{table}")

@@ -101,7 +101,7 @@ def summary_of(out: Path, loaded: dict, gold) -> dict:
 
 
 def _gold(home=None):
-    from w2s_eval.worlds import load_world
+    from w2s_eval.world_registry import load_world
 
     return load_world(WORLD, home).gold
 

@@ -3,6 +3,8 @@
     python scripts/strong_reference.py run --runs DIR            # the comparisons (hours on 2 CPU cores; resumable)
     python scripts/strong_reference.py collect --runs DIR --out results/imdb-mini-strong
     python scripts/strong_reference.py check results/imdb-mini-strong
+    python scripts/strong_reference.py shapes results/imdb-mini-strong  # model_shapes.json from the models' configs
+    python scripts/strong_reference.py report results/imdb-mini-strong  # reports, summary and plots, from the records
 
 ``run`` runs ``w2s-eval compare --world imdb-mini --strong NAME`` for each strong model into ``DIR/NAME`` (rerun
 it to resume: compare skips the records it has); ``--jobs 2`` runs two models at once, each on ``--threads``
@@ -11,6 +13,11 @@ threads. ``collect`` writes, from the records only: each model's report (md/csv/
 ``summary.json`` (gold and judge gain over base per method and model, paired over (prompt, seed), with wall time
 per model) and ``gain_vs_params.png`` (gain over base against strong-model parameters, a line per method).
 ``check`` recomputes summary.json and every report.md from the committed records and fails on any difference.
+``shapes`` writes each model's ``model_shapes.json`` (what the FLOP formula of :mod:`w2s_eval.flops` reads) from the
+models' configs (:data:`CONFIGS`, checked against the parameter counts in ``strong_model.json``); the records were made
+before w2s-eval counted FLOPs, so the reports estimate them from the records' token counters and these shapes.
+``report`` rewrites every report, summary.json and the plot from the committed records, leaving the records as they
+are.
 """
 
 from __future__ import annotations
@@ -25,10 +32,24 @@ import sys
 import tempfile
 from pathlib import Path
 
-from w2s_eval.assets import cache_home
-from w2s_eval.harness.report import (group_by_method, load_run, not_applicable_of, paired_delta, summarize,
-                                     to_markdown, write_report)
-from w2s_eval.provenance import atomic_write_json, to_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # devtools/ (the models' configs)
+
+from devtools.model_configs import GUIDE as _GUIDE  # noqa: E402
+from devtools.model_configs import STRONG as CONFIGS  # noqa: E402
+from w2s_eval.assets import cache_home  # noqa: E402
+from w2s_eval.flops import shape_from_config  # noqa: E402
+from w2s_eval.harness.records import SHAPES_FILE  # noqa: E402
+from w2s_eval.harness.report import (  # noqa: E402
+    group_by_method,
+    load_run,
+    load_shapes,
+    not_applicable_of,
+    paired_delta,
+    summarize,
+    to_markdown,
+    write_report,
+)
+from w2s_eval.provenance import atomic_write_json, to_json  # noqa: E402
 
 MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-0.5b")
 METHODS = "base,bon:n=4,bon:n=16,eft:beta=1,cbs:w=2,k=2,l=5,cbs:w=4,k=4,l=5"
@@ -80,7 +101,9 @@ def model_summary(records: list, summary) -> dict:
         methods[row.method] = {
             "n": row.n, "gold": row.gold_mean, "gold_se": row.gold_se, "judge": row.judge_mean,
             "judge_se": row.judge_se, "gold_gain": row.delta_gold_vs_base, "gold_gain_se": row.delta_gold_se,
-            "judge_gain": judge_gain[0], "judge_gain_se": judge_gain[1], "wall_s_per_prompt": row.wall_time_s}
+            "judge_gain": judge_gain[0], "judge_gain_se": judge_gain[1], "wall_s_per_prompt": row.wall_time_s,
+            "gflop_per_prompt": None if row.flops is None else round(row.flops / 1e9, 3),
+            "guide_gflop_per_prompt": None if row.guide_flops is None else round(row.guide_flops / 1e9, 3)}
     cbs_vs_bon = {}  # CBS against BoN of the same strong-sample budget, paired over (prompt, seed)
     for cbs in (r for r in summary.rows if r.family == "cbs" and r.note is None):
         for bon in (r for r in summary.rows if r.family == "bon" and r.budget == cbs.budget and r.note is None):
@@ -100,7 +123,8 @@ def load_collected(out: Path, models) -> dict:
             records, notes = load_run(tmp)
         if notes:
             raise ValueError(f"{out / model}: {notes}")
-        loaded[model] = (records, summarize(records, not_applicable=not_applicable_of(out / model)))
+        loaded[model] = (records, summarize(records, not_applicable=not_applicable_of(out / model),
+                                            shapes=load_shapes(out / model)))
     return loaded
 
 
@@ -154,6 +178,8 @@ def collect_run(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     write_report(src, dst)
     shutil.copy(src / "config.json", dst / "config.json")
+    if (src / SHAPES_FILE).exists():
+        shutil.copy(src / SHAPES_FILE, dst / SHAPES_FILE)
     data = (src / "records.jsonl").read_bytes()
     (dst / RECORDS_XZ).write_bytes(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
 
@@ -163,6 +189,33 @@ def collect(runs: Path, out: Path, models, strong_home: Path, world_manifest: Pa
         collect_run(runs / model, out / model)
         shutil.copy(strong_home / model / "w2s_strong.json", out / model / PROVENANCE)
     shutil.copy(world_manifest, out / "world_manifest.json")
+    summary = summary_of(out, load_collected(out, models))
+    atomic_write_json(out / SUMMARY, summary)
+    plot_gain_vs_params(summary, out / PLOT)
+
+
+def write_shapes(out: Path, models) -> None:
+    """Each model's model_shapes.json from :data:`CONFIGS`; refuses a config whose parameters are not the
+    converted model's (``strong_model.json``)."""
+    guide = shape_from_config(_GUIDE).to_dict()
+    for model in models:
+        strong = shape_from_config(CONFIGS[model]).to_dict()
+        want = json.loads((out / model / PROVENANCE).read_text(encoding="utf-8"))["params"]
+        if strong["params"] != want:
+            raise ValueError(f"{model}: the config gives {strong['params']} parameters, the converted model has {want}")
+        atomic_write_json(out / model / SHAPES_FILE, {"strong": strong, "tuned": guide, "untuned": guide})
+
+
+def rewrite_reports(out: Path, models) -> None:
+    """Every model's report files, summary.json and the plot again from the committed records (kept as they are)."""
+    for model in models:
+        with tempfile.TemporaryDirectory() as tmp:
+            run = Path(tmp)
+            (run / "records.jsonl").write_bytes(lzma.decompress((out / model / RECORDS_XZ).read_bytes()))
+            for name in ("config.json", SHAPES_FILE):
+                if (out / model / name).exists():
+                    shutil.copy(out / model / name, run / name)
+            write_report(run, out / model)
     summary = summary_of(out, load_collected(out, models))
     atomic_write_json(out / SUMMARY, summary)
     plot_gain_vs_params(summary, out / PLOT)
@@ -205,7 +258,11 @@ def main(argv=None) -> int:
     c.add_argument("--world-manifest", type=Path, default=home / "worlds" / "imdb-mini" / "manifest.json")
     k = sub.add_parser("check")
     k.add_argument("out", type=Path)
-    for s in (r, c, k):
+    sh = sub.add_parser("shapes")
+    sh.add_argument("out", type=Path)
+    rp = sub.add_parser("report")
+    rp.add_argument("out", type=Path)
+    for s in (r, c, k, sh, rp):
         s.add_argument("--models", default=",".join(MODELS))
     args = p.parse_args(argv)
     models = args.models.split(",")
@@ -213,6 +270,12 @@ def main(argv=None) -> int:
         return run(args.runs, models, args.jobs, args.threads)
     if args.command == "collect":
         collect(args.runs, args.out, models, args.strong_home, args.world_manifest)
+        return 0
+    if args.command == "shapes":
+        write_shapes(args.out, models)
+        return 0
+    if args.command == "report":
+        rewrite_reports(args.out, models)
         return 0
     problems = check(args.out, models)
     for line in problems:

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from w2s_eval.config import SamplingConfig
-from w2s_eval.worlds import World, register_world
+from w2s_eval.world_registry import World, register_world
 
 PROMPTS = (
     "The movie was",

@@ -16,6 +16,8 @@ from w2s_eval.alpaca.decoder import DECODER_PATH, load_model_configs, w2s_comple
 from w2s_eval.alpaca.generate import OUTPUTS_FILE, RUN_CONFIG_FILE
 from w2s_eval.alpaca.judge import stack_leaderboard
 
+pytestmark = pytest.mark.slow  # processes, servers or training: deselect with -m 'not slow'
+
 REPO = Path(__file__).resolve().parents[1]
 INSTRUCTIONS = [{"instruction": "Write a short movie review.", "dataset": "toy"},
                 {"instruction": "Is the film good?", "dataset": "toy"}]
@@ -148,3 +150,26 @@ def test_judge_names_what_is_wrong_with_the_reward_model(toy_dirs, tmp_path, cap
     assert main([*args, str(tmp_path)]) == 2
     assert f"--reward-model '{tmp_path}' is a directory but not a model" in capsys.readouterr().err
     assert not (tmp_path / "j").exists()
+
+
+def test_a_second_writer_of_one_out_is_refused(toy_dirs, ins_file, tmp_path, capsys):
+    """Issue 25, item 5: while another process holds --out (here a child holding its lock, as a running
+    ``alpaca-eval generate`` does), a second ``generate`` into it is refused naming that process; nothing of the
+    second is written."""
+    import signal
+
+    from w2s_eval.provenance import LOCK_FILE
+
+    out = tmp_path / "run"
+    child = subprocess.Popen([sys.executable, "-c", "import time; from w2s_eval.provenance import run_dir_lock\n"
+                              f"with run_dir_lock({str(out)!r}):\n    print('locked', flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "locked\n"
+        assert _main(toy_dirs, ins_file, out, "--method", "base") == 2
+        err = capsys.readouterr().err
+        assert f"error: --out {out} is in use: pid {child.pid} (" in err and "give another --out" in err, err
+        assert [p.name for p in out.iterdir()] == [LOCK_FILE]
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)

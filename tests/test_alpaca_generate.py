@@ -12,8 +12,13 @@ import torch
 import yaml
 from _alpaca_fixtures import INSTRUCTIONS, write_instructions
 
-from w2s_eval.alpaca.decoder import (AlpacaEngine, GenerationConfig, build_alpaca_engine, load_model_configs,
-                                     w2s_completions)
+from w2s_eval.alpaca.decoder import (
+    AlpacaEngine,
+    GenerationConfig,
+    build_alpaca_engine,
+    load_model_configs,
+    w2s_completions,
+)
 from w2s_eval.alpaca.generate import OUTPUTS_FILE, STATS_FILE, run_generate
 from w2s_eval.cli import main
 from w2s_eval.engine import Engine
@@ -270,3 +275,27 @@ def test_config_validation():
     assert GenerationConfig(strong="/m/SmolLM2-1.7B-Instruct/", method="eft:beta=0.5", tuned="t",
                             untuned="u").generator == "SmolLM2-1.7B-Instruct__eft-beta0.5"
     assert GenerationConfig(strong="org/model", method="bon:n=16", reward_model="rm").generator == "model__bon-n16"
+
+
+def test_shards_merge_to_the_outputs_of_one_process(toy_dirs, engine, ins_file, tmp_path, capsys):
+    """`generate --shard I/N` (batches of 1: shard 0 takes instructions 0 and 2, shard 1 instruction 1), then
+    `alpaca-eval merge`: model_outputs.json byte for byte that of one process, the stats of every instruction."""
+    from w2s_eval.alpaca.generate import merge_outputs
+    from w2s_eval.sharding import Shard
+
+    cfg = _cfg(toy_dirs, method="bon:n=2")
+    one = run_generate(cfg, ins_file, tmp_path / "one", engine=engine, batch_size=1, progress=False)
+    out = tmp_path / "sharded"
+    first = run_generate(cfg, ins_file, out, engine=engine, batch_size=1, progress=False, shard=Shard(1, 2))
+    assert first.name == "model_outputs.shard-1-of-2.json"
+    assert [r["instruction"] for r in json.loads(first.read_text())] == [INSTRUCTIONS[1]["instruction"]]
+    run_generate(cfg, ins_file, out, engine=engine, batch_size=1, progress=False, shard=Shard(0, 2))
+    assert not (out / OUTPUTS_FILE).exists()
+    assert merge_outputs(out, ins_file) == 3
+    assert (out / OUTPUTS_FILE).read_bytes() == one.read_bytes()
+    assert [s["instruction"] for s in json.loads((out / STATS_FILE).read_text())] == \
+        [r["instruction"] for r in INSTRUCTIONS]
+    assert not list(out.glob("*.shard-*"))
+    with pytest.raises(ValueError, match="is not the instruction set"):
+        (tmp_path / "other").mkdir()
+        merge_outputs(out, write_instructions(tmp_path / "other", INSTRUCTIONS[:2]))

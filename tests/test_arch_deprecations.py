@@ -7,10 +7,10 @@ import warnings
 import pytest
 from transformers import AutoTokenizer
 
+from devtools.toy import FAMILIES, tiny_causal_lm
 from w2s_eval import EFTPolicy, SamplingConfig, SearchConfig, TransformersPolicy, chunk_beam_search
 from w2s_eval.guide import GuideLM, ImplicitValueScorer
 from w2s_eval.lm import CausalLM
-from devtools.toy import FAMILIES, tiny_causal_lm
 
 
 @pytest.mark.parametrize("family", FAMILIES)

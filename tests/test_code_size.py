@@ -3,7 +3,6 @@
 import ast
 from pathlib import Path
 
-
 import w2s_eval
 
 PACKAGE = Path(w2s_eval.__file__).resolve().parent

@@ -3,8 +3,17 @@
 import pytest
 import torch
 
-from w2s_eval import (EFTPolicy, SamplingConfig, SearchConfig, TransformersPolicy, build_engine, chunk_beam_search,
-                      eft_logprobs, load_causal_lm, resolve_device)
+from w2s_eval import (
+    EFTPolicy,
+    SamplingConfig,
+    SearchConfig,
+    TransformersPolicy,
+    build_engine,
+    chunk_beam_search,
+    eft_logprobs,
+    load_causal_lm,
+    resolve_device,
+)
 
 PROMPTS = ["The movie was", "I loved this film because it", "Bad"]
 BASE = SearchConfig(1, 1, None)

@@ -12,11 +12,13 @@ import pytest
 import torch
 from _endpoint_fakes import FaultProxy, recording_policy
 
+from devtools.vllm_server import save_test_model, start_vllm, vllm_python
 from w2s_eval.config import SamplingConfig, SearchConfig
 from w2s_eval.endpoint import EndpointError, EndpointPolicy, endpoint_loglikelihoods
-from devtools.vllm_server import save_test_model, start_vllm, vllm_python
 from w2s_eval.engine import Engine, build_engine
 from w2s_eval.search import chunk_beam_search
+
+pytestmark = pytest.mark.slow  # processes, servers or training: deselect with -m 'not slow'
 
 PROMPTS = ["The movie was", "I loved it", "Here is a movie review from imdb: ", "Hello, world!"]
 

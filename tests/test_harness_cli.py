@@ -11,6 +11,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from harness_toyworld import InterruptingGold, gold_e_count, make_world, write_h
 from w2s_eval.cli import main
 from w2s_eval.harness.records import RECORDS_FILE, read_records, record_key
 from w2s_eval.harness.report import summary_of, to_markdown
-from w2s_eval.worlds import register_world, unregister_world
+from w2s_eval.world_registry import register_world, unregister_world
 
 TESTS = Path(__file__).parent
 
@@ -36,6 +37,7 @@ def _compare(home, out, *extra, methods="base,bon:n=2,cbs:w=1,k=2,l=3", world="t
                  *extra])
 
 
+@pytest.mark.slow
 def test_compare_and_report_from_the_command_line(toy_home, tmp_path, capsys):
     out = tmp_path / "run"
     assert _compare(toy_home, out) == 0
@@ -93,9 +95,11 @@ def test_ctrl_c_keeps_records_and_the_same_command_resumes(toy_dirs, tmp_path, c
         unregister_world("toy-ctrlc")
 
 
+@pytest.mark.slow
 def test_demo_builds_the_world_only_when_missing(toy_dirs, tmp_path, monkeypatch, capsys):
-    import w2s_eval.world.build as world_build
     from harness_toyworld import load_toy
+
+    import w2s_eval.cli as cli
 
     calls = []
 
@@ -104,7 +108,7 @@ def test_demo_builds_the_world_only_when_missing(toy_dirs, tmp_path, monkeypatch
         write_home(home, toy_dirs)
         return home
 
-    monkeypatch.setattr(world_build, "build_world", build_world)
+    monkeypatch.setattr(cli, "build_world", build_world)  # the builder the demo calls
     register_world("toy-lazy", load_toy)
     home, out = tmp_path / "h", tmp_path / "demo"
     argv = ["demo", "--world", "toy-lazy", "--world-home", str(home), "--methods", "base,bon:n=2", "--prompts", "2",
@@ -122,6 +126,7 @@ def test_demo_builds_the_world_only_when_missing(toy_dirs, tmp_path, monkeypatch
     assert json.loads((home / "toy_dirs.json").read_text())["strong"] == toy_dirs["strong"]
 
 
+@pytest.mark.slow
 def test_demo_prints_a_table_as_soon_as_each_method_finishes(toy_home, tmp_path, capsys):
     """The real CLI in a subprocess. The world's gold waits, after base's two calls (2 prompts x 2 seeds), until
     the test has read base's table: so that table came while the later methods were still to run."""
@@ -176,3 +181,34 @@ def test_each_command_is_added_by_the_module_the_table_names():
     for module, names in COMMANDS.items():
         for name in names:
             assert commands(build_parser(name)) == set(names), module
+
+
+@pytest.mark.slow
+def test_a_second_compare_into_one_out_is_refused(toy_home, tmp_path, capsys):
+    """Issue 25, item 5: two concurrent ``compare`` runs left 24 records for 12 keys. The first (the real CLI in a
+    subprocess) holds --out while its gold waits for a gate; a second into the same --out is refused at once,
+    naming the first's pid; the first then finishes alone, one record per key."""
+    (toy_home / "gate.json").write_text(json.dumps({"free": 0}))
+    out = tmp_path / "run"
+    argv = ["compare", "--world", "toy-gated", "--world-home", str(toy_home), "--methods", "base,bon:n=2",
+            "--prompts", "2", "--seeds", "2", "--out", str(out), "--device", "cpu", "--max-new-tokens", "4",
+            "--no-progress", "--no-report"]
+    env = dict(os.environ, W2S_EVAL_WORLD_MODULES="harness_toyworld", PYTHONPATH=str(TESTS), HF_HUB_OFFLINE="1",
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with subprocess.Popen([sys.executable, "-m", "w2s_eval.cli", *argv], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as first:
+        try:
+            deadline = time.monotonic() + 120
+            while not (out / "config.json").exists():  # written under the lock, before generating
+                assert time.monotonic() < deadline and first.poll() is None, first.stderr.read()
+                time.sleep(0.05)
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert f"error: --out {out} is in use: pid {first.pid} (" in err and "give another --out" in err, err
+        finally:
+            (toy_home / "gate.open").touch()
+        stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    records = read_records(out / RECORDS_FILE)[0]
+    assert len(records) == len({record_key(r) for r in records}) == 8
+    assert main(["report", str(out), "--no-plots"]) == 0  # and the finished directory is free again

@@ -97,7 +97,7 @@ def test_bad_endpoint_settings_are_clear(fake, toy_home, tmp_path, capsys):
     assert _compare(toy_home, tmp_path / "a", "--strong-model", "fake") == 2
     assert "--strong-model names a served model; give it with --strong-endpoint" in capsys.readouterr().err
     assert _compare(toy_home, tmp_path / "b", "--strong-endpoint", "localhost:8000") == 2
-    assert "strong_endpoint must be an http(s) URL" in capsys.readouterr().err
+    assert "--strong-endpoint must be an http(s) URL" in capsys.readouterr().err  # the command line spells its flag
     assert _compare(toy_home, tmp_path / "c", "--strong-endpoint", fake.url, "--strong-model", "nope",
                     methods="base") == 2
     assert "nope" in capsys.readouterr().err

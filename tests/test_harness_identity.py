@@ -16,7 +16,7 @@ from w2s_eval.cli import main
 from w2s_eval.config import SamplingConfig
 from w2s_eval.harness.compare import make_run_config
 from w2s_eval.harness.records import CONFIG_FILE, RECORDS_FILE, open_run_dir, read_records
-from w2s_eval.worlds import World, register_world, unregister_world
+from w2s_eval.world_registry import World, register_world, unregister_world
 
 REFERENCE = Path(__file__).parents[1] / "results" / "imdb-mini"
 TESTS = Path(__file__).parent

@@ -8,7 +8,7 @@ from w2s_eval.config import SamplingConfig
 from w2s_eval.harness import records as R
 from w2s_eval.harness.compare import parse_seeds, split_methods
 from w2s_eval.spec import EngineSpec
-from w2s_eval.worlds import World, load_world, register_world, unregister_world, world_names
+from w2s_eval.world_registry import World, load_world, register_world, unregister_world, world_names
 
 
 def _cfg(**kw):
@@ -148,7 +148,7 @@ def test_world_validates_and_registry_finds_worlds(tmp_path, monkeypatch):
         load_world("nope", tmp_path)
     # a module named in W2S_EVAL_WORLD_MODULES is imported and registers its world
     (tmp_path / "my_worlds_mod.py").write_text(
-        "from w2s_eval.worlds import register_world\n"
+        "from w2s_eval.world_registry import register_world\n"
         "from test_harness_records import _world\n"
         "register_world('plug', lambda home: _world(name='plug', strong=str(home)))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -173,11 +173,11 @@ def test_worlds_register_without_an_import_cycle():
     import subprocess
     import sys
 
-    code = ("import sys, {a}; from w2s_eval.worlds import world_names; assert 'imdb-mini' in world_names(); "
+    code = ("import sys, {a}; from w2s_eval.world_registry import world_names; assert 'imdb-mini' in world_names(); "
             "bad = [m for m in sys.modules if m.startswith('{b}')]; assert not bad, bad")
-    for a, b in (("w2s_eval.world", "w2s_eval.harness"), ("w2s_eval.harness", "w2s_eval.world.")):
-        subprocess.run([sys.executable, "-c", code.format(a=a, b=b)], check=True)
-    from w2s_eval import worlds
+    # the world builders sit below the harness (the layer contract, tests/test_layers.py): they never import it
+    subprocess.run([sys.executable, "-c", code.format(a="w2s_eval.world", b="w2s_eval.harness")], check=True)
+    from w2s_eval import world_registry as worlds
 
     assert World is worlds.World and load_world is worlds.load_world  # the harness's names are the registry's
 

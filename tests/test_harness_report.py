@@ -126,3 +126,76 @@ def test_plots_are_png_files(tmp_path):
     assert [(b, r.method) for b, r in series["BoN"]] == [(1, "base"), (4, "bon:n=4"), (16, "bon:n=16")]
     assert [(b, r.method) for b, r in series["CBS (L=5)"]] == [(1, "base"), (4, "cbs:w=2,k=2,l=5"),
                                                               (16, "cbs:w=4,k=4,l=5")]
+
+
+# ----------------------------------------------------------------------------- issue 25, item 8: bad records
+
+
+def _nan_gold(records):
+    records[5]["gold"] = float("nan")  # json.dumps writes a bare NaN, which json.loads reads back
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda rs: rs[5].pop("gold"), "gold is missing"),
+    (lambda rs: rs[5].update(gold="0.5"), "gold is '0.5' (str), not a number"),
+    (lambda rs: rs[5].update(gold=None), "gold is None (NoneType), not a number"),
+    (_nan_gold, "gold is nan (not a finite number)"),
+    (lambda rs: rs[5].update(judge=True), "judge is True (bool), not a number"),
+    (lambda rs: rs[5].update(guide_score=float("inf")), "guide_score is inf (not a finite number)"),
+    (lambda rs: rs[5].pop("wall_time_s"), "wall_time_s is missing"),
+])
+def test_a_bad_number_in_a_record_is_named_with_its_record_and_field(tmp_path, capsys, damage, message):
+    """``w2s-eval report`` on a records file with one bad record: exit 2 and one line naming the record (number,
+    prompt, method, seed) and the field, no traceback, no 'nan ± nan'."""
+    from w2s_eval.cli import main
+
+    records = _records()
+    damage(records)
+    run = _write(tmp_path / "run", records)
+    assert main(["report", str(run), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    where = f"record 6 of {run / RECORDS_FILE} (prompt 'p1', method 'cbs:w=2,k=2,l=5', seed 2): "
+    assert err.startswith(f"error: {where}{message}; remove that line"), err
+    assert not (run / "report.md").exists()
+
+
+def test_a_key_recorded_twice_with_other_results_is_refused_and_an_exact_repeat_dropped(tmp_path, capsys):
+    """Two writers of one directory leave a key twice: another gold (issue: +0.278 became -16.413 silently) is
+    refused naming both records; the same results again are left out with a note."""
+    from w2s_eval.cli import main
+
+    records = _records()
+    run = _write(tmp_path / "run", records + [dict(records[0], gold=100.0)])
+    assert main(["report", str(run), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert (f"holds different records for prompt 'p0', method cbs:w=2,k=2,l=5, seed 0 (records 1 and "
+            f"{len(records) + 1}: gold {records[0]['gold']!r} vs 100.0)") in err
+    run = _write(tmp_path / "again", records + [dict(records[0], wall_time_s=9.0)])
+    summary = write_report(run, plots=False)["summary"]
+    assert summary.n_records == len(records)
+    assert "1 repeated record(s) of a (prompt, method, seed) already recorded, with the same results, were left " \
+           "out" in summary.notes
+
+
+def test_method_specs_are_made_canonical(tmp_path):
+    """``bon:n=04`` and ``bon:n=4`` are one method (one row), as are ``cbs:l=none,w=2,k=2`` and
+    ``cbs:w=2,k=2,l=inf``; a repeat written under the other spelling is a repeat."""
+    records = _records(methods=["base", "bon:n=4", "cbs:w=2,k=2,l=inf"])
+    for r in records[12:18]:
+        r["method"] = "bon:n=04"
+    for r in records[24:]:
+        r["method"] = "cbs:l=none,w=2,k=2"
+    rows = _csv_rows(write_report(_write(tmp_path / "run", records), plots=False)["csv"])
+    assert list(rows) == ["base", "bon:n=4", "cbs:w=2,k=2,l=inf"] and rows["bon:n=4"]["n"] == "12"
+    run = _write(tmp_path / "dup", records + [dict(records[12], method="bon:n=4", gold=99.0)])
+    with pytest.raises(ValueError, match="different records for prompt 'p0', method bon:n=4, seed 0"):
+        load_run(run)
+
+
+def test_records_of_another_config_than_config_json_are_refused(tmp_path):
+    run = _write(tmp_path / "run", _records())  # all of config h1
+    (run / "config.json").write_text(json.dumps({"config_hash": "h1", "identity": {}}))
+    assert len(load_run(run)[0]) == len(_records())
+    (run / "config.json").write_text(json.dumps({"config_hash": "h2", "identity": {}}))
+    with pytest.raises(ValueError, match=r"made with config h1, but the directory's config.json is for config h2"):
+        load_run(run)

@@ -5,8 +5,14 @@ import pytest
 pytest.importorskip("langdetect")
 pytest.importorskip("immutabledict")
 
-from w2s_eval.world.ifeval_pairs import (REWRITES, PairMaker, cut_reference, fits_budget,  # noqa: E402
-                                         make_constraint_pairs, min_words)
+from w2s_eval.world.ifeval_pairs import (  # noqa: E402
+    REWRITES,
+    PairMaker,
+    cut_reference,
+    fits_budget,
+    make_constraint_pairs,
+    min_words,
+)
 
 REFERENCE = ("Kickball is a simple game, much like baseball. Players kick a rubber ball instead of hitting it. "
              "Each team takes turns kicking and fielding. The team with more runs after nine innings wins. "

@@ -9,10 +9,9 @@ import json
 import pytest
 import torch
 from lm_eval.api.instance import Instance
+from test_lm_eval_helpers import f32_approx
 
 from w2s_eval.lm_eval_backend.backend import W2SLM
-
-from test_lm_eval_helpers import f32_approx
 
 
 def _ll(ctx, cont, i=0):
@@ -55,10 +54,10 @@ def test_base_equals_hflm_loglikelihood_and_rolling(base, toy_dirs):
 def test_cbs_loglikelihood_is_strong_plus_guide_tilt(base, cbs, toy_dirs):
     """log p_strong + beta (log p_tuned - log p_untuned) + rm_weight * RM, each guide on its own
     tokenizer (tok_b) -- the reference is the core GuideLM without its cache."""
-    from w2s_eval.guide import GuideLM
-    from w2s_eval.tilt import split_space
     from w2s_eval.engine import load_classifier
+    from w2s_eval.guide import GuideLM
     from w2s_eval.scorers import RewardModelScorer
+    from w2s_eval.tilt import split_space
 
     reqs = [_ll(c, y, i) for i, (c, y) in enumerate(PAIRS)]
     strong = base.loglikelihood(reqs)
@@ -103,10 +102,10 @@ def test_eft_loglikelihood_is_the_samplers_over_padded_embeddings(toy_dirs, tmp_
     """Models whose embeddings have more rows than their tokenizer (Qwen pads 271): the lm-eval EFT
     loglikelihood and serve's EFT token logprobs are the sums of the sampler's own normalised per-token
     log-probs (one shared vocabulary: the tokenizer's, :func:`w2s_eval.policy.shared_vocab`)."""
+    from devtools.toy import build_causal_lm
     from w2s_eval.config import SamplingConfig, parse_method
     from w2s_eval.policy import LocalSession
     from w2s_eval.serve.scoring import score_sequences
-    from devtools.toy import build_causal_lm
 
     dirs = {name: build_causal_lm(str(tmp_path / name), toy_dirs["tok_a"], seed=seed, pad_rows=pad)
             for name, seed, pad in (("strong", 0, 9), ("tuned", 1, 5), ("untuned", 2, 7))}

@@ -11,9 +11,21 @@ import subprocess
 import sys
 
 import pytest
+from test_lm_eval_helpers import (
+    LM_EVAL_SCRIPT,
+    MC_DOCS,
+    env,
+    f32_approx,
+    free_port,
+    hook_python,
+    results,
+    run,
+    samples,
+    stats_rows,
+    write_tasks,
+)
 
-from test_lm_eval_helpers import (LM_EVAL_SCRIPT, MC_DOCS, env, f32_approx, free_port, hook_python, results, run,
-                                 samples, stats_rows, write_tasks)
+pytestmark = pytest.mark.slow  # processes, servers or training: deselect with -m 'not slow'
 
 LIMIT = "4"
 

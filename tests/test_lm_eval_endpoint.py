@@ -2,10 +2,10 @@
 loglikelihood comes from the server's prompt log-probs plus the guides' tilt."""
 
 import pytest
-from lm_eval.api.instance import Instance
-
 from _endpoint_fakes import FakeOpenAIServer, fake_logprob
+from lm_eval.api.instance import Instance
 from test_lm_eval_helpers import f32_approx
+
 from w2s_eval.lm_eval_backend.backend import W2SLM
 
 

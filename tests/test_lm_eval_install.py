@@ -11,7 +11,10 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
 from test_lm_eval_helpers import REPO, env
+
+pytestmark = pytest.mark.slow  # processes, servers or training: deselect with -m 'not slow'
 
 PACKAGING = ("pyproject.toml", "README.md", "MANIFEST.in", "compat", "w2s_eval")
 

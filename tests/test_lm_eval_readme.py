@@ -8,7 +8,6 @@ import re
 import shlex
 
 import pytest
-
 from test_lm_eval_helpers import REPO
 
 LAUNCHERS = (["lm_eval"], ["lm-eval"], ["-m", "lm_eval"], ["-m", "w2s_eval.lm_eval_backend"])

@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_lm_eval_helpers import task_utils
 
 from w2s_eval.lm_eval_backend.args import MODEL_ARG_KEYS, parse_model_args
-
-from test_lm_eval_helpers import task_utils
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,6 +32,23 @@ def test_model_args_parse_method_and_types():
     assert parse_model_args({"strong": "s"})[0].method_config().spec == "cbs:w=4,k=4,l=5"  # the core default
 
 
+@pytest.mark.parametrize("given,want", [("l=inf", "cbs:w=2,k=2,l=inf"), ("l=Infinity", "cbs:w=2,k=2,l=inf"),
+                                        ("l=-inf", None), ("l=-Infinity", None)])
+def test_negative_infinity_is_not_an_unbounded_chunk(given, want):
+    """Issue 25, item 9: lm-eval's own --model_args parser turns 'l=-inf' into the float -inf, which was taken as
+    inf; it is refused (naming l) before any model loads, as lm-eval's CLI calls the model."""
+    from w2s_eval.lm_eval_backend.backend import W2SLM
+
+    args = f"strong=/nonexistent/model,method=cbs,w=2,k=2,{given}"
+    if want is None:
+        with pytest.raises(ValueError, match=r"l must be an integer or inf, got -inf"):
+            W2SLM.create_from_arg_string(args)
+    else:
+        from lm_eval.utils import simple_parse_args_string
+
+        assert parse_model_args(simple_parse_args_string(args))[0].method_config().spec == want
+
+
 @pytest.mark.parametrize("args,match", [
     ({"strong": "s", "foo": 1, "bar": 2}, r"unknown model_args key\(s\) bar, foo; valid keys: batch_size, beta"),
     ({}, "strong=PATH_OR_ID"),
@@ -45,7 +61,7 @@ def test_model_args_parse_method_and_types():
     ({"strong": "s", "w": 1.5}, "w must be an integer"),
     ({"strong": "s", "temperature": -0.1}, "temperature"),
     ({"strong": "s", "top_p": 0}, "top_p"),
-    ({"strong": "s", "strong": "s", "pretrained": "t"}, "not both"),
+    ({"strong": "s", "pretrained": "t"}, "not both"),
 ])
 def test_model_args_errors(args, match):
     with pytest.raises(ValueError, match=match):
@@ -61,6 +77,7 @@ def test_every_model_arg_is_documented():
 # ----------------------------------------------------------------------------- hook
 
 
+@pytest.mark.slow
 def test_pth_line_is_one_import_line_that_registers_after_lm_eval_models(tmp_path):
     from w2s_eval.lm_eval_backend import pth_line
 
@@ -141,6 +158,7 @@ def test_output_dir_of_run_reads_the_evaluation_tracker_of_simple_evaluate(tmp_p
 # ----------------------------------------------------------------------------- tasks
 
 
+@pytest.mark.slow
 def test_bundled_imdb_prompts_are_the_world_heldout_prompts():
     build_imdb_prompts = task_utils("w2s_imdb_sentiment").build_imdb_prompts
 
@@ -183,9 +201,9 @@ def test_instruct_dataset_needs_a_reward_model(monkeypatch, toy_dirs):
 def test_scorers_filter_and_metric(toy_dirs):
     import torch
 
-    from w2s_eval.lm_eval_backend.tasks import RewardFilter, process_results
-    from w2s_eval.lm_eval_backend.scorer_spec import load_scorer
     from w2s_eval.engine import load_classifier
+    from w2s_eval.lm_eval_backend.scorer_spec import load_scorer
+    from w2s_eval.lm_eval_backend.tasks import RewardFilter, process_results
     from w2s_eval.scorers import ClassifierScorer
 
     vader = load_scorer("vader")

@@ -11,10 +11,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from devtools.toy import tiny_causal_lm
 from w2s_eval import EFTPolicy, SamplingConfig, SearchConfig, TransformersPolicy, chunk_beam_search
 from w2s_eval.guide import GuideLM, ImplicitValueScorer
 from w2s_eval.lm import CausalLM, OutOfMemoryError, split_on_oom
-from devtools.toy import tiny_causal_lm
 
 PROMPTS = ["The movie was", "I loved this film because it was a wonderful story and the", "Bad", "It"]
 

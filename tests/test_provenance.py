@@ -134,3 +134,58 @@ def test_append_jsonl_appends_whole_lines_in_order(tmp_path):
     assert len(lines) == 3 and math.isnan(json.loads(lines[2])["c"])  # stats lines are not strict JSON
     with pytest.raises(TypeError):
         P.append_jsonl(path, [{"p": tmp_path}])  # no default: a path is not JSON
+
+
+# ----------------------------------------------------------------------------- issue 25, item 5: one writer
+
+
+def test_run_dir_lock_refuses_a_second_writer_and_takes_over_after_a_dead_one(tmp_path):
+    """A child process holds the lock (flock): another writer is refused naming the child's pid; once the child
+    is killed (SIGKILL: no clean-up), its lock file is left behind and taken over. A refused or finished run
+    leaves no lock file, and no folder it made for nothing."""
+    import signal
+    import subprocess
+    import sys
+
+    from w2s_eval.provenance import LOCK_FILE, RunDirBusy, run_dir_lock
+
+    out = tmp_path / "runs" / "one"
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; from w2s_eval.provenance import run_dir_lock\n"
+                              f"with run_dir_lock({str(out)!r}):\n    print('locked', flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "locked\n"
+        with pytest.raises(RunDirBusy, match=rf"--out {out} is in use: pid {child.pid} \(.*\) is writing there; "
+                                             r"wait for it to finish, or give another --out"):
+            with run_dir_lock(out):
+                pass
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    assert (out / LOCK_FILE).exists()  # the dead writer's
+    with run_dir_lock(out) as d:
+        assert json.loads((d / LOCK_FILE).read_text())["pid"] == os.getpid()
+        (d / "records.jsonl").write_text("")
+    assert sorted(p.name for p in out.iterdir()) == ["records.jsonl"]
+    with run_dir_lock(tmp_path / "a" / "b"):
+        pass
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        with run_dir_lock(tmp_path / "file"):
+            pass
+
+
+def test_follow_umask_gives_saved_files_the_umask_mode(tmp_path):
+    from w2s_eval.provenance import follow_umask
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "w.safetensors").write_bytes(b"x")
+    os.chmod(tmp_path / "d" / "w.safetensors", 0o600)  # as safetensors writes it
+    old = os.umask(0o002)
+    try:
+        follow_umask(tmp_path / "d")
+    finally:
+        os.umask(old)
+    assert oct(os.stat(tmp_path / "d" / "w.safetensors").st_mode & 0o777) == oct(0o664)
+    assert oct(os.stat(tmp_path / "d").st_mode & 0o777) == oct(0o775)

@@ -65,3 +65,12 @@ def test_the_check_catches_a_bad_example():
     assert bad == [["compare", "--world", "imdb-mini", "--no-such-flag", "3"]]
     with pytest.raises(AssertionError, match="refuses"):
         _parse(bad[0])
+
+
+def test_ci_runs_the_readme_test_command():
+    """The README's second set-up command (install with the lock, then the tests) is what CI runs (.ci/run)."""
+    text = README.read_text(encoding="utf-8")
+    setup = [ln for ln in text.splitlines() if ln.startswith("python3 -m venv .venv && ")]
+    assert len(setup) == 2 and all("-c constraints/reference.txt" in ln for ln in setup)
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert setup[1] in ci

@@ -3,10 +3,20 @@ reward model and classifier scorers, bad guides."""
 
 import pytest
 import torch
-
 from test_lm_eval_helpers import F32_REL, f32_approx
-from w2s_eval import (ClassifierScorer, GuideLM, ImplicitValueScorer, RewardModelScorer, SamplingConfig,
-                      SearchConfig, TransformersPolicy, WeightedSum, chunk_beam_search, load_classifier)
+
+from w2s_eval import (
+    ClassifierScorer,
+    GuideLM,
+    ImplicitValueScorer,
+    RewardModelScorer,
+    SamplingConfig,
+    SearchConfig,
+    TransformersPolicy,
+    WeightedSum,
+    chunk_beam_search,
+    load_classifier,
+)
 
 PROMPTS = ["The movie was", "I loved this film because it was a wonderful story and", "Bad acting"]
 

@@ -6,9 +6,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from w2s_eval import (SamplingConfig, SearchConfig, TransformersPolicy, chunk_beam_search)
-from w2s_eval.policy import Continuation
-from w2s_eval.policy import prompt_seed
+from w2s_eval import SamplingConfig, SearchConfig, TransformersPolicy, chunk_beam_search
+from w2s_eval.policy import Continuation, prompt_seed
 
 PROMPTS = ["The movie was", "I loved this film because it was a wonderful story and", "Bad"]
 

@@ -218,8 +218,8 @@ def test_a_split_whose_continuation_is_only_eos_has_no_tilt(toy_dirs):
     """T(j) of a suffix without text (the end-of-sequence token a completion ends on) is 0, as T(n); the other
     splits get the tilt of their texts."""
     from w2s_eval.engine import build_engine
-    from w2s_eval.tilt import Tilt, terms_for
     from w2s_eval.serve.scoring import _tilts
+    from w2s_eval.tilt import Tilt, terms_for
 
     engine = build_engine(toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"], dtype="float32",
                           device="cpu")
@@ -284,10 +284,10 @@ def test_a_chat_prompt_that_starts_with_bos_counts_it_once(toy_dirs):
 
     from tokenizers.processors import TemplateProcessing
 
+    from devtools.toy import CHAT_TEMPLATE
     from w2s_eval.engine import build_engine, load_causal_lm
     from w2s_eval.serve.app import chat_completions
     from w2s_eval.serve.protocol import ChatRequest
-    from devtools.toy import CHAT_TEMPLATE
 
     lm = load_causal_lm(toy_dirs["strong"], dtype="float32", device="cpu", name="strong")
     tok, bos = lm.tokenizer, lm.tokenizer.bos_token_id
@@ -314,11 +314,11 @@ def test_server_flags_are_the_config_fields(capsys):
     (the config's), whose message names the flag; a bad value fails before any model is loaded."""
     import argparse
 
+    from w2s_eval.checks import SpecError
     from w2s_eval.cli import main
+    from w2s_eval.flags import spec_from_namespace
     from w2s_eval.serve.cli import add_commands
     from w2s_eval.serve.protocol import Limits, ServeConfig
-    from w2s_eval.flags import spec_from_namespace
-    from w2s_eval.spec import SpecError
 
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers())

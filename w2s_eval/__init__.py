@@ -1,5 +1,6 @@
 """w2s-eval: weak-to-strong search (chunk-level beam search guided by small models) as a model backend."""
 
+from .checks import SpecError
 from .config import (
     BaseMethod,
     BoNMethod,
@@ -9,6 +10,7 @@ from .config import (
     SearchConfig,
     parse_method,
 )
+from .eft import EFTPolicy, eft_logprobs
 from .engine import (
     Engine,
     PreparedMethod,
@@ -27,10 +29,10 @@ from .guide import (
     score_candidates,
 )
 from .lm import CausalLM
-from .policy import Continuation, EFTPolicy, Policy, TransformersPolicy, eft_logprobs
+from .policy import Continuation, Policy, TransformersPolicy
 from .scorers import ClassifierScorer, RewardModelScorer
 from .search import Beam, SearchResult, chunk_beam_search
-from .spec import EngineSpec, SpecError
+from .spec import EngineSpec
 
 __version__ = "0.1.0"
 

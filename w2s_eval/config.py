@@ -8,9 +8,15 @@ naming the field and the fix. No I/O happens in this module.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from typing import Optional, Union
+
+from .checks import (
+    _help,
+    _is_int,
+    check_number,
+    check_positive_int,
+)
 
 __all__ = [
     "SamplingConfig",
@@ -25,45 +31,13 @@ __all__ = [
     "parse_method",
     "METHOD_NAMES",
     "context_error",
-    "check_positive_int",
-    "check_number",
-    "SpecError",
-    "MissingModelError",
+    "MIN_TEMPERATURE",
+    "method_spec",
 ]
 
-
-class SpecError(ValueError):
-    """A bad setting; the message names the field (``field=``) and the fix."""
-
-
-class MissingModelError(SpecError, FileNotFoundError):
-    """A setting names a local model path that does not exist (a SpecError and a FileNotFoundError)."""
-
-
-def check_number(name: str, value) -> None:
-    """A finite int or float (never bool, NaN or infinity)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(f"{name} must be a number, got {value!r}; e.g. {name}=1.0")
-    if not math.isfinite(value):
-        raise SpecError(f"{name} must be a finite number, got {value!r}; e.g. {name}=1.0")
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def check_positive_int(name: str, value, allow_none: bool = False) -> None:
-    """An int >= 1 (never bool; None too when ``allow_none``: an unbounded length), else a ValueError naming ``name``."""
-    if value is None and allow_none:
-        return
-    if not _is_int(value) or value <= 0:
-        extra = " or inf" if allow_none else ""
-        raise ValueError(f"{name} must be a positive integer{extra}, got {value!r}; set {name}>=1")
-
-
-def _help(text: str, **kw) -> dict:
-    """A settings field's metadata: its help text (and how its flag reads, ``cli``/``cli_list``)."""
-    return {"help": text, **kw}
+# the smallest temperature above 0: logits divided by less overflow float32 (1e-320 is 0 there; 1e-38 makes the
+# logits infinite), and below it sampling is greedy to float precision anyway (send 0 for greedy)
+MIN_TEMPERATURE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -93,6 +67,9 @@ class SamplingConfig:
         check_number("temperature", self.temperature)
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g} (a smaller one "
+                             f"overflows the logits), got {self.temperature!r}")
         if not _is_int(self.top_k) or self.top_k < 0:
             raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
         check_number("top_p", self.top_p)
@@ -350,6 +327,12 @@ def parse_method(spec: Union[str, Method]) -> Method:
             raise ValueError(f"{name}: {key} is given twice in {spec.strip()!r}; give each key once")
         kwargs[key] = _parse_value(name, key, raw)
     return cls(**kwargs)
+
+
+def method_spec(spec: Union[str, Method]) -> str:
+    """The canonical spec of a method (the parsed method's ``spec``: ``bon:n=02`` -> ``bon:n=2``,
+    ``cbs:l=none,w=2,k=2`` -> ``cbs:w=2,k=2,l=inf``); ValueError for what does not parse."""
+    return parse_method(spec).spec
 
 
 def method_to_dict(method: Method) -> dict:

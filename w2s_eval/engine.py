@@ -27,14 +27,17 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from tqdm.auto import tqdm
 
-from .config import EFTMethod, Method, SamplingConfig, check_positive_int, parse_method
+from .checks import MissingModelError, SpecError, check_positive_int, spelled
+from .config import EFTMethod, Method, SamplingConfig, parse_method
+from .eft import EFTPolicy
 from .endpoint import EndpointPolicy
+from .flops import shape_of
 from .guide import GuideLM, GuideTerm, ImplicitValueScorer, guide_scorer
 from .lm import CausalLM
-from .policy import EFTPolicy, Policy, TransformersPolicy
+from .policy import Policy, TransformersPolicy
 from .scorers import RewardModelScorer
 from .search import SearchResult, chunk_beam_search
-from .spec import EngineSpec, MissingModelError, SpecError, method_problem
+from .spec import EngineSpec, method_problem
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ def _check_source(name_or_path: str, name: Optional[str] = None) -> str:
     naming the setting ``name`` when given), or anything shaped like ``org/name``, left to the hub."""
     path = os.path.expanduser(str(name_or_path))
     if _looks_local(path) and not os.path.exists(path):
-        what, error = (f"{name}={name_or_path!r}", MissingModelError) if name else \
+        what, error = (spelled(name, repr(name_or_path)), MissingModelError) if name else \
             (f"model path {name_or_path!r}", FileNotFoundError)
         raise error(f"{what} does not exist; give an existing model directory or a hub id")
     return path if os.path.exists(path) else str(name_or_path)
@@ -219,6 +222,33 @@ class Engine:
                                self.policy.add_special_tokens)  # checks the vocabularies
         return PreparedMethod(method, policy, self._scorer if method.search.needs_scorer else None, id(self))
 
+    def model_roles(self) -> dict[str, str]:
+        """{model name: its role}: ``strong``, ``tuned`` (``tuned_1``, ``tuned_2``, ... for several), ``untuned``,
+        ``reward_model``; the keys of each result's ``stats["compute"]`` (other models keep their names)."""
+        strong = getattr(self.policy, "lm", None)
+        roles = {getattr(strong, "name", None) or self.policy.name: "strong"}
+        for i, lm in enumerate(self.tuned):
+            roles[lm.name] = "tuned" if len(self.tuned) == 1 else f"tuned_{i + 1}"
+        if self.untuned is not None:
+            roles[self.untuned.name] = "untuned"
+        for term in self._guides:
+            if term.kind == "reward_model":
+                roles[getattr(term.scorer, "name", "reward_model")] = "reward_model"
+        return roles
+
+    def model_shapes(self) -> dict[str, dict]:
+        """{role (see :meth:`model_roles`): its :class:`~w2s_eval.flops.ModelShape` as a dict} of every local model
+        (a served strong model has none)."""
+        roles, shapes = self.model_roles(), {}
+        models = [getattr(self.policy, "lm", None), *self.tuned, self.untuned]
+        for lm in models:
+            if lm is not None and lm.shape is not None:
+                shapes[roles.get(lm.name, lm.name)] = lm.shape.to_dict()
+        for term in self._guides:
+            if term.kind == "reward_model":
+                shapes["reward_model"] = shape_of(term.scorer.model).to_dict()
+        return dict(sorted(shapes.items()))
+
     def eft_betas(self, method: EFTMethod) -> list[float]:
         """One beta per tuned guide (a single beta applies to all)."""
         betas = list(method.betas)
@@ -239,14 +269,18 @@ class Engine:
             raise ValueError(f"got {len(guide_prompts)} guide_prompts for {len(prompts)} prompts; pass one per prompt")
         check_positive_int("batch_size", batch_size)
         run = self.prepare(method)
+        roles = self.model_roles()
         out: list[SearchResult] = []
         bar = tqdm(total=len(prompts), desc=run.spec, disable=not progress)
         for i in range(0, len(prompts), batch_size):
             chunk = list(prompts[i: i + batch_size])
             chunk_seeds = None if seeds is None else list(seeds[i: i + batch_size])
             chunk_guide = None if guide_prompts is None else list(guide_prompts[i: i + batch_size])
-            out.extend(chunk_beam_search(chunk, run.policy, run.scorer, run.method.search, sampling, chunk_seeds,
-                                         chunk_guide))
+            for r in chunk_beam_search(chunk, run.policy, run.scorer, run.method.search, sampling, chunk_seeds,
+                                       chunk_guide):
+                r.stats["compute"] = {roles.get(k, k): v for k, v in sorted(r.stats["compute"].items(),
+                                                                            key=lambda kv: roles.get(kv[0], kv[0]))}
+                out.append(r)
             bar.update(len(chunk))
         bar.close()
         return out
@@ -296,7 +330,7 @@ def check_model_path(name: str, value: str) -> None:
     hub ids (``org/name``) are left to the hub."""
     path = _check_source(value, name)
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
-        raise SpecError(f"{name}={value!r} is a directory but not a model (no config.json in it); give a "
+        raise SpecError(f"{spelled(name, repr(value))} is a directory but not a model (no config.json in it); give a "
                         "transformers model directory or a hub id")
 
 

@@ -2,34 +2,42 @@
 
 :func:`add_spec_arguments` adds the flags of :class:`w2s_eval.spec.EngineSpec` (or of any dataclass whose fields
 carry ``metadata["help"]``) to an argparse parser; :func:`spec_from_namespace` reads them back, and a bad value
-raises :class:`w2s_eval.spec.SpecError` with the field spelled as its flag (:func:`as_flags`).
+raises :class:`w2s_eval.spec.SpecError` with the field spelled as its flag (:func:`command_line`: the
+message is made with the command line's spelling, not rewritten).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 from dataclasses import MISSING, fields
 from typing import Any, Iterable, Mapping, Optional
 
-from .spec import EngineSpec, SpecError, _field_kind
+from .checks import field_kind, keyword_spelling, spelling
+from .spec import EngineSpec
 
-__all__ = ["add_spec_arguments", "spec_from_namespace", "as_flags"]
+__all__ = ["add_spec_arguments", "spec_from_namespace", "flag_spelling", "command_line"]
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def as_flags(message: str, names: Iterable[str] = ()) -> str:
-    """``message`` with the fields spelled as command-line flags: ``tuned_template=`` -> ``--tuned-template ``,
-    and a bare field name holding an underscore (``strong_model``) -> ``--strong-model``."""
-    names = sorted({f.name for f in fields(EngineSpec)} | set(names), key=len, reverse=True)
-    alt = "|".join(re.escape(n) for n in names)
-    message = re.sub(rf"(?<![\w-])({alt})=(?=[^\s,;)])", lambda m: _flag(m.group(1)) + " ", message)
-    message = re.sub(rf"(?<![\w-])({alt})=", lambda m: _flag(m.group(1)), message)
-    under = "|".join(re.escape(n) for n in names if "_" in n)
-    return re.sub(rf"(?<![\w-])({under})(?![\w=])", lambda m: _flag(m.group(1)), message) if under else message
+def flag_spelling(names: Iterable[str]):
+    """How a command line spells settings in messages: a setting among ``names`` (its flags' dests) as ``--flag`` /
+    ``--flag value``; any other as Python does (:func:`w2s_eval.config.keyword_spelling`)."""
+    names = frozenset(names)
+
+    def spell(name: str, value: Optional[str] = None) -> str:
+        if name not in names:
+            return keyword_spelling(name, value)
+        return _flag(name) + (f" {value}" if value else "")
+
+    return spell
+
+
+def command_line(names: Iterable[str]):
+    """Within the block, messages spell the settings ``names`` as their flags (:func:`flag_spelling`)."""
+    return spelling(flag_spelling(names))
 
 
 def _float(text: str) -> float:
@@ -57,7 +65,7 @@ def add_spec_arguments(parser, exclude: Iterable[str] = (), defaults: Optional[M
     for f in fields(cls):
         if f.name in exclude:
             continue
-        kind = _field_kind(f)
+        kind = field_kind(f)
         default = defaults.get(f.name, f.default if f.default is not MISSING else None)
         kw: dict[str, Any] = {"dest": f.name, "help": f.metadata["help"] + note}
         if "cli" in f.metadata:  # the field says how its flag reads
@@ -78,7 +86,5 @@ def spec_from_namespace(ns: argparse.Namespace, cls=EngineSpec, **extra):
     kw = {n: getattr(ns, n) for n in names if hasattr(ns, n)}
     kw = {k: v for k, v in kw.items() if v is not None}
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}
-    try:
+    with command_line(names):
         return cls(**{**kw, **extra})
-    except SpecError as e:
-        raise SpecError(as_flags(str(e), names)) from None

@@ -1,19 +1,17 @@
 """A guide language model that scores log p(y|x) of response text, incrementally.
 
-A guide reads the decoded *text* of prompt and response with its own tokenizer
-and prompt template, so it need not share the strong model's vocabulary. The
-prompt part (template applied) and the response are tokenized separately and
-concatenated, as TRL's DPOTrainer does when it trains the tuned guide:
+A guide reads the decoded *text* of prompt and response with its own tokenizer and prompt template, so it need not
+share the strong model's vocabulary. The prompt part (template applied) and the response are tokenized separately
+and concatenated, as TRL's DPOTrainer does when it trains the tuned guide:
 
     ids = tok(template(x)) + tok(y) [+ EOS if y is finished]
     log p(y|x) = sum_{i >= len(tok(template(x)))} log p(ids[i] | ids[:i])
 
-Incremental scoring: the guide remembers the rows of its last call (their KV
-cache and per-token log-probs). A new response reuses the cached row that shares
-the longest token prefix with it and feeds only the tokens past that prefix;
-where re-tokenization changed earlier tokens, those positions become holes in the
-attention mask and are fed again. Results equal a full re-score (``incremental=False``).
-What is remembered is a cache of pure computations: it never changes a result.
+Incremental scoring: the guide remembers the rows of its last call (their KV cache and per-token log-probs). A new
+response reuses the cached row that shares the longest token prefix with it and feeds only the tokens past that
+prefix; where re-tokenization changed earlier tokens, those positions become holes in the attention mask and are fed
+again. Results equal a full re-score (``incremental=False``). What is remembered is a cache of pure computations: it
+never changes a result; a search empties it first (``reset``), so what each search costs (its FLOPs) is its own.
 
 The guide contract: a guide is a stateless callable ``scorer(prompts, responses, finished) -> scores [N]``; every
 call gets the prompts, nothing is set beforehand, and ``.score(...)`` returns the same values plus the guide token
@@ -36,19 +34,17 @@ callable ``scorer(prompts, responses, finished) -> [N]``).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 
+from .checks import check_number
+from .flops import Cost, add_costs, flops_of
 from .lm import CausalLM, KVRows, right_pad, user_turn
-from .spec import check_number
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["GuideLM", "Scores", "Scorer", "check_lengths", "ImplicitValueScorer", "WeightedSum", "score_candidates",
-           "GuideTerm", "GUIDE_KINDS", "guide_scorer"]
+           "score_with_costs", "GuideTerm", "GUIDE_KINDS", "guide_scorer"]
 
 _PROBE = "Hello, world! It's 42 degrees."
 
@@ -157,6 +153,12 @@ class GuideLM:
         ``resp_ids``: the responses already tokenized by :meth:`encode_responses` of a guide
         that :meth:`reads_like` this one (saves tokenizing twice).
         """
+        return self.logprob_sums_costed(prompts, responses, finished, resp_ids)[:2]
+
+    def logprob_sums_costed(self, prompts: Sequence[str], responses: Sequence[str], finished: Sequence[bool],
+                            resp_ids: Optional[list[list[int]]] = None) -> tuple[torch.Tensor, list[int], list[Cost]]:
+        """:meth:`logprob_sums` and each item's :class:`~w2s_eval.flops.Cost`: the response positions it feeds, and on
+        the first item of a prompt this guide had no row for, the templated prompt fed once (prefill)."""
         eos = self.lm.eos_ids[0] if self.lm.eos_ids else None
         prefixes = {p: self.prefix_ids(p) for p in dict.fromkeys(prompts)}
         if resp_ids is None:
@@ -168,10 +170,10 @@ class GuideLM:
         if not self.incremental:
             return self._full(fulls, starts)
         parents = self._match_parents(prompts, responses, fulls)
-        self._add_prompt_rows(prompts, prefixes, parents)
-        return self._extend(prompts, responses, fulls, starts, parents)
+        costs = self._add_prompt_rows(prompts, prefixes, parents)
+        return self._extend(prompts, responses, fulls, starts, parents, costs)
 
-    def _full(self, fulls: list[list[int]], starts: list[int]) -> tuple[torch.Tensor, list[int]]:
+    def _full(self, fulls: list[list[int]], starts: list[int]) -> tuple[torch.Tensor, list[int], list[Cost]]:
         """Reference path: score every sequence from scratch, no cache, nothing shared."""
         feeds = [f[:-1] for f in fulls]
         ids, mask = right_pad(feeds, self.lm.pad_id, self.lm.device)
@@ -180,7 +182,8 @@ class GuideLM:
         targets, _ = right_pad([f[1:] for f in fulls], 0, self.lm.device)
         lp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1).double().cpu()
         sums = [float(lp[i, s - 1 : len(f) - 1].sum()) for i, (f, s) in enumerate(zip(fulls, starts))]
-        return torch.tensor(sums, dtype=torch.float64), [len(f) for f in feeds]
+        costs = [Cost(forward_tokens=len(f), forward_flops=flops_of(self.lm.shape, len(f))) for f in feeds]
+        return torch.tensor(sums, dtype=torch.float64), [len(f) for f in feeds], costs
 
     def _match_parents(self, prompts, responses, fulls) -> list[Optional[int]]:
         """For each item, the remembered row of its prompt whose response text it extends
@@ -201,11 +204,13 @@ class GuideLM:
             out.append(best)
         return out
 
-    def _add_prompt_rows(self, prompts, prefixes, parents) -> None:
-        """Encode each prompt that has no remembered row once, as a row of its own."""
+    def _add_prompt_rows(self, prompts, prefixes, parents) -> list[Cost]:
+        """Encode each prompt that has no remembered row once, as a row of its own; each item's Cost of that."""
+        costs = [Cost() for _ in prompts]
         fresh = list(dict.fromkeys(p for p, par in zip(prompts, parents) if par is None))
         if not fresh:
-            return
+            return costs
+        first_item = {p: i for i, (p, par) in reversed(list(enumerate(zip(prompts, parents)))) if par is None}
         used = sorted({par for par in parents if par is not None})
         n_old = len(used)
         if self._kv is None or not used:
@@ -227,9 +232,12 @@ class GuideLM:
         first_row = {p: n_old + j for j, p in enumerate(fresh)}
         for i, (p, par) in enumerate(zip(prompts, parents)):
             parents[i] = first_row[p] if par is None else remap[par]
+        for p in fresh:
+            costs[first_item[p]].add_prefill(len(prefixes[p]) - 1, flops_of(self.lm.shape, len(prefixes[p]) - 1))
+        return costs
 
-    def _extend(self, prompts, responses, fulls, starts, parents) -> tuple[torch.Tensor, list[int]]:
-        """Select each item's parent row, forget what differs, feed the rest; score."""
+    def _extend(self, prompts, responses, fulls, starts, parents, costs) -> tuple[torch.Tensor, list[int], list[Cost]]:
+        """Select each item's parent row, forget what differs, feed the rest; score (adding to ``costs``)."""
         keep, feeds = [], []
         for full, par in zip(fulls, parents):
             prev = self._rows[par].ids
@@ -251,8 +259,9 @@ class GuideLM:
             logps = self._rows[par].logps[:j] + new_logps[i]
             rows.append(_Row(prompts[i], responses[i], full, logps))
             sums.append(sum(logps[starts[i] - 1:]))
+            costs[i].add_forward(len(feeds[i]), flops_of(self.lm.shape, len(feeds[i]), j))  # j positions kept
         self._rows = rows
-        return torch.tensor(sums, dtype=torch.float64), [len(f) for f in feeds]
+        return torch.tensor(sums, dtype=torch.float64), [len(f) for f in feeds], costs
 
 
 # ----------------------------------------------------------------------------- the guide contract
@@ -264,7 +273,7 @@ GUIDE_KINDS = ("implicit", "reward_model", "custom")
 class Scores:
     values: torch.Tensor  # [N] float64, on CPU
     tokens: list[int]  # guide token forwards per response
-
+    costs: Optional[list[dict[str, Cost]]] = None  # per response: {model name: Cost} (None: not reported)
 
 
 class Scorer:
@@ -276,13 +285,14 @@ class Scorer:
     def __call__(self, prompts: Sequence[str], responses: Sequence[str], finished: Sequence[bool]) -> torch.Tensor:
         return self.score(prompts, responses, finished).values
 
+    def reset(self) -> None:
+        """Forget what earlier calls left to reuse (results unchanged; a search starts so: its cost is its own)."""
 
 
 def check_lengths(prompts, responses, finished) -> None:
     """One prompt and one finished flag per response, else a ValueError."""
     if not (len(prompts) == len(responses) == len(finished)):
         raise ValueError(f"got {len(prompts)} prompts, {len(responses)} responses, {len(finished)} flags; pass one each")
-
 
 
 class ImplicitValueScorer(Scorer):
@@ -300,13 +310,17 @@ class ImplicitValueScorer(Scorer):
     def score(self, prompts, responses, finished) -> Scores:
         check_lengths(prompts, responses, finished)
         ids = self.tuned.encode_responses(responses)
-        lt, nt = self.tuned.logprob_sums(prompts, responses, finished, ids)
-        lu, nu = self.untuned.logprob_sums(prompts, responses, finished, ids if self._same_reading else None)
-        return Scores(self.beta * (lt - lu), [a + b for a, b in zip(nt, nu)])
+        lt, nt, ct = self.tuned.logprob_sums_costed(prompts, responses, finished, ids)
+        lu, nu, cu = self.untuned.logprob_sums_costed(prompts, responses, finished, ids if self._same_reading else None)
+        costs = [add_costs({self.tuned.lm.name: a}, {self.untuned.lm.name: b}) for a, b in zip(ct, cu)]
+        return Scores(self.beta * (lt - lu), [a + b for a, b in zip(nt, nu)], costs)
+
+    def reset(self) -> None:
+        self.tuned.reset()
+        self.untuned.reset()
 
     def __repr__(self) -> str:
         return f"ImplicitValueScorer(tuned={self.tuned.lm.name!r}, untuned={self.untuned.lm.name!r}, beta={self.beta})"
-
 
 
 class WeightedSum(Scorer):
@@ -320,12 +334,17 @@ class WeightedSum(Scorer):
     def score(self, prompts, responses, finished) -> Scores:
         total = torch.zeros(len(responses), dtype=torch.float64)
         tokens = [0] * len(responses)
+        costs: list[dict[str, Cost]] = [{} for _ in responses]
         for w, s in self.terms:
-            values, toks = score_candidates(s, list(prompts), list(responses), list(finished))
+            values, toks, cs = score_with_costs(s, list(prompts), list(responses), list(finished))
             total += w * torch.tensor(values, dtype=torch.float64)
             tokens = [a + b for a, b in zip(tokens, toks)]
-        return Scores(total, tokens)
+            costs = [add_costs(mine, c) for mine, c in zip(costs, cs)]
+        return Scores(total, tokens, costs)
 
+    def reset(self) -> None:
+        for _, s in self.terms:
+            getattr(s, "reset", lambda: None)()
 
 
 def score_candidates(scorer: Callable, prompts: list[str], texts: list[str], ended: list[bool]) -> tuple[list[float], list[int]]:
@@ -334,18 +353,23 @@ def score_candidates(scorer: Callable, prompts: list[str], texts: list[str], end
     Scorers built on :class:`Scorer` report their token counts via ``.score``; any other
     callable ``scorer(prompts, responses, finished) -> tensor`` counts 0.
     """
+    return score_with_costs(scorer, prompts, texts, ended)[:2]
+
+
+def score_with_costs(scorer: Callable, prompts: list[str], texts: list[str],
+                     ended: list[bool]) -> tuple[list[float], list[int], list[dict[str, Cost]]]:
+    """:func:`score_candidates` and each candidate's {model name: Cost} (empty where the scorer reports none)."""
     if hasattr(scorer, "score"):
         out = scorer.score(prompts, texts, ended)
-        values, tokens = out.values, list(out.tokens)
+        values, tokens, costs = out.values, list(out.tokens), getattr(out, "costs", None)
     else:
-        values, tokens = scorer(prompts, texts, ended), [0] * len(texts)
+        values, tokens, costs = scorer(prompts, texts, ended), [0] * len(texts), None
     values = torch.as_tensor(values, dtype=torch.float64).flatten().cpu()
     if values.numel() != len(texts):
         raise ValueError(f"scorer returned {values.numel()} scores for {len(texts)} responses")
     if not bool(torch.isfinite(values).all()):
         raise FloatingPointError(f"scorer {scorer!r} returned NaN/inf scores; check the guide models (try dtype=float32)")
-    return values.tolist(), tokens
-
+    return values.tolist(), tokens, list(costs) if costs is not None else [{} for _ in texts]
 
 
 class GuideTerm(NamedTuple):
@@ -362,7 +386,6 @@ class GuideTerm(NamedTuple):
         if not callable(self.scorer):
             raise ValueError(f"the scorer of a {self.kind} guide term must be callable, got {self.scorer!r}")
         return self
-
 
 
 def guide_scorer(guides: Sequence[GuideTerm]) -> Optional[Callable]:

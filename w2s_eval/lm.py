@@ -35,6 +35,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from .flops import ModelShape, shape_of
 from .kvroom import roomy_cache
 
 logger = logging.getLogger(__name__)
@@ -202,6 +203,14 @@ class CausalLM:
     @property
     def device(self) -> torch.device:
         return self.model.get_input_embeddings().weight.device
+
+    @property
+    def shape(self) -> Optional[ModelShape]:
+        """What the FLOP formula reads of this model (:mod:`w2s_eval.flops`); None where its config does not say."""
+        try:
+            return shape_of(self.model)
+        except (ValueError, AttributeError, TypeError):
+            return None
 
     @property
     def max_length(self) -> Optional[int]:

@@ -16,12 +16,7 @@ Sampling is HF ``generate``'s: transformers' own logits warpers (temperature, th
 ``generate`` applies them), so a seeded draw here equals ``torch.manual_seed(seed); model.generate(do_sample=True)``
 on one prompt.
 
-:class:`EFTPolicy` is EFT / emulated fine-tuning (Mitchell et al. 2023) as a policy: per token it samples from
-
-    log p_strong(.|x, y<t) + sum_i beta_i * (log p_tuned_i(.|x, y<t) - log p_untuned(.|x, y<t))
-
-warped and drawn like any policy's logits. All models read the same token ids, so they must share one vocabulary;
-each keeps its own KV cache. EFT sampling is base sampling (W=K=1) from this policy.
+EFT, a policy over the strong model and the guides, is :mod:`w2s_eval.eft`.
 """
 
 from __future__ import annotations
@@ -35,6 +30,7 @@ import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from .config import SamplingConfig, context_error
+from .flops import Cost, add_costs, flops_of
 from .lm import CausalLM, KVRows, left_pad
 
 logger = logging.getLogger(__name__)
@@ -43,8 +39,8 @@ logger = logging.getLogger(__name__)
 # copy of the cache every _ROOM tokens instead of one every token, without reserving memory for tokens never drawn
 _ROOM = 128
 
-__all__ = ["Continuation", "Session", "Policy", "TransformersPolicy", "EFTPolicy", "cut_at_stop", "prompt_seed",
-           "choice_seed", "make_generators", "warp", "draw", "eft_logprobs", "check_same_vocab", "vocab_mismatch", "shared_vocab"]
+__all__ = ["Continuation", "Session", "Policy", "TransformersPolicy", "cut_at_stop", "prompt_seed",
+           "choice_seed", "make_generators", "warp", "draw", "shared_vocab"]
 
 
 # ----------------------------------------------------------------------------- sampling (as HF generate)
@@ -126,6 +122,11 @@ class Session(Protocol):
     @property
     def guide_tokens(self) -> list[int]:
         """Token forwards of guide models the session runs itself (EFT's guides), per prompt; zeros otherwise."""
+        ...
+
+    @property
+    def costs(self) -> list[dict[str, Cost]]:
+        """Per prompt: {model name: :class:`~w2s_eval.flops.Cost`} (optional: else strong_tokens, FLOPs unknown)."""
         ...
 
 
@@ -226,26 +227,34 @@ class LocalSession:
         self.resp: list[list[int]] = [[] for _ in range(b)]
         self.done = [False] * b
         self.kvs = [KVRows(lm, b, room=min(cfg.max_new_tokens, _ROOM)) for lm in lms]
-        self._per_prompt = [[0] * b for _ in lms]
+        self.prompt_len = [len(ids) for ids in prompt_ids]
+        self._costs = [[Cost() for _ in range(b)] for _ in lms]  # [model][prompt]: token forwards and FLOPs
         heads = [ids[:-1] for ids in prompt_ids]
-        if any(heads):
-            for kv, lm in zip(self.kvs, lms):
-                ids, mask = left_pad(heads, lm.pad_id, kv.mask.device)
-                kv.feed(ids, mask)
-        for counts in self._per_prompt:
-            for i, h in enumerate(heads):
-                counts[i] += len(h)
+        for kv, lm, costs in zip(self.kvs, lms, self._costs):
+            if any(heads):
+                kv.feed(*left_pad(heads, lm.pad_id, kv.mask.device))
+            for cost, h in zip(costs, heads):
+                cost.add_prefill(len(h), flops_of(lm.shape, len(h)))
         self.pending = torch.tensor([ids[-1] for ids in prompt_ids], dtype=torch.long, device=self.device)
         self.stop_window = 4 * max((len(s) for s in cfg.stop), default=0) + 2
 
     @property
     def strong_tokens(self) -> list[int]:
-        return list(self._per_prompt[0])
+        return [c.tokens for c in self._costs[0]]
 
     @property
     def guide_tokens(self) -> list[int]:
         """Token forwards of the other models (EFT guides), per prompt."""
-        return [sum(c[i] for c in self._per_prompt[1:]) for i in range(len(self._per_prompt[0]))]
+        return [sum(costs[b].tokens for costs in self._costs[1:]) for b in range(len(self.prompt_len))]
+
+    @property
+    def costs(self) -> list[dict[str, Cost]]:
+        """Per prompt: {model name: Cost} of the strong model and the models mixed with it (EFT's guides)."""
+        out: list[dict[str, Cost]] = [{} for _ in self.prompt_len]
+        for lm, costs in zip(self.lms, self._costs):
+            for mine, cost in zip(out, costs):
+                add_costs(mine, {lm.name: cost})
+        return out
 
     def _select(self, parents: Sequence[int], k: int) -> None:
         if any(self.done[p] for p in parents):
@@ -318,14 +327,13 @@ class LocalSession:
                 chunk_done[r] = True
 
     def _count(self, start: list[int], eos_end: list[bool]) -> None:
-        """Add this chunk's token forwards per prompt: a row was fed once a step while live, which is once per
-        token it appended plus once for an EOS it drew (drawn, never appended, and its last step)."""
-        fed = [0] * len(self._per_prompt[0])
+        """Add this chunk's token forwards (and their FLOPs) per prompt: a row was fed once a step while live, which
+        is once per token it appended plus once for an EOS it drew (drawn, never appended, and its last step)."""
         for r, b in enumerate(self.row_prompt):
-            fed[b] += len(self.resp[r]) - start[r] + eos_end[r]
-        for counts in self._per_prompt:
-            for b, n in enumerate(fed):
-                counts[b] += n
+            n = len(self.resp[r]) - start[r] + eos_end[r]
+            before = self.prompt_len[b] - 1 + start[r]  # real positions in the row's cache when the chunk began
+            for lm, costs in zip(self.lms, self._costs):
+                costs[b].add_forward(n, flops_of(lm.shape, n, before))
 
     def _check_stops(self, live: list[int], ended: list[bool], chunk_done: list[bool]) -> None:
         tails = self.tok.batch_decode([self.resp[r][-self.stop_window:] for r in live], skip_special_tokens=True)
@@ -345,64 +353,8 @@ class LocalSession:
         return out
 
 
-# ----------------------------------------------------------------------------- EFT
-
-
-def vocab_mismatch(strong: CausalLM, others: Sequence[CausalLM]) -> Optional[str]:
-    """Why EFT cannot mix ``strong`` with ``others`` (the first model whose tokenizer has another vocabulary,
-    naming both tokenizers), or None when they share one vocabulary."""
-    ref = strong.tokenizer.get_vocab()
-    for lm in others:
-        if lm.tokenizer.get_vocab() != ref:
-            return (f"vocabulary differs: EFT adds the guides' next-token log-probabilities to the strong model's, "
-                    f"so it needs one vocabulary, but the strong model's tokenizer {_tokenizer_name(strong)} differs "
-                    f"from the guide's tokenizer {_tokenizer_name(lm)}; bon and cbs guide across vocabularies")
-    return None
-
-
-def _tokenizer_name(lm: CausalLM) -> str:
-    tok = lm.tokenizer
-    return f"{tok.name_or_path or lm.name!r} ({len(tok)} tokens)"
-
-
-def check_same_vocab(strong: CausalLM, others: Sequence[CausalLM]) -> None:
-    """Raise ValueError unless every model's tokenizer has the strong model's vocabulary."""
-    why = vocab_mismatch(strong, others)
-    if why is not None:
-        raise ValueError(why)
-
-
 def shared_vocab(lms: Sequence[CausalLM]) -> Optional[int]:
     """How many logits models that mix their next-token distributions (EFT) keep: the shortest tokenizer's
     length (embedding rows beyond a tokenizer, padding in e.g. Qwen's models, are no token); None for one model.
     Every mix of logits cuts them with ``logits[..., :shared_vocab(lms)]``."""
     return min(len(lm.tokenizer) for lm in lms) if len(lms) > 1 else None
-
-
-def eft_logprobs(logits: Sequence[torch.Tensor], betas: Sequence[float]) -> torch.Tensor:
-    """Combine logits [R, V] of (strong, tuned_1..n, untuned) into EFT log-probs [R, V]."""
-    if len(logits) != len(betas) + 2:
-        raise ValueError(f"EFT needs strong, {len(betas)} tuned and one untuned model; got {len(logits)} logits")
-    lp = [torch.log_softmax(x, dim=-1) for x in logits]
-    out = lp[0]
-    for beta, tuned in zip(betas, lp[1:-1]):
-        if beta != 0:
-            out = out + beta * (tuned - lp[-1])
-    return out
-
-
-class EFTPolicy(TransformersPolicy):
-    """Sample from the EFT combination of a strong model and (tuned, untuned) guides."""
-
-    def __init__(self, strong: CausalLM, tuned: Sequence[CausalLM], untuned: CausalLM, betas: Sequence[float],
-                 add_special_tokens=None):
-        tuned = list(tuned)
-        if len(betas) != len(tuned):
-            raise ValueError(f"EFT got {len(betas)} betas for {len(tuned)} tuned models; pass one beta per tuned model")
-        check_same_vocab(strong, [*tuned, untuned])
-        super().__init__(strong, add_special_tokens)
-        self.tuned, self.untuned, self.betas = tuned, untuned, [float(b) for b in betas]
-        self.name = f"eft({strong.name})"
-
-    def _sources(self):
-        return [self.lm, *self.tuned, self.untuned], lambda logits: eft_logprobs(logits, self.betas)

@@ -5,7 +5,8 @@
   leaderboard stays 0664); a new file gets the process umask (``0o666 & ~umask``), as ``open()`` would give
   it. JSON is strict: NaN and infinity are refused (naming the field), never written as a bare ``NaN``.
 - :func:`append_jsonl`: JSON lines appended, flushed and fsynced (a crash keeps every line written).
-- :func:`package_versions`: the versions of the packages that decide results (one list for every front end).
+- :func:`package_versions`: the versions of the packages that decide results (one list for every front end);
+  :func:`machine_info`: the CPU family they ran on.
 - :func:`fingerprint`: sha256 (first 16 hex digits) of the canonical JSON of a config; the hashes recorded in
   committed run directories are made by this function, so its canonical form must not change.
 - :func:`diff_fields` / :func:`check_identity`: a run directory made with another identity is refused with the
@@ -14,24 +15,32 @@
   ``n == 1`` gives ``(mean, None)`` (no standard error from one value; never NaN, so it can go into JSON).
 - :func:`git_revision`, :func:`utc_now`: where and when a record was made.
 - :func:`check_writable_dir`: a run directory (or cache) can be written or made, checked before writing anything.
+- :func:`run_dir_lock`: one writer per run directory (an ``flock`` on ``DIR/.w2s-eval.lock``, which names the
+  holder's pid and command); a second writer is refused with :class:`RunDirBusy`. The kernel drops the lock when
+  its process dies, so a lock file left by a dead process is simply taken over.
+- :func:`follow_umask`: files other libraries wrote with a fixed mode (safetensors writes 0600) get the mode
+  the process umask gives new files, so a shared cache can be read by the users the umask allows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import hashlib
 import json
 import math
 import os
 import platform
+import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
-__all__ = ["atomic_write_text", "atomic_write_json", "append_jsonl", "package_versions", "fingerprint", "diff_fields",
-           "mismatch_message", "check_identity", "mean_se", "to_json", "git_revision", "utc_now", "check_writable_dir",
-           "PACKAGES", "MISSING"]
+__all__ = ["atomic_write_text", "atomic_write_json", "append_jsonl", "package_versions", "machine_info", "fingerprint",
+           "diff_fields", "mismatch_message", "check_identity", "mean_se", "to_json", "git_revision", "utc_now",
+           "check_writable_dir", "PACKAGES", "MISSING", "run_dir_lock", "RunDirBusy", "LOCK_FILE", "follow_umask"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -65,6 +74,17 @@ def _target_mode(path: Path) -> int:
         return path.stat().st_mode & 0o7777
     except FileNotFoundError:
         return 0o666 & ~_umask()
+
+
+def follow_umask(folder: PathLike) -> None:
+    """Give every file under ``folder`` the mode a new file gets from the process umask (``0o666 & ~umask``)
+    and every folder ``0o777 & ~umask`` (e.g. after ``save_pretrained``, whose safetensors are 0600)."""
+    mask = _umask()
+    root = Path(folder)
+    for path in (root, *root.rglob("*")):
+        if path.is_symlink():
+            continue
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:
@@ -154,6 +174,18 @@ def package_versions(packages: Sequence[str] = PACKAGES) -> dict:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def machine_info() -> dict:
+    """``{"arch": ..., "cpu": ...}``: the CPU family a run ran on (bit-identical figures need the same one); the CPU
+    model name is read from /proc/cpuinfo where there is one, else ``platform.processor()``."""
+    cpu = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        pass
+    return {"arch": platform.machine(), "cpu": cpu or platform.processor() or None}
 
 
 def fingerprint(obj: Any) -> str:
@@ -292,3 +324,67 @@ def check_writable_dir(path: os.PathLike, what: str, fix: str) -> Path:
         problem = "not writable" if base.is_dir() else "not a directory"
         raise PermissionError(f"{what} {path}: cannot write there ({base} is {problem}); {fix}")
     return path
+
+
+# ----------------------------------------------------------------------------- one writer per run directory
+
+LOCK_FILE = ".w2s-eval.lock"
+
+
+class RunDirBusy(FileExistsError):
+    """Another process is writing the run directory (its pid and command are in the message)."""
+
+
+def _holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        return f"pid {info['pid']} ({info.get('command', '?')}, since {info.get('since', '?')})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: PathLike, what: str = "--out") -> Iterator[Path]:
+    """Hold the one-writer lock of ``run_dir`` (created if missing) while the block runs; yields the directory.
+
+    A directory another process holds raises :class:`RunDirBusy` naming that process, at once (no waiting).
+    The lock is an ``flock`` on ``run_dir/.w2s-eval.lock``, released by the kernel when its process ends, so a
+    lock file left by a killed run is taken over. On leaving, the lock file is removed, and so are the folders
+    this call made when nothing else was written there (a refused run leaves nothing behind).
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FileExistsError(f"{what} {run_dir} is a file; give a directory")
+    check_writable_dir(run_dir, what, f"give a writable {what}")
+    made = [d for d in (run_dir, *run_dir.absolute().parents) if not d.exists()]  # leaf first
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunDirBusy(f"{what} {run_dir} is in use: {_holder(path)} is writing there; wait for it to finish, "
+                             f"or give another {what}") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the file was removed by the holder we waited on: lock the new one
+    try:
+        info = {"pid": os.getpid(), "command": " ".join(sys.argv)[:300], "since": utc_now()}
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(info) + "\n").encode("utf-8"))
+        yield run_dir
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.close(fd)
+        for d in made:
+            try:
+                d.rmdir()  # only when empty
+            except OSError:
+                break

@@ -15,6 +15,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from .flops import Cost, flops_of, shape_of
 from .guide import Scorer, Scores, check_lengths
 from .lm import right_pad
 
@@ -48,6 +49,14 @@ class _SequenceClassifier(Scorer):
             tokens += [len(e) for e in enc]
         return torch.cat(out) if out else torch.zeros((0, 1), dtype=torch.float64), tokens
 
+    def _costs(self, tokens: list[int]) -> list[dict[str, Cost]]:
+        """Each text's cost: all its positions fed in one pass, from no cache."""
+        try:
+            shape = shape_of(self.model)
+        except (ValueError, AttributeError, TypeError):
+            shape = None
+        return [{self.name: Cost(forward_tokens=n, forward_flops=flops_of(shape, n))} for n in tokens]
+
 
 class RewardModelScorer(_SequenceClassifier):
     """A reward model with one output; the conversation goes through its chat template if it has one."""
@@ -76,7 +85,7 @@ class RewardModelScorer(_SequenceClassifier):
     def score(self, prompts, responses, finished) -> Scores:
         check_lengths(prompts, responses, finished)
         logits, tokens = self._logits(self.texts(prompts, responses))
-        return Scores(logits[:, 0], tokens)
+        return Scores(logits[:, 0], tokens, self._costs(tokens))
 
 
 class ClassifierScorer(_SequenceClassifier):
@@ -107,4 +116,4 @@ class ClassifierScorer(_SequenceClassifier):
         logits, tokens = self._logits(texts)
         logp = torch.log_softmax(logits, dim=-1)
         others = torch.cat([logp[:, : self.label], logp[:, self.label + 1:]], dim=1)
-        return Scores(logp[:, self.label] - torch.logsumexp(others, dim=1), tokens)
+        return Scores(logp[:, self.label] - torch.logsumexp(others, dim=1), tokens, self._costs(tokens))

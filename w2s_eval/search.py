@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
 from .config import SamplingConfig, SearchConfig
-from .guide import score_candidates
+from .flops import Cost, add_costs, costs_to_dict, total_flops
+from .guide import score_with_costs
 from .policy import Continuation, Policy, prompt_seed
 
 __all__ = ["Beam", "SearchResult", "chunk_beam_search", "response_ids"]
@@ -85,26 +86,29 @@ def chunk_beam_search(
     t0 = time.perf_counter()
     B, W, K = len(prompts), cfg.w, cfg.k
     seeds = list(seeds) if seeds is not None else [prompt_seed(sampling.seed, p) for p in prompts]
+    getattr(scorer, "reset", lambda: None)()  # a guide's rows of earlier calls: this search's cost is its own
     session = policy.start(prompts, sampling, seeds)
 
     kept: list[list[Beam]] = [[] for _ in range(B)]  # the W beams of each prompt, best first
     guide_tokens, rounds, samples = [0] * B, [0] * B, [0] * B
+    guide_costs: list[dict[str, Cost]] = [{} for _ in range(B)]
     parents, k = list(range(B)), W * K  # round 1: W*K continuations of each prompt
     while parents:
         children: list[Continuation] = session.extend(parents, k, cfg.l)
-        scores, tokens = _score(scorer if cfg.needs_scorer else None, seen, children)  # r(x, y) per candidate
-        for c, t in zip(children, tokens):
+        scores, tokens, costs = _score(scorer if cfg.needs_scorer else None, seen, children)  # r(x, y) per candidate
+        for c, t, cost in zip(children, tokens, costs):
             samples[c.prompt_index] += 1
             guide_tokens[c.prompt_index] += t
+            add_costs(guide_costs[c.prompt_index], cost)
         for b in {c.prompt_index for c in children}:
             rounds[b] += 1
         kept, parents = _keep_top_w(kept, children, scores, W)
         k = K
 
-    counts = {"guide_tokens": guide_tokens, "rounds": rounds, "samples": samples}
+    counts = {"guide_tokens": guide_tokens, "rounds": rounds, "samples": samples, "costs": guide_costs}
     decode = _decoder(policy)
     kept = [[_final(beam, decode) for beam in beams] for beams in kept]
-    return _results(prompts, kept, session, counts, seeds, time.perf_counter() - t0)
+    return _results(prompts, kept, session, counts, seeds, time.perf_counter() - t0, _session_costs(session, policy))
 
 
 def _decoder(policy) -> Optional[Callable[[list[int]], str]]:
@@ -132,13 +136,22 @@ def _final(beam: Beam, decode: Optional[Callable[[list[int]], str]]) -> Beam:
     return replace(beam, token_ids=ids, eos=beam.ended and whole)
 
 
-def _score(scorer: Optional[Callable], seen: list[str], children: list[Continuation]) -> tuple[list, list[int]]:
-    """The guide's score r(x, y) of every candidate [N] and the guide tokens each cost [N]
-    (None and 0 when no scorer is needed)."""
+def _score(scorer: Optional[Callable], seen: list[str], children: list[Continuation]) -> tuple[list, list[int], list]:
+    """The guide's score r(x, y) of every candidate [N], the guide tokens each cost [N] and their
+    {model: Cost} [N] (None, 0 and {} when no scorer is needed)."""
     if scorer is None:
-        return [None] * len(children), [0] * len(children)
-    return score_candidates(scorer, [seen[c.prompt_index] for c in children], [c.text for c in children],
+        return [None] * len(children), [0] * len(children), [{}] * len(children)
+    return score_with_costs(scorer, [seen[c.prompt_index] for c in children], [c.text for c in children],
                             [c.ended for c in children])
+
+
+def _session_costs(session, policy) -> list[dict[str, Cost]]:
+    """The session's {model: Cost} per prompt; a session that reports none: its strong tokens, FLOPs unknown."""
+    costs = getattr(session, "costs", None)
+    if costs is not None:
+        return costs
+    name = getattr(policy, "name", None) or "strong"
+    return [{name: Cost(forward_tokens=n, forward_flops=None)} for n in session.strong_tokens]
 
 
 def _keep_top_w(kept: list[list[Beam]], children: list[Continuation], scores: list,
@@ -159,18 +172,22 @@ def _keep_top_w(kept: list[list[Beam]], children: list[Continuation], scores: li
     return kept, parents
 
 
-def _results(prompts: list[str], kept: list[list[Beam]], session, counts: dict[str, list[int]],
-             seeds: list[int], wall: float) -> list[SearchResult]:
-    """One SearchResult per prompt: the best kept beam, all kept beams, and the compute counters."""
+def _results(prompts: list[str], kept: list[list[Beam]], session, counts: dict[str, list], seeds: list[int],
+             wall: float, session_costs: list[dict[str, Cost]]) -> list[SearchResult]:
+    """One SearchResult per prompt: the best kept beam, all kept beams, and the compute counters (``compute``:
+    {model: Cost as a dict} of every model that ran, :mod:`w2s_eval.flops`; ``flops``: their total)."""
     extra = session.guide_tokens  # tokens the session's own guides read (EFT)
     results = []
     for b, prompt in enumerate(prompts):
         best = kept[b][0]
+        costs = add_costs(add_costs({}, session_costs[b]), counts["costs"][b])
         stats = {
             "strong_tokens": session.strong_tokens[b],
             "guide_tokens": counts["guide_tokens"][b] + extra[b],
             "rounds": counts["rounds"][b],
             "samples": counts["samples"][b],
+            "compute": costs_to_dict(costs),
+            "flops": total_flops(costs.values()),
             "wall_time_s": wall,
             "batch_size": len(prompts),
             "seed": seeds[b],

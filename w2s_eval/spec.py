@@ -1,7 +1,7 @@
 """The one description of an engine: which models, guides, weights, dtype and devices.
 
 :class:`EngineSpec` is what every front end builds an engine from (``build_engine(spec)``):
-lm-eval's ``--model_args`` (:func:`spec_from_mapping`), the ``w2s-eval`` command lines
+lm-eval's ``--model_args`` (:mod:`w2s_eval.lm_eval_backend.values`), the ``w2s-eval`` command lines
 (:mod:`w2s_eval.flags`) and the Python API. Each field
 carries its help text and its one default; ``__post_init__`` validates everything that
 needs no I/O and raises :class:`SpecError` naming the field and the fix. A command line
@@ -13,24 +13,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
-from .config import MissingModelError, SpecError, _help, check_number
+from .checks import SpecError, _help, check_number, spelled
 
-__all__ = ["EngineSpec", "SpecError", "MissingModelError", "METHOD_ERRORS", "method_problem", "spec_from_mapping",
-           "coerce", "typed_settings", "check_number", "check_template", "PLACEMENT_FIELDS", "DTYPE_NAMES"]
+__all__ = ["EngineSpec", "method_problem",
+           "check_template", "PLACEMENT_FIELDS", "DTYPE_NAMES"]
 
 DTYPE_NAMES = ("auto", "float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16")
 # fields that decide where models run, not what they compute (left out of a run's identity)
 PLACEMENT_FIELDS = ("device", "strong_device", "guide_device", "device_map")
 # what a method needs from the models: one wording for the spec's check before loading and the engine's after
-METHOD_ERRORS = {
-    "eft_guides": "method {method}: eft needs a tuned and an untuned guide model; it needs tuned= and untuned= guide "
-                  "models",
-    "eft_local": "method {method}: EFT needs full next-token distributions of the strong model, which {strong} does "
-                 "not give (an endpoint gives only top logprobs); use bon or cbs there, or a local strong=PATH for eft",
-    "needs_guide": "method {method} needs a guide: give tuned= and untuned= models, or reward_model=",
-}
 _DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu|npu|hpu)(:\d+)?")
 
 
@@ -85,13 +78,13 @@ class EngineSpec:
         for name in ("rm_weight", "beta"):
             check_number(name, getattr(self, name))
         if self.dtype not in DTYPE_NAMES:
-            raise SpecError(f"dtype={self.dtype!r} is unknown; choose one of {', '.join(DTYPE_NAMES)}")
+            raise SpecError(f"{spelled('dtype', repr(self.dtype))} is unknown; choose one of {', '.join(DTYPE_NAMES)}")
         for name in ("device", "strong_device", "guide_device"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, str) and _DEVICE.fullmatch(v)):
-                raise SpecError(f"{name}={v!r} is not a device; give auto, cpu, cuda or cuda:N")
+                raise SpecError(f"{spelled(name, repr(v))} is not a device; give auto, cpu, cuda or cuda:N")
         if not isinstance(self.load_in_4bit, bool):
-            raise SpecError(f"load_in_4bit must be true or false, got {self.load_in_4bit!r}")
+            raise SpecError(f"{spelled('load_in_4bit')} must be true or false, got {self.load_in_4bit!r}")
 
     def _normalize(self) -> None:
         t = self.tuned
@@ -100,15 +93,15 @@ class EngineSpec:
         elif isinstance(t, str):
             t = (t,)
         elif not isinstance(t, (list, tuple)):
-            raise SpecError(f"tuned must be a model path or a list of them, got {t!r}")
+            raise SpecError(f"{spelled('tuned')} must be a model path or a list of them, got {t!r}")
         object.__setattr__(self, "tuned", tuple(t))
         for name in ("strong", "strong_endpoint", "strong_model", "untuned", "reward_model", "device_map"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, str) or not v.strip()):
-                raise SpecError(f"{name} must be a non-empty string or left out, got {v!r}")
+                raise SpecError(f"{spelled(name)} must be a non-empty string or left out, got {v!r}")
         for v in self.tuned:
             if not isinstance(v, str) or not v.strip():
-                raise SpecError(f"tuned must hold non-empty model paths, got {v!r}")
+                raise SpecError(f"{spelled('tuned')} must hold non-empty model paths, got {v!r}")
         if self.device == "auto":
             object.__setattr__(self, "device", None)
 
@@ -116,23 +109,26 @@ class EngineSpec:
         """Exactly one strong model: a local one (strong) or a served one (strong_endpoint)."""
         if self.strong_endpoint is None:
             if self.strong is None:
-                raise SpecError("no strong model: give strong=PATH_OR_ID (a local directory or hub id), or "
-                                "strong_endpoint=URL (an OpenAI-compatible /v1 server) with strong_model=NAME")
+                raise SpecError(f"no strong model: give {spelled('strong', 'PATH_OR_ID')} (a local directory or hub id), "
+                                f"or {spelled('strong_endpoint', 'URL')} (an OpenAI-compatible /v1 server) with "
+                                f"{spelled('strong_model', 'NAME')}")
             if self.strong_model is not None:
-                raise SpecError(f"strong_model={self.strong_model!r} names a served model: strong_model goes with "
-                                "strong_endpoint=URL (a served strong model); with a local strong model drop it")
+                raise SpecError(f"{spelled('strong_model', repr(self.strong_model))} names a served model: "
+                                f"{spelled('strong_model')} goes with {spelled('strong_endpoint', 'URL')} (a served "
+                                "strong model); with a local strong model drop it")
             return
         if self.strong is not None:
-            raise SpecError(f"give the strong model as strong={self.strong!r} (local) or as strong_endpoint="
-                            f"{self.strong_endpoint!r} (served), not both; name the served model with strong_model=")
+            raise SpecError(f"give the strong model as {spelled('strong', repr(self.strong))} (local) or as "
+                            f"{spelled('strong_endpoint', repr(self.strong_endpoint))} (served), not both; name the "
+                            f"served model with {spelled('strong_model', '')}")
         if not re.match(r"https?://[^/\s]+", self.strong_endpoint):
-            raise SpecError(f"strong_endpoint must be an http(s) URL such as http://127.0.0.1:8000/v1, got "
-                            f"{self.strong_endpoint!r}")
+            raise SpecError(f"{spelled('strong_endpoint')} must be an http(s) URL such as http://127.0.0.1:8000/v1, "
+                            f"got {self.strong_endpoint!r}")
 
     def _check_guides(self) -> None:
         if (not self.tuned) != (self.untuned is None):
             raise SpecError("give both tuned and untuned guide models, or neither (the implicit value needs the "
-                            "pair): set both tuned= and untuned=")
+                            f"pair): set both {spelled('tuned', '')} and {spelled('untuned', '')}")
         for name in ("tuned_template", "untuned_template"):
             check_template(name, getattr(self, name))
 
@@ -178,11 +174,15 @@ def method_problem(method, pair: bool, guide: bool, served) -> Optional[str]:
     ``guide``. The one rule behind :meth:`EngineSpec.check_method` (before loading) and ``Engine.prepare``."""
     if method.name == "eft":
         if not pair:
-            return METHOD_ERRORS["eft_guides"].format(method=method.spec)
+            return (f"method {method.spec}: eft needs a tuned and an untuned guide model; it needs "
+                    f"{spelled('tuned', '')} and {spelled('untuned', '')} guide models")
         if served:
-            return METHOD_ERRORS["eft_local"].format(method=method.spec, strong=served)
+            return (f"method {method.spec}: EFT needs full next-token distributions of the strong model, which "
+                    f"{served} does not give (an endpoint gives only top logprobs); use bon or cbs there, or a local "
+                    f"{spelled('strong', 'PATH')} for eft")
     elif method.needs_guide and not guide:
-        return METHOD_ERRORS["needs_guide"].format(method=method.spec)
+        return (f"method {method.spec} needs a guide: give {spelled('tuned', '')} and {spelled('untuned', '')} "
+                f"models, or {spelled('reward_model', '')}")
     return None
 
 
@@ -194,113 +194,10 @@ def check_template(name: str, value) -> None:
     if value in ("auto", "chat"):
         return
     if not isinstance(value, str) or "{prompt}" not in value:
-        raise SpecError(f"{name} must be 'auto', 'chat' or a format string with '{{prompt}}', got {value!r}")
+        raise SpecError(f"{spelled(name)} must be 'auto', 'chat' or a format string with '{{prompt}}', got {value!r}")
     try:
         value.format(prompt="")
     except (ValueError, KeyError, IndexError) as e:
-        raise SpecError(f"{name}={value!r} is not a valid format string ({e}); its only field must be {{prompt}} "
+        raise SpecError(f"{spelled(name, repr(value))} is not a valid format string ({e}); its only field must be "
+                        "{prompt} "
                         "(write a literal brace as {{ or }})") from None
-
-
-# ----------------------------------------------------------------------------- typed coercion (lm-eval's values)
-
-
-def _as_int(key: str, v: Any):
-    if isinstance(v, bool):
-        raise SpecError(f"{key} must be an integer, got {v!r}")
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
-        return int(v)
-    if isinstance(v, int):
-        return v
-    raise SpecError(f"{key} must be an integer, got {v!r}; e.g. {key}=4")
-
-
-def _as_float(key: str, v: Any) -> float:
-    if isinstance(v, bool):
-        raise SpecError(f"{key} must be a number, got {v!r}")
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        raise SpecError(f"{key} must be a number, got {v!r}; e.g. {key}=1.0") from None
-
-
-def _as_bool(key: str, v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, str) and v.lower() in ("true", "false", "1", "0", "yes", "no"):
-        return v.lower() in ("true", "1", "yes")
-    if isinstance(v, int) and v in (0, 1):
-        return bool(v)
-    raise SpecError(f"{key} must be true or false, got {v!r}")
-
-
-def _as_str(key: str, v: Any) -> str:
-    if isinstance(v, (dict, list, tuple, bool)):
-        raise SpecError(f"{key} must be a string, got {v!r}")
-    return str(v)
-
-
-def _as_paths(key: str, v: Any) -> tuple:
-    """A list, or one string where '|' separates several (lm-eval's model_args split on ',')."""
-    if isinstance(v, (list, tuple)):
-        return tuple(_as_str(key, x) for x in v)
-    return tuple(p for p in _as_str(key, v).split("|") if p)
-
-
-_COERCE = {int: _as_int, float: _as_float, bool: _as_bool, str: _as_str}
-
-
-def coerce(key: str, kind: type, v: Any):
-    """``v`` read as ``kind`` (int, float, bool or str), naming ``key`` when it cannot be; None stays None."""
-    return None if v is None else _COERCE[kind](key, v)
-
-
-def _field_kind(f) -> type:
-    """int, float, bool or str from a field's annotation (``Optional[X]`` reads as X)."""
-    t = str(f.type)
-    m = re.fullmatch(r"Optional\[(\w+)\]", t)
-    return {"bool": bool, "float": float, "int": int}.get(m.group(1) if m else t, str)
-
-
-def typed_settings(cls, mapping: Union[Mapping[str, Any], Iterable[tuple[str, Any]]], where: str = "model_args",
-                   special: Optional[Mapping[str, Any]] = None, also_valid: Iterable[str] = ()) -> dict:
-    """Keyword arguments of dataclass ``cls`` from ``key=value`` settings (strings or typed values).
-
-    A duplicated or unknown key is refused, naming it; a None value means the field's default;
-    ``tuned`` may be ``a|b`` or a list; ``device_map=True`` means ``auto``; ``special``: key ->
-    ``fn(key, value)`` for the keys a front end reads its own way.
-    """
-    items = list(mapping.items()) if isinstance(mapping, Mapping) else list(mapping)
-    by_name = {f.name: f for f in fields(cls)}
-    seen: dict[str, Any] = {}
-    for key, value in items:
-        if key in seen:
-            raise SpecError(f"{where}: {key} is given twice; give each key once")
-        seen[key] = value
-    unknown = sorted(set(seen) - set(by_name))
-    if unknown:
-        valid = sorted(set(by_name) | set(also_valid))
-        raise SpecError(f"unknown {where} key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
-    special = {"tuned": _as_paths, **(special or {})}
-    kw = {}
-    for key, value in seen.items():
-        if value is None:
-            continue
-        if key in special:
-            value = special[key](key, value)
-        elif key == "device_map" and isinstance(value, bool):
-            value = "auto" if value else None
-        else:
-            value = coerce(key, _field_kind(by_name[key]), value)
-        if value is not None:
-            kw[key] = value
-    return kw
-
-
-def spec_from_mapping(mapping: Union[Mapping[str, Any], Iterable[tuple[str, Any]]], where: str = "model_args"):
-    """An :class:`EngineSpec` from ``key=value`` settings as lm-eval's ``--model_args`` delivers them
-    (strings or already-typed values; ``tuned`` as ``a|b`` or a list): a mapping or (key, value) pairs.
-    A duplicated or unknown key is refused, naming it (see :func:`typed_settings`)."""
-    return EngineSpec(**typed_settings(EngineSpec, mapping, where))

@@ -23,9 +23,10 @@ require("lm_eval", "lm-eval")
 from lm_eval.api.instance import Instance  # noqa: E402  (after the check that names the extra)
 from lm_eval.models.huggingface import HFLM  # noqa: E402
 
+from .eft import eft_logprobs  # noqa: E402
 from .guide import GuideLM  # noqa: E402
 from .lm import CausalLM, split_on_oom  # noqa: E402
-from .policy import eft_logprobs, shared_vocab  # noqa: E402
+from .policy import shared_vocab  # noqa: E402
 
 __all__ = ["LoadedHFLM", "Tilt", "split_space", "guide_requests", "eft_parts", "terms_for", "eft_combiner",
            "model_max_length"]

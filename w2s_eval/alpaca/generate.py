@@ -12,8 +12,14 @@ The output directory holds:
 - ``configs.yaml`` + ``prompt.txt``: an AlpacaEval ``models_configs`` entry (see
   :func:`w2s_eval.alpaca.decoder.load_model_configs`).
 
+Shards (``--shard I/N``, :mod:`w2s_eval.sharding`): shard I computes every N-th batch of instructions from batch I
+into ``model_outputs.shard-I-of-N.json`` and ``search_stats.shard-I-of-N.json`` (locked while it runs); a run
+without ``--shard`` (or ``w2s-eval alpaca-eval merge``) first folds the finished shards into the two files above,
+which are then those of one process (outputs byte for byte; the stats differ in their wall times).
+
 A rerun with the same config continues where the last one stopped; a directory made
-with another config is refused, naming the first differing field. Everything that can be
+with another config is refused, naming the first differing field; a second process writing the
+same directory is refused (:func:`w2s_eval.provenance.run_dir_lock`). Everything that can be
 checked (settings, instruction file, --out, the models loading, each prompt fitting the
 strong model's context) is checked before the first file is written, so a failed run never
 blocks its own --out. Run directories made before the EngineSpec (no ``rm_weight`` in their
@@ -22,6 +28,7 @@ identity) are refused naming that field: finish them with the version that made 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import replace
@@ -31,7 +38,7 @@ from typing import Optional, Union
 from tqdm.auto import tqdm
 
 from ..assets import ensure_writable_dir
-from ..config import check_positive_int
+from ..checks import check_positive_int
 from ..extras import require
 from ..provenance import (
     atomic_write_json,
@@ -40,7 +47,9 @@ from ..provenance import (
     check_writable_dir,
     fingerprint,
     package_versions,
+    run_dir_lock,
 )
+from ..sharding import Shard, ShardBusyError, file_lock, shard_files
 from .data import load_instructions, load_rows
 from .decoder import (
     AlpacaEngine,
@@ -52,7 +61,7 @@ from .decoder import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run_generate", "OUTPUTS_FILE", "STATS_FILE", "RUN_CONFIG_FILE", "MODEL_CONFIGS_FILE"]
+__all__ = ["run_generate", "merge_outputs", "OUTPUTS_FILE", "STATS_FILE", "RUN_CONFIG_FILE", "MODEL_CONFIGS_FILE"]
 
 OUTPUTS_FILE = "model_outputs.json"
 STATS_FILE = "search_stats.json"
@@ -92,18 +101,62 @@ def _write_model_configs(out: Path, cfg: GenerationConfig, batch_size: int) -> N
     atomic_write_text(out / "prompt.txt", "{instruction}")  # the decoder applies the chat template
 
 
-def _load_done(out: Path, order: dict[str, int], generator: str) -> tuple[dict, dict]:
-    """Finished rows of an earlier run (outputs and their stats), by instruction."""
-    done, stats = {}, {}
-    if (out / OUTPUTS_FILE).exists():
-        for r in load_rows(out / OUTPUTS_FILE):
+def _names(shard: Optional[Shard]) -> tuple[str, str]:
+    """The outputs and stats files of a run (``shard`` None) or of one shard."""
+    return (OUTPUTS_FILE, STATS_FILE) if shard is None else (shard.file(OUTPUTS_FILE), shard.file(STATS_FILE))
+
+
+def _load_done(out: Path, order: dict[str, int], generator: str, names=(OUTPUTS_FILE, STATS_FILE)) -> tuple:
+    """Finished rows of an earlier run (outputs and their stats; files ``names``), by instruction."""
+    (outputs, stats_file), done, stats = names, {}, {}
+    if (out / outputs).exists():
+        for r in load_rows(out / outputs):
             if r.get("instruction") not in order or r.get("generator") != generator:
-                raise ValueError(f"{out / OUTPUTS_FILE} holds a row not from this run ({str(r.get('instruction'))[:60]!r}, "
+                raise ValueError(f"{out / outputs} holds a row not from this run ({str(r.get('instruction'))[:60]!r}, "
                                  f"generator {r.get('generator')!r}); use a new --out directory")
             done[r["instruction"]] = r
-    if (out / STATS_FILE).exists():
-        stats = {r["instruction"]: r for r in load_rows(out / STATS_FILE) if r.get("instruction") in done}
+    if (out / stats_file).exists():
+        stats = {r["instruction"]: r for r in load_rows(out / stats_file) if r.get("instruction") in done}
     return done, stats
+
+
+def _merge(out: Path, order: dict[str, int], generator: str) -> int:
+    """Fold every finished shard into the run's outputs and stats (instruction order) and remove its files;
+    returns the outputs added. A shard still running (locked) is left for later."""
+    shards = shard_files(out, OUTPUTS_FILE)
+    if not shards:
+        return 0
+    with file_lock(out / OUTPUTS_FILE, f"the outputs of {out}"):
+        done, stats = _load_done(out, order, generator)
+        n, merged = len(done), []
+        for shard, path in shards:
+            try:
+                with file_lock(path, f"shard {shard} of {out}"):
+                    more, more_stats = _load_done(out, order, generator, _names(shard))
+                    done.update({k: v for k, v in more.items() if k not in done})
+                    stats.update({k: v for k, v in more_stats.items() if k not in stats})
+                    merged.append(shard)
+            except ShardBusyError:
+                logger.warning("shard %s of %s is still running; it is merged by a later command", shard, out)
+        _write(out, done, stats, order)
+        for shard in merged:
+            for name in _names(shard):
+                (out / name).unlink(missing_ok=True)
+                (out / f"{name}.lock").unlink(missing_ok=True)
+    return len(done) - n
+
+
+def merge_outputs(out_dir: Union[str, Path], instructions: Union[str, Path]) -> int:
+    """``w2s-eval alpaca-eval merge``: fold the finished shards of the run in ``out_dir`` (made from the instruction
+    set ``instructions``) into its outputs; returns the outputs added."""
+    out = Path(out_dir)
+    if not (out / RUN_CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{out} holds no {RUN_CONFIG_FILE}: not an `alpaca-eval generate` --out directory")
+    identity = json.loads((out / RUN_CONFIG_FILE).read_text(encoding="utf-8"))["identity"]
+    rows = load_instructions(instructions)
+    if fingerprint(rows) != identity.get("instructions_sha256"):
+        raise ValueError(f"--instructions {instructions} is not the instruction set {out} was made from; give that one")
+    return _merge(out, {r["instruction"]: i for i, r in enumerate(rows)}, identity["generator"])
 
 
 def _ready_engine(cfg: GenerationConfig, engine: Optional[AlpacaEngine], todo: list[dict]) -> AlpacaEngine:
@@ -117,14 +170,15 @@ def _ready_engine(cfg: GenerationConfig, engine: Optional[AlpacaEngine], todo: l
 
 def run_generate(cfg: GenerationConfig, instructions: Union[str, Path], out_dir: Union[str, Path], *,
                  device: Optional[str] = None, batch_size: int = 8, limit: Optional[int] = None,
-                 progress: bool = True, engine: Optional[AlpacaEngine] = None) -> Path:
+                 progress: bool = True, engine: Optional[AlpacaEngine] = None, shard: Optional[Shard] = None) -> Path:
     """Write AlpacaEval model outputs of ``cfg`` for an instruction set into ``out_dir``; its path.
 
     ``instructions``: a JSON/JSONL file, ``alpaca_eval`` (hub) or ``offline`` (fetched baseline).
     ``device``: instead of ``cfg.device``. ``limit``: only the first N instructions (a later run may
     raise it and continue). ``engine``: an already loaded engine for ``cfg`` (else the models are
     loaded here). Over an endpoint without ``strong_model``, the server is asked for its one model's
-    name, which then enters the generator name and the run's identity.
+    name, which then enters the generator name and the run's identity. ``shard``: only that shard's batches, into
+    its own files (see the module docstring); returns its outputs file.
     """
     check_positive_int("batch_size", batch_size)
     check_positive_int("limit", limit, allow_none=True)
@@ -132,13 +186,27 @@ def run_generate(cfg: GenerationConfig, instructions: Union[str, Path], out_dir:
         cfg = replace(cfg, device=device)
     all_rows = load_instructions(instructions)
     cfg = resolve_served_model(cfg)
+    out = Path(out_dir)
+    if shard is not None:  # a shard writes its own files, under their lock; shards run side by side
+        return _run_locked(cfg, all_rows, out, batch_size, limit, progress, engine, shard)
+    with run_dir_lock(out, "--out"):
+        return _run_locked(cfg, all_rows, out, batch_size, limit, progress, engine, shard)
+
+
+def _run_locked(cfg: GenerationConfig, all_rows: list, out: Path, batch_size: int, limit: Optional[int],
+                progress: bool, engine: Optional[AlpacaEngine], shard: Optional[Shard]) -> Path:
+    """:func:`run_generate` with the output directory's lock held (a shard: its own files' lock)."""
     identity = _identity(cfg, all_rows)
     rows = all_rows[:limit] if limit is not None else all_rows
-    out = Path(out_dir)
     _check_dir(out, identity)
     order = {r["instruction"]: i for i, r in enumerate(all_rows)}
-    done, stats = _load_done(out, order, cfg.generator)
-    todo = [r for r in rows if r["instruction"] not in done]
+    if shard is None:
+        _merge(out, order, cfg.generator)
+    names = _names(shard)
+    done, stats = _load_done(out, order, cfg.generator, names)
+    finished = set(done) | (set(_load_done(out, order, cfg.generator)[0]) if shard is not None else set())
+    rows = rows if shard is None else shard.select(rows, batch_size)
+    todo = [r for r in rows if r["instruction"] not in finished]
     if todo:
         engine = _ready_engine(cfg, engine, todo)  # models load and prompts fit before anything is written
     versions, fp = package_versions(), fingerprint(identity)
@@ -147,19 +215,21 @@ def run_generate(cfg: GenerationConfig, instructions: Union[str, Path], out_dir:
                                               "engine": cfg.engine_spec().to_dict(), "batch_size": batch_size,
                                               "versions": versions}, sort_keys=False)
     _write_model_configs(out, cfg, batch_size)
-    if not todo:
-        logger.info("all %d instructions already have outputs in %s", len(rows), out)
-        _write(out, done, stats, order)
-        return out / OUTPUTS_FILE
-    if done:
-        logger.info("resuming: %d of %d instructions done", len(done), len(rows))
-    _generate(engine, cfg, todo, out, (done, stats, order), batch_size, progress, fp, versions, len(rows))
-    return out / OUTPUTS_FILE
+    with file_lock(out / names[0], f"the outputs of {out}" if shard is None else f"shard {shard} of {out}"):
+        if not todo:
+            logger.info("all %d instructions already have outputs in %s", len(rows), out)
+            _write(out, done, stats, order, names)
+            return out / names[0]
+        if done:
+            logger.info("resuming: %d of %d instructions done", len(done), len(rows))
+        state = (done, stats, order, names)
+        _generate(engine, cfg, todo, out, state, batch_size, progress, fp, versions, len(rows))
+    return out / names[0]
 
 
 def _generate(engine, cfg: GenerationConfig, todo: list, out: Path, state: tuple, batch_size: int, progress: bool,
               fp: str, versions: dict, total: int) -> None:
-    done, stats, order = state
+    done, stats, order, names = state
     device = cfg.device or "auto"
     bar = tqdm(total=total, initial=total - len(todo), desc=f"alpaca-eval {cfg.method}", disable=not progress)
     for i in range(0, len(todo), batch_size):
@@ -176,13 +246,13 @@ def _generate(engine, cfg: GenerationConfig, todo: list, out: Path, state: tuple
                           "response_tokens": res.beams[0].n_tokens if res.beams else 0,
                           **res.stats, "batch_wall_time_s": wall, "device": device, "config_fingerprint": fp,
                           "versions": versions}
-        _write(out, done, stats, order)
+        _write(out, done, stats, order, names)
         bar.update(len(batch))
     bar.close()
 
 
-def _write(out: Path, done: dict, stats: dict, order: dict) -> None:
+def _write(out: Path, done: dict, stats: dict, order: dict, names=(OUTPUTS_FILE, STATS_FILE)) -> None:
     """Stats first, outputs second: the outputs file decides what is finished."""
     keys = sorted(done, key=order.__getitem__)
-    atomic_write_json(out / STATS_FILE, [stats[k] for k in keys if k in stats], sort_keys=False)
-    atomic_write_json(out / OUTPUTS_FILE, [done[k] for k in keys], sort_keys=False)
+    atomic_write_json(out / names[1], [stats[k] for k in keys if k in stats], sort_keys=False)
+    atomic_write_json(out / names[0], [done[k] for k in keys], sort_keys=False)

@@ -32,7 +32,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from tqdm.auto import tqdm
 
-from ..config import check_positive_int
+from ..checks import check_positive_int
 from ..engine import check_model_path, load_classifier
 from ..extras import require
 from ..guide import score_candidates

@@ -25,7 +25,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from ..config import check_positive_int
+from ..checks import check_positive_int
 from ..extras import require
 
 logger = logging.getLogger(__name__)

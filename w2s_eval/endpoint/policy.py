@@ -39,7 +39,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from ..config import SamplingConfig, check_positive_int
+from ..checks import check_positive_int
+from ..config import SamplingConfig
+from ..flops import Cost
 from ..policy import Continuation, cut_at_stop
 from .client import CompletionClient, EndpointError
 
@@ -167,6 +169,12 @@ class EndpointSession:
     def guide_tokens(self) -> list[int]:
         """No guide runs inside an endpoint session (the guides score in the search)."""
         return [0] * len(self.token_counts)
+
+    @property
+    def costs(self) -> list[dict[str, Cost]]:
+        """Per prompt: the prompt tokens sent as prefill, the completion tokens as forward; FLOPs unknown (the
+        served model's shape is not known here)."""
+        return [{self.policy.name: Cost(c["prompt"], None, c["completion"], None)} for c in self.token_counts]
 
     def _check_parents(self, parents: Sequence[int], k: int) -> None:
         check_positive_int("k", k)

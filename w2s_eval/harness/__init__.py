@@ -1,6 +1,6 @@
 """The comparison harness: run methods on a world's prompts, record each result, and report.
 
-Worlds (:class:`~w2s_eval.worlds.World`) and their registry are in :mod:`w2s_eval.worlds`.
+Worlds (:class:`~w2s_eval.world_registry.World`) and their registry are in :mod:`w2s_eval.world_registry`.
 
 - :mod:`.records`: the run config (an EngineSpec plus the grid), run directories, JSONL records, identity;
 - :mod:`.compare`: :func:`run_compare` (every method on the same prompts and seeds);

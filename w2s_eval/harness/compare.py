@@ -18,33 +18,32 @@ from typing import Callable, Optional, Union
 from tqdm.auto import tqdm
 
 from ..config import method_to_dict
+from ..eft import vocab_mismatch
 from ..endpoint import EndpointPolicy
 from ..engine import build_engine, resolve_device, resolve_dtype
 from ..guide import score_candidates
 from ..lm import user_turn
-from ..policy import vocab_mismatch
-from ..provenance import fingerprint, git_revision, package_versions, utc_now
+from ..provenance import atomic_write_json, fingerprint, git_revision, package_versions, run_dir_lock, utc_now
+from ..sharding import Shard, file_lock
 from ..spec import EngineSpec
 from ..world.strong import resolve_strong
-from ..worlds import World, world_home
-from .oracle import RewardFnScorer, oracle_engine, rewards
+from ..world_registry import World, world_home
+from .merge import records_view
+from .oracle import oracle_engine, rewards
 from .records import (
     GUIDES,
-    RECORDS_FILE,
+    SHAPES_FILE,
     RecordLog,
     RunConfig,
     check_run_dir,
     open_run_dir,
     parse_methods,
     parse_seeds,
-    read_records,
-    record_key,
     split_methods,
 )
 
 __all__ = ["parse_methods", "split_methods", "parse_seeds", "make_run_config", "world_spec", "build_world_engine", "run_compare",
-           "CompareOutcome", "served_model_name", "vocabulary_mismatch", "COMPARE_DEFAULTS", "RewardFnScorer",
-           "oracle_engine"]
+           "CompareOutcome", "served_model_name", "vocabulary_mismatch", "COMPARE_DEFAULTS"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ def served_model_name(strong_endpoint: str) -> str:
         policy.close()
 
 
-_ALIASES = {"guide_beta": "beta"}  # the harness's older keyword for the spec's beta
+_ALIASES = {"guide_beta": "beta"}  # --guide-beta: another name of the spec's beta
 # the comparison's own default: float32 everywhere, so a run's numbers (and its identity) are the same on CPU
 # and GPU; dtype="auto" is resolved to what it stands for on this machine before it enters the identity
 COMPARE_DEFAULTS = {"dtype": "float32"}
@@ -175,6 +174,7 @@ def _guide_scores(engine, results, guide_prompts) -> tuple:
     sources = ["search" if r.score is not None else "rescored" for r in results]
     tokens = [0] * len(results)
     if missing and engine.scorer is not None:
+        getattr(engine.scorer, "reset", lambda: None)()  # its cost is this call's own (see chunk_beam_search)
         vals, toks = score_candidates(engine.scorer, [guide_prompts[i] for i in missing],
                                       [results[i].text for i in missing], [results[i].beams[0].ended for i in missing])
         for i, v, t in zip(missing, vals, toks):
@@ -258,7 +258,8 @@ def _todo(log_keys, prompts, methods, seeds) -> int:
 
 
 def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], engine=None,
-                progress: bool = True, on_method_done: Optional[Callable] = None) -> CompareOutcome:
+                progress: bool = True, on_method_done: Optional[Callable] = None,
+                shard: Optional[Shard] = None) -> CompareOutcome:
     """Run ``cfg`` on ``world`` into ``out_dir`` (resuming what is recorded there); returns counts.
 
     ``engine`` (optional) is an Engine built from ``cfg.engine`` (default: built here). Everything that bad
@@ -268,31 +269,57 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
     KeyboardInterrupt propagates; what was recorded stays on disk.
     ``on_method_done(run_dir, spec, done, total)`` (optional) is called after each method to run has all its
     records on disk: ``done`` of the ``total`` methods to run are then complete (e.g. to report them early).
+    One process writes a run directory at a time (:func:`~w2s_eval.provenance.run_dir_lock`): a second one is
+    refused with :class:`~w2s_eval.provenance.RunDirBusy`.
+    ``shard``: compute only that shard's prompt batches, into its own records file (:mod:`w2s_eval.sharding`;
+    :func:`~w2s_eval.harness.merge.merge_shards` assembles them). Without it, finished shards are merged first.
     """
     if cfg.world != world.name or cfg.world_fingerprint != fingerprint(world.manifest):
         raise ValueError(f"the run config is for world {cfg.world!r} ({cfg.world_fingerprint}), not for "
                          f"{world.name!r} ({fingerprint(world.manifest)}); make it with make_run_config(world, ...)")
+    if shard is not None:  # a shard writes its own records file, under that file's lock; shards run side by side
+        return _run_compare(world, cfg, out_dir, engine, progress, on_method_done, shard)
+    with run_dir_lock(out_dir, "--out"):
+        return _run_compare(world, cfg, out_dir, engine, progress, on_method_done, shard)
+
+
+def _run_compare(world: World, cfg: RunConfig, out_dir, engine, progress: bool, on_method_done,
+                 shard: Optional[Shard]) -> CompareOutcome:
+    """:func:`run_compare` with the run directory's lock held (a shard: its records file's)."""
     methods = list(cfg.parsed_methods)
     out, _, _, known = check_run_dir(out_dir, cfg)  # writes nothing
-    prompts = world.prompts[: cfg.n_prompts]
+    index = {pid: i for i, (pid, _) in enumerate(world.prompts[: cfg.n_prompts])}  # each record names its place
+    prompts, name, main_keys, recorded = records_view(out, world.prompts[: cfg.n_prompts], cfg.batch_size, shard)
     n_planned = len(prompts) * len(methods) * len(cfg.seeds)
-    recorded = {record_key(r) for r in read_records(out / RECORDS_FILE, warn=False)[0]}
     not_applicable, prepared, rendered = dict(known), None, None  # known: found by an earlier run of this identity
     if _todo(recorded, prompts, [m for m in methods if m.spec not in known], cfg.seeds):
         engine, prepared, found, rendered = _ready(engine, cfg, methods, prompts, world)
         not_applicable.update(found)
     run_dir = open_run_dir(out, cfg, not_applicable)
-    log = RecordLog(run_dir)
+    what = f"the records of {run_dir}" if shard is None else f"shard {shard} of {run_dir}"
+    with file_lock(run_dir / name, what):
+        log = RecordLog(run_dir, name, main_keys if shard is not None else ())
+        state = (engine, prepared, rendered, index, not_applicable, n_planned)
+        return _compute(world, cfg, run_dir, log, state, progress, on_method_done)
+
+
+def _compute(world: World, cfg: RunConfig, run_dir: Path, log: RecordLog, state: tuple, progress: bool,
+             on_method_done: Optional[Callable]) -> CompareOutcome:
+    """The records of ``cfg`` not in ``log`` yet; ``state``: see :func:`run_compare`."""
+    engine, prepared, rendered, index, not_applicable, n_planned = state
+    prompts = [(pid, text) for pid, text, _ in rendered] if rendered else []
     n_before = len(log.records)
-    runnable = [m for m in methods if m.spec not in not_applicable]
+    runnable = [m for m in cfg.parsed_methods if m.spec not in not_applicable]
     todo_total = _todo(log.keys, prompts, runnable, cfg.seeds)
     logger.info("%s: %d of %d records to compute (%d already recorded)", run_dir, todo_total, n_planned,
                 n_planned - todo_total)
     if todo_total == 0:
         return CompareOutcome(run_dir, n_before, 0, n_planned, log.truncated is not None, not_applicable)
+    if callable(getattr(engine, "model_shapes", None)):
+        atomic_write_json(run_dir / SHAPES_FILE, engine.model_shapes())
     bar = tqdm(total=todo_total, desc=f"compare {world.name}", unit="rec", disable=not progress)
     try:
-        n_new, stamp = 0, (package_versions(), git_revision(), _served(engine))
+        n_new, stamp = 0, (package_versions(), git_revision(), _served(engine), index)
         for done, m in enumerate(runnable, 1):
             n_new += _run_method(world, cfg, engine, prepared[m.spec], rendered, log, bar, stamp)
             logger.info("%s: %s has all its records (%d of %d methods)", run_dir, m.spec, done, len(runnable))
@@ -305,8 +332,9 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
 
 def _run_method(world: World, cfg: RunConfig, engine, run, prompts, log: RecordLog, bar, stamp: tuple) -> int:
     """Every (prompt batch, seed) of method ``run`` not in ``log`` yet: generate, score, record. Returns records
-    written. ``prompts``: ``(id, text, what the strong model reads)``; ``stamp``: (package versions, git revision, how the strong model is served) of every record."""
-    versions, revision, served = stamp
+    written. ``prompts``: ``(id, text, what the strong model reads)``; ``stamp``: (package versions, git revision,
+    how the strong model is served, {prompt id: its place in the world's prompts}) of every record."""
+    versions, revision, served, index = stamp
     n_new = 0
     for start in range(0, len(prompts), cfg.batch_size):
         batch = prompts[start: start + cfg.batch_size]
@@ -323,7 +351,8 @@ def _run_method(world: World, cfg: RunConfig, engine, run, prompts, log: RecordL
             judge = rewards(world.judge, "judge", texts, responses)
             guide, sources, score_tokens = _guide_scores(engine, results, texts)
             for (pid, text, _), r, g, j, gs, src, st in zip(todo, results, gold, judge, guide, sources, score_tokens):
-                rec = _record(cfg, run.method, seed, pid, text, r, g, j, gs, src, st, versions, revision)
+                rec = {**_record(cfg, run.method, seed, pid, text, r, g, j, gs, src, st, versions, revision),
+                       "prompt_index": index[pid]}
                 log.append({**rec, "strong_engine": served} if served else rec)
                 n_new += 1
                 bar.update(1)
@@ -359,6 +388,8 @@ def _record(cfg: RunConfig, method, seed: int, pid: str, text: str, r, gold: flo
         "guide_score_tokens": score_tokens,
         "strong_tokens": int(stats.get("strong_tokens", 0)),
         "guide_tokens": int(stats.get("guide_tokens", 0)),
+        "compute": stats.get("compute"),  # {model role: tokens and FLOPs, prefill and forward} (w2s_eval.flops)
+        "flops": stats.get("flops"),  # all models together: the method's compute (re-scoring for guide_score aside)
         "rounds": int(stats.get("rounds", 0)),
         "samples": int(stats.get("samples", 0)),
         "response_tokens": best.n_tokens if best else None,

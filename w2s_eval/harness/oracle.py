@@ -10,7 +10,7 @@ import torch
 
 from ..engine import Engine
 from ..guide import Scorer, Scores, check_lengths
-from ..worlds import World
+from ..world_registry import World
 
 __all__ = ["RewardFnScorer", "oracle_engine", "rewards"]
 

@@ -4,7 +4,9 @@
 - gold against strong-model samples per prompt (the budget): a line for BoN (n in the
   records, e.g. 1, 4, 16) and one for each CBS chunk length L, so methods of equal
   budget sit at the same x. ``base`` is BoN(1) (the same computation), so it is drawn as
-  the budget-1 point of the BoN line when no ``bon:n=1`` was run; EFT (budget 1) is a marker.
+  the budget-1 point of the BoN line when no ``bon:n=1`` was run; EFT (budget 1) is a marker;
+- gold against total FLOPs per prompt (every model, guides included): the same lines, each point where its
+  method's compute is, so methods compare at matched compute.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from ..config import parse_method
 from ..extras import require
 
-__all__ = ["plot_gold_by_method", "plot_gold_vs_samples"]
+__all__ = ["plot_gold_by_method", "plot_gold_vs_samples", "plot_gold_vs_flops"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +112,41 @@ def plot_gold_vs_samples(summary, path) -> Path:
     ax.set_ylabel("gold reward (mean ± s.e.)")
     ax.set_title(f"{summary.world}: gold reward vs compute", fontsize=10)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, format="png")
+    return path
+
+
+def plot_gold_vs_flops(summary, path) -> Path:
+    """Gold reward against total FLOPs per prompt (every model, guides included; log x axis), one line per
+    search family (BoN with base as its first point, CBS per chunk length L), EFT and base as markers."""
+    rows = [r for r in summary.rows if r.flops is not None]
+    fig, (ax,) = _figure(6.4, 4.4)
+    cbs_colors = iter(_CBS_COLORS * 4)
+    for label, points in _series(rows).items():
+        color = _COLORS["bon"] if label == "BoN" else next(cbs_colors)
+        points = sorted(points, key=lambda p: p[1].flops)
+        ax.errorbar([r.flops / 1e9 for _, r in points], [r.gold_mean for _, r in points],
+                    yerr=[_err(r.gold_se) for _, r in points], marker="o", capsize=4, label=label, color=color)
+        for _, r in points:
+            if r.family != "base":
+                ax.annotate(r.method, (r.flops / 1e9, r.gold_mean), textcoords="offset points", xytext=(4, -10),
+                            fontsize=7)
+    for r in rows:
+        if r.family in ("base", "eft"):
+            ax.errorbar([r.flops / 1e9], [r.gold_mean], yerr=[_err(r.gold_se)], linestyle="none", capsize=4,
+                        marker="s" if r.family == "base" else "D", color=_COLORS[r.family], label=r.method)
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: f"{x:g}" if f"{x:.0e}"[0] in "25" else ""))
+    ax.set_xlabel("GFLOP per prompt (strong model and guides)")
+    ax.set_ylabel("gold reward (mean ± s.e.)")
+    ax.set_title(f"{summary.world}: gold reward vs FLOPs", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import json
 import logging
+import lzma
 import os
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from ..config import SamplingConfig, check_positive_int, parse_method
+from ..checks import check_positive_int
+from ..config import SamplingConfig, method_spec, parse_method
 from ..provenance import (
     append_jsonl,
     atomic_write_json,
@@ -32,6 +34,7 @@ from ..provenance import (
     diff_fields,
     fingerprint,
     git_revision,
+    machine_info,
     mismatch_message,
     package_versions,
     utc_now,
@@ -39,13 +42,15 @@ from ..provenance import (
 from ..spec import EngineSpec
 
 __all__ = ["RunConfig", "parse_methods", "split_methods", "parse_seeds", "RecordLog", "read_records", "record_key", "diff_fields", "open_run_dir", "check_run_dir",
-           "package_versions", "git_revision", "fingerprint", "utc_now", "GUIDES", "CONFIG_FILE", "RECORDS_FILE"]
+           "package_versions", "git_revision", "fingerprint", "utc_now", "GUIDES", "CONFIG_FILE", "RECORDS_FILE",
+           "SHAPES_FILE"]
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 RECORDS_FILE = "records.jsonl"
 TRUNCATED_FILE = "records.truncated.txt"
+SHAPES_FILE = "model_shapes.json"  # {model role: ModelShape} of the run's models (w2s_eval.flops)
 GUIDES = ("implicit", "rm", "gold")
 # EngineSpec fields that enter a run's identity only when they differ from the spec's default
 _OPTIONAL_IDENTITY = ("strong_endpoint", "strong_model", "tuned_template", "untuned_template", "rm_weight",
@@ -279,7 +284,8 @@ def open_run_dir(out_dir: os.PathLike, cfg: RunConfig, not_applicable: Optional[
     out, grid, created, _ = check_run_dir(out_dir, cfg)  # checked writable
     out.mkdir(parents=True, exist_ok=True)
     doc = {"identity": cfg.identity(), "config_hash": cfg.config_hash, "grid": grid, "created": created,
-           "updated": utc_now(), "versions": package_versions(), "git_revision": git_revision()}
+           "updated": utc_now(), "versions": package_versions(), "machine": machine_info(),
+           "git_revision": git_revision()}
     if not_applicable:
         doc["not_applicable"] = dict(not_applicable)
     atomic_write_json(out / CONFIG_FILE, doc)
@@ -294,8 +300,13 @@ def _identity_of(record: dict) -> dict:
 
 
 def record_key(record: dict) -> tuple:
-    """The key of a record: (prompt_id, method spec, seed)."""
-    return (str(record["prompt_id"]), str(record["method"]), int(record["seed"]))
+    """The key of a record: (prompt_id, canonical method spec, seed); a method that does not parse keeps its text."""
+    method = str(record["method"])
+    try:
+        method = method_spec(method)
+    except ValueError:
+        pass
+    return (str(record["prompt_id"]), method, int(record["seed"]))
 
 
 def _parse_record(line: bytes) -> dict:
@@ -306,7 +317,7 @@ def _parse_record(line: bytes) -> dict:
 
 
 def read_records(path: os.PathLike, warn: bool = True) -> tuple:
-    """Read a records file: (records, truncated_tail or None).
+    """Read a records file (``.xz``: compressed, as committed results keep them): (records, truncated_tail or None).
 
     A last line that is not valid JSON (a write cut short) is returned as the tail
     and logged, never fatal; an invalid line before the last raises ValueError.
@@ -315,6 +326,8 @@ def read_records(path: os.PathLike, warn: bool = True) -> tuple:
     if not path.exists():
         return [], None
     raw = path.read_bytes()
+    if path.suffix == ".xz":  # committed records are xz-compressed
+        raw = lzma.decompress(raw)
     lines = raw.split(b"\n")
     complete, tail = lines[:-1], lines[-1]  # a well-formed file ends with "\n", so tail == b""
     records = []
@@ -343,14 +356,15 @@ def read_records(path: os.PathLike, warn: bool = True) -> tuple:
 
 
 class RecordLog:
-    """Append-only JSONL records of one run directory (flushed and fsynced per record)."""
+    """Append-only JSONL records of one run directory (flushed and fsynced per record); ``name``: the records file
+    (a shard's own, :mod:`w2s_eval.sharding`); ``known``: keys recorded elsewhere, skipped as if recorded here."""
 
-    def __init__(self, run_dir: os.PathLike):
+    def __init__(self, run_dir: os.PathLike, name: str = RECORDS_FILE, known: Iterable[tuple] = ()):
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / RECORDS_FILE
+        self.path = self.run_dir / name
         self.records, self.truncated = read_records(self.path)
         self._repair()
-        self.keys = {record_key(r) for r in self.records}
+        self.keys = {record_key(r) for r in self.records} | set(known)
 
     def _repair(self) -> None:
         """Move a truncated last line aside (and terminate an unterminated one) so appends start on a fresh line."""

@@ -14,8 +14,10 @@ from typing import Any, Mapping, Optional, Union
 from lm_eval.models.utils import normalize_gen_kwargs
 from lm_eval.utils import warning_once
 
-from ..config import METHOD_NAMES, SamplingConfig, check_positive_int, parse_method
-from ..spec import EngineSpec, SpecError, coerce, typed_settings
+from ..checks import SpecError, check_positive_int
+from ..config import METHOD_NAMES, SamplingConfig, parse_method
+from ..spec import EngineSpec
+from .values import coerce, typed_settings
 
 logger = logging.getLogger(__name__)
 __all__ = ["W2SArgs", "parse_model_args", "MODEL_ARG_KEYS", "ALIASES", "sampling_config", "greedy_hint"]
@@ -90,8 +92,8 @@ MODEL_ARG_KEYS = tuple(f.name for f in fields(W2SArgs)) + tuple(ALIASES)
 
 def _as_l(key: str, v: Any):
     """CBS chunk length: an integer, or inf (a string or lm-eval's float)."""
-    if isinstance(v, str) and v.lower() in ("inf", "infinity") or isinstance(v, float) and math.isinf(v):
-        return "inf"
+    if isinstance(v, str) and v.lower() in ("inf", "+inf", "infinity") or isinstance(v, float) and v == math.inf:
+        return "inf"  # (-inf is no length: it goes on to the integer check, which refuses it)
     try:
         return coerce(key, int, v)
     except SpecError:

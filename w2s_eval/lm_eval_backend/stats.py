@@ -64,7 +64,8 @@ class StatsWriter:
 
     def __init__(self, directory: Optional[Path], rank: int, header: dict):
         self.path: Optional[Path] = None
-        self.totals = {"requests": 0, "strong_tokens": 0, "guide_tokens": 0, "samples": 0, "wall_time_s": 0.0}
+        self.totals = {"requests": 0, "strong_tokens": 0, "guide_tokens": 0, "samples": 0, "flops": 0,
+                       "wall_time_s": 0.0}
         if directory is None:
             return
         Path(directory).mkdir(parents=True, exist_ok=True)
@@ -78,6 +79,8 @@ class StatsWriter:
             self.totals["requests"] += 1
             for key in ("strong_tokens", "guide_tokens", "samples"):
                 self.totals[key] += int(r.get(key) or 0)
+            flops, total = r.get("flops"), self.totals["flops"]  # None: unknown (a served strong model)
+            self.totals["flops"] = None if flops is None or total is None else total + flops
         self.totals["wall_time_s"] += wall_time_s
         if self.path is not None:
             append_jsonl(self.path, rows, default=str)

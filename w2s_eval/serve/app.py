@@ -3,7 +3,8 @@
 Each request is validated (:mod:`.protocol`), turned into one :class:`~.batcher.Job` per
 prompt and choice, and awaited; the :class:`~.batcher.Batcher` runs jobs of concurrent
 requests together. Errors reach the client as OpenAI's error JSON (4xx for what the
-client can fix, 500 with the error's message otherwise), never as a traceback.
+client can fix, 500 with the error's message otherwise), never as a traceback. What one request
+may cost is bounded before anything is queued (:class:`~.protocol.Limits`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Method, SamplingConfig, context_error
 from ..engine import PreparedMethod
+from ..flops import add_costs, costs_from_dict, costs_to_dict, total_flops
 from ..policy import choice_seed, encode_prompt
 from ..tilt import Tilt, terms_for
 from .batcher import Batcher, Job
@@ -56,8 +58,11 @@ class Server:
         self._tilts: dict[str, Tilt] = {}
         self._prepared: dict[str, PreparedMethod] = {}  # each method checked and prepared once, then reused
 
-    def method(self, req) -> Method:
+    def method(self, req, max_new_tokens: int, prompts: int) -> Method:
+        """The request's method, its cost checked (:meth:`~.protocol.Limits.check_cost`) before it is prepared."""
         method = resolve_method(req, self.cfg.served_model_name, self.default)
+        self.cfg.limits.check_cost(method, max_new_tokens, req.n, prompts, "method" if req.method else "model",
+                                   req.tokens_param)
         if method.spec not in self._prepared:
             try:
                 self._prepared[method.spec] = self.engine.prepare(method)
@@ -72,9 +77,11 @@ class Server:
                            "(--max-tokens)", param="max_tokens")
         if req.n > limits.max_n:
             raise APIError(f"n={req.n} is over the server's limit of {limits.max_n} (--max-n)", param="n")
+        stop = req.stop_strings()
+        limits.check_stop(stop)
         try:
             return SamplingConfig(temperature=req.temperature, top_k=max(req.top_k, 0), top_p=req.top_p,
-                                  max_new_tokens=max(max_new_tokens, 1), stop=req.stop_strings(), seed=0)
+                                  max_new_tokens=max(max_new_tokens, 1), stop=stop, seed=0)
         except ValueError as e:
             raise APIError(str(e)) from None
 
@@ -137,6 +144,11 @@ def _usage(prompt_ids: list[list[int]], results: list) -> dict:
     prompt_tokens = sum(len(p) for p in prompt_ids)
     completion = sum(r.beams[0].n_tokens if r.beams else 0 for r in results)
     w2s = {k: sum(r.stats.get(k, 0) for r in results) for k in ("strong_tokens", "guide_tokens", "rounds", "samples")}
+    compute: dict = {}
+    for r in results:
+        add_costs(compute, costs_from_dict(r.stats.get("compute") or {}))
+    w2s["compute"] = costs_to_dict(compute)  # per model role: tokens and FLOPs, prefill and forward (w2s_eval.flops)
+    w2s["flops"] = total_flops(compute.values())
     w2s["scores"] = [r.score for r in results]
     w2s["beam_scores"] = [[b.score for b in r.beams] for r in results]
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
@@ -157,7 +169,8 @@ async def completions(server: Server, req: CompletionRequest) -> dict:
     if len(raw) > server.cfg.limits.max_prompts:
         raise APIError(f"{len(raw)} prompts in one request; the server's limit is {server.cfg.limits.max_prompts} "
                        "(--max-prompts)", param="prompt")
-    method, sampling = server.method(req), server.sampling(req, req.max_tokens)
+    sampling = server.sampling(req, req.max_tokens)
+    method = server.method(req, req.max_tokens, len(raw))
     texts = [server.decode_prompt(p) for p in raw]
     ids = [list(p) if not isinstance(p, str) else server.encode(p) for p in raw]
     seed = _new_seed(req.seed)
@@ -213,9 +226,9 @@ async def _logprobs(server: Server, req: CompletionRequest, method: Method, ids:
 
 async def chat_completions(server: Server, req: ChatRequest) -> dict:
     req.refuse_unsupported()
-    method = server.method(req)
     limits = server.cfg.limits
     sampling = server.sampling(req, req.new_tokens(min(limits.default_chat_tokens, limits.max_tokens)))
+    method = server.method(req, sampling.max_new_tokens, 1)
     tok = server.tokenizer
     if tok is None or not getattr(tok, "chat_template", None):
         raise APIError("the strong model's tokenizer has no chat template; use /v1/completions with your own "
@@ -223,8 +236,7 @@ async def chat_completions(server: Server, req: ChatRequest) -> dict:
     messages = [{"role": m.role, "content": m.text()} for m in req.messages]
     prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     ids = [server.encode(prompt)]
-    server.check_context(ids, sampling.max_new_tokens,
-                         "max_completion_tokens" if req.max_completion_tokens else "max_tokens")
+    server.check_context(ids, sampling.max_new_tokens, req.tokens_param)
     seed = _new_seed(req.seed)
     results = await server.run([prompt], [req.last_user_turn()], method, sampling, seed, req.n)
     choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "logprobs": None,
@@ -296,6 +308,8 @@ def create_app(engine, cfg: ServeConfig, default: Method):
 
     @api.get("/health")
     async def _health():
-        return {"status": "ok", "method": default.spec, **server.batcher.stats}
+        return {"status": "ok", "method": default.spec, **server.batcher.stats, "queued": server.batcher.queued,
+                **guard.stats}
 
-    return Guard(api, cfg.api_key, cfg.max_request_bytes)
+    guard = Guard(api, cfg.api_key, cfg.max_request_bytes, cfg.body_timeout)
+    return guard

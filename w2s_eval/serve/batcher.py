@@ -9,7 +9,8 @@ are not shared between threads); other work for the models (prompt scoring) is q
 call and runs between batches.
 
 A job whose client went away before its batch started is skipped (its future was
-cancelled); a job already running finishes and its result is dropped. One failing group
+cancelled, counted in ``stats["cancelled"]``); a job already running finishes and its result
+is dropped. One failing group
 fails only its own jobs.
 """
 
@@ -23,7 +24,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Union
 
-from ..config import Method, SamplingConfig, check_positive_int
+from ..checks import check_positive_int
+from ..config import Method, SamplingConfig
 
 if TYPE_CHECKING:
     from ..engine import PreparedMethod
@@ -65,11 +67,18 @@ class Batcher:
         self.engine, self.max_batch, self.max_wait = engine, max_batch_prompts, max_wait_ms / 1000.0
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
-        self.stats = {"batches": 0, "prompts": 0, "largest_batch": 0}
+        # counters (jobs submitted, batches and prompts run, jobs skipped as cancelled) and the running batch's size
+        self.stats = {"submitted": 0, "batches": 0, "prompts": 0, "largest_batch": 0, "cancelled": 0, "running": 0}
         self._thread = threading.Thread(target=self._run, name="w2s-batcher", daemon=True)
         self._thread.start()
 
+    @property
+    def queued(self) -> int:
+        """Jobs and calls waiting for the model thread (not counting the batch it runs)."""
+        return self._queue.qsize()
+
     def submit(self, jobs: list[Job]) -> list[Future]:
+        self.stats["submitted"] += len(jobs)
         for job in jobs:
             self._queue.put(job)
         return [job.future for job in jobs]
@@ -110,21 +119,27 @@ class Batcher:
                     _run_call(item)
             groups: dict[tuple, list[Job]] = {}
             for item in items:
-                if isinstance(item, Job) and item.future.set_running_or_notify_cancel():
-                    groups.setdefault(item.key, []).append(item)
+                if isinstance(item, Job):
+                    if item.future.set_running_or_notify_cancel():
+                        groups.setdefault(item.key, []).append(item)
+                    else:
+                        self.stats["cancelled"] += 1
             for jobs in groups.values():
                 self._run_group(jobs)
 
     def _run_group(self, jobs: list[Job]) -> None:
+        self.stats["running"] = len(jobs)
         try:
             results = self.engine.generate([j.prompt for j in jobs], jobs[0].method, jobs[0].sampling,
                                            seeds=[j.seed for j in jobs], batch_size=len(jobs),
                                            guide_prompts=[j.guide_prompt for j in jobs])
         except Exception as e:  # noqa: BLE001 (handed to the requests of this group)
+            self.stats["running"] = 0
             logger.warning("batch of %d prompts (%s) failed: %s", len(jobs), jobs[0].method.spec, e)
             for j in jobs:
                 j.future.set_exception(e)
             return
+        self.stats["running"] = 0
         self.stats["batches"] += 1
         self.stats["prompts"] += len(jobs)
         self.stats["largest_batch"] = max(self.stats["largest_batch"], len(jobs))

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from typing import Optional
+
+import uvicorn  # the package's __init__ has checked the [serve] extra
 
 from ..config import parse_method
 from ..engine import build_engine
 from ..flags import add_spec_arguments, spec_from_namespace
 from ..world.strong import with_strong_resolved
+from .app import create_app
+from .connection import uvicorn_settings
+from .protocol import Limits, ServeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +26,6 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def add_commands(sub) -> None:
-    from .protocol import Limits, ServeConfig
 
     p = sub.add_parser("serve", help="serve guided search behind an OpenAI-compatible API (/v1/completions, "
                                      "/v1/chat/completions)",
@@ -35,15 +41,15 @@ def add_commands(sub) -> None:
     p.set_defaults(func=run_serve)
 
 
-def build_server(args: argparse.Namespace):
-    """The ASGI app for parsed flags (models loaded, method checked)."""
-    import os
+def serve_config(args: argparse.Namespace) -> ServeConfig:
+    """The server's :class:`~.protocol.ServeConfig` (limits included) from parsed flags."""
+    return spec_from_namespace(args, cls=ServeConfig, limits=spec_from_namespace(args, cls=Limits),
+                               api_key=args.api_key or os.environ.get("W2S_SERVE_API_KEY") or None)
 
-    from .app import create_app
-    from .protocol import Limits, ServeConfig
 
-    cfg = spec_from_namespace(args, cls=ServeConfig, limits=spec_from_namespace(args, cls=Limits),
-                              api_key=args.api_key or os.environ.get("W2S_SERVE_API_KEY") or None)
+def build_server(args: argparse.Namespace, cfg: Optional[ServeConfig] = None):
+    """The ASGI app for parsed flags (models loaded, method checked); ``cfg``: the server's settings, when read."""
+    cfg = cfg or serve_config(args)
     spec = with_strong_resolved(spec_from_namespace(args))
     method = parse_method(args.method)
     spec.check_method(method)
@@ -56,10 +62,9 @@ def build_server(args: argparse.Namespace):
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    app = build_server(args)
+    cfg = serve_config(args)
+    app = build_server(args, cfg)
     print(f"w2s-eval serve: http://{args.host}:{args.port}/v1 (model {args.served_model_name!r} = {args.method}; "
           "or a method spec as the model name)", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **uvicorn_settings(cfg))
     return 0

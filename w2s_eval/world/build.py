@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 from ..assets import cache_home, ensure_writable_dir
-from ..config import check_positive_int
-from ..provenance import atomic_write_json, diff_fields, package_versions
+from ..checks import check_positive_int
+from ..provenance import atomic_write_json, diff_fields, follow_umask, package_versions
 from .pairs import LABEL_MODES
 from .steps import STEPS, Context
 from .train import GuideShape, TrainSettings
@@ -224,6 +224,7 @@ def _run_step(ctx, name: str, i: int) -> None:
     t0 = time.perf_counter()
     info = r.steps()[step](ctx, scratch)
     wall = round(time.perf_counter() - t0, 1)
+    follow_umask(scratch)  # saved weights are 0600 (safetensors): the umask decides who may read a shared world
     shutil.rmtree(path / step, ignore_errors=True)
     os.replace(scratch, path / step)
     for later in names[i + 1:]:  # built from the old outputs of this step: build them again

@@ -32,11 +32,12 @@ from typing import Optional, Sequence
 from transformers import AutoTokenizer
 
 from ..assets import ASSETS
-from ..config import SamplingConfig, check_positive_int
+from ..checks import check_positive_int
+from ..config import SamplingConfig
 from ..engine import load_classifier
 from ..lm import user_turn
 from ..provenance import atomic_write_json
-from ..worlds import World
+from ..world_registry import World
 from .build import Recipe
 from .data import read_jsonl, write_jsonl
 from .ifeval_data import ALPACA_ASSET, IFEVAL_ASSET, check, load_alpaca_rows, load_ifeval_prompts, prepare_ifeval

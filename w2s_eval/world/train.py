@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from ..config import check_positive_int
+from ..checks import check_positive_int
 from ..extras import require
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ Where worlds come from (first lookup imports them):
 - the built-in table :data:`BUILTIN_WORLDS` (``imdb-mini`` -> ``w2s_eval.world.loader:load_imdb_mini``,
   ``ifeval-mini`` -> ``w2s_eval.world.ifeval_mini:load_ifeval_mini``),
   resolved only when that world is asked for;
-- the entry-point group ``w2s_eval.worlds`` (``name = "package.module:loader"``) of installed plugins;
+- the entry-point group ``w2s_eval.world_registry`` (``name = "package.module:loader"``) of installed plugins;
 - modules named, comma-separated, in ``$W2S_EVAL_WORLD_MODULES`` that call :func:`register_world` when
   imported (the tests' ``toy`` world), so ``w2s-eval compare --world NAME`` finds their worlds too;
 - :func:`register_world` called directly.
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 RewardFn = Callable[[list, list], list]
 WORLD_MODULES_ENV = "W2S_EVAL_WORLD_MODULES"
-ENTRY_POINT_GROUP = "w2s_eval.worlds"
+ENTRY_POINT_GROUP = "w2s_eval.world_registry"
 BUILTIN_WORLDS = {"imdb-mini": "w2s_eval.world.loader:load_imdb_mini",
                   "ifeval-mini": "w2s_eval.world.ifeval_mini:load_ifeval_mini"}
 
