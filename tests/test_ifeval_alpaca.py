@@ -91,3 +91,28 @@ def test_generate_and_judge_into_leaderboard_rows(tmp_path, toy_dirs, ifeval_hom
         assert len(list(csv.DictReader(f))) == 1
     judge = json.loads((out / "cbs-w2-k2-l4" / "judge_vs_base" / "judge.json").read_text())
     assert judge["metrics"]["n_total"] == 3
+
+
+def test_committed_leaderboards_follow_from_their_annotations():
+    """results/ifeval-mini-alpaca: every leaderboard row is AlpacaEval's get_winrate of that judgement's committed
+    annotations, and each judged pair holds the committed outputs of both sides."""
+    from alpaca_eval.metrics import get_winrate
+
+    root = REPO / "results" / "ifeval-mini-alpaca"
+    outputs = {m: {o["instruction"]: o["output"] for o in json.loads((root / m / "model_outputs.json").read_text())}
+               for m in ("base", "bon-n4", "cbs-w2-k2-l16")}
+    gpt4 = {r["instruction"]: r["output"] for r in json.loads((root / "reference_gpt4.json").read_text())}
+    for board, sub, reference in (("leaderboard.csv", "judge_vs_gpt4", gpt4),
+                                  ("leaderboard_vs_base.csv", "judge_vs_base", outputs["base"])):
+        with open(root / board, newline="", encoding="utf-8") as f:
+            rows = {r[""]: r for r in csv.DictReader(f)}
+        assert rows
+        for name, row in rows.items():
+            annotations = json.loads((root / name / sub / "annotations.json").read_text())
+            assert len(annotations) == int(row["n_total"]) == 32
+            for a in annotations:
+                assert a["output_2"] == outputs[name][a["instruction"]] and a["output_1"] == reference[a["instruction"]]
+            got = get_winrate(annotations)
+            for key in ("win_rate", "standard_error", "discrete_win_rate"):
+                assert float(row[key]) == pytest.approx(got[key], rel=1e-9)
+            assert (int(row["n_wins"]), int(row["n_wins_base"])) == (got["n_wins"], got["n_wins_base"])
