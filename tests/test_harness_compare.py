@@ -9,7 +9,8 @@ import torch
 from harness_toyworld import PROMPTS, InterruptingGold, make_world
 
 from w2s_eval.cli import build_parser
-from w2s_eval.harness.compare import build_world_engine, make_run_config, run_compare, strong_prompts
+from w2s_eval.harness.compare import run_compare, strong_prompts
+from w2s_eval.harness.plan import build_world_engine, make_run_config
 from w2s_eval.harness.records import CONFIG_FILE, RECORDS_FILE, read_records, record_key
 
 METHODS = "base,bon:n=3,eft:beta=1,cbs:w=2,k=2,l=3"

@@ -8,7 +8,8 @@ from _endpoint_fakes import WORDS, FakeOpenAIServer
 from harness_toyworld import PROMPTS, gold_e_count, judge_space_count, make_world, write_home
 
 from w2s_eval.cli import main
-from w2s_eval.harness.compare import make_run_config, run_compare
+from w2s_eval.harness.compare import run_compare
+from w2s_eval.harness.plan import make_run_config
 from w2s_eval.harness.records import CONFIG_FILE, RECORDS_FILE, RunConfig, read_records
 
 METHODS = "base,bon:n=2,cbs:w=1,k=2,l=3"

@@ -14,7 +14,7 @@ from harness_toyworld import make_world, write_home
 
 from w2s_eval.cli import main
 from w2s_eval.config import SamplingConfig
-from w2s_eval.harness.compare import make_run_config
+from w2s_eval.harness.plan import make_run_config
 from w2s_eval.harness.records import CONFIG_FILE, RECORDS_FILE, open_run_dir, read_records
 from w2s_eval.world_registry import World, register_world, unregister_world
 

@@ -10,7 +10,8 @@ import statistics
 import pytest
 
 from w2s_eval.harness.records import RECORDS_FILE
-from w2s_eval.harness.report import load_run, mean_se, summarize, to_latex, to_markdown, write_report
+from w2s_eval.harness.report import mean_se, summarize, to_latex, to_markdown, write_report
+from w2s_eval.harness.runs import load_run
 
 METHODS = ["cbs:w=2,k=2,l=5", "base", "bon:n=16", "bon:n=4", "eft:beta=1", "cbs:w=4,k=4,l=5"]
 

@@ -37,7 +37,7 @@ def test_resolve_strong_reads_names_paths_and_hub_ids(registered, toy_dirs, tmp_
 def test_every_front_end_reads_a_registered_name_the_same_way(registered, toy_dirs, tmp_path):
     from w2s_eval.alpaca.decoder import build_alpaca_engine
     from w2s_eval.alpaca.genconfig import GenerationConfig
-    from w2s_eval.harness.compare import make_run_config
+    from w2s_eval.harness.plan import make_run_config
     from w2s_eval.lm_eval_backend.backend import W2SLM
     from w2s_eval.serve.cli import add_commands
 

@@ -19,13 +19,9 @@ from typing import Optional, Sequence
 from .config import SamplingConfig
 from .extras import MissingExtraError
 from .flags import add_spec_arguments, command_line
-from .harness.compare import (
-    COMPARE_DEFAULTS,
-    make_run_config,
-    parse_methods,
-    run_compare,
-)
+from .harness.compare import parse_methods, run_compare
 from .harness.merge import merge_shards, pending_shards
+from .harness.plan import COMPARE_DEFAULTS, make_run_config
 from .harness.report import summary_of, to_markdown, told_apart, write_report
 from .harness.verify import SIGMAS, verify
 from .provenance import to_json

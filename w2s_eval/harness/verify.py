@@ -30,7 +30,8 @@ from typing import Optional, Union
 
 from ..provenance import diff_fields, mean_se
 from .records import CONFIG_FILE, RECORDS_FILE, read_records
-from .report import group_by_method, load_run, not_applicable_of
+from .report import group_by_method
+from .runs import load_run, not_applicable_of
 
 __all__ = ["SIGMAS", "IDENTICAL", "WITHIN_NOISE", "DIFFERS", "OUTCOME_FIELDS", "Figure", "Verdict", "Reference",
            "load_reference", "verify", "read_lock", "lock_deviations", "LOCK_FILE"]
