@@ -6,7 +6,7 @@ import pytest
 
 from w2s_eval.config import SamplingConfig
 from w2s_eval.harness import records as R
-from w2s_eval.harness.compare import parse_seeds, split_methods
+from w2s_eval.harness.records import parse_seeds, split_methods
 from w2s_eval.spec import EngineSpec
 from w2s_eval.world_registry import World, load_world, register_world, unregister_world, world_names
 

@@ -19,7 +19,8 @@ from typing import Optional, Sequence
 from .config import SamplingConfig
 from .extras import MissingExtraError
 from .flags import add_spec_arguments, command_line
-from .harness.compare import parse_methods, run_compare
+from .harness.compare import run_compare
+from .harness.records import parse_methods
 from .harness.merge import merge_shards, pending_shards
 from .harness.plan import COMPARE_DEFAULTS, make_run_config
 from .harness.report import summary_of, to_markdown, told_apart, write_report
