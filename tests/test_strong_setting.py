@@ -50,8 +50,9 @@ def test_every_front_end_reads_a_registered_name_the_same_way(registered, toy_di
     add_commands(parser.add_subparsers())
     from w2s_eval.serve.cli import build_server
 
-    app = build_server(parser.parse_args(["serve", "--strong", NAME, "--method", "base", "--dtype", "float32",
-                                          "--device", "cpu"]))
+    app = build_server(
+        parser.parse_args(["serve", "--strong", NAME, "--method", "base", "--dtype", "float32", "--device", "cpu"])
+    )
     assert app.app.state.server.engine.policy.lm.model.name_or_path == want  # the Guard wraps the FastAPI app
     world = load_toy(write_home(tmp_path / "home", toy_dirs))
     assert make_run_config(world, "base", strong=NAME, home=tmp_path / "home").engine.strong == want

@@ -13,5 +13,12 @@ from .plan import build_world_engine, make_run_config, world_spec
 from .records import RunConfig
 from .report import summarize, write_report
 
-__all__ = ["RunConfig", "make_run_config", "world_spec", "build_world_engine", "run_compare", "summarize",
-           "write_report"]
+__all__ = [
+    "RunConfig",
+    "make_run_config",
+    "world_spec",
+    "build_world_engine",
+    "run_compare",
+    "summarize",
+    "write_report",
+]

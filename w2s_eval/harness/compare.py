@@ -64,8 +64,12 @@ def _guide_scores(engine, results, guide_prompts) -> tuple:
     tokens = [0] * len(results)
     if missing and engine.scorer is not None:
         getattr(engine.scorer, "reset", lambda: None)()  # its cost is this call's own (see chunk_beam_search)
-        vals, toks = score_candidates(engine.scorer, [guide_prompts[i] for i in missing],
-                                      [results[i].text for i in missing], [results[i].beams[0].ended for i in missing])
+        vals, toks = score_candidates(
+            engine.scorer,
+            [guide_prompts[i] for i in missing],
+            [results[i].text for i in missing],
+            [results[i].beams[0].ended for i in missing],
+        )
         for i, v, t in zip(missing, vals, toks):
             scores[i], tokens[i] = float(v), int(t)
     return scores, sources, tokens
@@ -87,10 +91,14 @@ def strong_prompts(engine, cfg: RunConfig, texts) -> list:
     lm = getattr(engine.policy, "lm", None)
     tok = getattr(lm, "tokenizer", None)
     if not getattr(tok, "chat_template", None):
-        what = "a served strong model" if lm is None else \
-            f"the strong model {getattr(tok, 'name_or_path', None) or lm.name!r} (a base model?)"
-        raise ValueError(f"--chat-template: {what} has no chat template here; leave out --chat-template to give "
-                         "it the plain prompt")
+        what = (
+            "a served strong model"
+            if lm is None
+            else f"the strong model {getattr(tok, 'name_or_path', None) or lm.name!r} (a base model?)"
+        )
+        raise ValueError(
+            f"--chat-template: {what} has no chat template here; leave out --chat-template to give it the plain prompt"
+        )
 
     return [user_turn(tok, t) for t in texts]
 
@@ -121,8 +129,10 @@ def _prepare(engine, cfg: RunConfig, methods) -> tuple:
         except ValueError as e:
             raise ValueError(f"{e} (drop {m.spec} from --methods)") from None
     if not prepared:
-        raise ValueError(f"no method of {', '.join(cfg.methods)} can run here: "
-                         + "; ".join(f"{k}: {v}" for k, v in not_applicable.items()))
+        raise ValueError(
+            f"no method of {', '.join(cfg.methods)} can run here: "
+            + "; ".join(f"{k}: {v}" for k, v in not_applicable.items())
+        )
     return prepared, not_applicable
 
 
@@ -131,7 +141,6 @@ def _ready(engine, cfg: RunConfig, methods, prompts, world: World) -> tuple:
     the engine built (unless given; with ``cfg.guide == "gold"``, guided by ``world``'s gold reward), every
     method prepared, the prompts rendered once, the context checked; nothing is written."""
     if engine is None:
-
         engine = build_engine(cfg.engine)
         if cfg.guide == "gold":
             engine = oracle_engine(engine, world)
@@ -146,9 +155,15 @@ def _todo(log_keys, prompts, methods, seeds) -> int:
     return sum(1 for pid, _ in prompts for m in methods for s in seeds if (pid, m.spec, s) not in log_keys)
 
 
-def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], engine=None,
-                progress: bool = True, on_method_done: Optional[Callable] = None,
-                shard: Optional[Shard] = None) -> CompareOutcome:
+def run_compare(
+    world: World,
+    cfg: RunConfig,
+    out_dir: Union[str, os.PathLike],
+    engine=None,
+    progress: bool = True,
+    on_method_done: Optional[Callable] = None,
+    shard: Optional[Shard] = None,
+) -> CompareOutcome:
     """Run ``cfg`` on ``world`` into ``out_dir`` (resuming what is recorded there); returns counts.
 
     ``engine`` (optional) is an Engine built from ``cfg.engine`` (default: built here). Everything that bad
@@ -164,16 +179,19 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
     :func:`~w2s_eval.harness.merge.merge_shards` assembles them). Without it, finished shards are merged first.
     """
     if cfg.world != world.name or cfg.world_fingerprint != fingerprint(world.manifest):
-        raise ValueError(f"the run config is for world {cfg.world!r} ({cfg.world_fingerprint}), not for "
-                         f"{world.name!r} ({fingerprint(world.manifest)}); make it with make_run_config(world, ...)")
+        raise ValueError(
+            f"the run config is for world {cfg.world!r} ({cfg.world_fingerprint}), not for "
+            f"{world.name!r} ({fingerprint(world.manifest)}); make it with make_run_config(world, ...)"
+        )
     if shard is not None:  # a shard writes its own records file, under that file's lock; shards run side by side
         return _run_compare(world, cfg, out_dir, engine, progress, on_method_done, shard)
     with run_dir_lock(out_dir, "--out"):
         return _run_compare(world, cfg, out_dir, engine, progress, on_method_done, shard)
 
 
-def _run_compare(world: World, cfg: RunConfig, out_dir, engine, progress: bool, on_method_done,
-                 shard: Optional[Shard]) -> CompareOutcome:
+def _run_compare(
+    world: World, cfg: RunConfig, out_dir, engine, progress: bool, on_method_done, shard: Optional[Shard]
+) -> CompareOutcome:
     """:func:`run_compare` with the run directory's lock held (a shard: its records file's)."""
     methods = list(cfg.parsed_methods)
     out, _, _, known = check_run_dir(out_dir, cfg)  # writes nothing
@@ -192,16 +210,24 @@ def _run_compare(world: World, cfg: RunConfig, out_dir, engine, progress: bool, 
         return _compute(world, cfg, run_dir, log, state, progress, on_method_done)
 
 
-def _compute(world: World, cfg: RunConfig, run_dir: Path, log: RecordLog, state: tuple, progress: bool,
-             on_method_done: Optional[Callable]) -> CompareOutcome:
+def _compute(
+    world: World,
+    cfg: RunConfig,
+    run_dir: Path,
+    log: RecordLog,
+    state: tuple,
+    progress: bool,
+    on_method_done: Optional[Callable],
+) -> CompareOutcome:
     """The records of ``cfg`` not in ``log`` yet; ``state``: see :func:`run_compare`."""
     engine, prepared, rendered, index, not_applicable, n_planned = state
     prompts = [(pid, text) for pid, text, _ in rendered] if rendered else []
     n_before = len(log.records)
     runnable = [m for m in cfg.parsed_methods if m.spec not in not_applicable]
     todo_total = _todo(log.keys, prompts, runnable, cfg.seeds)
-    logger.info("%s: %d of %d records to compute (%d already recorded)", run_dir, todo_total, n_planned,
-                n_planned - todo_total)
+    logger.info(
+        "%s: %d of %d records to compute (%d already recorded)", run_dir, todo_total, n_planned, n_planned - todo_total
+    )
     if todo_total == 0:
         return CompareOutcome(run_dir, n_before, 0, n_planned, log.truncated is not None, not_applicable)
     if callable(getattr(engine, "model_shapes", None)):
@@ -226,22 +252,29 @@ def _run_method(world: World, cfg: RunConfig, engine, run, prompts, log: RecordL
     versions, revision, served, index = stamp
     n_new = 0
     for start in range(0, len(prompts), cfg.batch_size):
-        batch = prompts[start: start + cfg.batch_size]
+        batch = prompts[start : start + cfg.batch_size]
         for seed in cfg.seeds:
             todo = [p for p in batch if (p[0], run.spec, seed) not in log]
             if not todo:
                 continue
             bar.set_postfix_str(f"{run.spec} seed={seed}")
             texts = [t for _, t, _ in todo]
-            results = engine.generate([s for _, _, s in todo], run, replace(cfg.sampling, seed=seed),
-                                      batch_size=len(texts), guide_prompts=texts)
+            results = engine.generate(
+                [s for _, _, s in todo],
+                run,
+                replace(cfg.sampling, seed=seed),
+                batch_size=len(texts),
+                guide_prompts=texts,
+            )
             responses = [r.text for r in results]
             gold = _rewards(world.gold, "gold", texts, responses)
             judge = _rewards(world.judge, "judge", texts, responses)
             guide, sources, score_tokens = _guide_scores(engine, results, texts)
             for (pid, text, _), r, g, j, gs, src, st in zip(todo, results, gold, judge, guide, sources, score_tokens):
-                rec = {**_record(cfg, run.method, seed, pid, text, r, g, j, gs, src, st, versions, revision),
-                       "prompt_index": index[pid]}
+                rec = {
+                    **_record(cfg, run.method, seed, pid, text, r, g, j, gs, src, st, versions, revision),
+                    "prompt_index": index[pid],
+                }
                 log.append({**rec, "strong_engine": served} if served else rec)
                 n_new += 1
                 bar.update(1)
@@ -254,8 +287,21 @@ def _served(engine) -> Optional[dict]:
     return describe() if callable(describe) else None
 
 
-def _record(cfg: RunConfig, method, seed: int, pid: str, text: str, r, gold: float, judge: float,
-            guide_score: Optional[float], source: str, score_tokens: int, versions: dict, revision) -> dict:
+def _record(
+    cfg: RunConfig,
+    method,
+    seed: int,
+    pid: str,
+    text: str,
+    r,
+    gold: float,
+    judge: float,
+    guide_score: Optional[float],
+    source: str,
+    score_tokens: int,
+    versions: dict,
+    revision,
+) -> dict:
     stats = r.stats
     batch = int(stats.get("batch_size", 1)) or 1
     best = r.beams[0] if r.beams else None

@@ -20,8 +20,15 @@ from ..world.strong import resolve_strong
 from ..world_registry import World, world_home
 from .records import GUIDES, RunConfig, parse_methods, parse_seeds
 
-__all__ = ["served_model_name", "world_spec", "make_run_config", "build_world_engine", "COMPARE_DEFAULTS",
-           "RewardFnScorer", "oracle_engine"]
+__all__ = [
+    "served_model_name",
+    "world_spec",
+    "make_run_config",
+    "build_world_engine",
+    "COMPARE_DEFAULTS",
+    "RewardFnScorer",
+    "oracle_engine",
+]
 
 
 def served_model_name(strong_endpoint: str) -> str:
@@ -56,16 +63,23 @@ def world_spec(world: World, guide: str = "implicit", strong: Optional[str] = No
         raise ValueError(f"unknown engine setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(_SPEC_FIELDS))}")
     if guide not in GUIDES:
         raise ValueError(f"guide must be one of {', '.join(GUIDES)}, got {guide!r}")
-    spec = {"strong": strong or world.strong, "tuned": (world.tuned,), "untuned": world.untuned,
-            **COMPARE_DEFAULTS, **settings}
+    spec = {
+        "strong": strong or world.strong,
+        "tuned": (world.tuned,),
+        "untuned": world.untuned,
+        **COMPARE_DEFAULTS,
+        **settings,
+    }
     if spec.get("strong_endpoint"):
         spec.pop("strong")
     if guide == "rm":
         if world.reward_model is None:
             raise ValueError(f"world {world.name!r} has no reward model; use --guide implicit")
         if spec.get("beta", 1.0) != 1.0:
-            raise ValueError(f"beta={spec['beta']} weighs the implicit value, which --guide rm does not use; drop it "
-                             "or use --guide implicit")
+            raise ValueError(
+                f"beta={spec['beta']} weighs the implicit value, which --guide rm does not use; drop it "
+                "or use --guide implicit"
+            )
         spec.update(reward_model=world.reward_model, beta=0.0)  # the pair stays for EFT
     if guide == "gold" and spec.get("beta", 1.0) != 1.0:
         raise ValueError(f"beta={spec['beta']} weighs the implicit value, which --guide gold does not use; drop it")
@@ -99,8 +113,13 @@ class RewardFnScorer(Scorer):
 
 def oracle_engine(engine, world: World):
     """``engine`` with the world's gold reward as its only BoN/CBS guide (models and EFT pair unchanged)."""
-    return Engine(engine.policy, tuned=engine.tuned, untuned=engine.untuned,
-                  guides=((1.0, "custom", RewardFnScorer(world.gold)),), spec=engine.spec)
+    return Engine(
+        engine.policy,
+        tuned=engine.tuned,
+        untuned=engine.untuned,
+        guides=((1.0, "custom", RewardFnScorer(world.gold)),),
+        spec=engine.spec,
+    )
 
 
 def _resolved_dtype(spec: EngineSpec) -> str:
@@ -118,9 +137,19 @@ def _strong_dir(world: World, name: Optional[str], home) -> tuple:
     return resolve_strong(name, cache_dir=world_home(home)), name
 
 
-def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seeds=1, *, guide: str = "implicit",
-                    strong: Optional[str] = None, home=None, batch_size: int = 8, chat_template: bool = False,
-                    **settings) -> RunConfig:
+def make_run_config(
+    world: World,
+    methods,
+    n_prompts: Optional[int] = None,
+    seeds=1,
+    *,
+    guide: str = "implicit",
+    strong: Optional[str] = None,
+    home=None,
+    batch_size: int = 8,
+    chat_template: bool = False,
+    **settings,
+) -> RunConfig:
     """Resolve a :class:`RunConfig` for ``world``.
 
     ``strong``: the strong model replacing the world's own, read by ``w2s_eval.world.strong.resolve_strong`` (resolved
@@ -132,15 +161,18 @@ def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seed
     n_available = len(world.prompts)
     n_prompts = n_available if n_prompts is None else n_prompts
     if isinstance(n_prompts, int) and n_prompts > n_available:
-        raise ValueError(f"--prompts {n_prompts} is more than the {n_available} evaluation prompts of world "
-                         f"{world.name!r}; use --prompts {n_available} or fewer")
+        raise ValueError(
+            f"--prompts {n_prompts} is more than the {n_available} evaluation prompts of world "
+            f"{world.name!r}; use --prompts {n_available} or fewer"
+        )
     engine = {k: v for k, v in settings.items() if _ALIASES.get(k, k) in _SPEC_FIELDS}
     overrides = {k: v for k, v in settings.items() if k not in engine and v is not None}
     try:
         sampling = replace(world.sampling, **overrides)
     except TypeError as e:
-        raise ValueError(f"unknown sampling setting ({e}); valid: temperature, top_k, top_p, max_new_tokens, stop, "
-                         "truncation") from None
+        raise ValueError(
+            f"unknown sampling setting ({e}); valid: temperature, top_k, top_p, max_new_tokens, stop, truncation"
+        ) from None
     if strong is not None and engine.get("strong_endpoint"):
         raise ValueError(f"--strong {strong} and --strong-endpoint both name the strong model; give one")
     spec = world_spec(world, guide, **engine)  # checks every setting before any model is resolved or loaded
@@ -148,10 +180,19 @@ def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seed
     spec = spec.engine_spec(strong=strong_dir or spec.strong, dtype=_resolved_dtype(spec))
     if spec.strong_endpoint is not None and spec.strong_model is None:
         spec = spec.engine_spec(strong_model=served_model_name(spec.strong_endpoint))
-    return RunConfig(world=world.name, world_fingerprint=fingerprint(world.manifest),
-                     methods=tuple(parse_methods(methods)), n_prompts=n_prompts, seeds=parse_seeds(seeds),
-                     sampling=sampling, engine=spec, guide=guide, strong_name=strong_name, batch_size=batch_size,
-                     chat_template=chat_template)
+    return RunConfig(
+        world=world.name,
+        world_fingerprint=fingerprint(world.manifest),
+        methods=tuple(parse_methods(methods)),
+        n_prompts=n_prompts,
+        seeds=parse_seeds(seeds),
+        sampling=sampling,
+        engine=spec,
+        guide=guide,
+        strong_name=strong_name,
+        batch_size=batch_size,
+        chat_template=chat_template,
+    )
 
 
 def build_world_engine(world: World, guide: str = "implicit", **settings):

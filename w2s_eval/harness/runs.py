@@ -25,8 +25,9 @@ def load_run(run_dir: Union[str, os.PathLike]) -> tuple:
     with different configs, or with another config than the directory's ``config.json``."""
     path = Path(run_dir) / RECORDS_FILE
     if not path.exists():
-        raise FileNotFoundError(f"no records in {run_dir} ({RECORDS_FILE} is missing); run `w2s-eval compare --out "
-                                f"{run_dir} ...` first")
+        raise FileNotFoundError(
+            f"no records in {run_dir} ({RECORDS_FILE} is missing); run `w2s-eval compare --out {run_dir} ...` first"
+        )
     records, truncated = read_records(path)
     notes = []
     if truncated is not None:
@@ -40,13 +41,17 @@ def load_run(run_dir: Union[str, os.PathLike]) -> tuple:
         diffs = diff_fields(r1.get("config", {}), r2.get("config", {}))
         diffs = [d for d in diffs if d[0] not in ("method", "seed", "device", "batch_size")] or diffs
         field = diffs[0][0] if diffs else "config_hash"
-        raise ValueError(f"{path} mixes records of different configs ({h1} and {h2}; first differing field: {field}); "
-                         "report each run from its own directory")
+        raise ValueError(
+            f"{path} mixes records of different configs ({h1} and {h2}; first differing field: {field}); "
+            "report each run from its own directory"
+        )
     stored = _config_hash(Path(run_dir))
     if stored is not None and hashes and next(iter(hashes)) != stored:
-        raise ValueError(f"the records in {path} were made with config {next(iter(hashes))}, but the directory's "
-                         f"{CONFIG_FILE} is for config {stored}: records copied in from another run? Report each "
-                         "run from its own directory")
+        raise ValueError(
+            f"the records in {path} were made with config {next(iter(hashes))}, but the directory's "
+            f"{CONFIG_FILE} is for config {stored}: records copied in from another run? Report each "
+            "run from its own directory"
+        )
     return records, notes
 
 
@@ -57,8 +62,10 @@ def _config_hash(run_dir: Path) -> Optional[str]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))["config_hash"]
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a w2s-eval run config ({type(e).__name__}: {e}); report a directory "
-                         "made by `w2s-eval compare`") from None
+        raise ValueError(
+            f"{path} is not a w2s-eval run config ({type(e).__name__}: {e}); report a directory "
+            "made by `w2s-eval compare`"
+        ) from None
 
 
 _NUMBERS = ("gold", "judge", "strong_tokens", "guide_tokens", "samples", "wall_time_s")  # what the table averages
@@ -68,7 +75,7 @@ _RESULT = ("response", "gold", "judge", "guide_score")  # what two records of on
 def _checked(r: dict, where: str) -> dict:
     """``r`` with its method spec canonical; ValueError naming the record and the field when a number the table
     uses is missing, not a number, or not finite."""
-    fix = (f"remove that line from {RECORDS_FILE} and run the same `w2s-eval compare` again to recompute it")
+    fix = f"remove that line from {RECORDS_FILE} and run the same `w2s-eval compare` again to recompute it"
     try:
         spec = method_spec(r["method"])
     except ValueError as e:
@@ -97,8 +104,10 @@ def check_records(records: Sequence[dict], path: Union[str, os.PathLike], notes:
     out, first = [], {}
     dropped = 0
     for i, r in enumerate(records):
-        where = (f"record {i + 1} of {path} (prompt {r.get('prompt_id')!r}, method {r.get('method')!r}, "
-                 f"seed {r.get('seed')!r})")
+        where = (
+            f"record {i + 1} of {path} (prompt {r.get('prompt_id')!r}, method {r.get('method')!r}, "
+            f"seed {r.get('seed')!r})"
+        )
         try:
             key = record_key(r)
         except (TypeError, ValueError):
@@ -108,17 +117,21 @@ def check_records(records: Sequence[dict], path: Union[str, os.PathLike], notes:
             j, other = first[key]
             diff = next((f for f in _RESULT if other.get(f) != r.get(f)), None)
             if diff is not None:
-                raise ValueError(f"{path} holds different records for prompt {key[0]!r}, method {key[1]}, seed "
-                                 f"{key[2]} (records {j + 1} and {i + 1}: {diff} {other.get(diff)!r} vs "
-                                 f"{r.get(diff)!r}); two runs wrote into one directory, or a record was edited: remove "
-                                 "the wrong one")
+                raise ValueError(
+                    f"{path} holds different records for prompt {key[0]!r}, method {key[1]}, seed "
+                    f"{key[2]} (records {j + 1} and {i + 1}: {diff} {other.get(diff)!r} vs "
+                    f"{r.get(diff)!r}); two runs wrote into one directory, or a record was edited: remove "
+                    "the wrong one"
+                )
             dropped += 1
             continue
         first[key] = (i, r)
         out.append(r)
     if dropped and notes is not None:
-        notes.append(f"{dropped} repeated record(s) of a (prompt, method, seed) already recorded, with the same "
-                     "results, were left out")
+        notes.append(
+            f"{dropped} repeated record(s) of a (prompt, method, seed) already recorded, with the same "
+            "results, were left out"
+        )
     return out
 
 
