@@ -17,7 +17,7 @@ import w2s_eval.search as search_module
 from w2s_eval.cli import main
 from w2s_eval.harness.records import RECORDS_FILE, read_records
 from w2s_eval.sharding import Shard, ShardBusyError, file_lock, shard_files
-from w2s_eval.worlds import register_world, unregister_world
+from w2s_eval.world_registry import register_world, unregister_world
 
 TESTS = Path(__file__).parent
 CLOCK = ("time", "wall_time_s", "batch_wall_time_s")

