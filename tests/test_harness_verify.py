@@ -28,7 +28,9 @@ def _run(path, n_prompts=48, seeds=(0,), effects=None, noise_seed=0, identity=No
     every run (the prompt's own difficulty), each record adds the method's effect and noise drawn from its key and
     ``noise_seed`` (the same key and noise_seed: the same record)."""
     effects = effects or EFFECTS
-    atomic_write_json(path / CONFIG_FILE, {"identity": identity or IDENTITY, "versions": versions or VERSIONS})
+    atomic_write_json(
+        path / CONFIG_FILE, {"config_hash": "h1", "identity": identity or IDENTITY, "versions": versions or VERSIONS}
+    )
     log = RecordLog(path)
     levels = random.Random(99)
     level = [levels.gauss(0, 1.5) for _ in range(n_prompts)]

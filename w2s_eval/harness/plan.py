@@ -5,19 +5,16 @@ world's gold guides (:func:`oracle_engine`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import fields, replace
-from typing import Callable, Optional
-
-import torch
+from typing import Optional
 
 from ..endpoint import EndpointPolicy
-from ..engine import Engine, build_engine, resolve_device, resolve_dtype
-from ..guide import Scorer, Scores, check_lengths
+from ..engine import build_engine, resolve_device, resolve_dtype
 from ..provenance import fingerprint
 from ..spec import EngineSpec
 from ..world.strong import resolve_strong
 from ..world_registry import World, world_home
+from .oracle import oracle_engine
 from .records import GUIDES, RunConfig, parse_methods, parse_seeds
 
 __all__ = [
@@ -26,8 +23,6 @@ __all__ = [
     "make_run_config",
     "build_world_engine",
     "COMPARE_DEFAULTS",
-    "RewardFnScorer",
-    "oracle_engine",
 ]
 
 
@@ -84,42 +79,6 @@ def world_spec(world: World, guide: str = "implicit", strong: Optional[str] = No
     if guide == "gold" and spec.get("beta", 1.0) != 1.0:
         raise ValueError(f"beta={spec['beta']} weighs the implicit value, which --guide gold does not use; drop it")
     return EngineSpec(**spec)
-
-
-def _rewards(fn, name: str, prompts: list, responses: list) -> list:
-    values = list(fn(prompts, responses))
-    if len(values) != len(responses):
-        raise ValueError(f"the world's {name} function returned {len(values)} values for {len(responses)} responses")
-    out = []
-    for v in values:
-        v = float(v)
-        if not math.isfinite(v):
-            raise ValueError(f"the world's {name} function returned {v} (not finite)")
-        out.append(v)
-    return out
-
-
-class RewardFnScorer(Scorer):
-    """A world's reward function ``fn(prompts, responses) -> list[float]`` as a guide (the oracle's guide)."""
-
-    def __init__(self, fn: Callable, name: str = "gold"):
-        self.fn, self.name = fn, name
-
-    def score(self, prompts, responses, finished) -> Scores:
-        check_lengths(prompts, responses, finished)
-        values = _rewards(self.fn, self.name, list(prompts), list(responses))
-        return Scores(torch.tensor(values, dtype=torch.float64), [0] * len(values))
-
-
-def oracle_engine(engine, world: World):
-    """``engine`` with the world's gold reward as its only BoN/CBS guide (models and EFT pair unchanged)."""
-    return Engine(
-        engine.policy,
-        tuned=engine.tuned,
-        untuned=engine.untuned,
-        guides=((1.0, "custom", RewardFnScorer(world.gold)),),
-        spec=engine.spec,
-    )
 
 
 def _resolved_dtype(spec: EngineSpec) -> str:
