@@ -39,8 +39,16 @@ from w2s_eval.guide import GuideLM, ImplicitValueScorer
 from w2s_eval.policy import TransformersPolicy
 from w2s_eval.search import chunk_beam_search
 
-PROMPTS = ["The movie was", "I loved it", "Here is a movie review from imdb: ", "Hello, world!",
-           "The acting was", "This film is", "I hated the plot", "The director"]
+PROMPTS = [
+    "The movie was",
+    "I loved it",
+    "Here is a movie review from imdb: ",
+    "Hello, world!",
+    "The acting was",
+    "This film is",
+    "I hated the plot",
+    "The director",
+]
 
 
 class Timed:
@@ -63,6 +71,7 @@ class Timed:
                     return session.extend(parents, k, max_tokens)
                 finally:
                     outer.seconds += time.perf_counter() - t0
+
         return Session()
 
     def score(self, prompts, responses, finished):
@@ -98,14 +107,18 @@ def run(policy, scorer, method, cfg, n_prompts, batch_size):
     t0 = time.perf_counter()
     results = []
     for i in range(0, len(prompts), batch_size):
-        results += chunk_beam_search(prompts[i:i + batch_size], tp, ts, search, cfg)
+        results += chunk_beam_search(prompts[i : i + batch_size], tp, ts, search, cfg)
     wall = time.perf_counter() - t0
-    return {"wall_s": round(wall, 3), "strong_s": round(tp.seconds, 3), "guides_s": round(ts.seconds, 3),
-            "rest_s": round(wall - tp.seconds - ts.seconds, 3),
-            "strong_tokens": sum(r.stats["strong_tokens"] for r in results),
-            "guide_tokens": sum(r.stats["guide_tokens"] for r in results),
-            "mean_response_tokens": sum(r.beams[0].n_tokens for r in results) / len(results),
-            "texts": [r.text for r in results]}
+    return {
+        "wall_s": round(wall, 3),
+        "strong_s": round(tp.seconds, 3),
+        "guides_s": round(ts.seconds, 3),
+        "rest_s": round(wall - tp.seconds - ts.seconds, 3),
+        "strong_tokens": sum(r.stats["strong_tokens"] for r in results),
+        "guide_tokens": sum(r.stats["guide_tokens"] for r in results),
+        "mean_response_tokens": sum(r.beams[0].n_tokens for r in results) / len(results),
+        "texts": [r.text for r in results],
+    }
 
 
 def main(argv=None) -> int:
@@ -132,8 +145,16 @@ def main(argv=None) -> int:
             print("no vLLM: run scripts/setup_vllm.sh DIR and set W2S_VLLM_PYTHON=DIR/bin/python", file=sys.stderr)
             return 2
         t0 = time.perf_counter()
-        server = start_vllm(model_dir, name, max_model_len=args.max_model_len, kv_cache_gib=2, cache_root=str(root / "cache"),
-                            log_path=str(root / "vllm.log"), threads=args.threads, ready_timeout=600)
+        server = start_vllm(
+            model_dir,
+            name,
+            max_model_len=args.max_model_len,
+            kv_cache_gib=2,
+            cache_root=str(root / "cache"),
+            log_path=str(root / "vllm.log"),
+            threads=args.threads,
+            ready_timeout=600,
+        )
         url, ready_s = server.base_url, time.perf_counter() - t0
         print(f"vLLM ready at {url} in {ready_s:.0f} s", file=sys.stderr)
     try:
@@ -155,12 +176,24 @@ def main(argv=None) -> int:
             print(key, {k: v for k, v in out[key].items() if k != "texts"}, file=sys.stderr)
         c, s, loc = (out[k]["wall_s"] for k in engines)
         record = {
-            "bench": "endpoint", "model": args.model, "model_dir": model_dir, "method": args.method,
-            "prompts": args.prompts, "batch_size": args.batch_size, "sampling": cfg.__dict__,
-            "threads": args.threads, "results": out,
-            "ratios": {"sequential_over_concurrent": round(s / c, 2), "local_over_endpoint_concurrent": round(loc / c, 2)},
-            "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "transformers": __import__("transformers").__version__},
+            "bench": "endpoint",
+            "model": args.model,
+            "model_dir": model_dir,
+            "method": args.method,
+            "prompts": args.prompts,
+            "batch_size": args.batch_size,
+            "sampling": cfg.__dict__,
+            "threads": args.threads,
+            "results": out,
+            "ratios": {
+                "sequential_over_concurrent": round(s / c, 2),
+                "local_over_endpoint_concurrent": round(loc / c, 2),
+            },
+            "versions": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "transformers": __import__("transformers").__version__,
+            },
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         }
         text = json.dumps(record, indent=1, default=str)

@@ -47,7 +47,10 @@ def write_tasks(root: str, n: int, max_tokens: int) -> str:
     with open(os.path.join(root, "mc.jsonl"), "w") as f:
         for c in lines:
             w = c.split()
-            f.write(json.dumps({"q": " ".join(w[:3]), "choices": [" " + " ".join(w[3:6]), " the movie", " bad"], "y": 0}) + "\n")
+            f.write(
+                json.dumps({"q": " ".join(w[:3]), "choices": [" " + " ".join(w[3:6]), " the movie", " bad"], "y": 0})
+                + "\n"
+            )
     with open(os.path.join(root, "b_gen.yaml"), "w") as f:
         f.write(f"""task: b_gen
 dataset_path: json
@@ -78,8 +81,15 @@ def evaluate(lm, task: str, tm, batch_size: int, gen_kwargs=None) -> tuple[float
     from lm_eval import simple_evaluate
 
     t0, c0 = time.perf_counter(), time.process_time()
-    out = simple_evaluate(model=lm, tasks=[task], task_manager=tm, batch_size=batch_size, log_samples=True,
-                          gen_kwargs=gen_kwargs, bootstrap_iters=0)
+    out = simple_evaluate(
+        model=lm,
+        tasks=[task],
+        task_manager=tm,
+        batch_size=batch_size,
+        log_samples=True,
+        gen_kwargs=gen_kwargs,
+        bootstrap_iters=0,
+    )
     return time.perf_counter() - t0, out, time.process_time() - c0
 
 
@@ -101,8 +111,12 @@ def main() -> int:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per backend (the fastest counts)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (1: steadier timings on a shared machine; 0: torch's default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1: steadier timings on a shared machine; 0: torch's default)",
+    )
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
     if args.threads > 0:
@@ -122,10 +136,24 @@ def main() -> int:
     paths = build(root, args.hidden, args.layers)
     tm = TaskManager(include_path=write_tasks(root, args.prompts, args.max_tokens))
     hf = HFLM(pretrained=paths["strong"], device=device, dtype="float32", batch_size=args.batch_size)
-    w2s = W2SLM(strong=paths["strong"], method="base", device=device, dtype="float32", batch_size=args.batch_size,
-                stats_path=os.path.join(root, "stats_base"))
-    rows, report = [], {"device": device, "torch": torch.__version__, "machine": platform.machine(),
-                        "cpus": os.cpu_count(), "settings": vars(args)}
+    w2s = W2SLM(
+        strong=paths["strong"],
+        method="base",
+        device=device,
+        dtype="float32",
+        batch_size=args.batch_size,
+        stats_path=os.path.join(root, "stats_base"),
+    )
+    rows, report = (
+        [],
+        {
+            "device": device,
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "settings": vars(args),
+        },
+    )
     for task in ("b_gen", "b_mc"):
         times, cpu = {"hf": [], "w2s": []}, {"hf": [], "w2s": []}
         outs = {}
@@ -138,34 +166,69 @@ def main() -> int:
         if task == "b_gen":
             same = a == b
         else:
-            same = all(abs(float(x[0][0]) - float(y[0][0])) <= 1e-6 * max(1.0, abs(float(y[0][0])))  # float32 sums
-                       for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+            same = all(
+                abs(float(x[0][0]) - float(y[0][0])) <= 1e-6 * max(1.0, abs(float(y[0][0])))  # float32 sums
+                for ra, rb in zip(a, b)
+                for x, y in zip(ra, rb)
+            )
         ratio = min(times["w2s"]) / min(times["hf"])
         cpu_ratio = min(cpu["w2s"]) / min(cpu["hf"])
-        report[task] = {"hf_s": min(times["hf"]), "w2s_base_s": min(times["w2s"]), "ratio": ratio,
-                        "hf_cpu_s": min(cpu["hf"]), "w2s_base_cpu_s": min(cpu["w2s"]), "cpu_ratio": cpu_ratio,
-                        "equal": same}
-        rows.append((f"{task}: w2s base / hf", f"{min(times['w2s']):.2f} s / {min(times['hf']):.2f} s "
-                     f"(CPU {min(cpu['w2s']):.2f} / {min(cpu['hf']):.2f} s)", f"{ratio:.2f} (CPU {cpu_ratio:.2f})",
-                     "<= 1.1", "equal" if same else "DIFFERENT"))
+        report[task] = {
+            "hf_s": min(times["hf"]),
+            "w2s_base_s": min(times["w2s"]),
+            "ratio": ratio,
+            "hf_cpu_s": min(cpu["hf"]),
+            "w2s_base_cpu_s": min(cpu["w2s"]),
+            "cpu_ratio": cpu_ratio,
+            "equal": same,
+        }
+        rows.append(
+            (
+                f"{task}: w2s base / hf",
+                f"{min(times['w2s']):.2f} s / {min(times['hf']):.2f} s "
+                f"(CPU {min(cpu['w2s']):.2f} / {min(cpu['hf']):.2f} s)",
+                f"{ratio:.2f} (CPU {cpu_ratio:.2f})",
+                "<= 1.1",
+                "equal" if same else "DIFFERENT",
+            )
+        )
     sampled = {"do_sample": True, "temperature": 0.7}
     for label, kw in (("bon(4)", dict(method="bon", n=4)), ("cbs(2,2,30)", dict(method="cbs", w=2, k=2, l=30))):
         stats_dir = os.path.join(root, f"stats_{kw['method']}")
-        lm = W2SLM(strong=paths["strong"], tuned=paths["tuned"], untuned=paths["untuned"], device=device, dtype="float32",
-                   batch_size=args.batch_size, stats_path=stats_dir, **kw)
+        lm = W2SLM(
+            strong=paths["strong"],
+            tuned=paths["tuned"],
+            untuned=paths["untuned"],
+            device=device,
+            dtype="float32",
+            batch_size=args.batch_size,
+            stats_path=stats_dir,
+            **kw,
+        )
         runs = [evaluate(lm, "b_gen", tm, args.batch_size, gen_kwargs=sampled) for _ in range(args.repeats)]
         t, c = min(r[0] for r in runs), min(r[2] for r in runs)
         totals = {k: v // args.repeats for k, v in stats_totals(lm.stats.path).items()}  # same seeds each run
         report[label] = {"wall_s": t, "cpu_s": c, **totals}
-        rows.append((f"b_gen T=0.7: {label}", f"{t:.2f} s (CPU {c:.2f} s)", "", "",
-                     f"strong {totals['strong_tokens']}, guide {totals['guide_tokens']} tokens"))
+        rows.append(
+            (
+                f"b_gen T=0.7: {label}",
+                f"{t:.2f} s (CPU {c:.2f} s)",
+                "",
+                "",
+                f"strong {totals['strong_tokens']}, guide {totals['guide_tokens']} tokens",
+            )
+        )
     if "cbs(2,2,30)" in report and "bon(4)" in report:
         report["cbs_over_bon"] = report["cbs(2,2,30)"]["wall_s"] / report["bon(4)"]["wall_s"]
         report["cbs_over_bon_cpu"] = report["cbs(2,2,30)"]["cpu_s"] / report["bon(4)"]["cpu_s"]
-        rows.append(("CBS(2,2,30) / BoN(4)", "", f"{report['cbs_over_bon']:.2f} (CPU {report['cbs_over_bon_cpu']:.2f})",
-                     "", ""))
-    print(f"\n{args.prompts} prompts, {args.max_tokens} new tokens, batch {args.batch_size}, strong "
-          f"{args.hidden}x{args.layers}, device {device}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads\n")
+        rows.append(
+            ("CBS(2,2,30) / BoN(4)", "", f"{report['cbs_over_bon']:.2f} (CPU {report['cbs_over_bon_cpu']:.2f})", "", "")
+        )
+    print(
+        f"\n{args.prompts} prompts, {args.max_tokens} new tokens, batch {args.batch_size}, strong "
+        f"{args.hidden}x{args.layers}, device {device}, {os.cpu_count()} CPUs, "
+        f"{torch.get_num_threads()} torch threads\n"
+    )
     print("| measurement | time | ratio | target | check |\n|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")

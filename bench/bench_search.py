@@ -91,6 +91,7 @@ class Timers:
                 self._sync()
                 self.seconds[part] += time.perf_counter() - t0
                 self._depth -= 1
+
         return timed
 
     def __enter__(self):
@@ -100,8 +101,9 @@ class Timers:
                 self._undo.append(lm.model.register_forward_hook(lambda *a, p=part: self._stop(p)).remove)
         reorder = DynamicCache.__dict__.get("reorder_cache")
         DynamicCache.reorder_cache = self._wrap("reorder", DynamicCache.reorder_cache)
-        self._undo.append(lambda o=reorder: setattr(DynamicCache, "reorder_cache", o) if o
-                          else delattr(DynamicCache, "reorder_cache"))
+        self._undo.append(
+            lambda o=reorder: setattr(DynamicCache, "reorder_cache", o) if o else delattr(DynamicCache, "reorder_cache")
+        )
         for cls in {type(lm.tokenizer) for lm in [self.strong] + self.guides}:  # tok(...) looks up the class
             for name in ("__call__", "encode", "decode", "batch_decode"):
                 original = cls.__dict__.get(name)
@@ -163,14 +165,16 @@ def seed_scores(guides, prompt: str, responses: list, eos: list) -> tuple:
 
 
 @torch.inference_mode()
-def seed_cbs(prompt_ids: list, prompt: str, strong: CausalLM, guides, W: int, K: int, L: int,
-             cfg: SamplingConfig, seed: int) -> tuple:
+def seed_cbs(
+    prompt_ids: list, prompt: str, strong: CausalLM, guides, W: int, K: int, L: int, cfg: SamplingConfig, seed: int
+) -> tuple:
     """CBSPosthocGenerationMixin._search of the seed for one prompt; (best response text, counts): ``strong`` and
     ``guide`` token positions (both guides), ``rounds``, and ``compute`` {model name: Cost}."""
     torch.manual_seed(seed)
     tok, model, dev = strong.tokenizer, strong.model, strong.device
-    warp = LogitsProcessorList([TemperatureLogitsWarper(cfg.temperature)] + ([TopKLogitsWarper(cfg.top_k)]
-                                                                              if cfg.top_k else []))
+    warp = LogitsProcessorList(
+        [TemperatureLogitsWarper(cfg.temperature)] + ([TopKLogitsWarper(cfg.top_k)] if cfg.top_k else [])
+    )
     ids = torch.tensor([prompt_ids], device=dev).repeat(W * K, 1)
     attn, cache = torch.ones_like(ids), DynamicCache()
     cache_arg = cache_kwarg(type(model))  # the seed passes past_key_values=, deprecated in transformers 5
@@ -196,7 +200,7 @@ def seed_cbs(prompt_ids: list, prompt: str, strong: CausalLM, guides, W: int, K:
         unfinished = unfinished * (~stop).long()
         if remain <= 0 or unfinished.max() == 0:
             remain = L
-            texts = [t[len(prompt_text):] for t in tok.batch_decode(ids)]  # extract_responses(..., prompt=)
+            texts = [t[len(prompt_text) :] for t in tok.batch_decode(ids)]  # extract_responses(..., prompt=)
             texts = [tok.decode(tok(t)["input_ids"], skip_special_tokens=True) for t in texts]
             scores, guide_costs = seed_scores(guides, prompt, texts, (unfinished == 0).tolist())
             counts["guide"] += sum(c.tokens for c in guide_costs.values())
@@ -210,7 +214,7 @@ def seed_cbs(prompt_ids: list, prompt: str, strong: CausalLM, guides, W: int, K:
 
 
 def naive_cbs(prompt: str, strong: CausalLM, scorer, W: int, K: int, L: int, cfg: SamplingConfig) -> dict:
-    """"No KV cache" (NOT the seed's code): HF generate re-encoding each prefix every chunk, per beam."""
+    """ "No KV cache" (NOT the seed's code): HF generate re-encoding each prefix every chunk, per beam."""
     tok, eos = strong.tokenizer, set(strong.eos_ids)
     torch.manual_seed(prompt_seed(cfg.seed, prompt) % (2**31))
     prompt_ids, beams = tok.encode(prompt), [([], False)]
@@ -218,10 +222,17 @@ def naive_cbs(prompt: str, strong: CausalLM, scorer, W: int, K: int, L: int, cfg
         cands = [b for b in beams if b[1]]
         for resp, _ in (b for b in beams if not b[1]):
             x = torch.tensor([prompt_ids + resp], device=strong.device)
-            out = strong.model.generate(x, attention_mask=torch.ones_like(x), do_sample=True, top_k=cfg.top_k or None,
-                                        temperature=cfg.temperature, max_new_tokens=min(L, cfg.max_new_tokens - len(resp)),
-                                        num_return_sequences=W * K if not resp else K, pad_token_id=strong.pad_id)
-            for row in out[:, x.shape[1]:].tolist():
+            out = strong.model.generate(
+                x,
+                attention_mask=torch.ones_like(x),
+                do_sample=True,
+                top_k=cfg.top_k or None,
+                temperature=cfg.temperature,
+                max_new_tokens=min(L, cfg.max_new_tokens - len(resp)),
+                num_return_sequences=W * K if not resp else K,
+                pad_token_id=strong.pad_id,
+            )
+            for row in out[:, x.shape[1] :].tolist():
                 cut = next((i for i, t in enumerate(row) if t in eos), None)
                 full = resp + row[:cut]
                 cands.append((full, cut is not None or len(full) >= cfg.max_new_tokens))
@@ -266,10 +277,15 @@ def real_models(name: str, device: str) -> dict:
         tok = AutoTokenizer.from_pretrained(resolve_strong_model("smollm2-135m"))
         for seed, g in enumerate(("tuned", "untuned")):
             models[g] = CausalLM(init_guide(tok, None, GuideShape(), seed).to(device).eval(), tok, g)
-        guides = "guides of the imdb-mini shape (Llama 4 x 256, SmolLM2 tokenizer) with random weights (world not built)"
+        guides = (
+            "guides of the imdb-mini shape (Llama 4 x 256, SmolLM2 tokenizer) with random weights (world not built)"
+        )
     prompts = world / "data" / "prompts.jsonl"
-    models["prompts"] = ([p["text"] for p in read_jsonl(prompts)] if prompts.exists()
-                         else [f"Here is a movie review from imdb: {line}" for line in CORPUS if len(line) > 20])
+    models["prompts"] = (
+        [p["text"] for p in read_jsonl(prompts)]
+        if prompts.exists()
+        else [f"Here is a movie review from imdb: {line}" for line in CORPUS if len(line) > 20]
+    )
     models["what"] = f"strong {name}; {guides}"
     return models
 
@@ -304,27 +320,36 @@ def make_paths(m: dict, cfg: SamplingConfig, W: int, K: int, L: int, batch: int)
         def run(prompts):
             out = _new_counts()
             for i in range(0, len(prompts), batch):
-                ps = [p for p in prompts[i:i + batch] for _ in range(copies)]
+                ps = [p for p in prompts[i : i + batch] for _ in range(copies)]
                 seeds = [prompt_seed(cfg.seed + j % copies, p) for j, p in enumerate(ps)]
                 scorer = ImplicitValueScorer(GuideLM(m["tuned"]), GuideLM(m["untuned"])) if scored else None
                 for r in chunk_beam_search(ps, policy, scorer, search, cfg, seeds=seeds):
-                    counts = {"strong": r.stats["strong_tokens"], "guide": r.stats["guide_tokens"],
-                              "rounds": r.stats["rounds"], "compute": r.stats["compute"]}
+                    counts = {
+                        "strong": r.stats["strong_tokens"],
+                        "guide": r.stats["guide_tokens"],
+                        "rounds": r.stats["rounds"],
+                        "compute": r.stats["compute"],
+                    }
                     _add_counts(out, counts, 1 / copies)
             return out
+
         return run
 
     def seed_path(prompts):
         out = _new_counts()
         for p in prompts:
-            _, counts = seed_cbs(policy.encode(p, cfg), p, m["strong"], guides, W, K, L, cfg,
-                                 prompt_seed(cfg.seed, p) % (2**31))
+            _, counts = seed_cbs(
+                policy.encode(p, cfg), p, m["strong"], guides, W, K, L, cfg, prompt_seed(cfg.seed, p) % (2**31)
+            )
             _add_counts(out, counts)
         return out
 
-    return {"seed path": seed_path, f"w2s CBS({W},{K},{L})": engine(SearchConfig(W, K, L)),
-            f"w2s BoN({W * K})": engine(SearchConfig(1, W * K, None)),
-            f"sample {W * K}": engine(SearchConfig(1, 1, None), scored=False, copies=W * K)}
+    return {
+        "seed path": seed_path,
+        f"w2s CBS({W},{K},{L})": engine(SearchConfig(W, K, L)),
+        f"w2s BoN({W * K})": engine(SearchConfig(1, W * K, None)),
+        f"sample {W * K}": engine(SearchConfig(1, 1, None), scored=False, copies=W * K),
+    }
 
 
 def measure(paths: dict, prompts: list, seed_prompts: int, repeats: int, timers: Timers, device) -> dict:
@@ -368,8 +393,10 @@ def recompute(doc: dict) -> str:
     res, params = doc["results"], doc["params"]
     seed = legacy_gflop(res["seed path"]["per_prompt"], params)
     s_min = min(res["seed path"]["s_per_prompt"])
-    lines = ["| path | GFLOP/prompt | FLOP ratio seed/path | speed-up (min) | speed-up / FLOP ratio |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| path | GFLOP/prompt | FLOP ratio seed/path | speed-up (min) | speed-up / FLOP ratio |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in res.items():
         g = legacy_gflop(r["per_prompt"], params)
         speed = s_min / min(r["s_per_prompt"])
@@ -381,23 +408,34 @@ def report(res: dict) -> str:
     """Markdown tables: times and ratios to the seed path beside the FLOP ratio; time per round by part."""
     seed = res["seed path"]
     s_min, s_med = min(seed["s_per_prompt"]), statistics.median(seed["s_per_prompt"])
-    lines = ["| path | prompts | s/prompt min | s/prompt median | speed-up vs seed path (min / median) | "
-             "GFLOP/prompt (guides) | FLOP ratio seed/path | speed-up / FLOP ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| path | prompts | s/prompt min | s/prompt median | speed-up vs seed path (min / median) | "
+        "GFLOP/prompt (guides) | FLOP ratio seed/path | speed-up / FLOP ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in res.items():
         t_min, t_med = min(r["s_per_prompt"]), statistics.median(r["s_per_prompt"])
         total, guides = gflop(r)
         fr = gflop(seed)[0] / total
-        lines.append(f"| {name} | {r['prompts']} | {t_min:.3f} | {t_med:.3f} | {s_min / t_min:.2f}x / "
-                     f"{s_med / t_med:.2f}x | {total:.1f} ({guides:.1f}) | {fr:.2f} | {s_min / t_min / fr:.2f} |")
+        lines.append(
+            f"| {name} | {r['prompts']} | {t_min:.3f} | {t_med:.3f} | {s_min / t_min:.2f}x / "
+            f"{s_med / t_med:.2f}x | {total:.1f} ({guides:.1f}) | {fr:.2f} | {s_min / t_min / fr:.2f} |"
+        )
     names = list(res)
     cbs, bon, smp = (res[n]["s_per_prompt"] for n in names[1:4])
     lines += ["", "| ratio (wall time, same prompts) | min / min | median / median |", "|---|---|---|"]
-    for label, a, b in ((f"{names[1]} / {names[2]}", cbs, bon), (f"{names[1]} / {names[3]}", cbs, smp),
-                        (f"{names[2]} / {names[3]}", bon, smp)):
+    for label, a, b in (
+        (f"{names[1]} / {names[2]}", cbs, bon),
+        (f"{names[1]} / {names[3]}", cbs, smp),
+        (f"{names[2]} / {names[3]}", bon, smp),
+    ):
         lines.append(f"| {label} | {min(a) / min(b):.3f}x | {statistics.median(a) / statistics.median(b):.3f}x |")
-    lines += ["", "| path | rounds/prompt | ms per round: strong forward | guide forward | cache reorder | "
-              "tokenize/decode | rest (Python, sampling) |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| path | rounds/prompt | ms per round: strong forward | guide forward | cache reorder | "
+        "tokenize/decode | rest (Python, sampling) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in res.items():
         best = min(range(len(r["s_per_prompt"])), key=r["s_per_prompt"].__getitem__)
         parts, rounds = r["parts"][best], max(r["per_prompt"].get("rounds", 1), 1)
@@ -409,10 +447,17 @@ def report(res: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--strong", help="a strong model of w2s_eval.world.strong (e.g. smollm2-135m); default: tiny models")
+    ap.add_argument(
+        "--strong", help="a strong model of w2s_eval.world.strong (e.g. smollm2-135m); default: tiny models"
+    )
     ap.add_argument("--prompts", type=int, default=32)
-    ap.add_argument("--seed-prompts", type=int, default=None, help="time the seed path (one prompt at a time, so "
-                    "per-prompt figures are exact) on the first N prompts only (default: all)")
+    ap.add_argument(
+        "--seed-prompts",
+        type=int,
+        default=None,
+        help="time the seed path (one prompt at a time, so "
+        "per-prompt figures are exact) on the first N prompts only (default: all)",
+    )
     ap.add_argument("--new-tokens", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=None, help="prompts per engine call (default: all)")
     ap.add_argument("--repeats", type=int, default=3)
@@ -421,8 +466,12 @@ def main(argv=None) -> int:
     ap.add_argument("--train-steps", type=int, default=150, help="tiny models: train this long first (0: random)")
     ap.add_argument("--naive-prompts", type=int, default=0, help="also time the 'no KV cache' path on N prompts")
     ap.add_argument("--json", help="write the figures here")
-    ap.add_argument("--recompute", metavar="FILE", help="only restate the FLOP columns of a JSON written before "
-                    "per-model counts (see legacy_gflop) and print them")
+    ap.add_argument(
+        "--recompute",
+        metavar="FILE",
+        help="only restate the FLOP columns of a JSON written before "
+        "per-model counts (see legacy_gflop) and print them",
+    )
     args = ap.parse_args(argv)
     if args.recompute:
         print(recompute(json.loads(Path(args.recompute).read_text())))
@@ -450,21 +499,37 @@ def main(argv=None) -> int:
         for p in prompts[: args.naive_prompts]:
             naive_cbs(p, m["strong"], scorer, W, K, L, cfg)
         naive = (time.perf_counter() - t0) / args.naive_prompts
-    env = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
-           f"{torch.get_num_threads()} thread(s), device {device}"
-           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    env = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} thread(s), device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    )
     table = report(res)
-    print(f"\nw2s-eval search benchmark: {m['what']}; {len(prompts)} prompts, {args.new_tokens} new tokens, "
-          f"T {cfg.temperature}, top-k {cfg.top_k}, {args.repeats} alternating repeats; {env}; params: strong "
-          f"{n_strong / 1e6:.1f}M, guides {n_guides / 1e6:.1f}M together\n\n{table}")
+    print(
+        f"\nw2s-eval search benchmark: {m['what']}; {len(prompts)} prompts, {args.new_tokens} new tokens, "
+        f"T {cfg.temperature}, top-k {cfg.top_k}, {args.repeats} alternating repeats; {env}; params: strong "
+        f"{n_strong / 1e6:.1f}M, guides {n_guides / 1e6:.1f}M together\n\n{table}"
+    )
     if args.naive_prompts:
-        print(f"\n'no KV cache' path (HF generate re-encoding each prefix; weaker than the seed's code): "
-              f"{naive:.3f} s/prompt on {args.naive_prompts} prompts")
+        print(
+            f"\n'no KV cache' path (HF generate re-encoding each prefix; weaker than the seed's code): "
+            f"{naive:.3f} s/prompt on {args.naive_prompts} prompts"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"env": env, "models": m["what"], "args": vars(args), "params": {"strong": n_strong,
-                       "guides": n_guides}, "results": res, "table": table,
-                       "no_kv_cache_s_per_prompt": naive if args.naive_prompts else None}, f, indent=1)
+            json.dump(
+                {
+                    "env": env,
+                    "models": m["what"],
+                    "args": vars(args),
+                    "params": {"strong": n_strong, "guides": n_guides},
+                    "results": res,
+                    "table": table,
+                    "no_kv_cache_s_per_prompt": naive if args.naive_prompts else None,
+                },
+                f,
+                indent=1,
+            )
     return 0
 
 

@@ -29,8 +29,16 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-PROMPTS = ["The movie was", "I loved the", "Hello, world!", "This film is a", "The actor and the director",
-           "We hated it but", "A wonderful story of", "Here is a movie review from imdb: "]
+PROMPTS = [
+    "The movie was",
+    "I loved the",
+    "Hello, world!",
+    "This film is a",
+    "The actor and the director",
+    "We hated it but",
+    "A wonderful story of",
+    "Here is a movie review from imdb: ",
+]
 
 
 def build_models(root: Path, train_steps: int) -> dict:
@@ -44,8 +52,9 @@ def build_models(root: Path, train_steps: int) -> dict:
 
 
 def post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url + "/v1/completions", json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url + "/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=600) as r:  # noqa: S310 (loopback)
         return json.loads(r.read())
 
@@ -65,9 +74,15 @@ def machine() -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "python": sys.version.split()[0],
-            "torch": torch.__version__, "load_avg_1m_at_end": os.getloadavg()[0],
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "load_avg_1m_at_end": os.getloadavg()[0],
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def main(argv=None) -> int:
@@ -89,12 +104,39 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     models = build_models(root, args.train_steps)
     build_s = time.perf_counter() - t0
-    server = start_serve(["--strong", models["strong"], "--tuned", models["tuned"], "--untuned", models["untuned"],
-                          "--dtype", "float32", "--device", args.device, "--method", args.method,
-                          "--max-batch-prompts", str(args.max_batch_prompts), "--max-tokens", str(args.max_tokens)],
-                         str(root / "serve.log"), threads=args.threads)
-    bodies = [{"model": "w2s", "prompt": PROMPTS[i % len(PROMPTS)] + " " * (i // len(PROMPTS)), "seed": i,
-               "max_tokens": args.max_tokens, "temperature": 0.7, "top_k": 50} for i in range(args.requests)]
+    server = start_serve(
+        [
+            "--strong",
+            models["strong"],
+            "--tuned",
+            models["tuned"],
+            "--untuned",
+            models["untuned"],
+            "--dtype",
+            "float32",
+            "--device",
+            args.device,
+            "--method",
+            args.method,
+            "--max-batch-prompts",
+            str(args.max_batch_prompts),
+            "--max-tokens",
+            str(args.max_tokens),
+        ],
+        str(root / "serve.log"),
+        threads=args.threads,
+    )
+    bodies = [
+        {
+            "model": "w2s",
+            "prompt": PROMPTS[i % len(PROMPTS)] + " " * (i // len(PROMPTS)),
+            "seed": i,
+            "max_tokens": args.max_tokens,
+            "temperature": 0.7,
+            "top_k": 50,
+        }
+        for i in range(args.requests)
+    ]
     try:
         post(server.url, bodies[0])  # warm-up
         seq, conc, texts = [], [], {}
@@ -112,20 +154,25 @@ def main(argv=None) -> int:
     finally:
         server.stop()
     record = {
-        "config": vars(args), "machine": machine(),
+        "config": vars(args),
+        "machine": machine(),
         "model_build_s": round(build_s, 1),
         "sequential_s": {"min": min(seq), "median": statistics.median(seq), "all": seq},
         "concurrent_s": {"min": min(conc), "median": statistics.median(conc), "all": conc},
-        "ratio_min": min(seq) / min(conc), "ratio_median": statistics.median(seq) / statistics.median(conc),
-        "texts_equal": True, "server_batches": health,
+        "ratio_min": min(seq) / min(conc),
+        "ratio_median": statistics.median(seq) / statistics.median(conc),
+        "texts_equal": True,
+        "server_batches": health,
     }
     out = Path(args.out or Path(__file__).parent / "results" / f"serve_{platform.node() or 'host'}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    print(f"{args.requests} requests of {args.method}, {args.max_tokens} tokens, server threads {args.threads}: "
-          f"sequential min {min(seq):.2f} s / median {statistics.median(seq):.2f} s; concurrent min {min(conc):.2f} s "
-          f"/ median {statistics.median(conc):.2f} s; ratio {record['ratio_min']:.1f}x (min) "
-          f"{record['ratio_median']:.1f}x (median); texts equal; record {out}")
+    print(
+        f"{args.requests} requests of {args.method}, {args.max_tokens} tokens, server threads {args.threads}: "
+        f"sequential min {min(seq):.2f} s / median {statistics.median(seq):.2f} s; concurrent min {min(conc):.2f} s "
+        f"/ median {statistics.median(conc):.2f} s; ratio {record['ratio_min']:.1f}x (min) "
+        f"{record['ratio_median']:.1f}x (median); texts equal; record {out}"
+    )
     return 0
 
 

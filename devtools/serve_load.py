@@ -51,29 +51,56 @@ class LoadResult:
         return {f"p{p}_ms": round(1000 * v, 1) for p, v in pick.items()} | {"max_ms": round(1000 * values[-1], 1)}
 
     def summary(self) -> dict:
-        return {"sent": self.sent, "answered": self.answered, "wall_s": round(self.wall_s, 2),
-                "requests_per_s": round(self.answered / self.wall_s, 2) if self.wall_s else None,
-                "latency_all": self.percentiles(), "latency_good": self.percentiles("good"),
-                "classes": dict(sorted(self.classes.items())), "problems": self.problems[:10], "rss_kb": self.rss_kb}
+        return {
+            "sent": self.sent,
+            "answered": self.answered,
+            "wall_s": round(self.wall_s, 2),
+            "requests_per_s": round(self.answered / self.wall_s, 2) if self.wall_s else None,
+            "latency_all": self.percentiles(),
+            "latency_good": self.percentiles("good"),
+            "classes": dict(sorted(self.classes.items())),
+            "problems": self.problems[:10],
+            "rss_kb": self.rss_kb,
+        }
 
 
 def _request(kind: str, client: int, i: int, method: str, max_tokens: int) -> tuple:
     """(body bytes, JSON body or None, expected status) of one request of ``kind``."""
     if kind == "good":
-        body = {"model": method, "prompt": f"Review {client}-{i}: the film was", "max_tokens": max_tokens,
-                "seed": 1000 * client + i, "echo": True, "temperature": 1.0}
+        body = {
+            "model": method,
+            "prompt": f"Review {client}-{i}: the film was",
+            "max_tokens": max_tokens,
+            "seed": 1000 * client + i,
+            "echo": True,
+            "temperature": 1.0,
+        }
         return json.dumps(body).encode(), body, 200
     if kind == "over":
         body = {"model": "bon:n=100000", "prompt": "The movie", "max_tokens": max_tokens}
         return json.dumps(body).encode(), body, 400
-    bad = [b"{not json", json.dumps({"model": "beam:w=2", "prompt": "x"}).encode(),
-           json.dumps({"model": method, "prompt": "x", "temperature": -1}).encode(),
-           json.dumps({"model": method, "prompt": "x", "response_format": {"type": "json_object"}}).encode()]
+    bad = [
+        b"{not json",
+        json.dumps({"model": "beam:w=2", "prompt": "x"}).encode(),
+        json.dumps({"model": method, "prompt": "x", "temperature": -1}).encode(),
+        json.dumps({"model": method, "prompt": "x", "response_format": {"type": "json_object"}}).encode(),
+    ]
     return bad[i % len(bad)], None, 400
 
 
-async def _client(http, url: str, key: Optional[str], client: int, n: int, deadline: float, interval: float,
-                  shares: tuple, method: str, max_tokens: int, out: LoadResult) -> None:
+async def _client(
+    http,
+    url: str,
+    key: Optional[str],
+    client: int,
+    n: int,
+    deadline: float,
+    interval: float,
+    shares: tuple,
+    method: str,
+    max_tokens: int,
+    out: LoadResult,
+) -> None:
     rng = random.Random(client)
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
     for i in range(n):
@@ -85,8 +112,9 @@ async def _client(http, url: str, key: Optional[str], client: int, n: int, deadl
         out.sent += 1
         t0 = time.monotonic()
         try:
-            r = await http.post(url + "/v1/completions", content=raw, headers=headers,
-                                timeout=max(deadline - t0, 1.0) + 60)
+            r = await http.post(
+                url + "/v1/completions", content=raw, headers=headers, timeout=max(deadline - t0, 1.0) + 60
+            )
         except Exception as e:  # noqa: BLE001 (a lost request is a finding, not a crash of the test)
             out.problems.append(f"{kind} request {client}-{i} lost: {type(e).__name__}: {e}")
             continue
@@ -98,8 +126,9 @@ async def _client(http, url: str, key: Optional[str], client: int, n: int, deadl
         except ValueError:
             doc = {}
         code = (doc.get("error") or {}).get("code") if isinstance(doc, dict) else None
-        out.classes[f"{kind} {r.status_code}" + (f" {code}" if code else "")] = \
+        out.classes[f"{kind} {r.status_code}" + (f" {code}" if code else "")] = (
             out.classes.get(f"{kind} {r.status_code}" + (f" {code}" if code else ""), 0) + 1
+        )
         if r.status_code != want:
             out.problems.append(f"{kind} request {client}-{i}: status {r.status_code}, wanted {want}: {r.text[:200]}")
         elif kind == "good":
@@ -116,13 +145,27 @@ async def _run(url, key, clients, requests, duration_s, rate, shares, method, ma
     deadline = time.monotonic() + duration_s
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits) as http:
-        await asyncio.gather(*(_client(http, url, key, c, requests, deadline, 1.0 / rate, shares, method,
-                                       max_tokens, out) for c in range(clients)))
+        await asyncio.gather(
+            *(
+                _client(http, url, key, c, requests, deadline, 1.0 / rate, shares, method, max_tokens, out)
+                for c in range(clients)
+            )
+        )
 
 
-def run_load(url: str, key: Optional[str] = None, clients: int = 8, requests: int = 6, duration_s: float = 60.0,
-             rate: float = 2.0, bad_share: float = 0.2, over_share: float = 0.15, method: str = "base",
-             max_tokens: int = 8, pid: Optional[int] = None) -> LoadResult:
+def run_load(
+    url: str,
+    key: Optional[str] = None,
+    clients: int = 8,
+    requests: int = 6,
+    duration_s: float = 60.0,
+    rate: float = 2.0,
+    bad_share: float = 0.2,
+    over_share: float = 0.15,
+    method: str = "base",
+    max_tokens: int = 8,
+    pid: Optional[int] = None,
+) -> LoadResult:
     """Run ``clients`` clients against the server at ``url`` (loopback), each sending at most ``requests``
     completions at about ``rate`` per second until ``duration_s`` has passed; ``bad_share`` of them malformed,
     ``over_share`` over the server's budget. ``pid``: the server's process, for its RSS."""
@@ -132,8 +175,7 @@ def run_load(url: str, key: Optional[str] = None, clients: int = 8, requests: in
     if pid is not None:
         out.rss_kb["before"] = rss_kb(pid)
     t0 = time.monotonic()
-    asyncio.run(_run(url, key, clients, requests, duration_s, rate, (bad_share, over_share), method, max_tokens,
-                     out))
+    asyncio.run(_run(url, key, clients, requests, duration_s, rate, (bad_share, over_share), method, max_tokens, out))
     out.wall_s = time.monotonic() - t0
     if pid is not None:
         out.rss_kb.update(after=rss_kb(pid), peak=rss_kb(pid, "VmHWM"))
@@ -161,12 +203,40 @@ def main(argv=None) -> int:
         tok = build_tokenizer(os.path.join(tmp, "tok"))
         guides = [build_causal_lm(os.path.join(tmp, name), tok, seed=i) for i, name in enumerate(("tuned", "untuned"))]
         strong = save_test_model(os.path.join(tmp, "strong"))
-        server = start_serve(["--strong", strong, "--tuned", guides[0], "--untuned", guides[1], "--tuned-template",
-                              "{prompt}", "--untuned-template", "{prompt}", "--device", "cpu", "--dtype", "float32",
-                              "--method", args.method], os.path.join(tmp, "serve.log"), api_key="load-key")
+        server = start_serve(
+            [
+                "--strong",
+                strong,
+                "--tuned",
+                guides[0],
+                "--untuned",
+                guides[1],
+                "--tuned-template",
+                "{prompt}",
+                "--untuned-template",
+                "{prompt}",
+                "--device",
+                "cpu",
+                "--dtype",
+                "float32",
+                "--method",
+                args.method,
+            ],
+            os.path.join(tmp, "serve.log"),
+            api_key="load-key",
+        )
         try:
-            result = run_load(server.url, "load-key", args.clients, args.requests, args.duration, args.rate,
-                              method=args.method, max_tokens=args.max_tokens, pid=server.process.pid)
+            result = run_load(
+                server.url,
+                "load-key",
+                args.clients,
+                args.requests,
+                args.duration,
+                args.rate,
+                method=args.method,
+                max_tokens=args.max_tokens,
+                pid=server.process.pid,
+            )
         finally:
             server.stop()
     print(json.dumps(result.summary(), indent=1))

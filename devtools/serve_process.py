@@ -36,21 +36,34 @@ class ServeProcess(ServerProcess):
             return json.loads(r.read())
 
 
-def start_serve(args: Sequence[str], log_path: str, api_key: Optional[str] = None, port: Optional[int] = None,
-                threads: int = 1, ready_timeout: float = 180.0) -> ServeProcess:
+def start_serve(
+    args: Sequence[str],
+    log_path: str,
+    api_key: Optional[str] = None,
+    port: Optional[int] = None,
+    threads: int = 1,
+    ready_timeout: float = 180.0,
+) -> ServeProcess:
     """``python -m w2s_eval.cli serve ARGS --port P`` (host 127.0.0.1), waiting until ``/health`` answers.
 
     ``api_key`` goes to the server through ``$W2S_SERVE_API_KEY`` (not the command line, which other
     users of the machine can read); ``threads``: its torch/OpenMP threads.
     """
     port = port or free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+    )
     env.pop("W2S_SERVE_API_KEY", None)
     if api_key:
         env["W2S_SERVE_API_KEY"] = api_key
     cmd = [sys.executable, "-m", "w2s_eval.cli", "serve", *args, "--host", "127.0.0.1", "--port", str(port)]
     server = ServeProcess(launch(cmd, env, log_path), log_path, port, api_key)
-    wait_for(server, lambda: server.health(timeout=2.0).get("status") == "ok", ready_timeout, "w2s-eval serve",
-             poll=0.5)
+    wait_for(
+        server, lambda: server.health(timeout=2.0).get("status") == "ok", ready_timeout, "w2s-eval serve", poll=0.5
+    )
     return server

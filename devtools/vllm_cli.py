@@ -29,18 +29,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t.add_argument("--pid-file", required=True)
     args = p.parse_args(argv)
     if args.cmd == "start":
-        server = start_vllm(args.model, args.name, args.port, max_model_len=args.max_model_len, dtype=args.dtype,
-                            log_path=args.log, extra_args=args.extra, ready_timeout=args.timeout)
+        server = start_vllm(
+            args.model,
+            args.name,
+            args.port,
+            max_model_len=args.max_model_len,
+            dtype=args.dtype,
+            log_path=args.log,
+            extra_args=args.extra,
+            ready_timeout=args.timeout,
+        )
         with open(args.pid_file, "w") as f:
             f.write(str(server.pid))
-        print(json.dumps({"base_url": server.base_url, "model": server.model, "pid": server.pid,
-                          "log": server.log_path, "ready_s": round(server.started_s, 1)}))
+        print(
+            json.dumps(
+                {
+                    "base_url": server.base_url,
+                    "model": server.model,
+                    "pid": server.pid,
+                    "log": server.log_path,
+                    "ready_s": round(server.started_s, 1),
+                }
+            )
+        )
         return 0
     with open(args.pid_file) as f:
         stop_pid(int(f.read().strip()))
     os.remove(args.pid_file)
     return 0
-
 
 
 if __name__ == "__main__":

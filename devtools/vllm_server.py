@@ -26,8 +26,18 @@ from typing import Any, Callable, Optional, Sequence
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ServerProcess", "launch", "wait_for", "VLLMServer", "vllm_python", "free_port", "start_vllm", "wait_ready",
-           "stop_pid", "save_test_model"]
+__all__ = [
+    "ServerProcess",
+    "launch",
+    "wait_for",
+    "VLLMServer",
+    "vllm_python",
+    "free_port",
+    "start_vllm",
+    "wait_ready",
+    "stop_pid",
+    "save_test_model",
+]
 
 DEFAULT_VENV = os.path.join(os.path.expanduser("~"), ".cache", "w2s-eval", "vllm-venv")
 
@@ -79,8 +89,9 @@ def launch(cmd: Sequence[str], env: dict, log_path: str) -> subprocess.Popen:
     """Start ``cmd`` in its own process group (so :func:`stop_pid` stops all of it), output appended to
     ``log_path``, no stdin."""
     with open(log_path, "ab") as log:
-        return subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)
+        return subprocess.Popen(
+            list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
 
 
 def wait_for(server: ServerProcess, probe: Callable[[], Any], timeout: float, what: str, poll: float = 1.0) -> Any:
@@ -89,8 +100,10 @@ def wait_for(server: ServerProcess, probe: Callable[[], Any], timeout: float, wh
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not server.alive():
-            raise RuntimeError(f"{what} exited with code {server.process.returncode} before it was ready; "
-                               f"log {server.log_path}:\n{server.log_tail()}")
+            raise RuntimeError(
+                f"{what} exited with code {server.process.returncode} before it was ready; "
+                f"log {server.log_path}:\n{server.log_tail()}"
+            )
         try:
             answer = probe()
             if answer:
@@ -114,6 +127,7 @@ class VLLMServer(ServerProcess):
 
 def stop_pid(pid: int, timeout: float = 30.0, process: Optional[subprocess.Popen] = None) -> None:
     """Stop a server started by :func:`start_vllm` (the leader of its own process group)."""
+
     def gone() -> bool:
         if process is not None:
             return process.poll() is not None
@@ -147,15 +161,27 @@ def get_json(url: str, timeout: float = 5.0) -> dict:
 def wait_ready(server: VLLMServer, timeout: float = 300.0) -> None:
     """Poll ``/v1/models`` until the server answers; raise with its log tail if it exits or times out."""
     t0 = time.monotonic()
-    server.info = wait_for(server, lambda: get_json(server.base_url + "/models", timeout=2.0), timeout,
-                           f"vLLM server at {server.base_url}")
+    server.info = wait_for(
+        server, lambda: get_json(server.base_url + "/models", timeout=2.0), timeout, f"vLLM server at {server.base_url}"
+    )
     server.started_s = time.monotonic() - t0
 
 
-def start_vllm(model_dir: str, name: str = "strong", port: Optional[int] = None, python: Optional[str] = None,
-               max_model_len: int = 1024, dtype: str = "float32", kv_cache_gib: int = 2,
-               log_path: Optional[str] = None, extra_args: Sequence[str] = (), cache_root: Optional[str] = None,
-               threads: Optional[int] = None, ready_timeout: float = 300.0, wait: bool = True) -> VLLMServer:
+def start_vllm(
+    model_dir: str,
+    name: str = "strong",
+    port: Optional[int] = None,
+    python: Optional[str] = None,
+    max_model_len: int = 1024,
+    dtype: str = "float32",
+    kv_cache_gib: int = 2,
+    log_path: Optional[str] = None,
+    extra_args: Sequence[str] = (),
+    cache_root: Optional[str] = None,
+    threads: Optional[int] = None,
+    ready_timeout: float = 300.0,
+    wait: bool = True,
+) -> VLLMServer:
     """Start ``vllm.entrypoints.openai.api_server`` on 127.0.0.1 for a local model directory.
 
     ``python``: the vLLM environment's interpreter (default :func:`vllm_python`). CPU-build
@@ -166,18 +192,44 @@ def start_vllm(model_dir: str, name: str = "strong", port: Optional[int] = None,
     """
     python = python or vllm_python()
     if not python:
-        raise FileNotFoundError("no vLLM environment: run scripts/setup_vllm.sh VENV_DIR and set "
-                                "W2S_VLLM_PYTHON=VENV_DIR/bin/python")
+        raise FileNotFoundError(
+            "no vLLM environment: run scripts/setup_vllm.sh VENV_DIR and set W2S_VLLM_PYTHON=VENV_DIR/bin/python"
+        )
     if not os.path.isdir(model_dir):
         raise FileNotFoundError(f"model directory {model_dir!r} does not exist")
     port = port or free_port()
     log_path = log_path or os.path.join(os.path.dirname(os.path.abspath(model_dir)), f"vllm-{port}.log")
-    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir, "--served-model-name", name,
-           "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype, "--max-model-len", str(max_model_len),
-           "--enforce-eager", "--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(max_model_len, 4096)),
-           *extra_args]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", VLLM_NO_USAGE_STATS="1",
-               DO_NOT_TRACK="1", VLLM_CPU_KVCACHE_SPACE=str(int(kv_cache_gib)), TOKENIZERS_PARALLELISM="false")
+    cmd = [
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model_dir,
+        "--served-model-name",
+        name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        dtype,
+        "--max-model-len",
+        str(max_model_len),
+        "--enforce-eager",
+        "--no-enable-chunked-prefill",
+        "--max-num-batched-tokens",
+        str(max(max_model_len, 4096)),
+        *extra_args,
+    ]
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        VLLM_NO_USAGE_STATS="1",
+        DO_NOT_TRACK="1",
+        VLLM_CPU_KVCACHE_SPACE=str(int(kv_cache_gib)),
+        TOKENIZERS_PARALLELISM="false",
+    )
     if cache_root:
         env["VLLM_CACHE_ROOT"] = cache_root
     if threads:
@@ -199,10 +251,21 @@ def save_test_model(path: str, hidden: int = 128, layers: int = 2, seed: int = 0
     from .toy import build_tokenizer
 
     fast = AutoTokenizer.from_pretrained(build_tokenizer(path, vocab_size=400, all_bytes=False))
-    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                      num_attention_heads=hidden // 64, num_key_value_heads=1, head_dim=64, max_position_embeddings=512,
-                      eos_token_id=fast.eos_token_id, bos_token_id=fast.bos_token_id, pad_token_id=fast.pad_token_id,
-                      tie_word_embeddings=True, initializer_range=0.5)
+    cfg = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=1,
+        head_dim=64,
+        max_position_embeddings=512,
+        eos_token_id=fast.eos_token_id,
+        bos_token_id=fast.bos_token_id,
+        pad_token_id=fast.pad_token_id,
+        tie_word_embeddings=True,
+        initializer_range=0.5,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
     model.generation_config.eos_token_id = fast.eos_token_id

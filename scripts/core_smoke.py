@@ -26,16 +26,22 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tok = f"{tmp}/tok"
         build_tokenizer(tok)
-        dirs = {name: build_causal_lm(f"{tmp}/{name}", tok, seed=seed)
-                for seed, name in enumerate(("strong", "tuned", "untuned"))}
-        engine = build_engine(dirs["strong"], tuned=dirs["tuned"], untuned=dirs["untuned"], dtype="float32",
-                              device="cpu")
+        dirs = {
+            name: build_causal_lm(f"{tmp}/{name}", tok, seed=seed)
+            for seed, name in enumerate(("strong", "tuned", "untuned"))
+        }
+        engine = build_engine(
+            dirs["strong"], tuned=dirs["tuned"], untuned=dirs["untuned"], dtype="float32", device="cpu"
+        )
         cfg = SamplingConfig(max_new_tokens=12, seed=0)
         [cbs] = engine.generate(["The film was"], "cbs:w=2,k=2,l=4", cfg)
         [eft] = engine.generate(["The film was"], "eft:beta=1", cfg)
         assert cbs.stats["samples"] > 1 and len(cbs.beams) == 2 and eft.text is not None
-    for module, extra in (("w2s_eval.lm_eval_backend", "lm-eval"), ("w2s_eval.serve", "serve"),
-                          ("w2s_eval.tilt", "lm-eval")):
+    for module, extra in (
+        ("w2s_eval.lm_eval_backend", "lm-eval"),
+        ("w2s_eval.serve", "serve"),
+        ("w2s_eval.tilt", "lm-eval"),
+    ):
         try:
             importlib.import_module(module)
         except MissingExtraError as e:

@@ -64,12 +64,22 @@ def write_inputs(world: Path, out: Path, limit: int, instructions: Path | None) 
     baseline = {r["instruction"]: r for r in load_outputs(fetch_baseline(), what="the offline baseline")}
     missing = [r["instruction"][:60] for r in rows if r["instruction"] not in baseline]
     if missing:
-        raise SystemExit(f"{len(missing)} instructions are not AlpacaEval's (e.g. {missing[0]!r}); "
-                         "the GPT-4 reference cannot be matched")
+        raise SystemExit(
+            f"{len(missing)} instructions are not AlpacaEval's (e.g. {missing[0]!r}); "
+            "the GPT-4 reference cannot be matched"
+        )
     out.mkdir(parents=True, exist_ok=True)
     ins, ref = out / "instructions.json", out / "reference_gpt4.json"
-    ins.write_text(json.dumps([{"instruction": r["instruction"], "dataset": baseline[r["instruction"]].get(
-        "dataset", r["dataset"])} for r in rows], indent=1), encoding="utf-8")
+    ins.write_text(
+        json.dumps(
+            [
+                {"instruction": r["instruction"], "dataset": baseline[r["instruction"]].get("dataset", r["dataset"])}
+                for r in rows
+            ],
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
     ref.write_text(json.dumps([baseline[r["instruction"]] for r in rows], indent=1), encoding="utf-8")
     return ins, ref
 
@@ -79,30 +89,90 @@ def commands(world: Path, out: Path, ins: Path, ref: Path, methods: list[str], a
     gen, judge = [], []
     for m in methods:
         d = out / slug(m)
-        gen.append(["alpaca-eval", "generate", "--strong", str(world / "strong"), "--tuned", str(world / "tuned"),
-                    "--untuned", str(world / "untuned"), "--method", m, "--instructions", str(ins), "--out", str(d),
-                    "--max-new-tokens", str(args.max_new_tokens), "--temperature", str(args.temperature),
-                    "--seed", str(args.seed), "--batch-size", str(args.batch_size), "--dtype", "float32",
-                    "--name", f"ifeval-mini__{slug(m)}", "--no-progress"])
-        common = ["--model-outputs", str(d / "model_outputs.json"), "--reward-model", str(world / "reward_model"),
-                  "--name", slug(m), "--lc", "off", "--no-progress"]
-        judge.append(["alpaca-eval", "judge", *common, "--reference-outputs", str(ref), "--out",
-                      str(d / "judge_vs_gpt4"), "--leaderboard", str(out / "leaderboard.csv")])
+        gen.append(
+            [
+                "alpaca-eval",
+                "generate",
+                "--strong",
+                str(world / "strong"),
+                "--tuned",
+                str(world / "tuned"),
+                "--untuned",
+                str(world / "untuned"),
+                "--method",
+                m,
+                "--instructions",
+                str(ins),
+                "--out",
+                str(d),
+                "--max-new-tokens",
+                str(args.max_new_tokens),
+                "--temperature",
+                str(args.temperature),
+                "--seed",
+                str(args.seed),
+                "--batch-size",
+                str(args.batch_size),
+                "--dtype",
+                "float32",
+                "--name",
+                f"ifeval-mini__{slug(m)}",
+                "--no-progress",
+            ]
+        )
+        common = [
+            "--model-outputs",
+            str(d / "model_outputs.json"),
+            "--reward-model",
+            str(world / "reward_model"),
+            "--name",
+            slug(m),
+            "--lc",
+            "off",
+            "--no-progress",
+        ]
+        judge.append(
+            [
+                "alpaca-eval",
+                "judge",
+                *common,
+                "--reference-outputs",
+                str(ref),
+                "--out",
+                str(d / "judge_vs_gpt4"),
+                "--leaderboard",
+                str(out / "leaderboard.csv"),
+            ]
+        )
         if m != "base" and "base" in methods:
-            judge.append(["alpaca-eval", "judge", *common, "--reference-outputs",
-                          str(out / "base" / "model_outputs.json"), "--out", str(d / "judge_vs_base"),
-                          "--leaderboard", str(out / "leaderboard_vs_base.csv")])
+            judge.append(
+                [
+                    "alpaca-eval",
+                    "judge",
+                    *common,
+                    "--reference-outputs",
+                    str(out / "base" / "model_outputs.json"),
+                    "--out",
+                    str(d / "judge_vs_base"),
+                    "--leaderboard",
+                    str(out / "leaderboard_vs_base.csv"),
+                ]
+            )
     return gen + judge
 
 
 def official_judge(out: Path, ref: Path, methods: list[str]) -> str:
-    lines = ["# AlpacaEval's own GPT-4 judge (needs OPENAI_API_KEY and internet; the default annotator of",
-             "# AlpacaEval 2.0, whose length-controlled win rate needs the hub as well)"]
+    lines = [
+        "# AlpacaEval's own GPT-4 judge (needs OPENAI_API_KEY and internet; the default annotator of",
+        "# AlpacaEval 2.0, whose length-controlled win rate needs the hub as well)",
+    ]
     for m in methods:
-        lines.append(f"alpaca_eval --model_outputs {shlex.quote(str(out / slug(m) / 'model_outputs.json'))} "
-                     f"--reference_outputs {shlex.quote(str(ref))} "
-                     "--annotators_config weighted_alpaca_eval_gpt4_turbo "
-                     f"--output_path {shlex.quote(str(out / slug(m) / 'official'))}")
+        lines.append(
+            f"alpaca_eval --model_outputs {shlex.quote(str(out / slug(m) / 'model_outputs.json'))} "
+            f"--reference_outputs {shlex.quote(str(ref))} "
+            "--annotators_config weighted_alpaca_eval_gpt4_turbo "
+            f"--output_path {shlex.quote(str(out / slug(m) / 'official'))}"
+        )
     return "\n".join(lines) + "\n"
 
 

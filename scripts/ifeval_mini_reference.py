@@ -48,9 +48,24 @@ def runs_of(models) -> list:
 
 
 def compare_command(model: str, guide: str, out: Path) -> list:
-    return ["w2s-eval", "compare", "--world", WORLD, "--strong", model, "--guide", guide, "--methods",
-            METHODS if guide == "implicit" else ORACLE_METHODS, "--prompts", str(PROMPTS), "--seeds", str(SEEDS),
-            "--out", str(out)]
+    return [
+        "w2s-eval",
+        "compare",
+        "--world",
+        WORLD,
+        "--strong",
+        model,
+        "--guide",
+        guide,
+        "--methods",
+        METHODS if guide == "implicit" else ORACLE_METHODS,
+        "--prompts",
+        str(PROMPTS),
+        "--seeds",
+        str(SEEDS),
+        "--out",
+        str(out),
+    ]
 
 
 def run(runs: Path, models, threads: int) -> int:
@@ -77,18 +92,28 @@ def judge_figures(records: list, gold) -> dict:
     for method in sorted({r["method"] for r in records}):
         rows = [r for r in records if r["method"] == method]
         loose = [float(gold.scores(r["prompt"], r["response"])["prompt_level_loose_acc"]) for r in rows]
-        figures = {"prompt_strict": [r["judge"] for r in rows], "prompt_loose": loose,
-                   "words": [len(r["response"].split()) for r in rows],
-                   "distinct_2": [_distinct2(r["response"]) for r in rows],
-                   "ended": [1.0 if r["ended"] else 0.0 for r in rows]}
-        out[method] = {k: dict(zip(("mean", "se"), (round(v, 4) if v is not None else None
-                                                     for v in mean_se(vals)))) for k, vals in figures.items()}
+        figures = {
+            "prompt_strict": [r["judge"] for r in rows],
+            "prompt_loose": loose,
+            "words": [len(r["response"].split()) for r in rows],
+            "distinct_2": [_distinct2(r["response"]) for r in rows],
+            "ended": [1.0 if r["ended"] else 0.0 for r in rows],
+        }
+        out[method] = {
+            k: dict(zip(("mean", "se"), (round(v, 4) if v is not None else None for v in mean_se(vals))))
+            for k, vals in figures.items()
+        }
     return out
 
 
 def summary_of(out: Path, loaded: dict, gold) -> dict:
-    result = {"commands": [" ".join(compare_command(m, g, Path("DIR") / n)) for n, m, g in
-                           runs_of(sorted({n.removesuffix("-oracle") for n in loaded}))], "runs": {}}
+    result = {
+        "commands": [
+            " ".join(compare_command(m, g, Path("DIR") / n))
+            for n, m, g in runs_of(sorted({n.removesuffix("-oracle") for n in loaded}))
+        ],
+        "runs": {},
+    }
     for name, (records, summary) in loaded.items():
         prov = json.loads((out / name / sr.PROVENANCE).read_text(encoding="utf-8"))
         entry = {k: prov.get(k) for k in ("model_type", "params", "vocab", "layers", "hidden", "wheels")}

@@ -21,10 +21,12 @@ import torch
 from w2s_eval import SamplingConfig, SearchConfig, TransformersPolicy, chunk_beam_search, load_causal_lm
 from w2s_eval.world.strong import STRONG_MODELS, resolve_strong_model
 
-PROMPTS = ["Here is a movie review from imdb: I",
-           "Here is a movie review from imdb: The plot of this film",
-           "Here is a movie review from imdb: After watching it twice with my whole family last weekend, I",
-           "Here is a movie review from imdb: Worst"]
+PROMPTS = [
+    "Here is a movie review from imdb: I",
+    "Here is a movie review from imdb: The plot of this film",
+    "Here is a movie review from imdb: After watching it twice with my whole family last weekend, I",
+    "Here is a movie review from imdb: Worst",
+]
 SEEDS = [11, 22, 33, 44]
 
 
@@ -34,9 +36,17 @@ def hf_samples(lm, cfg: SamplingConfig) -> list:
     for prompt, seed in zip(PROMPTS, SEEDS):
         x = torch.tensor([TransformersPolicy(lm).encode(prompt, cfg)], device=lm.device)
         torch.manual_seed(seed)
-        y = lm.model.generate(x, attention_mask=torch.ones_like(x), do_sample=True, temperature=cfg.temperature,
-                              top_k=cfg.top_k, top_p=1.0, max_new_tokens=cfg.max_new_tokens, pad_token_id=lm.pad_id)
-        out.append(lm.tokenizer.decode(y[0, x.shape[1]:], skip_special_tokens=True))
+        y = lm.model.generate(
+            x,
+            attention_mask=torch.ones_like(x),
+            do_sample=True,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k,
+            top_p=1.0,
+            max_new_tokens=cfg.max_new_tokens,
+            pad_token_id=lm.pad_id,
+        )
+        out.append(lm.tokenizer.decode(y[0, x.shape[1] :], skip_special_tokens=True))
     return out
 
 
@@ -50,13 +60,18 @@ def check(name: str, new_tokens: int, device: str) -> dict:
     row["generate_s"] = time.perf_counter() - t0
     for chunk in (None, 5):
         t0 = time.perf_counter()
-        got = [r.text for r in chunk_beam_search(PROMPTS, TransformersPolicy(lm), None, SearchConfig(1, 1, chunk), cfg,
-                                                  seeds=SEEDS)]
+        got = [
+            r.text
+            for r in chunk_beam_search(
+                PROMPTS, TransformersPolicy(lm), None, SearchConfig(1, 1, chunk), cfg, seeds=SEEDS
+            )
+        ]
         key = f"cbs_1_1_{chunk or 'inf'}"
         row[key + "_s"] = time.perf_counter() - t0
         row[key] = "pass" if got == want else "FAIL"
         row.setdefault("mismatches", []).extend(
-            {"chunk": chunk, "prompt": p, "generate": w, "cbs": g} for p, w, g in zip(PROMPTS, want, got) if w != g)
+            {"chunk": chunk, "prompt": p, "generate": w, "cbs": g} for p, w, g in zip(PROMPTS, want, got) if w != g
+        )
     row["sample"] = want[1]
     return row
 
@@ -73,17 +88,23 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     rows = [check(name, args.new_tokens, args.device) for name in args.models]
     env = f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {args.device}"
-    print(f"\nCBS(1,1,L) vs torch.manual_seed(s); generate(do_sample=True): 4 prompts in one batch, "
-          f"{args.new_tokens} new tokens, T 0.7, top-k 50; {env}\n")
+    print(
+        f"\nCBS(1,1,L) vs torch.manual_seed(s); generate(do_sample=True): 4 prompts in one batch, "
+        f"{args.new_tokens} new tokens, T 0.7, top-k 50; {env}\n"
+    )
     print("| strong model | type | L=inf | L=5 | load s | generate (4 x 1 prompt) s | CBS L=inf s | CBS L=5 s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['type']} | {r['cbs_1_1_inf']} | {r['cbs_1_1_5']} | {r['load_s']:.1f} | "
-              f"{r['generate_s']:.1f} | {r['cbs_1_1_inf_s']:.1f} | {r['cbs_1_1_5_s']:.1f} |")
+        print(
+            f"| {r['model']} | {r['type']} | {r['cbs_1_1_inf']} | {r['cbs_1_1_5']} | {r['load_s']:.1f} | "
+            f"{r['generate_s']:.1f} | {r['cbs_1_1_inf_s']:.1f} | {r['cbs_1_1_5_s']:.1f} |"
+        )
     for r in rows:
         for m in r["mismatches"]:
-            print(f"MISMATCH {r['model']} L={m['chunk']}: {m['prompt']!r}\n  generate: {m['generate']!r}\n"
-                  f"  cbs:      {m['cbs']!r}")
+            print(
+                f"MISMATCH {r['model']} L={m['chunk']}: {m['prompt']!r}\n  generate: {m['generate']!r}\n"
+                f"  cbs:      {m['cbs']!r}"
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"env": env, "rows": rows}, f, indent=1)

@@ -58,14 +58,32 @@ RECORDS_XZ = "records.jsonl.xz"
 PROVENANCE = "strong_model.json"
 SUMMARY = "summary.json"
 PLOT = "gain_vs_params.png"
-_LINE_STYLES = {"bon:n=4": ("#1f77b4", "--", "o"), "bon:n=16": ("#1f77b4", "-", "o"),
-                "cbs:w=2,k=2,l=5": ("#d62728", "--", "s"), "cbs:w=4,k=4,l=5": ("#d62728", "-", "s"),
-                "eft:beta=1": ("#9467bd", "", "D")}
+_LINE_STYLES = {
+    "bon:n=4": ("#1f77b4", "--", "o"),
+    "bon:n=16": ("#1f77b4", "-", "o"),
+    "cbs:w=2,k=2,l=5": ("#d62728", "--", "s"),
+    "cbs:w=4,k=4,l=5": ("#d62728", "-", "s"),
+    "eft:beta=1": ("#9467bd", "", "D"),
+}
 
 
 def compare_command(model: str, out: Path) -> list:
-    return ["w2s-eval", "compare", "--world", "imdb-mini", "--strong", model, "--methods", METHODS,
-            "--prompts", str(PROMPTS), "--seeds", str(SEEDS), "--out", str(out)]
+    return [
+        "w2s-eval",
+        "compare",
+        "--world",
+        "imdb-mini",
+        "--strong",
+        model,
+        "--methods",
+        METHODS,
+        "--prompts",
+        str(PROMPTS),
+        "--seeds",
+        str(SEEDS),
+        "--out",
+        str(out),
+    ]
 
 
 def run(runs: Path, models, jobs: int, threads: int) -> int:
@@ -96,22 +114,36 @@ def model_summary(records: list, summary) -> dict:
         if row.note is not None:
             methods[row.method] = {"n": 0, "note": row.note}
             continue
-        judge_gain = paired_delta(by_method[row.method], by_method["base"], "judge") if row.method != "base" else \
-            (None, None)
+        judge_gain = (
+            paired_delta(by_method[row.method], by_method["base"], "judge") if row.method != "base" else (None, None)
+        )
         methods[row.method] = {
-            "n": row.n, "gold": row.gold_mean, "gold_se": row.gold_se, "judge": row.judge_mean,
-            "judge_se": row.judge_se, "gold_gain": row.delta_gold_vs_base, "gold_gain_se": row.delta_gold_se,
-            "judge_gain": judge_gain[0], "judge_gain_se": judge_gain[1], "wall_s_per_prompt": row.wall_time_s,
+            "n": row.n,
+            "gold": row.gold_mean,
+            "gold_se": row.gold_se,
+            "judge": row.judge_mean,
+            "judge_se": row.judge_se,
+            "gold_gain": row.delta_gold_vs_base,
+            "gold_gain_se": row.delta_gold_se,
+            "judge_gain": judge_gain[0],
+            "judge_gain_se": judge_gain[1],
+            "wall_s_per_prompt": row.wall_time_s,
             "gflop_per_prompt": None if row.flops is None else round(row.flops / 1e9, 3),
-            "guide_gflop_per_prompt": None if row.guide_flops is None else round(row.guide_flops / 1e9, 3)}
+            "guide_gflop_per_prompt": None if row.guide_flops is None else round(row.guide_flops / 1e9, 3),
+        }
     cbs_vs_bon = {}  # CBS against BoN of the same strong-sample budget, paired over (prompt, seed)
     for cbs in (r for r in summary.rows if r.family == "cbs" and r.note is None):
         for bon in (r for r in summary.rows if r.family == "bon" and r.budget == cbs.budget and r.note is None):
             paired = paired_delta(by_method[cbs.method], by_method[bon.method], "gold")
             cbs_vs_bon[f"{cbs.method} - {bon.method}"] = dict(zip(("gold", "gold_se"), paired))
-    return {"config_hash": summary.config_hash, "records": len(records), "methods": methods, "cbs_vs_bon": cbs_vs_bon,
-            "wall_time_s": sum(r["wall_time_s"] for r in records),
-            "batch_sizes": sorted({r["batch_size"] for r in records})}
+    return {
+        "config_hash": summary.config_hash,
+        "records": len(records),
+        "methods": methods,
+        "cbs_vs_bon": cbs_vs_bon,
+        "wall_time_s": sum(r["wall_time_s"] for r in records),
+        "batch_sizes": sorted({r["batch_size"] for r in records}),
+    }
 
 
 def load_collected(out: Path, models) -> dict:
@@ -123,8 +155,10 @@ def load_collected(out: Path, models) -> dict:
             records, notes = load_run(tmp)
         if notes:
             raise ValueError(f"{out / model}: {notes}")
-        loaded[model] = (records, summarize(records, not_applicable=not_applicable_of(out / model),
-                                            shapes=load_shapes(out / model)))
+        loaded[model] = (
+            records,
+            summarize(records, not_applicable=not_applicable_of(out / model), shapes=load_shapes(out / model)),
+        )
     return loaded
 
 
@@ -148,17 +182,28 @@ def plot_gain_vs_params(summary: dict, path: Path) -> Path:
     fig = Figure(figsize=(10, 4.2), dpi=120)
     FigureCanvasAgg(fig)
     models = sorted(summary["models"].items(), key=lambda kv: kv[1]["params"])
-    for i, (field, title) in enumerate((("gold_gain", "gold reward gain over base"),
-                                        ("judge_gain", "VADER judge gain over base"))):
+    for i, (field, title) in enumerate(
+        (("gold_gain", "gold reward gain over base"), ("judge_gain", "VADER judge gain over base"))
+    ):
         ax = fig.add_subplot(1, 2, i + 1)
         for j, (method, (color, style, marker)) in enumerate(_LINE_STYLES.items()):
             shift = 1 + 0.03 * (j - 2)  # methods side by side at each model, so the error bars do not overlap
-            pts = [(shift * m["params"] / 1e6, m["methods"][method]) for _, m in models
-                   if m["methods"].get(method, {}).get(field) is not None]
+            pts = [
+                (shift * m["params"] / 1e6, m["methods"][method])
+                for _, m in models
+                if m["methods"].get(method, {}).get(field) is not None
+            ]
             if pts:
-                ax.errorbar([p for p, _ in pts], [s[field] for _, s in pts],
-                            yerr=[s[field + "_se"] for _, s in pts], color=color, linestyle=style or "none",
-                            marker=marker, capsize=4, label=method)
+                ax.errorbar(
+                    [p for p, _ in pts],
+                    [s[field] for _, s in pts],
+                    yerr=[s[field + "_se"] for _, s in pts],
+                    color=color,
+                    linestyle=style or "none",
+                    marker=marker,
+                    capsize=4,
+                    label=method,
+                )
         ax.set_xscale("log")
         ax.set_xticks([m["params"] / 1e6 for _, m in models])
         ax.set_xticklabels([f"{name}\n{m['params'] / 1e6:.0f}M" for name, m in models], fontsize=8)

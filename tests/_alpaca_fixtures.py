@@ -2,9 +2,11 @@
 
 import json
 
-INSTRUCTIONS = [{"instruction": "Write a short movie review.", "dataset": "toy"},
-                {"instruction": "Is the film good?", "dataset": "toy"},
-                {"instruction": "Describe the actor.", "dataset": "other"}]
+INSTRUCTIONS = [
+    {"instruction": "Write a short movie review.", "dataset": "toy"},
+    {"instruction": "Is the film good?", "dataset": "toy"},
+    {"instruction": "Describe the actor.", "dataset": "other"},
+]
 
 
 def write_instructions(folder, rows=INSTRUCTIONS):

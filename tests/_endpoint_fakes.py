@@ -116,7 +116,7 @@ class _Loopback:
 
     def start(self):
         if self.stopping is not None:  # a crash is still stopping the old server: let it finish first, or it
-            self.stopping.join()       # would stop this new one (stop() takes whatever server is current)
+            self.stopping.join()  # would stop this new one (stop() takes whatever server is current)
             self.stopping = None
         self.httpd = _Server(self.port)
         self.httpd.get, self.httpd.post, self.httpd.owner = self.get, self.post, self
@@ -176,8 +176,10 @@ class FakeOpenAIServer(_Loopback):
 
     def get(self, h):
         if h.path.rstrip("/").endswith("/models"):
-            return h._reply(200, {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "test",
-                                                              "created": 0}]})
+            return h._reply(
+                200,
+                {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "test", "created": 0}]},
+            )
         h._reply(404, {"error": {"message": "not found"}})
 
     def post(self, h, body):
@@ -203,9 +205,19 @@ class FakeOpenAIServer(_Loopback):
             lps = [None] + [fake_logprob(t) for t in p_tokens[1:]]
             tops = [None] + [{t: fake_logprob(t), " zz": -0.5} for t in p_tokens[1:]]
             # like vLLM, an extra entry past the text (the generated token of max_tokens=0)
-            choices.append({"index": 0, "text": prompt, "finish_reason": "length",
-                            "logprobs": {"tokens": p_tokens + [""], "text_offset": offsets + [len(prompt) + 1],
-                                         "token_logprobs": lps + [-1.0], "top_logprobs": tops + [{"": -1.0}]}})
+            choices.append(
+                {
+                    "index": 0,
+                    "text": prompt,
+                    "finish_reason": "length",
+                    "logprobs": {
+                        "tokens": p_tokens + [""],
+                        "text_offset": offsets + [len(prompt) + 1],
+                        "token_logprobs": lps + [-1.0],
+                        "top_logprobs": tops + [{"": -1.0}],
+                    },
+                }
+            )
             generated = 1
         else:
             for i in range(body.get("n", 1)):
@@ -216,10 +228,19 @@ class FakeOpenAIServer(_Loopback):
                 choice.pop("_tokens", None)
                 choices.append(choice)
                 generated += n_gen
-        usage = {"prompt_tokens": len(p_tokens), "completion_tokens": generated,
-                 "total_tokens": len(p_tokens) + generated}
-        return 200, {"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": self.model,
-                     "choices": choices, "usage": usage}
+        usage = {
+            "prompt_tokens": len(p_tokens),
+            "completion_tokens": generated,
+            "total_tokens": len(p_tokens) + generated,
+        }
+        return 200, {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": 0,
+            "model": self.model,
+            "choices": choices,
+            "usage": usage,
+        }
 
     def _sample(self, body, i):
         greedy = body.get("temperature", 1.0) == 0
@@ -243,10 +264,20 @@ class FakeOpenAIServer(_Loopback):
                 break
         lp = None
         if body.get("logprobs") is not None:
-            lp = {"tokens": tokens, "text_offset": offsets, "token_logprobs": [fake_logprob(t) for t in tokens],
-                  "top_logprobs": None}
-        return {"index": i, "text": text, "finish_reason": reason, "stop_reason": stop_reason, "logprobs": lp,
-                "_tokens": list(tokens)}, len(tokens)
+            lp = {
+                "tokens": tokens,
+                "text_offset": offsets,
+                "token_logprobs": [fake_logprob(t) for t in tokens],
+                "top_logprobs": None,
+            }
+        return {
+            "index": i,
+            "text": text,
+            "finish_reason": reason,
+            "stop_reason": stop_reason,
+            "logprobs": lp,
+            "_tokens": list(tokens),
+        }, len(tokens)
 
 
 class FaultProxy(_Loopback):
@@ -257,7 +288,7 @@ class FaultProxy(_Loopback):
         self.target = target.rstrip("/")
 
     def _forward(self, h, method: str, data=None):
-        url = self.target + h.path[len("/v1"):] if h.path.startswith("/v1") else self.target + h.path
+        url = self.target + h.path[len("/v1") :] if h.path.startswith("/v1") else self.target + h.path
         req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=120) as r:
@@ -290,5 +321,7 @@ def recording_policy(policy, rounds: list):
                     kids = inner.extend(parents, k, max_tokens)
                     rounds.append((list(parents), kids))
                     return kids
+
             return Session()
+
     return Recording()

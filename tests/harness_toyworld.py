@@ -66,12 +66,26 @@ def judge_space_count(prompts, responses):
     return [float(r.count(" ")) for r in responses]
 
 
-def make_world(dirs: dict, gold=gold_e_count, judge=judge_space_count, name: str = "toy", max_new_tokens: int = 8,
-               manifest: dict | None = None) -> World:
-    return World(name=name, strong=dirs["strong"], tuned=dirs["tuned"], untuned=dirs["untuned"],
-                 reward_model=dirs.get("rm"), prompts=tuple((f"p{i}", t) for i, t in enumerate(PROMPTS)),
-                 sampling=SamplingConfig(temperature=1.0, max_new_tokens=max_new_tokens),
-                 gold=gold, judge=judge, manifest=manifest if manifest is not None else {"name": name, "kind": "toy"})
+def make_world(
+    dirs: dict,
+    gold=gold_e_count,
+    judge=judge_space_count,
+    name: str = "toy",
+    max_new_tokens: int = 8,
+    manifest: dict | None = None,
+) -> World:
+    return World(
+        name=name,
+        strong=dirs["strong"],
+        tuned=dirs["tuned"],
+        untuned=dirs["untuned"],
+        reward_model=dirs.get("rm"),
+        prompts=tuple((f"p{i}", t) for i, t in enumerate(PROMPTS)),
+        sampling=SamplingConfig(temperature=1.0, max_new_tokens=max_new_tokens),
+        gold=gold,
+        judge=judge,
+        manifest=manifest if manifest is not None else {"name": name, "kind": "toy"},
+    )
 
 
 def write_home(home: Path, dirs: dict) -> Path:

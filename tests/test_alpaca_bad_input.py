@@ -19,13 +19,21 @@ from w2s_eval.alpaca.judge import stack_leaderboard
 pytestmark = pytest.mark.slow  # processes, servers or training: deselect with -m 'not slow'
 
 REPO = Path(__file__).resolve().parents[1]
-INSTRUCTIONS = [{"instruction": "Write a short movie review.", "dataset": "toy"},
-                {"instruction": "Is the film good?", "dataset": "toy"}]
+INSTRUCTIONS = [
+    {"instruction": "Write a short movie review.", "dataset": "toy"},
+    {"instruction": "Is the film good?", "dataset": "toy"},
+]
 
 
 def _cli(args, umask=None):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     code = "import os, sys; from w2s_eval.cli import main; "
     code += (f"os.umask({umask}); " if umask is not None else "") + "sys.exit(main(sys.argv[1:]))"
@@ -33,24 +41,74 @@ def _cli(args, umask=None):
 
 
 def _generate(toy_dirs, ins_file, out, *extra, umask=None):
-    return _cli(["alpaca-eval", "generate", "--strong", toy_dirs["strong"], "--tuned", toy_dirs["tuned"],
-                 "--untuned", toy_dirs["untuned"], "--method", "bon:n=2", "--instructions", str(ins_file),
-                 "--out", str(out), "--max-new-tokens", "4", "--temperature", "1.0", "--top-k", "0",
-                 "--dtype", "float32", "--device", "cpu", "--no-progress", *extra], umask=umask)
+    return _cli(
+        [
+            "alpaca-eval",
+            "generate",
+            "--strong",
+            toy_dirs["strong"],
+            "--tuned",
+            toy_dirs["tuned"],
+            "--untuned",
+            toy_dirs["untuned"],
+            "--method",
+            "bon:n=2",
+            "--instructions",
+            str(ins_file),
+            "--out",
+            str(out),
+            "--max-new-tokens",
+            "4",
+            "--temperature",
+            "1.0",
+            "--top-k",
+            "0",
+            "--dtype",
+            "float32",
+            "--device",
+            "cpu",
+            "--no-progress",
+            *extra,
+        ],
+        umask=umask,
+    )
 
 
 def _main(toy_dirs, ins_file, out, *extra):
     from w2s_eval.cli import main
 
-    return main(["alpaca-eval", "generate", "--strong", toy_dirs["strong"], "--tuned", toy_dirs["tuned"],
-                 "--untuned", toy_dirs["untuned"], "--method", "bon:n=2", "--instructions", str(ins_file),
-                 "--out", str(out), "--max-new-tokens", "4", "--dtype", "float32", "--device", "cpu",
-                 "--no-progress", *extra])
+    return main(
+        [
+            "alpaca-eval",
+            "generate",
+            "--strong",
+            toy_dirs["strong"],
+            "--tuned",
+            toy_dirs["tuned"],
+            "--untuned",
+            toy_dirs["untuned"],
+            "--method",
+            "bon:n=2",
+            "--instructions",
+            str(ins_file),
+            "--out",
+            str(out),
+            "--max-new-tokens",
+            "4",
+            "--dtype",
+            "float32",
+            "--device",
+            "cpu",
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def _strict(text: str):
     def refuse(name):
         raise ValueError(f"bare {name} in JSON")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -77,7 +135,10 @@ def test_bad_settings_never_block_their_own_out_directory(toy_dirs, ins_file, tm
     in_subprocess = [  # the real command line, for the failures that used to happen after run_config.json
         (("--beta", "nan"), "beta must be a finite number, got nan"),
         (("--untuned", str(tmp_path / "nope")), f"--untuned '{tmp_path / 'nope'}' does not exist"),
-        (("--max-new-tokens", "600"), "--max-new-tokens=600 leaves no room for the prompt: lower --max-new-tokens below"),
+        (
+            ("--max-new-tokens", "600"),
+            "--max-new-tokens=600 leaves no room for the prompt: lower --max-new-tokens below",
+        ),
     ]
     for extra, needle in in_subprocess:
         p = _generate(toy_dirs, ins_file, out, *extra)
@@ -126,8 +187,11 @@ def test_a_bare_string_is_not_a_list_of_prompts():
 
 def test_configs_yaml_never_names_code_to_import(tmp_path):
     """item 8: only the w2s decoder and AlpacaEval's own decoder names."""
+
     def load(fn):
-        (tmp_path / "configs.yaml").write_text(yaml.safe_dump({"m": {"prompt_template": "p.txt", "fn_completions": fn}}))
+        (tmp_path / "configs.yaml").write_text(
+            yaml.safe_dump({"m": {"prompt_template": "p.txt", "fn_completions": fn}})
+        )
         return load_model_configs(tmp_path)["m"]["fn_completions"]
 
     assert load(DECODER_PATH) is w2s_completions
@@ -143,8 +207,20 @@ def test_judge_names_what_is_wrong_with_the_reward_model(toy_dirs, tmp_path, cap
 
     outputs = tmp_path / "m.json"
     outputs.write_text(json.dumps([{**r, "output": "fine", "generator": "m"} for r in INSTRUCTIONS]))
-    args = ["alpaca-eval", "judge", "--model-outputs", str(outputs), "--reference-outputs", str(outputs),
-            "--out", str(tmp_path / "j"), "--device", "cpu", "--no-progress", "--reward-model"]
+    args = [
+        "alpaca-eval",
+        "judge",
+        "--model-outputs",
+        str(outputs),
+        "--reference-outputs",
+        str(outputs),
+        "--out",
+        str(tmp_path / "j"),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--reward-model",
+    ]
     assert main([*args, toy_dirs["strong"]]) == 2
     assert "is not a sequence-classification model (its config names LlamaForCausalLM)" in capsys.readouterr().err
     assert main([*args, str(tmp_path)]) == 2
@@ -161,9 +237,16 @@ def test_a_second_writer_of_one_out_is_refused(toy_dirs, ins_file, tmp_path, cap
     from w2s_eval.provenance import LOCK_FILE
 
     out = tmp_path / "run"
-    child = subprocess.Popen([sys.executable, "-c", "import time; from w2s_eval.provenance import run_dir_lock\n"
-                              f"with run_dir_lock({str(out)!r}):\n    print('locked', flush=True); time.sleep(60)"],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from w2s_eval.provenance import run_dir_lock\n"
+            f"with run_dir_lock({str(out)!r}):\n    print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout.readline() == "locked\n"
         assert _main(toy_dirs, ins_file, out, "--method", "base") == 2

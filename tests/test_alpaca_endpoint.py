@@ -28,9 +28,34 @@ def ins_file(tmp_path):
 
 def _generate(out, ins_file, *strong, method="cbs:w=2,k=2,l=3", guides=None, extra=()):
     guides = ["--tuned", guides["tuned"], "--untuned", guides["untuned"]] if guides else []
-    return main(["alpaca-eval", "generate", *strong, *guides, "--method", method, "--instructions", str(ins_file),
-                 "--out", str(out), "--max-new-tokens", "6", "--temperature", "1.0", "--top-k", "0",
-                 "--dtype", "float32", "--device", "cpu", "--batch-size", "2", "--no-progress", *extra])
+    return main(
+        [
+            "alpaca-eval",
+            "generate",
+            *strong,
+            *guides,
+            "--method",
+            method,
+            "--instructions",
+            str(ins_file),
+            "--out",
+            str(out),
+            "--max-new-tokens",
+            "6",
+            "--temperature",
+            "1.0",
+            "--top-k",
+            "0",
+            "--dtype",
+            "float32",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "2",
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def _fake_text(text: str) -> bool:
@@ -40,14 +65,18 @@ def _fake_text(text: str) -> bool:
         word = next((w for w in WORDS if rest.startswith(w)), None)
         if word is None:
             return False
-        rest = rest[len(word):]
+        rest = rest[len(word) :]
     return True
 
 
 def test_generate_over_an_endpoint_with_the_chat_template(fake, toy_dirs, ins_file, tmp_path, capsys):
     out = tmp_path / "run"
-    assert _generate(out, ins_file, "--strong-endpoint", fake.url, "--strong-tokenizer", toy_dirs["strong"],
-                     guides=toy_dirs) == 0
+    assert (
+        _generate(
+            out, ins_file, "--strong-endpoint", fake.url, "--strong-tokenizer", toy_dirs["strong"], guides=toy_dirs
+        )
+        == 0
+    )
     host = f"127.0.0.1-{fake.port}-v1"
     generator = f"fake+{host}__cbs-w2-k2-l3"  # the served model's name was asked from the server
     assert f"3 outputs of {generator}" in capsys.readouterr().out
@@ -57,16 +86,21 @@ def test_generate_over_an_endpoint_with_the_chat_template(fake, toy_dirs, ins_fi
     assert all(_fake_text(r["output"]) for r in rows)
     # the strong model saw each instruction through its chat template; CBS round 1 asks n=W*K
     tok = load_tokenizer(toy_dirs["strong"])
-    templated = {tok.apply_chat_template([{"role": "user", "content": r["instruction"]}], tokenize=False,
-                                         add_generation_prompt=True) for r in INSTRUCTIONS}
+    templated = {
+        tok.apply_chat_template(
+            [{"role": "user", "content": r["instruction"]}], tokenize=False, add_generation_prompt=True
+        )
+        for r in INSTRUCTIONS
+    }
     first = [b for b in fake.bodies if b["prompt"] in templated]
     assert {b["prompt"] for b in first} == templated and all(b["n"] == 4 and b["max_tokens"] == 3 for b in first)
     assert all(b["prompt"].startswith("<|user|>") for b in fake.bodies)
     later = [b for b in fake.bodies if b["prompt"] not in templated]
     assert later and all(b["n"] == 2 for b in later)  # later rounds: n=K per kept beam
     for row in rows:  # each output continues a prefix the server generated from the templated instruction
-        p = tok.apply_chat_template([{"role": "user", "content": row["instruction"]}], tokenize=False,
-                                    add_generation_prompt=True)
+        p = tok.apply_chat_template(
+            [{"role": "user", "content": row["instruction"]}], tokenize=False, add_generation_prompt=True
+        )
         assert any(b["prompt"].startswith(p) for b in fake.bodies)
     stats = json.loads((out / STATS_FILE).read_text())
     assert len(stats) == 3 and all(s["strong_tokens"] > 0 and s["guide_tokens"] > 0 for s in stats)
@@ -82,15 +116,31 @@ def test_generate_over_an_endpoint_with_the_chat_template(fake, toy_dirs, ins_fi
     assert [c.strip() for c in made["completions"]] == [r["output"] for r in rows]
     # a rerun resumes: nothing left, nothing sent
     n_sent = len(fake.bodies)
-    assert _generate(out, ins_file, "--strong-endpoint", fake.url, "--strong-model", "fake", "--strong-tokenizer",
-                     toy_dirs["strong"], guides=toy_dirs) == 0
+    assert (
+        _generate(
+            out,
+            ins_file,
+            "--strong-endpoint",
+            fake.url,
+            "--strong-model",
+            "fake",
+            "--strong-tokenizer",
+            toy_dirs["strong"],
+            guides=toy_dirs,
+        )
+        == 0
+    )
     assert len(fake.bodies) == n_sent and json.loads((out / OUTPUTS_FILE).read_text()) == rows
 
 
 def test_without_a_tokenizer_the_raw_instruction_is_sent_and_logged(fake, ins_file, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="w2s_eval.alpaca.decoder"):
-        assert _generate(tmp_path / "run", ins_file, "--strong-endpoint", fake.url, "--strong-model", "fake",
-                         method="base") == 0
+        assert (
+            _generate(
+                tmp_path / "run", ins_file, "--strong-endpoint", fake.url, "--strong-model", "fake", method="base"
+            )
+            == 0
+        )
     assert "without its chat template" in caplog.text and fake.url in caplog.text
     assert sorted(b["prompt"] for b in fake.bodies) == sorted(r["instruction"] for r in INSTRUCTIONS)
     assert all(b["n"] == 1 and b["max_tokens"] == 6 for b in fake.bodies)
@@ -123,13 +173,25 @@ def test_bad_combinations_are_refused_before_anything_runs(fake, toy_dirs, ins_f
         _generate(out, ins_file, "--strong", toy_dirs["strong"], "--strong-endpoint", fake.url, method="base")
     assert "not allowed with argument" in capsys.readouterr().err
     cases = [
-        (("--strong", toy_dirs["strong"], "--strong-model", "fake"), "base", (),
-         "--strong-model goes with --strong-endpoint"),
-        (("--strong", toy_dirs["strong"], "--strong-tokenizer", toy_dirs["strong"]), "base", (),
-         "--strong-tokenizer goes with --strong-endpoint"),
+        (
+            ("--strong", toy_dirs["strong"], "--strong-model", "fake"),
+            "base",
+            (),
+            "--strong-model goes with --strong-endpoint",
+        ),
+        (
+            ("--strong", toy_dirs["strong"], "--strong-tokenizer", toy_dirs["strong"]),
+            "base",
+            (),
+            "--strong-tokenizer goes with --strong-endpoint",
+        ),
         (("--strong-endpoint", "127.0.0.1:8000/v1"), "base", (), "must be an http(s) URL"),
-        (("--strong-endpoint", fake.url), "eft:beta=1", (),
-         "needs full next-token distributions of the strong model, which an endpoint"),
+        (
+            ("--strong-endpoint", fake.url),
+            "eft:beta=1",
+            (),
+            "needs full next-token distributions of the strong model, which an endpoint",
+        ),
         (("--strong-endpoint", fake.url), "base", ("--chat-template", "on"), "needs the served model's tokenizer"),
     ]
     for strong, method, extra, message in cases:
@@ -146,8 +208,12 @@ def test_generation_config_over_an_endpoint():
         GenerationConfig(method="base")
     with pytest.raises(ValueError, match="strong_tokenizer is for a strong model behind strong_endpoint"):
         GenerationConfig(strong="s", strong_tokenizer="tok")
-    cfg = GenerationConfig(strong_endpoint="https://gpu-box:8000/v1", strong_model="meta-llama/Llama-3-70B",
-                           method="bon:n=4", reward_model="rm")
+    cfg = GenerationConfig(
+        strong_endpoint="https://gpu-box:8000/v1",
+        strong_model="meta-llama/Llama-3-70B",
+        method="bon:n=4",
+        reward_model="rm",
+    )
     assert cfg.generator == "Llama-3-70B+gpu-box-8000-v1__bon-n4"
     assert cfg.strong_label == "meta-llama/Llama-3-70B at https://gpu-box:8000/v1"
     with pytest.raises(ValueError, match="completions_kwargs.strong .*or strong_endpoint"):

@@ -39,8 +39,16 @@ def _env():
 
 
 def _cfg(toy_dirs, **kw):
-    base = dict(strong=toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"],
-                method="cbs:w=2,k=2,l=4", max_new_tokens=8, temperature=1.0, top_k=0, dtype="float32")
+    base = dict(
+        strong=toy_dirs["strong"],
+        tuned=toy_dirs["tuned"],
+        untuned=toy_dirs["untuned"],
+        method="cbs:w=2,k=2,l=4",
+        max_new_tokens=8,
+        temperature=1.0,
+        top_k=0,
+        dtype="float32",
+    )
     return GenerationConfig(**{**base, **kw})
 
 
@@ -54,11 +62,17 @@ def _annotator_config(tmp_path, value="Output (b)"):
     import alpaca_eval
 
     template = Path(alpaca_eval.__file__).parent / "evaluators_configs" / "text_davinci_003" / "basic_prompt.txt"
-    cfg = {"local_test": {"prompt_template": str(template), "fn_completions": "test_completions",
-                          "completions_kwargs": {"model_name": "test", "value": value},
-                          "completion_parser_kwargs": {"outputs_to_match": {1: r"(?:^|\n) ?Output \(a\)",
-                                                                            2: r"(?:^|\n) ?Output \(b\)"}},
-                          "batch_size": 1}}
+    cfg = {
+        "local_test": {
+            "prompt_template": str(template),
+            "fn_completions": "test_completions",
+            "completions_kwargs": {"model_name": "test", "value": value},
+            "completion_parser_kwargs": {
+                "outputs_to_match": {1: r"(?:^|\n) ?Output \(a\)", 2: r"(?:^|\n) ?Output \(b\)"}
+            },
+            "batch_size": 1,
+        }
+    }
     path = tmp_path / "annotator" / "configs.yaml"
     path.parent.mkdir()
     path.write_text(yaml.safe_dump(cfg))
@@ -106,7 +120,8 @@ def test_strong_prompt_uses_the_chat_template_and_guides_get_the_instruction(toy
     ae = AlpacaEngine(cfg, Engine(TransformersPolicy(toy["strong"]), scorer=length_guide))
     prompt = ae.prompts(["Hello there"])[0]
     assert prompt == toy["strong"].tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Hello there"}], tokenize=False, add_generation_prompt=True)
+        [{"role": "user", "content": "Hello there"}], tokenize=False, add_generation_prompt=True
+    )
     assert prompt.startswith("<|user|>Hello there") and prompt.endswith("<|assistant|>")
     results = ae.generate(["Hello there", "Bye"])
     assert {p for p, _ in seen} == {"Hello there", "Bye"}  # guides apply their own template to the instruction
@@ -183,8 +198,9 @@ def test_a_directory_of_another_config_is_refused_untouched(toy_dirs, engine, in
     with pytest.raises(ValueError, match=r"different config: method is 'base' there but 'bon:n=2' now"):
         run_generate(_cfg(toy_dirs, method="bon:n=2"), ins_file, tmp_path / "run", engine=engine, progress=False)
     with pytest.raises(ValueError, match="different config: temperature"):
-        run_generate(_cfg(toy_dirs, method="base", temperature=0.5), ins_file, tmp_path / "run", engine=engine,
-                     progress=False)
+        run_generate(
+            _cfg(toy_dirs, method="base", temperature=0.5), ins_file, tmp_path / "run", engine=engine, progress=False
+        )
     other = tmp_path / "other.json"
     other.write_text(json.dumps(INSTRUCTIONS + [{"instruction": "New one"}]))
     with pytest.raises(ValueError, match="different config: instructions_sha256"):
@@ -202,22 +218,62 @@ def test_a_directory_of_another_config_is_refused_untouched(toy_dirs, engine, in
 def test_bad_instruction_file_fails_before_anything_is_written(toy_dirs, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"instruction": "a"}, {"instruction": "a"}]))
-    code = main(["alpaca-eval", "generate", "--strong", toy_dirs["strong"], "--method", "base",
-                 "--instructions", str(bad), "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "alpaca-eval",
+            "generate",
+            "--strong",
+            toy_dirs["strong"],
+            "--method",
+            "base",
+            "--instructions",
+            str(bad),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 2 and "duplicated instruction" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
-    code = main(["alpaca-eval", "generate", "--strong", toy_dirs["strong"], "--method", "cbs:w=2,k=2,l=4",
-                 "--instructions", str(bad), "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "alpaca-eval",
+            "generate",
+            "--strong",
+            toy_dirs["strong"],
+            "--method",
+            "cbs:w=2,k=2,l=4",
+            "--instructions",
+            str(bad),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 2 and "needs a guide" in capsys.readouterr().err
 
 
 def test_real_alpaca_eval_cli_accepts_the_outputs(toy_dirs, engine, ins_file, tmp_path):
     cfg = _cfg(toy_dirs, method="base")
     outputs = run_generate(cfg, ins_file, tmp_path / "run", engine=engine, progress=False)
-    cmd = [sys.executable, "-c", "import sys; from alpaca_eval.main import main; sys.exit(main())", "evaluate",
-           "--model_outputs", str(outputs), "--reference_outputs", str(_references(tmp_path)),
-           "--annotators_config", str(_annotator_config(tmp_path)), "--output_path", str(tmp_path / "ae"),
-           "--fn_metric", "get_winrate", "--sort_by", "win_rate", "--precomputed_leaderboard", "None"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from alpaca_eval.main import main; sys.exit(main())",
+        "evaluate",
+        "--model_outputs",
+        str(outputs),
+        "--reference_outputs",
+        str(_references(tmp_path)),
+        "--annotators_config",
+        str(_annotator_config(tmp_path)),
+        "--output_path",
+        str(tmp_path / "ae"),
+        "--fn_metric",
+        "get_winrate",
+        "--sort_by",
+        "win_rate",
+        "--precomputed_leaderboard",
+        "None",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     import pandas as pd
@@ -251,9 +307,16 @@ def test_decoder_contract_and_evaluate_from_model_with_the_callable(toy_dirs, en
     entry["completions_kwargs"]["device"] = "cpu"
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     board, annotations = alpaca_eval.evaluate_from_model(
-        model_configs=model_configs, evaluation_dataset=json.loads(_references(tmp_path).read_text()),
-        annotators_config=str(_annotator_config(tmp_path)), output_path=tmp_path / "efm", chunksize=None,
-        fn_metric="get_winrate", sort_by="win_rate", precomputed_leaderboard=None, is_return_instead_of_print=True)
+        model_configs=model_configs,
+        evaluation_dataset=json.loads(_references(tmp_path).read_text()),
+        annotators_config=str(_annotator_config(tmp_path)),
+        output_path=tmp_path / "efm",
+        chunksize=None,
+        fn_metric="get_winrate",
+        sort_by="win_rate",
+        precomputed_leaderboard=None,
+        is_return_instead_of_print=True,
+    )
     assert board.loc[cfg.generator, "n_total"] == 3
     made = json.loads((tmp_path / "efm" / "model_outputs.json").read_text())
     assert [r["output"] for r in made] == expected and {r["generator"] for r in made} == {cfg.generator}
@@ -272,8 +335,10 @@ def test_config_validation():
         GenerationConfig(strong="s", tuned_template="no placeholder")
     with pytest.raises(ValueError, match="unknown generation setting"):
         w2s_completions(["x"], strong="s", temprature=0.5)
-    assert GenerationConfig(strong="/m/SmolLM2-1.7B-Instruct/", method="eft:beta=0.5", tuned="t",
-                            untuned="u").generator == "SmolLM2-1.7B-Instruct__eft-beta0.5"
+    assert (
+        GenerationConfig(strong="/m/SmolLM2-1.7B-Instruct/", method="eft:beta=0.5", tuned="t", untuned="u").generator
+        == "SmolLM2-1.7B-Instruct__eft-beta0.5"
+    )
     assert GenerationConfig(strong="org/model", method="bon:n=16", reward_model="rm").generator == "model__bon-n16"
 
 
@@ -293,8 +358,9 @@ def test_shards_merge_to_the_outputs_of_one_process(toy_dirs, engine, ins_file, 
     assert not (out / OUTPUTS_FILE).exists()
     assert merge_outputs(out, ins_file) == 3
     assert (out / OUTPUTS_FILE).read_bytes() == one.read_bytes()
-    assert [s["instruction"] for s in json.loads((out / STATS_FILE).read_text())] == \
-        [r["instruction"] for r in INSTRUCTIONS]
+    assert [s["instruction"] for s in json.loads((out / STATS_FILE).read_text())] == [
+        r["instruction"] for r in INSTRUCTIONS
+    ]
     assert not list(out.glob("*.shard-*"))
     with pytest.raises(ValueError, match="is not the instruction set"):
         (tmp_path / "other").mkdir()

@@ -21,7 +21,9 @@ def length_scorer(prompts, responses, finished):
 
 
 def _rows(outputs, generator):
-    return [{"instruction": q, "output": o, "generator": generator, "dataset": "toy"} for q, o in zip(QUESTIONS, outputs)]
+    return [
+        {"instruction": q, "output": o, "generator": generator, "dataset": "toy"} for q, o in zip(QUESTIONS, outputs)
+    ]
 
 
 def _sigmoid(x):
@@ -61,14 +63,30 @@ def test_outputs_and_leaderboard_rows_stack(tmp_path):
         res = J.judge_outputs(_rows([text] * 6, name), ref, length_scorer, annotator="length")
         J.write_judgement(res, tmp_path / name, leaderboard=board)
         ann = json.loads((tmp_path / name / "annotations.json").read_text())
-        assert len(ann) == 6 and {"instruction", "output_1", "output_2", "generator_1", "generator_2", "preference",
-                                  "annotator"} <= set(ann[0])
+        assert len(ann) == 6 and {
+            "instruction",
+            "output_1",
+            "output_2",
+            "generator_1",
+            "generator_2",
+            "preference",
+            "annotator",
+        } <= set(ann[0])
         single = pd.read_csv(tmp_path / name / "leaderboard.csv", index_col=0)
         assert list(single.index) == [name]
     table = pd.read_csv(board, index_col=0)
     assert list(table.index) == ["bon-n4", "base"]  # sorted by win rate, as AlpacaEval's leaderboards
-    assert list(table.columns[:9]) == ["win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total",
-                                       "discrete_win_rate", "mode", "avg_length"]
+    assert list(table.columns[:9]) == [
+        "win_rate",
+        "standard_error",
+        "n_wins",
+        "n_wins_base",
+        "n_draws",
+        "n_total",
+        "discrete_win_rate",
+        "mode",
+        "avg_length",
+    ]
     assert table.loc["base", "avg_length"] == 4 and set(table["annotator"]) == {"length"}
     # no NaN printed anywhere: the LC cells are empty and the note says why
     text = board.read_text()
@@ -109,8 +127,11 @@ def test_different_instruction_sets_are_refused():
     with pytest.raises(ValueError, match="only in the model outputs"):  # subset never invents references
         J.judge_outputs(model, ref, length_scorer, subset=True)
     with pytest.raises(ValueError, match="2 generators"):
-        J.judge_outputs(_rows(["a"] * 5, "m") + [{"instruction": QUESTIONS[5], "output": "a", "generator": "n"}],
-                        _rows(["b"] * 6, "ref"), length_scorer)
+        J.judge_outputs(
+            _rows(["a"] * 5, "m") + [{"instruction": QUESTIONS[5], "output": "a", "generator": "n"}],
+            _rows(["b"] * 6, "ref"),
+            length_scorer,
+        )
 
 
 def test_length_controlled_win_rate_when_its_inputs_exist(tmp_path, monkeypatch):
@@ -122,9 +143,20 @@ def test_length_controlled_win_rate_when_its_inputs_exist(tmp_path, monkeypatch)
     import alpaca_eval.metrics.glm_winrate as glm
 
     rng = np.random.default_rng(0)
-    gamed = pd.DataFrame([{"model": m, "index": i, "instruction_difficulty": rng.normal(), "preference": rng.uniform(),
-                           "std_delta_len": rng.normal(), "not_gamed_baseline": False}
-                          for m in ("gamed_a", "gamed_b") for i in range(len(QUESTIONS))])
+    gamed = pd.DataFrame(
+        [
+            {
+                "model": m,
+                "index": i,
+                "instruction_difficulty": rng.normal(),
+                "preference": rng.uniform(),
+                "std_delta_len": rng.normal(),
+                "not_gamed_baseline": False,
+            }
+            for m in ("gamed_a", "gamed_b")
+            for i in range(len(QUESTIONS))
+        ]
+    )
     gamed.to_csv(tmp_path / "df_gamed.csv", index=False)
     monkeypatch.setattr(glm, "hf_hub_download", lambda **kw: str(tmp_path / "df_gamed.csv"))
     monkeypatch.setattr(J, "official_instruction_index", lambda: {q: i for i, q in enumerate(QUESTIONS)})
@@ -141,8 +173,10 @@ def test_length_controlled_not_computed_says_why(tmp_path, monkeypatch):
     res = J.judge_outputs(_rows(["a"] * 6, "m"), _rows(["b"] * 6, "r"), length_scorer)
     assert "fetch-data" in res["lc_note"] and "length_controlled_winrate" not in res["metrics"]
     monkeypatch.setattr(J, "official_instruction_index", lambda: {QUESTIONS[0]: 0})
-    assert "5 of 6 instructions are not from the official" in J.judge_outputs(
-        _rows(["a"] * 6, "m"), _rows(["b"] * 6, "r"), length_scorer)["lc_note"]
+    assert (
+        "5 of 6 instructions are not from the official"
+        in J.judge_outputs(_rows(["a"] * 6, "m"), _rows(["b"] * 6, "r"), length_scorer)["lc_note"]
+    )
     monkeypatch.setattr(J, "official_instruction_index", lambda: {q: i for i, q in enumerate(QUESTIONS)})
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing cached there
@@ -151,8 +185,10 @@ def test_length_controlled_not_computed_says_why(tmp_path, monkeypatch):
     monkeypatch.setattr(c, "DEFAULT_CACHE_DIR", str(tmp_path / "hf"))
     note = J.judge_outputs(_rows(["a"] * 6, "m"), _rows(["b"] * 6, "r"), length_scorer)["lc_note"]
     assert "instruction difficulty" in note and "offline" in note
-    assert J.judge_outputs(_rows(["a"] * 6, "m"), _rows(["b"] * 6, "r"), length_scorer, lc="off")["lc_note"] == \
-        "not computed: switched off (--lc off)"
+    assert (
+        J.judge_outputs(_rows(["a"] * 6, "m"), _rows(["b"] * 6, "r"), length_scorer, lc="off")["lc_note"]
+        == "not computed: switched off (--lc off)"
+    )
 
 
 def test_cli_judge_with_a_toy_reward_model(toy_dirs, tmp_path, capsys):
@@ -160,9 +196,25 @@ def test_cli_judge_with_a_toy_reward_model(toy_dirs, tmp_path, capsys):
     ref = tmp_path / "ref.json"
     model.write_text(json.dumps(_rows(["the movie was great"] * 6, "toy-cbs")))
     ref.write_text(json.dumps(_rows(["bad film"] * 6, "ref")))
-    args = ["alpaca-eval", "judge", "--model-outputs", str(model), "--reference-outputs", str(ref), "--reward-model",
-            toy_dirs["rm"], "--out", str(tmp_path / "j"), "--leaderboard", str(tmp_path / "board.csv"),
-            "--device", "cpu", "--dtype", "float32", "--no-progress"]
+    args = [
+        "alpaca-eval",
+        "judge",
+        "--model-outputs",
+        str(model),
+        "--reference-outputs",
+        str(ref),
+        "--reward-model",
+        toy_dirs["rm"],
+        "--out",
+        str(tmp_path / "j"),
+        "--leaderboard",
+        str(tmp_path / "board.csv"),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--no-progress",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "win rate" in out and "length-controlled win rate not computed" in out and "nan" not in out.lower()
@@ -180,8 +232,20 @@ def test_cli_judge_with_a_toy_reward_model(toy_dirs, tmp_path, capsys):
 def test_cli_judge_refuses_a_multi_label_model_and_writes_nothing(toy_dirs, tmp_path, capsys):
     model = tmp_path / "m.json"
     model.write_text(json.dumps(_rows(["a"] * 6, "m")))
-    args = ["alpaca-eval", "judge", "--model-outputs", str(model), "--reference-outputs", str(model),
-            "--reward-model", toy_dirs["clf"], "--out", str(tmp_path / "j"), "--device", "cpu"]
+    args = [
+        "alpaca-eval",
+        "judge",
+        "--model-outputs",
+        str(model),
+        "--reference-outputs",
+        str(model),
+        "--reward-model",
+        toy_dirs["clf"],
+        "--out",
+        str(tmp_path / "j"),
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 2
     assert "has 2 outputs" in capsys.readouterr().err
     assert not (tmp_path / "j").exists()

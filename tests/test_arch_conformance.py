@@ -40,9 +40,10 @@ def test_cbs_w1_k1_equals_generate_for_every_chunk_length(fam, family):
     for prompt, seed in zip(PROMPTS, SEEDS):
         ids = lm.tokenizer(prompt, return_tensors="pt").to(lm.device)
         torch.manual_seed(seed)
-        out = lm.model.generate(**ids, do_sample=True, max_new_tokens=NEW, temperature=1.0, top_k=0, top_p=1.0,
-                                pad_token_id=lm.pad_id)
-        refs.append(lm.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+        out = lm.model.generate(
+            **ids, do_sample=True, max_new_tokens=NEW, temperature=1.0, top_k=0, top_p=1.0, pad_token_id=lm.pad_id
+        )
+        refs.append(lm.tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
     cfg = SamplingConfig(max_new_tokens=NEW)
     for chunk in (1, 3, None):
         res = chunk_beam_search(PROMPTS, TransformersPolicy(lm), None, SearchConfig(1, 1, chunk), cfg, seeds=SEEDS)
@@ -55,7 +56,7 @@ def _grow(kv, lm, rows_ids, steps, gen):
     toks = torch.randint(3, len(lm.tokenizer), (kv.n_rows, steps), generator=gen)
     logits = kv.feed(toks[:, :2], torch.ones_like(toks[:, :2]))
     for t in range(2, steps):
-        logits = kv.feed(toks[:, t:t + 1], torch.ones_like(toks[:, t:t + 1]))
+        logits = kv.feed(toks[:, t : t + 1], torch.ones_like(toks[:, t : t + 1]))
     for r, row in enumerate(toks.tolist()):
         rows_ids[r].extend(row)
     return logits[:, -1]
@@ -86,10 +87,15 @@ def test_reordered_cache_equals_recompute(fam, family, rewindable):
 
 ROUNDS = [  # responses of two rows per prompt over three calls: growing, re-tokenized, finished
     ["great", "bad", " so", " and the plot", "It", "x"],
-    ["great fun and the acting was", "bad plot, boring", " so very good and", " and the plot was dark",
-     "It was", "xy"],
-    ["great fun and the acting was wonderful and sad", "bad plot, boring music and a sad end",
-     " so very good and bright", " and the plot was dark and funny", "It was the worst", "xyz end"],
+    ["great fun and the acting was", "bad plot, boring", " so very good and", " and the plot was dark", "It was", "xy"],
+    [
+        "great fun and the acting was wonderful and sad",
+        "bad plot, boring music and a sad end",
+        " so very good and bright",
+        " and the plot was dark and funny",
+        "It was the worst",
+        "xyz end",
+    ],
 ]
 
 
@@ -117,8 +123,9 @@ def test_eft_beta_zero_is_the_strong_model_as_strong_and_as_guide(fam, family):
     cfg = SamplingConfig(max_new_tokens=NEW, temperature=0.8)
     for strong, guide in ((fam[family], fam[nxt]), (fam[prv], fam[family])):
         base = chunk_beam_search(PROMPTS, TransformersPolicy(strong), None, SearchConfig(1, 1, 4), cfg, seeds=SEEDS)
-        eft = chunk_beam_search(PROMPTS, EFTPolicy(strong, [guide], guide, [0.0]), None, SearchConfig(1, 1, 4), cfg,
-                                seeds=SEEDS)
+        eft = chunk_beam_search(
+            PROMPTS, EFTPolicy(strong, [guide], guide, [0.0]), None, SearchConfig(1, 1, 4), cfg, seeds=SEEDS
+        )
         assert [r.text for r in eft] == [r.text for r in base]
         assert all(r.stats["guide_tokens"] == 2 * r.stats["strong_tokens"] for r in eft)
 
@@ -129,8 +136,9 @@ def test_eft_greedy_equals_recomputed_combination(fam, family):
     recomputed from scratch each token: the guides' caches are right for every family."""
     strong, tuned, untuned = fam[family], fam[FAMILIES[FAMILIES.index(family) - 1]], fam["llama"]
     cfg = SamplingConfig(max_new_tokens=10, temperature=0)
-    res = chunk_beam_search(PROMPTS, EFTPolicy(strong, [tuned], untuned, [1.0]), None, SearchConfig(1, 1, 3), cfg,
-                            seeds=SEEDS)
+    res = chunk_beam_search(
+        PROMPTS, EFTPolicy(strong, [tuned], untuned, [1.0]), None, SearchConfig(1, 1, 3), cfg, seeds=SEEDS
+    )
     for prompt, r in zip(PROMPTS, res):
         ids = strong.tokenizer.encode(prompt)
         out = []
@@ -160,8 +168,9 @@ def test_cbs_with_incremental_guides_equals_full_rescoring(fam, family):
     cfg = SamplingConfig(max_new_tokens=12, seed=4)
     runs = []
     for incremental in (True, False):
-        scorer = ImplicitValueScorer(GuideLM(fam[family], incremental=incremental),
-                                     GuideLM(other, incremental=incremental), beta=1.0)
+        scorer = ImplicitValueScorer(
+            GuideLM(fam[family], incremental=incremental), GuideLM(other, incremental=incremental), beta=1.0
+        )
         runs.append(chunk_beam_search(PROMPTS, TransformersPolicy(strong), scorer, SearchConfig(2, 2, 3), cfg))
     assert [r.text for r in runs[0]] == [r.text for r in runs[1]]
     torch.testing.assert_close([r.score for r in runs[0]], [r.score for r in runs[1]], rtol=1e-6, atol=1e-4)

@@ -26,8 +26,11 @@ def test_search_and_guide_scoring_raise_no_deprecation_warning(toy_dirs, family)
         chunk_beam_search(prompts, TransformersPolicy(strong), scorer, SearchConfig(2, 2, 3), cfg)
         chunk_beam_search(prompts, EFTPolicy(strong, [guide], strong, [1.0]), None, SearchConfig(1, 1, None), cfg)
         GuideLM(guide, incremental=False).logprob_sums(prompts, ["great fun", "bad"], [True, False])
-    bad = [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught
-           if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+    bad = [
+        f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})"
+        for w in caught
+        if issubclass(w.category, (DeprecationWarning, FutureWarning))
+    ]
     assert not bad, "\n".join(bad)
 
 

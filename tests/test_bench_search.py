@@ -31,9 +31,15 @@ def bench():
 def lms(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     tok = build_tokenizer(str(root / "tok"))
-    return {name: load_causal_lm(build_causal_lm(str(root / name), tok, hidden=32, layers=1, seed=seed),
-                                 dtype="float32", device="cpu", name=name)
-            for seed, name in enumerate(("strong", "tuned", "untuned"))}
+    return {
+        name: load_causal_lm(
+            build_causal_lm(str(root / name), tok, hidden=32, layers=1, seed=seed),
+            dtype="float32",
+            device="cpu",
+            name=name,
+        )
+        for seed, name in enumerate(("strong", "tuned", "untuned"))
+    }
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 100])
@@ -45,9 +51,16 @@ def test_seed_path_with_one_beam_is_hf_sampling_with_the_seed(bench, lms, chunk)
     text, counts = bench.seed_cbs(ids, prompt, strong, [lms["tuned"], lms["untuned"]], 1, 1, chunk, cfg, seed=123)
     torch.manual_seed(123)
     x = torch.tensor([ids])
-    out = strong.model.generate(x, attention_mask=torch.ones_like(x), do_sample=True, temperature=0.7, top_k=50,
-                                max_new_tokens=12, pad_token_id=strong.pad_id)
-    assert text == strong.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+    out = strong.model.generate(
+        x,
+        attention_mask=torch.ones_like(x),
+        do_sample=True,
+        temperature=0.7,
+        top_k=50,
+        max_new_tokens=12,
+        pad_token_id=strong.pad_id,
+    )
+    assert text == strong.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
     n = out.shape[1] - len(ids)  # tokens sampled (EOS included)
     assert counts["rounds"] == -(-n // chunk)  # one scoring per chunk, and one when the row finishes
     assert counts["strong"] == len(ids) + n - 1  # prompt once, then one token per step
@@ -69,8 +82,11 @@ def _alone(lm, prompt: str, response: str, eos: bool) -> float:
 
 
 def test_seed_scores_are_full_rescores_of_each_row_alone(bench, lms):
-    prompt, responses, eos = "Here is a movie review from imdb: ", ["I loved it", " bad", "the plot was so very boring"], \
-        [True, False, False]
+    prompt, responses, eos = (
+        "Here is a movie review from imdb: ",
+        ["I loved it", " bad", "the plot was so very boring"],
+        [True, False, False],
+    )
     scores, costs = bench.seed_scores([lms["tuned"], lms["untuned"]], prompt, responses, eos)
     want = [_alone(lms["tuned"], prompt, r, e) - _alone(lms["untuned"], prompt, r, e) for r, e in zip(responses, eos)]
     assert scores.tolist() == pytest.approx(want, rel=1e-4, abs=1e-4)
@@ -97,13 +113,19 @@ def test_timers_count_forwards_and_restore_what_they_wrap(bench, lms):
 
 def test_report_puts_counted_flop_ratios_beside_the_speed_ups(bench):
     def row(times, gflop, rounds):
-        return {"s_per_prompt": times, "parts": [{"strong": 0.1}] * len(times), "prompts": 2,
-                "per_prompt": {"strong": 100, "guide": 50, "rounds": rounds, "gflop": gflop}}
+        return {
+            "s_per_prompt": times,
+            "parts": [{"strong": 0.1}] * len(times),
+            "prompts": 2,
+            "per_prompt": {"strong": 100, "guide": 50, "rounds": rounds, "gflop": gflop},
+        }
 
-    res = {"seed path": row([4.0, 5.0, 6.0], {"strong": 2.0, "tuned": 0.6, "untuned": 0.6}, 10),
-           "w2s CBS(4,4,5)": row([1.0, 2.0, 3.0], {"strong": 2.0, "tuned": 0.1, "untuned": 0.1}, 10),
-           "w2s BoN(16)": row([0.8, 1.0, 1.2], {"strong": 2.0, "tuned": 0.1, "untuned": 0.1}, 1),
-           "sample 16": row([0.5, 0.5, 0.5], {"strong": 2.2}, 1)}
+    res = {
+        "seed path": row([4.0, 5.0, 6.0], {"strong": 2.0, "tuned": 0.6, "untuned": 0.6}, 10),
+        "w2s CBS(4,4,5)": row([1.0, 2.0, 3.0], {"strong": 2.0, "tuned": 0.1, "untuned": 0.1}, 10),
+        "w2s BoN(16)": row([0.8, 1.0, 1.2], {"strong": 2.0, "tuned": 0.1, "untuned": 0.1}, 1),
+        "sample 16": row([0.5, 0.5, 0.5], {"strong": 2.2}, 1),
+    }
     table = bench.report(res)
     # seed: 3.2 GFLOP; CBS: 2.2 -> ratio 1.45; speed-up 4.0/1.0
     assert "| w2s CBS(4,4,5) | 2 | 1.000 | 2.000 | 4.00x / 2.50x | 2.2 (0.2) | 1.45 | 2.75 |" in table
@@ -125,8 +147,9 @@ def test_guide_flops_count_each_guide_once(bench, lms):
         out = paths[name](prompts)
         guides = out["gflop"]["tuned"] + out["gflop"]["untuned"]
         positions = out["positions"]["tuned"] + out["positions"]["untuned"]
-        assert positions - out["guide"] == (0 if name == "seed path" else 2 * sum(
-            len(lms["tuned"].tokenizer.encode(p)) - 1 for p in prompts))
+        assert positions - out["guide"] == (
+            0 if name == "seed path" else 2 * sum(len(lms["tuned"].tokenizer.encode(p)) - 1 for p in prompts)
+        )
         matmuls = 2 * n_guide * positions / 1e9
         assert matmuls <= guides < 1.2 * matmuls, name  # + attention, a few percent here
         assert out["gflop"]["tuned"] == pytest.approx(out["gflop"]["untuned"], rel=0.05)

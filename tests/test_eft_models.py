@@ -46,8 +46,11 @@ def test_eft_batched_equals_one_at_a_time(toy):
 
 
 def test_eft_on_mismatched_vocabularies_raises(toy):
-    with pytest.raises(ValueError, match=r"vocabulary differs: .*tokenizer '[^']*strong' \(\d+ tokens\) differs from the "
-                                         r"guide's tokenizer '[^']*tuned_b'"):
+    with pytest.raises(
+        ValueError,
+        match=r"vocabulary differs: .*tokenizer '[^']*strong' \(\d+ tokens\) differs from the "
+        r"guide's tokenizer '[^']*tuned_b'",
+    ):
         EFTPolicy(toy["strong"], [toy["tuned_b"]], toy["untuned"], [1.0])
 
 

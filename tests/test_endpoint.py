@@ -41,7 +41,14 @@ def test_extend_contract_and_request_bodies(fake):
     assert sorted(b["prompt"] for b in first) == sorted(PROMPTS[:2])
     for b in first:
         seed = 11 if b["prompt"] == PROMPTS[0] else 22
-        assert (b["n"], b["max_tokens"], b["temperature"], b["top_p"], b["top_k"], b["stop"]) == (3, 4, 0.7, 0.9, 5, ["XYZ"])
+        assert (b["n"], b["max_tokens"], b["temperature"], b["top_p"], b["top_k"], b["stop"]) == (
+            3,
+            4,
+            0.7,
+            0.9,
+            5,
+            ["XYZ"],
+        )
         assert b["seed"] == request_seed(seed, 1, 0)
     for c in kids:
         assert c.n_tokens <= 4 and c.done == (c.ended or c.n_tokens >= 6)
@@ -53,7 +60,7 @@ def test_extend_contract_and_request_bodies(fake):
     assert len(bodies) == len(live)
     # children of parents[0] first; each child continues its parent's text
     for j, p in enumerate(live):
-        for c in kids2[2 * j: 2 * j + 2]:
+        for c in kids2[2 * j : 2 * j + 2]:
             assert c.prompt_index == kids[p].prompt_index and c.text.startswith(kids[p].text)
             assert c.n_tokens <= 6 and c.n_tokens >= kids[p].n_tokens
     by_prompt = {b["prompt"]: b for b in bodies}
@@ -75,7 +82,7 @@ def test_token_ids_are_sent_back_when_the_server_returns_them():
         exact = chunk_beam_search(PROMPTS, pol, char_scorer, SearchConfig(2, 2, 3), cfg)
         assert pol.server_ids is True
         assert isinstance(srv.bodies[0]["prompt"], str) and any(isinstance(b["prompt"], list) for b in srv.bodies)
-        assert all("logprobs" not in b for b in srv.bodies[len(PROMPTS):])  # lengths come from the ids
+        assert all("logprobs" not in b for b in srv.bodies[len(PROMPTS) :])  # lengths come from the ids
         text = chunk_beam_search(PROMPTS, policy(srv, exact_tokens=False), char_scorer, SearchConfig(2, 2, 3), cfg)
     assert [[(x.text, x.ended) for x in r.beams] for r in exact] == [[(x.text, x.ended) for x in r.beams] for r in text]
     for r, t in zip(exact, text):  # with ids, a stop string's token counts (as in the local engine)
@@ -127,7 +134,9 @@ def test_stop_string_across_chunks_ends_the_beam(fake):
     pol = policy(fake)
     hits = 0
     for seed in range(15):
-        res = chunk_beam_search(["Go"], pol, None, SearchConfig(1, 1, 1), SamplingConfig(max_new_tokens=40, stop=(stop,)), [seed])[0]
+        res = chunk_beam_search(
+            ["Go"], pol, None, SearchConfig(1, 1, 1), SamplingConfig(max_new_tokens=40, stop=(stop,)), [seed]
+        )[0]
         free = chunk_beam_search(["Go"], pol, None, SearchConfig(1, 1, 1), SamplingConfig(max_new_tokens=40), [seed])[0]
         assert stop not in res.text
         if stop in free.text:
@@ -144,14 +153,18 @@ def test_search_methods_over_the_endpoint_are_valid_and_reproducible(fake):
     for method, w, samples in (("base", 1, 1), ("bon:n=4", 1, 4), ("cbs:w=2,k=2,l=3", 2, None)):
         a = eng.generate(PROMPTS, method, cfg, batch_size=3)
         b = eng.generate(PROMPTS, method, cfg, batch_size=1)
-        assert [(r.text, r.score, r.stats["strong_tokens"]) for r in a] == [(r.text, r.score, r.stats["strong_tokens"]) for r in b]
+        assert [(r.text, r.score, r.stats["strong_tokens"]) for r in a] == [
+            (r.text, r.score, r.stats["strong_tokens"]) for r in b
+        ]
         for r in a:
             assert len(r.beams) == w and r.text == r.beams[0].text
             assert all(x.n_tokens <= 12 and (x.ended or x.n_tokens == 12) for x in r.beams)
             if samples:
                 assert r.stats["samples"] == samples
             if r.score is not None:
-                assert r.score == max(x.score for x in r.beams) == pytest.approx(char_scorer(None, [r.text], None).item())
+                assert (
+                    r.score == max(x.score for x in r.beams) == pytest.approx(char_scorer(None, [r.text], None).item())
+                )
             assert r.stats["strong_tokens"] > 0
     other = eng.generate(PROMPTS, "bon:n=4", SamplingConfig(max_new_tokens=12, seed=5))
     assert [r.text for r in other] != [r.text for r in eng.generate(PROMPTS, "bon:n=4", cfg)]
@@ -169,14 +182,20 @@ def test_cbs_keeps_the_top_w_of_each_round(fake):
             mine = [i for i, c in enumerate(kids) if c.prompt_index == b]
             scores = char_scorer(None, [kids[i].text for i in mine], None).tolist()
             chosen = [p for p in next_parents if kids[p].prompt_index == b]
-            best = sorted(scores, reverse=True)[: 2]
+            best = sorted(scores, reverse=True)[:2]
             assert all(scores[mine.index(p)] >= best[-1] - 1e-12 for p in chosen)
     assert all(len(r.beams) == 2 for r in res)
 
 
 def test_build_engine_with_an_endpoint_and_toy_guides(fake, toy_dirs):
-    eng = build_engine(strong_endpoint=fake.url, strong_model="fake", tuned=toy_dirs["tuned"],
-                       untuned=toy_dirs["untuned"], dtype="float32", device="cpu")
+    eng = build_engine(
+        strong_endpoint=fake.url,
+        strong_model="fake",
+        tuned=toy_dirs["tuned"],
+        untuned=toy_dirs["untuned"],
+        dtype="float32",
+        device="cpu",
+    )
     assert isinstance(eng.policy, EndpointPolicy)
     res = eng.generate(PROMPTS[:2], "cbs:w=2,k=2,l=4", SamplingConfig(max_new_tokens=8, seed=0))
     assert all(r.score is not None and r.stats["guide_tokens"] > 0 for r in res)
@@ -289,7 +308,9 @@ def test_loglikelihoods_from_prompt_logprobs(fake):
     assert out[1] == (pytest.approx(fake_logprob(" b")), True)
     assert out[2] == (0.0, True)
     # a token straddling the boundary ("Plo" + "t is") counts for the continuation
-    assert endpoint_loglikelihoods(pol, ["Go Plo"], ["t is"]) == [(pytest.approx(fake_logprob(" Plot") + fake_logprob(" is")), False)]
+    assert endpoint_loglikelihoods(pol, ["Go Plo"], ["t is"]) == [
+        (pytest.approx(fake_logprob(" Plot") + fake_logprob(" is")), False)
+    ]
     with pytest.raises(ValueError, match="non-empty context"):
         endpoint_loglikelihoods(pol, [""], ["hello"])
 
@@ -303,8 +324,9 @@ def test_a_started_server_that_dies_or_never_answers_is_named_with_its_log(tmp_p
     from devtools.vllm_server import ServerProcess, launch, wait_for
 
     log = str(tmp_path / "server.log")
-    dead = ServerProcess(launch([sys.executable, "-c", "print('no model here'); raise SystemExit(3)"],
-                                dict(os.environ), log), log)
+    dead = ServerProcess(
+        launch([sys.executable, "-c", "print('no model here'); raise SystemExit(3)"], dict(os.environ), log), log
+    )
     with pytest.raises(RuntimeError, match=r"toy server exited with code 3 before it was ready; log .*\nno model here"):
         wait_for(dead, lambda: None, 60, "toy server", poll=0.05)
     hung = ServerProcess(launch([sys.executable, "-c", "import time; time.sleep(120)"], dict(os.environ), log), log)

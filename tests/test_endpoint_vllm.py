@@ -40,9 +40,17 @@ class _Served:
     def get(self):
         if self.server is None or not self.server.alive():
             self.starts += 1
-            self.server = start_vllm(self.model, "toy", python=self.python, max_model_len=512, kv_cache_gib=1,
-                                     cache_root=str(self.root / "cache"), log_path=str(self.root / f"vllm{self.starts}.log"),
-                                     ready_timeout=420, threads=2)
+            self.server = start_vllm(
+                self.model,
+                "toy",
+                python=self.python,
+                max_model_len=512,
+                kv_cache_gib=1,
+                cache_root=str(self.root / "cache"),
+                log_path=str(self.root / f"vllm{self.starts}.log"),
+                ready_timeout=420,
+                threads=2,
+            )
         return self.server
 
 
@@ -50,8 +58,10 @@ class _Served:
 def vllm(tmp_path_factory):
     python = vllm_python()
     if python is None:
-        msg = ("vLLM is not installed: run scripts/setup_vllm.sh DIR and set W2S_VLLM_PYTHON=DIR/bin/python "
-               "(in CI .ci/run does this)")
+        msg = (
+            "vLLM is not installed: run scripts/setup_vllm.sh DIR and set W2S_VLLM_PYTHON=DIR/bin/python "
+            "(in CI .ci/run does this)"
+        )
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(msg)
         pytest.skip(msg)
@@ -120,8 +130,10 @@ def test_sampled_cbs_extends_the_top_w_candidates(vllm, local, engine):
             assert all(scores[mine.index(p)] >= cutoff - 1e-12 for p in next_parents if kids[p].prompt_index == b)
         for j, p in enumerate(next_parents):  # children of parents[j] come j-th, K each, and continue it
             assert not kids[p].done
-            assert all(c.text.startswith(kids[p].text) and c.prompt_index == kids[p].prompt_index
-                       for c in next_kids[3 * j: 3 * j + 3])
+            assert all(
+                c.text.startswith(kids[p].text) and c.prompt_index == kids[p].prompt_index
+                for c in next_kids[3 * j : 3 * j + 3]
+            )
 
 
 def test_loglikelihoods_equal_the_local_model(vllm, local):
@@ -137,7 +149,9 @@ def test_loglikelihoods_equal_the_local_model(vllm, local):
         assert value == pytest.approx(want, rel=1e-4, abs=1e-3)
         assert greedy == all(lp[i - 1].argmax().item() == ids[i] for i in range(n, len(ids)))
     # a greedy continuation is greedy
-    text = Engine(endpoint(vllm)).generate(["The movie"], "base", SamplingConfig(temperature=0, max_new_tokens=5))[0].text
+    text = (
+        Engine(endpoint(vllm)).generate(["The movie"], "base", SamplingConfig(temperature=0, max_new_tokens=5))[0].text
+    )
     assert endpoint_loglikelihoods(endpoint(vllm), ["The movie"], [text])[0][1] is True
 
 
@@ -187,5 +201,7 @@ def test_zz_killed_vllm_server_gives_a_clear_error(vllm):
     Engine(pol).generate(PROMPTS[:1], "base", SamplingConfig(max_new_tokens=4))
     server.stop()
     assert not server.alive()
-    with pytest.raises(EndpointError, match=f"endpoint {server.base_url} failed after 2 attempts.*Is the server running"):
+    with pytest.raises(
+        EndpointError, match=f"endpoint {server.base_url} failed after 2 attempts.*Is the server running"
+    ):
         Engine(pol).generate(PROMPTS[:1], "base", SamplingConfig(max_new_tokens=4))

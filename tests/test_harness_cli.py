@@ -32,9 +32,29 @@ def toy_home(tmp_path, toy_dirs, monkeypatch):
 
 
 def _compare(home, out, *extra, methods="base,bon:n=2,cbs:w=1,k=2,l=3", world="toy"):
-    return main(["compare", "--world", world, "--world-home", str(home), "--methods", methods, "--prompts", "2",
-                 "--seeds", "2", "--out", str(out), "--device", "cpu", "--max-new-tokens", "5", "--no-progress",
-                 *extra])
+    return main(
+        [
+            "compare",
+            "--world",
+            world,
+            "--world-home",
+            str(home),
+            "--methods",
+            methods,
+            "--prompts",
+            "2",
+            "--seeds",
+            "2",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "5",
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.slow
@@ -111,8 +131,22 @@ def test_demo_builds_the_world_only_when_missing(toy_dirs, tmp_path, monkeypatch
     monkeypatch.setattr(cli, "build_world", build_world)  # the builder the demo calls
     register_world("toy-lazy", load_toy)
     home, out = tmp_path / "h", tmp_path / "demo"
-    argv = ["demo", "--world", "toy-lazy", "--world-home", str(home), "--methods", "base,bon:n=2", "--prompts", "2",
-            "--out", str(out), "--device", "cpu", "--no-progress"]
+    argv = [
+        "demo",
+        "--world",
+        "toy-lazy",
+        "--world-home",
+        str(home),
+        "--methods",
+        "base,bon:n=2",
+        "--prompts",
+        "2",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     try:
         assert main(argv) == 0
         assert calls == [("toy-lazy", str(home))]
@@ -132,13 +166,38 @@ def test_demo_prints_a_table_as_soon_as_each_method_finishes(toy_home, tmp_path,
     the test has read base's table: so that table came while the later methods were still to run."""
     (toy_home / "gate.json").write_text(json.dumps({"free": 2}))
     methods, out = ["base", "bon:n=2", "cbs:w=1,k=2,l=3"], tmp_path / "demo"
-    argv = ["demo", "--world", "toy-gated", "--world-home", str(toy_home), "--methods", ",".join(methods),
-            "--prompts", "2", "--seeds", "2", "--out", str(out), "--device", "cpu", "--no-progress"]
-    env = dict(os.environ, W2S_EVAL_WORLD_MODULES="harness_toyworld", PYTHONPATH=str(TESTS), HF_HUB_OFFLINE="1",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    with open(tmp_path / "stderr", "w") as err, subprocess.Popen(
-            [sys.executable, "-m", "w2s_eval.cli", *argv], env=env, stdout=subprocess.PIPE, stderr=err,
-            text=True) as proc:
+    argv = [
+        "demo",
+        "--world",
+        "toy-gated",
+        "--world-home",
+        str(toy_home),
+        "--methods",
+        ",".join(methods),
+        "--prompts",
+        "2",
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    env = dict(
+        os.environ,
+        W2S_EVAL_WORLD_MODULES="harness_toyworld",
+        PYTHONPATH=str(TESTS),
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+    )
+    with (
+        open(tmp_path / "stderr", "w") as err,
+        subprocess.Popen(
+            [sys.executable, "-m", "w2s_eval.cli", *argv], env=env, stdout=subprocess.PIPE, stderr=err, text=True
+        ) as proc,
+    ):
         head = []
         for line in proc.stdout:
             head.append(line)
@@ -156,8 +215,10 @@ def test_demo_prints_a_table_as_soon_as_each_method_finishes(toy_home, tmp_path,
     partial = ""
     for done in (1, 2):
         table = to_markdown(summary_of(out, methods=methods[:done]))
-        partial += (f"results so far ({done} of 3 methods done: {', '.join(methods[:done])}; the full table "
-                    f"follows at the end):\n\n{table}\n")
+        partial += (
+            f"results so far ({done} of 3 methods done: {', '.join(methods[:done])}; the full table "
+            f"follows at the end):\n\n{table}\n"
+        )
     gold = [r["gold"] for r in recorded_then]
     assert f"| base | 4 | {statistics.mean(gold):.3f} ± {statistics.stdev(gold) / math.sqrt(4):.3f} |" in partial
     assert "| bon:n=2 |" in partial and "| cbs:w=1,k=2,l=3 |" not in partial
@@ -166,7 +227,7 @@ def test_demo_prints_a_table_as_soon_as_each_method_finishes(toy_home, tmp_path,
     assert main(argv) == 0
     again = capsys.readouterr().out
     assert "results so far" not in again and "| cbs:w=1,k=2,l=3 | 4 |" in again
-    assert printed[len(partial):] == again.replace("(0 new, 12 recorded before)", "(12 new, 0 recorded before)")
+    assert printed[len(partial) :] == again.replace("(0 new, 12 recorded before)", "(12 new, 0 recorded before)")
 
 
 def test_each_command_is_added_by_the_module_the_table_names():
@@ -190,13 +251,42 @@ def test_a_second_compare_into_one_out_is_refused(toy_home, tmp_path, capsys):
     naming the first's pid; the first then finishes alone, one record per key."""
     (toy_home / "gate.json").write_text(json.dumps({"free": 0}))
     out = tmp_path / "run"
-    argv = ["compare", "--world", "toy-gated", "--world-home", str(toy_home), "--methods", "base,bon:n=2",
-            "--prompts", "2", "--seeds", "2", "--out", str(out), "--device", "cpu", "--max-new-tokens", "4",
-            "--no-progress", "--no-report"]
-    env = dict(os.environ, W2S_EVAL_WORLD_MODULES="harness_toyworld", PYTHONPATH=str(TESTS), HF_HUB_OFFLINE="1",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    with subprocess.Popen([sys.executable, "-m", "w2s_eval.cli", *argv], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True) as first:
+    argv = [
+        "compare",
+        "--world",
+        "toy-gated",
+        "--world-home",
+        str(toy_home),
+        "--methods",
+        "base,bon:n=2",
+        "--prompts",
+        "2",
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "4",
+        "--no-progress",
+        "--no-report",
+    ]
+    env = dict(
+        os.environ,
+        W2S_EVAL_WORLD_MODULES="harness_toyworld",
+        PYTHONPATH=str(TESTS),
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+    )
+    with subprocess.Popen(
+        [sys.executable, "-m", "w2s_eval.cli", *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as first:
         try:
             deadline = time.monotonic() + 120
             while not (out / "config.json").exists():  # written under the lock, before generating

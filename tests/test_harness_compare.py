@@ -9,7 +9,8 @@ import torch
 from harness_toyworld import PROMPTS, InterruptingGold, make_world
 
 from w2s_eval.cli import build_parser
-from w2s_eval.harness.compare import build_world_engine, make_run_config, run_compare, strong_prompts
+from w2s_eval.harness.compare import run_compare, strong_prompts
+from w2s_eval.harness.plan import build_world_engine, make_run_config
 from w2s_eval.harness.records import CONFIG_FILE, RECORDS_FILE, read_records, record_key
 
 METHODS = "base,bon:n=3,eft:beta=1,cbs:w=2,k=2,l=3"
@@ -77,8 +78,9 @@ def test_seed_of_a_record_is_the_sampling_seed(ref_run, world, engine):
             [res] = engine.generate([PROMPTS[1]], method, replace(world.sampling, seed=seed))
             assert records[(method, "p1", seed)]["response"] == res.text
     # different seeds give different samples somewhere
-    assert any(records[("base", f"p{i}", 0)]["response"] != records[("base", f"p{i}", 1)]["response"]
-               for i in range(N_PROMPTS))
+    assert any(
+        records[("base", f"p{i}", 0)]["response"] != records[("base", f"p{i}", 1)]["response"] for i in range(N_PROMPTS)
+    )
 
 
 def test_guide_score_is_the_guide_on_the_final_response(ref_run, engine):
@@ -152,8 +154,13 @@ def test_bad_input_is_reported_before_generation(tmp_path, toy_dirs, world, engi
         make_run_config(world, "base", 2, 1, temprature=0.3)
     bad_gold = make_world(toy_dirs, gold=lambda p, r: [float("nan")] * len(r))
     with pytest.raises(ValueError, match="gold function returned nan"):
-        run_compare(bad_gold, make_run_config(bad_gold, "base", 1, 1, device="cpu"), tmp_path / "r", engine=engine,
-                    progress=False)
+        run_compare(
+            bad_gold,
+            make_run_config(bad_gold, "base", 1, 1, device="cpu"),
+            tmp_path / "r",
+            engine=engine,
+            progress=False,
+        )
     assert read_records(tmp_path / "r" / RECORDS_FILE) == ([], None)
 
 
@@ -174,8 +181,10 @@ def test_strong_model_reads_the_template_and_guides_gold_judge_the_plain_prompt(
     plain = [text for _, text in world.prompts[:2]]
     templated = strong_prompts(engine, cfg, plain)
     tok = engine.policy.lm.tokenizer
-    assert templated == [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
-                                                 add_generation_prompt=True) for t in plain]
+    assert templated == [
+        tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
+        for t in plain
+    ]
     assert all(t != p and p in t for t, p in zip(templated, plain))
     for spec in ("base", "cbs:w=2,k=2,l=3"):
         want = engine.generate(templated, spec, replace(cfg.sampling, seed=0), batch_size=2, guide_prompts=plain)
@@ -201,8 +210,13 @@ def test_a_strong_model_without_a_chat_template_is_refused_before_anything_is_wr
 def test_the_flag_is_on_the_compare_and_demo_command_lines():
     parser = build_parser("compare")
     for command in ("compare", "demo"):
-        args = parser.parse_args([command, "--chat-template"] + (["--world", "toy", "--out", "x"]
-                                                                 if command == "compare" else []))
+        args = parser.parse_args(
+            [command, "--chat-template"] + (["--world", "toy", "--out", "x"] if command == "compare" else [])
+        )
         assert args.chat_template is True
-        assert parser.parse_args([command] + (["--world", "toy", "--out", "x"] if command == "compare" else [])
-                                 ).chat_template is False
+        assert (
+            parser.parse_args(
+                [command] + (["--world", "toy", "--out", "x"] if command == "compare" else [])
+            ).chat_template
+            is False
+        )

@@ -8,7 +8,8 @@ from _endpoint_fakes import WORDS, FakeOpenAIServer
 from harness_toyworld import PROMPTS, gold_e_count, judge_space_count, make_world, write_home
 
 from w2s_eval.cli import main
-from w2s_eval.harness.compare import make_run_config, run_compare
+from w2s_eval.harness.compare import run_compare
+from w2s_eval.harness.plan import make_run_config
 from w2s_eval.harness.records import CONFIG_FILE, RECORDS_FILE, RunConfig, read_records
 
 METHODS = "base,bon:n=2,cbs:w=1,k=2,l=3"
@@ -27,9 +28,29 @@ def toy_home(tmp_path, toy_dirs, monkeypatch):
 
 
 def _compare(home, out, *extra, methods=METHODS, prompts="2"):
-    return main(["compare", "--world", "toy", "--world-home", str(home), "--methods", methods, "--prompts", prompts,
-                 "--seeds", "1", "--out", str(out), "--device", "cpu", "--max-new-tokens", "5", "--no-progress",
-                 *extra])
+    return main(
+        [
+            "compare",
+            "--world",
+            "toy",
+            "--world-home",
+            str(home),
+            "--methods",
+            methods,
+            "--prompts",
+            prompts,
+            "--seeds",
+            "1",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "5",
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def _fake_text(text: str) -> bool:
@@ -39,7 +60,7 @@ def _fake_text(text: str) -> bool:
         word = next((w for w in WORDS if rest.startswith(w)), None)
         if word is None:
             return False
-        rest = rest[len(word):]
+        rest = rest[len(word) :]
     return True
 
 
@@ -98,8 +119,9 @@ def test_bad_endpoint_settings_are_clear(fake, toy_home, tmp_path, capsys):
     assert "--strong-model names a served model; give it with --strong-endpoint" in capsys.readouterr().err
     assert _compare(toy_home, tmp_path / "b", "--strong-endpoint", "localhost:8000") == 2
     assert "--strong-endpoint must be an http(s) URL" in capsys.readouterr().err  # the command line spells its flag
-    assert _compare(toy_home, tmp_path / "c", "--strong-endpoint", fake.url, "--strong-model", "nope",
-                    methods="base") == 2
+    assert (
+        _compare(toy_home, tmp_path / "c", "--strong-endpoint", fake.url, "--strong-model", "nope", methods="base") == 2
+    )
     assert "nope" in capsys.readouterr().err
     assert not (tmp_path / "c" / RECORDS_FILE).exists() or not (tmp_path / "c" / RECORDS_FILE).read_text()
 
@@ -111,17 +133,39 @@ def test_run_config_and_api_with_an_endpoint(fake, toy_dirs, tmp_path):
     local = make_run_config(world, "base", 1, 1)
     assert "strong_endpoint" not in local.identity() and local.config_hash != cfg.config_hash
     with pytest.raises(ValueError, match="strong_model='fake' names a served model"):
-        RunConfig(world="w", world_fingerprint="f", methods=("base",), n_prompts=1, seeds=(0,),
-                  sampling=local.sampling, engine=local.engine.engine_spec(strong_model="fake"))
+        RunConfig(
+            world="w",
+            world_fingerprint="f",
+            methods=("base",),
+            n_prompts=1,
+            seeds=(0,),
+            sampling=local.sampling,
+            engine=local.engine.engine_spec(strong_model="fake"),
+        )
     outcome = run_compare(world, cfg, tmp_path / "run", progress=False)
-    assert outcome.n_new == 2 and all(_fake_text(r["response"]) for r in read_records(tmp_path / "run" /
-                                                                                     RECORDS_FILE)[0])
+    assert outcome.n_new == 2 and all(
+        _fake_text(r["response"]) for r in read_records(tmp_path / "run" / RECORDS_FILE)[0]
+    )
 
 
 def test_demo_over_an_endpoint_leaves_eft_out(fake, toy_home, tmp_path, capsys):
     out = tmp_path / "demo"
-    argv = ["demo", "--world", "toy", "--world-home", str(toy_home), "--prompts", "1", "--out", str(out),
-            "--device", "cpu", "--no-progress", "--strong-endpoint", fake.url]
+    argv = [
+        "demo",
+        "--world",
+        "toy",
+        "--world-home",
+        str(toy_home),
+        "--prompts",
+        "1",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--strong-endpoint",
+        fake.url,
+    ]
     assert main(argv) == 0
     records, _ = read_records(out / RECORDS_FILE)
     assert sorted(r["method"] for r in records) == sorted(["base", "bon:n=16", "cbs:w=4,k=4,l=5"])

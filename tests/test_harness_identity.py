@@ -14,7 +14,7 @@ from harness_toyworld import make_world, write_home
 
 from w2s_eval.cli import main
 from w2s_eval.config import SamplingConfig
-from w2s_eval.harness.compare import make_run_config
+from w2s_eval.harness.plan import make_run_config
 from w2s_eval.harness.records import CONFIG_FILE, RECORDS_FILE, open_run_dir, read_records
 from w2s_eval.world_registry import World, register_world, unregister_world
 
@@ -27,12 +27,21 @@ def _reference_world(toy_dirs) -> World:
     part of a run's identity; the manifest's fingerprint stands for them)."""
     manifest = json.loads((REFERENCE / "world_manifest.json").read_text())
     c = manifest["config"]
-    return World(name="imdb-mini", strong=toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"],
-                 reward_model=toy_dirs["rm"], prompts=tuple((f"p{i}", "x") for i in range(64)),
-                 sampling=SamplingConfig(temperature=c["temperature"], top_k=c["top_k"],
-                                         max_new_tokens=c["sampling_tokens"], seed=c["seed"]),
-                 gold=lambda p, r: [0.0] * len(r), judge=lambda p, r: [0.0] * len(r), manifest=manifest,
-                 strong_name="smollm2-135m")
+    return World(
+        name="imdb-mini",
+        strong=toy_dirs["strong"],
+        tuned=toy_dirs["tuned"],
+        untuned=toy_dirs["untuned"],
+        reward_model=toy_dirs["rm"],
+        prompts=tuple((f"p{i}", "x") for i in range(64)),
+        sampling=SamplingConfig(
+            temperature=c["temperature"], top_k=c["top_k"], max_new_tokens=c["sampling_tokens"], seed=c["seed"]
+        ),
+        gold=lambda p, r: [0.0] * len(r),
+        judge=lambda p, r: [0.0] * len(r),
+        manifest=manifest,
+        strong_name="smollm2-135m",
+    )
 
 
 def test_the_committed_reference_run_keeps_its_identity(toy_dirs, monkeypatch, tmp_path):
@@ -57,12 +66,42 @@ def test_the_committed_reference_run_keeps_its_identity(toy_dirs, monkeypatch, t
 
 
 def _cli(home, out, *extra, umask=None, methods="base,bon:n=2"):
-    env = dict(os.environ, W2S_EVAL_WORLD_MODULES="harness_toyworld", PYTHONPATH=str(TESTS), HF_HUB_OFFLINE="1",
-               OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "w2s_eval.cli", "compare", "--world", "toy", "--world-home", str(home), "--methods",
-           methods, "--prompts", "2", "--seeds", "1", "--out", str(out), "--device", "cpu", "--no-progress", *extra]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True,
-                          preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+    env = dict(
+        os.environ,
+        W2S_EVAL_WORLD_MODULES="harness_toyworld",
+        PYTHONPATH=str(TESTS),
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "w2s_eval.cli",
+        "compare",
+        "--world",
+        "toy",
+        "--world-home",
+        str(home),
+        "--methods",
+        methods,
+        "--prompts",
+        "2",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-progress",
+        *extra,
+    ]
+    return subprocess.run(
+        cmd,
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
+    )
 
 
 def test_a_failed_run_does_not_block_the_corrected_rerun(tmp_path, toy_dirs):
@@ -120,9 +159,29 @@ def strong_models(toy_dirs, monkeypatch):
 
 
 def _compare(home, out, *extra, methods="base,bon:n=2,eft:beta=1"):
-    return main(["compare", "--world", "toy-strong", "--world-home", str(home), "--methods", methods, "--prompts",
-                 "2", "--seeds", "1", "--out", str(out), "--device", "cpu", "--max-new-tokens", "4", "--no-progress",
-                 *extra])
+    return main(
+        [
+            "compare",
+            "--world",
+            "toy-strong",
+            "--world-home",
+            str(home),
+            "--methods",
+            methods,
+            "--prompts",
+            "2",
+            "--seeds",
+            "1",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "4",
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def test_strong_by_name_is_its_own_run_and_eft_is_na_across_vocabularies(strong_models, toy_dirs, tmp_path, capsys):
@@ -130,8 +189,10 @@ def test_strong_by_name_is_its_own_run_and_eft_is_na_across_vocabularies(strong_
     assert _compare(tmp_path, out, "--strong", "other-vocab") == 0
     captured = capsys.readouterr()
     assert "eft:beta=1 is not run (vocabulary differs" in captured.err
-    both = (f"strong model's tokenizer '{toy_dirs['tuned_b']}' (500 tokens) differs from the guide's tokenizer "
-            f"'{toy_dirs['tuned']}' (502 tokens)")
+    both = (
+        f"strong model's tokenizer '{toy_dirs['tuned_b']}' (500 tokens) differs from the guide's tokenizer "
+        f"'{toy_dirs['tuned']}' (502 tokens)"
+    )
     assert both in captured.err  # both tokenizers named
     records = read_records(out / RECORDS_FILE)[0]
     assert sorted({r["method"] for r in records}) == ["base", "bon:n=2"]

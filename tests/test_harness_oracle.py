@@ -3,8 +3,9 @@
 import pytest
 from harness_toyworld import make_world
 
-from w2s_eval.harness.compare import build_world_engine, make_run_config, run_compare
+from w2s_eval.harness.compare import run_compare
 from w2s_eval.harness.oracle import oracle_engine
+from w2s_eval.harness.plan import build_world_engine, make_run_config
 from w2s_eval.harness.records import RECORDS_FILE, read_records
 
 

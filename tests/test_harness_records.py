@@ -6,16 +6,22 @@ import pytest
 
 from w2s_eval.config import SamplingConfig
 from w2s_eval.harness import records as R
-from w2s_eval.harness.compare import parse_seeds, split_methods
+from w2s_eval.harness.records import parse_seeds, split_methods
 from w2s_eval.spec import EngineSpec
 from w2s_eval.world_registry import World, load_world, register_world, unregister_world, world_names
 
 
 def _cfg(**kw):
     engine = {k: kw.pop(k) for k in ("device", "dtype", "beta") if k in kw}
-    base = dict(world="toy", world_fingerprint="abc", methods=("base", "bon:n=4"), n_prompts=3, seeds=(0, 1),
-                sampling=SamplingConfig(temperature=1.0, max_new_tokens=8),
-                engine=EngineSpec(strong="s", tuned=("t",), untuned="u", **{"dtype": "float32", **engine}))
+    base = dict(
+        world="toy",
+        world_fingerprint="abc",
+        methods=("base", "bon:n=4"),
+        n_prompts=3,
+        seeds=(0, 1),
+        sampling=SamplingConfig(temperature=1.0, max_new_tokens=8),
+        engine=EngineSpec(strong="s", tuned=("t",), untuned="u", **{"dtype": "float32", **engine}),
+    )
     base.update(kw)
     return R.RunConfig(**base)
 
@@ -26,7 +32,11 @@ def _rec(pid, method="base", seed=0, **kw):
 
 def test_split_methods_keeps_commas_inside_a_method():
     assert split_methods("base,bon:n=16,eft:beta=1.0,cbs:w=4,k=4,l=5") == [
-        "base", "bon:n=16", "eft:beta=1", "cbs:w=4,k=4,l=5"]
+        "base",
+        "bon:n=16",
+        "eft:beta=1",
+        "cbs:w=4,k=4,l=5",
+    ]
     assert split_methods(["base", "cbs:w=2,k=2,l=inf"]) == ["base", "cbs:w=2,k=2,l=inf"]
     assert split_methods("bon:n=4; cbs:w=1, k=4") == ["bon:n=4", "cbs:w=1,k=4,l=5"]
     with pytest.raises(ValueError, match="unknown method"):
@@ -106,8 +116,9 @@ def test_open_run_dir_refuses_another_config_and_grows_the_grid(tmp_path):
     assert grid == {"methods": ["base", "bon:n=4", "cbs:w=2,k=2,l=3"], "n_prompts": 5, "seeds": [0, 1, 2]}
     # a record of another config in the records file is refused too
     other = _cfg(guide="rm")
-    (tmp_path / R.RECORDS_FILE).write_text(json.dumps(_rec("p0", config=other.resolved("base", 0),
-                                                          config_hash=other.config_hash)) + "\n")
+    (tmp_path / R.RECORDS_FILE).write_text(
+        json.dumps(_rec("p0", config=other.resolved("base", 0), config_hash=other.config_hash)) + "\n"
+    )
     with pytest.raises(ValueError, match="guide is 'rm' there but 'implicit' now"):
         R.open_run_dir(tmp_path, _cfg())
 
@@ -130,9 +141,18 @@ def test_git_revision_reads_head_without_git(tmp_path):
 
 
 def _world(**kw):
-    args = dict(name="w", strong="s", tuned="t", untuned="u", reward_model=None, prompts=(("a", "x"), ("b", "y")),
-                sampling=SamplingConfig(), gold=lambda p, r: [0.0] * len(r), judge=lambda p, r: [0.0] * len(r),
-                manifest={})
+    args = dict(
+        name="w",
+        strong="s",
+        tuned="t",
+        untuned="u",
+        reward_model=None,
+        prompts=(("a", "x"), ("b", "y")),
+        sampling=SamplingConfig(),
+        gold=lambda p, r: [0.0] * len(r),
+        judge=lambda p, r: [0.0] * len(r),
+        manifest={},
+    )
     args.update(kw)
     return World(**args)
 
@@ -150,7 +170,8 @@ def test_world_validates_and_registry_finds_worlds(tmp_path, monkeypatch):
     (tmp_path / "my_worlds_mod.py").write_text(
         "from w2s_eval.world_registry import register_world\n"
         "from test_harness_records import _world\n"
-        "register_world('plug', lambda home: _world(name='plug', strong=str(home)))\n")
+        "register_world('plug', lambda home: _world(name='plug', strong=str(home)))\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("W2S_EVAL_WORLD_MODULES", "my_worlds_mod")
     try:
@@ -173,8 +194,10 @@ def test_worlds_register_without_an_import_cycle():
     import subprocess
     import sys
 
-    code = ("import sys, {a}; from w2s_eval.world_registry import world_names; assert 'imdb-mini' in world_names(); "
-            "bad = [m for m in sys.modules if m.startswith('{b}')]; assert not bad, bad")
+    code = (
+        "import sys, {a}; from w2s_eval.world_registry import world_names; assert 'imdb-mini' in world_names(); "
+        "bad = [m for m in sys.modules if m.startswith('{b}')]; assert not bad, bad"
+    )
     # the world builders sit below the harness (the layer contract, tests/test_layers.py): they never import it
     subprocess.run([sys.executable, "-c", code.format(a="w2s_eval.world", b="w2s_eval.harness")], check=True)
     from w2s_eval import world_registry as worlds

@@ -10,7 +10,8 @@ import statistics
 import pytest
 
 from w2s_eval.harness.records import RECORDS_FILE
-from w2s_eval.harness.report import load_run, mean_se, summarize, to_latex, to_markdown, write_report
+from w2s_eval.harness.report import mean_se, summarize, to_latex, to_markdown, write_report
+from w2s_eval.harness.runs import load_run
 
 METHODS = ["cbs:w=2,k=2,l=5", "base", "bon:n=16", "bon:n=4", "eft:beta=1", "cbs:w=4,k=4,l=5"]
 
@@ -21,12 +22,23 @@ def _records(n_prompts=4, seeds=(0, 1, 2), methods=METHODS, rng_seed=0):
     for spec in methods:
         for p in range(n_prompts):
             for s in seeds:
-                out.append({"prompt_id": f"p{p}", "prompt": f"prompt {p}", "method": spec, "seed": s,
-                            "gold": round(rng.gauss(0, 1), 3), "judge": round(rng.uniform(-1, 1), 3),
-                            "guide_score": round(rng.gauss(2, 1), 3), "strong_tokens": rng.randint(10, 900),
-                            "guide_tokens": rng.randint(0, 2000), "samples": rng.randint(1, 20),
-                            "wall_time_s": rng.uniform(0.1, 3.0), "config_hash": "h1",
-                            "config": {"world": "toy", "method": spec, "seed": s}})
+                out.append(
+                    {
+                        "prompt_id": f"p{p}",
+                        "prompt": f"prompt {p}",
+                        "method": spec,
+                        "seed": s,
+                        "gold": round(rng.gauss(0, 1), 3),
+                        "judge": round(rng.uniform(-1, 1), 3),
+                        "guide_score": round(rng.gauss(2, 1), 3),
+                        "strong_tokens": rng.randint(10, 900),
+                        "guide_tokens": rng.randint(0, 2000),
+                        "samples": rng.randint(1, 20),
+                        "wall_time_s": rng.uniform(0.1, 3.0),
+                        "config_hash": "h1",
+                        "config": {"world": "toy", "method": spec, "seed": s},
+                    }
+                )
     return out
 
 
@@ -85,8 +97,10 @@ def test_only_pairs_recorded_for_every_method_are_compared(tmp_path):
     s_all = summarize(records, matched=False)
     assert [r.n for r in s_all.rows] == [6, 5]
     with pytest.raises(ValueError, match="no .prompt, seed. pair"):
-        summarize([r for r in records if r["prompt_id"] == "p0" and r["method"] == "base"]
-                  + [r for r in records if r["prompt_id"] == "p1" and r["method"] == "bon:n=4"])
+        summarize(
+            [r for r in records if r["prompt_id"] == "p0" and r["method"] == "base"]
+            + [r for r in records if r["prompt_id"] == "p1" and r["method"] == "bon:n=4"]
+        )
 
 
 def test_single_record_has_no_standard_error_and_formats_hold(tmp_path):
@@ -124,8 +138,11 @@ def test_plots_are_png_files(tmp_path):
 
     series = _series(paths["summary"].rows)
     assert [(b, r.method) for b, r in series["BoN"]] == [(1, "base"), (4, "bon:n=4"), (16, "bon:n=16")]
-    assert [(b, r.method) for b, r in series["CBS (L=5)"]] == [(1, "base"), (4, "cbs:w=2,k=2,l=5"),
-                                                              (16, "cbs:w=4,k=4,l=5")]
+    assert [(b, r.method) for b, r in series["CBS (L=5)"]] == [
+        (1, "base"),
+        (4, "cbs:w=2,k=2,l=5"),
+        (16, "cbs:w=4,k=4,l=5"),
+    ]
 
 
 # ----------------------------------------------------------------------------- issue 25, item 8: bad records
@@ -135,15 +152,18 @@ def _nan_gold(records):
     records[5]["gold"] = float("nan")  # json.dumps writes a bare NaN, which json.loads reads back
 
 
-@pytest.mark.parametrize("damage,message", [
-    (lambda rs: rs[5].pop("gold"), "gold is missing"),
-    (lambda rs: rs[5].update(gold="0.5"), "gold is '0.5' (str), not a number"),
-    (lambda rs: rs[5].update(gold=None), "gold is None (NoneType), not a number"),
-    (_nan_gold, "gold is nan (not a finite number)"),
-    (lambda rs: rs[5].update(judge=True), "judge is True (bool), not a number"),
-    (lambda rs: rs[5].update(guide_score=float("inf")), "guide_score is inf (not a finite number)"),
-    (lambda rs: rs[5].pop("wall_time_s"), "wall_time_s is missing"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda rs: rs[5].pop("gold"), "gold is missing"),
+        (lambda rs: rs[5].update(gold="0.5"), "gold is '0.5' (str), not a number"),
+        (lambda rs: rs[5].update(gold=None), "gold is None (NoneType), not a number"),
+        (_nan_gold, "gold is nan (not a finite number)"),
+        (lambda rs: rs[5].update(judge=True), "judge is True (bool), not a number"),
+        (lambda rs: rs[5].update(guide_score=float("inf")), "guide_score is inf (not a finite number)"),
+        (lambda rs: rs[5].pop("wall_time_s"), "wall_time_s is missing"),
+    ],
+)
 def test_a_bad_number_in_a_record_is_named_with_its_record_and_field(tmp_path, capsys, damage, message):
     """``w2s-eval report`` on a records file with one bad record: exit 2 and one line naming the record (number,
     prompt, method, seed) and the field, no traceback, no 'nan ± nan'."""
@@ -168,13 +188,17 @@ def test_a_key_recorded_twice_with_other_results_is_refused_and_an_exact_repeat_
     run = _write(tmp_path / "run", records + [dict(records[0], gold=100.0)])
     assert main(["report", str(run), "--no-plots"]) == 2
     err = capsys.readouterr().err
-    assert (f"holds different records for prompt 'p0', method cbs:w=2,k=2,l=5, seed 0 (records 1 and "
-            f"{len(records) + 1}: gold {records[0]['gold']!r} vs 100.0)") in err
+    assert (
+        f"holds different records for prompt 'p0', method cbs:w=2,k=2,l=5, seed 0 (records 1 and "
+        f"{len(records) + 1}: gold {records[0]['gold']!r} vs 100.0)"
+    ) in err
     run = _write(tmp_path / "again", records + [dict(records[0], wall_time_s=9.0)])
     summary = write_report(run, plots=False)["summary"]
     assert summary.n_records == len(records)
-    assert "1 repeated record(s) of a (prompt, method, seed) already recorded, with the same results, were left " \
-           "out" in summary.notes
+    assert (
+        "1 repeated record(s) of a (prompt, method, seed) already recorded, with the same results, were left "
+        "out" in summary.notes
+    )
 
 
 def test_method_specs_are_made_canonical(tmp_path):

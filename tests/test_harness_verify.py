@@ -28,7 +28,9 @@ def _run(path, n_prompts=48, seeds=(0,), effects=None, noise_seed=0, identity=No
     every run (the prompt's own difficulty), each record adds the method's effect and noise drawn from its key and
     ``noise_seed`` (the same key and noise_seed: the same record)."""
     effects = effects or EFFECTS
-    atomic_write_json(path / CONFIG_FILE, {"identity": identity or IDENTITY, "versions": versions or VERSIONS})
+    atomic_write_json(
+        path / CONFIG_FILE, {"config_hash": "h1", "identity": identity or IDENTITY, "versions": versions or VERSIONS}
+    )
     log = RecordLog(path)
     levels = random.Random(99)
     level = [levels.gauss(0, 1.5) for _ in range(n_prompts)]
@@ -36,11 +38,25 @@ def _run(path, n_prompts=48, seeds=(0,), effects=None, noise_seed=0, identity=No
         for p in range(n_prompts):
             for s in seeds:
                 rng = random.Random(f"{noise_seed} {method} {p} {s}")  # a record's draws: its key's alone
-                log.append({"prompt_id": f"imdb-{p}", "prompt": f"prompt {p}", "method": method, "seed": s,
-                            "response": f"{method} {p} {s} {noise_seed}", "gold": level[p] + effect + rng.gauss(0, 1),
-                            "judge": 0.2 + 0.1 * effect + rng.gauss(0, 0.3), "guide_score": rng.gauss(0, 1),
-                            "strong_tokens": 64, "guide_tokens": 0, "samples": 1, "rounds": 1, "wall_time_s": 0.5,
-                            "config_hash": "h1", "config": dict(IDENTITY, method=method, seed=s)})
+                log.append(
+                    {
+                        "prompt_id": f"imdb-{p}",
+                        "prompt": f"prompt {p}",
+                        "method": method,
+                        "seed": s,
+                        "response": f"{method} {p} {s} {noise_seed}",
+                        "gold": level[p] + effect + rng.gauss(0, 1),
+                        "judge": 0.2 + 0.1 * effect + rng.gauss(0, 0.3),
+                        "guide_score": rng.gauss(0, 1),
+                        "strong_tokens": 64,
+                        "guide_tokens": 0,
+                        "samples": 1,
+                        "rounds": 1,
+                        "wall_time_s": 0.5,
+                        "config_hash": "h1",
+                        "config": dict(IDENTITY, method=method, seed=s),
+                    }
+                )
     return path
 
 
@@ -60,8 +76,13 @@ def test_records_that_agree_are_reproduced_within_noise(tmp_path):
     v = verify(new, ref)
     assert v.status == WITHIN_NOISE and v.ok
     names = {(f.method, f.name) for f in v.figures}
-    assert {(BON, "gold gain over base"), (CBS, "gold gain over base"), (CBS, "judge gain over base"),
-            ("base", "gold"), ("base", "judge")} <= names
+    assert {
+        (BON, "gold gain over base"),
+        (CBS, "gold gain over base"),
+        (CBS, "judge gain over base"),
+        ("base", "gold"),
+        ("base", "judge"),
+    } <= names
     gain = next(f for f in v.figures if f.method == CBS and f.name == "gold gain over base")
     assert gain.paired and gain.n == 48 and gain.diff == pytest.approx(gain.here - gain.there)
     assert all(f.z <= 3 for f in v.figures)
@@ -90,12 +111,10 @@ def test_a_reference_with_only_its_report_is_compared_unpaired(tmp_path):
     assert agree.status == WITHIN_NOISE and not agree.identical
     assert not any(f.paired for f in agree.figures)
     gain = next(f for f in agree.figures if f.method == CBS)
-    assert gain.name == "gold gain over base" and gain.se == pytest.approx((gain.here_se ** 2 + gain.there_se ** 2)
-                                                                          ** 0.5)
+    assert gain.name == "gold gain over base" and gain.se == pytest.approx((gain.here_se**2 + gain.there_se**2) ** 0.5)
     assert any("has no records" in n for n in agree.notes)
     differ = verify(_run(tmp_path / "differ", noise_seed=1, effects={"base": 0.0, BON: -0.8, CBS: 1.6}), ref)
-    assert differ.status == DIFFERS and [(f.method, f.name) for f in differ.differing] == [
-        (BON, "gold gain over base")]
+    assert differ.status == DIFFERS and [(f.method, f.name) for f in differ.differing] == [(BON, "gold gain over base")]
 
 
 def test_notes_name_the_world_versions_and_lock(tmp_path):
@@ -104,22 +123,33 @@ def test_notes_name_the_world_versions_and_lock(tmp_path):
     lock.write_text("# a lock\ntorch==2.13.0\ntransformers==5.24.0\nscikit_learn==1.9.1  # resolved\n")
     ref = _run(tmp_path / "results" / "ref")
     atomic_write_json(ref / "lock.json", {"lock": "constraints/reference.txt"})
-    new = _run(tmp_path / "new", noise_seed=1, identity=dict(IDENTITY, world_fingerprint="f2"),
-               versions=dict(VERSIONS, transformers="5.25.0"))
+    new = _run(
+        tmp_path / "new",
+        noise_seed=1,
+        identity=dict(IDENTITY, world_fingerprint="f2"),
+        versions=dict(VERSIONS, transformers="5.25.0"),
+    )
     v = verify(new, ref)
     text = v.text()
     assert "another world: fingerprint f2 here, f1 there" in text
     assert "package versions differ: transformers 5.25.0 here, 5.24.0 there" in text
-    assert "the reference names the lock constraints/reference.txt; this run's install deviates from it: " \
-           "transformers 5.25.0 (lock 5.24.0)" in text
+    assert (
+        "the reference names the lock constraints/reference.txt; this run's install deviates from it: "
+        "transformers 5.25.0 (lock 5.24.0)" in text
+    )
     assert read_lock(lock) == {"torch": "2.13.0", "transformers": "5.24.0", "scikit-learn": "1.9.1"}
-    assert lock_deviations({"torch": "2.13.0+cpu", "scikit-learn": "1.9.1", "python": "3.12.0", "numpy": "2"},
-                           read_lock(lock)) == []
+    assert (
+        lock_deviations(
+            {"torch": "2.13.0+cpu", "scikit-learn": "1.9.1", "python": "3.12.0", "numpy": "2"}, read_lock(lock)
+        )
+        == []
+    )
 
 
 def test_the_demo_table_marks_gains_beyond_two_standard_errors(tmp_path):
-    records, _ = read_records(_run(tmp_path / "run", n_prompts=8, effects={"base": 0, BON: 0.05, CBS: 3.0})
-                              / RECORDS_FILE)
+    records, _ = read_records(
+        _run(tmp_path / "run", n_prompts=8, effects={"base": 0, BON: 0.05, CBS: 3.0}) / RECORDS_FILE
+    )
     table = to_markdown(summarize(records), mark=2.0)
     cbs = next(line for line in table.splitlines() if f"| {CBS} |" in line)
     bon = next(line for line in table.splitlines() if f"| {BON} |" in line)
@@ -129,8 +159,9 @@ def test_the_demo_table_marks_gains_beyond_two_standard_errors(tmp_path):
 
 def _cli(*argv):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "w2s_eval.cli", *argv], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "w2s_eval.cli", *argv], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_the_committed_records_verify_as_identical_from_the_command_line(tmp_path):
@@ -139,8 +170,11 @@ def test_the_committed_records_verify_as_identical_from_the_command_line(tmp_pat
     committed = ROOT / "results" / "imdb-mini-strong" / "smollm2-135m"
     records, _ = read_records(committed / "records.jsonl.xz")
     prompts = list(dict.fromkeys(r["prompt_id"] for r in records))[:16]
-    part = [r for r in records if r["prompt_id"] in prompts and r["seed"] == 0
-            and r["method"] in ("base", "bon:n=16", "eft:beta=1", CBS)]
+    part = [
+        r
+        for r in records
+        if r["prompt_id"] in prompts and r["seed"] == 0 and r["method"] in ("base", "bon:n=16", "eft:beta=1", CBS)
+    ]
     run = tmp_path / "run"
     (run).mkdir()
     (run / CONFIG_FILE).write_text((committed / CONFIG_FILE).read_text())
@@ -148,8 +182,9 @@ def test_the_committed_records_verify_as_identical_from_the_command_line(tmp_pat
     proc = _cli("verify", str(run), "--against", str(committed))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"check against {committed}: identical records (all 64 shared records")
-    assert "the reference names the lock constraints/reference.txt; this run's install matches the lock" in \
-        proc.stdout  # results/imdb-mini-strong/lock.json, found from its model's folder
+    assert (
+        "the reference names the lock constraints/reference.txt; this run's install matches the lock" in proc.stdout
+    )  # results/imdb-mini-strong/lock.json, found from its model's folder
     shifted = [dict(r, gold=r["gold"] + 5.0) if r["method"] == CBS else r for r in part]
     (run / RECORDS_FILE).unlink()
     RecordLog(run).extend(shifted)
@@ -171,8 +206,10 @@ def test_a_run_against_the_committed_report_gets_a_verdict(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "reproduced within noise" in proc.stdout.splitlines()[0]
     assert "has no records (only its report)" in proc.stdout and "the runs differ in" not in proc.stdout
-    assert "the reference names the lock constraints/reference.txt (it was made with transformers 5.23.0); this " \
-           "run's install matches the lock" in proc.stdout
+    assert (
+        "the reference names the lock constraints/reference.txt (it was made with transformers 5.23.0); this "
+        "run's install matches the lock" in proc.stdout
+    )
     assert "another world: fingerprint f1 here, fe06f76f3ccc54c2 there" in proc.stdout
 
 
@@ -182,8 +219,11 @@ def test_the_committed_results_name_their_lock():
         doc = json.loads((ROOT / "results" / results / "lock.json").read_text())
         assert doc["lock"] == "constraints/reference.txt"
         assert (ROOT / doc["lock"]).exists()
-    strong = json.loads(lzma.decompress((ROOT / "results" / "imdb-mini-strong" / "smollm2-135m" /
-                                         "records.jsonl.xz").read_bytes()).split(b"\n", 1)[0])
+    strong = json.loads(
+        lzma.decompress(
+            (ROOT / "results" / "imdb-mini-strong" / "smollm2-135m" / "records.jsonl.xz").read_bytes()
+        ).split(b"\n", 1)[0]
+    )
     # the lock holds the versions the committed records were made with
     assert lock_deviations(strong["versions"], lock) == []
 
@@ -197,8 +237,20 @@ def test_the_demo_marks_its_gains_and_prints_the_verdict_under_its_table(toy_dir
 
     monkeypatch.setenv("W2S_EVAL_WORLD_MODULES", "harness_toyworld")
     home = write_home(tmp_path / "home", toy_dirs)
-    argv = ["demo", "--world", "toy", "--world-home", str(home), "--methods", "base,bon:n=2", "--prompts", "3",
-            "--device", "cpu", "--no-progress"]
+    argv = [
+        "demo",
+        "--world",
+        "toy",
+        "--world-home",
+        str(home),
+        "--methods",
+        "base,bon:n=2",
+        "--prompts",
+        "3",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     assert main([*argv, "--out", str(tmp_path / "first")]) == 0
     first = capsys.readouterr().out
     assert "check against" not in first  # a world other than imdb-mini: nothing committed to check against
@@ -206,6 +258,5 @@ def test_the_demo_marks_its_gains_and_prints_the_verdict_under_its_table(toy_dir
     printed = capsys.readouterr().out
     table, _, verdict = printed.partition(f"check against {tmp_path / 'first'}: ")
     assert "| bon:n=2 | 3 |" in table and "* = gold gain over base more than 2 standard errors" in table
-    assert ("NOT told apart from base on these 3 pairs: bon:n=2" in table) != ("told apart from base: bon:n=2"
-                                                                                in table)
+    assert ("NOT told apart from base on these 3 pairs: bon:n=2" in table) != ("told apart from base: bon:n=2" in table)
     assert verdict.startswith("identical records (all 6 shared records")

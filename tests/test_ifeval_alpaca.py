@@ -32,14 +32,19 @@ def _toy_world(root: Path, toy_dirs, instructions: list[str]) -> Path:
     for part, key in (("strong", "strong"), ("tuned", "tuned"), ("untuned", "untuned"), ("reward_model", "rm")):
         (world / part).symlink_to(toy_dirs[key])
     (world / "data" / "heldout.jsonl").write_text(
-        "".join(json.dumps({"instruction": i, "reference": "x"}) + "\n" for i in instructions), encoding="utf-8")
+        "".join(json.dumps({"instruction": i, "reference": "x"}) + "\n" for i in instructions), encoding="utf-8"
+    )
     return world
 
 
 def test_method_specs_split_and_name_directories():
     s = _script()
     assert s.split_methods("base,bon:n=4,cbs:w=2,k=2,l=16,eft:beta=0.5") == [
-        "base", "bon:n=4", "cbs:w=2,k=2,l=16", "eft:beta=0.5"]
+        "base",
+        "bon:n=4",
+        "cbs:w=2,k=2,l=16",
+        "eft:beta=0.5",
+    ]
     assert [s.slug(m) for m in ("base", "bon:n=4", "cbs:w=2,k=2,l=16")] == ["base", "bon-n4", "cbs-w2-k2-l16"]
 
 
@@ -52,7 +57,8 @@ def test_dry_run_writes_inputs_and_commands(tmp_path, toy_dirs, ifeval_home, mon
     ref = json.loads((out / "reference_gpt4.json").read_text())
     assert ref == rows[-4:-1]  # GPT-4's answers to exactly the held-out instructions, in their order
     assert [r["instruction"] for r in json.loads((out / "instructions.json").read_text())] == [
-        r["instruction"] for r in rows[-4:-1]]
+        r["instruction"] for r in rows[-4:-1]
+    ]
     cmds = (out / "commands.sh").read_text().splitlines()
     assert len(cmds) == 3 + 3 + 2  # generate per method, judge vs GPT-4 per method, judge vs base per non-base
     assert "--reward-model " + str(world.resolve() / "reward_model") in cmds[-1]
@@ -71,11 +77,34 @@ def test_generate_and_judge_into_leaderboard_rows(tmp_path, toy_dirs, ifeval_hom
     rows = d.load_alpaca_rows(cache=ifeval_home)
     world = _toy_world(tmp_path, toy_dirs, [r["instruction"] for r in rows[:3]])
     out = tmp_path / "out"
-    env = {**os.environ, "W2S_EVAL_HOME": str(ifeval_home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    p = subprocess.run([sys.executable, str(SCRIPT), "--world-dir", str(world), "--out", str(out), "--limit", "3",
-                        "--methods", "base,cbs:w=2,k=2,l=4", "--max-new-tokens", "8"], env=env, capture_output=True,
-                       text=True, timeout=1200)
+    env = {
+        **os.environ,
+        "W2S_EVAL_HOME": str(ifeval_home),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--world-dir",
+            str(world),
+            "--out",
+            str(out),
+            "--limit",
+            "3",
+            "--methods",
+            "base,cbs:w=2,k=2,l=4",
+            "--max-new-tokens",
+            "8",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
     for m in ("base", "cbs-w2-k2-l4"):
         outputs = json.loads((out / m / "model_outputs.json").read_text())

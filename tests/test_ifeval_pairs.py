@@ -14,14 +14,23 @@ from w2s_eval.world.ifeval_pairs import (  # noqa: E402
     min_words,
 )
 
-REFERENCE = ("Kickball is a simple game, much like baseball. Players kick a rubber ball instead of hitting it. "
-             "Each team takes turns kicking and fielding. The team with more runs after nine innings wins. "
-             "Bases are run in order, and a runner is out when tagged or hit below the shoulders.")
-ITEMS = [("How is kickball played?", REFERENCE),
-         ("Describe a good breakfast, please.", "A good breakfast has protein, fibre and fruit. Eggs, oats and "
-          "berries are a fine start. Drink water, and add coffee or tea if you like it."),
-         ("What is the capital of France?", "The capital of France is Paris. It lies on the Seine, and it has "
-          "been the capital for centuries.")]
+REFERENCE = (
+    "Kickball is a simple game, much like baseball. Players kick a rubber ball instead of hitting it. "
+    "Each team takes turns kicking and fielding. The team with more runs after nine innings wins. "
+    "Bases are run in order, and a runner is out when tagged or hit below the shoulders."
+)
+ITEMS = [
+    ("How is kickball played?", REFERENCE),
+    (
+        "Describe a good breakfast, please.",
+        "A good breakfast has protein, fibre and fruit. Eggs, oats and "
+        "berries are a fine start. Drink water, and add coffee or tea if you like it.",
+    ),
+    (
+        "What is the capital of France?",
+        "The capital of France is Paris. It lies on the Seine, and it has been the capital for centuries.",
+    ),
+]
 
 
 def _checker(instruction_id, args):

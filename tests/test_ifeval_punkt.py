@@ -69,8 +69,10 @@ DATA_CASES = [
 
 # lm-eval's two checks that go through NLTK's Punkt: (instruction id, its kwargs for a threshold n)
 SENTENCE_CHECK = ("length_constraints:number_sentences", lambda n: {"relation": "less than", "num_sentences": n})
-CAPITAL_CHECK = ("change_case:capital_word_frequency", lambda n: {"capital_relation": "at least",
-                                                                  "capital_frequency": n})
+CAPITAL_CHECK = (
+    "change_case:capital_word_frequency",
+    lambda n: {"capital_relation": "at least", "capital_frequency": n},
+)
 
 _REFERENCE = r"""
 import json, sys
@@ -110,7 +112,11 @@ def test_the_rebuilt_model_is_the_wheels_model(ifeval_home):
     assert got.abbrev_types == want.abbrev_types and got.sent_starters == want.sent_starters
     assert got.collocations == want.collocations and dict(got.ortho_context) == want.ortho_context
     assert (len(want.abbrev_types), len(want.sent_starters), len(want.collocations), len(want.ortho_context)) == (
-        156, 39, 37, 20366)
+        156,
+        39,
+        37,
+        20366,
+    )
     import nltk.data
 
     assert Path(nltk.data.find("tokenizers/punkt_tab/english/").path).is_relative_to(ifeval_home)
@@ -141,19 +147,32 @@ def test_nltks_unit_expectations(ifeval_home, text, expected):
 
 def test_without_the_model_the_references_fail(tmp_path):
     """The checks above can fail: with no punkt_tab on NLTK's path, NLTK's doctests of sentence splitting error."""
-    code = ("import doctest, nltk.data; nltk.data.path[:] = [sys.argv[1]]; "
-            "t = [t for t in doctest.DocTestFinder().find(nltk.data) if t.name.endswith('switch_punkt')][0]; "
-            "print(doctest.DocTestRunner().run(t, out=lambda s: None).failed)")
+    code = (
+        "import doctest, nltk.data; nltk.data.path[:] = [sys.argv[1]]; "
+        "t = [t for t in doctest.DocTestFinder().find(nltk.data) if t.name.endswith('switch_punkt')][0]; "
+        "print(doctest.DocTestRunner().run(t, out=lambda s: None).failed)"
+    )
     env = {**os.environ, "NLTK_DATA": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", "import sys; " + code, str(tmp_path)], capture_output=True,
-                         text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys; " + code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(out.stdout.strip()) >= 1
 
 
 def _reference_splits(punkt_package: Path, texts: list[str]) -> list[list[str]]:
-    out = subprocess.run([sys.executable, "-c", _REFERENCE], input=json.dumps(texts), capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(punkt_package)}, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _REFERENCE],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(punkt_package)},
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout)
 
@@ -192,8 +211,11 @@ def test_corpus_splits_match_the_punkt_package(ifeval_home, punkt_package):
     from nltk.tokenize import PunktTokenizer
 
     alpaca = d.load_alpaca_rows(cache=ifeval_home)
-    texts = ([r["prompt"] for r in d.load_ifeval_prompts(cache=ifeval_home)] + [r["instruction"] for r in alpaca]
-             + [r["output"] for r in alpaca])
+    texts = (
+        [r["prompt"] for r in d.load_ifeval_prompts(cache=ifeval_home)]
+        + [r["instruction"] for r in alpaca]
+        + [r["output"] for r in alpaca]
+    )
     ref = _reference_splits(punkt_package, texts)
     tok = PunktTokenizer("english")
     ours = [tok.tokenize(t) for t in texts]

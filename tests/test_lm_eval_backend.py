@@ -32,10 +32,24 @@ def base(toy_dirs):
 
 @pytest.fixture(scope="module")
 def cbs(toy_dirs, tmp_path_factory):
-    return W2SLM(strong=toy_dirs["strong"], tuned=toy_dirs["tuned_b"], untuned=toy_dirs["untuned_b"],
-                 reward_model=toy_dirs["rm"], rm_weight=0.5, beta=0.7, method="cbs", w=2, k=2, l=3,
-                 temperature=0.8, device="cpu", dtype="float32", batch_size=2, max_gen_toks=8,
-                 stats_path=str(tmp_path_factory.mktemp("stats")))
+    return W2SLM(
+        strong=toy_dirs["strong"],
+        tuned=toy_dirs["tuned_b"],
+        untuned=toy_dirs["untuned_b"],
+        reward_model=toy_dirs["rm"],
+        rm_weight=0.5,
+        beta=0.7,
+        method="cbs",
+        w=2,
+        k=2,
+        l=3,
+        temperature=0.8,
+        device="cpu",
+        dtype="float32",
+        batch_size=2,
+        max_gen_toks=8,
+        stats_path=str(tmp_path_factory.mktemp("stats")),
+    )
 
 
 def test_base_equals_hflm_loglikelihood_and_rolling(base, toy_dirs):
@@ -79,11 +93,25 @@ def test_cbs_loglikelihood_is_strong_plus_guide_tilt(base, cbs, toy_dirs):
 def test_beta_zero_and_eft(toy_dirs, base):
     reqs = [_ll(c, y, i) for i, (c, y) in enumerate(PAIRS)]
     ref = base.loglikelihood(reqs)
-    zero = W2SLM(strong=toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"], method="cbs",
-                 beta=0.0, device="cpu", dtype="float32")
+    zero = W2SLM(
+        strong=toy_dirs["strong"],
+        tuned=toy_dirs["tuned"],
+        untuned=toy_dirs["untuned"],
+        method="cbs",
+        beta=0.0,
+        device="cpu",
+        dtype="float32",
+    )
     assert [a for a, _ in zero.loglikelihood(reqs)] == f32_approx([a for a, _ in ref])
-    eft = W2SLM(strong=toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"], method="eft",
-                beta=1.5, device="cpu", dtype="float32")
+    eft = W2SLM(
+        strong=toy_dirs["strong"],
+        tuned=toy_dirs["tuned"],
+        untuned=toy_dirs["untuned"],
+        method="eft",
+        beta=1.5,
+        device="cpu",
+        dtype="float32",
+    )
     got = [a for a, _ in eft.loglikelihood(reqs)]
     # by hand: per token, log_softmax(strong) + 1.5 (log_softmax(tuned) - log_softmax(untuned)), renormalised
     lms = [eft.engine.policy.lm, eft.engine.tuned[0], eft.engine.untuned]
@@ -107,10 +135,19 @@ def test_eft_loglikelihood_is_the_samplers_over_padded_embeddings(toy_dirs, tmp_
     from w2s_eval.policy import LocalSession
     from w2s_eval.serve.scoring import score_sequences
 
-    dirs = {name: build_causal_lm(str(tmp_path / name), toy_dirs["tok_a"], seed=seed, pad_rows=pad)
-            for name, seed, pad in (("strong", 0, 9), ("tuned", 1, 5), ("untuned", 2, 7))}
-    eft = W2SLM(strong=dirs["strong"], tuned=dirs["tuned"], untuned=dirs["untuned"], method="eft", beta=1.5,
-                device="cpu", dtype="float32")
+    dirs = {
+        name: build_causal_lm(str(tmp_path / name), toy_dirs["tok_a"], seed=seed, pad_rows=pad)
+        for name, seed, pad in (("strong", 0, 9), ("tuned", 1, 5), ("untuned", 2, 7))
+    }
+    eft = W2SLM(
+        strong=dirs["strong"],
+        tuned=dirs["tuned"],
+        untuned=dirs["untuned"],
+        method="eft",
+        beta=1.5,
+        device="cpu",
+        dtype="float32",
+    )
     n = len(eft.tokenizer)
     with torch.no_grad():  # rows no token uses, likely under each model (tied embeddings: output rows only)
         for lm in (eft.engine.policy.lm, *eft.engine.tuned, eft.engine.untuned):
@@ -136,17 +173,25 @@ def test_eft_loglikelihood_is_the_samplers_over_padded_embeddings(toy_dirs, tmp_
 
 
 def test_generate_until_cbs_honours_request_and_records_stats(cbs):
-    reqs = [_gen("The movie was", {"until": ["e"], "max_gen_toks": 6, "do_sample": True, "temperature": 0.9}, 0),
-            _gen("I loved the", {"until": "zz", "max_gen_toks": 8}, 1),
-            _gen("I loved the", {"until": "zz", "max_gen_toks": 8}, 2)]  # a repeat of request 1
+    reqs = [
+        _gen("The movie was", {"until": ["e"], "max_gen_toks": 6, "do_sample": True, "temperature": 0.9}, 0),
+        _gen("I loved the", {"until": "zz", "max_gen_toks": 8}, 1),
+        _gen("I loved the", {"until": "zz", "max_gen_toks": 8}, 2),
+    ]  # a repeat of request 1
     texts = cbs.generate_until(reqs)
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
     assert "e" not in texts[0]
     rows = [json.loads(x) for x in open(cbs.stats.path, encoding="utf-8")][1:]
     assert len(rows) == 3
     by_doc = {r["doc_id"]: r for r in rows}
-    assert by_doc[0]["sampling"] == {"temperature": 0.9, "top_k": 0, "top_p": 1.0, "max_new_tokens": 6,
-                                     "stop": ["e"], "seed": 0}
+    assert by_doc[0]["sampling"] == {
+        "temperature": 0.9,
+        "top_k": 0,
+        "top_p": 1.0,
+        "max_new_tokens": 6,
+        "stop": ["e"],
+        "seed": 0,
+    }
     assert by_doc[1]["sampling"]["temperature"] == 0.8  # the task left it open: the model arg
     assert all(r["samples"] >= 4 and r["guide_tokens"] > 0 and r["strong_tokens"] > 0 for r in rows)
     assert all(max(r["beam_tokens"]) <= r["sampling"]["max_new_tokens"] for r in rows)
@@ -158,8 +203,10 @@ def test_crash_keeps_finished_requests_in_the_cache(toy_dirs, tmp_path, monkeypa
     from lm_eval.api.model import CachingLM
 
     lm = W2SLM(strong=toy_dirs["strong"], method="base", device="cpu", dtype="float32", batch_size=2)
-    reqs = [_gen(p, {"until": ["."], "max_gen_toks": 5, "do_sample": False}, i)
-            for i, p in enumerate(["The movie was", "I loved the", "This film is a", "We hated it but"])]
+    reqs = [
+        _gen(p, {"until": ["."], "max_gen_toks": 5, "do_sample": False}, i)
+        for i, p in enumerate(["The movie was", "I loved the", "This film is a", "We hated it but"])
+    ]
     real, calls = lm.engine.generate, []
 
     def crashing(prompts, *a, **k):
@@ -172,16 +219,23 @@ def test_crash_keeps_finished_requests_in_the_cache(toy_dirs, tmp_path, monkeypa
     with pytest.raises(RuntimeError):
         CachingLM(lm, str(tmp_path / "cache.db")).generate_until(reqs)
     calls.clear()
-    monkeypatch.setattr(lm.engine, "generate", lambda prompts, *a, **k: calls.append(len(prompts)) or real(prompts, *a, **k))
+    monkeypatch.setattr(
+        lm.engine, "generate", lambda prompts, *a, **k: calls.append(len(prompts)) or real(prompts, *a, **k)
+    )
     again = CachingLM(lm, str(tmp_path / "cache.db")).generate_until(reqs)
     assert calls == [2]  # the first batch came from the cache
     assert again == W2SLM.generate_until(lm, reqs)
 
 
-@pytest.mark.parametrize("kw,match", [
-    ({"until": [1, "x"]}, "until"), ({"until": {"a": 1}}, "until"), ({"until": ["x"], "max_gen_toks": 0}, "max_new_tokens"),
-    ({"until": ["x"], "temperature": -1}, "temperature"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"until": [1, "x"]}, "until"),
+        ({"until": {"a": 1}}, "until"),
+        ({"until": ["x"], "max_gen_toks": 0}, "max_new_tokens"),
+        ({"until": ["x"], "temperature": -1}, "temperature"),
+    ],
+)
 def test_bad_generation_kwargs_fail_before_generation(base, monkeypatch, kw, match):
     monkeypatch.setattr(base.engine, "generate", lambda *a, **k: pytest.fail("generated before checking"))
     reqs = [_gen("The movie was", {"until": ["."]}, 0), _gen("I loved", kw, 1)]
@@ -256,13 +310,25 @@ def test_greedy_warning_gives_the_hint_that_applies(toy_dirs, caplog):
     """Issue 12 item 9: with the model arg temperature already set, the hint names what made the request
     greedy (the task's do_sample=false or temperature=0, or the model arg itself), never 'temperature=0.7' as
     if nothing were set."""
-    kw = dict(strong=toy_dirs["strong"], reward_model=toy_dirs["rm"], method="bon", n=2, device="cpu",
-              dtype="float32", batch_size=2, max_gen_toks=3)
+    kw = dict(
+        strong=toy_dirs["strong"],
+        reward_model=toy_dirs["rm"],
+        method="bon",
+        n=2,
+        device="cpu",
+        dtype="float32",
+        batch_size=2,
+        max_gen_toks=3,
+    )
     sampled = W2SLM(temperature=0.7, **kw)
     with caplog.at_level("WARNING", logger="w2s_eval.lm_eval_backend.backend"):
-        sampled.generate_until([_gen("The movie was", {"until": ["."], "do_sample": False}, 0),
-                                _gen("I loved the", {"until": ["."], "temperature": 0}, 1),
-                                _gen("This film is", {"until": ["."]}, 2)])  # samples at 0.7: no warning
+        sampled.generate_until(
+            [
+                _gen("The movie was", {"until": ["."], "do_sample": False}, 0),
+                _gen("I loved the", {"until": ["."], "temperature": 0}, 1),
+                _gen("This film is", {"until": ["."]}, 2),
+            ]
+        )  # samples at 0.7: no warning
     greedy = [r.getMessage() for r in caplog.records if "greedy decoding" in r.getMessage()]
     assert len(greedy) == 2
     assert "task sets do_sample=false (overriding the model arg temperature=0.7)" in greedy[0]

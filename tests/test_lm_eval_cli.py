@@ -44,21 +44,65 @@ def _w2s_args(toy):
 def run_w2s(setup):
     """Stock lm_eval script, --model w2s, base method: both test tasks and both w2s tasks."""
     s, out = setup, setup["root"] / "out_w2s"
-    p = run([s["py"], str(LM_EVAL_SCRIPT), "--model", "w2s", "--model_args", _w2s_args(s["toy"]),
-             "--tasks", "t_gen,t_mc,w2s_imdb_sentiment,w2s_instruct", "--include_path", str(s["tasks"]),
-             "--limit", LIMIT, "--batch_size", "3", "--output_path", str(out), "--log_samples",
-             "--use_cache", str(s["root"] / "cache" / "lm"), "--gen_kwargs", "max_gen_toks=10"],
-            s["root"], {"W2S_SENTIMENT_SCORER": f"classifier:{s['toy']['clf']}",
-                        "W2S_INSTRUCT_RM": f"rm:{s['toy']['rm']}"})
+    p = run(
+        [
+            s["py"],
+            str(LM_EVAL_SCRIPT),
+            "--model",
+            "w2s",
+            "--model_args",
+            _w2s_args(s["toy"]),
+            "--tasks",
+            "t_gen,t_mc,w2s_imdb_sentiment,w2s_instruct",
+            "--include_path",
+            str(s["tasks"]),
+            "--limit",
+            LIMIT,
+            "--batch_size",
+            "3",
+            "--output_path",
+            str(out),
+            "--log_samples",
+            "--use_cache",
+            str(s["root"] / "cache" / "lm"),
+            "--gen_kwargs",
+            "max_gen_toks=10",
+        ],
+        s["root"],
+        {"W2S_SENTIMENT_SCORER": f"classifier:{s['toy']['clf']}", "W2S_INSTRUCT_RM": f"rm:{s['toy']['rm']}"},
+    )
     return out, p
 
 
 @pytest.fixture(scope="module")
 def run_hf(setup):
     s, out = setup, setup["root"] / "out_hf"
-    run([s["py"], str(LM_EVAL_SCRIPT), "--model", "hf", "--model_args", f"pretrained={s['toy']['strong']},dtype=float32",
-         "--device", "cpu", "--tasks", "t_gen,t_mc", "--include_path", str(s["tasks"]), "--limit", LIMIT,
-         "--batch_size", "3", "--output_path", str(out), "--log_samples", "--gen_kwargs", "max_gen_toks=10"], s["root"])
+    run(
+        [
+            s["py"],
+            str(LM_EVAL_SCRIPT),
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={s['toy']['strong']},dtype=float32",
+            "--device",
+            "cpu",
+            "--tasks",
+            "t_gen,t_mc",
+            "--include_path",
+            str(s["tasks"]),
+            "--limit",
+            LIMIT,
+            "--batch_size",
+            "3",
+            "--output_path",
+            str(out),
+            "--log_samples",
+            "--gen_kwargs",
+            "max_gen_toks=10",
+        ],
+        s["root"],
+    )
     return out
 
 
@@ -118,10 +162,33 @@ def test_use_cache_rerun_computes_nothing(run_w2s, setup):
     """A rerun with the same --use_cache (through the python -m fallback) reads every
     request from lm-eval's cache: no generation, same answers."""
     s, out = setup, setup["root"] / "out_rerun"
-    p = run([sys.executable, "-m", "w2s_eval.lm_eval_backend", "--model", "w2s", "--model_args", _w2s_args(s["toy"]),
-             "--tasks", "t_gen,t_mc", "--include_path", str(s["tasks"]), "--limit", LIMIT, "--batch_size", "3",
-             "--output_path", str(out), "--log_samples", "--use_cache", str(s["root"] / "cache" / "lm"),
-             "--gen_kwargs", "max_gen_toks=10"], s["root"])
+    p = run(
+        [
+            sys.executable,
+            "-m",
+            "w2s_eval.lm_eval_backend",
+            "--model",
+            "w2s",
+            "--model_args",
+            _w2s_args(s["toy"]),
+            "--tasks",
+            "t_gen,t_mc",
+            "--include_path",
+            str(s["tasks"]),
+            "--limit",
+            LIMIT,
+            "--batch_size",
+            "3",
+            "--output_path",
+            str(out),
+            "--log_samples",
+            "--use_cache",
+            str(s["root"] / "cache" / "lm"),
+            "--gen_kwargs",
+            "max_gen_toks=10",
+        ],
+        s["root"],
+    )
     log = p.stdout + p.stderr
     assert f"Cached requests: {LIMIT}, Requests remaining: 0" in log  # generate_until
     n_choices = sum(len(d["choices"]) for d in MC_DOCS[: int(LIMIT)])
@@ -135,10 +202,28 @@ def test_use_cache_of_other_settings_is_refused(run_w2s, setup):
     """Issue 12 item 1: another strong model into the first run's --use_cache (stock lm_eval CLI) must not
     get the first run's answers: refused before any request, naming the first differing model arg."""
     s = setup
-    cmd = [s["py"], str(LM_EVAL_SCRIPT), "--model", "w2s", "--model_args",
-           f"strong={s['toy']['tuned']},method=base,dtype=float32", "--tasks", "t_gen,t_mc", "--include_path",
-           str(s["tasks"]), "--limit", LIMIT, "--batch_size", "3", "--output_path", str(s["root"] / "out_other"),
-           "--use_cache", str(s["root"] / "cache" / "lm"), "--gen_kwargs", "max_gen_toks=10"]
+    cmd = [
+        s["py"],
+        str(LM_EVAL_SCRIPT),
+        "--model",
+        "w2s",
+        "--model_args",
+        f"strong={s['toy']['tuned']},method=base,dtype=float32",
+        "--tasks",
+        "t_gen,t_mc",
+        "--include_path",
+        str(s["tasks"]),
+        "--limit",
+        LIMIT,
+        "--batch_size",
+        "3",
+        "--output_path",
+        str(s["root"] / "out_other"),
+        "--use_cache",
+        str(s["root"] / "cache" / "lm"),
+        "--gen_kwargs",
+        "max_gen_toks=10",
+    ]
     p = subprocess.run(cmd, cwd=str(s["root"]), env=env(), capture_output=True, text=True, timeout=600)
     log = p.stdout + p.stderr
     assert p.returncode != 0, log[-3000:]
@@ -150,10 +235,37 @@ def test_data_parallel_two_ranks(run_w2s, setup):
     """torchrun with two ranks on CPU: each rank takes every other document; rank 0 gathers
     results equal to the single-process run."""
     s, out = setup, setup["root"] / "out_dp"
-    run([s["py"], "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
-         "-m", "lm_eval", "--model", "w2s", "--model_args", _w2s_args(s["toy"]), "--tasks", "t_gen,t_mc",
-         "--include_path", str(s["tasks"]), "--limit", LIMIT, "--batch_size", "2", "--output_path", str(out),
-         "--log_samples", "--gen_kwargs", "max_gen_toks=10"], s["root"])
+    run(
+        [
+            s["py"],
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(free_port()),
+            "-m",
+            "lm_eval",
+            "--model",
+            "w2s",
+            "--model_args",
+            _w2s_args(s["toy"]),
+            "--tasks",
+            "t_gen,t_mc",
+            "--include_path",
+            str(s["tasks"]),
+            "--limit",
+            LIMIT,
+            "--batch_size",
+            "2",
+            "--output_path",
+            str(out),
+            "--log_samples",
+            "--gen_kwargs",
+            "max_gen_toks=10",
+        ],
+        s["root"],
+    )
     per_rank = stats_rows(out)
     assert len(per_rank) == 2
     assert sorted(r["doc_id"] for r in per_rank[0]) == [0, 2] and sorted(r["doc_id"] for r in per_rank[1]) == [1, 3]

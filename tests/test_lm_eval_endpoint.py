@@ -21,8 +21,16 @@ def test_endpoint_loglikelihood_is_strong_logprob_plus_tilt(toy_dirs):
         assert got[0] == (pytest.approx(fake_logprob(" was") + fake_logprob(" good")), False)
         assert got[1] == (pytest.approx(fake_logprob(" b")), True)
 
-        tilted = W2SLM(strong_endpoint=srv.url, strong_model="fake", tuned=toy_dirs["tuned"],
-                       untuned=toy_dirs["untuned"], method="cbs", beta=0.5, dtype="float32", device="cpu")
+        tilted = W2SLM(
+            strong_endpoint=srv.url,
+            strong_model="fake",
+            tuned=toy_dirs["tuned"],
+            untuned=toy_dirs["untuned"],
+            method="cbs",
+            beta=0.5,
+            dtype="float32",
+            device="cpu",
+        )
         both = tilted.loglikelihood(instances(pairs), disable_tqdm=True)
         scorer = tilted.engine.scorer  # the same guide that steers the search, without its cache
         for (ctx, cont), (lp, greedy), (base_lp, base_greedy) in zip(pairs, both, got):

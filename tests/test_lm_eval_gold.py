@@ -12,8 +12,14 @@ import pytest
 from w2s_eval.world.gold import GOLD_FILE, load_gold, save_gold, train_gold
 
 WORDS = {1: ["great", "loved", "wonderful", "superb", "fun"], 0: ["awful", "boring", "hated", "dull", "bad"]}
-TEXTS = ["A great and wonderful film, I loved it", "boring, dull and bad", "the plot was fun but the acting awful",
-         "", "Ünïcode wörds and numbers 42 superb!!", "hated hated hated it"]
+TEXTS = [
+    "A great and wonderful film, I loved it",
+    "boring, dull and bad",
+    "the plot was fun but the acting awful",
+    "",
+    "Ünïcode wörds and numbers 42 superb!!",
+    "hated hated hated it",
+]
 
 
 def _gold():
@@ -77,8 +83,9 @@ def test_a_pickle_is_never_loaded_unverified(tmp_path):
     blob = pickle.dumps({"vectorizer": gold.vectorizer, "classifier": gold.classifier})
     folder = _world(tmp_path / "w", {})
     (folder / "gold.pkl").write_bytes(blob)
-    folder.parent.joinpath("manifest.json").write_text(json.dumps(
-        {"steps": {"gold": {"files": {"gold.pkl": sha256_file(folder / "gold.pkl")}}}}))
+    folder.parent.joinpath("manifest.json").write_text(
+        json.dumps({"steps": {"gold": {"files": {"gold.pkl": sha256_file(folder / "gold.pkl")}}}})
+    )
     assert load_gold(folder / "gold.pkl").texts(TEXTS) == gold.texts(TEXTS)
     (folder / "gold.pkl").write_bytes(pickle.dumps(_Boom()))
     with pytest.raises(ValueError, match="does not match the sha256"):
@@ -102,8 +109,9 @@ def test_lm_eval_gold_specs_refuse_pickles(tmp_path, monkeypatch):
     world = world_dir("imdb-mini")
     (world / "gold").mkdir(parents=True)
     (world / "gold" / "gold.pkl").write_bytes(pickle.dumps(_Boom()))
-    (world / "manifest.json").write_text(json.dumps({"paths": {"gold": "gold/gold.pkl"},
-                                                      "steps": {"gold": {"files": {"gold.pkl": "0" * 64}}}}))
+    (world / "manifest.json").write_text(
+        json.dumps({"paths": {"gold": "gold/gold.pkl"}, "steps": {"gold": {"files": {"gold.pkl": "0" * 64}}}})
+    )
     with pytest.raises(ValueError, match="does not match the sha256"):
         load_scorer("world:imdb-mini")
     (world / "manifest.json").write_text(json.dumps({"paths": {"gold": "gold/gold.pkl"}, "steps": {}}))

@@ -17,14 +17,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 LM_EVAL_SCRIPT = Path(sys.executable).with_name("lm_eval")  # the stock console script of lm-eval
 
-GEN_DOCS = [{"prompt": p, "target": "x"} for p in
-            ["The movie was", "I loved the", "Hello, world! It's", "This film is a", "The actor and the director"]]
-MC_DOCS = [{"question": q, "choices": c, "label": y} for q, c, y in [
-    ("The movie was", [" great", " bad", " boring"], 0),
-    ("I", [" loved it", " hated it"], 1),
-    ("The plot ", ["was good", "was awful and sad"], 0),  # trailing space moves to the continuation
-    ("We", [" film", " scene"], 1),
-]]
+GEN_DOCS = [
+    {"prompt": p, "target": "x"}
+    for p in ["The movie was", "I loved the", "Hello, world! It's", "This film is a", "The actor and the director"]
+]
+MC_DOCS = [
+    {"question": q, "choices": c, "label": y}
+    for q, c, y in [
+        ("The movie was", [" great", " bad", " boring"], 0),
+        ("I", [" loved it", " hated it"], 1),
+        ("The plot ", ["was good", "was awful and sad"], 0),  # trailing space moves to the continuation
+        ("We", [" film", " scene"], 1),
+    ]
+]
 
 GEN_YAML = """task: t_gen
 dataset_path: json
@@ -91,8 +96,12 @@ def hook_python(root: Path) -> str:
     venv = root / "hookvenv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
-    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    site = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     paths = [sysconfig.get_paths()["purelib"], str(REPO)]
     (Path(site) / "_w2s_test_paths.pth").write_text("\n".join(paths) + "\n", encoding="utf-8")
     install_hook(site)
@@ -101,8 +110,15 @@ def hook_python(root: Path) -> str:
 
 def env(extra: dict | None = None) -> dict:
     e = dict(os.environ)
-    e.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-              "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    e.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     e.pop("W2S_SENTIMENT_SCORER", None)
     e.pop("W2S_INSTRUCT_RM", None)
     e.update(extra or {})
@@ -112,7 +128,9 @@ def env(extra: dict | None = None) -> dict:
 def run(cmd: list[str], cwd: Path, extra_env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     p = subprocess.run(cmd, cwd=str(cwd), env=env(extra_env), capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
-        raise AssertionError(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}")
+        raise AssertionError(
+            f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
+        )
     return p
 
 

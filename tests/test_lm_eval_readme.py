@@ -23,9 +23,9 @@ def readme_lm_eval_commands(text: str) -> list[list[str]]:
                 continue  # another command (e.g. curl with a JSON body over several lines)
             argv = shlex.split(line, comments=True)
             for i in range(len(argv)):
-                hit = next((lead for lead in LAUNCHERS if argv[i:i + len(lead)] == lead), None)
+                hit = next((lead for lead in LAUNCHERS if argv[i : i + len(lead)] == lead), None)
                 if hit:
-                    commands.append(argv[i + len(hit):])
+                    commands.append(argv[i + len(hit) :])
                     break
     return commands
 
@@ -56,8 +56,9 @@ def test_readme_lm_eval_command_parses(argv):
 
 
 def test_the_check_catches_a_bad_example():
-    bad = readme_lm_eval_commands("```bash\nlm_eval --model w2s \\\n  --model_args strong=S,method=cbs:w=4,k=4 "
-                                  "--tasks x\n```\n")
+    bad = readme_lm_eval_commands(
+        "```bash\nlm_eval --model w2s \\\n  --model_args strong=S,method=cbs:w=4,k=4 --tasks x\n```\n"
+    )
     assert bad == [["--model", "w2s", "--model_args", "strong=S,method=cbs:w=4,k=4", "--tasks", "x"]]
     with pytest.raises(ValueError, match="separate keys"):
         _check(bad[0])

@@ -21,10 +21,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_model_args_parse_method_and_types():
-    a, dev = parse_model_args({"strong": "s", "method": "cbs", "w": 2, "k": "3", "l": math.inf, "beta": "0.5"},
-                              {"batch_size": "auto", "device": "cuda:0", "max_batch_size": None})
+    a, dev = parse_model_args(
+        {"strong": "s", "method": "cbs", "w": 2, "k": "3", "l": math.inf, "beta": "0.5"},
+        {"batch_size": "auto", "device": "cuda:0", "max_batch_size": None},
+    )
     assert a.method_config().spec == "cbs:w=2,k=3,l=inf" and a.beta == 0.5 and a.batch_size == 8 and dev == "cuda:0"
-    a, _ = parse_model_args({"pretrained": "s", "method": "bon", "n": 4, "parallelize": True, "tuned": "a|b", "untuned": "u"})
+    a, _ = parse_model_args(
+        {"pretrained": "s", "method": "bon", "n": 4, "parallelize": True, "tuned": "a|b", "untuned": "u"}
+    )
     assert a.strong == "s" and a.method_config().spec == "bon:n=4" and a.device_map == "auto"
     assert a.engine_spec(device="cpu").to_dict()["tuned"] == ["a", "b"]
     a, _ = parse_model_args({"strong": "s", "method": "eft", "beta": 2, "tuned": "t", "untuned": "u"})
@@ -32,8 +36,10 @@ def test_model_args_parse_method_and_types():
     assert parse_model_args({"strong": "s"})[0].method_config().spec == "cbs:w=4,k=4,l=5"  # the core default
 
 
-@pytest.mark.parametrize("given,want", [("l=inf", "cbs:w=2,k=2,l=inf"), ("l=Infinity", "cbs:w=2,k=2,l=inf"),
-                                        ("l=-inf", None), ("l=-Infinity", None)])
+@pytest.mark.parametrize(
+    "given,want",
+    [("l=inf", "cbs:w=2,k=2,l=inf"), ("l=Infinity", "cbs:w=2,k=2,l=inf"), ("l=-inf", None), ("l=-Infinity", None)],
+)
 def test_negative_infinity_is_not_an_unbounded_chunk(given, want):
     """Issue 25, item 9: lm-eval's own --model_args parser turns 'l=-inf' into the float -inf, which was taken as
     inf; it is refused (naming l) before any model loads, as lm-eval's CLI calls the model."""
@@ -49,20 +55,23 @@ def test_negative_infinity_is_not_an_unbounded_chunk(given, want):
         assert parse_model_args(simple_parse_args_string(args))[0].method_config().spec == want
 
 
-@pytest.mark.parametrize("args,match", [
-    ({"strong": "s", "foo": 1, "bar": 2}, r"unknown model_args key\(s\) bar, foo; valid keys: batch_size, beta"),
-    ({}, "strong=PATH_OR_ID"),
-    ({"strong": "s", "method": "bon", "w": 2}, "w= applies to method=cbs"),
-    ({"strong": "s", "method": "cbs", "n": 2}, "n= applies to method=bon"),
-    ({"strong": "s", "tuned": "t"}, "both tuned= and untuned="),
-    ({"strong": "s", "method": "beam"}, "method='beam' is unknown"),
-    ({"strong": "s", "method": "cbs:w=2"}, "separate keys"),
-    ({"strong": "s", "l": 0}, "l must be a positive integer"),
-    ({"strong": "s", "w": 1.5}, "w must be an integer"),
-    ({"strong": "s", "temperature": -0.1}, "temperature"),
-    ({"strong": "s", "top_p": 0}, "top_p"),
-    ({"strong": "s", "pretrained": "t"}, "not both"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ({"strong": "s", "foo": 1, "bar": 2}, r"unknown model_args key\(s\) bar, foo; valid keys: batch_size, beta"),
+        ({}, "strong=PATH_OR_ID"),
+        ({"strong": "s", "method": "bon", "w": 2}, "w= applies to method=cbs"),
+        ({"strong": "s", "method": "cbs", "n": 2}, "n= applies to method=bon"),
+        ({"strong": "s", "tuned": "t"}, "both tuned= and untuned="),
+        ({"strong": "s", "method": "beam"}, "method='beam' is unknown"),
+        ({"strong": "s", "method": "cbs:w=2"}, "separate keys"),
+        ({"strong": "s", "l": 0}, "l must be a positive integer"),
+        ({"strong": "s", "w": 1.5}, "w must be an integer"),
+        ({"strong": "s", "temperature": -0.1}, "temperature"),
+        ({"strong": "s", "top_p": 0}, "top_p"),
+        ({"strong": "s", "pretrained": "t"}, "not both"),
+    ],
+)
 def test_model_args_errors(args, match):
     with pytest.raises(ValueError, match=match):
         parse_model_args(args)
@@ -84,10 +93,12 @@ def test_pth_line_is_one_import_line_that_registers_after_lm_eval_models(tmp_pat
     line = pth_line()
     assert line.startswith("import ") and line.count("\n") == 1
     # run the line as site.py would, then import lm-eval's registry: hf and w2s both resolve
-    code = (f"exec({line!r})\n"
-            "import sys; assert 'lm_eval' not in sys.modules\n"
-            "from lm_eval.api.registry import get_model, model_registry\n"
-            "print(get_model('hf').__name__, type(model_registry._objs['w2s']).__name__)\n")
+    code = (
+        f"exec({line!r})\n"
+        "import sys; assert 'lm_eval' not in sys.modules\n"
+        "from lm_eval.api.registry import get_model, model_registry\n"
+        "print(get_model('hf').__name__, type(model_registry._objs['w2s']).__name__)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["HFLM", "EntryPoint"]
 
@@ -149,8 +160,9 @@ def test_output_dir_of_run_reads_the_evaluation_tracker_of_simple_evaluate(tmp_p
     for out in (tmp_path / "res", tmp_path / "res" / "x.json", None):
         tracker = EvaluationTracker(output_path=str(out) if out else None)
         with pytest.raises(Probe):
-            evaluator.simple_evaluate(model="w2s_output_probe", model_args="", tasks=["any"],
-                                      evaluation_tracker=tracker)
+            evaluator.simple_evaluate(
+                model="w2s_output_probe", model_args="", tasks=["any"], evaluation_tracker=tracker
+            )
     assert seen == [tmp_path / "res", tmp_path / "res", None]
     assert output_dir_of_run() is None  # outside simple_evaluate
 

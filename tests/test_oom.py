@@ -42,13 +42,16 @@ def oom_above(lm, max_rows):
 def models(toy_dirs):
     tok = AutoTokenizer.from_pretrained(toy_dirs["tok_a"])
     device = os.environ.get("W2S_TEST_DEVICE", "cpu")
-    return {name: CausalLM(tiny_causal_lm(family, tok, seed=seed).to(device), tok, name)
-            for name, family, seed in [("strong", "gemma3", 0), ("tuned", "llama", 1), ("untuned", "mistral", 2)]}
+    return {
+        name: CausalLM(tiny_causal_lm(family, tok, seed=seed).to(device), tok, name)
+        for name, family, seed in [("strong", "gemma3", 0), ("tuned", "llama", 1), ("untuned", "mistral", 2)]
+    }
 
 
 def _cbs(models, incremental):
-    scorer = ImplicitValueScorer(GuideLM(models["tuned"], incremental=incremental),
-                                 GuideLM(models["untuned"], incremental=incremental), beta=1.0)
+    scorer = ImplicitValueScorer(
+        GuideLM(models["tuned"], incremental=incremental), GuideLM(models["untuned"], incremental=incremental), beta=1.0
+    )
     cfg = SamplingConfig(max_new_tokens=12, seed=3)
     return chunk_beam_search(PROMPTS, TransformersPolicy(models["strong"]), scorer, SearchConfig(2, 2, 4), cfg)
 
@@ -95,4 +98,4 @@ def test_split_on_oom_halves_and_keeps_order():
     assert sum(outs, []) == list(range(10)) and rows == 3
     assert calls[:3] == [(0, 10), (0, 5), (0, 3)]
     outs, rows = split_on_oom(run, 10, "fake", rows=rows)  # starting where it fitted: no failed pass
-    assert all(hi - lo <= 3 for lo, hi in calls[-len(outs):]) and len(outs) == 4
+    assert all(hi - lo <= 3 for lo, hi in calls[-len(outs) :]) and len(outs) == 4

@@ -36,8 +36,10 @@ def test_new_files_get_the_umask_and_existing_files_keep_their_mode(tmp_path):
 
 def test_umask_is_read_as_the_process_sees_it(tmp_path):
     # in a child with another umask (so /proc/self/status is that process's)
-    code = ("import os; os.umask(0o077); from w2s_eval.provenance import atomic_write_text as w; "
-            f"w({str(tmp_path / 'f')!r}, 'x')")
+    code = (
+        "import os; os.umask(0o077); from w2s_eval.provenance import atomic_write_text as w; "
+        f"w({str(tmp_path / 'f')!r}, 'x')"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert _mode(tmp_path / "f") == 0o600
 
@@ -46,8 +48,10 @@ def test_json_is_strict_and_names_the_non_finite_field(tmp_path):
     path = tmp_path / "config.json"
     P.atomic_write_json(path, {"b": [1, 2], "a": {"x": 0.5}})
     assert json.loads(path.read_text()) == {"a": {"x": 0.5}, "b": [1, 2]} and path.read_text().endswith("\n")
-    for bad, field in (({"identity": {"guide_beta": math.nan}}, "identity.guide_beta"),
-                       ({"xs": [1.0, math.inf]}, "xs.1")):
+    for bad, field in (
+        ({"identity": {"guide_beta": math.nan}}, "identity.guide_beta"),
+        ({"xs": [1.0, math.inf]}, "xs.1"),
+    ):
         with pytest.raises(ValueError, match=rf"refusing to write .*config\.json: {field} is (nan|inf)"):
             P.atomic_write_json(path, bad)
     assert json.loads(path.read_text()) == {"a": {"x": 0.5}, "b": [1, 2]}  # the old file is untouched
@@ -77,12 +81,18 @@ def test_fingerprint_is_the_committed_canonical_form():
 def test_diff_fields_first_field_in_the_new_configs_order():
     old = {"world": "w", "sampling": {"temperature": 1.0, "top_k": 50}, "dtype": "float32", "gone": 1}
     new = {"world": "w", "sampling": {"temperature": 0.5, "top_k": 50}, "dtype": "bfloat16", "extra": [1]}
-    assert P.diff_fields(old, new) == [("sampling.temperature", 1.0, 0.5), ("dtype", "float32", "bfloat16"),
-                                       ("extra", P.MISSING, [1]), ("gone", 1, P.MISSING)]
+    assert P.diff_fields(old, new) == [
+        ("sampling.temperature", 1.0, 0.5),
+        ("dtype", "float32", "bfloat16"),
+        ("extra", P.MISSING, [1]),
+        ("gone", 1, P.MISSING),
+    ]
     assert P.diff_fields(old, old) == []
     msg = P.mismatch_message("results directory R", P.diff_fields(old, new))
-    assert msg.startswith("results directory R was made with a different config: sampling.temperature is 1.0 "
-                          "there but 0.5 now (and 3 more field(s): dtype, extra, gone)")
+    assert msg.startswith(
+        "results directory R was made with a different config: sampling.temperature is 1.0 "
+        "there but 0.5 now (and 3 more field(s): dtype, extra, gone)"
+    )
 
 
 def test_check_identity(tmp_path):
@@ -150,13 +160,23 @@ def test_run_dir_lock_refuses_a_second_writer_and_takes_over_after_a_dead_one(tm
     from w2s_eval.provenance import LOCK_FILE, RunDirBusy, run_dir_lock
 
     out = tmp_path / "runs" / "one"
-    child = subprocess.Popen([sys.executable, "-c", "import sys, time; from w2s_eval.provenance import run_dir_lock\n"
-                              f"with run_dir_lock({str(out)!r}):\n    print('locked', flush=True); time.sleep(60)"],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from w2s_eval.provenance import run_dir_lock\n"
+            f"with run_dir_lock({str(out)!r}):\n    print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout.readline() == "locked\n"
-        with pytest.raises(RunDirBusy, match=rf"--out {out} is in use: pid {child.pid} \(.*\) is writing there; "
-                                             r"wait for it to finish, or give another --out"):
+        with pytest.raises(
+            RunDirBusy,
+            match=rf"--out {out} is in use: pid {child.pid} \(.*\) is writing there; "
+            r"wait for it to finish, or give another --out",
+        ):
             with run_dir_lock(out):
                 pass
     finally:

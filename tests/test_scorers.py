@@ -58,7 +58,9 @@ def implicit(toy, tuned, untuned, incremental, template="{prompt}"):
     return ImplicitValueScorer(GuideLM(toy[tuned], template, incremental), GuideLM(toy[untuned], template, incremental))
 
 
-@pytest.mark.parametrize("tuned,untuned,L", [("tuned", "untuned", 3), ("tuned_b", "untuned_b", 4), ("tuned", "untuned_b", 1)])
+@pytest.mark.parametrize(
+    "tuned,untuned,L", [("tuned", "untuned", 3), ("tuned_b", "untuned_b", 4), ("tuned", "untuned_b", 1)]
+)
 def test_incremental_equals_full_rescore_in_cbs(toy, tuned, untuned, L):
     twin = Twin(implicit(toy, tuned, untuned, True), implicit(toy, tuned, untuned, False))
     cfg = SamplingConfig(max_new_tokens=14, seed=5, stop=["\n\n"])
@@ -168,6 +170,9 @@ def test_a_causal_lm_given_as_reward_model_is_named_as_such(toy_dirs):
     from w2s_eval.engine import load_classifier
 
     model, tok = load_classifier(toy_dirs["strong"], dtype="float32", device="cpu")
-    with pytest.raises(ValueError, match=r"'strong' is not a sequence-classification model \(its config names "
-                                         r"LlamaForCausalLM\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"'strong' is not a sequence-classification model \(its config names "
+        r"LlamaForCausalLM\)",
+    ):
         RewardModelScorer(model, tok, name="strong")

@@ -28,7 +28,7 @@ def hf_generate(lm, prompt, seed, **gen) -> list[int]:
     ids = lm.tokenizer(prompt, return_tensors="pt").to(lm.device)
     torch.manual_seed(seed)
     out = lm.model.generate(**ids, do_sample=gen.pop("do_sample", True), pad_token_id=lm.pad_id, **gen)
-    return out[0, ids["input_ids"].shape[1]:].tolist()
+    return out[0, ids["input_ids"].shape[1] :].tolist()
 
 
 def hf_sample(lm, prompt, seed, **gen):
@@ -109,8 +109,9 @@ def test_stop_strings_cut_text_and_finish(toy):
     pol = TransformersPolicy(toy["strong"])
     free = chunk_beam_search(PROMPTS, pol, None, SearchConfig(1, 1, None), SamplingConfig(max_new_tokens=30, seed=4))
     stops = ["e", "a"]
-    cut = chunk_beam_search(PROMPTS, pol, None, SearchConfig(1, 1, None),
-                            SamplingConfig(max_new_tokens=30, seed=4, stop=stops))
+    cut = chunk_beam_search(
+        PROMPTS, pol, None, SearchConfig(1, 1, None), SamplingConfig(max_new_tokens=30, seed=4, stop=stops)
+    )
     hit = 0
     for f, c in zip(free, cut):
         idx = [f.text.find(s) for s in stops if s in f.text]
@@ -169,6 +170,7 @@ def test_cbs_finds_exhaustive_optimum_on_small_tree():
         return torch.tensor([value(r) for r in responses])
 
     import itertools
+
     best = max(("".join(t) for t in itertools.product("abc", repeat=3)), key=value)
     assert best == "aac"
     cfg = SamplingConfig(max_new_tokens=3)
@@ -183,8 +185,13 @@ def test_scorer_required_and_nan_scores_rejected(toy):
     with pytest.raises(ValueError, match="need a scorer"):
         chunk_beam_search(["hi"], pol, None, SearchConfig(2, 2, 2), SamplingConfig(max_new_tokens=4))
     with pytest.raises(FloatingPointError, match="NaN/inf scores"):
-        chunk_beam_search(["hi"], pol, lambda p, r, f: torch.full((len(r),), float("nan")),
-                          SearchConfig(1, 2, None), SamplingConfig(max_new_tokens=4))
+        chunk_beam_search(
+            ["hi"],
+            pol,
+            lambda p, r, f: torch.full((len(r),), float("nan")),
+            SearchConfig(1, 2, None),
+            SamplingConfig(max_new_tokens=4),
+        )
 
 
 def test_beams_keep_the_generated_token_ids(toy):
@@ -228,14 +235,16 @@ def test_stop_strings_cut_the_token_ids_with_the_text(toy):
         assert c.text == f.text or (c.beams[0].ended and not c.beams[0].eos)
         return len(ids)
 
-    for f, c in zip(free, chunk_beam_search(PROMPTS, pol, None, SearchConfig(1, 1, None), replace(cfg, stop=("e", "a")))):
+    for f, c in zip(
+        free, chunk_beam_search(PROMPTS, pol, None, SearchConfig(1, 1, None), replace(cfg, stop=("e", "a")))
+    ):
         check(f, c)
     dropped = 0
     for prompt, f in zip(PROMPTS, free):
         ids = f.beams[0].token_ids
         spans = [j for j in range(1, len(ids) - 1) if "\ufffd" not in tok.decode(ids[: j + 2])]
         if spans:
-            stop = tok.decode(ids[spans[-1]: spans[-1] + 2])
+            stop = tok.decode(ids[spans[-1] : spans[-1] + 2])
             [c] = chunk_beam_search([prompt], pol, None, SearchConfig(1, 1, None), replace(cfg, stop=(stop,)))
             assert c.text == f.text[: f.text.index(stop)]
             dropped += c.beams[0].n_tokens - check(f, c) >= 2

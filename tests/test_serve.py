@@ -23,8 +23,16 @@ pytestmark = pytest.mark.slow  # processes, servers or training: deselect with -
 
 KEY = "test-key-123"
 METHOD = "cbs:w=2,k=2,l=4"
-PROMPTS = ["The movie was", "I loved the", "Hello, world!", "This film is a", "The actor and the director",
-           "We hated it but", "A wonderful story of", "Here is a movie review from imdb: "]
+PROMPTS = [
+    "The movie was",
+    "I loved the",
+    "Hello, world!",
+    "This film is a",
+    "The actor and the director",
+    "We hated it but",
+    "A wonderful story of",
+    "Here is a movie review from imdb: ",
+]
 
 
 class Served:
@@ -33,10 +41,32 @@ class Served:
     def __init__(self, models, root):
         from devtools.serve_process import start_serve
 
-        args = ["--strong", models["strong"], "--tuned", models["tuned"], "--untuned", models["untuned"],
-                "--tuned-template", "{prompt}", "--untuned-template", "{prompt}", "--dtype", "float32",
-                "--device", "cpu", "--method", METHOD, "--max-tokens", "64", "--max-batch-prompts", "32",
-                "--max-wait-ms", "20", "--max-request-tokens", "4096"]
+        args = [
+            "--strong",
+            models["strong"],
+            "--tuned",
+            models["tuned"],
+            "--untuned",
+            models["untuned"],
+            "--tuned-template",
+            "{prompt}",
+            "--untuned-template",
+            "{prompt}",
+            "--dtype",
+            "float32",
+            "--device",
+            "cpu",
+            "--method",
+            METHOD,
+            "--max-tokens",
+            "64",
+            "--max-batch-prompts",
+            "32",
+            "--max-wait-ms",
+            "20",
+            "--max-request-tokens",
+            "4096",
+        ]
         self.server = start_serve(args, str(root / "serve.log"), api_key=KEY)
         self.url, self.port, self.proc = self.server.url, self.server.port, self.server.process
 
@@ -86,8 +116,9 @@ def served(models, tmp_path_factory):
 def engine(models):
     from w2s_eval.engine import build_engine
 
-    return build_engine(models["strong"], tuned=models["tuned"], untuned=models["untuned"], dtype="float32",
-                        device="cpu")
+    return build_engine(
+        models["strong"], tuned=models["tuned"], untuned=models["untuned"], dtype="float32", device="cpu"
+    )
 
 
 def test_openai_client_completions_equal_the_engine(served, engine):
@@ -97,8 +128,15 @@ def test_openai_client_completions_equal_the_engine(served, engine):
     from w2s_eval.policy import choice_seed
 
     client = openai.OpenAI(base_url=served.url + "/v1", api_key=KEY, max_retries=0)
-    out = client.completions.create(model="cbs:w=2,k=2,l=3", prompt=PROMPTS[:2], max_tokens=8, seed=5, n=2,
-                                    temperature=0.8, extra_body={"top_k": 20})
+    out = client.completions.create(
+        model="cbs:w=2,k=2,l=3",
+        prompt=PROMPTS[:2],
+        max_tokens=8,
+        seed=5,
+        n=2,
+        temperature=0.8,
+        extra_body={"top_k": 20},
+    )
     assert [c.index for c in out.choices] == [0, 1, 2, 3]
     cfg = SamplingConfig(temperature=0.8, top_k=20, max_new_tokens=8)
     prompts = [p for p in PROMPTS[:2] for _ in range(2)]
@@ -119,11 +157,13 @@ def test_openai_client_completions_equal_the_engine(served, engine):
         for key in ("prefill_tokens", "prefill_flops", "forward_tokens", "forward_flops"):
             assert w2s["compute"][role][key] == sum(r.stats["compute"][role][key] for r in want)
     # the body field `method` picks the method too; `model` then only names the server
-    base = client.completions.create(model="w2s", prompt=PROMPTS[0], max_tokens=8, seed=5, temperature=0.8,
-                                     extra_body={"method": "base"})
+    base = client.completions.create(
+        model="w2s", prompt=PROMPTS[0], max_tokens=8, seed=5, temperature=0.8, extra_body={"method": "base"}
+    )
     assert base.usage.model_extra["w2s"]["method"] == "base"
-    want = engine.generate([PROMPTS[0]], "base", SamplingConfig(temperature=0.8, max_new_tokens=8),
-                           seeds=[choice_seed(5, PROMPTS[0], 0)])
+    want = engine.generate(
+        [PROMPTS[0]], "base", SamplingConfig(temperature=0.8, max_new_tokens=8), seeds=[choice_seed(5, PROMPTS[0], 0)]
+    )
     assert base.choices[0].text == want[0].text
     assert [m.id for m in client.models.list().data][0] == "w2s"
 
@@ -139,19 +179,27 @@ def test_openai_client_chat_templates_the_messages_and_guides_read_the_last_user
     out = client.chat.completions.create(model="bon:n=3", messages=messages, max_tokens=8, seed=2, temperature=1.0)
     prompt = engine.policy.lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert prompt.endswith("<|assistant|>")
-    want = engine.generate([prompt], "bon:n=3", SamplingConfig(temperature=1.0, max_new_tokens=8),
-                           seeds=[choice_seed(2, prompt, 0)], guide_prompts=["Tell me about the film"])[0]
+    want = engine.generate(
+        [prompt],
+        "bon:n=3",
+        SamplingConfig(temperature=1.0, max_new_tokens=8),
+        seeds=[choice_seed(2, prompt, 0)],
+        guide_prompts=["Tell me about the film"],
+    )[0]
     assert out.choices[0].message.content == want.text and out.choices[0].message.role == "assistant"
     assert out.usage.model_extra["w2s"]["scores"] == pytest.approx([want.score])
     # what the guides read matters: scoring the templated prompt instead ranks differently
-    other = engine.generate([prompt], "bon:n=3", SamplingConfig(temperature=1.0, max_new_tokens=8),
-                            seeds=[choice_seed(2, prompt, 0)])[0]
+    other = engine.generate(
+        [prompt], "bon:n=3", SamplingConfig(temperature=1.0, max_new_tokens=8), seeds=[choice_seed(2, prompt, 0)]
+    )[0]
     assert other.score != pytest.approx(want.score)
 
 
 def test_32_concurrent_requests_equal_sequential_ones(served):
-    bodies = [{"prompt": PROMPTS[i % len(PROMPTS)] + " " * (i // len(PROMPTS)), "seed": i, "temperature": 1.0}
-              for i in range(32)]
+    bodies = [
+        {"prompt": PROMPTS[i % len(PROMPTS)] + " " * (i // len(PROMPTS)), "seed": i, "temperature": 1.0}
+        for i in range(32)
+    ]
     before = served.get("/health")
     with ThreadPoolExecutor(32) as pool:
         together = list(pool.map(lambda b: served.complete(**b), bodies))
@@ -174,9 +222,12 @@ BAD = [
     ({"model": METHOD, "prompt": "x", "max_tokens": 0}, 400, "echo=true"),
     ({"model": "eft:beta=1", "prompt": "x", "method": "cbs:w=1,k=1,l=x"}, 400, "method: cbs: l must be an integer"),
     ({"model": "eft:beta=1", "prompt": "x"}, 400, "cannot run on this server"),  # guides of another vocabulary
-    ({"model": METHOD, "prompt": [[1, 2, 10 ** 6]]}, 400, "prompt token ids must lie in"),
-    ({"model": METHOD, "prompt": "the movie was great " * 150, "max_tokens": 64}, 400,
-     "exceeds the strong model's context of 512; shorten the prompt or lower max_tokens (at most"),
+    ({"model": METHOD, "prompt": [[1, 2, 10**6]]}, 400, "prompt token ids must lie in"),
+    (
+        {"model": METHOD, "prompt": "the movie was great " * 150, "max_tokens": 64},
+        400,
+        "exceeds the strong model's context of 512; shorten the prompt or lower max_tokens (at most",
+    ),
 ]
 
 
@@ -199,15 +250,18 @@ def test_auth_size_json_and_route_errors(served):
     assert status == 400 and "not valid JSON" in out["error"]["message"]
     status, out = served.request("/v1/nowhere", {"model": "w2s"})
     assert status == 404 and "/v1/nowhere" in out["error"]["message"]
-    status, out = served.request("/v1/chat/completions", {"model": METHOD, "messages": [{"role": "system",
-                                                                                        "content": "hi"}]})
+    status, out = served.request(
+        "/v1/chat/completions", {"model": METHOD, "messages": [{"role": "system", "content": "hi"}]}
+    )
     assert status == 400 and "no user turn" in out["error"]["message"]
 
 
 def test_a_client_that_hangs_up_cancels_nothing_else(served):
     body = json.dumps({"model": METHOD, "prompt": PROMPTS[1], "max_tokens": 32, "seed": 9}).encode()
-    head = (f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
     with ThreadPoolExecutor(4) as pool:
         others = [pool.submit(served.complete, prompt=p, seed=3) for p in PROMPTS[:3]]
         for _ in range(3):
@@ -219,17 +273,24 @@ def test_a_client_that_hangs_up_cancels_nothing_else(served):
 
 
 OVER = [  # issue 25, item 1: what one request may cost is bounded before anything runs
-    ({"model": "bon:n=1000000000"}, "method bon:n=1000000000 draws 1000000000 strong-model samples per prompt; the "
-                                    "server's limit is 64 (--max-samples)"),
+    (
+        {"model": "bon:n=1000000000"},
+        "method bon:n=1000000000 draws 1000000000 strong-model samples per prompt; the "
+        "server's limit is 64 (--max-samples)",
+    ),
     ({"model": "cbs:w=100000,k=100000,l=4"}, "the server's limit is 64 (--max-samples)"),
     ({"model": "w2s", "method": "bon:n=65"}, "(--max-samples)"),
-    ({"model": "bon:n=32", "max_tokens": 64, "prompt": ["The movie"] * 4},
-     "this request may cost 8192 strong-model tokens (32 samples per prompt x max_tokens=64 x n=1 x 4 prompt(s)), "
-     "over the server's limit of 4096 (--max-request-tokens)"),
+    (
+        {"model": "bon:n=32", "max_tokens": 64, "prompt": ["The movie"] * 4},
+        "this request may cost 8192 strong-model tokens (32 samples per prompt x max_tokens=64 x n=1 x 4 prompt(s)), "
+        "over the server's limit of 4096 (--max-request-tokens)",
+    ),
     ({"model": METHOD, "max_tokens": 64, "n": 16, "prompt": ["The movie"] * 2}, "(--max-request-tokens)"),
     ({"model": METHOD, "stop": ["a"] * 50000}, "50000 stop strings; the server's limit is 16 (--max-stop)"),
-    ({"model": METHOD, "stop": ["x" * 2000]}, "the stop strings hold 2000 characters; the server's limit is 1024 "
-                                              "(--max-stop-chars)"),
+    (
+        {"model": METHOD, "stop": ["x" * 2000]},
+        "the stop strings hold 2000 characters; the server's limit is 1024 (--max-stop-chars)",
+    ),
 ]
 
 
@@ -243,31 +304,58 @@ def test_over_budget_requests_are_refused_naming_the_limit_before_anything_runs(
     after = served.get("/health")
     assert after["prompts"] == before["prompts"] and after["batches"] == before["batches"]
     if "prompt" not in body:  # chat: the same limits
-        status, out = served.request("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
-                                                              "max_tokens": 8, **body})
+        status, out = served.request(
+            "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": 8, **body}
+        )
         assert status == 400 and message in out["error"]["message"], out
 
 
 CLIENT_MISTAKES = [  # issue 25, items 7 and 10: 4xx naming the field, never a 500
-    ("/v1/completions", {"prompt": "The movie", "temperature": 1e-320}, "temperature must be 0 (greedy) or at least",
-     None),
+    (
+        "/v1/completions",
+        {"prompt": "The movie", "temperature": 1e-320},
+        "temperature must be 0 (greedy) or at least",
+        None,
+    ),
     ("/v1/completions", {"prompt": "The movie \ud800 was"}, "lone surrogate", "prompt"),
     ("/v1/completions", {"prompt": ["ok", "\udfff"]}, "prompt[1] holds '\\udfff'", "prompt"),
     ("/v1/completions", {"prompt": "The movie", "stop": ["\ud800"]}, "stop[0] holds", "stop"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi \ud800"}]},
-     "messages[0].content holds '\\ud800'", "messages"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "text", "text": "\ud800"}]}]},
-     "messages[0].content[0].text holds", "messages"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
-                              "response_format": {"type": "json_object"}}, "response_format is not supported",
-     "response_format"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
-                              "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools is not supported",
-     "tools"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "logprobs": False, "top_logprobs": 2},
-     "top_logprobs is not supported", "top_logprobs"),
-    ("/v1/completions", {"prompt": "The movie", "guided_json": {"type": "object"}}, "guided_json is not supported",
-     "guided_json"),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi \ud800"}]},
+        "messages[0].content holds '\\ud800'",
+        "messages",
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "\ud800"}]}]},
+        "messages[0].content[0].text holds",
+        "messages",
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}},
+        "response_format is not supported",
+        "response_format",
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]},
+        "tools is not supported",
+        "tools",
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "logprobs": False, "top_logprobs": 2},
+        "top_logprobs is not supported",
+        "top_logprobs",
+    ),
+    (
+        "/v1/completions",
+        {"prompt": "The movie", "guided_json": {"type": "object"}},
+        "guided_json is not supported",
+        "guided_json",
+    ),
 ]
 
 
@@ -280,8 +368,15 @@ def test_client_mistakes_get_a_400_naming_the_field(served, path, body, message,
     assert out["error"]["param"] == param
     # the no-op values of the refused fields pass
     if path.endswith("chat/completions"):
-        ok = {"model": METHOD, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}], "tools": [],
-              "response_format": {"type": "text"}, "top_logprobs": None, "tool_choice": "none"}
+        ok = {
+            "model": METHOD,
+            "max_tokens": 4,
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [],
+            "response_format": {"type": "text"},
+            "top_logprobs": None,
+            "tool_choice": "none",
+        }
         assert served.request(path, ok)[0] == 200
 
 
@@ -290,12 +385,17 @@ def test_a_client_that_hangs_up_has_its_queued_prompts_cancelled(served):
     """Issue 25, item 2: the disconnected client's 64 prompts, queued behind three other requests' batches, do not
     run (at most one batch of them may have started when the hang-up is seen)."""
     before = served.get("/health")
-    blockers = [{"model": "base", "prompt": [f"{p} {j} {i}" for i, p in enumerate(PROMPTS * 4)], "max_tokens": 64,
-                 "seed": 1} for j in range(3)]
-    body = json.dumps({"model": "base", "prompt": [f"gone {i}" for i in range(64)], "max_tokens": 32,
-                       "seed": 2}).encode()
-    head = (f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    blockers = [
+        {"model": "base", "prompt": [f"{p} {j} {i}" for i, p in enumerate(PROMPTS * 4)], "max_tokens": 64, "seed": 1}
+        for j in range(3)
+    ]
+    body = json.dumps(
+        {"model": "base", "prompt": [f"gone {i}" for i in range(64)], "max_tokens": 32, "seed": 2}
+    ).encode()
+    head = (
+        f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
     deadline = time.monotonic() + 60
 
     def wait(what, until):
@@ -325,16 +425,24 @@ def test_a_small_load_loses_and_mixes_nothing(served):
     docs/reliability.md."""
     from devtools.serve_load import run_load
 
-    result = run_load(served.url, KEY, clients=8, requests=6, duration_s=60, rate=2.0, method=METHOD,
-                      max_tokens=8, pid=served.proc.pid)
+    result = run_load(
+        served.url,
+        KEY,
+        clients=8,
+        requests=6,
+        duration_s=60,
+        rate=2.0,
+        method=METHOD,
+        max_tokens=8,
+        pid=served.proc.pid,
+    )
     print(json.dumps(result.summary()))
     assert result.problems == [] and result.answered == result.sent >= 8, result.summary()
     kinds = {c.split()[0] for c in result.classes}
     assert {"good", "bad", "over"} <= kinds, result.classes
     assert all(c.endswith("over_budget") for c in result.classes if c.startswith("over"))
     for body, text in result.good[:6]:  # alone, the same text: nothing of another request leaked in
-        assert served.complete(**body)[
-            "choices"][0]["text"] == text
+        assert served.complete(**body)["choices"][0]["text"] == text
 
 
 @pytest.fixture(scope="module")
@@ -342,9 +450,30 @@ def edge(models, tmp_path_factory):
     """A server with short timeouts and a small connection cap (issue 25, items 3 and 7)."""
     from devtools.serve_process import start_serve
 
-    args = ["--strong", models["strong"], "--device", "cpu", "--dtype", "float32", "--method", "base",
-            "--header-timeout", "1", "--body-timeout", "1", "--max-connections", "8", "--shutdown-timeout", "0.5",
-            "--keep-alive-timeout", "30", "--max-wait-ms", "20", "--max-batch-prompts", "4"]
+    args = [
+        "--strong",
+        models["strong"],
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--method",
+        "base",
+        "--header-timeout",
+        "1",
+        "--body-timeout",
+        "1",
+        "--max-connections",
+        "8",
+        "--shutdown-timeout",
+        "0.5",
+        "--keep-alive-timeout",
+        "30",
+        "--max-wait-ms",
+        "20",
+        "--max-batch-prompts",
+        "4",
+    ]
     server = start_serve(args, str(tmp_path_factory.mktemp("edge") / "serve.log"), api_key=KEY)
     yield server
     server.stop()
@@ -382,8 +511,12 @@ def test_stalled_connections_are_closed_and_a_connection_cap_holds(edge):
         elif i < 4:
             stalls.append(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\n{key}".encode())  # half a head
         else:
-            stalls.append((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\n{key}Content-Type: application/json\r\n"
-                           "Content-Length: 100\r\n\r\n{\"model\": ").encode())  # a tenth of a body
+            stalls.append(
+                (
+                    f"POST /v1/completions HTTP/1.1\r\nHost: x\r\n{key}Content-Type: application/json\r\n"
+                    'Content-Length: 100\r\n\r\n{"model": '
+                ).encode()
+            )  # a tenth of a body
     socks = []
     try:
         for data in stalls:
@@ -407,9 +540,11 @@ def test_stalled_connections_are_closed_and_a_connection_cap_holds(edge):
     assert all(b"--body-timeout" in d for d in bodies[1::2])
     assert json.loads(bodies[1].split(b"\r\n\r\n", 1)[1])["error"]["code"] == "request_timeout"
     # the server serves on
-    req = urllib.request.Request(edge.url + "/v1/completions", data=json.dumps(
-        {"model": "base", "prompt": "The movie", "max_tokens": 4}).encode(),
-        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        edge.url + "/v1/completions",
+        data=json.dumps({"model": "base", "prompt": "The movie", "max_tokens": 4}).encode(),
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=60) as r:
         assert r.status == 200
 
@@ -418,8 +553,9 @@ def test_stalled_connections_are_closed_and_a_connection_cap_holds(edge):
 def test_shutdown_answers_requests_in_flight_with_json_503(edge):
     """Issue 25, item 7: SIGTERM with requests in flight; those not done within --shutdown-timeout get OpenAI's
     error JSON with status 503 (not uvicorn's plain 500), and the server exits."""
-    body = json.dumps({"model": "base", "prompt": [f"{p} {i}" for i, p in enumerate(PROMPTS * 4)],
-                       "max_tokens": 64}).encode()
+    body = json.dumps(
+        {"model": "base", "prompt": [f"{p} {i}" for i, p in enumerate(PROMPTS * 4)], "max_tokens": 64}
+    ).encode()
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     answers = []
 
@@ -458,18 +594,57 @@ def lm_eval_runs(served, models, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("serve_lm_eval")
     tasks, t = write_tasks(root), models
-    common = ["--tasks", "t_gen,t_mc", "--include_path", str(tasks), "--limit", "4", "--log_samples",
-              "--gen_kwargs", "do_sample=True,temperature=0.7,max_gen_toks=10"]
-    w2s_args = (f"strong={t['strong']},tuned={t['tuned']},untuned={t['untuned']},method=cbs,w=2,k=2,l=4,seed=1234,"
-                "dtype=float32,device=cpu")
-    api_args = (f"base_url={served.url}/v1/completions,model=w2s,tokenizer={t['strong']},"
-                "tokenizer_backend=huggingface,max_retries=1,num_concurrent=4")
-    cmds = [[sys.executable, "-m", "w2s_eval.lm_eval_backend", "--model", "w2s", "--model_args", w2s_args,
-             "--batch_size", "4", "--output_path", str(root / "w2s"), *common],
-            [str(LM_EVAL_SCRIPT), "--model", "local-completions", "--model_args", api_args,
-             "--output_path", str(root / "api"), *common]]
-    procs = [subprocess.Popen(c, cwd=root, env=env({"OPENAI_API_KEY": KEY}), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for c in cmds]  # both at once: half the wait
+    common = [
+        "--tasks",
+        "t_gen,t_mc",
+        "--include_path",
+        str(tasks),
+        "--limit",
+        "4",
+        "--log_samples",
+        "--gen_kwargs",
+        "do_sample=True,temperature=0.7,max_gen_toks=10",
+    ]
+    w2s_args = (
+        f"strong={t['strong']},tuned={t['tuned']},untuned={t['untuned']},method=cbs,w=2,k=2,l=4,seed=1234,"
+        "dtype=float32,device=cpu"
+    )
+    api_args = (
+        f"base_url={served.url}/v1/completions,model=w2s,tokenizer={t['strong']},"
+        "tokenizer_backend=huggingface,max_retries=1,num_concurrent=4"
+    )
+    cmds = [
+        [
+            sys.executable,
+            "-m",
+            "w2s_eval.lm_eval_backend",
+            "--model",
+            "w2s",
+            "--model_args",
+            w2s_args,
+            "--batch_size",
+            "4",
+            "--output_path",
+            str(root / "w2s"),
+            *common,
+        ],
+        [
+            str(LM_EVAL_SCRIPT),
+            "--model",
+            "local-completions",
+            "--model_args",
+            api_args,
+            "--output_path",
+            str(root / "api"),
+            *common,
+        ],
+    ]
+    procs = [
+        subprocess.Popen(
+            c, cwd=root, env=env({"OPENAI_API_KEY": KEY}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for c in cmds
+    ]  # both at once: half the wait
     for c, p in zip(cmds, procs):
         log = p.communicate(timeout=600)[0]
         assert p.returncode == 0, f"{' '.join(c)} failed:\n{log[-6000:]}"
@@ -527,6 +702,6 @@ def test_echo_logprobs_suffix_sums_are_the_tilted_loglikelihood_of_every_split(s
             assert (lp["token_logprobs"][j] == max(lp["top_logprobs"][j].values())) == greedy
     # with a completion: the prompt's entries, then one per generated token
     out = served.complete(model="base", prompt=text, max_tokens=3, echo=True, logprobs=1, temperature=0)
-    lp, gen = out["choices"][0]["logprobs"], out["choices"][0]["text"][len(text):]
+    lp, gen = out["choices"][0]["logprobs"], out["choices"][0]["text"][len(text) :]
     assert len(lp["token_logprobs"]) == len(ids) + out["usage"]["completion_tokens"]
     assert "".join(lp["tokens"]) == text + gen and lp["text_offset"][len(ids)] == len(text)

@@ -17,12 +17,19 @@ from hypothesis import strategies as st  # noqa: E402
 
 KEY = "fuzz-key"
 EXAMPLES = 40
-_FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+_FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
-_junk = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                                  max_size=3), max_leaves=6)
+_junk = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
 
 
 def _mostly(valid, bad=_junk):
@@ -30,23 +37,31 @@ def _mostly(valid, bad=_junk):
     return st.integers(0, 9).flatmap(lambda i: bad if i == 5 else valid)  # (hypothesis favours 0 and 9)
 
 
-_text = _mostly(st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=24)
-                | st.sampled_from(["The movie was", "😀 film", "x" * 300]),
-                st.sampled_from(["\ud800", "a\udfffb", ""]))
-_model = _mostly(st.sampled_from(["w2s", "base", "bon:n=2", "cbs:w=2,k=2,l=2", "cbs:w=1,k=2,l=inf", "bon:n=02",
-                                  "eft:beta=1"]),
-                 st.sampled_from(["bon:n=1000000000", "cbs:w=100000,k=100000", "beam:w=2", "gpt-4", "bon:n=-1",
-                                  "cbs:w=1,k=1,l=-inf", "base:x=1"]) | st.text(max_size=12) | _junk)
+_text = _mostly(
+    st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=24)
+    | st.sampled_from(["The movie was", "😀 film", "x" * 300]),
+    st.sampled_from(["\ud800", "a\udfffb", ""]),
+)
+_model = _mostly(
+    st.sampled_from(["w2s", "base", "bon:n=2", "cbs:w=2,k=2,l=2", "cbs:w=1,k=2,l=inf", "bon:n=02", "eft:beta=1"]),
+    st.sampled_from(
+        ["bon:n=1000000000", "cbs:w=100000,k=100000", "beam:w=2", "gpt-4", "bon:n=-1", "cbs:w=1,k=1,l=-inf", "base:x=1"]
+    )
+    | st.text(max_size=12)
+    | _junk,
+)
 
 
 _FIELDS = {
-    "max_tokens": _mostly(st.integers(0, 6), st.sampled_from([-1, 2 ** 31, 2 ** 63, 10 ** 30, 1.5, "4"])),
-    "temperature": _mostly(st.sampled_from([0.0, 0.7, 1.0, 2.0]) | st.floats(1e-4, 5),
-                           st.sampled_from([1e-320, 5e-324, 1e-5, 1e308, -1.0]) | st.floats()),
+    "max_tokens": _mostly(st.integers(0, 6), st.sampled_from([-1, 2**31, 2**63, 10**30, 1.5, "4"])),
+    "temperature": _mostly(
+        st.sampled_from([0.0, 0.7, 1.0, 2.0]) | st.floats(1e-4, 5),
+        st.sampled_from([1e-320, 5e-324, 1e-5, 1e308, -1.0]) | st.floats(),
+    ),
     "top_p": _mostly(st.floats(0.01, 1.0), st.floats()),
     "top_k": _mostly(st.integers(-1, 60)),
     "n": _mostly(st.integers(1, 3)),
-    "seed": _mostly(st.integers(0, 2 ** 63 - 1)),
+    "seed": _mostly(st.integers(0, 2**63 - 1)),
     "stop": _mostly(_text | st.lists(_text, max_size=6)),
     "echo": _mostly(st.booleans()),
     "logprobs": _mostly(st.integers(0, 3) | st.booleans()),
@@ -67,18 +82,28 @@ def _body(main):
     return st.tuples(extra, head, main).map(lambda parts: {**parts[0], **parts[1], **parts[2]})
 
 
-_prompt = _mostly(st.fixed_dictionaries({"prompt": _text | st.lists(_text, min_size=1, max_size=4)
-                                         | st.lists(st.integers(0, 600), min_size=1, max_size=6)
-                                         | st.lists(st.lists(st.integers(0, 600), min_size=1, max_size=4),
-                                                    min_size=1, max_size=3)}),
-                  st.dictionaries(st.just("prompt"), _junk, max_size=1))
-_content = _mostly(_text | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": _text}), max_size=2),
-                   _junk | st.lists(st.fixed_dictionaries({"type": st.just("image_url"), "text": _text}),
-                                    min_size=1, max_size=1))
-_message = st.fixed_dictionaries({"role": _mostly(st.sampled_from(["user", "system", "assistant"]),
-                                                  st.just("robot")), "content": _content})
-_messages = _mostly(st.fixed_dictionaries({"messages": st.lists(_message, min_size=1, max_size=3)}),
-                    st.dictionaries(st.just("messages"), _junk, max_size=1))
+_prompt = _mostly(
+    st.fixed_dictionaries(
+        {
+            "prompt": _text
+            | st.lists(_text, min_size=1, max_size=4)
+            | st.lists(st.integers(0, 600), min_size=1, max_size=6)
+            | st.lists(st.lists(st.integers(0, 600), min_size=1, max_size=4), min_size=1, max_size=3)
+        }
+    ),
+    st.dictionaries(st.just("prompt"), _junk, max_size=1),
+)
+_content = _mostly(
+    _text | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": _text}), max_size=2),
+    _junk | st.lists(st.fixed_dictionaries({"type": st.just("image_url"), "text": _text}), min_size=1, max_size=1),
+)
+_message = st.fixed_dictionaries(
+    {"role": _mostly(st.sampled_from(["user", "system", "assistant"]), st.just("robot")), "content": _content}
+)
+_messages = _mostly(
+    st.fixed_dictionaries({"messages": st.lists(_message, min_size=1, max_size=3)}),
+    st.dictionaries(st.just("messages"), _junk, max_size=1),
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +114,24 @@ def client(toy_dirs):
     from w2s_eval.engine import build_engine
     from w2s_eval.serve import Limits, ServeConfig, create_app
 
-    engine = build_engine(toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"],
-                          dtype="float32", device="cpu")
-    cfg = ServeConfig(api_key=KEY, max_request_bytes=1 << 16, max_wait_ms=0.0,
-                      limits=Limits(max_tokens=16, max_n=2, max_prompts=4, default_chat_tokens=4, max_samples=4,
-                                    max_request_tokens=128, max_stop=4, max_stop_chars=64))
+    engine = build_engine(
+        toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"], dtype="float32", device="cpu"
+    )
+    cfg = ServeConfig(
+        api_key=KEY,
+        max_request_bytes=1 << 16,
+        max_wait_ms=0.0,
+        limits=Limits(
+            max_tokens=16,
+            max_n=2,
+            max_prompts=4,
+            default_chat_tokens=4,
+            max_samples=4,
+            max_request_tokens=128,
+            max_stop=4,
+            max_stop_chars=64,
+        ),
+    )
     app = create_app(engine, cfg, parse_method("base"))
     with TestClient(app, raise_server_exceptions=True) as c:
         yield c
@@ -112,8 +150,11 @@ def _check(response, body) -> dict:
 
 def _post(client, path, body):
     data = json.dumps(body, allow_nan=True)  # NaN/Infinity as Python's json writes them: the server must cope
-    return client.post(path, content=data.encode("utf-8", "surrogatepass"),
-                       headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    return client.post(
+        path,
+        content=data.encode("utf-8", "surrogatepass"),
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
 
 
 @_FUZZ
@@ -137,8 +178,10 @@ def test_chat_completions_answer_json_never_500(client, body):
 
 
 @settings(_FUZZ, max_examples=EXAMPLES // 2)
-@given(raw=st.binary(max_size=64) | st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogatepass")),
-       path=st.sampled_from(["/v1/completions", "/v1/chat/completions", "/v1/models", "/nowhere"]))
+@given(
+    raw=st.binary(max_size=64) | st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    path=st.sampled_from(["/v1/completions", "/v1/chat/completions", "/v1/models", "/nowhere"]),
+)
 def test_raw_bytes_answer_json_never_500(client, raw, path):
     response = client.post(path, content=raw, headers={"Authorization": f"Bearer {KEY}"})
     assert response.status_code in (400, 404, 405, 413), (response.status_code, response.text[:300], raw)

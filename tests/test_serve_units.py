@@ -20,8 +20,16 @@ class RecordingEngine:
         self.calls, self.fail_on = [], fail_on
 
     def generate(self, prompts, method, sampling, seeds=None, batch_size=8, guide_prompts=None):
-        self.calls.append({"prompts": list(prompts), "method": method.spec, "sampling": sampling,
-                           "seeds": list(seeds), "batch_size": batch_size, "guide_prompts": list(guide_prompts)})
+        self.calls.append(
+            {
+                "prompts": list(prompts),
+                "method": method.spec,
+                "sampling": sampling,
+                "seeds": list(seeds),
+                "batch_size": batch_size,
+                "guide_prompts": list(guide_prompts),
+            }
+        )
         if self.fail_on and self.fail_on in prompts:
             raise ValueError(f"bad prompt {self.fail_on!r}")
         return [SimpleNamespace(text=f"{p}|{s}|{g}") for p, s, g in zip(prompts, seeds, guide_prompts)]
@@ -90,24 +98,30 @@ def test_a_failing_group_fails_only_its_jobs_and_cancelled_jobs_are_skipped():
     assert [c["prompts"] for c in engine.calls] == [["p1"], ["p2"]]
 
 
-@pytest.mark.parametrize("model,method,want", [
-    ("w2s", None, "cbs:w=4,k=4,l=5"),
-    ("bon:n=3", None, "bon:n=3"),
-    ("base", None, "base"),
-    ("w2s", "eft:beta=0.5", "eft:beta=0.5"),
-    ("anything", "cbs:w=1,k=2,l=inf", "cbs:w=1,k=2,l=inf"),
-])
+@pytest.mark.parametrize(
+    "model,method,want",
+    [
+        ("w2s", None, "cbs:w=4,k=4,l=5"),
+        ("bon:n=3", None, "bon:n=3"),
+        ("base", None, "base"),
+        ("w2s", "eft:beta=0.5", "eft:beta=0.5"),
+        ("anything", "cbs:w=1,k=2,l=inf", "cbs:w=1,k=2,l=inf"),
+    ],
+)
 def test_the_method_comes_from_the_body_field_else_the_model_name(model, method, want):
     req = CompletionRequest(model=model, prompt="x", method=method)
     assert resolve_method(req, "w2s", parse_method("cbs:w=4,k=4,l=5")).spec == want
 
 
-@pytest.mark.parametrize("model,status,message", [
-    ("gpt-4", 404, "model 'gpt-4' is not served here"),
-    ("cbs:w=0", 400, "model: w must be a positive integer"),
-    ("beam:w=2", 400, "unknown method 'beam'"),
-    ("bon:m=2", 400, "unknown parameter 'm'"),
-])
+@pytest.mark.parametrize(
+    "model,status,message",
+    [
+        ("gpt-4", 404, "model 'gpt-4' is not served here"),
+        ("cbs:w=0", 400, "model: w must be a positive integer"),
+        ("beam:w=2", 400, "unknown method 'beam'"),
+        ("bon:m=2", 400, "unknown parameter 'm'"),
+    ],
+)
 def test_bad_method_names(model, status, message):
     with pytest.raises(APIError, match=message) as e:
         resolve_method(CompletionRequest(model=model, prompt="x"), "w2s", parse_method("base"))
@@ -162,8 +176,12 @@ def test_completion_logprobs_are_those_of_the_generated_tokens(byte_engine):
         server.batcher.close()
     lm = byte_engine.policy.lm
     tok = lm.tokenizer
-    want = byte_engine.generate(BYTE_PROMPTS, "base", SamplingConfig(temperature=1.0, max_new_tokens=10),
-                                seeds=[choice_seed(3, p, 0) for p in BYTE_PROMPTS])
+    want = byte_engine.generate(
+        BYTE_PROMPTS,
+        "base",
+        SamplingConfig(temperature=1.0, max_new_tokens=10),
+        seeds=[choice_seed(3, p, 0) for p in BYTE_PROMPTS],
+    )
     partial = 0
     for choice, r, prompt in zip(out["choices"], want, BYTE_PROMPTS):
         beam = r.beams[0]
@@ -221,13 +239,16 @@ def test_a_split_whose_continuation_is_only_eos_has_no_tilt(toy_dirs):
     from w2s_eval.serve.scoring import _tilts
     from w2s_eval.tilt import Tilt, terms_for
 
-    engine = build_engine(toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"], dtype="float32",
-                          device="cpu")
+    engine = build_engine(
+        toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"], dtype="float32", device="cpu"
+    )
     tilt, tok = Tilt(terms_for(engine, CBS), 4), engine.policy.lm.tokenizer
     seq = tok.encode("The movie was great") + [tok.eos_token_id]
     got = _tilts(tilt, tok, seq, 1)
-    want = [tilt([(tok.decode(seq[:j], skip_special_tokens=True), tok.decode(seq[j:-1]))])[0]
-            for j in range(1, len(seq) - 1)]
+    want = [
+        tilt([(tok.decode(seq[:j], skip_special_tokens=True), tok.decode(seq[j:-1]))])[0]
+        for j in range(1, len(seq) - 1)
+    ]
     assert got[:-2] == pytest.approx(want, rel=1e-5, abs=1e-5) and got[-2:] == [0.0, 0.0]
     assert any(abs(t) > 1e-3 for t in want)
 
@@ -252,18 +273,22 @@ def test_max_tokens_that_fill_the_context_name_the_request_field(byte_engine, mo
     server = _served(byte_engine)
     limit = byte_engine.policy.lm.max_length
     n = len(byte_engine.policy.lm.tokenizer.encode("The movie was"))
+
     def generate(*args, **kwargs):
         raise AssertionError("generated before checking")  # an Exception: the batcher hands it to the request
 
     monkeypatch.setattr(byte_engine, "generate", generate)
     try:
-        status, out = _answer(server, completions, CompletionRequest(model="base", prompt="The movie was",
-                                                                     max_tokens=limit))
+        status, out = _answer(
+            server, completions, CompletionRequest(model="base", prompt="The movie was", max_tokens=limit)
+        )
         assert status == 400 and set(out["error"]) == {"message", "type", "param", "code"}
         msg = out["error"]["message"]
-        assert msg == (f"prompt of {n} tokens + max_tokens={limit} exceeds the strong model's context of {limit}; "
-                       f"max_tokens={limit} leaves no room for the prompt: lower max_tokens below {limit} "
-                       f"(at most {limit - n} keeps this whole prompt)")
+        assert msg == (
+            f"prompt of {n} tokens + max_tokens={limit} exceeds the strong model's context of {limit}; "
+            f"max_tokens={limit} leaves no room for the prompt: lower max_tokens below {limit} "
+            f"(at most {limit - n} keeps this whole prompt)"
+        )
         assert out["error"]["param"] == "max_tokens" and "max_new_tokens" not in msg
         long = " ".join(["the movie was great"] * 200)
         status, out = _answer(server, completions, CompletionRequest(model="base", prompt=["ok", long], max_tokens=64))
@@ -291,8 +316,9 @@ def test_a_chat_prompt_that_starts_with_bos_counts_it_once(toy_dirs):
 
     lm = load_causal_lm(toy_dirs["strong"], dtype="float32", device="cpu", name="strong")
     tok, bos = lm.tokenizer, lm.tokenizer.bos_token_id
-    tok.backend_tokenizer.post_processor = TemplateProcessing(single=f"{tok.bos_token} $A",
-                                                              special_tokens=[(tok.bos_token, bos)])
+    tok.backend_tokenizer.post_processor = TemplateProcessing(
+        single=f"{tok.bos_token} $A", special_tokens=[(tok.bos_token, bos)]
+    )
     tok.chat_template = "{{ bos_token }}" + CHAT_TEMPLATE
     messages = [{"role": "user", "content": "The movie was"}]
     prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -328,13 +354,16 @@ def test_server_flags_are_the_config_fields(capsys):
         return spec_from_namespace(args, cls=ServeConfig, limits=spec_from_namespace(args, cls=Limits))
 
     assert config() == ServeConfig()
-    assert config("--max-n", "3", "--served-model-name", "m", "--max-wait-ms", "0") == \
-        ServeConfig(served_model_name="m", max_wait_ms=0.0, limits=Limits(max_n=3))
+    assert config("--max-n", "3", "--served-model-name", "m", "--max-wait-ms", "0") == ServeConfig(
+        served_model_name="m", max_wait_ms=0.0, limits=Limits(max_n=3)
+    )
     with pytest.raises(SpecError, match=r"^--max-n must be a positive integer, got 0; set --max-n>=1$"):
         config("--max-n", "0")
     with pytest.raises(SpecError, match=r"^--max-wait-ms must be >= 0, got -1\.0$"):
         config("--max-wait-ms", "-1")
-    with pytest.raises(SpecError, match=r"^max_batch_prompts must be a positive integer, got 0; set max_batch_prompts>=1$"):
+    with pytest.raises(
+        SpecError, match=r"^max_batch_prompts must be a positive integer, got 0; set max_batch_prompts>=1$"
+    ):
         ServeConfig(max_batch_prompts=0)
     assert main(["serve", "--strong", "/nonexistent/model", "--max-tokens", "0"]) == 2
     assert "error: --max-tokens must be a positive integer, got 0; set --max-tokens>=1" in capsys.readouterr().err

@@ -37,23 +37,26 @@ def test_normalises_and_round_trips():
         EngineSpec.from_dict({**d, "bogus": 1})
 
 
-@pytest.mark.parametrize("kwargs,needle", [
-    ({}, "no strong model"),
-    ({"strong": "s", "strong_endpoint": "http://h:1/v1"}, "not both"),
-    ({"strong_endpoint": "127.0.0.1:8000/v1"}, "must be an http"),
-    ({"strong": "s", "strong_model": "m"}, "strong_model='m' names a served model"),
-    ({"strong": "s", "tuned": "t"}, "both tuned and untuned"),
-    ({"strong": "s", "untuned": "u"}, "both tuned and untuned"),
-    ({"strong": "s", "beta": math.inf}, "beta must be a finite number"),
-    ({"strong": "s", "beta": math.nan}, "beta must be a finite number"),
-    ({"strong": "s", "rm_weight": math.nan}, "rm_weight must be a finite number"),
-    ({"strong": "s", "beta": "high"}, "beta must be a number"),
-    ({"strong": "s", "dtype": "float8"}, "dtype='float8' is unknown"),
-    ({"strong": "s", "device": "gpu0"}, "device='gpu0' is not a device"),
-    ({"strong": "s", "tuned_template": "no placeholder"}, "tuned_template must be"),
-    ({"strong": "s", "tuned_template": "x {prompt} {"}, "tuned_template='x {prompt} {' is not a valid format"),
-    ({"strong": "s", "untuned_template": "{prompt} {other}"}, "untuned_template=.* is not a valid format"),
-])
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        ({}, "no strong model"),
+        ({"strong": "s", "strong_endpoint": "http://h:1/v1"}, "not both"),
+        ({"strong_endpoint": "127.0.0.1:8000/v1"}, "must be an http"),
+        ({"strong": "s", "strong_model": "m"}, "strong_model='m' names a served model"),
+        ({"strong": "s", "tuned": "t"}, "both tuned and untuned"),
+        ({"strong": "s", "untuned": "u"}, "both tuned and untuned"),
+        ({"strong": "s", "beta": math.inf}, "beta must be a finite number"),
+        ({"strong": "s", "beta": math.nan}, "beta must be a finite number"),
+        ({"strong": "s", "rm_weight": math.nan}, "rm_weight must be a finite number"),
+        ({"strong": "s", "beta": "high"}, "beta must be a number"),
+        ({"strong": "s", "dtype": "float8"}, "dtype='float8' is unknown"),
+        ({"strong": "s", "device": "gpu0"}, "device='gpu0' is not a device"),
+        ({"strong": "s", "tuned_template": "no placeholder"}, "tuned_template must be"),
+        ({"strong": "s", "tuned_template": "x {prompt} {"}, "tuned_template='x {prompt} {' is not a valid format"),
+        ({"strong": "s", "untuned_template": "{prompt} {other}"}, "untuned_template=.* is not a valid format"),
+    ],
+)
 def test_bad_settings_name_the_field(kwargs, needle):
     with pytest.raises(SpecError, match=needle):
         EngineSpec(**kwargs)
@@ -66,15 +69,27 @@ def test_check_method_without_io():
         local.check_method(parse_method("cbs:w=2,k=2,l=3"))
     with pytest.raises(SpecError, match="eft needs a tuned and an untuned"):
         EngineSpec(strong="s", reward_model="rm").check_method(parse_method("eft:beta=1"))
-    with pytest.raises(SpecError, match="EFT needs full next-token distributions of the strong model, which an endpoint"):
+    with pytest.raises(
+        SpecError, match="EFT needs full next-token distributions of the strong model, which an endpoint"
+    ):
         EngineSpec(strong_endpoint="http://h:1/v1", tuned="t", untuned="u").check_method(parse_method("eft:beta=1"))
     served.check_method(parse_method("base"))
     EngineSpec(strong="s", tuned="t", untuned="u", beta=0).check_method(parse_method("bon:n=2"))
 
 
 def test_from_mapping_coerces_lm_eval_values():
-    spec = spec_from_mapping({"strong": "s", "tuned": "a|b", "untuned": "u", "beta": "0.5", "rm_weight": 2,
-                              "load_in_4bit": "true", "device_map": True, "dtype": None})
+    spec = spec_from_mapping(
+        {
+            "strong": "s",
+            "tuned": "a|b",
+            "untuned": "u",
+            "beta": "0.5",
+            "rm_weight": 2,
+            "load_in_4bit": "true",
+            "device_map": True,
+            "dtype": None,
+        }
+    )
     assert spec.tuned == ("a", "b") and spec.beta == 0.5 and spec.rm_weight == 2.0 and spec.load_in_4bit is True
     assert spec.device_map == "auto" and spec.dtype == "auto"
     with pytest.raises(SpecError, match="model_args: strong is given twice"):
@@ -97,8 +112,23 @@ def _parser(**kw):
 
 def test_flags_come_from_the_fields():
     p = _parser()
-    ns = p.parse_args(["--strong", "s", "--tuned", "a", "--tuned", "b", "--untuned", "u", "--beta", "0.5",
-                       "--load-in-4bit", "--device", "cpu"])
+    ns = p.parse_args(
+        [
+            "--strong",
+            "s",
+            "--tuned",
+            "a",
+            "--tuned",
+            "b",
+            "--untuned",
+            "u",
+            "--beta",
+            "0.5",
+            "--load-in-4bit",
+            "--device",
+            "cpu",
+        ]
+    )
     spec = spec_from_namespace(ns)
     assert spec == EngineSpec(strong="s", tuned=("a", "b"), untuned="u", beta=0.5, load_in_4bit=True, device="cpu")
     assert spec_from_namespace(p.parse_args(["--strong", "s"])) == EngineSpec(strong="s")
@@ -110,13 +140,19 @@ def test_flags_come_from_the_fields():
     assert spec_from_namespace(ns, strong="w").tuned_template == "auto"
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--strong", "s", "--tuned-template", "x {prompt} {"], "--tuned-template 'x {prompt} {' is not a valid format"),
-    (["--strong", "s", "--beta", "nan"], "beta must be a finite number"),
-    (["--strong", "s", "--strong-model", "m"], "--strong-model goes with --strong-endpoint URL"),
-    (["--strong", "s", "--tuned", "t"], "give both tuned and untuned guide models"),
-    (["--strong-endpoint", "h:1"], "--strong-endpoint must be an http"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (
+            ["--strong", "s", "--tuned-template", "x {prompt} {"],
+            "--tuned-template 'x {prompt} {' is not a valid format",
+        ),
+        (["--strong", "s", "--beta", "nan"], "beta must be a finite number"),
+        (["--strong", "s", "--strong-model", "m"], "--strong-model goes with --strong-endpoint URL"),
+        (["--strong", "s", "--tuned", "t"], "give both tuned and untuned guide models"),
+        (["--strong-endpoint", "h:1"], "--strong-endpoint must be an http"),
+    ],
+)
 def test_cli_messages_name_the_flag(argv, needle):
     with pytest.raises(SpecError) as e:
         spec_from_namespace(_parser().parse_args(argv))
@@ -149,8 +185,16 @@ def test_build_engine_from_a_spec_holds_its_guides_as_data(toy_dirs, toy):
     from w2s_eval.engine import Engine, build_engine
     from w2s_eval.guide import GuideLM, ImplicitValueScorer
 
-    spec = EngineSpec(strong=toy_dirs["strong"], tuned=(toy_dirs["tuned"],), untuned=toy_dirs["untuned"], beta=0.7,
-                      reward_model=toy_dirs["rm"], rm_weight=0.5, dtype="float32", device="cpu")
+    spec = EngineSpec(
+        strong=toy_dirs["strong"],
+        tuned=(toy_dirs["tuned"],),
+        untuned=toy_dirs["untuned"],
+        beta=0.7,
+        reward_model=toy_dirs["rm"],
+        rm_weight=0.5,
+        dtype="float32",
+        device="cpu",
+    )
     eng = build_engine(spec)
     assert eng.spec == spec and [(w, kind) for w, kind, _ in eng.guides] == [(0.7, "implicit"), (0.5, "reward_model")]
     implicit = eng.guides[0].scorer
@@ -162,8 +206,16 @@ def test_build_engine_from_a_spec_holds_its_guides_as_data(toy_dirs, toy):
     got = eng.scorer(prompts, responses, done)
     assert torch.allclose(got, want + 0.5 * rm, rtol=1e-9, atol=0)
     # the keyword form builds the same spec
-    kw = build_engine(toy_dirs["strong"], tuned=toy_dirs["tuned"], untuned=toy_dirs["untuned"], beta=0.7,
-                      reward_model=toy_dirs["rm"], rm_weight=0.5, dtype="float32", device="cpu")
+    kw = build_engine(
+        toy_dirs["strong"],
+        tuned=toy_dirs["tuned"],
+        untuned=toy_dirs["untuned"],
+        beta=0.7,
+        reward_model=toy_dirs["rm"],
+        rm_weight=0.5,
+        dtype="float32",
+        device="cpu",
+    )
     assert kw.spec == spec
     # beta=0 beside a reward model: the pair serves EFT only; every term of weight 0: all scores 0
     rm_spec = build_engine(dataclasses.replace(spec, beta=0.0, rm_weight=1.0))
@@ -171,8 +223,9 @@ def test_build_engine_from_a_spec_holds_its_guides_as_data(toy_dirs, toy):
     zero = build_engine(dataclasses.replace(spec, beta=0.0, reward_model=None))
     assert [w for w, _, _ in zero.guides] == [0.0] and not zero.scorer(prompts, responses, done).any()
     # a guide built by hand from the same parts: only the reward model ranks candidates
-    rm_only = Engine(eng.policy, guides=[(1.0, "reward_model", eng.guides[1].scorer)], tuned=eng.tuned,
-                     untuned=eng.untuned)
+    rm_only = Engine(
+        eng.policy, guides=[(1.0, "reward_model", eng.guides[1].scorer)], tuned=eng.tuned, untuned=eng.untuned
+    )
     assert rm_only.scorer is eng.guides[1].scorer and rm_only.guides[0].kind == "reward_model"
     sampling = SamplingConfig(max_new_tokens=3, seed=1)
     assert len(rm_only.generate(["x"], "eft:beta=1", sampling)) == 1

@@ -21,8 +21,10 @@ PROMPTS = ["The movie was", "I loved this film because it was a wonderful story 
 def fam(toy_dirs):
     tok = AutoTokenizer.from_pretrained(toy_dirs["tok_a"])
     device = os.environ.get("W2S_TEST_DEVICE", "cpu")
-    return {f: CausalLM(tiny_causal_lm(f, tok, seed=i).to(device), tok, f)
-            for i, f in enumerate(("llama", "gemma3", "qwen2-sliding"))}
+    return {
+        f: CausalLM(tiny_causal_lm(f, tok, seed=i).to(device), tok, f)
+        for i, f in enumerate(("llama", "gemma3", "qwen2-sliding"))
+    }
 
 
 def _step(kvs, tokens):

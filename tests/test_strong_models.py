@@ -37,8 +37,13 @@ def _asset(wheel_dir: Path, pieces=PIECES, wheel_pieces=None) -> PartedAsset:
     parts = []
     for i, (piece, held) in enumerate(zip(pieces, wheel_pieces or pieces), start=1):
         whl = _wheel(wheel_dir, i, held)
-        parts.append(Part(WheelAsset(f"fake-part{i}", "1.0", assets.sha256_file(whl), f"fake_part{i}/data/piece.{i}",
-                                     "MIT"), _sha(piece), len(piece)))
+        parts.append(
+            Part(
+                WheelAsset(f"fake-part{i}", "1.0", assets.sha256_file(whl), f"fake_part{i}/data/piece.{i}", "MIT"),
+                _sha(piece),
+                len(piece),
+            )
+        )
     whole = b"".join(pieces)
     return PartedAsset("fake_model", "fake.gguf", tuple(parts), _sha(whole), len(whole))
 
@@ -95,12 +100,15 @@ def test_a_partial_part_inside_a_pinned_wheel_is_named_and_nothing_kept(tmp_path
     assert not list((tmp_path / "cache" / "assets" / "fake_model").iterdir())
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda b: b[:10] + b"X" + b[11:], r"part 1 of 3 \(fake-part1==1.0, fake_part1/data/piece.1\) differs"),
-    (lambda b: b[:-4] + b"XXXX", r"part 3 of 3 .* differs"),
-    (lambda b: b[:800], r"part 2 of 3 .* is truncated"),
-    (lambda b: b + b"!", r"1 bytes too many"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda b: b[:10] + b"X" + b[11:], r"part 1 of 3 \(fake-part1==1.0, fake_part1/data/piece.1\) differs"),
+        (lambda b: b[:-4] + b"XXXX", r"part 3 of 3 .* differs"),
+        (lambda b: b[:800], r"part 2 of 3 .* is truncated"),
+        (lambda b: b + b"!", r"1 bytes too many"),
+    ],
+)
 def test_a_corrupted_assembled_file_is_deleted_naming_the_part(tmp_path, fake_pip, damage, message):
     index, fetched = fake_pip
     asset = _asset(index)
@@ -173,9 +181,31 @@ def test_hub_id_as_strong_from_the_command_line(fake_hub, toy_dirs, tmp_path, mo
     home = write_home(tmp_path / "home", toy_dirs)
 
     def compare(out):
-        return main(["compare", "--world", "toy", "--world-home", str(home), "--strong", HUB, "--methods", "base",
-                     "--prompts", "1", "--seeds", "1", "--out", str(tmp_path / out), "--device", "cpu",
-                     "--max-new-tokens", "3", "--no-progress", "--no-report"])
+        return main(
+            [
+                "compare",
+                "--world",
+                "toy",
+                "--world-home",
+                str(home),
+                "--strong",
+                HUB,
+                "--methods",
+                "base",
+                "--prompts",
+                "1",
+                "--seeds",
+                "1",
+                "--out",
+                str(tmp_path / out),
+                "--device",
+                "cpu",
+                "--max-new-tokens",
+                "3",
+                "--no-progress",
+                "--no-report",
+            ]
+        )
 
     umask = os.umask(0o002)
     try:
@@ -207,8 +237,11 @@ def test_a_hub_id_offline_fails_with_the_hubs_own_error(fake_hub, tmp_path, monk
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
-    with pytest.raises(ConnectionError, match=r"'Qwen/Qwen2.5-Coder-0.5B-Instruct' is not a local directory, so it "
-                                              r"was asked of the hub, which failed: .*cached files"):
+    with pytest.raises(
+        ConnectionError,
+        match=r"'Qwen/Qwen2.5-Coder-0.5B-Instruct' is not a local directory, so it "
+        r"was asked of the hub, which failed: .*cached files",
+    ):
         strong.resolve_strong_model(HUB, cache_dir=tmp_path / "home")
     for path in ("./models/x", str(tmp_path / "nope"), "a/b/c"):
         with pytest.raises(FileNotFoundError, match="is not a model directory nor a hub id"):
@@ -219,8 +252,13 @@ def test_offline_name_with_a_bad_wheel_leaves_no_model(tmp_path, monkeypatch):
     monkeypatch.setattr(strong, "_from_gguf", lambda path: pytest.fail("must not convert"))
     wheels = tmp_path / "wheels"
     _wheel(wheels, 1, b"x")
-    bad = PartedAsset("fake_model", "fake.gguf", (Part(WheelAsset("fake-part1", "1.0", "0" * 64, "fake_part1/data/piece.1",
-                                                                  "MIT"), _sha(b"x"), 1),), _sha(b"x"), 1)
+    bad = PartedAsset(
+        "fake_model",
+        "fake.gguf",
+        (Part(WheelAsset("fake-part1", "1.0", "0" * 64, "fake_part1/data/piece.1", "MIT"), _sha(b"x"), 1),),
+        _sha(b"x"),
+        1,
+    )
     spec = strong.StrongModel("fake", "org/fake", bad, "llama", "MIT")
     monkeypatch.setitem(strong.STRONG_MODELS, "fake", spec)
     with pytest.raises(ValueError, match="part 1 of 1 .*replace or remove"):

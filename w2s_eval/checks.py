@@ -11,8 +11,16 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Callable, Iterator, Optional
 
-__all__ = ["SpecError", "MissingModelError", "spelled", "spelling", "keyword_spelling", "field_kind", "check_number",
-           "check_positive_int"]
+__all__ = [
+    "SpecError",
+    "MissingModelError",
+    "spelled",
+    "spelling",
+    "keyword_spelling",
+    "field_kind",
+    "check_number",
+    "check_positive_int",
+]
 
 
 class SpecError(ValueError):
@@ -68,7 +76,8 @@ def _is_int(x) -> bool:
 
 
 def check_positive_int(name: str, value, allow_none: bool = False) -> None:
-    """An int >= 1 (never bool; None too when ``allow_none``: an unbounded length), else a ValueError naming ``name``."""
+    """An int >= 1 (never bool; None too when ``allow_none``: an unbounded length), else a ValueError naming
+    ``name``."""
     if value is None and allow_none:
         return
     if not _is_int(value) or value <= 0:

@@ -57,19 +57,22 @@ class SamplingConfig:
     top_k: int = field(default=0, metadata=_help("top-k (0 disables it)"))
     top_p: float = field(default=1.0, metadata=_help("top-p (1.0 disables it)"))
     max_new_tokens: int = field(default=128, metadata=_help("new tokens per response"))
-    stop: tuple[str, ...] = field(default=(), metadata=_help("stop string: the response ends before it",
-                                                             cli_list=True))
+    stop: tuple[str, ...] = field(default=(), metadata=_help("stop string: the response ends before it", cli_list=True))
     seed: int = field(default=0, metadata=_help("run seed (each prompt draws from its own stream)"))
-    truncation: str = field(default="error", metadata=_help(
-        "a prompt longer than the context: error, or left (drop its oldest tokens, with a warning)"))
+    truncation: str = field(
+        default="error",
+        metadata=_help("a prompt longer than the context: error, or left (drop its oldest tokens, with a warning)"),
+    )
 
     def __post_init__(self):
         check_number("temperature", self.temperature)
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if 0 < self.temperature < MIN_TEMPERATURE:
-            raise ValueError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g} (a smaller one "
-                             f"overflows the logits), got {self.temperature!r}")
+            raise ValueError(
+                f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g} (a smaller one "
+                f"overflows the logits), got {self.temperature!r}"
+            )
         if not _is_int(self.top_k) or self.top_k < 0:
             raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
         check_number("top_p", self.top_p)
@@ -120,13 +123,25 @@ def with_defaults(cls, **defaults):
     unknown = sorted(set(defaults) - set(by_name))
     if unknown:
         raise ValueError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
-    return make_dataclass(f"{cls.__name__}Preset", [
-        (name, by_name[name].type, field(default=value, metadata=by_name[name].metadata))
-        for name, value in defaults.items()], bases=(cls,), frozen=True)
+    return make_dataclass(
+        f"{cls.__name__}Preset",
+        [
+            (name, by_name[name].type, field(default=value, metadata=by_name[name].metadata))
+            for name, value in defaults.items()
+        ],
+        bases=(cls,),
+        frozen=True,
+    )
 
 
-def context_error(n: int, max_new_tokens: int, limit: Optional[int], flag: str = "max_new_tokens",
-                  model: str = "the strong model", truncation: bool = False) -> Optional[str]:
+def context_error(
+    n: int,
+    max_new_tokens: int,
+    limit: Optional[int],
+    flag: str = "max_new_tokens",
+    model: str = "the strong model",
+    truncation: bool = False,
+) -> Optional[str]:
     """None when a prompt of ``n`` tokens plus ``max_new_tokens`` fits ``model``'s context of ``limit`` (None: no
     limit); else the error, naming the setting as the caller knows it (``flag``) and the fix that applies. Every
     front end words it so. ``truncation``: the caller can set truncation='left' (named only where it helps: not
@@ -134,8 +149,11 @@ def context_error(n: int, max_new_tokens: int, limit: Optional[int], flag: str =
     if limit is None or n + max_new_tokens <= limit:
         return None
     if max_new_tokens >= limit:
-        keep = f" (at most {limit - n} keeps this whole prompt)" if n < limit else \
-            ("" if truncation else " and shorten the prompt")
+        keep = (
+            f" (at most {limit - n} keeps this whole prompt)"
+            if n < limit
+            else ("" if truncation else " and shorten the prompt")
+        )
         hint = f"{flag}={max_new_tokens} leaves no room for the prompt: lower {flag} below {limit}{keep}"
     elif truncation:
         hint = f"shorten the prompt, lower {flag}, or set truncation='left'"
@@ -291,7 +309,9 @@ def _parse_value(method: str, key: str, raw: str):
         try:
             vals = tuple(float(p) for p in parts)
         except ValueError:
-            raise ValueError(f"{method}: beta must be a number (or numbers joined by '/'), got {raw!r}; e.g. beta=1.0") from None
+            raise ValueError(
+                f"{method}: beta must be a number (or numbers joined by '/'), got {raw!r}; e.g. beta=1.0"
+            ) from None
         return vals if len(vals) > 1 else vals[0]
     try:
         return int(raw)
@@ -338,4 +358,3 @@ def method_spec(spec: Union[str, Method]) -> str:
 def method_to_dict(method: Method) -> dict:
     """A JSON-able description of a method: its name, canonical spec and fields."""
     return {"name": method.name, "spec": method.spec, **asdict(method)}
-

@@ -19,16 +19,17 @@ from .policy import TransformersPolicy
 __all__ = ["EFTPolicy", "eft_logprobs", "check_same_vocab", "vocab_mismatch"]
 
 
-
 def vocab_mismatch(strong: CausalLM, others: Sequence[CausalLM]) -> Optional[str]:
     """Why EFT cannot mix ``strong`` with ``others`` (the first model whose tokenizer has another vocabulary,
     naming both tokenizers), or None when they share one vocabulary."""
     ref = strong.tokenizer.get_vocab()
     for lm in others:
         if lm.tokenizer.get_vocab() != ref:
-            return (f"vocabulary differs: EFT adds the guides' next-token log-probabilities to the strong model's, "
-                    f"so it needs one vocabulary, but the strong model's tokenizer {_tokenizer_name(strong)} differs "
-                    f"from the guide's tokenizer {_tokenizer_name(lm)}; bon and cbs guide across vocabularies")
+            return (
+                f"vocabulary differs: EFT adds the guides' next-token log-probabilities to the strong model's, "
+                f"so it needs one vocabulary, but the strong model's tokenizer {_tokenizer_name(strong)} differs "
+                f"from the guide's tokenizer {_tokenizer_name(lm)}; bon and cbs guide across vocabularies"
+            )
     return None
 
 
@@ -59,8 +60,14 @@ def eft_logprobs(logits: Sequence[torch.Tensor], betas: Sequence[float]) -> torc
 class EFTPolicy(TransformersPolicy):
     """Sample from the EFT combination of a strong model and (tuned, untuned) guides."""
 
-    def __init__(self, strong: CausalLM, tuned: Sequence[CausalLM], untuned: CausalLM, betas: Sequence[float],
-                 add_special_tokens=None):
+    def __init__(
+        self,
+        strong: CausalLM,
+        tuned: Sequence[CausalLM],
+        untuned: CausalLM,
+        betas: Sequence[float],
+        add_special_tokens=None,
+    ):
         tuned = list(tuned)
         if len(betas) != len(tuned):
             raise ValueError(f"EFT got {len(betas)} betas for {len(tuned)} tuned models; pass one beta per tuned model")

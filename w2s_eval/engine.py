@@ -41,15 +41,33 @@ from .spec import EngineSpec, method_problem
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Engine", "PreparedMethod", "build_engine", "guide_template", "check_model_sources", "check_model_path",
-           "resolve_device", "resolve_dtype", "load_causal_lm", "load_classifier", "load_tokenizer"]
+__all__ = [
+    "Engine",
+    "PreparedMethod",
+    "build_engine",
+    "guide_template",
+    "check_model_sources",
+    "check_model_path",
+    "resolve_device",
+    "resolve_dtype",
+    "load_causal_lm",
+    "load_classifier",
+    "load_tokenizer",
+]
 
 
 # ----------------------------------------------------------------------------- loading models
 
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-           "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 
 
 def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
@@ -85,8 +103,11 @@ def _check_source(name_or_path: str, name: Optional[str] = None) -> str:
     naming the setting ``name`` when given), or anything shaped like ``org/name``, left to the hub."""
     path = os.path.expanduser(str(name_or_path))
     if _looks_local(path) and not os.path.exists(path):
-        what, error = (spelled(name, repr(name_or_path)), MissingModelError) if name else \
-            (f"model path {name_or_path!r}", FileNotFoundError)
+        what, error = (
+            (spelled(name, repr(name_or_path)), MissingModelError)
+            if name
+            else (f"model path {name_or_path!r}", FileNotFoundError)
+        )
         raise error(f"{what} does not exist; give an existing model directory or a hub id")
     return path if os.path.exists(path) else str(name_or_path)
 
@@ -133,8 +154,16 @@ def _load(auto_cls, name_or_path: str, dtype, device, device_map, load_in_4bit: 
     return model, source
 
 
-def load_causal_lm(name_or_path: str, *, dtype="auto", device="auto", device_map=None, load_in_4bit: bool = False,
-                   gguf_file: Optional[str] = None, name: Optional[str] = None) -> CausalLM:
+def load_causal_lm(
+    name_or_path: str,
+    *,
+    dtype="auto",
+    device="auto",
+    device_map=None,
+    load_in_4bit: bool = False,
+    gguf_file: Optional[str] = None,
+    name: Optional[str] = None,
+) -> CausalLM:
     """Load a causal LM and its tokenizer (hub id or local directory) as a :class:`CausalLM`."""
     from transformers import AutoModelForCausalLM
 
@@ -146,8 +175,9 @@ def load_classifier(name_or_path: str, *, dtype="auto", device="auto", device_ma
     """Load a sequence-classification model (reward model or classifier) and its tokenizer."""
     from transformers import AutoModelForSequenceClassification
 
-    model, source = _load(AutoModelForSequenceClassification, name_or_path, dtype, device, device_map, load_in_4bit,
-                          None)
+    model, source = _load(
+        AutoModelForSequenceClassification, name_or_path, dtype, device, device_map, load_in_4bit, None
+    )
     tok = load_tokenizer(source)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
@@ -179,9 +209,16 @@ class Engine:
     assembled by hand). ``Engine(policy, scorer)`` is short for one ``custom`` guide term of weight 1.
     """
 
-    def __init__(self, policy: Policy, scorer: Optional[Callable] = None, tuned: Sequence[CausalLM] = (),
-                 untuned: Optional[CausalLM] = None, *, guides: Optional[Sequence] = None,
-                 spec: Optional[EngineSpec] = None):
+    def __init__(
+        self,
+        policy: Policy,
+        scorer: Optional[Callable] = None,
+        tuned: Sequence[CausalLM] = (),
+        untuned: Optional[CausalLM] = None,
+        *,
+        guides: Optional[Sequence] = None,
+        spec: Optional[EngineSpec] = None,
+    ):
         if scorer is not None and guides is not None:
             raise ValueError("give scorer= (one custom guide) or guides= (weighted terms), not both")
         if guides is None:
@@ -211,15 +248,19 @@ class Engine:
             return method
         method = parse_method(method)
         local = isinstance(self.policy, TransformersPolicy)
-        problem = method_problem(method, pair=bool(self.tuned) and self.untuned is not None,
-                                 guide=self._scorer is not None,
-                                 served=not local and f"{self.policy.name!r}, not a local transformers model,")
+        problem = method_problem(
+            method,
+            pair=bool(self.tuned) and self.untuned is not None,
+            guide=self._scorer is not None,
+            served=not local and f"{self.policy.name!r}, not a local transformers model,",
+        )
         if problem:
             raise SpecError(problem)
         policy = self.policy
         if isinstance(method, EFTMethod):
-            policy = EFTPolicy(self.policy.lm, self.tuned, self.untuned, self.eft_betas(method),
-                               self.policy.add_special_tokens)  # checks the vocabularies
+            policy = EFTPolicy(
+                self.policy.lm, self.tuned, self.untuned, self.eft_betas(method), self.policy.add_special_tokens
+            )  # checks the vocabularies
         return PreparedMethod(method, policy, self._scorer if method.search.needs_scorer else None, id(self))
 
     def model_roles(self) -> dict[str, str]:
@@ -254,17 +295,26 @@ class Engine:
         betas = list(method.betas)
         return betas * len(self.tuned) if len(betas) == 1 else betas
 
-    def generate(self, prompts: Sequence[str], method: Union[str, Method, PreparedMethod], sampling: SamplingConfig,
-                 seeds: Optional[Sequence[int]] = None, batch_size: int = 8, progress: bool = False,
-                 guide_prompts: Optional[Sequence[str]] = None) -> list[SearchResult]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        method: Union[str, Method, PreparedMethod],
+        sampling: SamplingConfig,
+        seeds: Optional[Sequence[int]] = None,
+        batch_size: int = 8,
+        progress: bool = False,
+        guide_prompts: Optional[Sequence[str]] = None,
+    ) -> list[SearchResult]:
         """Run ``method`` on ``prompts`` (a list of strings) in batches of ``batch_size``; one SearchResult each.
 
         guide_prompts: what the guides read as each prompt (default: the prompt itself), one per prompt.
         """
         for name, value in (("prompts", prompts), ("guide_prompts", guide_prompts)):
             if isinstance(value, (str, bytes)):
-                raise TypeError(f"{name} must be a list of strings, got one string ({value[:40]!r}); "
-                                f"pass [{name[:-1]}] for a single one")
+                raise TypeError(
+                    f"{name} must be a list of strings, got one string ({value[:40]!r}); "
+                    f"pass [{name[:-1]}] for a single one"
+                )
         if guide_prompts is not None and len(guide_prompts) != len(prompts):
             raise ValueError(f"got {len(guide_prompts)} guide_prompts for {len(prompts)} prompts; pass one per prompt")
         check_positive_int("batch_size", batch_size)
@@ -273,13 +323,16 @@ class Engine:
         out: list[SearchResult] = []
         bar = tqdm(total=len(prompts), desc=run.spec, disable=not progress)
         for i in range(0, len(prompts), batch_size):
-            chunk = list(prompts[i: i + batch_size])
-            chunk_seeds = None if seeds is None else list(seeds[i: i + batch_size])
-            chunk_guide = None if guide_prompts is None else list(guide_prompts[i: i + batch_size])
-            for r in chunk_beam_search(chunk, run.policy, run.scorer, run.method.search, sampling, chunk_seeds,
-                                       chunk_guide):
-                r.stats["compute"] = {roles.get(k, k): v for k, v in sorted(r.stats["compute"].items(),
-                                                                            key=lambda kv: roles.get(kv[0], kv[0]))}
+            chunk = list(prompts[i : i + batch_size])
+            chunk_seeds = None if seeds is None else list(seeds[i : i + batch_size])
+            chunk_guide = None if guide_prompts is None else list(guide_prompts[i : i + batch_size])
+            for r in chunk_beam_search(
+                chunk, run.policy, run.scorer, run.method.search, sampling, chunk_seeds, chunk_guide
+            ):
+                r.stats["compute"] = {
+                    roles.get(k, k): v
+                    for k, v in sorted(r.stats["compute"].items(), key=lambda kv: roles.get(kv[0], kv[0]))
+                }
                 out.append(r)
             bar.update(len(chunk))
         bar.close()
@@ -287,7 +340,8 @@ class Engine:
 
 
 def guide_template(choice: str, path: Optional[str]) -> str:
-    """A guide's template: ``auto`` becomes ``chat`` when the guide's tokenizer has a chat template, else ``{prompt}``."""
+    """A guide's template: ``auto`` becomes ``chat`` when the guide's tokenizer has a chat template, else
+    ``{prompt}``."""
     if choice != "auto":
         return choice
     if path is None:
@@ -297,11 +351,16 @@ def guide_template(choice: str, path: Optional[str]) -> str:
 
 def _strong_policy(spec: EngineSpec, strong: Union[CausalLM, Policy, None], add_special_tokens) -> Policy:
     if strong is None and spec.strong_endpoint:
-
         return EndpointPolicy(spec.strong_endpoint, spec.strong_model)
     if strong is None:
-        strong = load_causal_lm(spec.strong, dtype=spec.dtype, device=spec.strong_device or spec.device or "auto",
-                                device_map=spec.device_map, load_in_4bit=spec.load_in_4bit, name="strong")
+        strong = load_causal_lm(
+            spec.strong,
+            dtype=spec.dtype,
+            device=spec.strong_device or spec.device or "auto",
+            device_map=spec.device_map,
+            load_in_4bit=spec.load_in_4bit,
+            name="strong",
+        )
     return TransformersPolicy(strong, add_special_tokens) if isinstance(strong, CausalLM) else strong
 
 
@@ -309,8 +368,11 @@ def _guides(spec: EngineSpec) -> tuple[list[CausalLM], Optional[CausalLM], list[
     """Load the guide models of ``spec``: (tuned LMs, untuned LM, guide terms)."""
     dev = spec.guide_device or spec.device or "auto"
     tuned = [load_causal_lm(t, dtype=spec.dtype, device=dev, name=f"tuned:{t}") for t in spec.tuned]
-    untuned = load_causal_lm(spec.untuned, dtype=spec.dtype, device=dev, name=f"untuned:{spec.untuned}") \
-        if spec.untuned else None
+    untuned = (
+        load_causal_lm(spec.untuned, dtype=spec.dtype, device=dev, name=f"untuned:{spec.untuned}")
+        if spec.untuned
+        else None
+    )
     terms = []
     if tuned:
         untuned_guide = GuideLM(untuned, guide_template(spec.untuned_template, spec.untuned))
@@ -330,22 +392,29 @@ def check_model_path(name: str, value: str) -> None:
     hub ids (``org/name``) are left to the hub."""
     path = _check_source(value, name)
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
-        raise SpecError(f"{spelled(name, repr(value))} is a directory but not a model (no config.json in it); give a "
-                        "transformers model directory or a hub id")
+        raise SpecError(
+            f"{spelled(name, repr(value))} is a directory but not a model (no config.json in it); give a "
+            "transformers model directory or a hub id"
+        )
 
 
 def check_model_sources(spec: EngineSpec, strong_given: bool = False) -> None:
     """Before loading anything: every local model path of ``spec`` (see :func:`check_model_path`).
     ``strong_given``: the strong model is already loaded (not checked)."""
-    named = [("strong", None if strong_given else spec.strong), *(("tuned", t) for t in spec.tuned),
-             ("untuned", spec.untuned), ("reward_model", spec.reward_model)]
+    named = [
+        ("strong", None if strong_given else spec.strong),
+        *(("tuned", t) for t in spec.tuned),
+        ("untuned", spec.untuned),
+        ("reward_model", spec.reward_model),
+    ]
     for name, value in named:
         if value is not None:
             check_model_path(name, value)
 
 
-def _engine_from_spec(spec: EngineSpec, strong: Union[CausalLM, Policy, None] = None,
-                      add_special_tokens=None) -> Engine:
+def _engine_from_spec(
+    spec: EngineSpec, strong: Union[CausalLM, Policy, None] = None, add_special_tokens=None
+) -> Engine:
     check_model_sources(spec, strong_given=strong is not None)
     policy = _strong_policy(spec, strong, add_special_tokens)
     tuned, untuned, terms = _guides(spec)

@@ -14,5 +14,6 @@ class MissingExtraError(ImportError):
 def require(module: str, extra: str) -> None:
     """Raise :class:`MissingExtraError` unless ``module`` can be imported (``extra``: the extra that installs it)."""
     if importlib.util.find_spec(module.split(".")[0]) is None:
-        raise MissingExtraError(f"{module} is not installed; it comes with the [{extra}] extra: "
-                                f"pip install 'w2s-eval[{extra}]'")
+        raise MissingExtraError(
+            f"{module} is not installed; it comes with the [{extra}] extra: pip install 'w2s-eval[{extra}]'"
+        )

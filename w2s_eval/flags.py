@@ -47,8 +47,14 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
-def add_spec_arguments(parser, exclude: Iterable[str] = (), defaults: Optional[Mapping[str, Any]] = None,
-                       require_strong: bool = True, cls=EngineSpec, note: str = "") -> None:
+def add_spec_arguments(
+    parser,
+    exclude: Iterable[str] = (),
+    defaults: Optional[Mapping[str, Any]] = None,
+    require_strong: bool = True,
+    cls=EngineSpec,
+    note: str = "",
+) -> None:
     """Add a flag per field of :class:`EngineSpec` (or of ``cls``: a front end's subclass, or any settings
     dataclass whose fields carry help) to an argparse parser: ``--strong``, ``--tuned`` ..., help from the
     field's metadata.

@@ -43,8 +43,19 @@ from .checks import check_number
 from .flops import Cost, add_costs, flops_of
 from .lm import CausalLM, KVRows, right_pad, user_turn
 
-__all__ = ["GuideLM", "Scores", "Scorer", "check_lengths", "ImplicitValueScorer", "WeightedSum", "score_candidates",
-           "score_with_costs", "GuideTerm", "GUIDE_KINDS", "guide_scorer"]
+__all__ = [
+    "GuideLM",
+    "Scores",
+    "Scorer",
+    "check_lengths",
+    "ImplicitValueScorer",
+    "WeightedSum",
+    "score_candidates",
+    "score_with_costs",
+    "GuideTerm",
+    "GUIDE_KINDS",
+    "guide_scorer",
+]
 
 _PROBE = "Hello, world! It's 42 degrees."
 
@@ -67,8 +78,9 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
-def _token_logps(lm: CausalLM, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-                 block: int = 1 << 22) -> torch.Tensor:
+def _token_logps(
+    lm: CausalLM, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, block: int = 1 << 22
+) -> torch.Tensor:
     """log p(targets) [R, T] from logits [R, T, V] (NaN/inf checked where ``mask`` [R, T] is 1), computed over
     blocks of about ``block`` logits: per position, so the values are those of one pass, while the
     vocabulary-wide temporaries stay small (one pass over a BoN-sized [R, T, V] ran 2x slower on CPU)."""
@@ -78,7 +90,7 @@ def _token_logps(lm: CausalLM, logits: torch.Tensor, targets: torch.Tensor, mask
     step = max(1, block // vocab)
     parts = []
     for lo in range(0, flat.shape[0], step):
-        parts.append(torch.log_softmax(flat[lo:lo + step], dim=-1).gather(-1, tgt[lo:lo + step]).squeeze(-1))
+        parts.append(torch.log_softmax(flat[lo : lo + step], dim=-1).gather(-1, tgt[lo : lo + step]).squeeze(-1))
     return torch.cat(parts).reshape(targets.shape)
 
 
@@ -143,11 +155,17 @@ class GuideLM:
     def reads_like(self, other: "GuideLM") -> bool:
         """True when ``other`` tokenizes prompts and responses exactly as this guide does."""
         a, b = self.lm.tokenizer, other.lm.tokenizer
-        return self.template == other.template and (a is b or (type(a) is type(b) and a.get_vocab() == b.get_vocab()
-                                                               and a.eos_token_id == b.eos_token_id))
+        return self.template == other.template and (
+            a is b or (type(a) is type(b) and a.get_vocab() == b.get_vocab() and a.eos_token_id == b.eos_token_id)
+        )
 
-    def logprob_sums(self, prompts: Sequence[str], responses: Sequence[str], finished: Sequence[bool],
-                     resp_ids: Optional[list[list[int]]] = None) -> tuple[torch.Tensor, list[int]]:
+    def logprob_sums(
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        finished: Sequence[bool],
+        resp_ids: Optional[list[list[int]]] = None,
+    ) -> tuple[torch.Tensor, list[int]]:
         """Return (sum log p(y|x) [N] float64, token forwards per item [N]).
 
         ``resp_ids``: the responses already tokenized by :meth:`encode_responses` of a guide
@@ -155,8 +173,13 @@ class GuideLM:
         """
         return self.logprob_sums_costed(prompts, responses, finished, resp_ids)[:2]
 
-    def logprob_sums_costed(self, prompts: Sequence[str], responses: Sequence[str], finished: Sequence[bool],
-                            resp_ids: Optional[list[list[int]]] = None) -> tuple[torch.Tensor, list[int], list[Cost]]:
+    def logprob_sums_costed(
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        finished: Sequence[bool],
+        resp_ids: Optional[list[list[int]]] = None,
+    ) -> tuple[torch.Tensor, list[int], list[Cost]]:
         """:meth:`logprob_sums` and each item's :class:`~w2s_eval.flops.Cost`: the response positions it feeds, and on
         the first item of a prompt this guide had no row for, the templated prompt fed once (prefill)."""
         eos = self.lm.eos_ids[0] if self.lm.eos_ids else None
@@ -250,7 +273,7 @@ class GuideLM:
         if any(feeds):
             ids, mask = right_pad(feeds, self.lm.pad_id, self.lm.device)
             logits = self._kv.feed(ids, mask)
-            targets, _ = right_pad([full[j + 1:] for full, j in zip(fulls, keep)], 0, self.lm.device)
+            targets, _ = right_pad([full[j + 1 :] for full, j in zip(fulls, keep)], 0, self.lm.device)
             lp = _token_logps(self.lm, logits, targets, mask)
             rows_lp = lp.masked_fill(mask == 0, 0.0).double().cpu().tolist()
             new_logps = [row[: len(f)] for row, f in zip(rows_lp, feeds)]
@@ -258,7 +281,7 @@ class GuideLM:
         for i, (full, j, par) in enumerate(zip(fulls, keep, parents)):
             logps = self._rows[par].logps[:j] + new_logps[i]
             rows.append(_Row(prompts[i], responses[i], full, logps))
-            sums.append(sum(logps[starts[i] - 1:]))
+            sums.append(sum(logps[starts[i] - 1 :]))
             costs[i].add_forward(len(feeds[i]), flops_of(self.lm.shape, len(feeds[i]), j))  # j positions kept
         self._rows = rows
         return torch.tensor(sums, dtype=torch.float64), [len(f) for f in feeds], costs
@@ -292,7 +315,9 @@ class Scorer:
 def check_lengths(prompts, responses, finished) -> None:
     """One prompt and one finished flag per response, else a ValueError."""
     if not (len(prompts) == len(responses) == len(finished)):
-        raise ValueError(f"got {len(prompts)} prompts, {len(responses)} responses, {len(finished)} flags; pass one each")
+        raise ValueError(
+            f"got {len(prompts)} prompts, {len(responses)} responses, {len(finished)} flags; pass one each"
+        )
 
 
 class ImplicitValueScorer(Scorer):
@@ -347,7 +372,9 @@ class WeightedSum(Scorer):
             getattr(s, "reset", lambda: None)()
 
 
-def score_candidates(scorer: Callable, prompts: list[str], texts: list[str], ended: list[bool]) -> tuple[list[float], list[int]]:
+def score_candidates(
+    scorer: Callable, prompts: list[str], texts: list[str], ended: list[bool]
+) -> tuple[list[float], list[int]]:
     """Call a scorer; return (scores, guide token forwards per candidate).
 
     Scorers built on :class:`Scorer` report their token counts via ``.score``; any other
@@ -356,8 +383,9 @@ def score_candidates(scorer: Callable, prompts: list[str], texts: list[str], end
     return score_with_costs(scorer, prompts, texts, ended)[:2]
 
 
-def score_with_costs(scorer: Callable, prompts: list[str], texts: list[str],
-                     ended: list[bool]) -> tuple[list[float], list[int], list[dict[str, Cost]]]:
+def score_with_costs(
+    scorer: Callable, prompts: list[str], texts: list[str], ended: list[bool]
+) -> tuple[list[float], list[int], list[dict[str, Cost]]]:
     """:func:`score_candidates` and each candidate's {model name: Cost} (empty where the scorer reports none)."""
     if hasattr(scorer, "score"):
         out = scorer.score(prompts, texts, ended)
@@ -368,7 +396,9 @@ def score_with_costs(scorer: Callable, prompts: list[str], texts: list[str],
     if values.numel() != len(texts):
         raise ValueError(f"scorer returned {values.numel()} scores for {len(texts)} responses")
     if not bool(torch.isfinite(values).all()):
-        raise FloatingPointError(f"scorer {scorer!r} returned NaN/inf scores; check the guide models (try dtype=float32)")
+        raise FloatingPointError(
+            f"scorer {scorer!r} returned NaN/inf scores; check the guide models (try dtype=float32)"
+        )
     return values.tolist(), tokens, list(costs) if costs is not None else [{} for _ in texts]
 
 

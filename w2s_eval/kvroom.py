@@ -35,8 +35,13 @@ class _RoomyLayer(DynamicLayer):
 
     def _in_buffer(self) -> bool:
         buf = self._buf
-        return (buf is not None and self.keys.data_ptr() == buf[0].data_ptr() and self.keys.shape[0] == buf[0].shape[0]
-                and self.values.data_ptr() == buf[1].data_ptr() and self.keys.stride() == buf[0].stride())
+        return (
+            buf is not None
+            and self.keys.data_ptr() == buf[0].data_ptr()
+            and self.keys.shape[0] == buf[0].shape[0]
+            and self.values.data_ptr() == buf[1].data_ptr()
+            and self.keys.stride() == buf[0].stride()
+        )
 
     @torch.inference_mode()  # the buffers are inference tensors (written in place by forwards under it)
     def _regrow(self, used: int, need: int, rows: Optional[torch.Tensor] = None) -> None:
@@ -68,15 +73,18 @@ class _RoomyLayer(DynamicLayer):
         if not self._in_buffer() or used + new > self._buf[0].shape[-2]:
             self._regrow(used, used + new + self.room)
         keys, values = self._buf
-        keys[:, :, used:used + new] = key_states
-        values[:, :, used:used + new] = value_states
-        self.keys, self.values = keys[:, :, :used + new], values[:, :, :used + new]
+        keys[:, :, used : used + new] = key_states
+        values[:, :, used : used + new] = value_states
+        self.keys, self.values = keys[:, :, : used + new], values[:, :, : used + new]
         return self.keys, self.values
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         if self.get_seq_length() > 0:
-            self._regrow(self.keys.shape[-2], self._buf[0].shape[-2] if self._in_buffer() else self.keys.shape[-2]
-                         + self.room, beam_idx.to(self.keys.device))
+            self._regrow(
+                self.keys.shape[-2],
+                self._buf[0].shape[-2] if self._in_buffer() else self.keys.shape[-2] + self.room,
+                beam_idx.to(self.keys.device),
+            )
 
 
 def roomy_cache(config, room: int) -> DynamicCache:

@@ -40,8 +40,16 @@ from .kvroom import roomy_cache
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CausalLM", "KVRows", "left_pad", "right_pad", "split_on_oom", "OutOfMemoryError", "cache_kwarg",
-           "user_turn"]
+__all__ = [
+    "CausalLM",
+    "KVRows",
+    "left_pad",
+    "right_pad",
+    "split_on_oom",
+    "OutOfMemoryError",
+    "cache_kwarg",
+    "user_turn",
+]
 
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 _T = TypeVar("_T")
@@ -49,8 +57,9 @@ _ATTENTION = ("full_attention", "sliding_attention")
 _OOM_WARNED: set = set()  # model names already warned about (a warning once per model, then debug)
 
 
-def split_on_oom(run: Callable[[int, int], _T], n_rows: int, name: str = "model",
-                 rows: Optional[int] = None) -> tuple[list[_T], int]:
+def split_on_oom(
+    run: Callable[[int, int], _T], n_rows: int, name: str = "model", rows: Optional[int] = None
+) -> tuple[list[_T], int]:
     """Call ``run(lo, hi)`` on consecutive row ranges covering ``[0, n_rows)``.
 
     At most ``rows`` rows a call (default: all). When a call raises
@@ -78,8 +87,14 @@ def split_on_oom(run: Callable[[int, int], _T], n_rows: int, name: str = "model"
         if not warned:
             level = logging.DEBUG if name in _OOM_WARNED else logging.WARNING
             _OOM_WARNED.add(name)
-            logger.log(level, "%s ran out of memory on %d rows; splitting its forward passes (%d rows, halved "
-                       "again as needed; results unchanged)", name, hi - lo, size)
+            logger.log(
+                level,
+                "%s ran out of memory on %d rows; splitting its forward passes (%d rows, halved "
+                "again as needed; results unchanged)",
+                name,
+                hi - lo,
+                size,
+            )
             warned = True
     return outs, size
 
@@ -109,8 +124,7 @@ def attention_types(config) -> tuple[tuple[str, ...], Optional[int]]:
     return types, (window if "sliding_attention" in types else None)
 
 
-def position_masks(mask: torch.Tensor, q_len: int, types: tuple[str, ...], window: Optional[int],
-                   dtype: torch.dtype):
+def position_masks(mask: torch.Tensor, q_len: int, types: tuple[str, ...], window: Optional[int], dtype: torch.dtype):
     """Additive 4-D masks [R, 1, q_len, K] over a 2-D mask [R, K] (1 = real token), for each
     attention type, where the window counts real tokens: a query at real position i sees a
     real key at j <= i when ``i - j < window`` (sliding layers). Holes and padding never
@@ -120,7 +134,7 @@ def position_masks(mask: torch.Tensor, q_len: int, types: tuple[str, ...], windo
     k_len = mask.shape[1]
     pos = mask.long().cumsum(-1) - 1
     idx = torch.arange(k_len, device=mask.device)
-    q_idx = idx[k_len - q_len:]
+    q_idx = idx[k_len - q_len :]
     causal = idx.unsqueeze(0) <= q_idx.unsqueeze(1)  # [q, K]
     base = mask.unsqueeze(1) & causal.unsqueeze(0)  # [R, q, K]
     self_seen = (idx.unsqueeze(0) == q_idx.unsqueeze(1)).unsqueeze(0)
@@ -128,11 +142,14 @@ def position_masks(mask: torch.Tensor, q_len: int, types: tuple[str, ...], windo
     for kind in types:
         allowed = base
         if kind == "sliding_attention":
-            dist = pos[:, k_len - q_len:].unsqueeze(2) - pos.unsqueeze(1)
+            dist = pos[:, k_len - q_len :].unsqueeze(2) - pos.unsqueeze(1)
             allowed = base & (dist < window)
         allowed = allowed | self_seen
-        out[kind] = torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill(
-            ~allowed, torch.finfo(dtype).min).unsqueeze(1)
+        out[kind] = (
+            torch.zeros(allowed.shape, dtype=dtype, device=mask.device)
+            .masked_fill(~allowed, torch.finfo(dtype).min)
+            .unsqueeze(1)
+        )
     return out if len(out) > 1 else next(iter(out.values()))
 
 
@@ -239,7 +256,9 @@ class CausalLM:
         return int(pad)
 
     @torch.inference_mode()
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: Optional[DynamicCache]) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: Optional[DynamicCache]
+    ) -> torch.Tensor:
         """Run the model on new tokens; return float32 logits.
 
         input_ids: [R, T] new tokens; attention_mask: [R, P+T] over cached (P) and new
@@ -251,8 +270,13 @@ class CausalLM:
         return self.forward_rows(input_ids, attention_mask, cache)[0]
 
     @torch.inference_mode()
-    def forward_rows(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: Optional[DynamicCache],
-                     rows: Optional[int] = None) -> tuple[torch.Tensor, int]:
+    def forward_rows(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        cache: Optional[DynamicCache],
+        rows: Optional[int] = None,
+    ) -> tuple[torch.Tensor, int]:
         """:meth:`forward` running at most ``rows`` rows a pass (None: all); returns (logits, the
         rows a pass that fitted in memory)."""
         n = input_ids.shape[0]
@@ -276,7 +300,7 @@ class CausalLM:
         return torch.cat([x for x, _ in outs], dim=0), size
 
     def _forward_once(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache) -> torch.Tensor:
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
         kwargs = {}
         if cache is not None:
             kwargs[cache_kwarg(type(self.model))] = cache
@@ -330,22 +354,31 @@ class CausalLM:
 def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token lists into ids [R, T] and mask [R, T] (1 = real token)."""
     width = max((len(s) for s in seqs), default=0)
-    ids = torch.tensor([[pad_id] * (width - len(s)) + list(s) for s in seqs], dtype=torch.long).reshape(len(seqs), width)
-    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long).reshape(len(seqs), width)
+    ids = torch.tensor([[pad_id] * (width - len(s)) + list(s) for s in seqs], dtype=torch.long).reshape(
+        len(seqs), width
+    )
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long).reshape(
+        len(seqs), width
+    )
     return ids.to(device), mask.to(device)
 
 
 def user_turn(tokenizer, text: str) -> str:
     """``text`` as one user turn of ``tokenizer``'s chat template, with the generation prompt."""
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                         add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
 
 
 def right_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token lists into ids [R, T] and mask [R, T] (1 = real token)."""
     width = max((len(s) for s in seqs), default=0)
-    ids = torch.tensor([list(s) + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long).reshape(len(seqs), width)
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], dtype=torch.long).reshape(len(seqs), width)
+    ids = torch.tensor([list(s) + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long).reshape(
+        len(seqs), width
+    )
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], dtype=torch.long).reshape(
+        len(seqs), width
+    )
     return ids.to(device), mask.to(device)
 
 

@@ -39,8 +39,19 @@ logger = logging.getLogger(__name__)
 # copy of the cache every _ROOM tokens instead of one every token, without reserving memory for tokens never drawn
 _ROOM = 128
 
-__all__ = ["Continuation", "Session", "Policy", "TransformersPolicy", "cut_at_stop", "prompt_seed",
-           "choice_seed", "make_generators", "warp", "draw", "shared_vocab"]
+__all__ = [
+    "Continuation",
+    "Session",
+    "Policy",
+    "TransformersPolicy",
+    "cut_at_stop",
+    "prompt_seed",
+    "choice_seed",
+    "make_generators",
+    "warp",
+    "draw",
+    "shared_vocab",
+]
 
 
 # ----------------------------------------------------------------------------- sampling (as HF generate)
@@ -75,8 +86,12 @@ def warp(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
     return logits
 
 
-def draw(logits: torch.Tensor, cfg: SamplingConfig, segments: Sequence[tuple[int, int, int]],
-         generators: Sequence[torch.Generator]) -> torch.Tensor:
+def draw(
+    logits: torch.Tensor,
+    cfg: SamplingConfig,
+    segments: Sequence[tuple[int, int, int]],
+    generators: Sequence[torch.Generator],
+) -> torch.Tensor:
     """Draw one token per row from warped ``logits`` [R, V]; returns token ids [R].
 
     ``segments`` lists (start, end, b): rows start..end-1 belong to prompt b and
@@ -90,7 +105,6 @@ def draw(logits: torch.Tensor, cfg: SamplingConfig, segments: Sequence[tuple[int
     for start, end, b in segments:
         out[start:end] = torch.multinomial(probs[start:end], num_samples=1, generator=generators[b]).squeeze(1)
     return out
-
 
 
 @dataclass
@@ -167,8 +181,9 @@ def fit_context(ids: list[int], lm: CausalLM, cfg: SamplingConfig) -> list[int]:
         return ids
     room = lm.max_length - cfg.max_new_tokens
     if cfg.truncation == "left" and room > 0:
-        logger.warning("prompt of %d tokens left-truncated to %d to fit %s's context of %d",
-                       len(ids), room, lm.name, lm.max_length)
+        logger.warning(
+            "prompt of %d tokens left-truncated to %d to fit %s's context of %d", len(ids), room, lm.name, lm.max_length
+        )
         return ids[-room:]
     raise ValueError(error)
 
@@ -336,7 +351,7 @@ class LocalSession:
                 costs[b].add_forward(n, flops_of(lm.shape, n, before))
 
     def _check_stops(self, live: list[int], ended: list[bool], chunk_done: list[bool]) -> None:
-        tails = self.tok.batch_decode([self.resp[r][-self.stop_window:] for r in live], skip_special_tokens=True)
+        tails = self.tok.batch_decode([self.resp[r][-self.stop_window :] for r in live], skip_special_tokens=True)
         for r, tail in zip(live, tails):
             if not ended[r] and any(s in tail for s in self.cfg.stop):
                 ended[r] = chunk_done[r] = True

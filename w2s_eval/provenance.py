@@ -38,21 +38,54 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
-__all__ = ["atomic_write_text", "atomic_write_json", "append_jsonl", "package_versions", "machine_info", "fingerprint",
-           "diff_fields", "mismatch_message", "check_identity", "mean_se", "to_json", "git_revision", "utc_now",
-           "check_writable_dir", "PACKAGES", "MISSING", "run_dir_lock", "RunDirBusy", "LOCK_FILE", "follow_umask"]
+__all__ = [
+    "atomic_write_text",
+    "atomic_write_json",
+    "append_jsonl",
+    "package_versions",
+    "machine_info",
+    "fingerprint",
+    "diff_fields",
+    "mismatch_message",
+    "check_identity",
+    "mean_se",
+    "to_json",
+    "git_revision",
+    "utc_now",
+    "check_writable_dir",
+    "PACKAGES",
+    "MISSING",
+    "run_dir_lock",
+    "RunDirBusy",
+    "LOCK_FILE",
+    "follow_umask",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 # the packages whose versions decide results, recorded by every front end
-PACKAGES = ("w2s-eval", "torch", "transformers", "tokenizers", "accelerate", "trl", "datasets", "numpy",
-            "scikit-learn", "vaderSentiment", "lm_eval", "alpaca-eval", "pandas")
+PACKAGES = (
+    "w2s-eval",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "accelerate",
+    "trl",
+    "datasets",
+    "numpy",
+    "scikit-learn",
+    "vaderSentiment",
+    "lm_eval",
+    "alpaca-eval",
+    "pandas",
+)
 MISSING = "<missing>"  # how diff_fields shows a field that one side lacks
 
 _UMASK_LOCK = threading.Lock()
 
 
 # ----------------------------------------------------------------------------- files
+
 
 def _umask() -> int:
     """The process umask (read from /proc where it can be, so nothing is changed even for a moment)."""
@@ -126,18 +159,21 @@ def _first_nonfinite(obj: Any, prefix: str = "") -> Optional[tuple]:
     return None
 
 
-def to_json(obj: Any, *, sort_keys: bool = True, indent: Optional[int] = 2,
-            default: Optional[Callable[[Any], Any]] = None) -> str:
+def to_json(
+    obj: Any, *, sort_keys: bool = True, indent: Optional[int] = 2, default: Optional[Callable[[Any], Any]] = None
+) -> str:
     """Strict JSON text of ``obj`` (NaN/inf refused, naming the field) with a final newline.
 
     ``default``: as in :func:`json.dumps`, turns other objects (e.g. paths, with ``str``) into JSON values.
     """
     bad = _first_nonfinite(obj)
     if bad is not None:
-        raise ValueError(f"{bad[0]} is {bad[1]} (not a finite number; JSON has no NaN or infinity): give a finite "
-                         "value")
-    return json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False, allow_nan=False,
-                      default=default) + "\n"
+        raise ValueError(
+            f"{bad[0]} is {bad[1]} (not a finite number; JSON has no NaN or infinity): give a finite value"
+        )
+    return (
+        json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False, allow_nan=False, default=default) + "\n"
+    )
 
 
 def append_jsonl(path: PathLike, rows: Sequence[Any], **dumps_kw) -> Path:
@@ -151,8 +187,9 @@ def append_jsonl(path: PathLike, rows: Sequence[Any], **dumps_kw) -> Path:
     return path
 
 
-def atomic_write_json(path: PathLike, obj: Any, *, sort_keys: bool = True,
-                      default: Optional[Callable[[Any], Any]] = None) -> Path:
+def atomic_write_json(
+    path: PathLike, obj: Any, *, sort_keys: bool = True, default: Optional[Callable[[Any], Any]] = None
+) -> Path:
     """Write ``obj`` as strict JSON (see :func:`to_json`) with :func:`atomic_write_text`; returns the path."""
     try:
         text = to_json(obj, sort_keys=sort_keys, default=default)
@@ -162,6 +199,7 @@ def atomic_write_json(path: PathLike, obj: Any, *, sort_keys: bool = True,
 
 
 # ----------------------------------------------------------------------------- versions, hashes, identity
+
 
 def package_versions(packages: Sequence[str] = PACKAGES) -> dict:
     """``{"python": ..., package: version or None}`` for the packages that decide results."""
@@ -218,17 +256,26 @@ def diff_fields(old: dict, new: dict) -> list:
     return [(k, a.get(k, MISSING), b.get(k, MISSING)) for k in keys if a.get(k, MISSING) != b.get(k, MISSING)]
 
 
-def mismatch_message(where: str, diffs: list,
-                     fix: str = "Use a new --out directory, or rerun with the settings of that run") -> str:
+def mismatch_message(
+    where: str, diffs: list, fix: str = "Use a new --out directory, or rerun with the settings of that run"
+) -> str:
     """The refusal of a run directory made with another config, naming the first differing field."""
     field, old, new = diffs[0]
     more = f" (and {len(diffs) - 1} more field(s): {', '.join(d[0] for d in diffs[1:])})" if len(diffs) > 1 else ""
-    return (f"{where} was made with a different config: {field} is {old!r} there but {new!r} now{more}; "
-            f"refusing to mix results. {fix}")
+    return (
+        f"{where} was made with a different config: {field} is {old!r} there but {new!r} now{more}; "
+        f"refusing to mix results. {fix}"
+    )
 
 
-def check_identity(path: PathLike, identity: dict, what: str, *, key: str = "identity",
-                   fix: str = "Use a new --out directory, or rerun with the settings of that run") -> Optional[dict]:
+def check_identity(
+    path: PathLike,
+    identity: dict,
+    what: str,
+    *,
+    key: str = "identity",
+    fix: str = "Use a new --out directory, or rerun with the settings of that run",
+) -> Optional[dict]:
     """Compare ``identity`` with the one stored under ``key`` in the JSON file ``path``.
 
     Returns the stored document (None when ``path`` does not exist); raises ValueError naming the first
@@ -243,8 +290,9 @@ def check_identity(path: PathLike, identity: dict, what: str, *, key: str = "ide
         if not isinstance(old, dict):
             raise TypeError(f"{key} is not an object")
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a w2s-eval run config ({type(e).__name__}: {e}); use a new --out "
-                         "directory") from None
+        raise ValueError(
+            f"{path} is not a w2s-eval run config ({type(e).__name__}: {e}); use a new --out directory"
+        ) from None
     diffs = diff_fields(old, identity)
     if diffs:
         raise ValueError(mismatch_message(what, diffs, fix))
@@ -252,6 +300,7 @@ def check_identity(path: PathLike, identity: dict, what: str, *, key: str = "ide
 
 
 # ----------------------------------------------------------------------------- statistics, time, source
+
 
 def mean_se(values: Sequence[float]) -> tuple:
     """(mean, standard error = sample std (ddof=1) / sqrt(n)); ``(None, None)`` for n == 0, ``(mean, None)`` for 1."""
@@ -365,8 +414,10 @@ def run_dir_lock(run_dir: PathLike, what: str = "--out") -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise RunDirBusy(f"{what} {run_dir} is in use: {_holder(path)} is writing there; wait for it to finish, "
-                             f"or give another {what}") from None
+            raise RunDirBusy(
+                f"{what} {run_dir} is in use: {_holder(path)} is writing there; wait for it to finish, "
+                f"or give another {what}"
+            ) from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:

@@ -39,8 +39,9 @@ class _SequenceClassifier(Scorer):
     def _logits(self, texts: list[str]) -> tuple[torch.Tensor, list[int]]:
         out, tokens = [], []
         for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[i : i + self.batch_size], truncation=self.max_length is not None,
-                                 max_length=self.max_length)["input_ids"]
+            enc = self.tokenizer(
+                texts[i : i + self.batch_size], truncation=self.max_length is not None, max_length=self.max_length
+            )["input_ids"]
             ids, mask = right_pad(enc, self.tokenizer.pad_token_id, self.device)
             logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
             if not bool(torch.isfinite(logits).all()):
@@ -61,15 +62,21 @@ class _SequenceClassifier(Scorer):
 class RewardModelScorer(_SequenceClassifier):
     """A reward model with one output; the conversation goes through its chat template if it has one."""
 
-    def __init__(self, model, tokenizer, name: str = "reward_model", batch_size: int = 32, max_length: Optional[int] = None):
+    def __init__(
+        self, model, tokenizer, name: str = "reward_model", batch_size: int = 32, max_length: Optional[int] = None
+    ):
         arch = list(getattr(model.config, "architectures", None) or [])
         if arch and not any(a.endswith("ForSequenceClassification") for a in arch):
-            raise ValueError(f"reward model {name!r} is not a sequence-classification model (its config names "
-                             f"{', '.join(arch)}); give a reward model with one output (num_labels=1), e.g. one "
-                             "trained by TRL's RewardTrainer")
+            raise ValueError(
+                f"reward model {name!r} is not a sequence-classification model (its config names "
+                f"{', '.join(arch)}); give a reward model with one output (num_labels=1), e.g. one "
+                "trained by TRL's RewardTrainer"
+            )
         labels = getattr(model.config, "num_labels", None)
         if labels != 1:
-            raise ValueError(f"reward model {name!r} has {labels} outputs; a reward model needs exactly one (num_labels=1)")
+            raise ValueError(
+                f"reward model {name!r} has {labels} outputs; a reward model needs exactly one (num_labels=1)"
+            )
         super().__init__(model, tokenizer, name, batch_size, max_length)
 
     def texts(self, prompts: Sequence[str], responses: Sequence[str]) -> list[str]:
@@ -95,12 +102,22 @@ class ClassifierScorer(_SequenceClassifier):
     is the log-sum-exp of all other labels. ``label`` is an index or a label name.
     """
 
-    def __init__(self, model, tokenizer, label: Union[int, str] = 1, name: str = "classifier",
-                 include_prompt: bool = True, batch_size: int = 32, max_length: Optional[int] = 512):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        label: Union[int, str] = 1,
+        name: str = "classifier",
+        include_prompt: bool = True,
+        batch_size: int = 32,
+        max_length: Optional[int] = 512,
+    ):
         super().__init__(model, tokenizer, name, batch_size, max_length)
         n = int(getattr(model.config, "num_labels", 0))
         if n < 2:
-            raise ValueError(f"classifier {name!r} has {n} labels; a ClassifierScorer needs >= 2 (use RewardModelScorer for 1)")
+            raise ValueError(
+                f"classifier {name!r} has {n} labels; a ClassifierScorer needs >= 2 (use RewardModelScorer for 1)"
+            )
         if isinstance(label, str):
             label2id = {k.lower(): v for k, v in (model.config.label2id or {}).items()}
             if label.lower() not in label2id:
@@ -115,5 +132,5 @@ class ClassifierScorer(_SequenceClassifier):
         texts = [p + r for p, r in zip(prompts, responses)] if self.include_prompt else list(responses)
         logits, tokens = self._logits(texts)
         logp = torch.log_softmax(logits, dim=-1)
-        others = torch.cat([logp[:, : self.label], logp[:, self.label + 1:]], dim=1)
+        others = torch.cat([logp[:, : self.label], logp[:, self.label + 1 :]], dim=1)
         return Scores(logp[:, self.label] - torch.logsumexp(others, dim=1), tokens, self._costs(tokens))

@@ -141,8 +141,9 @@ def _score(scorer: Optional[Callable], seen: list[str], children: list[Continuat
     {model: Cost} [N] (None, 0 and {} when no scorer is needed)."""
     if scorer is None:
         return [None] * len(children), [0] * len(children), [{}] * len(children)
-    return score_with_costs(scorer, [seen[c.prompt_index] for c in children], [c.text for c in children],
-                            [c.ended for c in children])
+    return score_with_costs(
+        scorer, [seen[c.prompt_index] for c in children], [c.text for c in children], [c.ended for c in children]
+    )
 
 
 def _session_costs(session, policy) -> list[dict[str, Cost]]:
@@ -154,8 +155,9 @@ def _session_costs(session, policy) -> list[dict[str, Cost]]:
     return [{name: Cost(forward_tokens=n, forward_flops=None)} for n in session.strong_tokens]
 
 
-def _keep_top_w(kept: list[list[Beam]], children: list[Continuation], scores: list,
-                W: int) -> tuple[list[list[Beam]], list[int]]:
+def _keep_top_w(
+    kept: list[list[Beam]], children: list[Continuation], scores: list, W: int
+) -> tuple[list[list[Beam]], list[int]]:
     """Keep the top W of each prompt among its new candidates and its finished beams (finished beams
     compete as they are). Returns the new kept beams [B][<=W] and the rows of ``children`` to extend
     next round (the kept candidates that have not finished)."""
@@ -172,8 +174,15 @@ def _keep_top_w(kept: list[list[Beam]], children: list[Continuation], scores: li
     return kept, parents
 
 
-def _results(prompts: list[str], kept: list[list[Beam]], session, counts: dict[str, list], seeds: list[int],
-             wall: float, session_costs: list[dict[str, Cost]]) -> list[SearchResult]:
+def _results(
+    prompts: list[str],
+    kept: list[list[Beam]],
+    session,
+    counts: dict[str, list],
+    seeds: list[int],
+    wall: float,
+    session_costs: list[dict[str, Cost]],
+) -> list[SearchResult]:
     """One SearchResult per prompt: the best kept beam, all kept beams, and the compute counters (``compute``:
     {model: Cost as a dict} of every model that ran, :mod:`w2s_eval.flops`; ``flops``: their total)."""
     extra = session.guide_tokens  # tokens the session's own guides read (EFT)

@@ -17,8 +17,7 @@ from typing import Any, Mapping, Optional
 
 from .checks import SpecError, _help, check_number, spelled
 
-__all__ = ["EngineSpec", "method_problem",
-           "check_template", "PLACEMENT_FIELDS", "DTYPE_NAMES"]
+__all__ = ["EngineSpec", "method_problem", "check_template", "PLACEMENT_FIELDS", "DTYPE_NAMES"]
 
 DTYPE_NAMES = ("auto", "float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16")
 # fields that decide where models run, not what they compute (left out of a run's identity)
@@ -37,38 +36,70 @@ class EngineSpec:
     tuned/untuned pair with the betas of its method spec.
     """
 
-    strong: Optional[str] = field(default=None, metadata=_help(
-        "strong model: a local directory, a hub id, or a registered name (smollm2-135m, gemma3-270m, qwen2.5-0.5b: "
-        "made offline from pinned wheels); or give strong_endpoint instead"))
-    strong_endpoint: Optional[str] = field(default=None, metadata=_help(
-        "instead of strong: an OpenAI-compatible /v1 URL serving the strong model, e.g. http://127.0.0.1:8000/v1 "
-        "(API key from $OPENAI_API_KEY)"))
-    strong_model: Optional[str] = field(default=None, metadata=_help(
-        "the served model's name at strong_endpoint (default: the server's only model)"))
-    tuned: tuple[str, ...] = field(default=(), metadata=_help(
-        "tuned guide model(s), each with the one untuned model (several: a sum of implicit values; EFT: one "
-        "beta each)", cli_list=True))
+    strong: Optional[str] = field(
+        default=None,
+        metadata=_help(
+            "strong model: a local directory, a hub id, or a registered name (smollm2-135m, gemma3-270m, qwen2.5-0.5b: "
+            "made offline from pinned wheels); or give strong_endpoint instead"
+        ),
+    )
+    strong_endpoint: Optional[str] = field(
+        default=None,
+        metadata=_help(
+            "instead of strong: an OpenAI-compatible /v1 URL serving the strong model, e.g. http://127.0.0.1:8000/v1 "
+            "(API key from $OPENAI_API_KEY)"
+        ),
+    )
+    strong_model: Optional[str] = field(
+        default=None, metadata=_help("the served model's name at strong_endpoint (default: the server's only model)")
+    )
+    tuned: tuple[str, ...] = field(
+        default=(),
+        metadata=_help(
+            "tuned guide model(s), each with the one untuned model (several: a sum of implicit values; EFT: one "
+            "beta each)",
+            cli_list=True,
+        ),
+    )
     untuned: Optional[str] = field(default=None, metadata=_help("untuned guide model (with tuned)"))
-    tuned_template: str = field(default="{prompt}", metadata=_help(
-        "what the tuned guides read before the response: a format string with {prompt}, 'chat' (the guide's "
-        "chat template) or 'auto' (chat when the guide has a chat template, else {prompt})"))
-    untuned_template: str = field(default="{prompt}", metadata=_help(
-        "the same for the untuned guide"))
-    reward_model: Optional[str] = field(default=None, metadata=_help(
-        "a one-output sequence-classification reward model as guide (added to the implicit value when both "
-        "are given)"))
+    tuned_template: str = field(
+        default="{prompt}",
+        metadata=_help(
+            "what the tuned guides read before the response: a format string with {prompt}, 'chat' (the guide's "
+            "chat template) or 'auto' (chat when the guide has a chat template, else {prompt})"
+        ),
+    )
+    untuned_template: str = field(default="{prompt}", metadata=_help("the same for the untuned guide"))
+    reward_model: Optional[str] = field(
+        default=None,
+        metadata=_help(
+            "a one-output sequence-classification reward model as guide (added to the implicit value when both "
+            "are given)"
+        ),
+    )
     rm_weight: float = field(default=1.0, metadata=_help("weight of the reward model in the guide"))
-    beta: float = field(default=1.0, metadata=_help(
-        "weight of the implicit value log p_tuned - log p_untuned in the BoN/CBS guide (EFT takes its betas "
-        "from the method, eft:beta=B)"))
-    dtype: str = field(default="auto", metadata=_help(
-        "model dtype: auto (float32 on CPU, bfloat16/float16 on GPU), float32, float16, bfloat16"))
-    device: Optional[str] = field(default=None, metadata=_help(
-        "device of all models: None/auto = CUDA when available, else CPU (lm-eval: its --device), cpu, cuda:N"))
+    beta: float = field(
+        default=1.0,
+        metadata=_help(
+            "weight of the implicit value log p_tuned - log p_untuned in the BoN/CBS guide (EFT takes its betas "
+            "from the method, eft:beta=B)"
+        ),
+    )
+    dtype: str = field(
+        default="auto",
+        metadata=_help("model dtype: auto (float32 on CPU, bfloat16/float16 on GPU), float32, float16, bfloat16"),
+    )
+    device: Optional[str] = field(
+        default=None,
+        metadata=_help(
+            "device of all models: None/auto = CUDA when available, else CPU (lm-eval: its --device), cpu, cuda:N"
+        ),
+    )
     strong_device: Optional[str] = field(default=None, metadata=_help("device of the strong model (default: device)"))
     guide_device: Optional[str] = field(default=None, metadata=_help("device of the guide models (default: device)"))
-    device_map: Optional[str] = field(default=None, metadata=_help(
-        "accelerate device_map of the strong model, e.g. auto (spreads it over the GPUs)"))
+    device_map: Optional[str] = field(
+        default=None, metadata=_help("accelerate device_map of the strong model, e.g. auto (spreads it over the GPUs)")
+    )
     load_in_4bit: bool = field(default=False, metadata=_help("load the strong model in 4 bit (bitsandbytes)"))
 
     def __post_init__(self):
@@ -109,26 +140,36 @@ class EngineSpec:
         """Exactly one strong model: a local one (strong) or a served one (strong_endpoint)."""
         if self.strong_endpoint is None:
             if self.strong is None:
-                raise SpecError(f"no strong model: give {spelled('strong', 'PATH_OR_ID')} (a local directory or hub id), "
-                                f"or {spelled('strong_endpoint', 'URL')} (an OpenAI-compatible /v1 server) with "
-                                f"{spelled('strong_model', 'NAME')}")
+                raise SpecError(
+                    f"no strong model: give {spelled('strong', 'PATH_OR_ID')} (a local directory or hub id), "
+                    f"or {spelled('strong_endpoint', 'URL')} (an OpenAI-compatible /v1 server) with "
+                    f"{spelled('strong_model', 'NAME')}"
+                )
             if self.strong_model is not None:
-                raise SpecError(f"{spelled('strong_model', repr(self.strong_model))} names a served model: "
-                                f"{spelled('strong_model')} goes with {spelled('strong_endpoint', 'URL')} (a served "
-                                "strong model); with a local strong model drop it")
+                raise SpecError(
+                    f"{spelled('strong_model', repr(self.strong_model))} names a served model: "
+                    f"{spelled('strong_model')} goes with {spelled('strong_endpoint', 'URL')} (a served "
+                    "strong model); with a local strong model drop it"
+                )
             return
         if self.strong is not None:
-            raise SpecError(f"give the strong model as {spelled('strong', repr(self.strong))} (local) or as "
-                            f"{spelled('strong_endpoint', repr(self.strong_endpoint))} (served), not both; name the "
-                            f"served model with {spelled('strong_model', '')}")
+            raise SpecError(
+                f"give the strong model as {spelled('strong', repr(self.strong))} (local) or as "
+                f"{spelled('strong_endpoint', repr(self.strong_endpoint))} (served), not both; name the "
+                f"served model with {spelled('strong_model', '')}"
+            )
         if not re.match(r"https?://[^/\s]+", self.strong_endpoint):
-            raise SpecError(f"{spelled('strong_endpoint')} must be an http(s) URL such as http://127.0.0.1:8000/v1, "
-                            f"got {self.strong_endpoint!r}")
+            raise SpecError(
+                f"{spelled('strong_endpoint')} must be an http(s) URL such as http://127.0.0.1:8000/v1, "
+                f"got {self.strong_endpoint!r}"
+            )
 
     def _check_guides(self) -> None:
         if (not self.tuned) != (self.untuned is None):
-            raise SpecError("give both tuned and untuned guide models, or neither (the implicit value needs the "
-                            f"pair): set both {spelled('tuned', '')} and {spelled('untuned', '')}")
+            raise SpecError(
+                "give both tuned and untuned guide models, or neither (the implicit value needs the "
+                f"pair): set both {spelled('tuned', '')} and {spelled('untuned', '')}"
+            )
         for name in ("tuned_template", "untuned_template"):
             check_template(name, getattr(self, name))
 
@@ -141,8 +182,12 @@ class EngineSpec:
 
     def check_method(self, method) -> None:
         """Raise when ``method`` (a parsed method config) cannot run with these models (no I/O)."""
-        problem = method_problem(method, pair=bool(self.tuned), guide=self.has_guide,
-                                 served=self.strong_endpoint and f"an endpoint ({self.strong_endpoint})")
+        problem = method_problem(
+            method,
+            pair=bool(self.tuned),
+            guide=self.has_guide,
+            served=self.strong_endpoint and f"an endpoint ({self.strong_endpoint})",
+        )
         if problem:
             raise SpecError(problem)
 
@@ -174,15 +219,21 @@ def method_problem(method, pair: bool, guide: bool, served) -> Optional[str]:
     ``guide``. The one rule behind :meth:`EngineSpec.check_method` (before loading) and ``Engine.prepare``."""
     if method.name == "eft":
         if not pair:
-            return (f"method {method.spec}: eft needs a tuned and an untuned guide model; it needs "
-                    f"{spelled('tuned', '')} and {spelled('untuned', '')} guide models")
+            return (
+                f"method {method.spec}: eft needs a tuned and an untuned guide model; it needs "
+                f"{spelled('tuned', '')} and {spelled('untuned', '')} guide models"
+            )
         if served:
-            return (f"method {method.spec}: EFT needs full next-token distributions of the strong model, which "
-                    f"{served} does not give (an endpoint gives only top logprobs); use bon or cbs there, or a local "
-                    f"{spelled('strong', 'PATH')} for eft")
+            return (
+                f"method {method.spec}: EFT needs full next-token distributions of the strong model, which "
+                f"{served} does not give (an endpoint gives only top logprobs); use bon or cbs there, or a local "
+                f"{spelled('strong', 'PATH')} for eft"
+            )
     elif method.needs_guide and not guide:
-        return (f"method {method.spec} needs a guide: give {spelled('tuned', '')} and {spelled('untuned', '')} "
-                f"models, or {spelled('reward_model', '')}")
+        return (
+            f"method {method.spec} needs a guide: give {spelled('tuned', '')} and {spelled('untuned', '')} "
+            f"models, or {spelled('reward_model', '')}"
+        )
     return None
 
 
@@ -198,6 +249,8 @@ def check_template(name: str, value) -> None:
     try:
         value.format(prompt="")
     except (ValueError, KeyError, IndexError) as e:
-        raise SpecError(f"{spelled(name, repr(value))} is not a valid format string ({e}); its only field must be "
-                        "{prompt} "
-                        "(write a literal brace as {{ or }})") from None
+        raise SpecError(
+            f"{spelled(name, repr(value))} is not a valid format string ({e}); its only field must be "
+            "{prompt} "
+            "(write a literal brace as {{ or }})"
+        ) from None

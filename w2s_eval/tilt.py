@@ -28,8 +28,16 @@ from .guide import GuideLM  # noqa: E402
 from .lm import CausalLM, split_on_oom  # noqa: E402
 from .policy import shared_vocab  # noqa: E402
 
-__all__ = ["LoadedHFLM", "Tilt", "split_space", "guide_requests", "eft_parts", "terms_for", "eft_combiner",
-           "model_max_length"]
+__all__ = [
+    "LoadedHFLM",
+    "Tilt",
+    "split_space",
+    "guide_requests",
+    "eft_parts",
+    "terms_for",
+    "eft_combiner",
+    "model_max_length",
+]
 
 
 class LoadedHFLM(HFLM):
@@ -43,14 +51,26 @@ class LoadedHFLM(HFLM):
     wrappers turn it off: the splits of one text give a guide the same tokens).
     """
 
-    def __init__(self, lm: CausalLM, batch_size: int, accelerator=None, eft_lms: Sequence[CausalLM] = (),
-                 eft_betas: Sequence[float] = (), logits_cache: bool = True):
+    def __init__(
+        self,
+        lm: CausalLM,
+        batch_size: int,
+        accelerator=None,
+        eft_lms: Sequence[CausalLM] = (),
+        eft_betas: Sequence[float] = (),
+        logits_cache: bool = True,
+    ):
         hf_logger = logging.getLogger("lm_eval.models.huggingface")
         level = hf_logger.level
         hf_logger.setLevel(logging.ERROR)  # its warnings about a preloaded model are about launching, handled here
         try:
-            super().__init__(pretrained=lm.model, tokenizer=lm.tokenizer, backend="causal", batch_size=batch_size,
-                             logits_cache=logits_cache)
+            super().__init__(
+                pretrained=lm.model,
+                tokenizer=lm.tokenizer,
+                backend="causal",
+                batch_size=batch_size,
+                logits_cache=logits_cache,
+            )
         finally:
             hf_logger.setLevel(level)
         self.eft_lms, self.eft_betas = tuple(eft_lms), [float(b) for b in eft_betas]
@@ -68,13 +88,15 @@ class LoadedHFLM(HFLM):
         """HFLM's causal forward (``attn_mask``/``labels`` are seq2seq's, never given here), EFT-mixed when guides
         are given, rerun on halves of the rows when it runs out of memory (:func:`w2s_eval.lm.split_on_oom`;
         each row's logits do not depend on the others)."""
+
         def run(lo: int, hi: int):
             logits = HFLM._model_call(self, inps[lo:hi])
             if not self.eft_lms:
                 return logits
             with torch.no_grad():
-                outs = [logits.float()] + [lm.model(inps[lo:hi].to(lm.device)).logits.float().to(logits.device)
-                                           for lm in self.eft_lms]
+                outs = [logits.float()] + [
+                    lm.model(inps[lo:hi].to(lm.device)).logits.float().to(logits.device) for lm in self.eft_lms
+                ]
             return eft_combiner(self.eft_betas)([o[..., : self.eft_vocab] for o in outs])
 
         outs, self._oom_rows = split_on_oom(run, inps.shape[0], name=f"strong:{self.lm_name}", rows=self._oom_rows)

@@ -27,16 +27,27 @@ from typing import Callable, Optional, Union
 from .assets import cache_home
 from .config import SamplingConfig
 
-__all__ = ["World", "register_world", "unregister_world", "load_world", "world_names", "world_home",
-           "WORLD_MODULES_ENV", "ENTRY_POINT_GROUP", "BUILTIN_WORLDS"]
+__all__ = [
+    "World",
+    "register_world",
+    "unregister_world",
+    "load_world",
+    "world_names",
+    "world_home",
+    "WORLD_MODULES_ENV",
+    "ENTRY_POINT_GROUP",
+    "BUILTIN_WORLDS",
+]
 
 logger = logging.getLogger(__name__)
 
 RewardFn = Callable[[list, list], list]
 WORLD_MODULES_ENV = "W2S_EVAL_WORLD_MODULES"
 ENTRY_POINT_GROUP = "w2s_eval.world_registry"
-BUILTIN_WORLDS = {"imdb-mini": "w2s_eval.world.loader:load_imdb_mini",
-                  "ifeval-mini": "w2s_eval.world.ifeval_mini:load_ifeval_mini"}
+BUILTIN_WORLDS = {
+    "imdb-mini": "w2s_eval.world.loader:load_imdb_mini",
+    "ifeval-mini": "w2s_eval.world.ifeval_mini:load_ifeval_mini",
+}
 
 
 @dataclass(frozen=True)
@@ -92,8 +103,9 @@ def register_world(name: str, loader: Union[Callable[[Path], World], str]) -> No
     if not isinstance(name, str) or not name:
         raise ValueError(f"world name must be a non-empty string, got {name!r}")
     if not callable(loader) and not (isinstance(loader, str) and ":" in loader):
-        raise ValueError(f"loader for world {name!r} must be callable: loader(home: Path) -> World, "
-                         "or a 'module:function' path")
+        raise ValueError(
+            f"loader for world {name!r} must be callable: loader(home: Path) -> World, or a 'module:function' path"
+        )
     _LOADERS[name] = loader
 
 
@@ -114,8 +126,10 @@ def _discover() -> None:
         try:
             importlib.import_module(module)
         except ImportError as e:
-            raise ValueError(f"{WORLD_MODULES_ENV} names module {module!r}, which cannot be imported ({e}); "
-                             "fix the variable or make the module importable (PYTHONPATH)") from None
+            raise ValueError(
+                f"{WORLD_MODULES_ENV} names module {module!r}, which cannot be imported ({e}); "
+                "fix the variable or make the module importable (PYTHONPATH)"
+            ) from None
 
 
 def _loader(name: str) -> Callable[[Path], World]:

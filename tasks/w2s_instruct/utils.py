@@ -21,8 +21,10 @@ def load_instruct_dataset(bundled: Path, **metadata):
         from w2s_eval.assets import fetch_asset
 
         with open(fetch_asset("alpaca_eval_gpt4_baseline"), encoding="utf-8") as f:
-            rows = [{"id": f"alpaca-{i}", "instruction": r["instruction"], "prompt": r["instruction"]}
-                    for i, r in enumerate(json.load(f))]
+            rows = [
+                {"id": f"alpaca-{i}", "instruction": r["instruction"], "prompt": r["instruction"]}
+                for i, r in enumerate(json.load(f))
+            ]
     else:
         raise ValueError(f"--metadata instruct_source must be bundled or alpaca_eval, got {source!r}")
     return scored_dataset(rows, positive_int(metadata, "instruct_n"), metadata, "instruct_rm", "W2S_INSTRUCT_RM")

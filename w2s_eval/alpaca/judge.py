@@ -44,9 +44,22 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["judge_outputs", "write_judgement", "stack_leaderboard", "LEADERBOARD_COLUMNS", "load_reward_scorer"]
 
-LEADERBOARD_COLUMNS = ("win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total",
-                       "discrete_win_rate", "mode", "avg_length", "length_controlled_winrate", "lc_standard_error",
-                       "annotator", "reference", "lc_note")
+LEADERBOARD_COLUMNS = (
+    "win_rate",
+    "standard_error",
+    "n_wins",
+    "n_wins_base",
+    "n_draws",
+    "n_total",
+    "discrete_win_rate",
+    "mode",
+    "avg_length",
+    "length_controlled_winrate",
+    "lc_standard_error",
+    "annotator",
+    "reference",
+    "lc_note",
+)
 _HUB_REPO, _HUB_FILE = "tatsu-lab/alpaca_eval", "df_gamed.csv"
 
 
@@ -58,13 +71,18 @@ def load_reward_scorer(path: str, dtype="auto", device="auto", batch_size: int =
     return RewardModelScorer(model, tok, name=str(path), batch_size=batch_size)
 
 
-def _score_all(scorer: Callable, prompts: list[str], responses: list[str], batch_size: int, desc: str,
-               progress: bool) -> tuple[list[float], int]:
+def _score_all(
+    scorer: Callable, prompts: list[str], responses: list[str], batch_size: int, desc: str, progress: bool
+) -> tuple[list[float], int]:
     values, tokens = [], 0
     bar = tqdm(total=len(prompts), desc=desc, disable=not progress)
     for i in range(0, len(prompts), batch_size):
-        v, t = score_candidates(scorer, prompts[i: i + batch_size], responses[i: i + batch_size],
-                                [True] * len(prompts[i: i + batch_size]))
+        v, t = score_candidates(
+            scorer,
+            prompts[i : i + batch_size],
+            responses[i : i + batch_size],
+            [True] * len(prompts[i : i + batch_size]),
+        )
         values += v
         tokens += sum(t)
         bar.update(len(v))
@@ -75,8 +93,10 @@ def _score_all(scorer: Callable, prompts: list[str], responses: list[str], batch
 def _single_name(rows: Sequence[dict], what: str, default: str) -> str:
     names = {r.get("generator") for r in rows if r.get("generator") is not None}
     if len(names) > 1:
-        raise ValueError(f"{what} hold {len(names)} generators ({', '.join(sorted(map(str, names))[:4])}); "
-                         "judge one model at a time (split the file) or pass --name")
+        raise ValueError(
+            f"{what} hold {len(names)} generators ({', '.join(sorted(map(str, names))[:4])}); "
+            "judge one model at a time (split the file) or pass --name"
+        )
     return str(names.pop()) if names else default
 
 
@@ -95,7 +115,9 @@ def _lc_data_note() -> Optional[str]:
     cached = try_to_load_from_cache(_HUB_REPO, _HUB_FILE, cache_dir=constants.DEFAULT_CACHE_DIR, repo_type="dataset")
     if isinstance(cached, str):
         return None
-    need = f"not computed: it needs AlpacaEval's instruction difficulty ({_HUB_REPO}/{_HUB_FILE} on the Hugging Face hub)"
+    need = (
+        f"not computed: it needs AlpacaEval's instruction difficulty ({_HUB_REPO}/{_HUB_FILE} on the Hugging Face hub)"
+    )
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no"):
         return f"{need}, which is not cached and the hub is offline (HF_HUB_OFFLINE)"
     if not any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
@@ -117,12 +139,16 @@ def _length_controlled(df, lc: str) -> tuple[Optional[dict], str]:
         return None, "not computed: switched off (--lc off)"
     index = official_instruction_index()
     if index is None:
-        return None, ("not computed: it needs each instruction's row in the official AlpacaEval set (to look up "
-                      "AlpacaEval's instruction difficulty); run `w2s-eval alpaca-eval fetch-data` first")
+        return None, (
+            "not computed: it needs each instruction's row in the official AlpacaEval set (to look up "
+            "AlpacaEval's instruction difficulty); run `w2s-eval alpaca-eval fetch-data` first"
+        )
     missing = sum(1 for ins in df["instruction"] if ins not in index)
     if missing:
-        return None, (f"not computed: {missing} of {len(df)} instructions are not from the official AlpacaEval set, "
-                      "and AlpacaEval's instruction difficulty is defined only for that set")
+        return None, (
+            f"not computed: {missing} of {len(df)} instructions are not from the official AlpacaEval set, "
+            "and AlpacaEval's instruction difficulty is defined only for that set"
+        )
     note = _lc_data_note()
     if note:
         return None, note
@@ -141,9 +167,18 @@ def _length_controlled(df, lc: str) -> tuple[Optional[dict], str]:
     return {"length_controlled_winrate": lcw, "lc_standard_error": lcse if math.isfinite(lcse) else None}, "computed"
 
 
-def judge_outputs(model_outputs, reference_outputs, scorer: Callable, *, annotator: str = "reward_model",
-                  name: Optional[str] = None, batch_size: int = 16, lc: str = "auto", subset: bool = False,
-                  progress: bool = False) -> dict:
+def judge_outputs(
+    model_outputs,
+    reference_outputs,
+    scorer: Callable,
+    *,
+    annotator: str = "reward_model",
+    name: Optional[str] = None,
+    batch_size: int = 16,
+    lc: str = "auto",
+    subset: bool = False,
+    progress: bool = False,
+) -> dict:
     """Judge ``model_outputs`` against ``reference_outputs`` with ``scorer``; a dict with
     ``annotations`` (AlpacaEval rows), ``metrics``, ``row`` (the leaderboard row), ``name``, ``reference``.
 
@@ -168,17 +203,29 @@ def judge_outputs(model_outputs, reference_outputs, scorer: Callable, *, annotat
     pairs = [(m, by_ins[m["instruction"]]) for m in mrows]
     instructions = [m["instruction"] for m, _ in pairs]
     t0 = time.perf_counter()
-    s_model, tok_m = _score_all(scorer, instructions, [m["output"] for m, _ in pairs], batch_size,
-                                "judge: model outputs", progress)
-    s_ref, tok_r = _score_all(scorer, instructions, [r["output"] for _, r in pairs], batch_size,
-                              "judge: reference outputs", progress)
+    s_model, tok_m = _score_all(
+        scorer, instructions, [m["output"] for m, _ in pairs], batch_size, "judge: model outputs", progress
+    )
+    s_ref, tok_r = _score_all(
+        scorer, instructions, [r["output"] for _, r in pairs], batch_size, "judge: reference outputs", progress
+    )
     pref = 1.0 + torch.sigmoid(torch.tensor(s_model, dtype=torch.float64) - torch.tensor(s_ref, dtype=torch.float64))
     annotations = []
     for (m, r), sm, sr, p in zip(pairs, s_model, s_ref, pref.tolist()):
-        annotations.append({"instruction": m["instruction"], "dataset": m.get("dataset", r.get("dataset")),
-                            "output_1": r["output"], "generator_1": ref_name, "output_2": m["output"],
-                            "generator_2": name, "annotator": annotator, "preference": p,
-                            "reward_1": sr, "reward_2": sm})
+        annotations.append(
+            {
+                "instruction": m["instruction"],
+                "dataset": m.get("dataset", r.get("dataset")),
+                "output_1": r["output"],
+                "generator_1": ref_name,
+                "output_2": m["output"],
+                "generator_2": name,
+                "annotator": annotator,
+                "preference": p,
+                "reward_1": sr,
+                "reward_2": sm,
+            }
+        )
 
     require("pandas", "alpaca")
     import pandas as pd
@@ -190,11 +237,23 @@ def judge_outputs(model_outputs, reference_outputs, scorer: Callable, *, annotat
     metrics.update(lc_metrics or {})
     row = {c: "" for c in LEADERBOARD_COLUMNS}
     row.update({k: v for k, v in metrics.items() if k in row})
-    row.update(mode="community", avg_length=int(round(sum(len(m["output"]) for m in mrows) / len(mrows))),
-               annotator=annotator, reference=ref_name, lc_note=lc_note)
-    return {"name": name, "reference": ref_name, "annotator": annotator, "annotations": annotations,
-            "metrics": metrics, "lc_note": lc_note, "row": row,
-            "stats": {"judge_tokens": tok_m + tok_r, "wall_time_s": time.perf_counter() - t0, "n": len(pairs)}}
+    row.update(
+        mode="community",
+        avg_length=int(round(sum(len(m["output"]) for m in mrows) / len(mrows))),
+        annotator=annotator,
+        reference=ref_name,
+        lc_note=lc_note,
+    )
+    return {
+        "name": name,
+        "reference": ref_name,
+        "annotator": annotator,
+        "annotations": annotations,
+        "metrics": metrics,
+        "lc_note": lc_note,
+        "row": row,
+        "stats": {"judge_tokens": tok_m + tok_r, "wall_time_s": time.perf_counter() - t0, "n": len(pairs)},
+    }
 
 
 def _csv_text(rows: dict[str, dict]) -> str:
@@ -221,8 +280,10 @@ def _checked_table(path: Path, name: str, row: dict) -> dict[str, dict]:
     for other, r in table.items():
         for key in ("annotator", "reference"):
             if other != name and r.get(key, "") != str(row[key]):
-                raise ValueError(f"{path}: row {other!r} has {key} {r.get(key)!r}, this one {row[key]!r}; rows of one "
-                                 "leaderboard need the same judge and reference; use another --leaderboard file")
+                raise ValueError(
+                    f"{path}: row {other!r} has {key} {r.get(key)!r}, this one {row[key]!r}; rows of one "
+                    "leaderboard need the same judge and reference; use another --leaderboard file"
+                )
     return table
 
 
@@ -244,24 +305,34 @@ def _sha(rows) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def write_judgement(result: dict, out_dir: Union[str, Path], identity: Optional[dict] = None,
-                    leaderboard: Optional[Union[str, Path]] = None) -> Path:
+def write_judgement(
+    result: dict,
+    out_dir: Union[str, Path],
+    identity: Optional[dict] = None,
+    leaderboard: Optional[Union[str, Path]] = None,
+) -> Path:
     """Write ``annotations.json``, ``leaderboard.csv`` (one row) and ``judge.json`` into ``out_dir``.
 
     A directory judged with another identity (other outputs, reference or judge) is refused.
     ``leaderboard``: also add the row to this shared leaderboard CSV.
     """
     out = Path(out_dir)
-    identity = {**(identity or {}), "annotator": result["annotator"], "name": result["name"],
-                "reference": result["reference"], "pairs_sha256": _sha([(a["instruction"], a["output_1"], a["output_2"])
-                                                                        for a in result["annotations"]])}
+    identity = {
+        **(identity or {}),
+        "annotator": result["annotator"],
+        "name": result["name"],
+        "reference": result["reference"],
+        "pairs_sha256": _sha([(a["instruction"], a["output_1"], a["output_2"]) for a in result["annotations"]]),
+    }
     meta = out / "judge.json"
     if meta.exists():
         old = json.loads(meta.read_text(encoding="utf-8")).get("identity", {})
         for key in sorted(set(old) | set(identity)):
             if old.get(key) != identity.get(key):
-                raise ValueError(f"{out} holds a judgement with {key} {old.get(key)!r}, not {identity.get(key)!r}; "
-                                 "use a new --out directory (finished results are not overwritten)")
+                raise ValueError(
+                    f"{out} holds a judgement with {key} {old.get(key)!r}, not {identity.get(key)!r}; "
+                    "use a new --out directory (finished results are not overwritten)"
+                )
     elif (out / "annotations.json").exists():
         raise FileExistsError(f"{out / 'annotations.json'} exists and was not written by this judge; use a new --out")
     if leaderboard:
@@ -269,8 +340,16 @@ def write_judgement(result: dict, out_dir: Union[str, Path], identity: Optional[
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "annotations.json", result["annotations"], sort_keys=False)
     atomic_write_text(out / "leaderboard.csv", _csv_text({result["name"]: result["row"]}))
-    atomic_write_json(meta, {"identity": identity, "metrics": result["metrics"], "lc_note": result["lc_note"],
-                             "stats": result["stats"], "versions": package_versions()})
+    atomic_write_json(
+        meta,
+        {
+            "identity": identity,
+            "metrics": result["metrics"],
+            "lc_note": result["lc_note"],
+            "stats": result["stats"],
+            "versions": package_versions(),
+        },
+    )
     if leaderboard:
         stack_leaderboard(leaderboard, result["name"], result["row"])
     return out

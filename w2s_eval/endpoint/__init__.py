@@ -9,5 +9,13 @@ from .client import ClientStats, CompletionClient, EndpointError
 from .logprobs import continuation_logprob, endpoint_loglikelihoods
 from .policy import EndpointPolicy, EndpointSession, request_seed
 
-__all__ = ["EndpointPolicy", "EndpointSession", "EndpointError", "CompletionClient", "ClientStats",
-           "endpoint_loglikelihoods", "continuation_logprob", "request_seed"]
+__all__ = [
+    "EndpointPolicy",
+    "EndpointSession",
+    "EndpointError",
+    "CompletionClient",
+    "ClientStats",
+    "endpoint_loglikelihoods",
+    "continuation_logprob",
+    "request_seed",
+]

@@ -64,8 +64,13 @@ class ClientStats:
     errors: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"requests": self.requests, "retries": self.retries, "request_time_s": round(self.request_time_s, 4),
-                "wall_time_s": round(self.wall_time_s, 4), "errors": dict(self.errors)}
+        return {
+            "requests": self.requests,
+            "retries": self.retries,
+            "request_time_s": round(self.request_time_s, 4),
+            "wall_time_s": round(self.wall_time_s, 4),
+            "errors": dict(self.errors),
+        }
 
 
 def _import_openai():
@@ -84,8 +89,16 @@ def _check_url(base_url: str) -> str:
 class CompletionClient:
     """Concurrent, retrying ``/v1/completions`` requests to one OpenAI-compatible server."""
 
-    def __init__(self, base_url: str, api_key_env: Optional[str] = "OPENAI_API_KEY", timeout: float = 300.0,
-                 max_concurrency: int = 64, max_retries: int = 4, backoff: float = 0.5, max_backoff: float = 8.0):
+    def __init__(
+        self,
+        base_url: str,
+        api_key_env: Optional[str] = "OPENAI_API_KEY",
+        timeout: float = 300.0,
+        max_concurrency: int = 64,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+    ):
         self.base_url = _check_url(base_url)
         check_positive_int("max_concurrency", max_concurrency)
         if not (isinstance(max_retries, int) and max_retries >= 0):
@@ -146,14 +159,15 @@ class CompletionClient:
         if self._client is None:
             key = (os.environ.get(self.api_key_env) if self.api_key_env else None) or "EMPTY"
             # retries are ours (they count, log and name the endpoint); the client's are off
-            self._client = self._openai.AsyncOpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout,
-                                                    max_retries=0)
+            self._client = self._openai.AsyncOpenAI(
+                base_url=self.base_url, api_key=key, timeout=self.timeout, max_retries=0
+            )
             self._sem = asyncio.Semaphore(self.max_concurrency)
         return self._client, self._sem
 
     # ------------------------------------------------------------------ requests
     def _delay(self, attempt: int, error: Exception) -> float:
-        delay = min(self.backoff * (2 ** attempt), self.max_backoff)
+        delay = min(self.backoff * (2**attempt), self.max_backoff)
         response = getattr(error, "response", None)
         retry_after = response.headers.get("retry-after") if response is not None else None
         if retry_after:
@@ -165,12 +179,17 @@ class CompletionClient:
 
     def _fatal(self, error) -> ValueError:
         status, message = error.status_code, getattr(error, "message", str(error))
-        hint = {401: f"set the API key in ${self.api_key_env}", 403: f"set the API key in ${self.api_key_env}",
-                404: "check strong_model (the served model name: GET /v1/models lists it) and the URL (it ends in /v1)",
-                400: "the server's message says why (e.g. a prompt + max_new_tokens beyond its --max-model-len, "
-                     "or a parameter it does not support)"}
-        return ValueError(f"strong-model endpoint {self.base_url} rejected the request (HTTP {status}): {message}; "
-                          f"{hint.get(status, 'see the server log')}")
+        hint = {
+            401: f"set the API key in ${self.api_key_env}",
+            403: f"set the API key in ${self.api_key_env}",
+            404: "check strong_model (the served model name: GET /v1/models lists it) and the URL (it ends in /v1)",
+            400: "the server's message says why (e.g. a prompt + max_new_tokens beyond its --max-model-len, "
+            "or a parameter it does not support)",
+        }
+        return ValueError(
+            f"strong-model endpoint {self.base_url} rejected the request (HTTP {status}): {message}; "
+            f"{hint.get(status, 'see the server log')}"
+        )
 
     async def _one(self, body: dict, method: str = "completions") -> dict:
         openai = self._openai
@@ -203,8 +222,15 @@ class CompletionClient:
                 break
             delay = self._delay(attempt, last)
             self.stats.retries += 1
-            logger.warning("strong-model endpoint %s: %s (%s); retry %d/%d in %.1f s", self.base_url, name,
-                           _describe(last), attempt + 1, self.max_retries, delay)
+            logger.warning(
+                "strong-model endpoint %s: %s (%s); retry %d/%d in %.1f s",
+                self.base_url,
+                name,
+                _describe(last),
+                attempt + 1,
+                self.max_retries,
+                delay,
+            )
             await asyncio.sleep(delay)
         raise EndpointError(
             f"strong-model endpoint {self.base_url} failed after {self.max_retries + 1} attempts: "

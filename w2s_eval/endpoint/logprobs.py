@@ -30,11 +30,15 @@ def continuation_logprob(choice: dict, context: str, full: str) -> tuple[float, 
     tokens, logprobs = lp.get("tokens"), lp.get("token_logprobs")
     offsets, tops = lp.get("text_offset"), lp.get("top_logprobs")
     if not tokens or logprobs is None or offsets is None:
-        raise EndpointError("the endpoint returned no prompt logprobs: the server must support "
-                            "`echo: true` with `logprobs` on /v1/completions (vLLM does)")
+        raise EndpointError(
+            "the endpoint returned no prompt logprobs: the server must support "
+            "`echo: true` with `logprobs` on /v1/completions (vLLM does)"
+        )
     echoed = choice.get("text")
     if echoed is not None and echoed != full:
-        logger.debug("echoed prompt differs from the text sent (%r vs %r); offsets follow the echo", echoed[:60], full[:60])
+        logger.debug(
+            "echoed prompt differs from the text sent (%r vs %r); offsets follow the echo", echoed[:60], full[:60]
+        )
     end = len(echoed) if echoed is not None else len(full)
     entries = [i for i, o in enumerate(offsets) if o < end]  # drop stop/EOS entries past the text
     cut = len(context)
@@ -45,8 +49,10 @@ def continuation_logprob(choice: dict, context: str, full: str) -> tuple[float, 
             continue  # a context token (one that straddles the boundary counts for the continuation)
         value = logprobs[i]
         if value is None:
-            raise ValueError("the first token of the text is in the continuation, and the first token has no "
-                             "log-probability; give a non-empty context (lm-eval passes the EOS text then)")
+            raise ValueError(
+                "the first token of the text is in the continuation, and the first token has no "
+                "log-probability; give a non-empty context (lm-eval passes the EOS text then)"
+            )
         total += float(value)
         top = (tops[i] if tops else None) or {}
         if top and float(value) < max(float(v) for v in top.values()) - 1e-6:
@@ -54,23 +60,35 @@ def continuation_logprob(choice: dict, context: str, full: str) -> tuple[float, 
     return total, greedy
 
 
-def endpoint_loglikelihoods(policy, contexts: Sequence[str], continuations: Sequence[str],
-                            progress: bool = False) -> list[tuple[float, bool]]:
+def endpoint_loglikelihoods(
+    policy, contexts: Sequence[str], continuations: Sequence[str], progress: bool = False
+) -> list[tuple[float, bool]]:
     """``(log p(continuation | context), is_greedy)`` per pair, from an :class:`EndpointPolicy`.
 
     Requests run concurrently (bounded by the policy's ``max_concurrency``) with its retries.
     An empty continuation scores (0.0, True) without a request.
     """
     if len(contexts) != len(continuations):
-        raise ValueError(f"got {len(contexts)} contexts for {len(continuations)} continuations; pass one of each per pair")
+        raise ValueError(
+            f"got {len(contexts)} contexts for {len(continuations)} continuations; pass one of each per pair"
+        )
     out: list[Optional[tuple[float, bool]]] = [None] * len(contexts)
     todo = [i for i, c in enumerate(continuations) if c]
     for i, c in enumerate(continuations):
         if not c:
             out[i] = (0.0, True)
     model = policy.model
-    bodies = [{"model": model, "prompt": contexts[i] + continuations[i], "max_tokens": 0, "echo": True,
-               "logprobs": 1, "temperature": 0.0} for i in todo]
+    bodies = [
+        {
+            "model": model,
+            "prompt": contexts[i] + continuations[i],
+            "max_tokens": 0,
+            "echo": True,
+            "logprobs": 1,
+            "temperature": 0.0,
+        }
+        for i in todo
+    ]
     bar = tqdm(total=len(bodies), desc="loglikelihood", disable=not progress)
     try:
         responses = policy.client.complete_many(bodies, progress=bar)
@@ -79,6 +97,8 @@ def endpoint_loglikelihoods(policy, contexts: Sequence[str], continuations: Sequ
     for i, resp in zip(todo, responses):
         choices = resp.get("choices") or []
         if not choices:
-            raise EndpointError(f"strong-model endpoint {policy.base_url} returned no choices for a loglikelihood request")
+            raise EndpointError(
+                f"strong-model endpoint {policy.base_url} returned no choices for a loglikelihood request"
+            )
         out[i] = continuation_logprob(choices[0], contexts[i], contexts[i] + continuations[i])
     return out  # type: ignore[return-value]

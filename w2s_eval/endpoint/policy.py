@@ -69,14 +69,25 @@ class EndpointPolicy:
     True raises when the server returns no token ids).
     """
 
-    def __init__(self, base_url: str, model: Optional[str] = None, api_key_env: Optional[str] = "OPENAI_API_KEY",
-                 timeout: float = 300.0, max_concurrency: int = 64, max_retries: int = 4, tokenizer=None,
-                 backoff: float = 0.5, max_backoff: float = 8.0, extra_body: Optional[dict] = None,
-                 exact_tokens="auto"):
+    def __init__(
+        self,
+        base_url: str,
+        model: Optional[str] = None,
+        api_key_env: Optional[str] = "OPENAI_API_KEY",
+        timeout: float = 300.0,
+        max_concurrency: int = 64,
+        max_retries: int = 4,
+        tokenizer=None,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+        extra_body: Optional[dict] = None,
+        exact_tokens="auto",
+    ):
         if model is not None and (not isinstance(model, str) or not model):
             raise ValueError(f"strong_model must be the served model's name, got {model!r}")
-        self.client = CompletionClient(base_url, api_key_env, timeout, max_concurrency, max_retries, backoff,
-                                       max_backoff)
+        self.client = CompletionClient(
+            base_url, api_key_env, timeout, max_concurrency, max_retries, backoff, max_backoff
+        )
         self.base_url = self.client.base_url
         self._model = model
         self.tokenizer = tokenizer
@@ -93,8 +104,10 @@ class EndpointPolicy:
         if self._model is None:
             ids = [m.get("id") for m in self.client.list_models()]
             if len(ids) != 1:
-                raise ValueError(f"strong-model endpoint {self.base_url} serves {len(ids)} models ({', '.join(map(str, ids))}); "
-                                 "name one with strong_model=NAME")
+                raise ValueError(
+                    f"strong-model endpoint {self.base_url} serves {len(ids)} models ({', '.join(map(str, ids))}); "
+                    "name one with strong_model=NAME"
+                )
             self._model = ids[0]
         return self._model
 
@@ -105,9 +118,17 @@ class EndpointPolicy:
     def describe(self) -> dict:
         """What a record needs to say which strong model ran (no API key)."""
         c = self.client
-        return {"engine": "openai-completions", "base_url": self.base_url, "model": self.model,
-                "timeout": c.timeout, "max_concurrency": c.max_concurrency, "max_retries": c.max_retries,
-                "extra_body": dict(self.extra_body), "exact_tokens": self.exact_tokens, "server_token_ids": self.server_ids}
+        return {
+            "engine": "openai-completions",
+            "base_url": self.base_url,
+            "model": self.model,
+            "timeout": c.timeout,
+            "max_concurrency": c.max_concurrency,
+            "max_retries": c.max_retries,
+            "extra_body": dict(self.extra_body),
+            "exact_tokens": self.exact_tokens,
+            "server_token_ids": self.server_ids,
+        }
 
     def close(self) -> None:
         self.client.close()
@@ -122,8 +143,15 @@ class EndpointPolicy:
 
     def body(self, prompt, n: int, max_tokens: int, cfg: SamplingConfig, seed: int) -> dict:
         """The ``/v1/completions`` request body of one beam (``prompt``: text or token ids)."""
-        body = {"model": self.model, "prompt": prompt, "n": n, "max_tokens": max_tokens,
-                "temperature": cfg.temperature, "top_p": cfg.top_p, "seed": seed}
+        body = {
+            "model": self.model,
+            "prompt": prompt,
+            "n": n,
+            "max_tokens": max_tokens,
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "seed": seed,
+        }
         if cfg.stop:
             body["stop"] = list(cfg.stop)
         if self.tokenizer is None and not self.server_ids:
@@ -228,8 +256,10 @@ class EndpointSession:
             policy.server_ids = has
             if not has:
                 if policy.exact_tokens is True:
-                    raise EndpointError(f"strong-model endpoint {policy.base_url} returns no token ids "
-                                        "(return_token_ids); use exact_tokens='auto' or False with this server")
+                    raise EndpointError(
+                        f"strong-model endpoint {policy.base_url} returns no token ids "
+                        "(return_token_ids); use exact_tokens='auto' or False with this server"
+                    )
                 logger.info("endpoint %s returns no token ids: beams are re-sent as text", policy.base_url)
         return has
 
@@ -238,8 +268,10 @@ class EndpointSession:
         choices = sorted(resp.get("choices") or [], key=lambda c: c.get("index", 0))
         n = body["n"]
         if len(choices) != n or [c.get("index", i) for i, c in enumerate(choices)] != list(range(n)):
-            raise EndpointError(f"strong-model endpoint {url} returned {len(choices)} choices for n={n}; "
-                                "a short beam would bias the search (is n capped on the server?)")
+            raise EndpointError(
+                f"strong-model endpoint {url} returned {len(choices)} choices for n={n}; "
+                "a short beam would bias the search (is n capped on the server?)"
+            )
         choices = choices * (k // n)
         b = parent.prompt_index
         self.requests[b] += 1
@@ -262,8 +294,10 @@ class EndpointSession:
         for c, (n_new, _) in zip(choices, lengths):
             reason = c.get("finish_reason")
             if reason not in ("stop", "length"):
-                raise EndpointError(f"strong-model endpoint {url} finished a choice with finish_reason={reason!r}; "
-                                    "expected 'stop' or 'length' (see the server log)")
+                raise EndpointError(
+                    f"strong-model endpoint {url} finished a choice with finish_reason={reason!r}; "
+                    "expected 'stop' or 'length' (see the server log)"
+                )
             ids = parent.ids + _response_ids(c) if with_ids else None
             if ids is not None and tok is not None:
                 text = tok.decode(ids, skip_special_tokens=True)  # as the local engine decodes

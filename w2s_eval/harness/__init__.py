@@ -8,9 +8,17 @@ Worlds (:class:`~w2s_eval.world_registry.World`) and their registry are in :mod:
 - their commands ``w2s-eval compare``, ``report`` and ``demo`` are in :mod:`w2s_eval.cli`.
 """
 
-from .compare import build_world_engine, make_run_config, run_compare, world_spec
+from .compare import run_compare
+from .plan import build_world_engine, make_run_config, world_spec
 from .records import RunConfig
 from .report import summarize, write_report
 
-__all__ = ["RunConfig", "make_run_config", "world_spec", "build_world_engine", "run_compare", "summarize",
-           "write_report"]
+__all__ = [
+    "RunConfig",
+    "make_run_config",
+    "world_spec",
+    "build_world_engine",
+    "run_compare",
+    "summarize",
+    "write_report",
+]

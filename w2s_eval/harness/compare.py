@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -19,139 +19,25 @@ from tqdm.auto import tqdm
 
 from ..config import method_to_dict
 from ..eft import vocab_mismatch
-from ..endpoint import EndpointPolicy
-from ..engine import build_engine, resolve_device, resolve_dtype
+from ..engine import build_engine
 from ..guide import score_candidates
 from ..lm import user_turn
 from ..provenance import atomic_write_json, fingerprint, git_revision, package_versions, run_dir_lock, utc_now
 from ..sharding import Shard, file_lock
-from ..spec import EngineSpec
-from ..world.strong import resolve_strong
-from ..world_registry import World, world_home
+from ..world_registry import World
 from .merge import records_view
 from .oracle import oracle_engine, rewards
 from .records import (
-    GUIDES,
     SHAPES_FILE,
     RecordLog,
     RunConfig,
     check_run_dir,
     open_run_dir,
-    parse_methods,
-    parse_seeds,
-    split_methods,
 )
 
-__all__ = ["parse_methods", "split_methods", "parse_seeds", "make_run_config", "world_spec", "build_world_engine", "run_compare",
-           "CompareOutcome", "served_model_name", "vocabulary_mismatch", "COMPARE_DEFAULTS"]
+__all__ = ["run_compare", "CompareOutcome", "vocabulary_mismatch", "strong_prompts"]
 
 logger = logging.getLogger(__name__)
-
-
-def served_model_name(strong_endpoint: str) -> str:
-    """The name of the one model an OpenAI-compatible server serves (ValueError when it serves several)."""
-
-    policy = EndpointPolicy(strong_endpoint)
-    try:
-        return policy.model
-    finally:
-        policy.close()
-
-
-_ALIASES = {"guide_beta": "beta"}  # --guide-beta: another name of the spec's beta
-# the comparison's own default: float32 everywhere, so a run's numbers (and its identity) are the same on CPU
-# and GPU; dtype="auto" is resolved to what it stands for on this machine before it enters the identity
-COMPARE_DEFAULTS = {"dtype": "float32"}
-_SPEC_FIELDS = frozenset(f.name for f in fields(EngineSpec))
-
-
-def world_spec(world: World, guide: str = "implicit", strong: Optional[str] = None, **settings) -> EngineSpec:
-    """The :class:`EngineSpec` of a world: its strong model (or ``strong``, a model directory; or the one served
-    at ``strong_endpoint``), its tuned/untuned guides (EFT and the implicit value), and as the BoN/CBS guide the
-    implicit value (``guide="implicit"``, weight ``beta``) or the world's reward model alone (``"rm"``); with
-    ``"gold"`` (the oracle) the spec is the implicit one and :func:`oracle_engine` puts the gold reward in as guide.
-
-    ``settings``: other EngineSpec fields (dtype, device, strong_endpoint, ...; ``guide_beta`` means ``beta``);
-    defaults are the spec's, except :data:`COMPARE_DEFAULTS`.
-    """
-    settings = {_ALIASES.get(k, k): v for k, v in settings.items() if v is not None}
-    unknown = sorted(set(settings) - _SPEC_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown engine setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(_SPEC_FIELDS))}")
-    if guide not in GUIDES:
-        raise ValueError(f"guide must be one of {', '.join(GUIDES)}, got {guide!r}")
-    spec = {"strong": strong or world.strong, "tuned": (world.tuned,), "untuned": world.untuned,
-            **COMPARE_DEFAULTS, **settings}
-    if spec.get("strong_endpoint"):
-        spec.pop("strong")
-    if guide == "rm":
-        if world.reward_model is None:
-            raise ValueError(f"world {world.name!r} has no reward model; use --guide implicit")
-        if spec.get("beta", 1.0) != 1.0:
-            raise ValueError(f"beta={spec['beta']} weighs the implicit value, which --guide rm does not use; drop it "
-                             "or use --guide implicit")
-        spec.update(reward_model=world.reward_model, beta=0.0)  # the pair stays for EFT
-    if guide == "gold" and spec.get("beta", 1.0) != 1.0:
-        raise ValueError(f"beta={spec['beta']} weighs the implicit value, which --guide gold does not use; drop it")
-    return EngineSpec(**spec)
-
-
-def _resolved_dtype(spec: EngineSpec) -> str:
-    """The dtype ``auto`` stands for where the models will run (a run's identity records what computes)."""
-
-    device = (spec.guide_device if spec.strong_endpoint else spec.strong_device) or spec.device or "auto"
-    return str(resolve_dtype(spec.dtype, resolve_device(device))).replace("torch.", "")
-
-
-def _strong_dir(world: World, name: Optional[str], home) -> tuple:
-    """(model directory or None for the world's own, name for the identity or None) of ``--strong NAME``."""
-    if name is None or name == world.strong_name:
-        return None, None
-
-    return resolve_strong(name, cache_dir=world_home(home)), name
-
-
-def make_run_config(world: World, methods, n_prompts: Optional[int] = None, seeds=1, *, guide: str = "implicit",
-                    strong: Optional[str] = None, home=None, batch_size: int = 8, chat_template: bool = False,
-                    **settings) -> RunConfig:
-    """Resolve a :class:`RunConfig` for ``world``.
-
-    ``strong``: the strong model replacing the world's own, read by ``w2s_eval.world.strong.resolve_strong`` (resolved
-    into ``home``'s cache); ``chat_template``: the strong model reads the prompts through its chat template;
-    ``settings``: EngineSpec fields (dtype, device, strong_endpoint, strong_model, beta or
-    guide_beta, ...) and sampling overrides (temperature, top_k, top_p, max_new_tokens, stop, truncation).
-    ``strong_endpoint`` without ``strong_model`` asks the server for its only model, so the config records it.
-    """
-    n_available = len(world.prompts)
-    n_prompts = n_available if n_prompts is None else n_prompts
-    if isinstance(n_prompts, int) and n_prompts > n_available:
-        raise ValueError(f"--prompts {n_prompts} is more than the {n_available} evaluation prompts of world "
-                         f"{world.name!r}; use --prompts {n_available} or fewer")
-    engine = {k: v for k, v in settings.items() if _ALIASES.get(k, k) in _SPEC_FIELDS}
-    overrides = {k: v for k, v in settings.items() if k not in engine and v is not None}
-    try:
-        sampling = replace(world.sampling, **overrides)
-    except TypeError as e:
-        raise ValueError(f"unknown sampling setting ({e}); valid: temperature, top_k, top_p, max_new_tokens, stop, "
-                         "truncation") from None
-    if strong is not None and engine.get("strong_endpoint"):
-        raise ValueError(f"--strong {strong} and --strong-endpoint both name the strong model; give one")
-    spec = world_spec(world, guide, **engine)  # checks every setting before any model is resolved or loaded
-    strong_dir, strong_name = _strong_dir(world, strong, home)
-    spec = spec.engine_spec(strong=strong_dir or spec.strong, dtype=_resolved_dtype(spec))
-    if spec.strong_endpoint is not None and spec.strong_model is None:
-        spec = spec.engine_spec(strong_model=served_model_name(spec.strong_endpoint))
-    return RunConfig(world=world.name, world_fingerprint=fingerprint(world.manifest),
-                     methods=tuple(parse_methods(methods)), n_prompts=n_prompts, seeds=parse_seeds(seeds),
-                     sampling=sampling, engine=spec, guide=guide, strong_name=strong_name, batch_size=batch_size,
-                     chat_template=chat_template)
-
-
-def build_world_engine(world: World, guide: str = "implicit", **settings):
-    """An Engine for a world (see :func:`world_spec`); e.g. ``build_world_engine(world, device="cpu")``."""
-
-    engine = build_engine(world_spec(world, guide, **settings))
-    return oracle_engine(engine, world) if guide == "gold" else engine
 
 
 @dataclass
@@ -175,8 +61,12 @@ def _guide_scores(engine, results, guide_prompts) -> tuple:
     tokens = [0] * len(results)
     if missing and engine.scorer is not None:
         getattr(engine.scorer, "reset", lambda: None)()  # its cost is this call's own (see chunk_beam_search)
-        vals, toks = score_candidates(engine.scorer, [guide_prompts[i] for i in missing],
-                                      [results[i].text for i in missing], [results[i].beams[0].ended for i in missing])
+        vals, toks = score_candidates(
+            engine.scorer,
+            [guide_prompts[i] for i in missing],
+            [results[i].text for i in missing],
+            [results[i].beams[0].ended for i in missing],
+        )
         for i, v, t in zip(missing, vals, toks):
             scores[i], tokens[i] = float(v), int(t)
     return scores, sources, tokens
@@ -198,10 +88,14 @@ def strong_prompts(engine, cfg: RunConfig, texts) -> list:
     lm = getattr(engine.policy, "lm", None)
     tok = getattr(lm, "tokenizer", None)
     if not getattr(tok, "chat_template", None):
-        what = "a served strong model" if lm is None else \
-            f"the strong model {getattr(tok, 'name_or_path', None) or lm.name!r} (a base model?)"
-        raise ValueError(f"--chat-template: {what} has no chat template here; leave out --chat-template to give "
-                         "it the plain prompt")
+        what = (
+            "a served strong model"
+            if lm is None
+            else f"the strong model {getattr(tok, 'name_or_path', None) or lm.name!r} (a base model?)"
+        )
+        raise ValueError(
+            f"--chat-template: {what} has no chat template here; leave out --chat-template to give it the plain prompt"
+        )
 
     return [user_turn(tok, t) for t in texts]
 
@@ -232,8 +126,10 @@ def _prepare(engine, cfg: RunConfig, methods) -> tuple:
         except ValueError as e:
             raise ValueError(f"{e} (drop {m.spec} from --methods)") from None
     if not prepared:
-        raise ValueError(f"no method of {', '.join(cfg.methods)} can run here: "
-                         + "; ".join(f"{k}: {v}" for k, v in not_applicable.items()))
+        raise ValueError(
+            f"no method of {', '.join(cfg.methods)} can run here: "
+            + "; ".join(f"{k}: {v}" for k, v in not_applicable.items())
+        )
     return prepared, not_applicable
 
 
@@ -242,7 +138,6 @@ def _ready(engine, cfg: RunConfig, methods, prompts, world: World) -> tuple:
     the engine built (unless given; with ``cfg.guide == "gold"``, guided by ``world``'s gold reward), every
     method prepared, the prompts rendered once, the context checked; nothing is written."""
     if engine is None:
-
         engine = build_engine(cfg.engine)
         if cfg.guide == "gold":
             engine = oracle_engine(engine, world)
@@ -257,9 +152,15 @@ def _todo(log_keys, prompts, methods, seeds) -> int:
     return sum(1 for pid, _ in prompts for m in methods for s in seeds if (pid, m.spec, s) not in log_keys)
 
 
-def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], engine=None,
-                progress: bool = True, on_method_done: Optional[Callable] = None,
-                shard: Optional[Shard] = None) -> CompareOutcome:
+def run_compare(
+    world: World,
+    cfg: RunConfig,
+    out_dir: Union[str, os.PathLike],
+    engine=None,
+    progress: bool = True,
+    on_method_done: Optional[Callable] = None,
+    shard: Optional[Shard] = None,
+) -> CompareOutcome:
     """Run ``cfg`` on ``world`` into ``out_dir`` (resuming what is recorded there); returns counts.
 
     ``engine`` (optional) is an Engine built from ``cfg.engine`` (default: built here). Everything that bad
@@ -275,16 +176,19 @@ def run_compare(world: World, cfg: RunConfig, out_dir: Union[str, os.PathLike], 
     :func:`~w2s_eval.harness.merge.merge_shards` assembles them). Without it, finished shards are merged first.
     """
     if cfg.world != world.name or cfg.world_fingerprint != fingerprint(world.manifest):
-        raise ValueError(f"the run config is for world {cfg.world!r} ({cfg.world_fingerprint}), not for "
-                         f"{world.name!r} ({fingerprint(world.manifest)}); make it with make_run_config(world, ...)")
+        raise ValueError(
+            f"the run config is for world {cfg.world!r} ({cfg.world_fingerprint}), not for "
+            f"{world.name!r} ({fingerprint(world.manifest)}); make it with make_run_config(world, ...)"
+        )
     if shard is not None:  # a shard writes its own records file, under that file's lock; shards run side by side
         return _run_compare(world, cfg, out_dir, engine, progress, on_method_done, shard)
     with run_dir_lock(out_dir, "--out"):
         return _run_compare(world, cfg, out_dir, engine, progress, on_method_done, shard)
 
 
-def _run_compare(world: World, cfg: RunConfig, out_dir, engine, progress: bool, on_method_done,
-                 shard: Optional[Shard]) -> CompareOutcome:
+def _run_compare(
+    world: World, cfg: RunConfig, out_dir, engine, progress: bool, on_method_done, shard: Optional[Shard]
+) -> CompareOutcome:
     """:func:`run_compare` with the run directory's lock held (a shard: its records file's)."""
     methods = list(cfg.parsed_methods)
     out, _, _, known = check_run_dir(out_dir, cfg)  # writes nothing
@@ -303,16 +207,24 @@ def _run_compare(world: World, cfg: RunConfig, out_dir, engine, progress: bool, 
         return _compute(world, cfg, run_dir, log, state, progress, on_method_done)
 
 
-def _compute(world: World, cfg: RunConfig, run_dir: Path, log: RecordLog, state: tuple, progress: bool,
-             on_method_done: Optional[Callable]) -> CompareOutcome:
+def _compute(
+    world: World,
+    cfg: RunConfig,
+    run_dir: Path,
+    log: RecordLog,
+    state: tuple,
+    progress: bool,
+    on_method_done: Optional[Callable],
+) -> CompareOutcome:
     """The records of ``cfg`` not in ``log`` yet; ``state``: see :func:`run_compare`."""
     engine, prepared, rendered, index, not_applicable, n_planned = state
     prompts = [(pid, text) for pid, text, _ in rendered] if rendered else []
     n_before = len(log.records)
     runnable = [m for m in cfg.parsed_methods if m.spec not in not_applicable]
     todo_total = _todo(log.keys, prompts, runnable, cfg.seeds)
-    logger.info("%s: %d of %d records to compute (%d already recorded)", run_dir, todo_total, n_planned,
-                n_planned - todo_total)
+    logger.info(
+        "%s: %d of %d records to compute (%d already recorded)", run_dir, todo_total, n_planned, n_planned - todo_total
+    )
     if todo_total == 0:
         return CompareOutcome(run_dir, n_before, 0, n_planned, log.truncated is not None, not_applicable)
     if callable(getattr(engine, "model_shapes", None)):
@@ -337,22 +249,29 @@ def _run_method(world: World, cfg: RunConfig, engine, run, prompts, log: RecordL
     versions, revision, served, index = stamp
     n_new = 0
     for start in range(0, len(prompts), cfg.batch_size):
-        batch = prompts[start: start + cfg.batch_size]
+        batch = prompts[start : start + cfg.batch_size]
         for seed in cfg.seeds:
             todo = [p for p in batch if (p[0], run.spec, seed) not in log]
             if not todo:
                 continue
             bar.set_postfix_str(f"{run.spec} seed={seed}")
             texts = [t for _, t, _ in todo]
-            results = engine.generate([s for _, _, s in todo], run, replace(cfg.sampling, seed=seed),
-                                      batch_size=len(texts), guide_prompts=texts)
+            results = engine.generate(
+                [s for _, _, s in todo],
+                run,
+                replace(cfg.sampling, seed=seed),
+                batch_size=len(texts),
+                guide_prompts=texts,
+            )
             responses = [r.text for r in results]
             gold = rewards(world.gold, "gold", texts, responses)
             judge = rewards(world.judge, "judge", texts, responses)
             guide, sources, score_tokens = _guide_scores(engine, results, texts)
             for (pid, text, _), r, g, j, gs, src, st in zip(todo, results, gold, judge, guide, sources, score_tokens):
-                rec = {**_record(cfg, run.method, seed, pid, text, r, g, j, gs, src, st, versions, revision),
-                       "prompt_index": index[pid]}
+                rec = {
+                    **_record(cfg, run.method, seed, pid, text, r, g, j, gs, src, st, versions, revision),
+                    "prompt_index": index[pid],
+                }
                 log.append({**rec, "strong_engine": served} if served else rec)
                 n_new += 1
                 bar.update(1)
@@ -365,8 +284,21 @@ def _served(engine) -> Optional[dict]:
     return describe() if callable(describe) else None
 
 
-def _record(cfg: RunConfig, method, seed: int, pid: str, text: str, r, gold: float, judge: float,
-            guide_score: Optional[float], source: str, score_tokens: int, versions: dict, revision) -> dict:
+def _record(
+    cfg: RunConfig,
+    method,
+    seed: int,
+    pid: str,
+    text: str,
+    r,
+    gold: float,
+    judge: float,
+    guide_score: Optional[float],
+    source: str,
+    score_tokens: int,
+    versions: dict,
+    revision,
+) -> dict:
     stats = r.stats
     batch = int(stats.get("batch_size", 1)) or 1
     best = r.beams[0] if r.beams else None

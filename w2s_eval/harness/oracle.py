@@ -43,5 +43,10 @@ class RewardFnScorer(Scorer):
 
 def oracle_engine(engine, world: World):
     """``engine`` with the world's gold reward as its only BoN/CBS guide (models and EFT pair unchanged)."""
-    return Engine(engine.policy, tuned=engine.tuned, untuned=engine.untuned,
-                  guides=((1.0, "custom", RewardFnScorer(world.gold)),), spec=engine.spec)
+    return Engine(
+        engine.policy,
+        tuned=engine.tuned,
+        untuned=engine.untuned,
+        guides=((1.0, "custom", RewardFnScorer(world.gold)),),
+        spec=engine.spec,
+    )

@@ -94,17 +94,29 @@ def plot_gold_vs_samples(summary, path) -> Path:
         color = _COLORS["bon"] if label == "BoN" else next(cbs_colors)
         xs = [b for b, _ in points]
         ys = [r.gold_mean for _, r in points]
-        ax.errorbar(xs, ys, yerr=[_err(r.gold_se) for _, r in points], marker="o", capsize=4, label=label,
-                    color=color)
+        ax.errorbar(xs, ys, yerr=[_err(r.gold_se) for _, r in points], marker="o", capsize=4, label=label, color=color)
         if label != "BoN":
             for b, r in points:
                 if r.family == "cbs":
-                    ax.annotate(r.method.split(":", 1)[1], (b, r.gold_mean), textcoords="offset points",
-                                xytext=(4, -10), fontsize=7)
+                    ax.annotate(
+                        r.method.split(":", 1)[1],
+                        (b, r.gold_mean),
+                        textcoords="offset points",
+                        xytext=(4, -10),
+                        fontsize=7,
+                    )
     for r in rows:
         if r.family in ("base", "eft"):
-            ax.errorbar([r.budget], [r.gold_mean], yerr=[_err(r.gold_se)], marker="s" if r.family == "base" else "D",
-                        linestyle="none", capsize=4, color=_COLORS[r.family], label=r.method)
+            ax.errorbar(
+                [r.budget],
+                [r.gold_mean],
+                yerr=[_err(r.gold_se)],
+                marker="s" if r.family == "base" else "D",
+                linestyle="none",
+                capsize=4,
+                color=_COLORS[r.family],
+                label=r.method,
+            )
     ax.set_xscale("log", base=2)
     ax.set_xticks(budgets)
     ax.set_xticklabels([str(b) for b in budgets])
@@ -128,16 +140,32 @@ def plot_gold_vs_flops(summary, path) -> Path:
     for label, points in _series(rows).items():
         color = _COLORS["bon"] if label == "BoN" else next(cbs_colors)
         points = sorted(points, key=lambda p: p[1].flops)
-        ax.errorbar([r.flops / 1e9 for _, r in points], [r.gold_mean for _, r in points],
-                    yerr=[_err(r.gold_se) for _, r in points], marker="o", capsize=4, label=label, color=color)
+        ax.errorbar(
+            [r.flops / 1e9 for _, r in points],
+            [r.gold_mean for _, r in points],
+            yerr=[_err(r.gold_se) for _, r in points],
+            marker="o",
+            capsize=4,
+            label=label,
+            color=color,
+        )
         for _, r in points:
             if r.family != "base":
-                ax.annotate(r.method, (r.flops / 1e9, r.gold_mean), textcoords="offset points", xytext=(4, -10),
-                            fontsize=7)
+                ax.annotate(
+                    r.method, (r.flops / 1e9, r.gold_mean), textcoords="offset points", xytext=(4, -10), fontsize=7
+                )
     for r in rows:
         if r.family in ("base", "eft"):
-            ax.errorbar([r.flops / 1e9], [r.gold_mean], yerr=[_err(r.gold_se)], linestyle="none", capsize=4,
-                        marker="s" if r.family == "base" else "D", color=_COLORS[r.family], label=r.method)
+            ax.errorbar(
+                [r.flops / 1e9],
+                [r.gold_mean],
+                yerr=[_err(r.gold_se)],
+                linestyle="none",
+                capsize=4,
+                marker="s" if r.family == "base" else "D",
+                color=_COLORS[r.family],
+                label=r.method,
+            )
     from matplotlib.ticker import FuncFormatter
 
     ax.set_xscale("log")

@@ -41,9 +41,26 @@ from ..provenance import (
 )
 from ..spec import EngineSpec
 
-__all__ = ["RunConfig", "parse_methods", "split_methods", "parse_seeds", "RecordLog", "read_records", "record_key", "diff_fields", "open_run_dir", "check_run_dir",
-           "package_versions", "git_revision", "fingerprint", "utc_now", "GUIDES", "CONFIG_FILE", "RECORDS_FILE",
-           "SHAPES_FILE"]
+__all__ = [
+    "RunConfig",
+    "parse_methods",
+    "split_methods",
+    "parse_seeds",
+    "RecordLog",
+    "read_records",
+    "record_key",
+    "diff_fields",
+    "open_run_dir",
+    "check_run_dir",
+    "package_versions",
+    "git_revision",
+    "fingerprint",
+    "utc_now",
+    "GUIDES",
+    "CONFIG_FILE",
+    "RECORDS_FILE",
+    "SHAPES_FILE",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +70,14 @@ TRUNCATED_FILE = "records.truncated.txt"
 SHAPES_FILE = "model_shapes.json"  # {model role: ModelShape} of the run's models (w2s_eval.flops)
 GUIDES = ("implicit", "rm", "gold")
 # EngineSpec fields that enter a run's identity only when they differ from the spec's default
-_OPTIONAL_IDENTITY = ("strong_endpoint", "strong_model", "tuned_template", "untuned_template", "rm_weight",
-                      "load_in_4bit")
+_OPTIONAL_IDENTITY = (
+    "strong_endpoint",
+    "strong_model",
+    "tuned_template",
+    "untuned_template",
+    "rm_weight",
+    "load_in_4bit",
+)
 _SPEC_DEFAULTS = {f.name: f.default for f in fields(EngineSpec)}
 
 
@@ -150,8 +173,14 @@ class RunConfig:
         sampling = asdict(self.sampling)
         sampling.pop("seed")
         sampling["stop"] = list(sampling["stop"])
-        out = {"world": self.world, "world_fingerprint": self.world_fingerprint, "sampling": sampling,
-               "guide": self.guide, "guide_beta": self.guide_beta, "dtype": self.dtype}
+        out = {
+            "world": self.world,
+            "world_fingerprint": self.world_fingerprint,
+            "sampling": sampling,
+            "guide": self.guide,
+            "guide_beta": self.guide_beta,
+            "dtype": self.dtype,
+        }
         if self.strong_name is not None:
             out["strong"] = self.strong_name
         if self.chat_template:
@@ -172,8 +201,7 @@ class RunConfig:
     def resolved(self, method: str, seed: int) -> dict:
         """The full resolved config of one record."""
         spec = method if method in self.methods else parse_method(method).spec
-        return {**self.identity(), "method": spec, "seed": seed, "device": self.device,
-                "batch_size": self.batch_size}
+        return {**self.identity(), "method": spec, "seed": seed, "device": self.device, "batch_size": self.batch_size}
 
 
 def parse_methods(specs) -> list:
@@ -268,8 +296,9 @@ def check_run_dir(out_dir: os.PathLike, cfg: RunConfig) -> tuple:
     records, _ = read_records(out / RECORDS_FILE, warn=False)
     for i, rec in enumerate(records):
         if rec.get("config_hash") != cfg.config_hash:
-            diffs = (diff_fields(_identity_of(rec), cfg.identity())
-                     or [("config_hash", rec.get("config_hash"), cfg.config_hash)])
+            diffs = diff_fields(_identity_of(rec), cfg.identity()) or [
+                ("config_hash", rec.get("config_hash"), cfg.config_hash)
+            ]
             raise ValueError(mismatch_message(f"record {i + 1} of {out / RECORDS_FILE}", diffs))
     return out, grid, created, not_applicable
 
@@ -283,9 +312,16 @@ def open_run_dir(out_dir: os.PathLike, cfg: RunConfig, not_applicable: Optional[
     """
     out, grid, created, _ = check_run_dir(out_dir, cfg)  # checked writable
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"identity": cfg.identity(), "config_hash": cfg.config_hash, "grid": grid, "created": created,
-           "updated": utc_now(), "versions": package_versions(), "machine": machine_info(),
-           "git_revision": git_revision()}
+    doc = {
+        "identity": cfg.identity(),
+        "config_hash": cfg.config_hash,
+        "grid": grid,
+        "created": created,
+        "updated": utc_now(),
+        "versions": package_versions(),
+        "machine": machine_info(),
+        "git_revision": git_revision(),
+    }
     if not_applicable:
         doc["not_applicable"] = dict(not_applicable)
     atomic_write_json(out / CONFIG_FILE, doc)
@@ -341,8 +377,10 @@ def read_records(path: os.PathLike, warn: bool = True) -> tuple:
                 # a bad last line: treat it like a truncated one
                 tail = line
                 break
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON (corrupted in the middle of the file); "
-                             "fix or remove that line, then rerun") from None
+            raise ValueError(
+                f"{path}: line {i + 1} is not valid JSON (corrupted in the middle of the file); "
+                "fix or remove that line, then rerun"
+            ) from None
     truncated = None
     if tail.strip():
         try:
@@ -350,8 +388,12 @@ def read_records(path: os.PathLike, warn: bool = True) -> tuple:
         except ValueError:
             truncated = tail.decode("utf-8", errors="replace")
             if warn:
-                logger.warning("%s: the last line is truncated (%d bytes, a write cut short); it is ignored and its "
-                               "record will be recomputed", path, len(tail))
+                logger.warning(
+                    "%s: the last line is truncated (%d bytes, a write cut short); it is ignored and its "
+                    "record will be recomputed",
+                    path,
+                    len(tail),
+                )
     return records, truncated
 
 

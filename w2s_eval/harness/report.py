@@ -21,23 +21,37 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
-import math
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from ..config import method_spec, parse_method
-from ..flops import ModelShape, total_flops
-from ..provenance import atomic_write_text, diff_fields, mean_se
+from ..provenance import atomic_write_text, mean_se
 from .plots import plot_gold_by_method, plot_gold_vs_flops, plot_gold_vs_samples
-from .records import CONFIG_FILE, RECORDS_FILE, SHAPES_FILE, read_records, record_key
+from .records import record_key
+from .runs import check_records, load_run, load_shapes, not_applicable_of, record_flops
 
-__all__ = ["MethodSummary", "Summary", "summarize", "summary_of", "to_markdown", "told_apart", "to_csv", "to_latex",
-           "write_report", "load_run", "check_records", "not_applicable_of", "mean_se",
-           "group_by_method", "paired_delta", "record_flops", "load_shapes"]
+__all__ = [
+    "MethodSummary",
+    "Summary",
+    "summarize",
+    "summary_of",
+    "to_markdown",
+    "told_apart",
+    "to_csv",
+    "to_latex",
+    "write_report",
+    "load_run",
+    "check_records",
+    "not_applicable_of",
+    "mean_se",
+    "group_by_method",
+    "paired_delta",
+    "record_flops",
+    "load_shapes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -78,164 +92,33 @@ class Summary:
     n_records: int
 
 
-def load_run(run_dir: Union[str, os.PathLike]) -> tuple:
-    """(records, notes) of a run directory, each record checked (:func:`check_records`); refuses records made
-    with different configs, or with another config than the directory's ``config.json``."""
-    path = Path(run_dir) / RECORDS_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"no records in {run_dir} ({RECORDS_FILE} is missing); run `w2s-eval compare --out "
-                                f"{run_dir} ...` first")
-    records, truncated = read_records(path)
-    notes = []
-    if truncated is not None:
-        notes.append(f"the last line of {RECORDS_FILE} is truncated ({len(truncated)} characters) and was ignored")
-    records = check_records(records, path, notes)
-    hashes = {}
-    for r in records:
-        hashes.setdefault(r.get("config_hash"), r)
-    if len(hashes) > 1:
-        (h1, r1), (h2, r2) = list(hashes.items())[:2]
-        diffs = diff_fields(r1.get("config", {}), r2.get("config", {}))
-        diffs = [d for d in diffs if d[0] not in ("method", "seed", "device", "batch_size")] or diffs
-        field = diffs[0][0] if diffs else "config_hash"
-        raise ValueError(f"{path} mixes records of different configs ({h1} and {h2}; first differing field: {field}); "
-                         "report each run from its own directory")
-    stored = _config_hash(Path(run_dir))
-    if stored is not None and hashes and next(iter(hashes)) != stored:
-        raise ValueError(f"the records in {path} were made with config {next(iter(hashes))}, but the directory's "
-                         f"{CONFIG_FILE} is for config {stored}: records copied in from another run? Report each "
-                         "run from its own directory")
-    return records, notes
-
-
-def _config_hash(run_dir: Path) -> Optional[str]:
-    path = run_dir / CONFIG_FILE
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))["config_hash"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a w2s-eval run config ({type(e).__name__}: {e}); report a directory "
-                         "made by `w2s-eval compare`") from None
-
-
-_NUMBERS = ("gold", "judge", "strong_tokens", "guide_tokens", "samples", "wall_time_s")  # what the table averages
-_RESULT = ("response", "gold", "judge", "guide_score")  # what two records of one key must agree on
-
-
-def _checked(r: dict, where: str) -> dict:
-    """``r`` with its method spec canonical; ValueError naming the record and the field when a number the table
-    uses is missing, not a number, or not finite."""
-    fix = (f"remove that line from {RECORDS_FILE} and run the same `w2s-eval compare` again to recompute it")
-    try:
-        spec = method_spec(r["method"])
-    except ValueError as e:
-        raise ValueError(f"{where}: method: {e}") from None
-    for name in _NUMBERS + ("guide_score",):
-        value = r.get(name)
-        if name == "guide_score" and value is None:
-            continue
-        if name not in r:
-            problem = "is missing"
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            problem = f"is {value!r} ({type(value).__name__}), not a number"
-        elif not math.isfinite(value):
-            problem = f"is {value} (not a finite number)"
-        else:
-            continue
-        raise ValueError(f"{where}: {name} {problem}; {fix}")
-    return r if spec == r["method"] else {**r, "method": spec}
-
-
-def check_records(records: Sequence[dict], path: Union[str, os.PathLike], notes: Optional[list] = None) -> list:
-    """The records of a records file, checked: every number the table uses present and finite (a ValueError
-    names the record and the field), method specs canonical (``bon:n=02`` is ``bon:n=2``), and one record per
-    (prompt, method, seed): a repeated record with the same results is dropped (with a note in ``notes``), one
-    with other results is refused (two runs wrote into one directory, or a record was edited)."""
-    out, first = [], {}
-    dropped = 0
-    for i, r in enumerate(records):
-        where = (f"record {i + 1} of {path} (prompt {r.get('prompt_id')!r}, method {r.get('method')!r}, "
-                 f"seed {r.get('seed')!r})")
-        try:
-            key = record_key(r)
-        except (TypeError, ValueError):
-            raise ValueError(f"{where}: seed must be an integer") from None
-        r = _checked(r, where)
-        if key in first:
-            j, other = first[key]
-            diff = next((f for f in _RESULT if other.get(f) != r.get(f)), None)
-            if diff is not None:
-                raise ValueError(f"{path} holds different records for prompt {key[0]!r}, method {key[1]}, seed "
-                                 f"{key[2]} (records {j + 1} and {i + 1}: {diff} {other.get(diff)!r} vs "
-                                 f"{r.get(diff)!r}); two runs wrote into one directory, or a record was edited: remove "
-                                 "the wrong one")
-            dropped += 1
-            continue
-        first[key] = (i, r)
-        out.append(r)
-    if dropped and notes is not None:
-        notes.append(f"{dropped} repeated record(s) of a (prompt, method, seed) already recorded, with the same "
-                     "results, were left out")
-    return out
-
-
-def load_shapes(run_dir: Union[str, os.PathLike]) -> dict:
-    """{model role: ModelShape} of a run directory's ``model_shapes.json`` (empty without one)."""
-    path = Path(run_dir) / SHAPES_FILE
-    if not path.exists():
-        return {}
-    return {role: ModelShape.from_dict(d) for role, d in json.loads(path.read_text(encoding="utf-8")).items()}
-
-
-def record_flops(record: dict, shapes: Optional[dict] = None) -> tuple:
-    """(FLOPs of every model, FLOPs of the guides, estimated) of one record: its own count, or for a record
-    without one (made before w2s-eval counted FLOPs) an estimate from its counters and ``shapes`` ({role:
-    ModelShape}): ``strong_tokens`` on the strong model, ``guide_tokens`` shared evenly by the tuned and untuned
-    guides (both read the same tokens: one tokenizer; EFT, and ``guide: implicit``) or all on the reward model
-    (``guide: rm``), every token attending to ``max_new_tokens`` positions (the records hold no positions; the
-    guides' prompt prefill is not in these counters). (None, None, False) when neither is possible."""
-    compute = record.get("compute")
-    if compute:
-        guides = total_flops(c for role, c in compute.items() if role != "strong")
-        return record.get("flops"), guides, False
-    shapes = shapes or {}
-    context = int(((record.get("config") or {}).get("sampling") or {}).get("max_new_tokens") or 1)
-    per_token = {role: shape.flops(1, context - 1) for role, shape in shapes.items()}
-    if "strong" not in per_token:
-        return None, None, False
-    tokens = record.get("guide_tokens") or 0
-    if record.get("method", "").startswith("eft") or (record.get("config") or {}).get("guide") != "rm":
-        roles = {"tuned": tokens / 2, "untuned": tokens / 2} if tokens else {}
-    else:
-        roles = {"reward_model": tokens} if tokens else {}
-    if any(role not in per_token for role in roles):
-        return None, None, False
-    guides = sum(n * per_token[role] for role, n in roles.items())
-    return record.get("strong_tokens", 0) * per_token["strong"] + guides, guides, True
-
-
 def _mean_or_none(values: list) -> Optional[float]:
     return None if not values or any(v is None for v in values) else sum(values) / len(values)
 
 
-def not_applicable_of(run_dir: Union[str, os.PathLike]) -> dict:
-    """{method: why it was not run} as the run's ``config.json`` records it (empty without one)."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.exists():
-        return {}
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")).get("not_applicable") or {})
-    except (ValueError, AttributeError, TypeError):
-        return {}
-
-
 def _na_row(spec: str, why: str) -> MethodSummary:
     m = parse_method(spec)
-    return MethodSummary(method=spec, family=m.name, budget=m.budget, n=0, n_prompts=0, n_seeds=0, gold_mean=None,
-                         gold_se=None, delta_gold_vs_base=None, delta_gold_se=None, judge_mean=None, judge_se=None,
-                         guide_mean=None, guide_se=None, strong_tokens=None, guide_tokens=None, samples=None,
-                         wall_time_s=None, note=f"n/a ({why.split(':')[0]})")
+    return MethodSummary(
+        method=spec,
+        family=m.name,
+        budget=m.budget,
+        n=0,
+        n_prompts=0,
+        n_seeds=0,
+        gold_mean=None,
+        gold_se=None,
+        delta_gold_vs_base=None,
+        delta_gold_se=None,
+        judge_mean=None,
+        judge_se=None,
+        guide_mean=None,
+        guide_se=None,
+        strong_tokens=None,
+        guide_tokens=None,
+        samples=None,
+        wall_time_s=None,
+        note=f"n/a ({why.split(':')[0]})",
+    )
 
 
 def _sort_key(spec: str) -> tuple:
@@ -263,17 +146,26 @@ def _matched_keys(by_method: dict, notes: list) -> set:
     sets = [set(v) for v in by_method.values()]
     keys = set.intersection(*sets)
     if not keys:
-        raise ValueError("no (prompt, seed) pair is recorded for every method; finish the run (rerun compare) "
-                         "or report all records with --all")
+        raise ValueError(
+            "no (prompt, seed) pair is recorded for every method; finish the run (rerun compare) "
+            "or report all records with --all"
+        )
     dropped = sum(len(s - keys) for s in sets)
     if dropped:
-        notes.append(f"{dropped} record(s) whose (prompt, seed) pair is missing for some method were left out "
-                     f"(the table uses the {len(keys)} pairs recorded for every method)")
+        notes.append(
+            f"{dropped} record(s) whose (prompt, seed) pair is missing for some method were left out "
+            f"(the table uses the {len(keys)} pairs recorded for every method)"
+        )
     return keys
 
 
-def summarize(records: Sequence[dict], matched: bool = True, notes: Optional[list] = None,
-              not_applicable: Optional[dict] = None, shapes: Optional[dict] = None) -> Summary:
+def summarize(
+    records: Sequence[dict],
+    matched: bool = True,
+    notes: Optional[list] = None,
+    not_applicable: Optional[dict] = None,
+    shapes: Optional[dict] = None,
+) -> Summary:
     """Per-method summaries of ``records`` (see the module doc); ``not_applicable``: {method: why} of methods
     that were not run, shown as rows "n/a (why)"; ``shapes``: {role: ModelShape} for records without FLOPs
     (:func:`record_flops`)."""
@@ -283,9 +175,11 @@ def summarize(records: Sequence[dict], matched: bool = True, notes: Optional[lis
     by_method = group_by_method(records)
     keys = _matched_keys(by_method, notes) if matched else None
     if any(r.get("strong_engine") for r in records):
-        notes.append("the strong model was served by an endpoint: its strong tok/prompt counts the prompt and "
-                     "prefix tokens sent again every round (the server's prefix cache may skip them), so it is not "
-                     "comparable with a local strong model's counts")
+        notes.append(
+            "the strong model was served by an endpoint: its strong tok/prompt counts the prompt and "
+            "prefix tokens sent again every round (the server's prefix cache may skip them), so it is not "
+            "comparable with a local strong model's counts"
+        )
     base = by_method.get("base")
     rows, estimated = [], False
     for spec in sorted(by_method, key=_sort_key):
@@ -301,21 +195,36 @@ def summarize(records: Sequence[dict], matched: bool = True, notes: Optional[lis
             delta_m, delta_se = paired_delta(use, base, "gold")
         flops = [record_flops(r, shapes) for r in vals]
         estimated = estimated or any(f[2] for f in flops)
-        rows.append(MethodSummary(
-            method=spec, family=m.name, budget=m.budget, n=len(vals),
-            n_prompts=len({k[0] for k in use}), n_seeds=len({k[1] for k in use}),
-            gold_mean=gold_m, gold_se=gold_se, delta_gold_vs_base=delta_m, delta_gold_se=delta_se,
-            judge_mean=judge_m, judge_se=judge_se, guide_mean=guide_m, guide_se=guide_se,
-            strong_tokens=mean_se([r["strong_tokens"] for r in vals])[0],
-            guide_tokens=mean_se([r["guide_tokens"] for r in vals])[0],
-            samples=mean_se([r["samples"] for r in vals])[0],
-            wall_time_s=mean_se([r["wall_time_s"] for r in vals])[0],
-            flops=_mean_or_none([f[0] for f in flops]), guide_flops=_mean_or_none([f[1] for f in flops]),
-        ))
+        rows.append(
+            MethodSummary(
+                method=spec,
+                family=m.name,
+                budget=m.budget,
+                n=len(vals),
+                n_prompts=len({k[0] for k in use}),
+                n_seeds=len({k[1] for k in use}),
+                gold_mean=gold_m,
+                gold_se=gold_se,
+                delta_gold_vs_base=delta_m,
+                delta_gold_se=delta_se,
+                judge_mean=judge_m,
+                judge_se=judge_se,
+                guide_mean=guide_m,
+                guide_se=guide_se,
+                strong_tokens=mean_se([r["strong_tokens"] for r in vals])[0],
+                guide_tokens=mean_se([r["guide_tokens"] for r in vals])[0],
+                samples=mean_se([r["samples"] for r in vals])[0],
+                wall_time_s=mean_se([r["wall_time_s"] for r in vals])[0],
+                flops=_mean_or_none([f[0] for f in flops]),
+                guide_flops=_mean_or_none([f[1] for f in flops]),
+            )
+        )
     if estimated:
-        notes.append("FLOPs estimated: these records hold token counters, not FLOPs (made before w2s-eval counted "
-                     "them); strong and guide tokens times each model's per-token FLOPs at a context of "
-                     "max_new_tokens positions, from model_shapes.json; the guides' prompt prefill is left out")
+        notes.append(
+            "FLOPs estimated: these records hold token counters, not FLOPs (made before w2s-eval counted "
+            "them); strong and guide tokens times each model's per-token FLOPs at a context of "
+            "max_new_tokens positions, from model_shapes.json; the guides' prompt prefill is left out"
+        )
     for spec, why in (not_applicable or {}).items():
         if spec not in by_method:
             rows.append(_na_row(spec, why))
@@ -323,11 +232,13 @@ def summarize(records: Sequence[dict], matched: bool = True, notes: Optional[lis
     rows.sort(key=lambda r: _sort_key(r.method))
     first = records[0]
     world = (first.get("config") or {}).get("world", "?")
-    return Summary(world=world, config_hash=first.get("config_hash", "?"), rows=rows, notes=notes,
-                   n_records=sum(r.n for r in rows))
+    return Summary(
+        world=world, config_hash=first.get("config_hash", "?"), rows=rows, notes=notes, n_records=sum(r.n for r in rows)
+    )
 
 
 # ----------------------------------------------------------------------------- formats
+
 
 def _pm(m: Optional[float], se: Optional[float], digits: int = 3, sep: str = " ± ") -> str:
     if m is None:
@@ -335,8 +246,20 @@ def _pm(m: Optional[float], se: Optional[float], digits: int = 3, sep: str = " �
     return f"{m:.{digits}f}" if se is None else f"{m:.{digits}f}{sep}{se:.{digits}f}"
 
 
-_COLUMNS = ("budget", "method", "n", "gold ± se", "Δ gold vs base ± se", "judge ± se", "guide score ± se",
-            "strong tok/prompt", "guide tok/prompt", "GFLOP/prompt (guides)", "samples/prompt", "wall s/prompt")
+_COLUMNS = (
+    "budget",
+    "method",
+    "n",
+    "gold ± se",
+    "Δ gold vs base ± se",
+    "judge ± se",
+    "guide score ± se",
+    "strong tok/prompt",
+    "guide tok/prompt",
+    "GFLOP/prompt (guides)",
+    "samples/prompt",
+    "wall s/prompt",
+)
 
 
 def _gflops(r: MethodSummary) -> str:
@@ -350,25 +273,40 @@ def _gflops(r: MethodSummary) -> str:
 def _cells(r: MethodSummary, sep: str = " ± ") -> list:
     if r.note is not None:
         return [str(r.budget), r.method, str(r.n), r.note] + ["–"] * (len(_COLUMNS) - 4)
-    return [str(r.budget), r.method, str(r.n), _pm(r.gold_mean, r.gold_se, sep=sep),
-            _pm(r.delta_gold_vs_base, r.delta_gold_se, sep=sep), _pm(r.judge_mean, r.judge_se, sep=sep),
-            _pm(r.guide_mean, r.guide_se, 2, sep=sep), f"{r.strong_tokens:.0f}", f"{r.guide_tokens:.0f}",
-            _gflops(r), f"{r.samples:.1f}", f"{r.wall_time_s:.2f}"]
+    return [
+        str(r.budget),
+        r.method,
+        str(r.n),
+        _pm(r.gold_mean, r.gold_se, sep=sep),
+        _pm(r.delta_gold_vs_base, r.delta_gold_se, sep=sep),
+        _pm(r.judge_mean, r.judge_se, sep=sep),
+        _pm(r.guide_mean, r.guide_se, 2, sep=sep),
+        f"{r.strong_tokens:.0f}",
+        f"{r.guide_tokens:.0f}",
+        _gflops(r),
+        f"{r.samples:.1f}",
+        f"{r.wall_time_s:.2f}",
+    ]
 
 
 def _describe(s: Summary) -> str:
     prompts = max((r.n_prompts for r in s.rows), default=0)
     seeds = max((r.n_seeds for r in s.rows), default=0)
-    return (f"world `{s.world}`, config `{s.config_hash}`: {prompts} prompts x {seeds} seeds per method; "
-            "mean ± standard error over prompts and seeds; budget = strong-model samples per prompt (per round); "
-            "compute columns are means per prompt; GFLOP: every model's FLOPs, the guides' in parentheses "
-            "(matched compute = matched total FLOPs)")
+    return (
+        f"world `{s.world}`, config `{s.config_hash}`: {prompts} prompts x {seeds} seeds per method; "
+        "mean ± standard error over prompts and seeds; budget = strong-model samples per prompt (per round); "
+        "compute columns are means per prompt; GFLOP: every model's FLOPs, the guides' in parentheses "
+        "(matched compute = matched total FLOPs)"
+    )
 
 
 def told_apart(r: MethodSummary, sigmas: float) -> bool:
     """Whether the row's gold gain over base is more than ``sigmas`` standard errors from zero."""
-    return r.delta_gold_vs_base is not None and r.delta_gold_se is not None and \
-        abs(r.delta_gold_vs_base) > sigmas * r.delta_gold_se
+    return (
+        r.delta_gold_vs_base is not None
+        and r.delta_gold_se is not None
+        and abs(r.delta_gold_vs_base) > sigmas * r.delta_gold_se
+    )
 
 
 def to_markdown(s: Summary, mark: Optional[float] = None) -> str:
@@ -405,10 +343,27 @@ def _tex(text: str) -> str:
 
 
 def to_latex(s: Summary) -> str:
-    head = ["budget", "method", "$n$", "gold", r"$\Delta$ gold vs base", "judge", "guide score", "strong tok",
-            "guide tok", "GFLOP (guides)", "samples", "wall s"]
-    out = [f"% {_tex(_describe(s))}".replace("`", ""), r"\begin{tabular}{rlr" + "l" * 4 + "rrrrr}", r"\toprule",
-           " & ".join(head) + r" \\", r"\midrule"]
+    head = [
+        "budget",
+        "method",
+        "$n$",
+        "gold",
+        r"$\Delta$ gold vs base",
+        "judge",
+        "guide score",
+        "strong tok",
+        "guide tok",
+        "GFLOP (guides)",
+        "samples",
+        "wall s",
+    ]
+    out = [
+        f"% {_tex(_describe(s))}".replace("`", ""),
+        r"\begin{tabular}{rlr" + "l" * 4 + "rrrrr}",
+        r"\toprule",
+        " & ".join(head) + r" \\",
+        r"\midrule",
+    ]
     previous = None
     for r in s.rows:
         if previous is not None and r.budget != previous:
@@ -424,20 +379,26 @@ def to_latex(s: Summary) -> str:
     return "\n".join(out) + "\n"
 
 
-def summary_of(run_dir: Union[str, os.PathLike], matched: bool = True,
-               methods: Optional[Sequence[str]] = None) -> Summary:
+def summary_of(
+    run_dir: Union[str, os.PathLike], matched: bool = True, methods: Optional[Sequence[str]] = None
+) -> Summary:
     """The :class:`Summary` of a run directory's records (and the n/a methods its config.json names); with
     ``methods``, of those methods' records only (e.g. the methods a running comparison has finished)."""
     records, notes = load_run(run_dir)
     if methods is not None:
         wanted = {method_spec(m) for m in methods}
         records = [r for r in records if r["method"] in wanted]
-    return summarize(records, matched=matched, notes=notes, not_applicable=not_applicable_of(run_dir),
-                     shapes=load_shapes(run_dir))
+    return summarize(
+        records, matched=matched, notes=notes, not_applicable=not_applicable_of(run_dir), shapes=load_shapes(run_dir)
+    )
 
 
-def write_report(run_dir: Union[str, os.PathLike], out_dir: Union[str, os.PathLike, None] = None,
-                 matched: bool = True, plots: bool = True) -> dict:
+def write_report(
+    run_dir: Union[str, os.PathLike],
+    out_dir: Union[str, os.PathLike, None] = None,
+    matched: bool = True,
+    plots: bool = True,
+) -> dict:
     """Write report.md, report.csv, report.tex and the PNG plots; returns {kind: path} (plus 'summary')."""
     summary = summary_of(run_dir, matched=matched)
     out = Path(out_dir or run_dir)
@@ -447,7 +408,6 @@ def write_report(run_dir: Union[str, os.PathLike], out_dir: Union[str, os.PathLi
         path = out / {"markdown": "report.md", "csv": "report.csv", "latex": "report.tex"}[kind]
         paths[kind] = atomic_write_text(path, text)
     if plots:
-
         measured = replace(summary, rows=[r for r in summary.rows if r.note is None])
         paths["plot_methods"] = plot_gold_by_method(measured, out / "gold_by_method.png")
         paths["plot_samples"] = plot_gold_vs_samples(measured, out / "gold_vs_samples.png")

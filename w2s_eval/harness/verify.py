@@ -30,18 +30,43 @@ from typing import Optional, Union
 
 from ..provenance import diff_fields, mean_se
 from .records import CONFIG_FILE, RECORDS_FILE, read_records
-from .report import group_by_method, load_run, not_applicable_of
+from .report import group_by_method
+from .runs import load_run, not_applicable_of
 
-__all__ = ["SIGMAS", "IDENTICAL", "WITHIN_NOISE", "DIFFERS", "OUTCOME_FIELDS", "Figure", "Verdict", "Reference",
-           "load_reference", "verify", "read_lock", "lock_deviations", "LOCK_FILE"]
+__all__ = [
+    "SIGMAS",
+    "IDENTICAL",
+    "WITHIN_NOISE",
+    "DIFFERS",
+    "OUTCOME_FIELDS",
+    "Figure",
+    "Verdict",
+    "Reference",
+    "load_reference",
+    "verify",
+    "read_lock",
+    "lock_deviations",
+    "LOCK_FILE",
+]
 
 SIGMAS = 3.0  # a figure differs when |here - there| > SIGMAS combined standard errors
 IDENTICAL = "identical records"
 WITHIN_NOISE = "reproduced within noise"
 DIFFERS = "differs"
 # what a record's outcome is: the same in two records means the same result (times, versions and paths aside)
-OUTCOME_FIELDS = ("prompt", "response", "gold", "judge", "guide_score", "strong_tokens", "guide_tokens", "samples",
-                  "rounds", "response_tokens", "ended")
+OUTCOME_FIELDS = (
+    "prompt",
+    "response",
+    "gold",
+    "judge",
+    "guide_score",
+    "strong_tokens",
+    "guide_tokens",
+    "samples",
+    "rounds",
+    "response_tokens",
+    "ended",
+)
 LOCK_FILE = "lock.json"  # beside committed results: the lock (constraints file) that made them
 _RECORDS_XZ = RECORDS_FILE + ".xz"
 _REFERENCE_CONFIGS = (CONFIG_FILE, "run_config.json")
@@ -77,8 +102,10 @@ class Figure:
     def describe(self) -> str:
         how = f"paired over {self.n} (prompt, seed) pairs" if self.paired else "unpaired"
         z = "n/a" if self.z is None else f"{self.z:.1f}"
-        return (f"{self.method} {self.name}: {_pm(self.here, self.here_se)} here, {_pm(self.there, self.there_se)} "
-                f"there; difference {_pm(self.diff, self.se)} ({how}) = {z} combined s.e.")
+        return (
+            f"{self.method} {self.name}: {_pm(self.here, self.here_se)} here, {_pm(self.there, self.there_se)} "
+            f"there; difference {_pm(self.diff, self.se)} ({how}) = {z} combined s.e."
+        )
 
 
 @dataclass
@@ -101,13 +128,17 @@ class Verdict:
     def text(self) -> str:
         """The verdict as a few lines: the status line first, then the figures that differ, then the notes."""
         if self.status == DIFFERS:
-            head = (f"check against {self.against}: DIFFERS: " +
-                    "; ".join(f"{f.method} {f.name}" for f in self.differing) +
-                    f" (more than {self.sigmas:g} combined s.e.)")
+            head = (
+                f"check against {self.against}: DIFFERS: "
+                + "; ".join(f"{f.method} {f.name}" for f in self.differing)
+                + f" (more than {self.sigmas:g} combined s.e.)"
+            )
         else:
             paired = sum(f.paired for f in self.figures)
-            how = (f"{len(self.figures)} figures, {paired} paired over shared (prompt, seed) pairs; none differs by "
-                   f"more than {self.sigmas:g} combined s.e.")
+            how = (
+                f"{len(self.figures)} figures, {paired} paired over shared (prompt, seed) pairs; none differs by "
+                f"more than {self.sigmas:g} combined s.e."
+            )
             if self.status == IDENTICAL:
                 shared = sum(n for _, n in self.identical.values())
                 how = f"all {shared} shared records have the same responses, scores and counters"
@@ -116,9 +147,14 @@ class Verdict:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"status": self.status, "against": self.against, "sigmas": self.sigmas, "notes": list(self.notes),
-                "identical": {m: list(v) for m, v in self.identical.items()},
-                "figures": [{**f.__dict__, "z": f.z, "differs": f.differs(self.sigmas)} for f in self.figures]}
+        return {
+            "status": self.status,
+            "against": self.against,
+            "sigmas": self.sigmas,
+            "notes": list(self.notes),
+            "identical": {m: list(v) for m, v in self.identical.items()},
+            "figures": [{**f.__dict__, "z": f.z, "differs": f.differs(self.sigmas)} for f in self.figures],
+        }
 
 
 @dataclass
@@ -168,13 +204,22 @@ def load_reference(path: Union[str, os.PathLike]) -> Reference:
         with open(path / "report.csv", encoding="utf-8", newline="") as f:
             for row in csv.DictReader(f):
                 if row.get("gold_mean"):  # a method the run could not apply has an empty row
-                    rows[row["method"]] = {k: (v if k in ("method", "family", "note") else _float(v))
-                                           for k, v in row.items()}
+                    rows[row["method"]] = {
+                        k: (v if k in ("method", "family", "note") else _float(v)) for k, v in row.items()
+                    }
     else:
-        raise FileNotFoundError(f"{path} has neither records ({RECORDS_FILE}, {_RECORDS_XZ}) nor report.csv; give "
-                                "the directory of committed results, e.g. results/imdb-mini")
-    return Reference(path=path, records=records, rows=rows, config=config, lock=_find_lock(path),
-                     not_applicable=not_applicable_of(path))
+        raise FileNotFoundError(
+            f"{path} has neither records ({RECORDS_FILE}, {_RECORDS_XZ}) nor report.csv; give "
+            "the directory of committed results, e.g. results/imdb-mini"
+        )
+    return Reference(
+        path=path,
+        records=records,
+        rows=rows,
+        config=config,
+        lock=_find_lock(path),
+        not_applicable=not_applicable_of(path),
+    )
 
 
 def _find_lock(path: Path) -> Optional[dict]:
@@ -191,6 +236,7 @@ def _find_lock(path: Path) -> Optional[dict]:
 
 
 # ----------------------------------------------------------------------------- figures
+
 
 def _matched(by_method: dict) -> dict:
     """``by_method`` restricted to the (prompt, seed) pairs every method has (as the report uses)."""
@@ -277,6 +323,7 @@ def _identical(here: dict, there: dict) -> dict:
 
 # ----------------------------------------------------------------------------- provenance notes
 
+
 def read_lock(path: Union[str, os.PathLike]) -> dict:
     """{normalized name: version} of a pip constraints file's ``name==version`` lines."""
     pins = {}
@@ -306,8 +353,11 @@ def lock_deviations(versions: dict, pins: dict) -> list:
 
 
 def _versions_note(here: dict, there: dict) -> Optional[str]:
-    diffs = [f"{k} {here.get(k)} here, {there.get(k)} there" for k in sorted(set(here) | set(there))
-             if k in here and k in there and here[k] != there[k]]
+    diffs = [
+        f"{k} {here.get(k)} here, {there.get(k)} there"
+        for k in sorted(set(here) | set(there))
+        if k in here and k in there and here[k] != there[k]
+    ]
     return f"package versions differ: {'; '.join(diffs)}" if diffs else None
 
 
@@ -318,13 +368,17 @@ def _provenance_notes(run_config: dict, ref: Reference) -> list:
         diffs = diff_fields(ident_there, ident_here)
         fp = [d for d in diffs if d[0] == "world_fingerprint"]
         if fp:
-            notes.append(f"another world: fingerprint {fp[0][2]} here, {fp[0][1]} there (a world built by another "
-                         "recipe or on another machine or install); only statistical agreement is expected")
+            notes.append(
+                f"another world: fingerprint {fp[0][2]} here, {fp[0][1]} there (a world built by another "
+                "recipe or on another machine or install); only statistical agreement is expected"
+            )
         other = [d for d in diffs if d[0] != "world_fingerprint"]
         if other:
-            notes.append("the runs differ in " + "; ".join(f"{f} ({new!r} here, {old!r} there)"
-                                                           for f, old, new in other) +
-                         ": their figures measure different things")
+            notes.append(
+                "the runs differ in "
+                + "; ".join(f"{f} ({new!r} here, {old!r} there)" for f, old, new in other)
+                + ": their figures measure different things"
+            )
     note = _versions_note(run_config.get("versions") or {}, ref.config.get("versions") or {})
     if note:
         notes.append(note)
@@ -342,6 +396,7 @@ def _provenance_notes(run_config: dict, ref: Reference) -> list:
 
 # ----------------------------------------------------------------------------- the check
 
+
 def verify(run_dir: Union[str, os.PathLike], against: Union[str, os.PathLike], sigmas: float = SIGMAS) -> Verdict:
     """Check the records of ``run_dir`` against the committed results in ``against`` (see the module doc)."""
     ref = load_reference(against)
@@ -351,8 +406,10 @@ def verify(run_dir: Union[str, os.PathLike], against: Union[str, os.PathLike], s
     methods_there = set(there) if there is not None else set(ref.rows)
     common = [m for m in here if m in methods_there]
     if not common:
-        raise ValueError(f"{run_dir} and {against} have no method in common ({', '.join(here)} here; "
-                         f"{', '.join(sorted(methods_there)) or 'none'} there); nothing to check")
+        raise ValueError(
+            f"{run_dir} and {against} have no method in common ({', '.join(here)} here; "
+            f"{', '.join(sorted(methods_there)) or 'none'} there); nothing to check"
+        )
     figures, notes = [], []
     for method in common:
         keys = _shared_keys(method, here, there) if there is not None else []
@@ -364,8 +421,10 @@ def verify(run_dir: Union[str, os.PathLike], against: Union[str, os.PathLike], s
     if only_here:
         notes.append(f"not in the reference, so not checked: {', '.join(only_here)}")
     if there is None:
-        notes.append(f"{against} has no records (only its report): figures are compared unpaired, and whether the "
-                     "records are identical cannot be told")
+        notes.append(
+            f"{against} has no records (only its report): figures are compared unpaired, and whether the "
+            "records are identical cannot be told"
+        )
     identical = _identical(here, there) if there is not None else {}
     all_same = bool(identical) and all(0 < n == same for same, n in identical.values())
     if identical and not all_same:
@@ -376,5 +435,12 @@ def verify(run_dir: Union[str, os.PathLike], against: Union[str, os.PathLike], s
     notes.extend(_provenance_notes(run_config, ref))
     differing = [f for f in figures if f.differs(sigmas)]
     status = IDENTICAL if all_same and not differing else (DIFFERS if differing else WITHIN_NOISE)
-    return Verdict(status=status, figures=figures, differing=differing, notes=notes, identical=identical,
-                   against=str(against), sigmas=sigmas)
+    return Verdict(
+        status=status,
+        figures=figures,
+        differing=differing,
+        notes=notes,
+        identical=identical,
+        against=str(against),
+        sigmas=sigmas,
+    )

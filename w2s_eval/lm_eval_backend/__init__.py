@@ -3,7 +3,8 @@
 :mod:`.backend` holds the model (``W2SLM``), :mod:`.tasks` what the ``w2s_*`` tasks share. lm-eval 0.4.13 has no
 plugin discovery: the stock ``lm_eval`` command finds ``--model w2s`` through ``w2s_eval_lm_eval.pth``
 (:mod:`._pth_hook`), which the build backend (``compat/w2s_eval_build.py``) puts into every wheel and
-:func:`install_hook` writes by hand (the compatibility unit: ``compat/README.md``); :func:`register` registers ``w2s`` in a running process, and
+:func:`install_hook` writes by hand (the compatibility unit: ``compat/README.md``); :func:`register` registers
+``w2s`` in a running process, and
 ``python -m w2s_eval.lm_eval_backend ...`` is lm-eval's CLI with it.
 """
 
@@ -29,7 +30,6 @@ def register():
     lm-eval's own backends; returns the registry. Idempotent."""
     import lm_eval.api.registry
 
-
     return register_models(lm_eval.api.registry, use_fallback=True)
 
 
@@ -53,8 +53,10 @@ def install_hook(site_dir: Optional[os.PathLike] = None) -> Path:
         try:
             path.write_text(text, encoding="utf-8")
         except OSError as e:
-            raise PermissionError(f"cannot write {path} ({e.strerror}); run with a Python whose site-packages "
-                                  "you can write (your virtual environment)") from None
+            raise PermissionError(
+                f"cannot write {path} ({e.strerror}); run with a Python whose site-packages "
+                "you can write (your virtual environment)"
+            ) from None
     return path
 
 

@@ -117,8 +117,9 @@ def _batch_size(key: str, v: Any) -> int:
 _SPECIAL = {"l": _as_l, "method": _as_method, "batch_size": _batch_size}
 
 
-def parse_model_args(model_args: Mapping[str, Any],
-                     lm_eval_config: Optional[Mapping[str, Any]] = None) -> tuple[W2SArgs, Optional[str]]:
+def parse_model_args(
+    model_args: Mapping[str, Any], lm_eval_config: Optional[Mapping[str, Any]] = None
+) -> tuple[W2SArgs, Optional[str]]:
     """Validate ``model_args`` (from --model_args) and lm-eval's extra config (batch_size, device...).
 
     Returns the args and the device lm-eval's ``--device`` asked for (None when not given);
@@ -155,16 +156,21 @@ def _temperature(gen_kwargs: dict, default: Optional[float]) -> tuple[float, str
     that decided it, said as the fix that makes a greedy request sample."""
     over = f" (overriding the model arg temperature={default})" if default else ""
     if gen_kwargs.get("do_sample") is False:
-        return 0.0, (f"the task sets do_sample=false{over}; pass --gen_kwargs do_sample=true,temperature=0.7 "
-                     "or change the task's generation_kwargs")
+        return 0.0, (
+            f"the task sets do_sample=false{over}; pass --gen_kwargs do_sample=true,temperature=0.7 "
+            "or change the task's generation_kwargs"
+        )
     if "temperature" in gen_kwargs:
         return float(gen_kwargs["temperature"]), (
             f"the task sets temperature={gen_kwargs['temperature']}{over}; pass --gen_kwargs temperature=0.7 "
-            "or change the task's generation_kwargs")
+            "or change the task's generation_kwargs"
+        )
     if default is not None:
         return default, f"the model arg temperature={default} asks for it; set temperature=0.7 (any value > 0)"
-    return (1.0 if gen_kwargs.get("do_sample") is True else 0.0,
-            "give the task do_sample/temperature or the model arg temperature=0.7")
+    return (
+        1.0 if gen_kwargs.get("do_sample") is True else 0.0,
+        "give the task do_sample/temperature or the model arg temperature=0.7",
+    )
 
 
 def greedy_hint(args, gen_kwargs: dict) -> str:
@@ -180,26 +186,44 @@ def sampling_config(args, gen_kwargs: Any, task: Optional[str], max_length: Opti
     if not isinstance(gen_kwargs, dict):
         raise ValueError(f"w2s: generation kwargs must be a dict{where}, got {gen_kwargs!r}")
     until = gen_kwargs.get("until")
-    if until is not None and not (isinstance(until, str) or
-                                  (isinstance(until, list) and all(isinstance(s, str) for s in until))):
-        raise ValueError(f"w2s: 'until'{where} must be a list of strings (or one string), got {until!r}; "
-                         "fix generation_kwargs.until in the task YAML or --gen_kwargs")
+    if until is not None and not (
+        isinstance(until, str) or (isinstance(until, list) and all(isinstance(s, str) for s in until))
+    ):
+        raise ValueError(
+            f"w2s: 'until'{where} must be a list of strings (or one string), got {until!r}; "
+            "fix generation_kwargs.until in the task YAML or --gen_kwargs"
+        )
     ignored = sorted(set(gen_kwargs) - _SAMPLING_KEYS)
     if ignored:
-        warning_once(logger, "w2s: ignoring generation kwargs %s (supported: %s)", ", ".join(ignored),
-                     ", ".join(sorted(_SAMPLING_KEYS)))
+        warning_once(
+            logger,
+            "w2s: ignoring generation kwargs %s (supported: %s)",
+            ", ".join(ignored),
+            ", ".join(sorted(_SAMPLING_KEYS)),
+        )
     kw = normalize_gen_kwargs(gen_kwargs, args.max_gen_toks)
     top_k = gen_kwargs.get("top_k", args.top_k or 0)
     top_p = gen_kwargs.get("top_p", 1.0 if args.top_p is None else args.top_p)
     try:
-        cfg = SamplingConfig(temperature=_temperature(gen_kwargs, args.temperature)[0], top_k=int(top_k or 0),
-                             top_p=float(top_p), max_new_tokens=int(kw["max_gen_toks"]),
-                             stop=tuple(s for s in kw["until"] if s), seed=args.seed, truncation=args.truncation)
+        cfg = SamplingConfig(
+            temperature=_temperature(gen_kwargs, args.temperature)[0],
+            top_k=int(top_k or 0),
+            top_p=float(top_p),
+            max_new_tokens=int(kw["max_gen_toks"]),
+            stop=tuple(s for s in kw["until"] if s),
+            seed=args.seed,
+            truncation=args.truncation,
+        )
     except ValueError as e:
         raise ValueError(f"w2s: bad generation settings{where}: {e}") from None
     if max_length is not None and cfg.max_new_tokens >= max_length:
-        source = ("the task's generation_kwargs (or --gen_kwargs max_gen_toks=...)" if _MAX_TOKENS & set(gen_kwargs)
-                  else "the model arg max_gen_toks (the task gives none)")
-        raise ValueError(f"w2s: max_gen_toks={cfg.max_new_tokens}{where} leaves no room for the prompt in the strong "
-                         f"model's context of {max_length} tokens; lower it below {max_length} in {source}")
+        source = (
+            "the task's generation_kwargs (or --gen_kwargs max_gen_toks=...)"
+            if _MAX_TOKENS & set(gen_kwargs)
+            else "the model arg max_gen_toks (the task gives none)"
+        )
+        raise ValueError(
+            f"w2s: max_gen_toks={cfg.max_new_tokens}{where} leaves no room for the prompt in the strong "
+            f"model's context of {max_length} tokens; lower it below {max_length} in {source}"
+        )
     return cfg

@@ -61,9 +61,12 @@ def _rank_device(args, cli_device: Optional[str], accelerator) -> Optional[str]:
         else:
             device = cli_device
     if accelerator is not None and args.device_map:
-        logger.warning("w2s: device_map with %d data-parallel ranks: every rank spreads its strong model over "
-                       "all GPUs it sees; restrict each rank's GPUs (CUDA_VISIBLE_DEVICES) if that is not "
-                       "what you want", accelerator.num_processes)
+        logger.warning(
+            "w2s: device_map with %d data-parallel ranks: every rank spreads its strong model over "
+            "all GPUs it sees; restrict each rank's GPUs (CUDA_VISIBLE_DEVICES) if that is not "
+            "what you want",
+            accelerator.num_processes,
+        )
     if accelerator is not None and accelerator.device.type == "cuda" and device in (None, "auto", "cuda"):
         return str(accelerator.device)
     return device
@@ -92,8 +95,12 @@ class W2SLM(LoadedHFLM):
             self._use_ranks(accelerator)
         self.tilt = Tilt(terms_for(self.engine, self.method), ll_batch)
         self._ll_chunk = max(1, ll_batch * 8)  # results reach the request cache chunk by chunk
-        self.info = {"model_args": self.args.to_dict(), "method": self.method.spec, "versions": package_versions(),
-                     "world": {"rank": self.rank, "world_size": self.world_size}}
+        self.info = {
+            "model_args": self.args.to_dict(),
+            "method": self.method.spec,
+            "versions": package_versions(),
+            "world": {"rank": self.rank, "world_size": self.world_size},
+        }
         self.stats = StatsWriter(self.args.stats_path or output_dir_of_run(), self.rank, self.info)
 
     @classmethod
@@ -114,17 +121,24 @@ class W2SLM(LoadedHFLM):
 
     def _local(self) -> None:
         if self.strong is None:
-            raise ValueError("w2s: loglikelihood and chat templates need the strong model's tokenizer and token "
-                             "log-probs; with strong_endpoint only generate_until tasks run -- use a local strong "
-                             "model (strong=PATH_OR_ID)")
+            raise ValueError(
+                "w2s: loglikelihood and chat templates need the strong model's tokenizer and token "
+                "log-probs; with strong_endpoint only generate_until tasks run -- use a local strong "
+                "model (strong=PATH_OR_ID)"
+            )
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         self._local()
         return super().apply_chat_template(chat_history, add_generation_prompt)
 
     def get_model_info(self) -> dict:
-        return {"w2s": {**self.info, "stats_file": str(self.stats.path) if self.stats.path else None,
-                        "totals_rank0": dict(self.stats.totals)}}
+        return {
+            "w2s": {
+                **self.info,
+                "stats_file": str(self.stats.path) if self.stats.path else None,
+                "totals_rank0": dict(self.stats.totals),
+            }
+        }
 
     # ------------------------------------------------------------------ loglikelihood
 
@@ -133,11 +147,14 @@ class W2SLM(LoadedHFLM):
         ``max_tokens=0``), plus the guides' tilt."""
         pairs = [tuple(req.args) for req in requests]
         if self.strong is not None:
-            return self._tilted("loglikelihood", requests, pairs, lambda part: HFLM.loglikelihood(self, part, True),
-                                disable_tqdm)
+            return self._tilted(
+                "loglikelihood", requests, pairs, lambda part: HFLM.loglikelihood(self, part, True), disable_tqdm
+            )
         if any(not ctx for ctx, _ in pairs):
-            raise ValueError("w2s: an endpoint scores a continuation given a non-empty context; this task has an "
-                             "empty context (use a local strong model for loglikelihood_rolling-style tasks)")
+            raise ValueError(
+                "w2s: an endpoint scores a continuation given a non-empty context; this task has an "
+                "empty context (use a local strong model for loglikelihood_rolling-style tasks)"
+            )
 
         def served(part):
             return endpoint_loglikelihoods(self.engine.policy, [r.args[0] for r in part], [r.args[1] for r in part])
@@ -146,8 +163,13 @@ class W2SLM(LoadedHFLM):
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         self._local()
-        return self._tilted("loglikelihood_rolling", requests, [("", req.args[0]) for req in requests],
-                            lambda part: HFLM.loglikelihood_rolling(self, part, True), disable_tqdm)
+        return self._tilted(
+            "loglikelihood_rolling",
+            requests,
+            [("", req.args[0]) for req in requests],
+            lambda part: HFLM.loglikelihood_rolling(self, part, True),
+            disable_tqdm,
+        )
 
     def _tilted(self, kind: str, requests, pairs: list, strong_of, disable_tqdm: bool) -> list:
         """``strong_of(chunk)`` (lm-eval's values; its own writes to the request cache muted, they lack the
@@ -155,7 +177,7 @@ class W2SLM(LoadedHFLM):
         out, hook = [], self.cache_hook
         bar = tqdm(total=len(requests), desc=f"w2s {kind}", disable=disable_tqdm or self.rank != 0)
         for start in range(0, len(requests), self._ll_chunk):
-            part, chunk_pairs = requests[start:start + self._ll_chunk], pairs[start:start + self._ll_chunk]
+            part, chunk_pairs = requests[start : start + self._ll_chunk], pairs[start : start + self._ll_chunk]
             self.cache_hook = CacheHook(None)
             try:
                 strong = strong_of(part)
@@ -177,16 +199,25 @@ class W2SLM(LoadedHFLM):
             context, gen_kwargs = req.args
             if not isinstance(context, str) or not context:
                 raise ValueError(f"w2s: request {i} has an empty or non-text context")
-            cfg = sampling_config(self.args, gen_kwargs, getattr(req, "task_name", None),
-                                  self.strong.max_length if self.strong is not None else None)
+            cfg = sampling_config(
+                self.args,
+                gen_kwargs,
+                getattr(req, "task_name", None),
+                self.strong.max_length if self.strong is not None else None,
+            )
             if cfg.greedy and self.method.budget > 1:
-                warning_once(logger, "w2s: %s with greedy decoding draws identical candidates; %s", self.method.spec,
-                             greedy_hint(self.args, gen_kwargs))
+                warning_once(
+                    logger,
+                    "w2s: %s with greedy decoding draws identical candidates; %s",
+                    self.method.spec,
+                    greedy_hint(self.args, gen_kwargs),
+                )
             key = (context, repr(sorted(gen_kwargs.items())))  # repeats (lm-eval's `repeats`) get distinct seeds
             seen[key] = seen.get(key, -1) + 1
             items.append((context, cfg, i, seen[key]))
-        collator = Collator(items, sort_fn=lambda x: (-len(x[0]), x[0]), group_fn=lambda x: asdict(x[1]),
-                            group_by="gen_kwargs")  # one generation setting per batch, longest first
+        collator = Collator(
+            items, sort_fn=lambda x: (-len(x[0]), x[0]), group_fn=lambda x: asdict(x[1]), group_by="gen_kwargs"
+        )  # one generation setting per batch, longest first
         bar = tqdm(total=len(requests), desc=f"w2s {self.method.spec}", disable=disable_tqdm or self.rank != 0)
         res = []
         for batch in collator.get_batched(n=self.args.batch_size):
@@ -197,8 +228,13 @@ class W2SLM(LoadedHFLM):
 
     def _generate_batch(self, requests, batch: list) -> list[str]:
         cfg, t0 = batch[0][1], time.perf_counter()
-        results = self.engine.generate([p for p, *_ in batch], self.run, cfg, batch_size=len(batch),
-                                       seeds=[choice_seed(cfg.seed, p, rep) for p, _, _, rep in batch])
+        results = self.engine.generate(
+            [p for p, *_ in batch],
+            self.run,
+            cfg,
+            batch_size=len(batch),
+            seeds=[choice_seed(cfg.seed, p, rep) for p, _, _, rep in batch],
+        )
         rows = []
         for (_, _, i, _), r in zip(batch, results):
             self.cache_hook.add_partial("generate_until", requests[i].args, r.text)

@@ -44,7 +44,7 @@ def check_cache_identity(db_path: str, identity: dict) -> Optional[dict]:
     Returns the recorded identity (None when this call recorded it); raises ValueError naming the first
     differing field when the cache was made by another configuration.
     """
-    fix = (f"use another --use_cache path for these settings, or delete {db_path} to start that cache afresh")
+    fix = f"use another --use_cache path for these settings, or delete {db_path} to start that cache afresh"
     con = sqlite3.connect(db_path, timeout=60)
     try:
         with con:
@@ -53,11 +53,15 @@ def check_cache_identity(db_path: str, identity: dict) -> Optional[dict]:
             if row is None:
                 n = _answers(con)
                 if n:
-                    raise ValueError(f"w2s: the request cache {db_path} holds {n} answers but no record of the "
-                                     f"settings that made them (another model backend or an older w2s-eval); "
-                                     f"refusing to reuse them: {fix}")
-                con.execute(f'INSERT INTO "{IDENTITY_TABLE}" (key, value) VALUES (?, ?)',
-                            ("identity", json.dumps(identity, sort_keys=True, default=str)))
+                    raise ValueError(
+                        f"w2s: the request cache {db_path} holds {n} answers but no record of the "
+                        f"settings that made them (another model backend or an older w2s-eval); "
+                        f"refusing to reuse them: {fix}"
+                    )
+                con.execute(
+                    f'INSERT INTO "{IDENTITY_TABLE}" (key, value) VALUES (?, ?)',
+                    ("identity", json.dumps(identity, sort_keys=True, default=str)),
+                )
                 return None
             recorded = json.loads(row[0])
     finally:

@@ -51,7 +51,8 @@ def _world_gold(name: str):
 
 
 def load_scorer(spec: str) -> Callable[[Sequence[str], Sequence[str]], list[float]]:
-    """``scorer(prompts, responses) -> scores`` for a scorer SPEC (see the module docstring); loaded once per process."""
+    """``scorer(prompts, responses) -> scores`` for a scorer SPEC (see the module docstring); loaded once per
+    process."""
     if spec in _LOADED:
         return _LOADED[spec]
     kind, sep, rest = spec.partition(":")
@@ -66,11 +67,15 @@ def load_scorer(spec: str) -> Callable[[Sequence[str], Sequence[str]], list[floa
     elif kind in ("classifier", "rm", "auto"):
         path, _, label = rest.partition("@")
         if not Path(path).is_dir():
-            raise FileNotFoundError(f"scoring model directory {path!r} does not exist (spec {spec!r}); give "
-                                    "classifier:DIR, rm:DIR or an existing model directory")
+            raise FileNotFoundError(
+                f"scoring model directory {path!r} does not exist (spec {spec!r}); give "
+                "classifier:DIR, rm:DIR or an existing model directory"
+            )
         fn = _model_scorer(kind, path, (int(label) if label.isdigit() else label) if label else None)
     else:
-        raise ValueError(f"unknown scorer kind {kind!r} in {spec!r}; use vader, classifier:DIR[@LABEL], rm:DIR, "
-                         "gold:FILE, world:imdb-mini or a model directory")
+        raise ValueError(
+            f"unknown scorer kind {kind!r} in {spec!r}; use vader, classifier:DIR[@LABEL], rm:DIR, "
+            "gold:FILE, world:imdb-mini or a model directory"
+        )
     _LOADED[spec] = fn
     return fn

@@ -64,14 +64,23 @@ class StatsWriter:
 
     def __init__(self, directory: Optional[Path], rank: int, header: dict):
         self.path: Optional[Path] = None
-        self.totals = {"requests": 0, "strong_tokens": 0, "guide_tokens": 0, "samples": 0, "flops": 0,
-                       "wall_time_s": 0.0}
+        self.totals = {
+            "requests": 0,
+            "strong_tokens": 0,
+            "guide_tokens": 0,
+            "samples": 0,
+            "flops": 0,
+            "wall_time_s": 0.0,
+        }
         if directory is None:
             return
         Path(directory).mkdir(parents=True, exist_ok=True)
         stamp = datetime.now().isoformat(timespec="seconds").replace(":", "-")
-        self.path = append_jsonl(Path(directory) / f"w2s_requests_{stamp}_rank{rank}.jsonl",
-                                 [{"header": True, "time": time.time(), **header}], default=str)
+        self.path = append_jsonl(
+            Path(directory) / f"w2s_requests_{stamp}_rank{rank}.jsonl",
+            [{"header": True, "time": time.time(), **header}],
+            default=str,
+        )
         logger.info("w2s search statistics -> %s", self.path)
 
     def add(self, rows: list[dict], wall_time_s: float) -> None:

@@ -27,16 +27,19 @@ def positive_int(metadata: dict, key: str) -> Optional[int]:
     return None if v is None else int(v)
 
 
-def scored_dataset(rows: list[dict], n: Optional[int], metadata: dict, meta_key: str, env_key: str,
-                   default: Optional[str] = None):
+def scored_dataset(
+    rows: list[dict], n: Optional[int], metadata: dict, meta_key: str, env_key: str, default: Optional[str] = None
+):
     """The first ``n`` rows as lm-eval's dataset, each with the run's scorer SPEC, the first of ``--metadata
     meta_key=SPEC``, ``$env_key`` and ``default`` (loaded now, so that it fails early)."""
     import datasets
 
     spec = metadata.get(meta_key) or os.environ.get(env_key) or default
     if not spec:
-        raise ValueError(f"no scoring model for this task: pass --metadata {meta_key}=rm:DIR or set {env_key}=rm:DIR "
-                         "(a one-output reward model, e.g. trained with TRL's RewardTrainer)")
+        raise ValueError(
+            f"no scoring model for this task: pass --metadata {meta_key}=rm:DIR or set {env_key}=rm:DIR "
+            "(a one-output reward model, e.g. trained with TRL's RewardTrainer)"
+        )
     load_scorer(str(spec))
     rows = [{**r, "scorer": str(spec)} for r in (rows[:n] if n else rows)]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
@@ -56,12 +59,17 @@ class RewardFilter(Filter):
         resps, docs = [list(r) for r in resps], list(docs)
         for doc in docs:
             if "scorer" not in doc or self.prompt_field not in doc:
-                raise ValueError(f"document lacks 'scorer' or {self.prompt_field!r}; load it with the task's "
-                                 "custom_dataset")
+                raise ValueError(
+                    f"document lacks 'scorer' or {self.prompt_field!r}; load it with the task's custom_dataset"
+                )
         out: list = [[] for _ in docs]
         for spec in dict.fromkeys(doc["scorer"] for doc in docs):
-            pairs = [(i, docs[i][self.prompt_field], str(r)) for i in range(len(docs)) if docs[i]["scorer"] == spec
-                     for r in resps[i]]
+            pairs = [
+                (i, docs[i][self.prompt_field], str(r))
+                for i in range(len(docs))
+                if docs[i]["scorer"] == spec
+                for r in resps[i]
+            ]
             scores = load_scorer(spec)([p for _, p, _ in pairs], [r for _, _, r in pairs]) if pairs else []
             for (i, _, _), s in zip(pairs, scores):
                 out[i].append(float(s))

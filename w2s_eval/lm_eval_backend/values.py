@@ -15,7 +15,6 @@ from ..spec import EngineSpec
 __all__ = ["coerce", "typed_settings", "spec_from_mapping"]
 
 
-
 def _as_int(key: str, v: Any):
     if isinstance(v, bool):
         raise SpecError(f"{key} must be an integer, got {v!r}")
@@ -68,8 +67,13 @@ def coerce(key: str, kind: type, v: Any):
     return None if v is None else _COERCE[kind](key, v)
 
 
-def typed_settings(cls, mapping: Union[Mapping[str, Any], Iterable[tuple[str, Any]]], where: str = "model_args",
-                   special: Optional[Mapping[str, Any]] = None, also_valid: Iterable[str] = ()) -> dict:
+def typed_settings(
+    cls,
+    mapping: Union[Mapping[str, Any], Iterable[tuple[str, Any]]],
+    where: str = "model_args",
+    special: Optional[Mapping[str, Any]] = None,
+    also_valid: Iterable[str] = (),
+) -> dict:
     """Keyword arguments of dataclass ``cls`` from ``key=value`` settings (strings or typed values).
 
     A duplicated or unknown key is refused, naming it; a None value means the field's default;

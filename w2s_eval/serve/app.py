@@ -61,8 +61,9 @@ class Server:
     def method(self, req, max_new_tokens: int, prompts: int) -> Method:
         """The request's method, its cost checked (:meth:`~.protocol.Limits.check_cost`) before it is prepared."""
         method = resolve_method(req, self.cfg.served_model_name, self.default)
-        self.cfg.limits.check_cost(method, max_new_tokens, req.n, prompts, "method" if req.method else "model",
-                                   req.tokens_param)
+        self.cfg.limits.check_cost(
+            method, max_new_tokens, req.n, prompts, "method" if req.method else "model", req.tokens_param
+        )
         if method.spec not in self._prepared:
             try:
                 self._prepared[method.spec] = self.engine.prepare(method)
@@ -73,15 +74,23 @@ class Server:
     def sampling(self, req, max_new_tokens: int) -> SamplingConfig:
         limits = self.cfg.limits
         if max_new_tokens > limits.max_tokens:
-            raise APIError(f"max_tokens={max_new_tokens} is over the server's limit of {limits.max_tokens} "
-                           "(--max-tokens)", param="max_tokens")
+            raise APIError(
+                f"max_tokens={max_new_tokens} is over the server's limit of {limits.max_tokens} (--max-tokens)",
+                param="max_tokens",
+            )
         if req.n > limits.max_n:
             raise APIError(f"n={req.n} is over the server's limit of {limits.max_n} (--max-n)", param="n")
         stop = req.stop_strings()
         limits.check_stop(stop)
         try:
-            return SamplingConfig(temperature=req.temperature, top_k=max(req.top_k, 0), top_p=req.top_p,
-                                  max_new_tokens=max(max_new_tokens, 1), stop=stop, seed=0)
+            return SamplingConfig(
+                temperature=req.temperature,
+                top_k=max(req.top_k, 0),
+                top_p=req.top_p,
+                max_new_tokens=max(max_new_tokens, 1),
+                stop=stop,
+                seed=0,
+            )
         except ValueError as e:
             raise APIError(str(e)) from None
 
@@ -94,12 +103,14 @@ class Server:
         if error is not None:
             raise APIError(error, param=param)
 
-    async def run(self, prompts: list[str], guide_prompts: list[str], method: Method, sampling: SamplingConfig,
-                  seed: int, n: int) -> list:
+    async def run(
+        self, prompts: list[str], guide_prompts: list[str], method: Method, sampling: SamplingConfig, seed: int, n: int
+    ) -> list:
         """SearchResults, n per prompt (prompt-major, as OpenAI orders choices)."""
         run = self._prepared[method.spec]  # prepared by method(), which every route calls first
-        jobs = [Job(p, g, choice_seed(seed, p, i), run, sampling)
-                for p, g in zip(prompts, guide_prompts) for i in range(n)]
+        jobs = [
+            Job(p, g, choice_seed(seed, p, i), run, sampling) for p, g in zip(prompts, guide_prompts) for i in range(n)
+        ]
         return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in self.batcher.submit(jobs))))
 
     def tilt(self, method: Method) -> Tilt:
@@ -111,8 +122,11 @@ class Server:
     def encode(self, prompt: str) -> list[int]:
         """The prompt's tokens as the strong model reads them (:func:`~w2s_eval.policy.encode_prompt`)."""
         policy = self.engine.policy
-        return [] if self.tokenizer is None else encode_prompt(
-            self.tokenizer, prompt, getattr(policy, "add_special_tokens", None), policy.name)
+        return (
+            []
+            if self.tokenizer is None
+            else encode_prompt(self.tokenizer, prompt, getattr(policy, "add_special_tokens", None), policy.name)
+        )
 
     def completion_ids(self, result) -> list[int]:
         """The best beam's tokens as the strong model generated them (cut with the text at a stop string), plus
@@ -151,8 +165,12 @@ def _usage(prompt_ids: list[list[int]], results: list) -> dict:
     w2s["flops"] = total_flops(compute.values())
     w2s["scores"] = [r.score for r in results]
     w2s["beam_scores"] = [[b.score for b in r.beams] for r in results]
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-            "total_tokens": prompt_tokens + completion, "w2s": w2s}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": prompt_tokens + completion,
+        "w2s": w2s,
+    }
 
 
 def _finish(result) -> str:
@@ -167,8 +185,10 @@ async def completions(server: Server, req: CompletionRequest) -> dict:
     req.refuse_unsupported()
     raw = req.prompts()
     if len(raw) > server.cfg.limits.max_prompts:
-        raise APIError(f"{len(raw)} prompts in one request; the server's limit is {server.cfg.limits.max_prompts} "
-                       "(--max-prompts)", param="prompt")
+        raise APIError(
+            f"{len(raw)} prompts in one request; the server's limit is {server.cfg.limits.max_prompts} (--max-prompts)",
+            param="prompt",
+        )
     sampling = server.sampling(req, req.max_tokens)
     method = server.method(req, req.max_tokens, len(raw))
     texts = [server.decode_prompt(p) for p in raw]
@@ -183,20 +203,32 @@ async def completions(server: Server, req: CompletionRequest) -> dict:
     choices = []
     for i, r in enumerate(results):
         text = r.text if r is not None else ""
-        choices.append({"index": i, "text": (texts[i // req.n] + text) if req.echo else text,
-                        "logprobs": logprobs[i] if logprobs else None,
-                        "finish_reason": _finish(r) if r is not None else "length"})
+        choices.append(
+            {
+                "index": i,
+                "text": (texts[i // req.n] + text) if req.echo else text,
+                "logprobs": logprobs[i] if logprobs else None,
+                "finish_reason": _finish(r) if r is not None else "length",
+            }
+        )
     usage = _usage(ids, [r for r in results if r is not None])
     usage["w2s"].update(method=method.spec, seed=seed)
-    return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-            "model": req.model, "choices": choices, "usage": usage}
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": req.model,
+        "choices": choices,
+        "usage": usage,
+    }
 
 
 async def _logprobs(server: Server, req: CompletionRequest, method: Method, ids: list[list[int]], results) -> list:
     """One logprobs object per choice: the prompt's tokens (with echo), then the completion's."""
     if server.tokenizer is None or not hasattr(server.engine.policy, "lm"):
-        raise APIError("logprobs need a local strong model (this server's strong model is an endpoint)",
-                       param="logprobs")
+        raise APIError(
+            "logprobs need a local strong model (this server's strong model is an endpoint)", param="logprobs"
+        )
     n, seqs, starts = req.n, [], []
     if req.echo:
         seqs += ids
@@ -206,6 +238,7 @@ async def _logprobs(server: Server, req: CompletionRequest, method: Method, ids:
         if r is not None:
             seqs.append(ids[i // n] + server.completion_ids(r))
             starts.append(len(ids[i // n]))
+
     def fn():
         return score_sequences(server.engine, method, seqs, starts, req.logprobs, tilt=server.tilt(method))
 
@@ -231,20 +264,30 @@ async def chat_completions(server: Server, req: ChatRequest) -> dict:
     method = server.method(req, sampling.max_new_tokens, 1)
     tok = server.tokenizer
     if tok is None or not getattr(tok, "chat_template", None):
-        raise APIError("the strong model's tokenizer has no chat template; use /v1/completions with your own "
-                       "prompt format", param="messages")
+        raise APIError(
+            "the strong model's tokenizer has no chat template; use /v1/completions with your own prompt format",
+            param="messages",
+        )
     messages = [{"role": m.role, "content": m.text()} for m in req.messages]
     prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     ids = [server.encode(prompt)]
     server.check_context(ids, sampling.max_new_tokens, req.tokens_param)
     seed = _new_seed(req.seed)
     results = await server.run([prompt], [req.last_user_turn()], method, sampling, seed, req.n)
-    choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "logprobs": None,
-                "finish_reason": _finish(r)} for i, r in enumerate(results)]
+    choices = [
+        {"index": i, "message": {"role": "assistant", "content": r.text}, "logprobs": None, "finish_reason": _finish(r)}
+        for i, r in enumerate(results)
+    ]
     usage = _usage(ids, results)
     usage["w2s"].update(method=method.spec, seed=seed)
-    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": req.model, "choices": choices, "usage": usage}
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": req.model,
+        "choices": choices,
+        "usage": usage,
+    }
 
 
 def _error(status: int, message: str, **kw) -> JSONResponse:
@@ -285,8 +328,11 @@ def create_app(engine, cfg: ServeConfig, default: Method):
 
     @api.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        return _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}",
-                      code="not_found" if exc.status_code == 404 else None)
+        return _error(
+            exc.status_code,
+            f"{request.method} {request.url.path}: {exc.detail}",
+            code="not_found" if exc.status_code == 404 else None,
+        )
 
     @api.post("/v1/completions")
     async def _completions(req: CompletionRequest):
@@ -308,8 +354,13 @@ def create_app(engine, cfg: ServeConfig, default: Method):
 
     @api.get("/health")
     async def _health():
-        return {"status": "ok", "method": default.spec, **server.batcher.stats, "queued": server.batcher.queued,
-                **guard.stats}
+        return {
+            "status": "ok",
+            "method": default.spec,
+            **server.batcher.stats,
+            "queued": server.batcher.queued,
+            **guard.stats,
+        }
 
     guard = Guard(api, cfg.api_key, cfg.max_request_bytes, cfg.body_timeout)
     return guard

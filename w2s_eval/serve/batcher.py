@@ -130,9 +130,14 @@ class Batcher:
     def _run_group(self, jobs: list[Job]) -> None:
         self.stats["running"] = len(jobs)
         try:
-            results = self.engine.generate([j.prompt for j in jobs], jobs[0].method, jobs[0].sampling,
-                                           seeds=[j.seed for j in jobs], batch_size=len(jobs),
-                                           guide_prompts=[j.guide_prompt for j in jobs])
+            results = self.engine.generate(
+                [j.prompt for j in jobs],
+                jobs[0].method,
+                jobs[0].sampling,
+                seeds=[j.seed for j in jobs],
+                batch_size=len(jobs),
+                guide_prompts=[j.guide_prompt for j in jobs],
+            )
         except Exception as e:  # noqa: BLE001 (handed to the requests of this group)
             self.stats["running"] = 0
             logger.warning("batch of %d prompts (%s) failed: %s", len(jobs), jobs[0].method.spec, e)
@@ -154,4 +159,3 @@ def _run_call(item: _Call) -> None:
         item.future.set_result(item.fn())
     except Exception as e:  # noqa: BLE001 (handed to the caller)
         item.future.set_exception(e)
-

@@ -26,10 +26,13 @@ __all__ = ["protocol_class", "uvicorn_settings"]
 
 def _raw_response(status: int, reason: str, message: str, code: str) -> bytes:
     """A whole HTTP/1.1 response with OpenAI's error JSON, for writing before h11 has a request to answer."""
-    body = json.dumps(error_body(message, type="server_error" if status >= 500 else "invalid_request_error",
-                                 code=code)).encode("utf-8")
-    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-            "connection: close\r\n\r\n")
+    body = json.dumps(
+        error_body(message, type="server_error" if status >= 500 else "invalid_request_error", code=code)
+    ).encode("utf-8")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
     return head.encode("ascii") + body
 
 
@@ -44,11 +47,20 @@ def protocol_class(header_timeout: float, max_connections: int):
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             if len(self.connections) > max_connections:
-                logger.warning("refusing a connection: %d open, the limit is %d (--max-connections)",
-                               len(self.connections) - 1, max_connections)
-                transport.write(_raw_response(503, "Service Unavailable", f"the server has {max_connections} open "
-                                              "connections, its limit (--max-connections); try again later",
-                                              "too_many_connections"))
+                logger.warning(
+                    "refusing a connection: %d open, the limit is %d (--max-connections)",
+                    len(self.connections) - 1,
+                    max_connections,
+                )
+                transport.write(
+                    _raw_response(
+                        503,
+                        "Service Unavailable",
+                        f"the server has {max_connections} open "
+                        "connections, its limit (--max-connections); try again later",
+                        "too_many_connections",
+                    )
+                )
                 transport.close()
                 return
             self._arm()
@@ -78,9 +90,14 @@ def protocol_class(header_timeout: float, max_connections: int):
             if not waiting or self.transport.is_closing():
                 return
             if self._partial:
-                self.transport.write(_raw_response(408, "Request Timeout", "the request headers were not received "
-                                                   f"within {header_timeout:g} s (--header-timeout)",
-                                                   "request_timeout"))
+                self.transport.write(
+                    _raw_response(
+                        408,
+                        "Request Timeout",
+                        f"the request headers were not received within {header_timeout:g} s (--header-timeout)",
+                        "request_timeout",
+                    )
+                )
             self.transport.close()
 
     return LimitedH11Protocol
@@ -88,7 +105,9 @@ def protocol_class(header_timeout: float, max_connections: int):
 
 def uvicorn_settings(cfg: ServeConfig) -> dict:
     """The keyword arguments of ``uvicorn.run`` that bound connections, from the server's settings."""
-    return {"http": protocol_class(cfg.header_timeout, cfg.max_connections),
-            "timeout_keep_alive": cfg.keep_alive_timeout,
-            "h11_max_incomplete_event_size": cfg.max_header_bytes,
-            "timeout_graceful_shutdown": cfg.shutdown_timeout}
+    return {
+        "http": protocol_class(cfg.header_timeout, cfg.max_connections),
+        "timeout_keep_alive": cfg.keep_alive_timeout,
+        "h11_max_incomplete_event_size": cfg.max_header_bytes,
+        "timeout_graceful_shutdown": cfg.shutdown_timeout,
+    }

@@ -28,9 +28,17 @@ _CLOSE = (b"connection", b"close")
 
 async def _send_json(send, status: int, body: dict, headers: tuple = ()) -> None:
     payload = json.dumps(body).encode("utf-8")
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -93,10 +101,17 @@ class Guard:
             scheme, _, token = given.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
                 await _drain(read, self.drain_cap)
-                return await _send_json(send, 401, error_body(
-                    "missing or wrong API key: send the header 'Authorization: Bearer <key>' with the key the server "
-                    "was started with (--api-key)", type="authentication_error", code="invalid_api_key"),
-                    ((b"www-authenticate", b"Bearer"), _CLOSE))
+                return await _send_json(
+                    send,
+                    401,
+                    error_body(
+                        "missing or wrong API key: send the header 'Authorization: Bearer <key>' with the key the "
+                        "server was started with (--api-key)",
+                        type="authentication_error",
+                        code="invalid_api_key",
+                    ),
+                    ((b"www-authenticate", b"Bearer"), _CLOSE),
+                )
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             if int(declared) <= self.drain_cap:
@@ -108,9 +123,15 @@ class Guard:
             return await _send_json(send, 413, self._too_large(), (_CLOSE,))
         except _BodyTimeout:
             self.stats["body_timeouts"] += 1
-            return await _send_json(send, 408, error_body(
-                f"the request body was not received within {self.body_timeout:g} s (--body-timeout)",
-                code="request_timeout"), (_CLOSE,))
+            return await _send_json(
+                send,
+                408,
+                error_body(
+                    f"the request body was not received within {self.body_timeout:g} s (--body-timeout)",
+                    code="request_timeout",
+                ),
+                (_CLOSE,),
+            )
         if body is None:  # the client went away before sending its body
             return None
         return await self._run(scope, receive, send, body)
@@ -165,9 +186,17 @@ class Guard:
             watcher.cancel()
             if not started:
                 self.stats["shutdown_503"] += 1
-                await _send_json(send, 503, error_body(
-                    "the server is shutting down; send the request again (to this server once it is back, or to "
-                    "another)", type="server_error", code="server_shutting_down"), ((b"retry-after", b"1"), _CLOSE))
+                await _send_json(
+                    send,
+                    503,
+                    error_body(
+                        "the server is shutting down; send the request again (to this server once it is back, or to "
+                        "another)",
+                        type="server_error",
+                        code="server_shutting_down",
+                    ),
+                    ((b"retry-after", b"1"), _CLOSE),
+                )
             return
         if not app.done():  # the client hung up: stop its work (queued prompts are skipped)
             self.stats["disconnected"] += 1
@@ -179,5 +208,8 @@ class Guard:
         return app.result()
 
     def _too_large(self) -> dict:
-        return error_body(f"request body over the server's limit of {self.max_bytes} bytes (--max-request-bytes); "
-                          "send fewer or shorter prompts per request", code="request_too_large")
+        return error_body(
+            f"request body over the server's limit of {self.max_bytes} bytes (--max-request-bytes); "
+            "send fewer or shorter prompts per request",
+            code="request_too_large",
+        )

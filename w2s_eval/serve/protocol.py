@@ -21,21 +21,36 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..checks import SpecError, check_number, check_positive_int, spelled
 from ..config import METHOD_NAMES, Method, SamplingConfig, parse_method
 
-__all__ = ["APIError", "CompletionRequest", "ChatRequest", "ChatMessage", "Limits", "ServeConfig", "resolve_method",
-           "error_body"]
+__all__ = [
+    "APIError",
+    "CompletionRequest",
+    "ChatRequest",
+    "ChatMessage",
+    "Limits",
+    "ServeConfig",
+    "resolve_method",
+    "error_body",
+]
 
 
 class APIError(Exception):
     """A client error answered with OpenAI's error JSON: ``{"error": {message, type, param, code}}``."""
 
-    def __init__(self, message: str, status: int = 400, param: Optional[str] = None,
-                 type: str = "invalid_request_error", code: Optional[str] = None):
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        param: Optional[str] = None,
+        type: str = "invalid_request_error",
+        code: Optional[str] = None,
+    ):
         super().__init__(message)
         self.message, self.status, self.param, self.type, self.code = message, status, param, type, code
 
 
-def error_body(message: str, type: str = "invalid_request_error", param: Optional[str] = None,
-               code: Optional[str] = None) -> dict:
+def error_body(
+    message: str, type: str = "invalid_request_error", param: Optional[str] = None, code: Optional[str] = None
+) -> dict:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
@@ -81,8 +96,11 @@ def _check_text(value: Any, where: str) -> None:
             value.encode("utf-8")
         except UnicodeEncodeError as e:
             param = re.split(r"[.\[]", where)[0]
-            raise APIError(f"{where} holds {value[e.start:e.end]!a} at character {e.start}, a lone surrogate that "
-                           "is not valid Unicode text; send well-formed text", param=param) from None
+            raise APIError(
+                f"{where} holds {value[e.start : e.end]!a} at character {e.start}, a lone surrogate that "
+                "is not valid Unicode text; send well-formed text",
+                param=param,
+            ) from None
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_text(key, where)
@@ -106,7 +124,7 @@ class _Sampling(BaseModel):
     top_p: float = Field(_CORE.top_p, gt=0, le=1)
     top_k: int = Field(_CORE.top_k, ge=-1, description="vLLM extension; 0 or -1 disable it")
     stop: Union[str, list[str], None] = None
-    seed: Optional[int] = Field(None, ge=0, lt=2 ** 63)
+    seed: Optional[int] = Field(None, ge=0, lt=2**63)
     n: int = Field(1, ge=1)
     stream: bool = False
     presence_penalty: float = 0.0
@@ -121,12 +139,15 @@ class _Sampling(BaseModel):
         for name, value in self:
             _check_text(value, name)
         if self.stream:
-            raise APIError("stream=true is not supported: search returns whole responses; send stream=false",
-                           param="stream")
+            raise APIError(
+                "stream=true is not supported: search returns whole responses; send stream=false", param="stream"
+            )
         for name in ("presence_penalty", "frequency_penalty"):
             if getattr(self, name):
-                raise APIError(f"{name} is not supported (the strong model samples as HF generate does); omit it "
-                               "or send 0", param=name)
+                raise APIError(
+                    f"{name} is not supported (the strong model samples as HF generate does); omit it or send 0",
+                    param=name,
+                )
         if self.logit_bias:
             raise APIError("logit_bias is not supported; omit it", param="logit_bias")
 
@@ -171,8 +192,10 @@ class CompletionRequest(_Sampling):
         if self.suffix:
             raise APIError("suffix is not supported", param="suffix")
         if self.max_tokens == 0 and not self.echo:
-            raise APIError("max_tokens=0 generates nothing; it is meant with echo=true and logprobs to score the "
-                           "prompt", param="max_tokens")
+            raise APIError(
+                "max_tokens=0 generates nothing; it is meant with echo=true and logprobs to score the prompt",
+                param="max_tokens",
+            )
 
 
 class ChatMessage(BaseModel):
@@ -188,8 +211,9 @@ class ChatMessage(BaseModel):
         parts = []
         for part in self.content:
             if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise APIError("only text content parts are supported ({'type': 'text', 'text': ...})",
-                               param="messages")
+                raise APIError(
+                    "only text content parts are supported ({'type': 'text', 'text': ...})", param="messages"
+                )
             parts.append(part["text"])
         return "".join(parts)
 
@@ -205,8 +229,11 @@ class ChatRequest(_Sampling):
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
         if self.logprobs:
-            raise APIError("logprobs are not supported for chat completions; score text with /v1/completions "
-                           "(echo=true, max_tokens=0, logprobs=1)", param="logprobs")
+            raise APIError(
+                "logprobs are not supported for chat completions; score text with /v1/completions "
+                "(echo=true, max_tokens=0, logprobs=1)",
+                param="logprobs",
+            )
 
     @property
     def tokens_param(self) -> str:
@@ -252,41 +279,67 @@ class Limits:
     max_n: int = _opt(16, "largest n (choices per prompt)")
     max_prompts: int = _opt(256, "most prompts in one completions request")
     default_chat_tokens: int = _opt(256, "max_tokens of a chat request that gives none")
-    max_samples: int = _opt(64, "most strong-model samples per prompt a request's method may draw (bon:n=N draws N, "
-                                "cbs:w=W,k=K draws W*K per round; base and eft draw 1)")
-    max_request_tokens: int = _opt(65536, "most strong-model tokens one request may cost: samples per prompt x "
-                                          "max_tokens x n x prompts")
+    max_samples: int = _opt(
+        64,
+        "most strong-model samples per prompt a request's method may draw (bon:n=N draws N, "
+        "cbs:w=W,k=K draws W*K per round; base and eft draw 1)",
+    )
+    max_request_tokens: int = _opt(
+        65536, "most strong-model tokens one request may cost: samples per prompt x max_tokens x n x prompts"
+    )
     max_stop: int = _opt(16, "most stop strings in one request")
     max_stop_chars: int = _opt(1024, "most characters of one request's stop strings together")
 
     def __post_init__(self):
         _check_positive(self, [f.name for f in fields(self)])
 
-    def check_cost(self, method: Method, max_tokens: int, n: int, prompts: int, method_param: str = "model",
-                   tokens_param: str = "max_tokens") -> None:
+    def check_cost(
+        self,
+        method: Method,
+        max_tokens: int,
+        n: int,
+        prompts: int,
+        method_param: str = "model",
+        tokens_param: str = "max_tokens",
+    ) -> None:
         """Refuse (:class:`APIError` naming the limit and its flag) a request whose method draws more samples per
         prompt than ``max_samples``, or whose strong-model tokens (samples x max_tokens x n x prompts) are over
         ``max_request_tokens``. Checked before the method is prepared or anything is queued."""
         samples = method.budget
         if samples > self.max_samples:
-            raise APIError(f"method {method.spec} draws {samples} strong-model samples per prompt; the server's "
-                           f"limit is {self.max_samples} (--max-samples)", param=method_param, code="over_budget")
+            raise APIError(
+                f"method {method.spec} draws {samples} strong-model samples per prompt; the server's "
+                f"limit is {self.max_samples} (--max-samples)",
+                param=method_param,
+                code="over_budget",
+            )
         cost = samples * max_tokens * n * prompts
         if cost > self.max_request_tokens:
-            raise APIError(f"this request may cost {cost} strong-model tokens ({samples} samples per prompt x "
-                           f"{tokens_param}={max_tokens} x n={n} x {prompts} prompt(s)), over the server's limit of "
-                           f"{self.max_request_tokens} (--max-request-tokens); lower {tokens_param}, n, the number "
-                           "of prompts or the method's samples", param=tokens_param, code="over_budget")
+            raise APIError(
+                f"this request may cost {cost} strong-model tokens ({samples} samples per prompt x "
+                f"{tokens_param}={max_tokens} x n={n} x {prompts} prompt(s)), over the server's limit of "
+                f"{self.max_request_tokens} (--max-request-tokens); lower {tokens_param}, n, the number "
+                "of prompts or the method's samples",
+                param=tokens_param,
+                code="over_budget",
+            )
 
     def check_stop(self, stop: tuple) -> None:
         """Refuse more than ``max_stop`` stop strings, or more than ``max_stop_chars`` characters of them."""
         if len(stop) > self.max_stop:
-            raise APIError(f"{len(stop)} stop strings; the server's limit is {self.max_stop} (--max-stop)",
-                           param="stop", code="over_budget")
+            raise APIError(
+                f"{len(stop)} stop strings; the server's limit is {self.max_stop} (--max-stop)",
+                param="stop",
+                code="over_budget",
+            )
         chars = sum(len(s) for s in stop)
         if chars > self.max_stop_chars:
-            raise APIError(f"the stop strings hold {chars} characters; the server's limit is {self.max_stop_chars} "
-                           "(--max-stop-chars)", param="stop", code="over_budget")
+            raise APIError(
+                f"the stop strings hold {chars} characters; the server's limit is {self.max_stop_chars} "
+                "(--max-stop-chars)",
+                param="stop",
+                code="over_budget",
+            )
 
 
 @dataclass(frozen=True)
@@ -294,19 +347,24 @@ class ServeConfig:
     """What the server needs besides the engine; each field but ``limits`` is a flag of ``w2s-eval serve``."""
 
     served_model_name: str = _opt("w2s", "the model name clients send for --method")
-    api_key: Optional[str] = _opt(None, "require 'Authorization: Bearer KEY' on every route (default: "
-                                        "$W2S_SERVE_API_KEY when set)")
+    api_key: Optional[str] = _opt(
+        None, "require 'Authorization: Bearer KEY' on every route (default: $W2S_SERVE_API_KEY when set)"
+    )
     max_batch_prompts: int = _opt(32, "prompts per engine batch")
     max_wait_ms: float = _opt(5.0, "how long a batch waits for more requests")
     max_request_bytes: int = _opt(1 << 20, "largest request body")
-    header_timeout: float = _opt(10.0, "seconds a client may take to send a request's headers (from connecting or "
-                                       "from the last response); then the connection is closed")
+    header_timeout: float = _opt(
+        10.0,
+        "seconds a client may take to send a request's headers (from connecting or "
+        "from the last response); then the connection is closed",
+    )
     body_timeout: float = _opt(30.0, "seconds a client may take to send a request's body; then it gets a 408")
     keep_alive_timeout: float = _opt(5.0, "seconds an idle keep-alive connection stays open")
     max_connections: int = _opt(256, "most open connections; one more is answered 503 and closed")
     max_header_bytes: int = _opt(16384, "largest request line plus headers; a larger one gets a 400")
-    shutdown_timeout: float = _opt(5.0, "seconds the requests in flight may take to finish after SIGTERM or Ctrl-C; "
-                                        "then they are answered 503")
+    shutdown_timeout: float = _opt(
+        5.0, "seconds the requests in flight may take to finish after SIGTERM or Ctrl-C; then they are answered 503"
+    )
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self):
@@ -328,9 +386,14 @@ def resolve_method(req: _Sampling, served_name: str, default: Method) -> Method:
         return default
     looks_like_method = ":" in spec or spec.strip().lower() in METHOD_NAMES
     if param == "model" and not looks_like_method:
-        raise APIError(f"model {spec!r} is not served here; use {served_name!r} (the server's method "
-                       f"{default.spec}) or a method spec such as 'cbs:w=2,k=2,l=30', 'bon:n=4', 'base', "
-                       "'eft:beta=1'", status=404, param="model", code="model_not_found")
+        raise APIError(
+            f"model {spec!r} is not served here; use {served_name!r} (the server's method "
+            f"{default.spec}) or a method spec such as 'cbs:w=2,k=2,l=30', 'bon:n=4', 'base', "
+            "'eft:beta=1'",
+            status=404,
+            param="model",
+            code="model_not_found",
+        )
     try:
         return parse_method(spec)
     except ValueError as e:

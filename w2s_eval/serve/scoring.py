@@ -42,8 +42,12 @@ class TokenLogprobs:
     text_offset: list[int]
 
     def to_dict(self) -> dict:
-        return {"tokens": self.tokens, "token_logprobs": self.token_logprobs, "top_logprobs": self.top_logprobs,
-                "text_offset": self.text_offset}
+        return {
+            "tokens": self.tokens,
+            "token_logprobs": self.token_logprobs,
+            "top_logprobs": self.top_logprobs,
+            "text_offset": self.text_offset,
+        }
 
 
 def _models(engine, method: Method):
@@ -82,8 +86,10 @@ def _tilts(tilt: Tilt, tok, seq: list[int], start: int) -> list[float]:
     n = len(seq)
     if not tilt or start >= n:
         return [0.0] * (n - start + 1)
-    pairs = [(tok.decode(seq[:j], skip_special_tokens=True), tok.decode(seq[j:], skip_special_tokens=True))
-             for j in range(start, n)]
+    pairs = [
+        (tok.decode(seq[:j], skip_special_tokens=True), tok.decode(seq[j:], skip_special_tokens=True))
+        for j in range(start, n)
+    ]
     scored = [i for i, (_, cont) in enumerate(pairs) if cont]  # a suffix of special tokens (EOS) has no text: 0
     # one call for all splits: they usually give a guide the same token sequence, which the Tilt's HFLMs score
     # without lm-eval's logits cache (that would use one split's continuation length for all of them)
@@ -91,27 +97,36 @@ def _tilts(tilt: Tilt, tok, seq: list[int], start: int) -> list[float]:
     return [values.get(i, 0.0) for i in range(len(pairs))] + [0.0]
 
 
-def score_sequences(engine, method: Method, seqs: Sequence[list[int]], starts: Sequence[int], top_n: int,
-                    batch_size: int = 8, tilt: Optional[Tilt] = None) -> list[TokenLogprobs]:
+def score_sequences(
+    engine,
+    method: Method,
+    seqs: Sequence[list[int]],
+    starts: Sequence[int],
+    top_n: int,
+    batch_size: int = 8,
+    tilt: Optional[Tilt] = None,
+) -> list[TokenLogprobs]:
     """Logprobs of positions ``starts[b]..`` of each token sequence (position 0 has none: null).
 
     ``tilt``: the method's :class:`Tilt` when the caller keeps one (it holds lm-eval wrappers of the guide
     models, no results). The strong model must be local (a served strong model gives no full distributions).
     """
     if not hasattr(engine.policy, "lm"):
-        raise ValueError("echo/logprobs need the strong model's token log-probabilities: serve a local strong "
-                         "model (--strong), not --strong-endpoint")
+        raise ValueError(
+            "echo/logprobs need the strong model's token log-probabilities: serve a local strong "
+            "model (--strong), not --strong-endpoint"
+        )
     tok = engine.policy.lm.tokenizer
     limit = model_max_length(engine.policy.lm)
     tilt = tilt if tilt is not None else Tilt(terms_for(engine, method), batch_size)
     out = []
     for i in range(0, len(seqs), batch_size):
-        part = [list(s) for s in seqs[i: i + batch_size]]
+        part = [list(s) for s in seqs[i : i + batch_size]]
         for s in part:
             if len(s) > limit:
                 raise ValueError(f"a sequence of {len(s)} tokens exceeds the strong model's context of {limit}")
         strong = _strong_logprobs(engine, method, part, top_n)
-        for seq, start, (own, tops) in zip(part, starts[i: i + batch_size], strong):
+        for seq, start, (own, tops) in zip(part, starts[i : i + batch_size], strong):
             t = _tilts(tilt, tok, seq, max(start, 1))
             out.append(_assemble(tok, seq, start, own, tops, t, top_n))
     return out

@@ -33,8 +33,18 @@ from .train import GuideShape, TrainSettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WorldConfig", "Recipe", "recipe", "build_world", "world_dir", "read_manifest", "settings_diff",
-           "STEP_NAMES", "WORLD_NAMES", "BUILD_TIME"]
+__all__ = [
+    "WorldConfig",
+    "Recipe",
+    "recipe",
+    "build_world",
+    "world_dir",
+    "read_manifest",
+    "settings_diff",
+    "STEP_NAMES",
+    "WORLD_NAMES",
+    "BUILD_TIME",
+]
 
 WORLD_NAMES = ("imdb-mini", "ifeval-mini")
 # how long building imdb-mini takes with the default settings (docs/worlds.md and docs/benchmarks.md: measured, by step)
@@ -74,8 +84,18 @@ class WorldConfig:
 
     def __post_init__(self):
 
-        for name in ("n_train", "n_heldout", "n_prompts", "pair_prefixes", "heldout_pairs", "pair_tokens",
-                     "pair_samples", "validate_prompts", "validate_samples", "sampling_tokens"):
+        for name in (
+            "n_train",
+            "n_heldout",
+            "n_prompts",
+            "pair_prefixes",
+            "heldout_pairs",
+            "pair_tokens",
+            "pair_samples",
+            "validate_prompts",
+            "validate_samples",
+            "sampling_tokens",
+        ):
             v = getattr(self, name)
             check_positive_int(f"WorldConfig.{name}", v)
         if self.pair_samples < 2:
@@ -105,7 +125,6 @@ def world_dir(name: str = "imdb-mini", home: Union[str, os.PathLike, None] = Non
     if name not in WORLD_NAMES or name not in _RECIPES:
         raise ValueError(f"unknown world {name!r}; buildable worlds: {', '.join(WORLD_NAMES)}")
     if home is None:
-
         home = cache_home(create=False)
     return Path(home).expanduser() / "worlds" / name
 
@@ -141,15 +160,32 @@ def _imdb_manifest(info: dict, cfg: WorldConfig) -> dict:
         "rm_heldout_pair_accuracy": info.get("reward_model", {}).get("heldout", {}).get("pair_accuracy"),
     }
     v = info.get("validate", {})
-    for key in ("spearman_implicit_gold", "spearman_implicit_gold_within_prompt", "spearman_rm_gold",
-                "bon_gold_gain_by_implicit", "bon_gold_gain_by_rm", "guidance_works"):
+    for key in (
+        "spearman_implicit_gold",
+        "spearman_implicit_gold_within_prompt",
+        "spearman_rm_gold",
+        "bon_gold_gain_by_implicit",
+        "bon_gold_gain_by_rm",
+        "guidance_works",
+    ):
         quality[key] = v.get(key)
-    inputs = {"imdb_csv_sha256": info.get("data", {}).get("csv_sha256"),
-              "strong_gguf_sha256": info.get("strong", {}).get("gguf_sha256"),
-              "strong_source": cfg.strong_source}
-    return {"inputs": inputs, "quality": quality,
-            "paths": {"strong": "strong", "untuned": "untuned", "tuned": "tuned", "reward_model": "reward_model",
-                      "gold": "gold/gold.pkl", "prompts": "data/prompts.jsonl"}}
+    inputs = {
+        "imdb_csv_sha256": info.get("data", {}).get("csv_sha256"),
+        "strong_gguf_sha256": info.get("strong", {}).get("gguf_sha256"),
+        "strong_source": cfg.strong_source,
+    }
+    return {
+        "inputs": inputs,
+        "quality": quality,
+        "paths": {
+            "strong": "strong",
+            "untuned": "untuned",
+            "tuned": "tuned",
+            "reward_model": "reward_model",
+            "gold": "gold/gold.pkl",
+            "prompts": "data/prompts.jsonl",
+        },
+    }
 
 
 def _imdb_steps() -> dict:
@@ -196,12 +232,19 @@ def _manifest(path: Path, name: str, cfg) -> dict:
             steps[step] = json.loads(marker.read_text())
     info = {s: v["info"] for s, v in steps.items()}
     own = r.describe(info, cfg)
-    return {"name": name, "complete": all(s in steps for s in r.step_names), "config": cfg.to_dict(),
-            "seed": cfg.seed, "inputs": own["inputs"], "quality": own["quality"], "versions": package_versions(),
-            "wall_s": {s: v["wall_s"] for s, v in steps.items()},
-            "total_wall_s": round(sum(v["wall_s"] for v in steps.values()), 1),
-            "paths": own["paths"],
-            "steps": info}
+    return {
+        "name": name,
+        "complete": all(s in steps for s in r.step_names),
+        "config": cfg.to_dict(),
+        "seed": cfg.seed,
+        "inputs": own["inputs"],
+        "quality": own["quality"],
+        "versions": package_versions(),
+        "wall_s": {s: v["wall_s"] for s, v in steps.items()},
+        "total_wall_s": round(sum(v["wall_s"] for v in steps.values()), 1),
+        "paths": own["paths"],
+        "steps": info,
+    }
 
 
 def _say(ctx, text: str) -> None:
@@ -227,17 +270,25 @@ def _run_step(ctx, name: str, i: int) -> None:
     follow_umask(scratch)  # saved weights are 0600 (safetensors): the umask decides who may read a shared world
     shutil.rmtree(path / step, ignore_errors=True)
     os.replace(scratch, path / step)
-    for later in names[i + 1:]:  # built from the old outputs of this step: build them again
+    for later in names[i + 1 :]:  # built from the old outputs of this step: build them again
         (done_dir / f"{later}.json").unlink(missing_ok=True)
-    _write_json(done_dir / f"{step}.json",
-                {"step": step, "wall_s": wall, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "info": info})
+    _write_json(
+        done_dir / f"{step}.json",
+        {"step": step, "wall_s": wall, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "info": info},
+    )
     _write_json(path / "manifest.json", _manifest(path, name, ctx.cfg))
     _say(ctx, f"[{i + 1}/{len(names)}] {step} done in {wall:.1f} s")
 
 
-def build_world(name: str = "imdb-mini", home: Union[str, os.PathLike, None] = None,
-                config=None, *, force: bool = False, progress: bool = True,
-                only: Optional[tuple[str, ...]] = None) -> Path:
+def build_world(
+    name: str = "imdb-mini",
+    home: Union[str, os.PathLike, None] = None,
+    config=None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    only: Optional[tuple[str, ...]] = None,
+) -> Path:
     """Build world ``name`` (skipping finished steps); return its directory.
 
     ``config``: the world's settings (its recipe's config class; default: its defaults).
@@ -251,7 +302,6 @@ def build_world(name: str = "imdb-mini", home: Union[str, os.PathLike, None] = N
     step_names = r.step_names
     path = world_dir(name, home)
     if home is None:
-
         cache = cache_home()  # raises a clear PermissionError when not writable
     else:
         cache = Path(home).expanduser()
@@ -266,8 +316,10 @@ def build_world(name: str = "imdb-mini", home: Union[str, os.PathLike, None] = N
     if settings.exists():
         diff = settings_diff(json.loads(settings.read_text()), cfg.to_dict())
         if diff:
-            raise ValueError(f"world {name} at {path} was built with other settings: {diff}; rebuild it with "
-                             "--force (w2s-eval world build --force) or use another W2S_EVAL_HOME")
+            raise ValueError(
+                f"world {name} at {path} was built with other settings: {diff}; rebuild it with "
+                "--force (w2s-eval world build --force) or use another W2S_EVAL_HOME"
+            )
     else:
         _write_json(settings, cfg.to_dict())
     wanted = only or step_names

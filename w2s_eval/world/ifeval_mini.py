@@ -89,8 +89,17 @@ class IfevalWorldConfig:
     top_k: int = 50
 
     def __post_init__(self):
-        for name in ("validate_prompts", "n_prompts", "budget_words", "heldout_instructions", "pair_count",
-                     "heldout_pairs", "reference_words", "validate_samples", "sampling_tokens"):
+        for name in (
+            "validate_prompts",
+            "n_prompts",
+            "budget_words",
+            "heldout_instructions",
+            "pair_count",
+            "heldout_pairs",
+            "reference_words",
+            "validate_samples",
+            "sampling_tokens",
+        ):
             check_positive_int(f"IfevalWorldConfig.{name}", getattr(self, name))
         if self.validate_limit is not None:  # None: every validation prompt
             check_positive_int("IfevalWorldConfig.validate_limit", self.validate_limit)
@@ -162,19 +171,30 @@ def step_data(ctx, out: Path) -> dict:
     random.Random(cfg.seed).shuffle(order)
     fit = [fit[i] for i in order]
     if len(fit) <= cfg.validate_prompts:
-        raise ValueError(f"only {len(fit)} IFEval prompts fit {cfg.budget_words} words; lower validate_prompts "
-                         f"({cfg.validate_prompts}) or raise budget_words")
+        raise ValueError(
+            f"only {len(fit)} IFEval prompts fit {cfg.budget_words} words; lower validate_prompts "
+            f"({cfg.validate_prompts}) or raise budget_words"
+        )
 
     def world_row(r):
-        return {"id": f"ifeval-{r['key']}", "text": _chat(tok, r["prompt"]), "prompt": r["prompt"], "key": r["key"],
-                "instruction_id_list": r["instruction_id_list"], "kwargs": r["kwargs"]}
+        return {
+            "id": f"ifeval-{r['key']}",
+            "text": _chat(tok, r["prompt"]),
+            "prompt": r["prompt"],
+            "key": r["key"],
+            "instruction_id_list": r["instruction_id_list"],
+            "kwargs": r["kwargs"],
+        }
 
-    validation = [world_row(r) for r in fit[:cfg.validate_prompts]]
-    prompts = [world_row(r) for r in fit[cfg.validate_prompts:cfg.validate_prompts + cfg.n_prompts]]
+    validation = [world_row(r) for r in fit[: cfg.validate_prompts]]
+    prompts = [world_row(r) for r in fit[cfg.validate_prompts : cfg.validate_prompts + cfg.n_prompts]]
     write_jsonl(out / "validation.jsonl", validation)
     write_jsonl(out / "prompts.jsonl", prompts)
-    source = load_alpaca_rows(cache=ctx.cache) if cfg.alpaca_path is None else \
-        json.loads(Path(cfg.alpaca_path).read_text(encoding="utf-8"))
+    source = (
+        load_alpaca_rows(cache=ctx.cache)
+        if cfg.alpaca_path is None
+        else json.loads(Path(cfg.alpaca_path).read_text(encoding="utf-8"))
+    )
     alpaca = [{"instruction": a["instruction"], "reference": a["output"]} for a in source]
     ifeval_texts = {r["prompt"].strip() for r in rows}
     alpaca = [a for a in alpaca if a["instruction"].strip() not in ifeval_texts]
@@ -182,12 +202,21 @@ def step_data(ctx, out: Path) -> dict:
     write_jsonl(out / "train.jsonl", train)
     write_jsonl(out / "heldout.jsonl", heldout)
 
-    return {"source": {"ifeval": cfg.ifeval_path or f"{ASSETS[IFEVAL_ASSET].package}=={ASSETS[IFEVAL_ASSET].version}",
-                       "alpaca": cfg.alpaca_path or f"{ASSETS[ALPACA_ASSET].package}=={ASSETS[ALPACA_ASSET].version}"},
-            "ifeval_prompts": len(rows), "fit_budget": len(fit), "budget_words": cfg.budget_words,
-            "validation": len(validation), "prompts": len(prompts), "alpaca_train": len(train),
-            "alpaca_heldout": len(heldout), "prompt_format": "the strong tokenizer's chat template (user turn)",
-            "files": _files_sha(out)}
+    return {
+        "source": {
+            "ifeval": cfg.ifeval_path or f"{ASSETS[IFEVAL_ASSET].package}=={ASSETS[IFEVAL_ASSET].version}",
+            "alpaca": cfg.alpaca_path or f"{ASSETS[ALPACA_ASSET].package}=={ASSETS[ALPACA_ASSET].version}",
+        },
+        "ifeval_prompts": len(rows),
+        "fit_budget": len(fit),
+        "budget_words": cfg.budget_words,
+        "validation": len(validation),
+        "prompts": len(prompts),
+        "alpaca_train": len(train),
+        "alpaca_heldout": len(heldout),
+        "prompt_format": "the strong tokenizer's chat template (user turn)",
+        "files": _files_sha(out),
+    }
 
 
 def step_untuned(ctx, out: Path) -> dict:
@@ -199,9 +228,13 @@ def step_untuned(ctx, out: Path) -> dict:
     train = read_jsonl(ctx.out("data") / "train.jsonl")
     texts = [_chat(tok, a["instruction"]) + a["reference"] + (tok.eos_token or "") for a in train]
     info = train_sft(model, tok, texts, cfg.sft, cfg.seed, out, ctx.progress)
-    info.update(shape=vars(cfg.guide).copy(), params=sum(p.numel() for p in model.parameters()),
-                embeddings="PCA of the strong model's embeddings" if cfg.pca_init else "random",
-                data="AlpacaEval instructions and GPT-4 reference answers, chat-formatted", files=_files_sha(out))
+    info.update(
+        shape=vars(cfg.guide).copy(),
+        params=sum(p.numel() for p in model.parameters()),
+        embeddings="PCA of the strong model's embeddings" if cfg.pca_init else "random",
+        data="AlpacaEval instructions and GPT-4 reference answers, chat-formatted",
+        files=_files_sha(out),
+    )
     return info
 
 
@@ -209,8 +242,10 @@ def step_pairs(ctx, out: Path) -> dict:
     cfg = ctx.cfg
     tok = AutoTokenizer.from_pretrained(ctx.out("strong"))
     maker = PairMaker(max_words=cfg.reference_words)
-    info: dict = {"maker": "w2s_eval.world.ifeval_pairs (lm-eval's IFEval instruction registry)",
-                  "reference_words": cfg.reference_words}
+    info: dict = {
+        "maker": "w2s_eval.world.ifeval_pairs (lm-eval's IFEval instruction registry)",
+        "reference_words": cfg.reference_words,
+    }
     for i, (name, n) in enumerate((("train", cfg.pair_count), ("heldout", cfg.heldout_pairs))):
         items = [(a["instruction"], a["reference"]) for a in read_jsonl(ctx.out("data") / f"{name}.jsonl")]
         pairs, counts = make_constraint_pairs(items, n, cfg.seed + 30 + i, maker, cache=ctx.cache)
@@ -234,14 +269,27 @@ def step_reward_model(ctx, out: Path) -> dict:
 def step_validate(ctx, out: Path) -> dict:
     cfg = ctx.cfg
     prepare_ifeval(ctx.cache)
-    rows = read_jsonl(ctx.out("data") / "validation.jsonl")[:cfg.validate_limit]
+    rows = read_jsonl(ctx.out("data") / "validation.jsonl")[: cfg.validate_limit]
     gold, judge = IfevalGold(rows), IfevalGold(rows, "prompt_level_strict_acc")
     rm = load_classifier(str(ctx.out("reward_model")), dtype="float32", device="auto")
     samples: list = []
-    report = validate_guidance(_lm(ctx.out("strong")), _lm(ctx.out("tuned")), _lm(ctx.out("untuned")), rm, gold,
-                               judge, [r["text"] for r in rows], cfg.validate_samples, cfg.sampling_tokens,
-                               cfg.temperature, cfg.top_k, cfg.seed, progress=ctx.progress, stop_at_eos=True,
-                               samples_out=samples)
+    report = validate_guidance(
+        _lm(ctx.out("strong")),
+        _lm(ctx.out("tuned")),
+        _lm(ctx.out("untuned")),
+        rm,
+        gold,
+        judge,
+        [r["text"] for r in rows],
+        cfg.validate_samples,
+        cfg.sampling_tokens,
+        cfg.temperature,
+        cfg.top_k,
+        cfg.seed,
+        progress=ctx.progress,
+        stop_at_eos=True,
+        samples_out=samples,
+    )
     report["prompt_set"] = f"the {len(rows)} validation prompts (IFEval prompts that are not evaluation prompts)"
     report["judge"] = "prompt-level strict accuracy"
     tok = AutoTokenizer.from_pretrained(ctx.out("strong"))
@@ -253,26 +301,57 @@ def step_validate(ctx, out: Path) -> dict:
 
 
 def _steps() -> dict:
-    return {"strong": step_strong, "data": step_data, "untuned": step_untuned, "pairs": step_pairs,
-            "tuned": step_tuned, "reward_model": step_reward_model, "validate": step_validate}
+    return {
+        "strong": step_strong,
+        "data": step_data,
+        "untuned": step_untuned,
+        "pairs": step_pairs,
+        "tuned": step_tuned,
+        "reward_model": step_reward_model,
+        "validate": step_validate,
+    }
 
 
 def _describe(info: dict, cfg: IfevalWorldConfig) -> dict:
     v = info.get("validate", {})
-    quality = {"train_pairs": info.get("pairs", {}).get("train", {}).get("pairs"),
-               "constraint_types": info.get("pairs", {}).get("train", {}).get("types"),
-               "dpo_heldout_pair_accuracy": info.get("tuned", {}).get("heldout", {}).get("pair_accuracy"),
-               "rm_heldout_pair_accuracy": info.get("reward_model", {}).get("heldout", {}).get("pair_accuracy")}
-    for key in ("gold_mean", "judge_mean", "ended_share", "spearman_implicit_gold",
-                "spearman_implicit_gold_within_prompt", "spearman_rm_gold", "spearman_rm_gold_within_prompt",
-                "bon_gold_gain_by_implicit", "bon_gold_gain_by_rm", "bon_gold_gain_by_gold", "guidance_works"):
+    quality = {
+        "train_pairs": info.get("pairs", {}).get("train", {}).get("pairs"),
+        "constraint_types": info.get("pairs", {}).get("train", {}).get("types"),
+        "dpo_heldout_pair_accuracy": info.get("tuned", {}).get("heldout", {}).get("pair_accuracy"),
+        "rm_heldout_pair_accuracy": info.get("reward_model", {}).get("heldout", {}).get("pair_accuracy"),
+    }
+    for key in (
+        "gold_mean",
+        "judge_mean",
+        "ended_share",
+        "spearman_implicit_gold",
+        "spearman_implicit_gold_within_prompt",
+        "spearman_rm_gold",
+        "spearman_rm_gold_within_prompt",
+        "bon_gold_gain_by_implicit",
+        "bon_gold_gain_by_rm",
+        "bon_gold_gain_by_gold",
+        "guidance_works",
+    ):
         quality[key] = v.get(key)
-    inputs = {"ifeval": info.get("data", {}).get("source", {}).get("ifeval"),
-              "alpaca": info.get("data", {}).get("source", {}).get("alpaca"),
-              "strong_gguf_sha256": info.get("strong", {}).get("gguf_sha256"), "strong_source": cfg.strong_source}
-    return {"inputs": inputs, "quality": quality,
-            "paths": {"strong": "strong", "untuned": "untuned", "tuned": "tuned", "reward_model": "reward_model",
-                      "prompts": "data/prompts.jsonl", "validation": "data/validation.jsonl"}}
+    inputs = {
+        "ifeval": info.get("data", {}).get("source", {}).get("ifeval"),
+        "alpaca": info.get("data", {}).get("source", {}).get("alpaca"),
+        "strong_gguf_sha256": info.get("strong", {}).get("gguf_sha256"),
+        "strong_source": cfg.strong_source,
+    }
+    return {
+        "inputs": inputs,
+        "quality": quality,
+        "paths": {
+            "strong": "strong",
+            "untuned": "untuned",
+            "tuned": "tuned",
+            "reward_model": "reward_model",
+            "prompts": "data/prompts.jsonl",
+            "validation": "data/validation.jsonl",
+        },
+    }
 
 
 RECIPE = Recipe(NAME, IfevalWorldConfig, STEP_NAMES, _steps, _describe, BUILD_TIME)
@@ -287,11 +366,20 @@ def load_ifeval_mini(home: Path):
     prepare_ifeval(Path(home))
     rows = read_jsonl(path / manifest["paths"]["prompts"])
     cfg = manifest["config"]
-    sampling = SamplingConfig(temperature=cfg["temperature"], top_k=cfg["top_k"],
-                              max_new_tokens=cfg["sampling_tokens"], seed=cfg["seed"])
+    sampling = SamplingConfig(
+        temperature=cfg["temperature"], top_k=cfg["top_k"], max_new_tokens=cfg["sampling_tokens"], seed=cfg["seed"]
+    )
     paths = manifest["paths"]
-    return World(name=NAME, strong=str(path / paths["strong"]), tuned=str(path / paths["tuned"]),
-                 untuned=str(path / paths["untuned"]), reward_model=str(path / paths["reward_model"]),
-                 prompts=tuple((r["id"], r["text"]) for r in rows), sampling=sampling, gold=IfevalGold(rows),
-                 judge=IfevalGold(rows, "prompt_level_strict_acc"), manifest=manifest,
-                 strong_name=DEFAULT_STRONG if manifest["inputs"].get("strong_source") == GGUF_SOURCE else None)
+    return World(
+        name=NAME,
+        strong=str(path / paths["strong"]),
+        tuned=str(path / paths["tuned"]),
+        untuned=str(path / paths["untuned"]),
+        reward_model=str(path / paths["reward_model"]),
+        prompts=tuple((r["id"], r["text"]) for r in rows),
+        sampling=sampling,
+        gold=IfevalGold(rows),
+        judge=IfevalGold(rows, "prompt_level_strict_acc"),
+        manifest=manifest,
+        strong_name=DEFAULT_STRONG if manifest["inputs"].get("strong_source") == GGUF_SOURCE else None,
+    )

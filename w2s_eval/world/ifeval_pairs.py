@@ -54,6 +54,7 @@ def _words(text: str) -> list[str]:
 # ------------------------------------------------------------------ rewrites that meet one constraint
 # each takes (text, args of the instruction, rng, instruction text) and returns the text rewritten to follow it
 
+
 def _lowercase(t, a, rng, q):
     return t.lower()
 
@@ -110,7 +111,7 @@ def _paragraphs(t, a, rng, q):
     while len(sents) < n:
         sents = sents + sents
     k = len(sents)
-    chunks = [" ".join(sents[i * k // n:(i + 1) * k // n]) for i in range(n)]
+    chunks = [" ".join(sents[i * k // n : (i + 1) * k // n]) for i in range(n)]
     return "\n***\n".join(chunks)
 
 
@@ -120,7 +121,7 @@ def _sections(t, a, rng, q):
     while len(sents) < n:
         sents = sents + sents
     k = len(sents)
-    return "\n\n".join(f"{splitter} {i + 1}\n" + " ".join(sents[i * k // n:(i + 1) * k // n]) for i in range(n))
+    return "\n\n".join(f"{splitter} {i + 1}\n" + " ".join(sents[i * k // n : (i + 1) * k // n]) for i in range(n))
 
 
 def _keywords(t, a, rng, q):
@@ -166,7 +167,7 @@ def _two_responses(t, a, rng, q):
 
 def _words_less(t, a, rng, q):
     n = a["num_words"]
-    return " ".join(_words(t)[:max(1, n - 1)]) if a["relation"] == "less than" else t
+    return " ".join(_words(t)[: max(1, n - 1)]) if a["relation"] == "less than" else t
 
 
 def _capital_words(t, a, rng, q):
@@ -176,7 +177,8 @@ def _capital_words(t, a, rng, q):
         return " ".join(w.lower() if w.isupper() else w for w in words)
     k = min(len(words), n + 1)
     return " ".join([w.upper() for w in words[:k]] + words[k:]) + (
-        " " + " ".join(["IMPORTANT"] * (n + 1 - k)) if k < n + 1 else "")
+        " " + " ".join(["IMPORTANT"] * (n + 1 - k)) if k < n + 1 else ""
+    )
 
 
 def _first_word(t, a, rng, q):
@@ -216,14 +218,20 @@ REWRITES: dict[str, Callable] = {
 _ARGS = {
     "length_constraints:number_words": lambda rng: {"num_words": rng.choice((20, 30, 40, 50)), "relation": "less than"},
     "length_constraints:number_paragraphs": lambda rng: {"num_paragraphs": rng.randint(2, 4)},
-    "detectable_format:multiple_sections": lambda rng: {"section_spliter": rng.choice(("Section", "SECTION")),
-                                                        "num_sections": rng.randint(2, 4)},
+    "detectable_format:multiple_sections": lambda rng: {
+        "section_spliter": rng.choice(("Section", "SECTION")),
+        "num_sections": rng.randint(2, 4),
+    },
     "length_constraints:nth_paragraph_first_word": lambda rng: {
-        "num_paragraphs": (n := rng.randint(2, 3)), "nth_paragraph": rng.randint(1, n),
-        "first_word": rng.choice(("however", "first", "finally", "indeed", "overall"))},
+        "num_paragraphs": (n := rng.randint(2, 3)),
+        "nth_paragraph": rng.randint(1, n),
+        "first_word": rng.choice(("however", "first", "finally", "indeed", "overall")),
+    },
     "combination:repeat_prompt": lambda rng: {"prompt_to_repeat": None},  # set to the instruction itself
-    "change_case:capital_word_frequency": lambda rng: {"capital_frequency": rng.randint(2, 8),
-                                                       "capital_relation": rng.choice(("less than", "at least"))},
+    "change_case:capital_word_frequency": lambda rng: {
+        "capital_frequency": rng.randint(2, 8),
+        "capital_relation": rng.choice(("less than", "at least")),
+    },
 }
 # instructions whose check ignores the reply's language etc. and that compose with others
 _CONFLICTS = {
@@ -231,8 +239,13 @@ _CONFLICTS = {
     frozenset({"change_case:english_capital", "change_case:capital_word_frequency"}),
     frozenset({"change_case:english_lowercase", "change_case:capital_word_frequency"}),
 }
-_ALONE = {"detectable_format:json_format", "detectable_format:constrained_response", "combination:two_responses",
-          "combination:repeat_prompt", "length_constraints:number_words"}
+_ALONE = {
+    "detectable_format:json_format",
+    "detectable_format:constrained_response",
+    "combination:two_responses",
+    "combination:repeat_prompt",
+    "length_constraints:number_words",
+}
 
 
 @contextmanager
@@ -293,8 +306,9 @@ class PairMaker:
         first = rng.choice(self.ids)
         chosen_ids = [first]
         if first not in _ALONE and rng.random() < self.two_constraints:
-            second = rng.choice([i for i in self.ids if i != first and i not in _ALONE
-                                 and frozenset({first, i}) not in _CONFLICTS])
+            second = rng.choice(
+                [i for i in self.ids if i != first and i not in _ALONE and frozenset({first, i}) not in _CONFLICTS]
+            )
             chosen_ids.append(second)
         constraints = [_constraint(i, instruction, rng) for i in chosen_ids]
         base = cut_reference(reference, self.max_words)
@@ -314,14 +328,23 @@ class PairMaker:
         if not all(_follows(c, chosen) for c in constraints) or all(_follows(c, rejected) for c in constraints):
             return None
         prompt = instruction.rstrip() + " " + " ".join(c.description for c in constraints)
-        return {"instruction": instruction, "prompt": prompt, "chosen": chosen, "rejected": rejected,
-                "instruction_id_list": [c.id for c in constraints], "kwargs": [c.args for c in constraints],
-                "broken": constraints[broken].id, "rejected_kind": kind,
-                "r_chosen": 1.0, "r_rejected": sum(_follows(c, rejected) for c in constraints) / len(constraints)}
+        return {
+            "instruction": instruction,
+            "prompt": prompt,
+            "chosen": chosen,
+            "rejected": rejected,
+            "instruction_id_list": [c.id for c in constraints],
+            "kwargs": [c.args for c in constraints],
+            "broken": constraints[broken].id,
+            "rejected_kind": kind,
+            "r_chosen": 1.0,
+            "r_rejected": sum(_follows(c, rejected) for c in constraints) / len(constraints),
+        }
 
 
-def make_constraint_pairs(items: Sequence[tuple[str, str]], n: int, seed: int,
-                          maker: Optional[PairMaker] = None, cache=None) -> tuple[list[dict], dict]:
+def make_constraint_pairs(
+    items: Sequence[tuple[str, str]], n: int, seed: int, maker: Optional[PairMaker] = None, cache=None
+) -> tuple[list[dict], dict]:
     """Up to ``n`` pairs from ``items`` ((instruction, reference) pairs, cycled in order); (pairs, counts).
 
     Deterministic for a seed: the registry's draws use the module ``random`` (seeded here and restored), the
@@ -348,6 +371,7 @@ def make_constraint_pairs(items: Sequence[tuple[str, str]], n: int, seed: int,
 
 
 # ------------------------------------------------------------------ which evaluation prompts fit the budget
+
 
 def min_words(instruction_id: str, kwargs: Optional[dict]) -> int:
     """A lower bound of the words a response needs to meet one IFEval instruction (0: any length will do)."""

@@ -36,8 +36,12 @@ def verify_world(name: str, path: Path, manifest: dict) -> None:
             files = steps.get(step, {}).get("files") or {}
             stored.append((path / paths[step], {k: v for k, v in files.items() if k.endswith(".safetensors")}))
     for folder, files in stored:
-        verify_files(folder, {k: v for k, v in files.items() if v}, "the world's manifest",
-                     f"rebuild the world: w2s-eval world build {name} --force")
+        verify_files(
+            folder,
+            {k: v for k, v in files.items() if v},
+            "the world's manifest",
+            f"rebuild the world: w2s-eval world build {name} --force",
+        )
 
 
 def built_manifest(name: str, home: Path, recipe) -> tuple:
@@ -49,16 +53,24 @@ def built_manifest(name: str, home: Path, recipe) -> tuple:
     manifest = read_manifest(path) if path.exists() else None
     if not manifest or not manifest.get("complete"):
         state = "is not built" if not manifest else "is only partly built"
-        raise FileNotFoundError(f"world {name} {state} in {path}; build it ({recipe.build_time}): "
-                                f"w2s-eval world build {name}")
+        raise FileNotFoundError(
+            f"world {name} {state} in {path}; build it ({recipe.build_time}): w2s-eval world build {name}"
+        )
     for rel in manifest["paths"].values():
         if not (path / rel).exists():
-            raise FileNotFoundError(f"world {name} at {path} lacks {rel}; rebuild it: "
-                                    f"w2s-eval world build {name} --force")
+            raise FileNotFoundError(
+                f"world {name} at {path} lacks {rel}; rebuild it: w2s-eval world build {name} --force"
+            )
     stale = settings_diff(manifest["config"], recipe.config().to_dict(), new_is="default")
     if stale:  # usable (its manifest says what it is), but not what this version builds
-        logger.warning("world %s at %s was built with other settings than this version's defaults: %s; "
-                       "`w2s-eval world build %s --force` rebuilds it", name, path, stale, name)
+        logger.warning(
+            "world %s at %s was built with other settings than this version's defaults: %s; "
+            "`w2s-eval world build %s --force` rebuilds it",
+            name,
+            path,
+            stale,
+            name,
+        )
     verify_world(name, path, manifest)
     return path, manifest
 
@@ -71,9 +83,19 @@ def load_imdb_mini(home: Path):
     gold = load_gold(path / paths["gold"], sha256=gold_sha)
     prompts = tuple((p["id"], p["text"]) for p in read_jsonl(path / paths["prompts"]))
     cfg = manifest["config"]
-    sampling = SamplingConfig(temperature=cfg["temperature"], top_k=cfg["top_k"], max_new_tokens=cfg["sampling_tokens"],
-                              seed=cfg["seed"])
-    return World(name="imdb-mini", strong=str(path / paths["strong"]), tuned=str(path / paths["tuned"]),
-                 untuned=str(path / paths["untuned"]), reward_model=str(path / paths["reward_model"]), prompts=prompts,
-                 sampling=sampling, gold=gold, judge=vader_judge, manifest=manifest,
-                 strong_name=DEFAULT_STRONG if manifest["inputs"].get("strong_source") == GGUF_SOURCE else None)
+    sampling = SamplingConfig(
+        temperature=cfg["temperature"], top_k=cfg["top_k"], max_new_tokens=cfg["sampling_tokens"], seed=cfg["seed"]
+    )
+    return World(
+        name="imdb-mini",
+        strong=str(path / paths["strong"]),
+        tuned=str(path / paths["tuned"]),
+        untuned=str(path / paths["untuned"]),
+        reward_model=str(path / paths["reward_model"]),
+        prompts=prompts,
+        sampling=sampling,
+        gold=gold,
+        judge=vader_judge,
+        manifest=manifest,
+        strong_name=DEFAULT_STRONG if manifest["inputs"].get("strong_source") == GGUF_SOURCE else None,
+    )

@@ -23,13 +23,21 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["sample_continuations", "extreme_pairs", "label_pairs", "implicit_pair_accuracy", "rm_pair_accuracy", "LABEL_MODES"]
+__all__ = [
+    "sample_continuations",
+    "extreme_pairs",
+    "label_pairs",
+    "implicit_pair_accuracy",
+    "rm_pair_accuracy",
+    "LABEL_MODES",
+]
 
 LABEL_MODES = ("bradley-terry", "argmax")
 
 
-def _draw(logits: "torch.Tensor", banned: Sequence[int], temperature: float, top_k: int,
-          generator: "torch.Generator") -> "torch.Tensor":
+def _draw(
+    logits: "torch.Tensor", banned: Sequence[int], temperature: float, top_k: int, generator: "torch.Generator"
+) -> "torch.Tensor":
     """One token per row of ``logits`` [R, V] at ``temperature`` (top-k when ``top_k`` > 0), never a ``banned`` id.
 
     Inverse-CDF sampling from one uniform per row (``torch.multinomial`` on the CPU draws an exponential per
@@ -48,9 +56,19 @@ def _draw(logits: "torch.Tensor", banned: Sequence[int], temperature: float, top
     return (pick if ids is None else ids.gather(-1, pick)).squeeze(-1)
 
 
-def sample_continuations(lm, prompts: Sequence[str], n: int, max_new_tokens: int, seed: int, batch_size: int = 64,
-                         temperature: float = 1.0, progress: bool = True, desc: str = "sampling",
-                         top_k: int = 0, stop_at_eos: bool = False) -> list[list[str]]:
+def sample_continuations(
+    lm,
+    prompts: Sequence[str],
+    n: int,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int = 64,
+    temperature: float = 1.0,
+    progress: bool = True,
+    desc: str = "sampling",
+    top_k: int = 0,
+    stop_at_eos: bool = False,
+) -> list[list[str]]:
     """``n`` continuations of exactly ``max_new_tokens`` tokens per prompt from ``lm`` (a CausalLM; end-of-text ids
     are never drawn, as ``generate`` does with ``min_new_tokens``); ``top_k=0``: no top-k cut. The draws depend on
     ``seed`` and ``batch_size``. ``stop_at_eos``: end-of-text ids may be drawn, and a continuation ends at its
@@ -61,13 +79,13 @@ def sample_continuations(lm, prompts: Sequence[str], n: int, max_new_tokens: int
     if not temperature > 0:
         raise ValueError(f"sampling temperature must be > 0, got {temperature!r}")
 
-
     out: list[list[str]] = []
     bar = tqdm(total=len(prompts), desc=desc, disable=not progress)
     for i in range(0, len(prompts), batch_size):
-        chunk = list(prompts[i:i + batch_size])
-        ids, mask = left_pad([lm.tokenizer.encode(p, add_special_tokens=False) for p in chunk for _ in range(n)],
-                             lm.pad_id, lm.device)
+        chunk = list(prompts[i : i + batch_size])
+        ids, mask = left_pad(
+            [lm.tokenizer.encode(p, add_special_tokens=False) for p in chunk for _ in range(n)], lm.pad_id, lm.device
+        )
         generator = torch.Generator(device=lm.device).manual_seed(seed * 1_000_003 + i)
         rows, new = KVRows(lm, ids.shape[0]), []
         logits = rows.feed(ids, mask)[:, -1]
@@ -85,7 +103,7 @@ def sample_continuations(lm, prompts: Sequence[str], n: int, max_new_tokens: int
         if stop_at_eos:
             drawn = [_until_eos(row, lm.eos_ids) for row in drawn.tolist()]
         texts = lm.tokenizer.batch_decode(drawn, skip_special_tokens=True)
-        out.extend(texts[j * n:(j + 1) * n] for j in range(len(chunk)))
+        out.extend(texts[j * n : (j + 1) * n] for j in range(len(chunk)))
         bar.update(len(chunk))
     bar.close()
     return out
@@ -106,14 +124,15 @@ def extreme_pairs(prompts: Sequence[str], samples: Sequence[Sequence[str]], gold
     rewards = gold([p for p, s in zip(prompts, samples) for _ in s], [c for s in samples for c in s])
     out, i = [], 0
     for s in samples:
-        r = rewards[i:i + len(s)]
+        r = rewards[i : i + len(s)]
         i += len(s)
         out.append((s[max(range(len(s)), key=r.__getitem__)], s[min(range(len(s)), key=r.__getitem__)]))
     return out
 
 
-def label_pairs(prompts: Sequence[str], pairs: Sequence[Sequence[str]], gold: Callable, labels: str,
-                seed: int) -> list[dict]:
+def label_pairs(
+    prompts: Sequence[str], pairs: Sequence[Sequence[str]], gold: Callable, labels: str, seed: int
+) -> list[dict]:
     """Turn (a, b) continuation pairs into {prompt, chosen, rejected, r_chosen, r_rejected, p_chosen} rows."""
     if labels not in LABEL_MODES:
         raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
@@ -125,8 +144,16 @@ def label_pairs(prompts: Sequence[str], pairs: Sequence[Sequence[str]], gold: Ca
         p_a = 1.0 / (1.0 + math.exp(-(x - y)))
         a_wins = rng.random() < p_a if labels == "bradley-terry" else x >= y
         chosen, rejected, rc, rr = (a, b, x, y) if a_wins else (b, a, y, x)
-        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "r_chosen": rc, "r_rejected": rr,
-                     "p_chosen": p_a if a_wins else 1.0 - p_a})
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": chosen,
+                "rejected": rejected,
+                "r_chosen": rc,
+                "r_rejected": rr,
+                "p_chosen": p_a if a_wins else 1.0 - p_a,
+            }
+        )
     return rows
 
 
@@ -167,5 +194,5 @@ def rm_pair_accuracy(model, tokenizer, pairs: Sequence[dict]) -> dict:
 def _batched(scorer, prompts, responses, flags, batch: int = 32) -> list[float]:
     out: list[float] = []
     for i in range(0, len(prompts), batch):
-        out += scorer(prompts[i:i + batch], responses[i:i + batch], flags[i:i + batch]).tolist()
+        out += scorer(prompts[i : i + batch], responses[i : i + batch], flags[i : i + batch]).tolist()
     return out

