@@ -128,11 +128,15 @@ def test_committed_leaderboards_follow_from_their_annotations():
     from alpaca_eval.metrics import get_winrate
 
     root = REPO / "results" / "ifeval-mini-alpaca"
-    outputs = {m: {o["instruction"]: o["output"] for o in json.loads((root / m / "model_outputs.json").read_text())}
-               for m in ("base", "bon-n4", "cbs-w2-k2-l16")}
+    outputs = {
+        m: {o["instruction"]: o["output"] for o in json.loads((root / m / "model_outputs.json").read_text())}
+        for m in ("base", "bon-n4", "cbs-w2-k2-l16")
+    }
     gpt4 = {r["instruction"]: r["output"] for r in json.loads((root / "reference_gpt4.json").read_text())}
-    for board, sub, reference in (("leaderboard.csv", "judge_vs_gpt4", gpt4),
-                                  ("leaderboard_vs_base.csv", "judge_vs_base", outputs["base"])):
+    for board, sub, reference in (
+        ("leaderboard.csv", "judge_vs_gpt4", gpt4),
+        ("leaderboard_vs_base.csv", "judge_vs_base", outputs["base"]),
+    ):
         with open(root / board, newline="", encoding="utf-8") as f:
             rows = {r[""]: r for r in csv.DictReader(f)}
         assert rows
